@@ -1,0 +1,102 @@
+package io.blkstack.kernel;
+
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.function.Consumer;
+
+/**
+ * Reports tasks that have waited on one thing without progress for longer than a threshold: the
+ * kernel's hung-task detector, with one difference that matters for this project. A logical wait
+ * (see {@link Task#beginWait}) survives timed retries, so a mempool waiter that wakes every five
+ * seconds, finds nothing and sleeps again is reported, where the kernel's detector sees it as
+ * alive.
+ */
+public final class HungTaskWatchdog {
+
+    /** One report: a task, what it waits on, for how long, and where it is. */
+    public record Report(Task task, String waitingOn, long blockedNanos, StackTraceElement[] stack) {
+
+        /** A multi-line description like the kernel's "task blocked for more than N seconds". */
+        public String describe() {
+            StringBuilder sb = new StringBuilder();
+            sb.append("INFO: task ").append(task).append(" blocked for more than ")
+                    .append(blockedNanos / 1_000_000).append(" ms on ").append(waitingOn).append('\n');
+            int shown = 0;
+            for (StackTraceElement e : stack) {
+                if (shown++ == 24) {
+                    sb.append("    ...\n");
+                    break;
+                }
+                sb.append("    at ").append(e).append('\n');
+            }
+            return sb.toString();
+        }
+    }
+
+    private final Kernel kernel;
+    private final long thresholdNanos;
+    private final long periodNanos;
+    private final Consumer<Report> listener;
+    private final Map<Task, Long> reported = new HashMap<>();
+    private Task task;
+
+    HungTaskWatchdog(Kernel kernel, long thresholdNanos, Consumer<Report> listener) {
+        if (thresholdNanos <= 0) {
+            throw new IllegalArgumentException("watchdog threshold must be positive: " + thresholdNanos + " ns");
+        }
+        this.kernel = kernel;
+        this.thresholdNanos = thresholdNanos;
+        this.periodNanos = Math.max(1_000_000L, thresholdNanos / 4);
+        this.listener = listener;
+    }
+
+    void start() {
+        task = kernel.spawn("hung-task-watchdog", TaskKind.WATCHDOG, this::run);
+    }
+
+    void stop() {
+        if (task != null) {
+            task.requestStop();
+            kernel.scheduler().join(task);
+        }
+    }
+
+    private void run() {
+        Task self = Task.current();
+        while (!self.stopRequested()) {
+            self.sleepFor(periodNanos);
+            scan(self);
+        }
+    }
+
+    /** Checks every task once; reports each stuck wait once. */
+    void scan(Task self) {
+        long now = kernel.scheduler().nanoTime();
+        List<Task> tasks = kernel.scheduler().tasks();
+        reported.keySet().retainAll(tasks);
+        for (Task t : tasks) {
+            if (t == self) {
+                continue;
+            }
+            Object what = t.waitingOn();
+            if (what == null || t.waitIsIdle()) {
+                continue;
+            }
+            long since = t.waitSinceNanos();
+            long blocked = now - since;
+            if (blocked < thresholdNanos) {
+                continue;
+            }
+            Long previous = reported.get(t);
+            if (previous != null && previous == since) {
+                continue;
+            }
+            reported.put(t, since);
+            Thread thread = t.thread();
+            StackTraceElement[] stack = thread == null ? new StackTraceElement[0] : thread.getStackTrace();
+            kernel.counters().get("watchdog.hung-tasks").incrementAndGet();
+            listener.accept(new Report(t, String.valueOf(what), blocked, stack));
+        }
+    }
+}

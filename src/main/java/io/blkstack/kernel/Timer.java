@@ -1,0 +1,11 @@
+package io.blkstack.kernel;
+
+/** A pending timer callback; {@link #cancel} stops it if it has not fired. */
+public interface Timer {
+
+    /** Stops the timer; returns true if it had not fired yet. */
+    boolean cancel();
+
+    /** The clock value at which the timer fires. */
+    long deadlineNanos();
+}

@@ -1,0 +1,328 @@
+package io.blkstack.mem;
+
+import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.Mutex;
+import io.blkstack.kernel.SpinLock;
+import io.blkstack.kernel.Task;
+import io.blkstack.kernel.TaskKind;
+import io.blkstack.kernel.WaitQueue;
+import java.nio.ByteBuffer;
+import java.util.List;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * The page arena of one kernel: a fixed region of direct memory cut into 4 KiB pages, the whole
+ * memory budget of the data path.
+ *
+ * <p>Allocation follows the kernel's shape. Above the {@code min} watermark a page is taken at
+ * once, and dropping below {@code low} wakes the background reclaim task, which shrinks caches
+ * until {@code high}. At {@code min} a non-blocking allocation fails; a blocking one runs direct
+ * reclaim (the shrinkers, one reclaimer at a time under the reclaim mutex) and, if that freed
+ * nothing, waits for pages to be freed with a 100 ms timeout and tries again, forever unless
+ * {@link Gfp#NORETRY} asked it to give up. Pages below {@code min} are kept for reclaim itself
+ * (the reclaim task and anyone inside a shrinker).
+ *
+ * <p>The budget is never exceeded: pages exist up front, and {@link #checkInvariants} proves that
+ * free plus allocated is the total.
+ */
+public final class PageAllocator implements AutoCloseable {
+
+    /** How long a blocked allocation waits for freed pages before retrying reclaim. */
+    public static final long RETRY_NANOS = 100_000_000L;
+
+    private final Kernel kernel;
+    private final Page[] pages;
+    private final int[] freeStack;
+    private final SpinLock lock = new SpinLock("page allocator");
+    private final WaitQueue pagesFreed = new WaitQueue("pages freed");
+    private final WaitQueue reclaimWake = new WaitQueue("reclaim wake");
+    private final Mutex reclaimMutex = new Mutex("reclaim");
+    private final List<Shrinker> shrinkers = new CopyOnWriteArrayList<>();
+    private final AtomicLong failures;
+    private final AtomicLong directReclaims;
+    private final AtomicLong reclaimWaits;
+    private volatile int freeCount;
+    private int minPages;
+    private int lowPages;
+    private int highPages;
+    private boolean reclaimRequested;
+    private Task reclaimTask;
+    private volatile boolean closing;
+
+    public PageAllocator(Kernel kernel, long bytes) {
+        if (bytes < Page.SIZE) {
+            throw new IllegalArgumentException("memory budget " + bytes + " bytes is smaller than one page");
+        }
+        long count = bytes >> Page.SHIFT;
+        if (count > Integer.MAX_VALUE / Page.SIZE) {
+            throw new IllegalArgumentException("memory budget " + bytes + " bytes is larger than 2 GiB");
+        }
+        this.kernel = kernel;
+        int n = (int) count;
+        ByteBuffer arena = ByteBuffer.allocateDirect(n * Page.SIZE);
+        this.pages = new Page[n];
+        this.freeStack = new int[n];
+        for (int i = 0; i < n; i++) {
+            pages[i] = new Page(this, i, arena.slice(i * Page.SIZE, Page.SIZE));
+            freeStack[i] = n - 1 - i;
+        }
+        this.freeCount = n;
+        int min = Math.max(1, n / 64);
+        setWatermarks(min, min + Math.max(1, min / 4), min + Math.max(2, min / 2));
+        this.failures = kernel.counters().get("pages.alloc-failures");
+        this.directReclaims = kernel.counters().get("pages.direct-reclaims");
+        this.reclaimWaits = kernel.counters().get("pages.reclaim-waits");
+    }
+
+    /** Starts the background reclaim task. */
+    public void start() {
+        if (reclaimTask != null) {
+            throw new IllegalStateException("page allocator of " + kernel + " already started");
+        }
+        reclaimTask = kernel.spawn("kswapd", TaskKind.RECLAIM, this::runReclaim);
+    }
+
+    /** Sets the watermarks in pages; {@code min <= low <= high <= total} must hold. */
+    public void setWatermarks(int min, int low, int high) {
+        if (min < 0 || low < min || high < low || high > pages.length) {
+            throw new IllegalArgumentException("watermarks must satisfy 0 <= min <= low <= high <= " + pages.length
+                    + ": min " + min + " low " + low + " high " + high);
+        }
+        this.minPages = min;
+        this.lowPages = low;
+        this.highPages = high;
+    }
+
+    public int totalPages() {
+        return pages.length;
+    }
+
+    public int freePages() {
+        return freeCount;
+    }
+
+    public int minPages() {
+        return minPages;
+    }
+
+    public int lowPages() {
+        return lowPages;
+    }
+
+    public int highPages() {
+        return highPages;
+    }
+
+    /** The mutex that serializes reclaim; waits on it show up in explanations. */
+    public Mutex reclaimMutex() {
+        return reclaimMutex;
+    }
+
+    /** Registers a shrinker with reclaim. */
+    public void registerShrinker(Shrinker shrinker) {
+        shrinkers.add(shrinker);
+    }
+
+    public void unregisterShrinker(Shrinker shrinker) {
+        shrinkers.remove(shrinker);
+    }
+
+    /**
+     * Allocates one page.
+     *
+     * @return the page, or null if the flags did not allow waiting long enough
+     */
+    public Page alloc(int gfp) {
+        Task self = Task.currentOrNull();
+        int flags = Gfp.effective(gfp, self);
+        boolean reserveAccess = self != null && (self.kind() == TaskKind.RECLAIM || reclaimMutex.owner() == self);
+        Page page = tryTake(reserveAccess, flags);
+        if (page != null) {
+            return page;
+        }
+        if (!Gfp.mayBlock(flags) || self == null) {
+            failures.incrementAndGet();
+            return null;
+        }
+        boolean started = false;
+        try {
+            while (true) {
+                directReclaim(flags);
+                page = tryTake(reserveAccess, flags);
+                if (page != null) {
+                    return page;
+                }
+                if ((flags & Gfp.NORETRY) != 0 || closing) {
+                    failures.incrementAndGet();
+                    return null;
+                }
+                if (!started) {
+                    started = self.beginWait(this, false);
+                }
+                reclaimWaits.incrementAndGet();
+                pagesFreed.waitEventTimeout(() -> freeCount > minPages, this, RETRY_NANOS, false);
+            }
+        } finally {
+            self.endWait(started);
+        }
+    }
+
+    /** Returns a page to the arena and wakes anyone waiting for pages. */
+    public void free(Page page) {
+        if (page.allocator() != this) {
+            throw new IllegalArgumentException(page + " belongs to another kernel's arena");
+        }
+        lock.lock();
+        try {
+            if (!page.allocated) {
+                kernel.reportMisuse(Task.currentOrNull(), "double free of " + page);
+                throw new IllegalStateException("double free of " + page);
+            }
+            page.allocated = false;
+            freeStack[freeCount++] = page.index();
+        } finally {
+            lock.unlock();
+        }
+        if (pagesFreed.hasWaiters()) {
+            pagesFreed.wakeAll();
+        }
+    }
+
+    /** Takes a page if the watermarks allow; never blocks. */
+    private Page tryTake(boolean reserveAccess, int flags) {
+        Page page = null;
+        boolean wakeReclaim = false;
+        int floor = reserveAccess ? 0 : minPages;
+        // A fault site for non-blocking attempts only: a blocking allocation that fails its first
+        // try still reclaims and waits, which is what the fault should exercise.
+        if (!Gfp.mayBlock(flags) && kernel.faults().shouldFail("alloc:pages")) {
+            return null;
+        }
+        lock.lock();
+        try {
+            if (freeCount > floor) {
+                page = pages[freeStack[--freeCount]];
+                if (page.allocated) {
+                    throw new IllegalStateException(page + " on the free list is allocated");
+                }
+                page.allocated = true;
+            }
+            if (freeCount < lowPages && !reclaimRequested) {
+                reclaimRequested = true;
+                wakeReclaim = true;
+            }
+        } finally {
+            lock.unlock();
+        }
+        if (wakeReclaim) {
+            reclaimWake.wakeAll();
+        }
+        return page;
+    }
+
+    /** Runs every shrinker once on behalf of an allocation; returns how many objects they freed. */
+    private long directReclaim(int flags) {
+        directReclaims.incrementAndGet();
+        Task self = Task.current();
+        if (reclaimMutex.owner() == self) {
+            return 0; // reclaim inside reclaim: never recurse into the shrinkers
+        }
+        reclaimMutex.lock();
+        try {
+            return shrinkAll(flags, Math.max(1, highPages - freeCount));
+        } finally {
+            reclaimMutex.unlock();
+        }
+    }
+
+    /** Asks each shrinker for its share of {@code target} objects. */
+    private long shrinkAll(int flags, long target) {
+        long freed = 0;
+        for (Shrinker s : shrinkers) {
+            long count = s.count();
+            if (count > 0) {
+                freed += s.scan(Math.min(count, target), flags);
+            }
+        }
+        return freed;
+    }
+
+    /** The background reclaim task: sleeps until free pages drop below low, shrinks up to high. */
+    private void runReclaim() {
+        Task self = Task.current();
+        while (!self.stopRequested()) {
+            reclaimWake.waitEventTimeout(() -> reclaimRequested || self.stopRequested(), "kswapd idle", -1, true);
+            if (self.stopRequested()) {
+                return;
+            }
+            reclaimMutex.lock();
+            try {
+                long freed = 1;
+                while (freed > 0 && freeCount < highPages && !self.stopRequested()) {
+                    freed = shrinkAll(Gfp.KERNEL, highPages - freeCount);
+                }
+            } finally {
+                reclaimMutex.unlock();
+            }
+            lock.lock();
+            try {
+                reclaimRequested = false;
+            } finally {
+                lock.unlock();
+            }
+        }
+    }
+
+    /** Throws unless free plus allocated pages equal the budget and the free list is consistent. */
+    public void checkInvariants() {
+        lock.lock();
+        try {
+            int allocated = 0;
+            for (Page p : pages) {
+                if (p.allocated) {
+                    allocated++;
+                }
+            }
+            if (allocated + freeCount != pages.length) {
+                throw new IllegalStateException("page budget broken: " + allocated + " allocated + " + freeCount
+                        + " free != " + pages.length + " total");
+            }
+            for (int i = 0; i < freeCount; i++) {
+                if (pages[freeStack[i]].allocated) {
+                    throw new IllegalStateException("page " + freeStack[i] + " is on the free list and allocated");
+                }
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Pages currently handed out. */
+    public int allocatedPages() {
+        return pages.length - freeCount;
+    }
+
+    /** A line for explanations: levels and watermarks. */
+    public String describeState() {
+        return "pages free " + freeCount + "/" + pages.length + " (min " + minPages + " low " + lowPages
+                + " high " + highPages + "), reclaim owner " + reclaimMutex.owner();
+    }
+
+    /** Stops reclaim and checks that every page came back. */
+    @Override
+    public void close() {
+        closing = true;
+        if (reclaimTask != null) {
+            reclaimTask.requestStop();
+            reclaimWake.wakeAll();
+            kernel.scheduler().join(reclaimTask);
+        }
+        int leaked = allocatedPages();
+        if (leaked != 0) {
+            kernel.reportMisuse(null, leaked + " page(s) leaked at close of " + kernel);
+            throw new IllegalStateException(leaked + " of " + pages.length + " pages were not returned to the arena of "
+                    + kernel.name());
+        }
+    }
+}
