@@ -196,6 +196,8 @@ public final class Kernel implements AutoCloseable {
             return;
         }
         closed = true;
+        // Closing blocks (joins tasks, waits for in-flight I/O), so the caller must be a task.
+        Attachment closer = Task.currentOrNull() == null ? attach("kernel-close") : null;
         List<RuntimeException> failures = new ArrayList<>();
         List<Component> reversed = new ArrayList<>(components);
         java.util.Collections.reverse(reversed);
@@ -214,6 +216,9 @@ public final class Kernel implements AutoCloseable {
             pages.close();
         } catch (RuntimeException e) {
             failures.add(e);
+        }
+        if (closer != null) {
+            closer.close();
         }
         scheduler.close();
         if (!failures.isEmpty()) {

@@ -56,6 +56,7 @@ public final class RealScheduler implements Scheduler {
             }
         }, kernel.name() + "/" + name);
         thread.setDaemon(true);
+        task.assignThread(thread);
         thread.start();
         return task;
     }

@@ -72,8 +72,20 @@ public final class Task {
             throw new IllegalStateException("thread " + Thread.currentThread().getName()
                     + " is already task " + CURRENT.get());
         }
+        if (thread != null && thread != Thread.currentThread()) {
+            throw new IllegalStateException("task " + this + " was assigned thread " + thread.getName()
+                    + " but binds to " + Thread.currentThread().getName());
+        }
         thread = Thread.currentThread();
         CURRENT.set(this);
+    }
+
+    /** Records the thread a scheduler created for this task, before starting it, so joins see it. */
+    public void assignThread(Thread newThread) {
+        if (thread != null) {
+            throw new IllegalStateException("task " + this + " already runs on " + thread.getName());
+        }
+        thread = newThread;
     }
 
     /** Unbinds the calling thread; the task has exited. */

@@ -55,12 +55,14 @@ public final class PageAllocator implements AutoCloseable {
             throw new IllegalArgumentException("memory budget " + bytes + " bytes is smaller than one page");
         }
         long count = bytes >> Page.SHIFT;
-        if (count > Integer.MAX_VALUE / Page.SIZE) {
+        if (count > Integer.MAX_VALUE / Page.SIZE - 1) {
             throw new IllegalArgumentException("memory budget " + bytes + " bytes is larger than 2 GiB");
         }
         this.kernel = kernel;
         int n = (int) count;
-        ByteBuffer arena = ByteBuffer.allocateDirect(n * Page.SIZE);
+        // One spare page so the arena can start on a 4 KiB boundary: O_DIRECT file I/O (the file
+        // device's direct mode) needs page-aligned buffers, and allocateDirect does not align.
+        ByteBuffer arena = ByteBuffer.allocateDirect((n + 1) * Page.SIZE).alignedSlice(Page.SIZE);
         this.pages = new Page[n];
         this.freeStack = new int[n];
         for (int i = 0; i < n; i++) {

@@ -1,0 +1,95 @@
+package io.blkstack.cli;
+
+import java.util.List;
+import java.util.concurrent.Callable;
+
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.ParameterException;
+import picocli.CommandLine.Spec;
+
+/**
+ * {@code blkstack bench stack}: measures I/O through stacks of 1, 2, 4, ... layers over a null
+ * or memory bottom device, to show what each layer of the block layer costs.
+ *
+ * <p>The options are parsed and checked here; the benchmark itself is not wired yet.
+ */
+@Command(
+        name = "stack",
+        mixinStandardHelpOptions = true,
+        versionProvider = BlkstackVersion.class,
+        description = "Measure I/O through stacks of mapped devices (not implemented yet).")
+final class BenchStackCommand implements Callable<Integer> {
+
+    /** The bottom device under the stack. */
+    enum Device { NULL, MEMORY }
+
+    /** Bounds on the options, so a typo cannot ask for a week-long run. */
+    static final int LAYER_COUNT_MAX = 64;
+    static final int SECONDS_MAX = 3600;
+    static final long BLOCK_SIZE_MIN = 512;
+    static final long BLOCK_SIZE_MAX = 1 << 20;
+
+    @Spec
+    private CommandSpec spec;
+
+    @Option(names = "--device", paramLabel = "null|memory", defaultValue = "null",
+            description = "Bottom device: null or memory (default: ${DEFAULT-VALUE}).")
+    Device device;
+
+    @Option(names = "--layers", paramLabel = "N", split = ",", defaultValue = "1,2,4",
+            description = "Stack depths to measure, one run each (default: ${DEFAULT-VALUE}).")
+    List<Integer> layerCounts;
+
+    @Option(names = "--seconds", paramLabel = "N", defaultValue = "3",
+            description = "Duration of each run in seconds (default: ${DEFAULT-VALUE}).")
+    int seconds;
+
+    @Option(names = "--block-size", paramLabel = "SIZE", defaultValue = "4KiB",
+            converter = SizeConverter.class,
+            description = "I/O size, a multiple of 512 bytes (default: ${DEFAULT-VALUE}).")
+    long blockSizeBytes;
+
+    @Option(names = "--memory", paramLabel = "SIZE", defaultValue = "64MiB",
+            converter = SizeConverter.class,
+            description = "Page arena for the data path (default: ${DEFAULT-VALUE}).")
+    long memoryBytes;
+
+    @Override
+    public Integer call() {
+        checkOptions();
+        // TODO(lead): run the benchmark through io.blkstack.cli.StackBench.
+        spec.commandLine().getErr().println("blkstack bench stack: not implemented yet");
+        spec.commandLine().getErr().flush();
+        return ExitCodes.RUNTIME;
+    }
+
+    /** Rejects option values out of range as usage errors that name the value. */
+    private void checkOptions() {
+        for (int layerCount : layerCounts) {
+            if (layerCount < 1 || layerCount > LAYER_COUNT_MAX) {
+                throw usage("--layers: '" + layerCount + "' is not a stack depth between 1 and "
+                        + LAYER_COUNT_MAX);
+            }
+        }
+        if (seconds < 1 || seconds > SECONDS_MAX) {
+            throw usage("--seconds: '" + seconds + "' is not between 1 and " + SECONDS_MAX);
+        }
+        if (blockSizeBytes < BLOCK_SIZE_MIN || blockSizeBytes > BLOCK_SIZE_MAX) {
+            throw usage("--block-size: '" + blockSizeBytes + "' bytes is not between "
+                    + BLOCK_SIZE_MIN + " and " + BLOCK_SIZE_MAX);
+        }
+        if (blockSizeBytes % 512 != 0) {
+            throw usage("--block-size: '" + blockSizeBytes + "' bytes is not a multiple of 512");
+        }
+        if (memoryBytes < blockSizeBytes) {
+            throw usage("--memory: '" + memoryBytes + "' bytes is smaller than one block of "
+                    + blockSizeBytes + " bytes");
+        }
+    }
+
+    private ParameterException usage(String message) {
+        return new ParameterException(spec.commandLine(), message);
+    }
+}

@@ -1,0 +1,135 @@
+package io.blkstack.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.IOException;
+import java.io.PrintWriter;
+import java.io.StringWriter;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+import org.junit.jupiter.api.Test;
+import picocli.CommandLine;
+
+/**
+ * Runs the {@code blkstack} command line in-process and checks what a user sees: help lists the
+ * subcommands, {@code --version} prints the version from pom.xml (so resource filtering works),
+ * and the exit codes follow DESIGN.md section 8.
+ */
+class MainTest {
+
+    /** What one in-process run printed and returned. */
+    private record Run(int exitCode, String out, String err) {
+    }
+
+    private static Run run(String... args) {
+        CommandLine commandLine = Main.commandLine();
+        StringWriter out = new StringWriter();
+        StringWriter err = new StringWriter();
+        commandLine.setOut(new PrintWriter(out, true));
+        commandLine.setErr(new PrintWriter(err, true));
+        int exitCode = commandLine.execute(args);
+        return new Run(exitCode, out.toString(), err.toString());
+    }
+
+    /** The project's own version, read from pom.xml rather than from the filtered resource. */
+    private static String pomVersion() throws IOException {
+        Path pom = Path.of(System.getProperty("basedir", "."), "pom.xml");
+        String text = Files.readString(pom);
+        Matcher m = Pattern.compile("<artifactId>blkstack</artifactId>\\s*<version>([^<]+)</version>")
+                .matcher(text);
+        assertTrue(m.find(), "no project version in " + pom.toAbsolutePath());
+        return m.group(1).strip();
+    }
+
+    @Test
+    void helpListsTheSubcommandsAndExitCodes() {
+        Run r = run("--help");
+        assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.err());
+        assertTrue(r.out().contains("Usage: blkstack"), r.out());
+        assertTrue(r.out().matches("(?s).*\\n\\s+serve\\s+.*"), r.out());
+        assertTrue(r.out().matches("(?s).*\\n\\s+bench\\s+.*"), r.out());
+        assertTrue(r.out().contains("--version"), r.out());
+        assertTrue(r.out().contains("deadlock"), r.out());
+    }
+
+    @Test
+    void benchHelpListsStack() {
+        Run r = run("bench", "--help");
+        assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.err());
+        assertTrue(r.out().matches("(?s).*\\n\\s+stack\\s+.*"), r.out());
+    }
+
+    @Test
+    void serveHelpShowsDefaults() {
+        Run r = run("serve", "--help");
+        assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.err());
+        assertTrue(r.out().contains("127.0.0.1:10809"), r.out());
+        assertTrue(r.out().contains("64MiB"), r.out());
+    }
+
+    @Test
+    void versionIsTheProjectVersion() throws IOException {
+        String version = pomVersion();
+        assertNotEquals("unknown", BlkstackVersion.projectVersion());
+        Run r = run("--version");
+        assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.err());
+        assertTrue(r.out().startsWith("blkstack " + version + System.lineSeparator()), r.out());
+        assertEquals(version, BlkstackVersion.projectVersion());
+        Run sub = run("bench", "stack", "--version");
+        assertEquals(ExitCodes.SUCCESS, sub.exitCode(), sub.err());
+        assertEquals(r.out(), sub.out());
+    }
+
+    @Test
+    void serveIsNotAvailableYet() {
+        Run r = run("serve");
+        assertEquals(ExitCodes.RUNTIME, r.exitCode());
+        assertTrue(r.err().contains("not available yet (issue 5)"), r.err());
+    }
+
+    @Test
+    void noSubcommandIsAUsageError() {
+        assertEquals(ExitCodes.USAGE, run().exitCode());
+        assertEquals(ExitCodes.USAGE, run("bench").exitCode());
+    }
+
+    @Test
+    void unknownOptionIsAUsageError() {
+        Run r = run("serve", "--no-such-option");
+        assertEquals(ExitCodes.USAGE, r.exitCode());
+        assertTrue(r.err().contains("--no-such-option"), r.err());
+    }
+
+    @Test
+    void badSizeIsAUsageErrorNamingTheValue() {
+        Run r = run("serve", "--memory", "64MB");
+        assertEquals(ExitCodes.USAGE, r.exitCode());
+        assertTrue(r.err().contains("'64MB'"), r.err());
+    }
+
+    @Test
+    void benchStackAcceptsItsOptionsButIsNotImplementedYet() {
+        Run r = run("bench", "stack", "--device", "memory", "--layers", "1,3", "--seconds", "1",
+                "--block-size", "64KiB", "--memory", "16MiB");
+        assertEquals(ExitCodes.RUNTIME, r.exitCode(), r.err());
+        assertTrue(r.err().contains("not implemented yet"), r.err());
+    }
+
+    @Test
+    void benchStackRejectsOutOfRangeValuesAsUsageErrors() {
+        Run device = run("bench", "stack", "--device", "floppy");
+        assertEquals(ExitCodes.USAGE, device.exitCode());
+        assertTrue(device.err().contains("floppy"), device.err());
+        Run layers = run("bench", "stack", "--layers", "1,0");
+        assertEquals(ExitCodes.USAGE, layers.exitCode());
+        assertTrue(layers.err().contains("'0'"), layers.err());
+        Run blockSize = run("bench", "stack", "--block-size", "1000");
+        assertEquals(ExitCodes.USAGE, blockSize.exitCode());
+        assertTrue(blockSize.err().contains("'1000'"), blockSize.err());
+    }
+}

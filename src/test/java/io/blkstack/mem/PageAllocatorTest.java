@@ -1,0 +1,243 @@
+package io.blkstack.mem;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.blkstack.kernel.Completion;
+import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.Task;
+import io.blkstack.kernel.TaskKind;
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.SplittableRandom;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+import org.junit.jupiter.api.Test;
+
+/** The page arena: watermarks, GFP behaviour, reclaim and the budget invariant. */
+class PageAllocatorTest {
+
+    /** A cache of pages that gives them back when reclaim asks, and counts the calls. */
+    static final class PageCache implements Shrinker {
+        final ArrayDeque<Page> cached = new ArrayDeque<>();
+        final PageAllocator pages;
+        final AtomicInteger scans = new AtomicInteger();
+        volatile int lastGfp = -1;
+
+        PageCache(PageAllocator pages) {
+            this.pages = pages;
+        }
+
+        @Override
+        public String name() {
+            return "test cache";
+        }
+
+        @Override
+        public synchronized long count() {
+            return cached.size();
+        }
+
+        @Override
+        public long scan(long toScan, int gfp) {
+            scans.incrementAndGet();
+            lastGfp = gfp;
+            long freed = 0;
+            while (freed < toScan) {
+                Page p;
+                synchronized (this) {
+                    p = cached.pollFirst();
+                }
+                if (p == null) {
+                    break;
+                }
+                pages.free(p);
+                freed++;
+            }
+            return freed;
+        }
+    }
+
+    @Test
+    void nonBlockingAllocationStopsAtTheMinWatermark() {
+        try (Kernel kernel = Kernel.builder().memory(64 * Page.SIZE).build();
+                var self = kernel.attach("test")) {
+            PageAllocator pages = kernel.pages();
+            pages.setWatermarks(4, 6, 8);
+            List<Page> taken = new ArrayList<>();
+            for (Page p = pages.alloc(Gfp.NOWAIT); p != null; p = pages.alloc(Gfp.NOWAIT)) {
+                taken.add(p);
+            }
+            assertEquals(60, taken.size(), "64 pages minus the 4 kept below min");
+            assertEquals(4, pages.freePages());
+            assertNull(pages.alloc(Gfp.NOIO | Gfp.NORETRY), "one reclaim pass with nothing to shrink, then fail");
+            assertTrue(kernel.counters().value("pages.alloc-failures") >= 2);
+            pages.checkInvariants();
+            taken.forEach(pages::free);
+            assertEquals(64, pages.freePages());
+        }
+    }
+
+    @Test
+    void directReclaimRunsShrinkersWithTheCallersFlags() {
+        try (Kernel kernel = Kernel.builder().memory(64 * Page.SIZE).build();
+                var self = kernel.attach("test")) {
+            PageAllocator pages = kernel.pages();
+            pages.setWatermarks(4, 4, 4);
+            PageCache cache = new PageCache(pages);
+            pages.registerShrinker(cache);
+            List<Page> taken = new ArrayList<>();
+            for (Page p = pages.alloc(Gfp.NOWAIT); p != null; p = pages.alloc(Gfp.NOWAIT)) {
+                taken.add(p);
+            }
+            synchronized (cache) {
+                for (int i = 0; i < 10; i++) {
+                    cache.cached.add(taken.remove(taken.size() - 1));
+                }
+            }
+            Page p;
+            try (var scope = self.task().noio()) {
+                p = pages.alloc(Gfp.KERNEL);
+            }
+            assertNotNull(p, "reclaim freed cached pages, so the blocking allocation succeeds");
+            assertTrue(cache.scans.get() >= 1);
+            assertTrue(!Gfp.mayIo(cache.lastGfp), "a noio scope strips I/O from reclaim's flags");
+            taken.add(p);
+            taken.forEach(pages::free);
+            synchronized (cache) {
+                cache.cached.forEach(pages::free);
+                cache.cached.clear();
+            }
+        }
+    }
+
+    @Test
+    void blockedAllocationWaitsForAFreedPage() {
+        try (Kernel kernel = Kernel.builder().memory(16 * Page.SIZE).build();
+                var self = kernel.attach("test")) {
+            PageAllocator pages = kernel.pages();
+            pages.setWatermarks(1, 1, 1);
+            List<Page> taken = new ArrayList<>();
+            for (Page p = pages.alloc(Gfp.NOWAIT); p != null; p = pages.alloc(Gfp.NOWAIT)) {
+                taken.add(p);
+            }
+            Completion started = new Completion("started");
+            Page[] got = new Page[1];
+            Task waiter = kernel.spawn("waiter", TaskKind.USER, () -> {
+                started.complete();
+                got[0] = pages.alloc(Gfp.NOIO);
+            });
+            started.await();
+            pages.free(taken.remove(0));
+            kernel.scheduler().join(waiter);
+            assertNotNull(got[0]);
+            taken.add(got[0]);
+            taken.forEach(pages::free);
+        }
+    }
+
+    @Test
+    void backgroundReclaimShrinksToTheHighWatermark() {
+        try (Kernel kernel = Kernel.builder().memory(64 * Page.SIZE).build();
+                var self = kernel.attach("test")) {
+            PageAllocator pages = kernel.pages();
+            pages.setWatermarks(2, 8, 16);
+            PageCache cache = new PageCache(pages);
+            pages.registerShrinker(cache);
+            List<Page> taken = new ArrayList<>();
+            for (int i = 0; i < 60; i++) {
+                Page p = pages.alloc(Gfp.NOWAIT);
+                assertNotNull(p);
+                synchronized (cache) {
+                    cache.cached.add(p);
+                }
+            }
+            // Below low: kswapd was woken and frees cache pages until free >= high. Observe it.
+            while (pages.freePages() < 16) {
+                Thread.onSpinWait();
+            }
+            assertTrue(cache.scans.get() >= 1);
+            synchronized (cache) {
+                cache.cached.forEach(pages::free);
+                cache.cached.clear();
+            }
+            assertTrue(taken.isEmpty());
+        }
+    }
+
+    @Test
+    void doubleFreeIsRefusedAndLeaksAreReportedAtClose() {
+        Kernel kernel = Kernel.builder().memory(16 * Page.SIZE).build();
+        Page leaked;
+        try (var self = kernel.attach("test")) {
+            Page p = kernel.pages().alloc(Gfp.NOWAIT);
+            kernel.pages().free(p);
+            assertThrows(IllegalStateException.class, () -> kernel.pages().free(p));
+            leaked = kernel.pages().alloc(Gfp.NOWAIT);
+        }
+        IllegalStateException e = assertThrows(IllegalStateException.class, kernel::close);
+        assertTrue(e.getMessage().contains("1 of 16 pages"), e.getMessage());
+        assertNotNull(leaked);
+    }
+
+    @Test
+    void budgetIsNeverExceededUnderConcurrentLoad() {
+        // Six tasks allocate and free pages at random with every flag combination against a
+        // 128-page arena; a monitor task checks the invariant continuously. The allocated count
+        // can never exceed the arena, and every page comes back.
+        try (Kernel kernel = Kernel.builder().memory(128 * Page.SIZE).build();
+                var self = kernel.attach("test")) {
+            PageAllocator pages = kernel.pages();
+            AtomicLong maxAllocated = new AtomicLong();
+            int[] flags = {Gfp.NOWAIT, Gfp.NOIO | Gfp.NORETRY, Gfp.KERNEL | Gfp.NORETRY};
+            List<Task> tasks = new ArrayList<>();
+            for (int t = 0; t < 6; t++) {
+                long seed = t;
+                tasks.add(kernel.spawn("load" + t, TaskKind.USER, () -> {
+                    SplittableRandom random = new SplittableRandom(seed);
+                    ArrayDeque<Page> held = new ArrayDeque<>();
+                    for (int i = 0; i < 20_000; i++) {
+                        if (held.size() < 30 && random.nextBoolean()) {
+                            Page p = pages.alloc(flags[random.nextInt(flags.length)]);
+                            if (p != null) {
+                                held.add(p);
+                            }
+                        } else if (!held.isEmpty()) {
+                            pages.free(held.poll());
+                        }
+                        maxAllocated.accumulateAndGet(pages.allocatedPages(), Math::max);
+                    }
+                    held.forEach(pages::free);
+                }));
+            }
+            tasks.forEach(kernel.scheduler()::join);
+            pages.checkInvariants();
+            assertTrue(maxAllocated.get() <= pages.totalPages());
+            assertTrue(maxAllocated.get() > pages.totalPages() / 2, "the load must have pressed the budget");
+            assertEquals(0, pages.allocatedPages());
+        }
+    }
+
+    @Test
+    void slabChargesPagesAndGivesThemBackThroughItsShrinker() {
+        try (Kernel kernel = Kernel.builder().memory(64 * Page.SIZE).build();
+                var self = kernel.attach("test")) {
+            Slab<int[]> slab = new Slab<>(kernel, "objects", 1024, () -> new int[1]);
+            int before = kernel.pages().freePages();
+            List<int[]> objects = new ArrayList<>();
+            for (int i = 0; i < 9; i++) {
+                objects.add(slab.alloc(Gfp.NOWAIT));
+            }
+            assertEquals(3, slab.chargedPages(), "nine 1 KiB objects take three pages");
+            assertEquals(before - 3, kernel.pages().freePages());
+            objects.forEach(slab::free);
+            assertEquals(3, slab.scan(10, Gfp.NOWAIT), "twelve free objects are three whole pages");
+            assertEquals(0, slab.chargedPages());
+            assertEquals(before, kernel.pages().freePages());
+        }
+    }
+}
