@@ -1,5 +1,6 @@
 package io.blkstack.cli;
 
+import io.blkstack.bench.StackBench;
 import java.util.List;
 import java.util.concurrent.Callable;
 
@@ -13,13 +14,12 @@ import picocli.CommandLine.Spec;
  * {@code blkstack bench stack}: measures I/O through stacks of 1, 2, 4, ... layers over a null
  * or memory bottom device, to show what each layer of the block layer costs.
  *
- * <p>The options are parsed and checked here; the benchmark itself is not wired yet.
  */
 @Command(
         name = "stack",
         mixinStandardHelpOptions = true,
         versionProvider = BlkstackVersion.class,
-        description = "Measure I/O through stacks of mapped devices (not implemented yet).")
+        description = "Measure bios per second through stacks of pass-through layers.")
 final class BenchStackCommand implements Callable<Integer> {
 
     /** The bottom device under the stack. */
@@ -59,10 +59,10 @@ final class BenchStackCommand implements Callable<Integer> {
     @Override
     public Integer call() {
         checkOptions();
-        // TODO(lead): run the benchmark through io.blkstack.cli.StackBench.
-        spec.commandLine().getErr().println("blkstack bench stack: not implemented yet");
-        spec.commandLine().getErr().flush();
-        return ExitCodes.RUNTIME;
+        StackBench bench = new StackBench(StackBench.Bottom.valueOf(device.name()), memoryBytes, (int) blockSizeBytes,
+                seconds * 1_000_000_000L, 2, 16);
+        bench.runAll(layerCounts, spec.commandLine().getOut());
+        return ExitCodes.SUCCESS;
     }
 
     /** Rejects option values out of range as usage errors that name the value. */

@@ -113,11 +113,13 @@ class MainTest {
     }
 
     @Test
-    void benchStackAcceptsItsOptionsButIsNotImplementedYet() {
+    void benchStackPrintsOneRowPerDepthWithItsRatioToTheFirst() {
         Run r = run("bench", "stack", "--device", "memory", "--layers", "1,3", "--seconds", "1",
                 "--block-size", "64KiB", "--memory", "16MiB");
-        assertEquals(ExitCodes.RUNTIME, r.exitCode(), r.err());
-        assertTrue(r.err().contains("not implemented yet"), r.err());
+        assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.err());
+        assertTrue(r.out().contains("65536-byte bios"), r.out());
+        assertTrue(r.out().matches("(?s).*\\n\\s+1\\s+\\d+\\s+[\\d.]+\\s+1\\.00\\n.*"), r.out());
+        assertTrue(r.out().matches("(?s).*\\n\\s+3\\s+\\d+\\s+[\\d.]+\\s+[\\d.]+\\n.*"), r.out());
     }
 
     @Test

@@ -1,0 +1,289 @@
+package io.blkstack.bio;
+
+import io.blkstack.block.Submit;
+import io.blkstack.kernel.Component;
+import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.PolicySwitch;
+import io.blkstack.kernel.SpinLock;
+import io.blkstack.kernel.Task;
+import io.blkstack.mem.Gfp;
+import io.blkstack.mem.Mempool;
+import io.blkstack.mem.Page;
+import io.blkstack.mem.Slab;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.Supplier;
+
+/**
+ * A source of bios with a guaranteed reserve (the kernel's {@code bio_set}): a {@link Mempool} of
+ * bios over a {@link Slab}, and one of 256-entry vec arrays, both charged to the kernel's page
+ * budget, plus an optional rescuer.
+ *
+ * <p>Why the rescuer (seed 000): inside the submit loop, bios a stacking driver submits are only
+ * queued on the task's pending lists; they reach their device, complete and return to the pool
+ * after the driver returns. A driver that allocates a second bio from the same set while its
+ * first sits on that list would, with an empty reserve, wait for an element only its own return
+ * can free. So when the current task has pending bios and the set has a rescuer, {@link #alloc}
+ * first tries without blocking; if that fails it moves <em>this set's</em> pending bios (from both
+ * lists, keeping the order of the others) to the rescue list, queues the rescue work on a
+ * {@code MEM_RECLAIM} workqueue that submits them from its own thread, and only then retries with
+ * the caller's full flags. Under {@code bioset-rescuer=legacy} it blocks at once.
+ *
+ * <p>Pool names for fault injection: the bio mempool is {@code <name>-bio}, the vec mempool
+ * {@code <name>-bvec} (fault sites {@code alloc:<name>-bio}, {@code alloc:<name>-bvec}).
+ */
+public final class BioSet implements Component {
+
+    /** The accounted size of one bio object: 16 bios per slab page. */
+    static final int BIO_OBJECT_BYTES = 256;
+
+    private final Kernel kernel;
+    private final String name;
+    private final Slab<Bio> bioSlab;
+    private final Mempool<Bio> bioPool;
+    private final Slab<BioVec[]> vecSlab;
+    private final Mempool<BioVec[]> vecPool;
+    private final boolean hasRescuer;
+    private final BioRescuer rescuer;
+    private final SpinLock rescueLock;
+    private final BioList rescueList = new BioList();
+    private final AtomicLong punts;
+    private final AtomicLong bioOut = new AtomicLong();
+    private boolean closed;
+
+    /**
+     * Creates the set and fills its reserves.
+     *
+     * @param poolSize bios kept in reserve
+     * @param vecPoolSize vec arrays kept in reserve (0 for a set that only clones and splits)
+     * @param frontPad creates the per-bio driver data once per bio object, or null for none
+     * @param rescuer whether the set gets a rescuer workqueue (needed by stacking drivers that
+     *     allocate from it inside the submit loop)
+     */
+    public BioSet(Kernel kernel, String name, int poolSize, int vecPoolSize, Supplier<?> frontPad, boolean rescuer) {
+        if (poolSize < 0) {
+            throw new IllegalArgumentException("bio set " + name + ": negative pool size " + poolSize);
+        }
+        if (vecPoolSize < 0) {
+            throw new IllegalArgumentException("bio set " + name + ": negative vec pool size " + vecPoolSize);
+        }
+        this.kernel = kernel;
+        this.name = name;
+        this.rescueLock = new SpinLock("bioset " + name + " rescue");
+        this.punts = kernel.counters().get("bioset.rescuer-punts");
+        this.bioSlab = new Slab<>(kernel, name + "-bio", BIO_OBJECT_BYTES,
+                () -> new Bio(this, frontPad == null ? null : frontPad.get()));
+        this.bioPool = new Mempool<>(kernel, name + "-bio", poolSize, bioSlab);
+        this.vecSlab = new Slab<>(kernel, name + "-bvec", Page.SIZE, BioSet::newVecArray);
+        this.vecPool = new Mempool<>(kernel, name + "-bvec", vecPoolSize, vecSlab);
+        this.hasRescuer = rescuer;
+        this.rescuer = rescuer ? new BioRescuer(kernel, this, name) : null;
+        kernel.register(this);
+    }
+
+    private static BioVec[] newVecArray() {
+        BioVec[] array = new BioVec[Bio.VECS_MAX];
+        for (int i = 0; i < array.length; i++) {
+            array[i] = new BioVec();
+        }
+        return array;
+    }
+
+    /**
+     * Allocates a bio with room for {@code nrVecs} segments (0 for clones, splits, flushes,
+     * discards), following the rescuer rule of the class comment.
+     *
+     * @return the bio with one reference, or null if {@code gfp} may not block and nothing was free
+     */
+    public Bio alloc(int gfp, int nrVecs) {
+        if (nrVecs < 0 || nrVecs > Bio.VECS_MAX) {
+            throw new IllegalArgumentException("bio set " + name + ": nrVecs " + nrVecs + " not in 0.." + Bio.VECS_MAX);
+        }
+        if (closed) {
+            throw new IllegalStateException("bio set " + name + " is closed");
+        }
+        Task self = Task.currentOrNull();
+        int savedGfp = gfp;
+        if (self != null && hasRescuer && Submit.hasPending(self)
+                && !kernel.policies().isLegacy(PolicySwitch.BIOSET_RESCUER)) {
+            gfp &= ~Gfp.DIRECT_RECLAIM;
+        }
+        Bio bio = bioPool.alloc(gfp);
+        if (bio == null && gfp != savedGfp) {
+            puntBiosToRescuer(self);
+            gfp = savedGfp;
+            bio = bioPool.alloc(gfp);
+        }
+        if (bio == null) {
+            return null;
+        }
+        BioVec[] vecs = null;
+        if (nrVecs > 0) {
+            vecs = vecPool.alloc(gfp);
+            if (vecs == null && gfp != savedGfp) {
+                puntBiosToRescuer(self);
+                gfp = savedGfp;
+                vecs = vecPool.alloc(gfp);
+            }
+            if (vecs == null) {
+                bioPool.free(bio);
+                return null;
+            }
+        }
+        bio.init(vecs, nrVecs, self);
+        bioOut.incrementAndGet();
+        return bio;
+    }
+
+    /**
+     * Moves this set's bios from the task's pending lists to the rescue list, keeping the order of
+     * both the moved bios and the others, and queues the rescue work (the kernel's
+     * {@code punt_bios_to_rescuer}).
+     */
+    private void puntBiosToRescuer(Task self) {
+        BioList[] lists = Submit.pendingLists(self);
+        if (lists == null) {
+            return;
+        }
+        int moved = 0;
+        rescueLock.lock();
+        try {
+            // Rotate each list once: this set's bios go to the rescue list, the others back to the
+            // tail of their own list, so both keep their order and nothing is allocated.
+            for (BioList list : lists) {
+                for (int n = list.size(); n > 0; n--) {
+                    Bio bio = list.pop();
+                    if (bio.pool() == this) {
+                        bio.setState(BioState.RESCUE, this);
+                        rescueList.add(bio);
+                        moved++;
+                    } else {
+                        list.add(bio);
+                    }
+                }
+            }
+        } finally {
+            rescueLock.unlock();
+        }
+        if (moved == 0) {
+            return;
+        }
+        punts.addAndGet(moved);
+        rescuer.kick();
+    }
+
+    /** Takes the next punted bio, or null; the rescue work calls this in a loop. */
+    Bio popRescued() {
+        rescueLock.lock();
+        try {
+            return rescueList.pop();
+        } finally {
+            rescueLock.unlock();
+        }
+    }
+
+    /** Returns a freed bio and its vec array (if it owned one) to the pools. */
+    void free(Bio bio, BioVec[] vecs, int usedVecs) {
+        if (vecs != null) {
+            for (int i = 0; i < usedVecs; i++) {
+                vecs[i].clear();
+            }
+            vecPool.free(vecs);
+        }
+        bioOut.decrementAndGet();
+        bioPool.free(bio);
+    }
+
+    /** The kernel this set charges its memory to. */
+    public Kernel kernel() {
+        return kernel;
+    }
+
+    /** Whether this set has a rescuer. */
+    public boolean hasRescuer() {
+        return hasRescuer;
+    }
+
+    /** Bios handed out and not yet freed. */
+    public long outstanding() {
+        return bioOut.get();
+    }
+
+    /** Bios waiting on the rescue list. */
+    public int rescueQueued() {
+        rescueLock.lock();
+        try {
+            return rescueList.size();
+        } finally {
+            rescueLock.unlock();
+        }
+    }
+
+    /** The bio mempool, for explanations. */
+    public Mempool<Bio> bioPool() {
+        return bioPool;
+    }
+
+    /** The vec-array mempool, for explanations. */
+    public Mempool<BioVec[]> vecPool() {
+        return vecPool;
+    }
+
+    @Override
+    public String name() {
+        return "bioset " + name;
+    }
+
+    @Override
+    public String describeState() {
+        return name() + ": " + bioOut.get() + " bio(s) out, rescue list " + rescueQueued() + ", "
+                + bioPool.describeState() + "; " + vecPool.describeState();
+    }
+
+    @Override
+    public long fingerprint() {
+        return bioPool.fingerprint() * 31 + vecPool.fingerprint();
+    }
+
+    /** Stops the rescuer and closes the pools; every bio must have come back. */
+    @Override
+    public void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        kernel.unregister(this);
+        RuntimeException failure = null;
+        if (rescuer != null) {
+            try {
+                rescuer.close();
+            } catch (RuntimeException e) {
+                failure = e;
+            }
+        }
+        long out = bioOut.get();
+        int rescued = rescueList.size();
+        for (AutoCloseable c : new AutoCloseable[] {vecPool, bioPool, vecSlab, bioSlab}) {
+            try {
+                c.close();
+            } catch (Exception e) {
+                if (failure == null) {
+                    failure = e instanceof RuntimeException r ? r : new IllegalStateException(e);
+                } else {
+                    failure.addSuppressed(e);
+                }
+            }
+        }
+        if (failure == null && (out != 0 || rescued != 0)) {
+            failure = new IllegalStateException("bio set " + name + ": " + out + " bio(s) not returned, "
+                    + rescued + " on the rescue list at close");
+        }
+        if (failure != null) {
+            throw failure;
+        }
+    }
+
+    @Override
+    public String toString() {
+        return name();
+    }
+}

@@ -1,0 +1,538 @@
+package io.blkstack.block;
+
+import io.blkstack.bio.Bio;
+import io.blkstack.bio.BioFlags;
+import io.blkstack.bio.BioIter;
+import io.blkstack.bio.BioOp;
+import io.blkstack.bio.BioStatus;
+import io.blkstack.kernel.Faults;
+import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.Task;
+import io.blkstack.mem.Gfp;
+import io.blkstack.mem.Mempool;
+import io.blkstack.mem.Page;
+import io.blkstack.mem.PageAllocator;
+import java.io.IOException;
+import java.io.RandomAccessFile;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.OpenOption;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * A bottom device backed by a file: positional {@link FileChannel} I/O on a fixed set of device
+ * I/O tasks behind a bounded {@link DeviceQueue} (DESIGN.md section 4, "Bottom devices").
+ *
+ * <p><b>Submission.</b> {@link #submitBio} puts the bio in the queue's ring. When every slot is in
+ * flight the submitter sleeps until one frees: that is the device's queue depth, and it cannot
+ * deadlock, because slots are freed by the device's own tasks, which wait for nothing the
+ * submitter holds. A bio flagged {@link BioFlags#NOWAIT} never sleeps there; it completes with
+ * {@link BioStatus#AGAIN}.
+ *
+ * <p><b>Service.</b> Each I/O task takes a bio, moves its segments with {@link Page#slice} views
+ * (no copy), sets the status ({@link IOException} becomes {@link BioStatus#IOERR}: errors travel as
+ * values) and calls {@link Bio#endio} from the device task. WRITE with FUA is the write followed by
+ * {@code force(false)}; PREFLUSH forces before the bio; FLUSH is {@code force(false)}. Fault sites:
+ * {@code io:<name>} fails the bio with IOERR, {@code latency:<name>} sleeps the I/O task first.
+ *
+ * <p><b>DISCARD and WRITE_ZEROES.</b> Java has no portable hole punching, so both make the range
+ * read as zeros: each 4 KiB chunk is read first and overwritten from a zero page only if it holds
+ * data, so zeroing a never-written range of a sparse image allocates nothing. The device does not
+ * know holes ({@link #knowsAllocation} is false).
+ *
+ * <p><b>Direct I/O and bounce pages.</b> With {@code direct} the channel is opened with
+ * {@code O_DIRECT}, which needs buffer addresses, file positions and lengths aligned to the file
+ * system's block size. The device's logical block size is raised to that alignment, so every bio's
+ * position and size are aligned; a bio with any segment whose page offset or length is not aligned
+ * is served through a bounce page instead: each aligned 4 KiB window of the bio is gathered into
+ * (write) or scattered out of (read) one page taken from the device's private bounce mempool. An
+ * I/O task holds at most one bounce page at a time and the reserve holds one per task, so a
+ * bounce never waits for memory that another bounce holds (the golden rule of seed 002: a private
+ * pool, rule 1 of DESIGN.md section 1). {@link Options#bounceAlignment} applies the same path to a
+ * buffered channel, which is how file systems without {@code O_DIRECT} (tmpfs) exercise it.
+ */
+public final class FileDevice extends BlockDevice {
+
+    /** Opening choices of a file device. */
+    public record Options(boolean create, boolean direct, int ioTasks, int queueDepth, int bounceAlignment) {
+
+        /** Checks the values, with the bad one in the message. */
+        public Options {
+            if (ioTasks < 1 || ioTasks > DeviceQueue.TASKS_MAX) {
+                throw new IllegalArgumentException("file device: io tasks " + ioTasks + " not in [1, "
+                        + DeviceQueue.TASKS_MAX + "]");
+            }
+            if (queueDepth < 1 || queueDepth > DeviceQueue.DEPTH_MAX) {
+                throw new IllegalArgumentException("file device: queue depth " + queueDepth + " not in [1, "
+                        + DeviceQueue.DEPTH_MAX + "]");
+            }
+            if (bounceAlignment != 0 && (bounceAlignment < Bio.SECTOR_SIZE || bounceAlignment > Page.SIZE
+                    || Integer.bitCount(bounceAlignment) != 1)) {
+                throw new IllegalArgumentException("file device: bounce alignment " + bounceAlignment
+                        + " must be 0 or a power of two in " + Bio.SECTOR_SIZE + ".." + Page.SIZE);
+            }
+        }
+
+        /** Open an existing file, buffered, two I/O tasks, 32 requests in flight. */
+        public static Options defaults() {
+            return new Options(false, false, 2, 32, 0);
+        }
+
+        /** Create the file sparse if it is missing, and extend it sparse if it is shorter. */
+        public Options withCreate(boolean value) {
+            return new Options(value, direct, ioTasks, queueDepth, bounceAlignment);
+        }
+
+        /** Open with {@code O_DIRECT}. */
+        public Options withDirect(boolean value) {
+            return new Options(create, value, ioTasks, queueDepth, bounceAlignment);
+        }
+
+        public Options withIoTasks(int value) {
+            return new Options(create, direct, value, queueDepth, bounceAlignment);
+        }
+
+        public Options withQueueDepth(int value) {
+            return new Options(create, direct, ioTasks, value, bounceAlignment);
+        }
+
+        /**
+         * Bounce segments not aligned to this many bytes even on a buffered channel (0: only under
+         * direct I/O, where the file system's block size is used).
+         */
+        public Options withBounceAlignment(int value) {
+            return new Options(create, direct, ioTasks, queueDepth, value);
+        }
+    }
+
+    /** Per I/O task state, allocated once: the segment cursor and a zero view of its own. */
+    private static final class IoContext {
+        final BioIter iter = new BioIter();
+        final ByteBuffer zeros;
+        int segmentUsed;
+        boolean haveSegment;
+
+        IoContext(ByteBuffer zeros) {
+            this.zeros = zeros;
+        }
+    }
+
+    private final Path path;
+    private final Options options;
+    private final PositionalFile file;
+    private final int alignment;
+    private final String ioFaultSite;
+    private final String latencyFaultSite;
+    private final Mempool<Page> bouncePool;
+    private final Page zeroPage;
+    private final IoContext[] contexts;
+    private final AtomicLong bounces;
+    private final AtomicLong ioErrors;
+    private final AtomicLong again;
+    private final DeviceQueue<Bio> queue;
+
+    private FileDevice(Kernel kernel, String name, long capacitySectors, QueueLimits limits, Path path,
+            FileChannel channel, Options options, int alignment) {
+        super(kernel, name, capacitySectors, limits);
+        this.path = path;
+        this.options = options;
+        this.file = new PositionalFile(channel);
+        this.alignment = alignment;
+        this.ioFaultSite = "io:" + name;
+        this.latencyFaultSite = "latency:" + name;
+        this.bounces = kernel.counters().get("file.bounces");
+        this.ioErrors = kernel.counters().get("file.io-errors");
+        this.again = kernel.counters().get("file.again");
+        PageAllocator pages = kernel.pages();
+        this.bouncePool = new Mempool<>(kernel, name + "-bounce", options.ioTasks(), new Mempool.Allocator<>() {
+            @Override
+            public Page alloc(int gfp) {
+                return pages.alloc(gfp);
+            }
+
+            @Override
+            public void free(Page page) {
+                pages.free(page);
+            }
+        });
+        // The device closes its own pool after its I/O tasks stop; the kernel must not close it first.
+        kernel.unregister(bouncePool);
+        this.zeroPage = pages.alloc(Gfp.KERNEL);
+        if (zeroPage == null) {
+            bouncePool.close();
+            throw new IllegalStateException("file device " + name + ": no page for the zero buffer");
+        }
+        zeroPage.zero(0, Page.SIZE);
+        this.contexts = new IoContext[options.ioTasks()];
+        for (int i = 0; i < contexts.length; i++) {
+            contexts[i] = new IoContext(zeroPage.slice(0, Page.SIZE).asReadOnlyBuffer());
+        }
+        DeviceQueue<Bio> ioQueue;
+        try {
+            ioQueue = new DeviceQueue<>(kernel, name, options.queueDepth(), options.ioTasks(), this::serve);
+        } catch (RuntimeException e) {
+            // Half built: give back what was taken; the caller closes the channel.
+            bouncePool.close();
+            pages.free(zeroPage);
+            super.close();
+            throw e;
+        }
+        this.queue = ioQueue;
+    }
+
+    /**
+     * Opens (and with {@link Options#create} creates or extends, sparse) the file at {@code path}
+     * as a device of {@code sizeBytes} bytes, and starts its I/O tasks.
+     *
+     * @param sizeBytes the device size, a positive multiple of the logical block size (512, or the
+     *     file system's block size under direct I/O)
+     * @throws IOException if the file cannot be opened, or {@code O_DIRECT} is not supported there
+     */
+    public static FileDevice open(Kernel kernel, String name, Path path, long sizeBytes, Options options)
+            throws IOException {
+        if (sizeBytes <= 0 || sizeBytes % Bio.SECTOR_SIZE != 0) {
+            throw new IllegalArgumentException("file device " + name + ": size " + sizeBytes
+                    + " is not a positive multiple of " + Bio.SECTOR_SIZE);
+        }
+        int alignment = options.direct() ? directAlignment(path, options) : Math.max(1, options.bounceAlignment());
+        if (alignment > 1 && sizeBytes % alignment != 0) {
+            throw new IllegalArgumentException("file device " + name + ": size " + sizeBytes
+                    + " is not a multiple of the I/O alignment " + alignment);
+        }
+        prepareFile(path, sizeBytes, options.create(), options.direct() ? alignment : 1);
+        FileChannel channel = openChannel(path, options.direct());
+        QueueLimits limits = QueueLimits.defaults();
+        if (alignment > 1) {
+            limits = limits.withLogicalBlockSize(Math.max(Bio.SECTOR_SIZE, alignment)).withDmaAlignment(alignment);
+        }
+        try {
+            return new FileDevice(kernel, name, sizeBytes >>> Bio.SECTOR_SHIFT, limits, path, channel, options,
+                    alignment);
+        } catch (RuntimeException e) {
+            channel.close();
+            throw e;
+        }
+    }
+
+    /** The direct I/O alignment: the file system's block size, or the option if that is unknown. */
+    private static int directAlignment(Path path, Options options) throws IOException {
+        Path existing = Files.exists(path) ? path : path.toAbsolutePath().getParent();
+        long blockSize;
+        try {
+            blockSize = Files.getFileStore(existing).getBlockSize();
+        } catch (UnsupportedOperationException e) {
+            blockSize = options.bounceAlignment() != 0 ? options.bounceAlignment() : Page.SIZE;
+        }
+        if (blockSize < Bio.SECTOR_SIZE || blockSize > Page.SIZE || Long.bitCount(blockSize) != 1) {
+            blockSize = Page.SIZE;
+        }
+        return Math.max((int) blockSize, options.bounceAlignment());
+    }
+
+    /** Creates the file or extends it sparse as the options allow; rounds it up to the alignment. */
+    private static void prepareFile(Path path, long sizeBytes, boolean create, int alignment) throws IOException {
+        if (!Files.exists(path) && !create) {
+            throw new NoSuchFileException(path.toString(), null, "file device backing file is missing (create not set)");
+        }
+        try (RandomAccessFile raf = new RandomAccessFile(path.toFile(), "rw")) {
+            long length = raf.length();
+            if (create && length < sizeBytes) {
+                raf.setLength(sizeBytes);
+            } else if (length % alignment != 0) {
+                // O_DIRECT cannot read the tail of a file that ends inside an aligned block.
+                raf.setLength((length / alignment + 1) * alignment);
+            }
+        }
+    }
+
+    /** Opens the channel for positional reads and writes, with {@code O_DIRECT} if asked. */
+    private static FileChannel openChannel(Path path, boolean direct) throws IOException {
+        if (!direct) {
+            return FileChannel.open(path, StandardOpenOption.READ, StandardOpenOption.WRITE);
+        }
+        OpenOption[] options = {StandardOpenOption.READ, StandardOpenOption.WRITE, directOption()};
+        try {
+            return FileChannel.open(path, options);
+        } catch (UnsupportedOperationException e) {
+            throw new IOException("O_DIRECT is not supported for " + path + ": " + e.getMessage(), e);
+        }
+    }
+
+    /**
+     * {@code com.sun.nio.file.ExtendedOpenOption.DIRECT}, looked up by name: the class lives in
+     * {@code jdk.unsupported}, and naming it in source draws an internal-API warning from javac.
+     */
+    private static OpenOption directOption() throws IOException {
+        try {
+            Class<?> type = Class.forName("com.sun.nio.file.ExtendedOpenOption");
+            for (Object constant : type.getEnumConstants()) {
+                if (constant instanceof OpenOption option && "DIRECT".equals(constant.toString())) {
+                    return option;
+                }
+            }
+        } catch (ClassNotFoundException e) {
+            throw new IOException("O_DIRECT is not available in this JDK: " + e.getMessage(), e);
+        }
+        throw new IOException("O_DIRECT is not available in this JDK: no ExtendedOpenOption.DIRECT");
+    }
+
+    // ---- submission ----------------------------------------------------------------------------
+
+    /** Queues the bio for an I/O task; waits for a slot unless the bio is NOWAIT (then AGAIN). */
+    @Override
+    protected void submitBio(Bio bio) {
+        Bio front = splitToLimits(bio);
+        DeviceQueue.Admit admit = front.hasFlag(BioFlags.NOWAIT) ? queue.tryEnqueue(front) : queue.enqueue(front);
+        switch (admit) {
+            case QUEUED -> {
+            }
+            case FULL -> {
+                again.incrementAndGet();
+                front.setStatus(BioStatus.AGAIN);
+                front.endio();
+            }
+            case STOPPED -> {
+                front.setStatus(BioStatus.IOERR);
+                front.endio();
+            }
+        }
+    }
+
+    // ---- service on the device's I/O tasks -----------------------------------------------------
+
+    /** Serves one bio on I/O task {@code taskIndex} and completes it there. */
+    private void serve(Bio bio, int taskIndex) {
+        BioStatus status;
+        try {
+            status = perform(bio, contexts[taskIndex]);
+        } catch (IOException e) {
+            status = BioStatus.IOERR;
+        } catch (RuntimeException e) {
+            // A bug, not an I/O error: report it, but still complete the bio so nobody waits forever.
+            kernel().reportCrash(Task.current(), e);
+            status = BioStatus.IOERR;
+        }
+        if (status.isError()) {
+            ioErrors.incrementAndGet();
+            bio.setStatus(status);
+        }
+        bio.endio();
+    }
+
+    /** Does what the bio asks; returns its status. */
+    private BioStatus perform(Bio bio, IoContext ctx) throws IOException {
+        Faults faults = kernel().faults();
+        if (faults.shouldFail(ioFaultSite)) {
+            return BioStatus.IOERR;
+        }
+        long extraNanos = faults.extraLatencyNanos(latencyFaultSite);
+        if (extraNanos > 0) {
+            Task.current().sleepFor(extraNanos);
+        }
+        if (bio.hasFlag(BioFlags.PREFLUSH)) {
+            file.force();
+        }
+        long position = bio.sector() << Bio.SECTOR_SHIFT;
+        switch (bio.op()) {
+            case READ -> transfer(bio, ctx, position, false);
+            case WRITE -> transfer(bio, ctx, position, true);
+            case FLUSH -> file.force();
+            case DISCARD, WRITE_ZEROES -> zero(position, bio.sizeBytes(), ctx);
+        }
+        if (bio.hasFlag(BioFlags.FUA) && bio.op().isWrite() && bio.op() != BioOp.FLUSH) {
+            file.force();
+        }
+        return BioStatus.OK;
+    }
+
+    /** Moves a data bio's bytes: straight from its pages if aligned, else through a bounce page. */
+    private void transfer(Bio bio, IoContext ctx, long position, boolean write) throws IOException {
+        if (needsBounce(bio, ctx, position)) {
+            bounce(bio, ctx, position, write);
+            return;
+        }
+        BioIter iter = ctx.iter;
+        for (iter.reset(bio); iter.next(); ) {
+            ByteBuffer view = iter.page().slice(iter.offset(), iter.length());
+            if (write) {
+                file.writeFully(view, iter.devicePosition());
+            } else {
+                file.readFully(view, iter.devicePosition());
+            }
+        }
+    }
+
+    /** Whether any segment's memory address or length, or the bio's position, breaks the alignment. */
+    private boolean needsBounce(Bio bio, IoContext ctx, long position) {
+        int align = alignment;
+        if (align <= 1) {
+            return false;
+        }
+        if (position % align != 0) {
+            throw new IllegalStateException("file device " + name() + ": " + bio + " at byte " + position
+                    + " passed the submit loop misaligned to " + align);
+        }
+        BioIter iter = ctx.iter;
+        for (iter.reset(bio); iter.next(); ) {
+            if (iter.page().buffer().alignmentOffset(iter.offset(), align) != 0 || iter.length() % align != 0) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /**
+     * Serves a misaligned data bio through one bounce page: window by window of at most 4 KiB (each
+     * aligned, since the bio's position and size are), gather and write, or read and scatter.
+     */
+    private void bounce(Bio bio, IoContext ctx, long position, boolean write) throws IOException {
+        Page page = bouncePool.alloc(Gfp.NOIO);
+        if (page == null) {
+            throw new IllegalStateException("file device " + name() + ": blocking bounce allocation returned null");
+        }
+        try {
+            ctx.iter.reset(bio);
+            ctx.haveSegment = false;
+            int size = bio.sizeBytes();
+            for (int done = 0; done < size; ) {
+                int n = Math.min(Page.SIZE, size - done);
+                ByteBuffer window = page.slice(0, n);
+                if (write) {
+                    copySegments(ctx, page, n, true);
+                    file.writeFully(window, position + done);
+                } else {
+                    file.readFully(window, position + done);
+                    copySegments(ctx, page, n, false);
+                }
+                bounces.incrementAndGet();
+                done += n;
+            }
+        } finally {
+            bouncePool.free(page);
+        }
+    }
+
+    /** Copies the next {@code n} bytes of the bio into the bounce page ({@code gather}) or out of it. */
+    private static void copySegments(IoContext ctx, Page bouncePage, int n, boolean gather) {
+        BioIter iter = ctx.iter;
+        for (int at = 0; at < n; ) {
+            if (!ctx.haveSegment || ctx.segmentUsed == iter.length()) {
+                if (!iter.next()) {
+                    throw new IllegalStateException("bounce: bio segments end " + (n - at) + " bytes early");
+                }
+                ctx.haveSegment = true;
+                ctx.segmentUsed = 0;
+            }
+            int k = Math.min(n - at, iter.length() - ctx.segmentUsed);
+            if (gather) {
+                bouncePage.copyFrom(at, iter.page(), iter.offset() + ctx.segmentUsed, k);
+            } else {
+                iter.page().copyFrom(iter.offset() + ctx.segmentUsed, bouncePage, at, k);
+            }
+            at += k;
+            ctx.segmentUsed += k;
+        }
+    }
+
+    /** Makes a range read as zeros, using a bounce page as the read-back scratch. */
+    private void zero(long position, int length, IoContext ctx) throws IOException {
+        if (length == 0) {
+            return;
+        }
+        Page page = bouncePool.alloc(Gfp.NOIO);
+        if (page == null) {
+            throw new IllegalStateException("file device " + name() + ": blocking scratch allocation returned null");
+        }
+        try {
+            file.zeroRange(position, length, page.slice(0, Page.SIZE), ctx.zeros, Page.SIZE);
+        } finally {
+            bouncePool.free(page);
+        }
+    }
+
+    // ---- control -------------------------------------------------------------------------------
+
+    /** The backing file. */
+    public Path path() {
+        return path;
+    }
+
+    public Options options() {
+        return options;
+    }
+
+    /** Bytes to which direct (or forced-bounce) I/O must be aligned; 1 for none. */
+    public int alignment() {
+        return alignment;
+    }
+
+    /** Whether the channel was opened with {@code O_DIRECT}. */
+    public boolean isDirect() {
+        return options.direct();
+    }
+
+    /** Bios admitted and not yet completed. */
+    public int inFlight() {
+        return queue.inFlight();
+    }
+
+    @Override
+    public String describeState() {
+        return "file device " + name() + " (" + path + (options.direct() ? ", direct" : "") + "): "
+                + queue.describeState() + "; " + bouncePool.describeState();
+    }
+
+    @Override
+    public long fingerprint() {
+        return queue.served() * 31 + queue.inFlight();
+    }
+
+    /**
+     * Stops the I/O tasks after they completed every admitted bio, returns the bounce pages and
+     * the zero page, closes the channel, then closes the device's split set.
+     */
+    @Override
+    public void close() {
+        if (isClosed()) {
+            return;
+        }
+        RuntimeException failure = null;
+        try {
+            queue.stop();
+        } catch (RuntimeException e) {
+            failure = e;
+        }
+        try {
+            bouncePool.close();
+        } catch (RuntimeException e) {
+            failure = addFailure(failure, e);
+        }
+        kernel().pages().free(zeroPage);
+        try {
+            file.channel().close();
+        } catch (IOException e) {
+            failure = addFailure(failure, new IllegalStateException("file device " + name() + ": closing " + path
+                    + " failed: " + e.getMessage(), e));
+        }
+        try {
+            super.close();
+        } catch (RuntimeException e) {
+            failure = addFailure(failure, e);
+        }
+        if (failure != null) {
+            throw failure;
+        }
+    }
+
+    private static RuntimeException addFailure(RuntimeException first, RuntimeException next) {
+        if (first == null) {
+            return next;
+        }
+        first.addSuppressed(next);
+        return first;
+    }
+}

@@ -1,0 +1,183 @@
+package io.blkstack.sim;
+
+import io.blkstack.kernel.Completion;
+import io.blkstack.kernel.Component;
+import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.Mutex;
+import io.blkstack.kernel.Task;
+import io.blkstack.mem.Mempool;
+import io.blkstack.mem.PageAllocator;
+import java.util.List;
+
+/**
+ * The explanation of a finding: the wait-for knot. For every blocked task that owes work it says
+ * what the task waits on (a pool, a lock, a completion, a queue, another task's exit), who holds
+ * what it needs where that is knowable (a mutex's owner and what that owner waits on; a mempool's
+ * outstanding elements and waiters), and where the task blocked (its stack, trimmed to blkstack
+ * frames). Then every component's own state (later layers name their holders there: a bio set's
+ * elements on a task's pending list, in flight at a device, queued for a rescuer), the page
+ * allocator, and the last trace events.
+ *
+ * <p>Extensible without touching this class: a layer adds a {@link WaitDescriber} through
+ * {@link SimConfig.Builder#describer} for its own wait targets, and its components'
+ * {@link Component#describeState} is printed as is.
+ */
+public final class Knot {
+
+    /** How many frames of each task's stack are shown. */
+    static final int FRAMES_MAX = 14;
+
+    /** Describes a wait target a layer knows about; returns null for targets it does not know. */
+    @FunctionalInterface
+    public interface WaitDescriber {
+        String describe(Object waitingOn);
+    }
+
+    private Knot() {
+    }
+
+    /** Builds the explanation text of a finding; call while the tasks are still parked. */
+    static String explain(Kernel kernel, SimScheduler scheduler, SimScheduler.Finding finding, List<WaitDescriber> describers) {
+        StringBuilder sb = new StringBuilder();
+        sb.append(finding.outcome()).append(": ").append(finding.headline()).append('\n');
+        sb.append("virtual time ").append(scheduler.virtualNanos()).append(" ns, ").append(scheduler.steps())
+                .append(" steps, ").append(scheduler.decisions()).append(" decisions\n");
+        List<SimTask> live = scheduler.liveTasks();
+        sb.append("wait-for knot:\n");
+        int owing = 0;
+        for (SimTask t : live) {
+            if (t == finding.culprit() || !SimScheduler.owesWork(t) || t.runnable()) {
+                continue;
+            }
+            owing++;
+            describeTask(sb, t, describers, false);
+        }
+        if (owing == 0) {
+            sb.append("  (no blocked task owes work)\n");
+        }
+        if (finding.culprit() != null) {
+            sb.append("running task (did not come back):\n");
+            describeTask(sb, finding.culprit(), describers, true);
+        }
+        StringBuilder others = new StringBuilder();
+        for (SimTask t : live) {
+            if (t != finding.culprit() && (!SimScheduler.owesWork(t) || t.runnable())) {
+                others.append(' ').append(t.task).append(t.runnable() ? " (runnable)" : " (idle: " + t.task.waitingOn() + ")");
+            }
+        }
+        if (!others.isEmpty()) {
+            sb.append("other tasks:").append(others).append('\n');
+        }
+        List<String> misuses = kernel.misuses();
+        if (!misuses.isEmpty()) {
+            sb.append("misuse:\n");
+            for (String m : misuses) {
+                sb.append("  ").append(m).append('\n');
+            }
+        }
+        List<String> crashes = kernel.crashes();
+        if (!crashes.isEmpty()) {
+            sb.append("crashes:\n");
+            for (String c : crashes) {
+                sb.append("  ").append(c.replace("\n", "\n  ")).append('\n');
+            }
+        }
+        sb.append("components:\n");
+        for (Component c : kernel.components()) {
+            sb.append("  ").append(safeDescribe(c)).append('\n');
+        }
+        sb.append("  ").append(kernel.pages().describeState()).append('\n');
+        sb.append("last events:\n");
+        for (String e : scheduler.trace().recent()) {
+            sb.append("  ").append(e).append('\n');
+        }
+        return sb.toString();
+    }
+
+    private static void describeTask(StringBuilder sb, SimTask t, List<WaitDescriber> describers, boolean fullStack) {
+        Task task = t.task;
+        Object what = task.waitingOn();
+        sb.append("  task ").append(task).append(" (").append(task.kind()).append(')');
+        if (what != null) {
+            sb.append(" waits on ").append(describeTarget(what, describers))
+                    .append(" since ").append(task.waitSinceNanos()).append(" ns");
+        } else {
+            sb.append(t.runnable() ? " is running" : " sleeps without a recorded wait");
+        }
+        sb.append(t.blockedWithTimeout && !t.runnable() ? " [retrying on a timeout]" : "").append('\n');
+        for (StackTraceElement e : fullStack ? topOfStack(t.thread) : trimmedStack(t.thread)) {
+            sb.append("      at ").append(e).append('\n');
+        }
+    }
+
+    /** What a wait target is and who holds it, as far as the kernel objects tell. */
+    static String describeTarget(Object what, List<WaitDescriber> describers) {
+        for (WaitDescriber d : describers) {
+            String s = d.describe(what);
+            if (s != null) {
+                return s;
+            }
+        }
+        if (what instanceof Mutex m) {
+            Task owner = m.owner();
+            if (owner == null) {
+                return "mutex " + m.name() + " (free)";
+            }
+            Object ownerWait = owner.waitingOn();
+            return "mutex " + m.name() + ", held by " + owner
+                    + (ownerWait == null ? "" : " which waits on " + shortName(ownerWait));
+        }
+        if (what instanceof Mempool<?> p) {
+            return p.name() + " (reserve " + p.reserveLevel() + "/" + p.minNr() + ", " + p.outstanding()
+                    + " element(s) held outside the pool, waiters " + p.waiters() + ")";
+        }
+        if (what instanceof Completion c) {
+            return c + (c.isDone() ? " (done)" : " (not completed)");
+        }
+        if (what instanceof PageAllocator pa) {
+            return "page allocator: " + pa.describeState();
+        }
+        return String.valueOf(what);
+    }
+
+    private static String shortName(Object what) {
+        return what instanceof Mutex m ? "mutex " + m.name() : String.valueOf(what);
+    }
+
+    private static String safeDescribe(Component c) {
+        try {
+            return c.describeState();
+        } catch (RuntimeException e) {
+            return c.name() + " (describeState failed: " + e + ")";
+        }
+    }
+
+    /** The top frames of a running thread's stack, JDK frames included (where it really blocks). */
+    static List<StackTraceElement> topOfStack(Thread thread) {
+        if (thread == null) {
+            return List.of();
+        }
+        StackTraceElement[] stack = thread.getStackTrace();
+        return List.of(stack).subList(0, Math.min(stack.length, FRAMES_MAX));
+    }
+
+    /** The blkstack frames of a parked thread's stack, without the simulator's own machinery. */
+    static List<StackTraceElement> trimmedStack(Thread thread) {
+        if (thread == null) {
+            return List.of();
+        }
+        java.util.ArrayList<StackTraceElement> frames = new java.util.ArrayList<>();
+        for (StackTraceElement e : thread.getStackTrace()) {
+            String c = e.getClassName();
+            if (!c.startsWith("io.blkstack.") || c.startsWith(SimScheduler.class.getName())
+                    || c.startsWith(SimRunner.class.getName())) {
+                continue;
+            }
+            frames.add(e);
+            if (frames.size() == FRAMES_MAX) {
+                break;
+            }
+        }
+        return frames;
+    }
+}

@@ -1,0 +1,231 @@
+package io.blkstack.sim;
+
+import io.blkstack.kernel.Policies;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * Everything that, with a seed, determines a simulated run: memory budget, policies, strategy,
+ * faults and the limits that end a run. Immutable; build with {@link #builder}.
+ */
+public final class SimConfig {
+
+    private final long memoryBytes;
+    private final Policies policies;
+    private final StrategySpec strategy;
+    private final SimFaults.Spec faults;
+    private final long maxSteps;
+    private final long maxVirtualNanos;
+    private final long uncontrolledBlockingNanos;
+    private final int livelockRounds;
+    private final int stallJumpsMax;
+    private final long pctStepBound;
+    private final Path traceFile;
+    private final List<Knot.WaitDescriber> describers;
+
+    private SimConfig(Builder b) {
+        this.memoryBytes = b.memoryBytes;
+        this.policies = b.policies;
+        this.strategy = b.strategy;
+        this.faults = b.faults;
+        this.maxSteps = b.maxSteps;
+        this.maxVirtualNanos = b.maxVirtualNanos;
+        this.uncontrolledBlockingNanos = b.uncontrolledBlockingNanos;
+        this.livelockRounds = b.livelockRounds;
+        this.stallJumpsMax = b.stallJumpsMax;
+        this.pctStepBound = b.pctStepBound;
+        this.traceFile = b.traceFile;
+        this.describers = List.copyOf(b.describers);
+    }
+
+    /** Starts a configuration with the defaults: 1 MiB, default policies, random walk, no faults. */
+    public static Builder builder() {
+        return new Builder();
+    }
+
+    public long memoryBytes() {
+        return memoryBytes;
+    }
+
+    public Policies policies() {
+        return policies;
+    }
+
+    public StrategySpec strategy() {
+        return strategy;
+    }
+
+    public SimFaults.Spec faults() {
+        return faults;
+    }
+
+    /** Scheduling steps after which a run ends as {@link Outcome#STEP_LIMIT}. */
+    public long maxSteps() {
+        return maxSteps;
+    }
+
+    /** Virtual time after which a run ends as {@link Outcome#TIME_LIMIT}. */
+    public long maxVirtualNanos() {
+        return maxVirtualNanos;
+    }
+
+    /** Real time a task may run without reaching a scheduling point. */
+    public long uncontrolledBlockingNanos() {
+        return uncontrolledBlockingNanos;
+    }
+
+    /** How many timed retries of every retrying task, with nothing changing, make a livelock. */
+    public int livelockRounds() {
+        return livelockRounds;
+    }
+
+    /** How many time jumps with only kernel timers firing and nothing changing make a livelock. */
+    public int stallJumpsMax() {
+        return stallJumpsMax;
+    }
+
+    /** A fixed PCT decision bound (for replays), or 0 to learn it from earlier runs. */
+    public long pctStepBound() {
+        return pctStepBound;
+    }
+
+    /** Where to write the trace as JSON lines, or null. */
+    public Path traceFile() {
+        return traceFile;
+    }
+
+    /** Extra describers of wait targets for explanations (later layers add theirs). */
+    public List<Knot.WaitDescriber> describers() {
+        return describers;
+    }
+
+    /** A copy with a different trace file (replays write one). */
+    public SimConfig withTraceFile(Path file) {
+        return toBuilder().traceFile(file).build();
+    }
+
+    /** A copy with a fixed PCT decision bound. */
+    public SimConfig withPctStepBound(long bound) {
+        return toBuilder().pctStepBound(bound).build();
+    }
+
+    /** A builder holding this configuration. */
+    public Builder toBuilder() {
+        Builder b = new Builder();
+        b.memoryBytes = memoryBytes;
+        b.policies = policies;
+        b.strategy = strategy;
+        b.faults = faults;
+        b.maxSteps = maxSteps;
+        b.maxVirtualNanos = maxVirtualNanos;
+        b.uncontrolledBlockingNanos = uncontrolledBlockingNanos;
+        b.livelockRounds = livelockRounds;
+        b.stallJumpsMax = stallJumpsMax;
+        b.pctStepBound = pctStepBound;
+        b.traceFile = traceFile;
+        b.describers.addAll(describers);
+        return b;
+    }
+
+    /** Builds a {@link SimConfig}; every setter checks its argument. */
+    public static final class Builder {
+        private long memoryBytes = 1L << 20;
+        private Policies policies = Policies.defaults();
+        private StrategySpec strategy = StrategySpec.parse("random");
+        private SimFaults.Spec faults = SimFaults.Spec.NONE;
+        private long maxSteps = 1_000_000;
+        private long maxVirtualNanos = 24L * 3600 * 1_000_000_000L;
+        private long uncontrolledBlockingNanos = 10_000_000_000L;
+        private int livelockRounds = 3;
+        private int stallJumpsMax = 16;
+        private long pctStepBound;
+        private Path traceFile;
+        private final List<Knot.WaitDescriber> describers = new ArrayList<>();
+
+        public Builder memory(long bytes) {
+            if (bytes < 4096) {
+                throw new IllegalArgumentException("simulated memory must be at least one page: " + bytes + " bytes");
+            }
+            this.memoryBytes = bytes;
+            return this;
+        }
+
+        public Builder policies(Policies value) {
+            this.policies = value;
+            return this;
+        }
+
+        public Builder strategy(String spec) {
+            this.strategy = StrategySpec.parse(spec);
+            return this;
+        }
+
+        public Builder faults(String spec) {
+            this.faults = SimFaults.Spec.parse(spec);
+            return this;
+        }
+
+        public Builder maxSteps(long value) {
+            if (value <= 0) {
+                throw new IllegalArgumentException("step limit must be positive: " + value);
+            }
+            this.maxSteps = value;
+            return this;
+        }
+
+        public Builder maxVirtualNanos(long value) {
+            if (value <= 0) {
+                throw new IllegalArgumentException("virtual time limit must be positive: " + value + " ns");
+            }
+            this.maxVirtualNanos = value;
+            return this;
+        }
+
+        public Builder uncontrolledBlockingNanos(long value) {
+            if (value <= 0) {
+                throw new IllegalArgumentException("uncontrolled-blocking bound must be positive: " + value + " ns");
+            }
+            this.uncontrolledBlockingNanos = value;
+            return this;
+        }
+
+        public Builder livelockRounds(int value) {
+            if (value < 1) {
+                throw new IllegalArgumentException("livelock rounds must be at least 1: " + value);
+            }
+            this.livelockRounds = value;
+            return this;
+        }
+
+        public Builder stallJumpsMax(int value) {
+            if (value < 1) {
+                throw new IllegalArgumentException("stall jumps must be at least 1: " + value);
+            }
+            this.stallJumpsMax = value;
+            return this;
+        }
+
+        public Builder pctStepBound(long value) {
+            if (value < 0) {
+                throw new IllegalArgumentException("PCT step bound must not be negative: " + value);
+            }
+            this.pctStepBound = value;
+            return this;
+        }
+
+        public Builder traceFile(Path file) {
+            this.traceFile = file;
+            return this;
+        }
+
+        public Builder describer(Knot.WaitDescriber describer) {
+            this.describers.add(describer);
+            return this;
+        }
+
+        public SimConfig build() {
+            return new SimConfig(this);
+        }
+    }
+}

@@ -1,0 +1,240 @@
+package io.blkstack.sim;
+
+import io.blkstack.kernel.Faults;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
+
+/**
+ * Fault injection for one simulated run, driven by the run's {@link SimRandom}.
+ *
+ * <p>A {@link Spec} is a comma-separated list of rules over the fault sites of {@link Faults}:
+ * <ul>
+ *   <li>{@code SITE=P}: fail each attempt at SITE with probability P (0..1);</li>
+ *   <li>{@code SITE@N}: fail exactly the N-th attempt at SITE (1-based), for systematic sweeps;</li>
+ *   <li>{@code latency:DEV=P/MAX}: with probability P add a latency uniform in [0, MAX]
+ *       ({@code ns}, {@code us}, {@code ms} or {@code s});</li>
+ *   <li>{@code swarm}: each run enables a random half of the rules, so rare combinations occur.</li>
+ * </ul>
+ * A SITE ending in {@code *} matches every site with that prefix ({@code alloc:*}). Sites no rule
+ * matches draw nothing from the stream, so adding a site to the code does not change other runs.
+ * Attempts and fires are counted per site for the campaign's coverage report.
+ */
+public final class SimFaults implements Faults {
+
+    /** One parsed rule. */
+    record Rule(String pattern, double probability, long nth, long latencyMaxNanos) {
+
+        boolean matches(String site) {
+            return pattern.endsWith("*") ? site.startsWith(pattern.substring(0, pattern.length() - 1)) : site.equals(pattern);
+        }
+
+        boolean isLatency() {
+            return latencyMaxNanos > 0;
+        }
+    }
+
+    /** A parsed fault specification; immutable, shared by the runs of a campaign. */
+    public static final class Spec {
+        /** No faults. */
+        public static final Spec NONE = new Spec("", List.of(), false);
+
+        private final String text;
+        private final List<Rule> rules;
+        private final boolean swarm;
+
+        private Spec(String text, List<Rule> rules, boolean swarm) {
+            this.text = text;
+            this.rules = rules;
+            this.swarm = swarm;
+        }
+
+        /** Parses a specification; an empty or null text means no faults. */
+        public static Spec parse(String text) {
+            if (text == null || text.isBlank()) {
+                return NONE;
+            }
+            List<Rule> rules = new ArrayList<>();
+            boolean swarm = false;
+            for (String raw : text.split(",")) {
+                String entry = raw.trim();
+                if (entry.isEmpty()) {
+                    continue;
+                }
+                if (entry.equals("swarm")) {
+                    swarm = true;
+                } else {
+                    rules.add(parseRule(entry));
+                }
+            }
+            return new Spec(text.trim(), List.copyOf(rules), swarm);
+        }
+
+        private static Rule parseRule(String entry) {
+            int eq = entry.lastIndexOf('=');
+            int at = entry.lastIndexOf('@');
+            if (at > 0 && eq < 0) {
+                long n = parseLong(entry, entry.substring(at + 1));
+                if (n < 1) {
+                    throw new IllegalArgumentException("fault rule '" + entry + "': attempt number must be >= 1, not " + n);
+                }
+                return new Rule(entry.substring(0, at), 0, n, 0);
+            }
+            if (eq <= 0) {
+                throw new IllegalArgumentException("fault rule '" + entry + "' is not SITE=P, SITE@N or latency:DEV=P/MAX");
+            }
+            String site = entry.substring(0, eq);
+            String value = entry.substring(eq + 1);
+            if (site.startsWith("latency:")) {
+                int slash = value.indexOf('/');
+                if (slash < 0) {
+                    throw new IllegalArgumentException("fault rule '" + entry + "': latency needs P/MAX, e.g. 0.1/5ms");
+                }
+                long max = parseDuration(entry, value.substring(slash + 1));
+                return new Rule(site, parseProbability(entry, value.substring(0, slash)), 0, Math.max(1, max));
+            }
+            return new Rule(site, parseProbability(entry, value), 0, 0);
+        }
+
+        private static double parseProbability(String entry, String v) {
+            double p;
+            try {
+                p = Double.parseDouble(v);
+            } catch (NumberFormatException e) {
+                throw new IllegalArgumentException("fault rule '" + entry + "': '" + v + "' is not a probability");
+            }
+            if (!(p >= 0 && p <= 1)) {
+                throw new IllegalArgumentException("fault rule '" + entry + "': probability must be in [0, 1], not " + p);
+            }
+            return p;
+        }
+
+        private static long parseLong(String entry, String v) {
+            try {
+                return Long.parseLong(v);
+            } catch (NumberFormatException e) {
+                throw new IllegalArgumentException("fault rule '" + entry + "': '" + v + "' is not a number");
+            }
+        }
+
+        /** Parses {@code 100us}, {@code 5ms}, {@code 2s} or plain nanoseconds. */
+        static long parseDuration(String entry, String v) {
+            String s = v.trim();
+            long unit = 1;
+            if (s.endsWith("ns")) {
+                s = s.substring(0, s.length() - 2);
+            } else if (s.endsWith("us")) {
+                unit = 1_000L;
+                s = s.substring(0, s.length() - 2);
+            } else if (s.endsWith("ms")) {
+                unit = 1_000_000L;
+                s = s.substring(0, s.length() - 2);
+            } else if (s.endsWith("s")) {
+                unit = 1_000_000_000L;
+                s = s.substring(0, s.length() - 1);
+            }
+            return parseLong(entry, s) * unit;
+        }
+
+        List<Rule> rules() {
+            return rules;
+        }
+
+        public boolean swarm() {
+            return swarm;
+        }
+
+        public boolean isEmpty() {
+            return rules.isEmpty();
+        }
+
+        @Override
+        public String toString() {
+            return text;
+        }
+    }
+
+    private final SimRandom random;
+    private final SimTrace trace;
+    private final List<Rule> enabled;
+    private final Map<String, long[]> counts = new TreeMap<>();
+
+    /** The faults of one run; in swarm mode this draws which half of the rules is enabled. */
+    public SimFaults(Spec spec, SimRandom random, SimTrace trace) {
+        this.random = random;
+        this.trace = trace;
+        List<Rule> rules = new ArrayList<>(spec.rules());
+        if (spec.swarm() && rules.size() > 1) {
+            for (int i = rules.size() - 1; i > 0; i--) {
+                int j = random.nextInt(i + 1);
+                Rule tmp = rules.get(i);
+                rules.set(i, rules.get(j));
+                rules.set(j, tmp);
+            }
+            rules = new ArrayList<>(rules.subList(0, (rules.size() + 1) / 2));
+            StringBuilder sb = new StringBuilder();
+            for (Rule r : rules) {
+                sb.append(r.pattern()).append(' ');
+            }
+            trace.record("sim", "swarm", sb.toString().trim());
+        }
+        this.enabled = List.copyOf(rules);
+    }
+
+    @Override
+    public synchronized boolean shouldFail(String site) {
+        long[] c = counts.computeIfAbsent(site, s -> new long[2]);
+        long attempt = ++c[0];
+        for (Rule r : enabled) {
+            if (r.isLatency() || !r.matches(site)) {
+                continue;
+            }
+            boolean fail = r.nth() > 0 ? attempt == r.nth() : random.chance(r.probability());
+            if (fail) {
+                c[1]++;
+                trace.record("sim", "fault", site + " #" + attempt);
+                return true;
+            }
+        }
+        return false;
+    }
+
+    @Override
+    public synchronized long extraLatencyNanos(String site) {
+        long[] c = counts.computeIfAbsent(site, s -> new long[2]);
+        c[0]++;
+        for (Rule r : enabled) {
+            if (r.isLatency() && r.matches(site) && random.chance(r.probability())) {
+                long extra = random.latencyNanos(0, r.latencyMaxNanos());
+                c[1]++;
+                trace.record("sim", "latency", site + " +" + extra + "ns");
+                return extra;
+            }
+        }
+        return 0;
+    }
+
+    /** How often each site fired, by site name (sites asked but never fired show 0). */
+    public synchronized Map<String, Long> fires() {
+        Map<String, Long> map = new TreeMap<>();
+        counts.forEach((k, v) -> map.put(k, v[1]));
+        return map;
+    }
+
+    /** How often each site was asked. */
+    public synchronized Map<String, Long> attempts() {
+        Map<String, Long> map = new TreeMap<>();
+        counts.forEach((k, v) -> map.put(k, v[0]));
+        return map;
+    }
+
+    /** The rule patterns enabled in this run (all of them unless swarm). */
+    public List<String> enabledSites() {
+        List<String> list = new ArrayList<>();
+        for (Rule r : enabled) {
+            list.add(r.pattern());
+        }
+        return list;
+    }
+}

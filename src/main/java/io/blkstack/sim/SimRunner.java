@@ -1,0 +1,176 @@
+package io.blkstack.sim;
+
+import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.Task;
+import io.blkstack.kernel.TaskKind;
+import java.util.ArrayList;
+import java.util.EnumMap;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.function.Consumer;
+
+/**
+ * Runs workloads under the simulated scheduler: one schedule ({@link #runOnce}) or a campaign of
+ * many ({@link #campaign}).
+ *
+ * <p>A run builds a fresh {@link Kernel} over a {@link SimScheduler}, seeded faults and a trace,
+ * and starts one task, {@code main}, which starts the kernel's own tasks, runs the workload (which
+ * builds components and spawns its tasks), waits for every {@link TaskKind#USER} task the workload
+ * started, and closes the kernel — all inside the simulation, so shutdown is checked too (pages and
+ * pool elements must come back). The calling thread becomes the simulation's controller for the
+ * length of the run; it must not itself be a kernel task.
+ *
+ * <p>A runner keeps one thing across runs: PCT's decision bound, learned from the runs so far.
+ * Each result records the bound it used, and {@link #replayArguments} includes it.
+ */
+public final class SimRunner {
+
+    /** A campaign's summary. */
+    public record CampaignResult(long masterSeed, int schedules, List<SimResult> findings, Map<Outcome, Integer> outcomes,
+            long steps, long decisions, long elapsedNanos, Map<String, Long> faultFires, Map<String, Long> counters,
+            List<Long> nondeterministicSeeds) {
+
+        /** Schedules run per second of real time. */
+        public double schedulesPerSecond() {
+            return elapsedNanos == 0 ? 0 : schedules * 1e9 / elapsedNanos;
+        }
+
+        /** Scheduling decisions per second of real time. */
+        public double decisionsPerSecond() {
+            return elapsedNanos == 0 ? 0 : decisions * 1e9 / elapsedNanos;
+        }
+
+        /** The first finding, or null. */
+        public SimResult firstFinding() {
+            return findings.isEmpty() ? null : findings.get(0);
+        }
+    }
+
+    private final SimConfig config;
+    private long learnedBound = StrategySpec.INITIAL_BOUND;
+
+    public SimRunner(SimConfig config) {
+        this.config = config;
+    }
+
+    public SimConfig config() {
+        return config;
+    }
+
+    /** Runs one schedule of {@code workload} from {@code seed}. */
+    public SimResult runOnce(long seed, Consumer<Kernel> workload) {
+        if (Task.currentOrNull() != null) {
+            throw new IllegalStateException("runOnce called from kernel task " + Task.currentOrNull()
+                    + ": the caller becomes the simulation's controller and must not be a task");
+        }
+        long bound = config.pctStepBound() > 0 ? config.pctStepBound() : learnedBound;
+        SimRandom random = new SimRandom(seed);
+        try (SimTrace trace = new SimTrace(config.traceFile())) {
+            Strategy strategy = config.strategy().start(random, bound);
+            SimFaults faults = new SimFaults(config.faults(), random, trace);
+            SimScheduler scheduler = new SimScheduler(config, random, strategy, trace);
+            Kernel kernel = Kernel.builder().name("sim").memory(config.memoryBytes()).policies(config.policies())
+                    .faults(faults).tracer(trace).scheduler(scheduler).startTasks(false).build();
+            scheduler.spawn("main", TaskKind.USER, () -> runMain(kernel, workload));
+            SimScheduler.Finding finding = null;
+            String explanation = "";
+            try {
+                finding = scheduler.run();
+                if (finding.outcome().isFinding()) {
+                    explanation = Knot.explain(kernel, scheduler, finding, config.describers());
+                }
+            } finally {
+                scheduler.tearDown(finding == null ? null : finding.culprit());
+            }
+            if (config.strategy().isPct() && config.pctStepBound() == 0) {
+                learnedBound = Math.max(learnedBound, scheduler.decisions());
+            }
+            return new SimResult(seed, finding.outcome(), explanation, trace.hash(), trace.count(), scheduler.steps(),
+                    scheduler.decisions(), scheduler.virtualNanos(), config.strategy().isPct() ? bound : 0,
+                    kernel.counters().snapshot(), faults.fires(), scheduler.leakedThreads());
+        }
+    }
+
+    /** The main task: start the kernel, run the workload, wait for its tasks, close the kernel. */
+    private static void runMain(Kernel kernel, Consumer<Kernel> workload) {
+        kernel.start();
+        workload.accept(kernel);
+        Task self = Task.current();
+        for (Task t = nextUserTask(kernel, self); t != null; t = nextUserTask(kernel, self)) {
+            kernel.scheduler().join(t);
+        }
+        kernel.close();
+    }
+
+    private static Task nextUserTask(Kernel kernel, Task self) {
+        for (Task t : kernel.scheduler().tasks()) {
+            if (t != self && t.kind() == TaskKind.USER) {
+                return t;
+            }
+        }
+        return null;
+    }
+
+    /**
+     * Runs {@code schedules} schedules with seeds derived from {@code masterSeed}.
+     *
+     * @param stopAtFirst end at the first finding
+     * @param checkDeterminism run each seed twice and record seeds whose trace hashes differ
+     */
+    public CampaignResult campaign(long masterSeed, int schedules, boolean stopAtFirst, boolean checkDeterminism,
+            Consumer<Kernel> workload) {
+        if (schedules < 1) {
+            throw new IllegalArgumentException("a campaign needs at least one schedule: " + schedules);
+        }
+        long start = System.nanoTime();
+        List<SimResult> findings = new ArrayList<>();
+        Map<Outcome, Integer> outcomes = new EnumMap<>(Outcome.class);
+        Map<String, Long> fires = new TreeMap<>();
+        Map<String, Long> counters = new TreeMap<>();
+        List<Long> nondeterministic = new ArrayList<>();
+        long steps = 0;
+        long decisions = 0;
+        int run = 0;
+        while (run < schedules) {
+            long seed = SimRandom.deriveSeed(masterSeed, run);
+            long boundBefore = learnedBound;
+            SimResult r = runOnce(seed, workload);
+            run++;
+            if (checkDeterminism) {
+                SimResult again = new SimRunner(config.withPctStepBound(r.pctStepBound() > 0 ? r.pctStepBound() : boundBefore))
+                        .runOnce(seed, workload);
+                if (again.traceHash() != r.traceHash() || again.outcome() != r.outcome()) {
+                    nondeterministic.add(seed);
+                }
+            }
+            steps += r.steps();
+            decisions += r.decisions();
+            outcomes.merge(r.outcome(), 1, Integer::sum);
+            r.faultFires().forEach((k, v) -> fires.merge(k, v, Long::sum));
+            r.counters().forEach((k, v) -> counters.merge(k, v, Long::sum));
+            if (r.isFinding()) {
+                findings.add(r);
+                if (stopAtFirst) {
+                    break;
+                }
+            }
+        }
+        return new CampaignResult(masterSeed, run, List.copyOf(findings), outcomes, steps, decisions,
+                System.nanoTime() - start, fires, counters, List.copyOf(nondeterministic));
+    }
+
+    /** The command-line arguments that replay {@code result} with this runner's configuration. */
+    public String replayArguments(SimResult result) {
+        StringBuilder sb = new StringBuilder();
+        sb.append("--seed ").append(result.seed()).append(" --schedules 1 --strategy ").append(config.strategy());
+        if (result.pctStepBound() > 0) {
+            sb.append(" --pct-bound ").append(result.pctStepBound());
+        }
+        sb.append(" --memory ").append(config.memoryBytes());
+        if (!config.faults().isEmpty() || config.faults().swarm()) {
+            sb.append(" --faults '").append(config.faults()).append('\'');
+        }
+        return sb.toString();
+    }
+}

@@ -1,0 +1,773 @@
+package io.blkstack.sim;
+
+import io.blkstack.kernel.Component;
+import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.Scheduler;
+import io.blkstack.kernel.Task;
+import io.blkstack.kernel.TaskKind;
+import io.blkstack.kernel.Timer;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.PriorityQueue;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.locks.LockSupport;
+
+/**
+ * The deterministic scheduler: every task is a platform thread, but exactly one holds the token and
+ * runs at a time. The token passes only at scheduling points — {@link #sleep}, {@link #yieldNow},
+ * {@link #preemptionPoint} and task exit — to the task a seeded {@link Strategy} picks, so a seed
+ * replays the same interleaving.
+ *
+ * <p>The thread that calls {@link #run} is the <em>controller</em>. It is bound to the kernel's
+ * timer task and fires timers there in atomic context (so a callback that blocks is reported as
+ * misuse, exactly as under the real scheduler), advances the virtual clock to the next timer when
+ * no task can run, and detects the findings: deadlock (no task can run, no timer can wake one, and
+ * some task owes work), livelock (only retry timers fire and a fingerprint of tasks' waits,
+ * components and free pages does not change over several rounds), misuse and crashes (the kernel's
+ * reports), and uncontrolled blocking (the running task reached no scheduling point within a
+ * real-time bound). Tasks hand the token straight to each other while the controller is not
+ * needed, so a switch costs one thread hand-over.
+ *
+ * <p>All scheduler state is touched only by the token holder; the volatile token flags order the
+ * hand-overs. After a finding the controller tears the run down: every task thread is unparked with
+ * a "killed" signal that makes its scheduling point throw a private {@link Error}, which unwinds
+ * the task to its wrapper, and every thread is joined.
+ */
+public final class SimScheduler implements Scheduler {
+
+    /** Unwinds a torn-down task; caught by the task wrapper only. */
+    private static final class Killed extends Error {
+        Killed() {
+            super("simulated task torn down", null, false, false);
+        }
+    }
+
+    private static final Killed KILLED = new Killed();
+
+    /** How long teardown waits for one task thread to unwind. */
+    private static final long JOIN_MILLIS = 2_000;
+
+    /** What a finished run's controller loop found. */
+    record Finding(Outcome outcome, String headline, SimTask culprit) {
+    }
+
+    /** A pending timer: a kernel callback, or the timeout of one sleeping task. */
+    final class SimTimer implements Timer, Comparable<SimTimer> {
+        final long deadline;
+        final long sequence;
+        final String name;
+        final Runnable callback;
+        final SimTask sleeper;
+        boolean pending = true;
+
+        SimTimer(long deadline, long sequence, String name, Runnable callback, SimTask sleeper) {
+            this.deadline = deadline;
+            this.sequence = sequence;
+            this.name = name;
+            this.callback = callback;
+            this.sleeper = sleeper;
+        }
+
+        @Override
+        public boolean cancel() {
+            if (!pending || killed) {
+                return false;
+            }
+            pending = false;
+            timers.remove(this);
+            return true;
+        }
+
+        @Override
+        public long deadlineNanos() {
+            return deadline;
+        }
+
+        @Override
+        public int compareTo(SimTimer o) {
+            int c = Long.compare(deadline, o.deadline);
+            return c != 0 ? c : Long.compare(sequence, o.sequence);
+        }
+
+        @Override
+        public String toString() {
+            return "timer " + name + " at " + deadline + " ns";
+        }
+    }
+
+    /** What a joiner waits on, for the watchdog and explanations. */
+    record JoinWait(Task target) {
+        @Override
+        public String toString() {
+            return "exit of " + target;
+        }
+    }
+
+    private final SimConfig config;
+    private final SimRandom random;
+    private final Strategy strategy;
+    private final SimTrace trace;
+    private final List<SimTask> live = new ArrayList<>();
+    private final List<SimTask> all = new ArrayList<>();
+    private final List<SimTask> scratch = new ArrayList<>();
+    private final PriorityQueue<SimTimer> timers = new PriorityQueue<>();
+    private Kernel kernel;
+    private Task timerTask;
+    private AtomicLong misuseCount;
+    private AtomicLong crashCount;
+    private long now;
+    private long timerSequence;
+    private long steps;
+    private long decisions;
+    private long stallFingerprint;
+    private int stallJumps;
+    private SimTask main;
+    private boolean mainExited;
+    private boolean closed;
+    private Thread controller;
+    private volatile boolean killed;
+    private volatile boolean controllerTurn;
+    private volatile SimTask running;
+    private volatile long lastPointNanos;
+    private int leakedThreads;
+
+    /** A scheduler for one run; {@code strategy} and the faults must share {@code random}. */
+    SimScheduler(SimConfig config, SimRandom random, Strategy strategy, SimTrace trace) {
+        this.config = config;
+        this.random = random;
+        this.strategy = strategy;
+        this.trace = trace;
+        trace.clock(() -> now);
+    }
+
+    // ---- Scheduler ---------------------------------------------------------------------------
+
+    @Override
+    public void bind(Kernel value) {
+        if (this.kernel != null) {
+            throw new IllegalStateException("simulated scheduler already bound to " + this.kernel);
+        }
+        this.kernel = value;
+        this.timerTask = value.newTask("timer", TaskKind.TIMER);
+        this.misuseCount = value.counters().get("misuse");
+        this.crashCount = value.counters().get("task.crashes");
+    }
+
+    @Override
+    public Task spawn(String name, TaskKind kind, Runnable body) {
+        if (killed) {
+            throw new IllegalStateException("simulation torn down; cannot spawn " + name);
+        }
+        Task task = kernel.newTask(name, kind);
+        SimTask st = new SimTask(task);
+        task.schedulerState = st;
+        if (!live.isEmpty() && live.get(live.size() - 1).id >= st.id) {
+            throw new IllegalStateException("task ids must grow: " + st + " after " + live.get(live.size() - 1));
+        }
+        live.add(st);
+        all.add(st);
+        strategy.onSpawn(st);
+        trace.record(taskName(), "spawn", task.toString());
+        Thread thread = new Thread(() -> taskMain(st, body), "sim-" + random.seed() + "/" + task);
+        thread.setDaemon(true);
+        st.thread = thread;
+        if (main == null) {
+            main = st;
+        }
+        thread.start();
+        return task;
+    }
+
+    @Override
+    public Task attach(String name) {
+        throw new UnsupportedOperationException("the simulated scheduler cannot attach thread "
+                + Thread.currentThread().getName() + " as " + name + ": spawn a task instead");
+    }
+
+    @Override
+    public void detach(Task task) {
+        throw new UnsupportedOperationException("the simulated scheduler has no attached tasks: " + task);
+    }
+
+    @Override
+    public void prepareToSleep(Task self) {
+        SimTask st = simTask(self);
+        if (st != null) {
+            st.permit = false;
+        }
+    }
+
+    @Override
+    public boolean sleep(Task self, long timeoutNanos) {
+        if (killed) {
+            throw KILLED;
+        }
+        SimTask st = ownTask(self);
+        if (st.permit) {
+            st.permit = false;
+            return true;
+        }
+        if (timeoutNanos == 0) {
+            return false;
+        }
+        st.state = SimTask.State.BLOCKED;
+        st.timedOut = false;
+        st.blockedWithTimeout = timeoutNanos > 0;
+        if (timeoutNanos > 0) {
+            long deadline = now + timeoutNanos < now ? Long.MAX_VALUE : now + timeoutNanos;
+            st.timeout = new SimTimer(deadline, timerSequence++, "timeout", null, st);
+            timers.add(st.timeout);
+        }
+        trace.record(self.toString(), "sleep", timeoutNanos < 0 ? "" : Long.toString(timeoutNanos));
+        reschedule(st);
+        boolean woken = !st.timedOut;
+        st.timedOut = false;
+        return woken;
+    }
+
+    @Override
+    public void wake(Task task) {
+        if (killed) {
+            return;
+        }
+        SimTask st = simTask(task);
+        if (st == null || st.state == SimTask.State.EXITED) {
+            return;
+        }
+        if (st.state == SimTask.State.BLOCKED) {
+            if (st.timeout != null) {
+                st.timeout.cancel();
+                st.timeout = null;
+            }
+            st.timedOut = false;
+            st.state = SimTask.State.RUNNABLE;
+            trace.record(taskName(), "wake", task.toString());
+        } else {
+            st.permit = true;
+        }
+    }
+
+    @Override
+    public void preemptionPoint(Task self) {
+        if (killed) {
+            return;
+        }
+        SimTask st = simTask(self);
+        if (st == null || !self.mayBlock() || Thread.currentThread() != st.thread) {
+            return; // timer context, atomic context or a spin lock held: no hand-over here
+        }
+        reschedule(st);
+    }
+
+    @Override
+    public void yieldNow(Task self) {
+        if (killed) {
+            throw KILLED;
+        }
+        SimTask st = ownTask(self);
+        strategy.onDemote(st);
+        trace.record(self.toString(), "yield", "");
+        reschedule(st);
+    }
+
+    @Override
+    public long nanoTime() {
+        return now;
+    }
+
+    @Override
+    public Timer addTimer(long delayNanos, String name, Runnable callback) {
+        if (delayNanos < 0) {
+            throw new IllegalArgumentException("timer " + name + ": negative delay " + delayNanos + " ns");
+        }
+        if (closed) {
+            throw new IllegalStateException("timer " + name + " added after the scheduler closed");
+        }
+        long deadline = now + delayNanos < now ? Long.MAX_VALUE : now + delayNanos;
+        SimTimer timer = new SimTimer(deadline, timerSequence++, name, callback, null);
+        if (killed) {
+            timer.pending = false; // torn down: the timer never fires
+            return timer;
+        }
+        timers.add(timer);
+        trace.record(taskName(), "add-timer", name + " +" + delayNanos);
+        return timer;
+    }
+
+    @Override
+    public List<Task> tasks() {
+        List<Task> list = new ArrayList<>(live.size());
+        for (SimTask st : live) {
+            list.add(st.task);
+        }
+        return list;
+    }
+
+    @Override
+    public void join(Task task) {
+        SimTask target = simTask(task);
+        if (target == null || target.state == SimTask.State.EXITED) {
+            return;
+        }
+        Task self = Task.current();
+        SimTask me = ownTask(self);
+        if (me == target) {
+            throw new IllegalStateException("task " + self + " joins itself");
+        }
+        JoinWait what = new JoinWait(task);
+        boolean started = self.beginWait(what, false);
+        try {
+            target.joiners.add(me);
+            while (target.state != SimTask.State.EXITED) {
+                me.permit = false;
+                self.sleep(what, -1);
+            }
+        } finally {
+            target.joiners.remove(me);
+            self.endWait(started);
+        }
+    }
+
+    @Override
+    public boolean isSimulated() {
+        return true;
+    }
+
+    @Override
+    public void close() {
+        closed = true;
+    }
+
+    // ---- accessors ---------------------------------------------------------------------------
+
+    /** The run's random stream, for simulated devices' latencies. */
+    public SimRandom random() {
+        return random;
+    }
+
+    /** The run's trace. */
+    public SimTrace trace() {
+        return trace;
+    }
+
+    /** Scheduling steps so far. */
+    public long steps() {
+        return steps;
+    }
+
+    /** Steps at which more than one task could run. */
+    public long decisions() {
+        return decisions;
+    }
+
+    /** Task threads that did not exit at teardown. */
+    int leakedThreads() {
+        return leakedThreads;
+    }
+
+    /** The live tasks, sorted by id (for explanations). */
+    List<SimTask> liveTasks() {
+        return List.copyOf(live);
+    }
+
+    /** The kernel's timer task, which the controller thread is bound to. */
+    Task timerTask() {
+        return timerTask;
+    }
+
+    // ---- the task side -----------------------------------------------------------------------
+
+    /** Body of every task thread: wait for the token, run, exit, hand the token on. */
+    private void taskMain(SimTask st, Runnable body) {
+        Task task = st.task;
+        task.bindToCurrentThread();
+        try {
+            awaitGrant(st);
+            body.run();
+        } catch (Killed k) {
+            // torn down after a finding: unwind quietly
+        } catch (Throwable t) {
+            if (!killed) {
+                kernel.reportCrash(task, t);
+            }
+        } finally {
+            task.unbindFromCurrentThread();
+            if (killed) {
+                st.state = SimTask.State.EXITED;
+            } else {
+                exit(st);
+            }
+        }
+    }
+
+    /** A task ends: wake its joiners and pass the token on without waiting for it again. */
+    private void exit(SimTask st) {
+        st.state = SimTask.State.EXITED;
+        if (st.timeout != null) {
+            st.timeout.cancel();
+            st.timeout = null;
+        }
+        live.remove(st);
+        if (st == main) {
+            mainExited = true;
+        }
+        for (SimTask joiner : List.copyOf(st.joiners)) {
+            wake(joiner.task);
+        }
+        trace.record(st.task.toString(), "exit", "");
+        steps++;
+        handOff(needController() ? null : chooseRunnable());
+    }
+
+    /**
+     * A scheduling point of the token holder {@code self} (its state already set): picks who runs
+     * next and, if that is someone else, hands the token over and waits for it to come back.
+     */
+    private void reschedule(SimTask self) {
+        lastPointNanos = System.nanoTime();
+        steps++;
+        SimTask next = needController() ? null : chooseRunnable();
+        if (next == self) {
+            return;
+        }
+        handOff(next);
+        awaitGrant(self);
+    }
+
+    /** Whether the controller must act before any task runs on. */
+    private boolean needController() {
+        if (mainExited || steps >= config.maxSteps() || misuseCount.get() > 0 || crashCount.get() > 0) {
+            return true;
+        }
+        SimTimer head = timers.peek();
+        return head != null && head.deadline <= now;
+    }
+
+    /** Gives the token to {@code next}, or to the controller if null. */
+    private void handOff(SimTask next) {
+        if (next == null) {
+            running = null;
+            controllerTurn = true;
+            LockSupport.unpark(controller);
+        } else {
+            grant(next);
+        }
+    }
+
+    private void grant(SimTask next) {
+        running = next;
+        lastPointNanos = System.nanoTime();
+        next.granted = true;
+        LockSupport.unpark(next.thread);
+    }
+
+    /** Parks until this task holds the token; throws {@link Killed} on teardown. */
+    private void awaitGrant(SimTask self) {
+        while (!self.granted) {
+            if (killed) {
+                throw KILLED;
+            }
+            LockSupport.park(this);
+        }
+        self.granted = false;
+        if (killed) {
+            throw KILLED;
+        }
+    }
+
+    /** The runnable tasks by id, one of them picked by the strategy when there is a choice. */
+    private SimTask chooseRunnable() {
+        scratch.clear();
+        for (SimTask t : live) {
+            if (t.runnable()) {
+                scratch.add(t);
+            }
+        }
+        if (scratch.isEmpty()) {
+            return null;
+        }
+        if (scratch.size() == 1) {
+            return scratch.get(0);
+        }
+        decisions++;
+        SimTask chosen = strategy.choose(scratch, decisions);
+        trace.record("sim", "pick", chosen.task + "/" + scratch.size());
+        return chosen;
+    }
+
+    // ---- the controller ----------------------------------------------------------------------
+
+    /**
+     * Runs the simulation on the calling thread until the main task and everything it waited for
+     * finished, or until a finding. Returns what ended the run; tasks are still parked where they
+     * blocked, so the caller can explain, then must call {@link #tearDown}.
+     */
+    Finding run() {
+        if (controller != null) {
+            throw new IllegalStateException("a simulated scheduler runs once");
+        }
+        if (main == null) {
+            throw new IllegalStateException("no task to run: spawn the main task first");
+        }
+        controller = Thread.currentThread();
+        timerTask.bindToCurrentThread();
+        return loop();
+    }
+
+    private Finding loop() {
+        while (true) {
+            fireDueTimers();
+            Finding f = reported();
+            if (f != null) {
+                return f;
+            }
+            if (steps >= config.maxSteps()) {
+                return new Finding(Outcome.STEP_LIMIT, "no end after " + steps + " scheduling steps", null);
+            }
+            steps++;
+            SimTask next = chooseRunnable();
+            if (next != null) {
+                controllerTurn = false;
+                grant(next);
+                if (!awaitController()) {
+                    SimTask culprit = running;
+                    return new Finding(Outcome.UNCONTROLLED_BLOCKING, "task " + culprit
+                            + " reached no scheduling point for "
+                            + TimeUnit.NANOSECONDS.toMillis(config.uncontrolledBlockingNanos())
+                            + " ms of real time: it blocks outside the kernel primitives", culprit);
+                }
+                continue;
+            }
+            if (mainExited) {
+                if (!live.isEmpty()) {
+                    String msg = "task(s) still alive after the main task closed the kernel: " + live;
+                    kernel.reportMisuse(null, msg);
+                    return new Finding(Outcome.MISUSE, msg, null);
+                }
+                return new Finding(Outcome.OK, "all tasks finished", null);
+            }
+            f = stalled();
+            if (f != null) {
+                return f;
+            }
+            SimTimer head = timers.peek();
+            if (head.deadline > config.maxVirtualNanos()) {
+                return new Finding(Outcome.TIME_LIMIT, "next event at " + head.deadline + " ns is past the virtual time limit "
+                        + config.maxVirtualNanos() + " ns", null);
+            }
+            now = head.deadline;
+        }
+    }
+
+    /** Misuse and crashes reported by the kernel, in that order of precedence. */
+    private Finding reported() {
+        if (misuseCount.get() > 0) {
+            List<String> m = kernel.misuses();
+            return new Finding(Outcome.MISUSE, m.isEmpty() ? "misuse reported" : String.join("; ", m), null);
+        }
+        if (crashCount.get() > 0) {
+            List<String> c = kernel.crashes();
+            return new Finding(Outcome.CRASH, c.isEmpty() ? "task crashed" : c.get(0), null);
+        }
+        return null;
+    }
+
+    /** Waits for the token to come back to the controller; false if the running task went silent. */
+    private boolean awaitController() {
+        long bound = config.uncontrolledBlockingNanos();
+        while (!controllerTurn) {
+            long silent = System.nanoTime() - lastPointNanos;
+            if (silent >= bound) {
+                return false;
+            }
+            LockSupport.parkNanos(this, Math.min(bound - silent, 1_000_000_000L));
+        }
+        return true;
+    }
+
+    /** Fires every timer that is due, in deadline order: timeouts wake sleepers, callbacks run in atomic context. */
+    private void fireDueTimers() {
+        for (SimTimer t = timers.peek(); t != null && t.deadline <= now; t = timers.peek()) {
+            timers.poll();
+            t.pending = false;
+            SimTask sleeper = t.sleeper;
+            if (sleeper != null) {
+                if (sleeper.timeout == t && sleeper.state == SimTask.State.BLOCKED) {
+                    sleeper.timeout = null;
+                    sleeper.timedOut = true;
+                    sleeper.state = SimTask.State.RUNNABLE;
+                    sleeper.retriesInStall++;
+                    if (sleeper.task.waitingOn() != null) {
+                        strategy.onDemote(sleeper); // a retry must not starve the task it waits for
+                    }
+                    trace.record("sim", "timeout", sleeper.task.toString());
+                }
+                continue;
+            }
+            trace.record("sim", "timer", t.name);
+            timerTask.enterAtomic();
+            try {
+                t.callback.run();
+            } catch (RuntimeException | Error e) {
+                kernel.reportCrash(timerTask, e);
+            } finally {
+                timerTask.exitAtomic();
+            }
+        }
+    }
+
+    /**
+     * Nothing can run: decides between a deadlock, a livelock and waiting for the next timer.
+     *
+     * <p>With no timer at all, every blocked task is blocked for good. Otherwise the state's
+     * fingerprint is compared with the previous time jump's: while it stays the same, every timeout
+     * is a retry of the same wait. A livelock is when every task that owes work either waits without
+     * a timeout or has retried {@link SimConfig#livelockRounds} times; with no retrying task, only
+     * timers that cannot wake anyone who owes work (idle tasks' timeouts) mean a deadlock, and
+     * kernel timers that keep firing without changing anything mean a livelock after
+     * {@link SimConfig#stallJumpsMax} jumps.
+     */
+    private Finding stalled() {
+        if (timers.isEmpty()) {
+            return new Finding(Outcome.DEADLOCK, "no task can run and no timer is pending", null);
+        }
+        long f = fingerprint();
+        if (f != stallFingerprint) {
+            stallFingerprint = f;
+            stallJumps = 0;
+            for (SimTask t : live) {
+                t.retriesInStall = 0;
+            }
+            return null;
+        }
+        stallJumps++;
+        boolean retrying = false;
+        for (SimTask t : live) {
+            if (!owesWork(t)) {
+                continue;
+            }
+            if (t.blockedWithTimeout) {
+                if (t.retriesInStall < config.livelockRounds()) {
+                    return null;
+                }
+                retrying = true;
+            }
+        }
+        if (retrying) {
+            return new Finding(Outcome.LIVELOCK, "only retry timers fire and nothing changed over "
+                    + config.livelockRounds() + " retries of every waiting task (virtual time " + now + " ns)", null);
+        }
+        if (!timerThatMatters()) {
+            return new Finding(Outcome.DEADLOCK, "no task can run and only idle tasks' timers are pending", null);
+        }
+        if (stallJumps > config.stallJumpsMax()) {
+            return new Finding(Outcome.LIVELOCK, "only timers fire and nothing changed over " + stallJumps
+                    + " time jumps (virtual time " + now + " ns)", null);
+        }
+        return null;
+    }
+
+    /** Whether a pending timer could wake a task that owes work: a kernel callback or such a task's timeout. */
+    private boolean timerThatMatters() {
+        for (SimTimer t : timers) {
+            if (t.sleeper == null || owesWork(t.sleeper)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** Whether a live task owes work: it is not an idle worker waiting for work. */
+    static boolean owesWork(SimTask t) {
+        return !(t.task.waitingOn() != null && t.task.waitIsIdle());
+    }
+
+    /**
+     * A hash of what progress would change: every task's logical wait (object and start time; idle
+     * tasks count only by id), every component's fingerprint, and the free page count. Identity
+     * hashes are fine here: the value is only compared within one run.
+     */
+    private long fingerprint() {
+        long h = 17;
+        for (SimTask t : live) {
+            h = h * 31 + t.id;
+            if (owesWork(t)) {
+                h = h * 31 + System.identityHashCode(t.task.waitingOn());
+                h = h * 31 + t.task.waitSinceNanos();
+                h = h * 31 + (t.blockedWithTimeout ? 1 : 0);
+            }
+        }
+        for (Component c : kernel.components()) {
+            h = h * 31 + c.fingerprint();
+        }
+        return h * 31 + kernel.pages().freePages();
+    }
+
+    /**
+     * Ends the run: every task thread still alive gets the killed signal and is joined; the
+     * controller thread leaves the timer task. Call once, after {@link #run}.
+     */
+    void tearDown(SimTask uncontrolled) {
+        killed = true;
+        trace.freeze();
+        for (SimTask st : all) {
+            LockSupport.unpark(st.thread);
+        }
+        if (uncontrolled != null) {
+            uncontrolled.thread.interrupt();
+        }
+        for (SimTask st : all) {
+            try {
+                st.thread.join(JOIN_MILLIS);
+                if (st.thread.isAlive()) {
+                    st.thread.interrupt();
+                    st.thread.join(JOIN_MILLIS);
+                }
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                break;
+            }
+            if (st.thread.isAlive()) {
+                leakedThreads++;
+            }
+        }
+        if (Task.currentOrNull() == timerTask) {
+            timerTask.unbindFromCurrentThread();
+        }
+    }
+
+    /** Marks the run over without killing anything: used after a clean end, when every task exited. */
+    void finish() {
+        tearDown(null);
+    }
+
+    // ---- helpers -----------------------------------------------------------------------------
+
+    private static SimTask simTask(Task task) {
+        return task.schedulerState instanceof SimTask st ? st : null;
+    }
+
+    /** The record of {@code self}, which must be a simulated task on its own thread holding the token. */
+    private SimTask ownTask(Task self) {
+        SimTask st = simTask(self);
+        if (st == null) {
+            throw new IllegalStateException("task " + self + " is not a simulated task (timer context or foreign thread)");
+        }
+        if (Thread.currentThread() != st.thread) {
+            throw new IllegalStateException("task " + self + " used from thread " + Thread.currentThread().getName());
+        }
+        return st;
+    }
+
+    /** The name of the token holder for trace events: a task, or "sim" for the controller. */
+    private String taskName() {
+        Task t = Task.currentOrNull();
+        return t == null ? "sim" : t.toString();
+    }
+
+    /** The current virtual time. */
+    long virtualNanos() {
+        return now;
+    }
+}

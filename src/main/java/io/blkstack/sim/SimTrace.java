@@ -1,0 +1,151 @@
+package io.blkstack.sim;
+
+import io.blkstack.kernel.Task;
+import io.blkstack.kernel.Tracer;
+import java.io.BufferedWriter;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.function.LongSupplier;
+
+/**
+ * The event stream of one simulated run: task switches, timer fires, fault decisions and the
+ * kernel's own tracer events. Every event is folded into a 64-bit FNV-1a hash (two runs with the
+ * same hash took the same path), the last {@link #RECENT_MAX} are kept for explanations, and all of
+ * them can be written as JSON lines.
+ *
+ * <p>Events must not contain identity hash codes or real times, or the hash would differ between
+ * replays. Methods are synchronized only because torn-down tasks may still report while they unwind.
+ */
+public final class SimTrace implements Tracer, AutoCloseable {
+
+    /** How many recent events an explanation shows. */
+    public static final int RECENT_MAX = 30;
+
+    private static final long FNV_OFFSET = 0xcbf29ce484222325L;
+    private static final long FNV_PRIME = 0x100000001b3L;
+
+    private final String[] recent = new String[RECENT_MAX];
+    private final BufferedWriter json;
+    private LongSupplier clock = () -> 0;
+    private long hash = FNV_OFFSET;
+    private long count;
+    private boolean frozen;
+
+    /** A trace that writes JSON lines to {@code jsonFile}, or only hashes if it is null. */
+    public SimTrace(Path jsonFile) {
+        try {
+            this.json = jsonFile == null ? null : Files.newBufferedWriter(jsonFile, StandardCharsets.UTF_8);
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot write trace " + jsonFile, e);
+        }
+    }
+
+    /** Sets the virtual clock events are stamped with. */
+    void clock(LongSupplier value) {
+        this.clock = value;
+    }
+
+    @Override
+    public boolean enabled() {
+        return true;
+    }
+
+    @Override
+    public void event(Task task, String type, String detail) {
+        record(task == null ? "-" : task.toString(), type, detail);
+    }
+
+    /** Records one event of {@code who} (a task name or "sim"). */
+    public synchronized void record(String who, String type, String detail) {
+        if (frozen) {
+            return;
+        }
+        long now = clock.getAsLong();
+        String line = now + " " + who + " " + type + (detail == null || detail.isEmpty() ? "" : " " + detail);
+        long h = hash;
+        for (int i = 0; i < line.length(); i++) {
+            h ^= line.charAt(i);
+            h *= FNV_PRIME;
+        }
+        h ^= '\n';
+        h *= FNV_PRIME;
+        hash = h;
+        recent[(int) (count % RECENT_MAX)] = line;
+        count++;
+        if (json != null) {
+            writeJson(now, who, type, detail);
+        }
+    }
+
+    private void writeJson(long now, String who, String type, String detail) {
+        try {
+            json.write("{\"seq\":" + (count - 1) + ",\"t\":" + now + ",\"task\":" + quote(who) + ",\"type\":" + quote(type)
+                    + ",\"detail\":" + quote(detail == null ? "" : detail) + "}\n");
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot write trace event", e);
+        }
+    }
+
+    private static String quote(String s) {
+        StringBuilder sb = new StringBuilder(s.length() + 2).append('"');
+        for (int i = 0; i < s.length(); i++) {
+            char c = s.charAt(i);
+            switch (c) {
+                case '"' -> sb.append("\\\"");
+                case '\\' -> sb.append("\\\\");
+                case '\n' -> sb.append("\\n");
+                case '\t' -> sb.append("\\t");
+                default -> {
+                    if (c < 0x20) {
+                        sb.append(String.format("\\u%04x", (int) c));
+                    } else {
+                        sb.append(c);
+                    }
+                }
+            }
+        }
+        return sb.append('"').toString();
+    }
+
+    /** The hash of every event so far. */
+    public synchronized long hash() {
+        return hash;
+    }
+
+    /** How many events were recorded. */
+    public synchronized long count() {
+        return count;
+    }
+
+    /** The last events, oldest first. */
+    public synchronized List<String> recent() {
+        List<String> list = new ArrayList<>(RECENT_MAX);
+        long first = Math.max(0, count - RECENT_MAX);
+        for (long i = first; i < count; i++) {
+            list.add(recent[(int) (i % RECENT_MAX)]);
+        }
+        return list;
+    }
+
+    /** Stops recording: events of tasks unwinding after the end of a run are not part of it. */
+    public synchronized void freeze() {
+        frozen = true;
+    }
+
+    @Override
+    public synchronized void close() {
+        frozen = true;
+        if (json != null) {
+            try {
+                json.close();
+            } catch (IOException e) {
+                throw new UncheckedIOException("cannot close trace", e);
+            }
+        }
+    }
+}
