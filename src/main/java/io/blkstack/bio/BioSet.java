@@ -10,6 +10,11 @@ import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Mempool;
 import io.blkstack.mem.Page;
 import io.blkstack.mem.Slab;
+import java.lang.ref.WeakReference;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.Supplier;
 
@@ -27,6 +32,10 @@ import java.util.function.Supplier;
  * lists, keeping the order of the others) to the rescue list, queues the rescue work on a
  * {@code MEM_RECLAIM} workqueue that submits them from its own thread, and only then retries with
  * the caller's full flags. Under {@code bioset-rescuer=legacy} it blocks at once.
+ *
+ * <p>For explanations the set remembers every bio object its slab constructed (weakly, so bios a
+ * shrinker dropped can go), and {@link #describeState} lists the outstanding ones by holder. The
+ * registry is touched only when the slab grows, never on allocation or free.
  *
  * <p>Pool names for fault injection: the bio mempool is {@code <name>-bio}, the vec mempool
  * {@code <name>-bvec} (fault sites {@code alloc:<name>-bio}, {@code alloc:<name>-bvec}).
@@ -48,7 +57,15 @@ public final class BioSet implements Component {
     private final BioList rescueList = new BioList();
     private final AtomicLong punts;
     private final AtomicLong bioOut = new AtomicLong();
+    private final SpinLock registryLock;
+    private final List<WeakReference<Bio>> constructed = new ArrayList<>();
+    private int constructedPruneAt = REGISTRY_PRUNE_MIN;
     private boolean closed;
+
+    /** Registry size below which cleared references are not pruned. */
+    private static final int REGISTRY_PRUNE_MIN = 64;
+    /** How many holders {@link #describeState} names before summarising the rest. */
+    static final int HOLDERS_SHOWN_MAX = 16;
 
     /**
      * Creates the set and fills its reserves.
@@ -70,14 +87,60 @@ public final class BioSet implements Component {
         this.name = name;
         this.rescueLock = new SpinLock("bioset " + name + " rescue");
         this.punts = kernel.counters().get("bioset.rescuer-punts");
+        this.registryLock = new SpinLock("bioset " + name + " registry");
         this.bioSlab = new Slab<>(kernel, name + "-bio", BIO_OBJECT_BYTES,
-                () -> new Bio(this, frontPad == null ? null : frontPad.get()));
+                () -> register(new Bio(this, frontPad == null ? null : frontPad.get())));
         this.bioPool = new Mempool<>(kernel, name + "-bio", poolSize, bioSlab);
         this.vecSlab = new Slab<>(kernel, name + "-bvec", Page.SIZE, BioSet::newVecArray);
         this.vecPool = new Mempool<>(kernel, name + "-bvec", vecPoolSize, vecSlab);
         this.hasRescuer = rescuer;
         this.rescuer = rescuer ? new BioRescuer(kernel, this, name) : null;
         kernel.register(this);
+    }
+
+    /** Remembers a bio the slab just constructed (slab growth only); prunes dropped ones now and then. */
+    private Bio register(Bio bio) {
+        registryLock.lock();
+        try {
+            if (constructed.size() >= constructedPruneAt) {
+                constructed.removeIf(ref -> ref.get() == null);
+                constructedPruneAt = Math.max(REGISTRY_PRUNE_MIN, constructed.size() * 2);
+            }
+            constructed.add(new WeakReference<>(bio));
+        } finally {
+            registryLock.unlock();
+        }
+        return bio;
+    }
+
+    /**
+     * The outstanding bios of this set grouped by {@link Bio#describeHolder()}, in the order their
+     * objects were constructed: holder sentence to count. From a thread that is not a kernel task
+     * (the checker, while every task is parked) it reads without the lock.
+     */
+    public Map<String, Integer> holders() {
+        List<Bio> bios = new ArrayList<>();
+        boolean locked = Task.currentOrNull() != null;
+        if (locked) {
+            registryLock.lock();
+        }
+        try {
+            for (WeakReference<Bio> ref : constructed) {
+                Bio bio = ref.get();
+                if (bio != null && bio.state() != BioState.FREE) {
+                    bios.add(bio);
+                }
+            }
+        } finally {
+            if (locked) {
+                registryLock.unlock();
+            }
+        }
+        Map<String, Integer> byHolder = new LinkedHashMap<>();
+        for (Bio bio : bios) {
+            byHolder.merge(bio.describeHolder(), 1, Integer::sum);
+        }
+        return byHolder;
     }
 
     private static BioVec[] newVecArray() {
@@ -235,8 +298,24 @@ public final class BioSet implements Component {
 
     @Override
     public String describeState() {
-        return name() + ": " + bioOut.get() + " bio(s) out, rescue list " + rescueQueued() + ", "
-                + bioPool.describeState() + "; " + vecPool.describeState();
+        StringBuilder sb = new StringBuilder();
+        // The checker calls this from its controller thread while every task is parked: no lock then.
+        int rescue = Task.currentOrNull() != null ? rescueQueued() : rescueList.size();
+        sb.append(name()).append(": ").append(bioOut.get()).append(" bio(s) out, rescue list ").append(rescue)
+                .append(", ").append(bioPool.describeState()).append("; ").append(vecPool.describeState());
+        Map<String, Integer> byHolder = holders();
+        if (!byHolder.isEmpty()) {
+            sb.append("; outstanding bios by holder:");
+            int shown = 0;
+            for (Map.Entry<String, Integer> e : byHolder.entrySet()) {
+                if (shown++ == HOLDERS_SHOWN_MAX) {
+                    sb.append(" ... (").append(byHolder.size() - HOLDERS_SHOWN_MAX).append(" more holders)");
+                    break;
+                }
+                sb.append(shown == 1 ? " " : "; ").append(e.getValue()).append(" x ").append(e.getKey());
+            }
+        }
+        return sb.toString();
     }
 
     @Override

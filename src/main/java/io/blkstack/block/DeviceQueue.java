@@ -162,9 +162,10 @@ public final class DeviceQueue<T> {
             }
             try {
                 handler.serve(request, index);
-            } catch (Throwable t) {
+            } catch (RuntimeException e) {
                 // A handler must complete its request itself; report the bug and keep serving.
-                kernel.reportCrash(Task.current(), t);
+                // Errors (and the simulator's teardown signal) end the task instead.
+                kernel.reportCrash(Task.current(), e);
             } finally {
                 release();
             }

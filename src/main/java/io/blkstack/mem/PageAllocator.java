@@ -46,7 +46,7 @@ public final class PageAllocator implements AutoCloseable {
     private int minPages;
     private int lowPages;
     private int highPages;
-    private boolean reclaimRequested;
+    private volatile boolean reclaimRequested;
     private Task reclaimTask;
     private volatile boolean closing;
 
@@ -258,6 +258,14 @@ public final class PageAllocator implements AutoCloseable {
             if (self.stopRequested()) {
                 return;
             }
+            // Clear the request before shrinking: an allocation that drops below low while we
+            // shrink sets it again, and the next wait sees it instead of sleeping through it.
+            lock.lock();
+            try {
+                reclaimRequested = false;
+            } finally {
+                lock.unlock();
+            }
             reclaimMutex.lock();
             try {
                 long freed = 1;
@@ -266,12 +274,6 @@ public final class PageAllocator implements AutoCloseable {
                 }
             } finally {
                 reclaimMutex.unlock();
-            }
-            lock.lock();
-            try {
-                reclaimRequested = false;
-            } finally {
-                lock.unlock();
             }
         }
     }

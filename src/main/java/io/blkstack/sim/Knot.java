@@ -1,5 +1,6 @@
 package io.blkstack.sim;
 
+import io.blkstack.bio.BioSet;
 import io.blkstack.kernel.Completion;
 import io.blkstack.kernel.Component;
 import io.blkstack.kernel.Kernel;
@@ -37,7 +38,9 @@ public final class Knot {
     }
 
     /** Builds the explanation text of a finding; call while the tasks are still parked. */
-    static String explain(Kernel kernel, SimScheduler scheduler, SimScheduler.Finding finding, List<WaitDescriber> describers) {
+    static String explain(Kernel kernel, SimScheduler scheduler, SimScheduler.Finding finding, List<WaitDescriber> configured) {
+        List<WaitDescriber> describers = new java.util.ArrayList<>(configured);
+        describers.add(bioSetPools(kernel));
         StringBuilder sb = new StringBuilder();
         sb.append(finding.outcome()).append(": ").append(finding.headline()).append('\n');
         sb.append("virtual time ").append(scheduler.virtualNanos()).append(" ns, ").append(scheduler.steps())
@@ -108,6 +111,24 @@ public final class Knot {
         for (StackTraceElement e : fullStack ? topOfStack(t.thread) : trimmedStack(t.thread)) {
             sb.append("      at ").append(e).append('\n');
         }
+    }
+
+    /**
+     * Describes a wait on a bio set's bio or vec mempool: the pool, then the set and where its
+     * outstanding bios are (a task's pending list, a device, the rescuer's queue).
+     */
+    static WaitDescriber bioSetPools(Kernel kernel) {
+        return what -> {
+            if (!(what instanceof Mempool<?> p)) {
+                return null;
+            }
+            for (Component c : kernel.components()) {
+                if (c instanceof BioSet bs && (bs.bioPool() == p || bs.vecPool() == p)) {
+                    return describeTarget(p, List.of()) + " of " + bs.name() + ", its bios held: " + bs.holders();
+                }
+            }
+            return null;
+        };
     }
 
     /** What a wait target is and who holds it, as far as the kernel objects tell. */

@@ -578,8 +578,9 @@ public final class WorkerPool implements Component {
     private void execute(Task self, Work work) {
         try {
             work.function().run();
-        } catch (Throwable t) {
-            kernel.reportCrash(self, t);
+        } catch (RuntimeException e) {
+            // Errors (and the simulator's teardown signal) end the runner instead.
+            kernel.reportCrash(self, e);
         }
         if (!self.mayBlock()) {
             kernel.reportMisuse(self, work + " returned in atomic context or holding a spin lock");
@@ -779,7 +780,7 @@ public final class WorkerPool implements Component {
             }
             for (int i = 0, n = queues.size(); i < n; i++) {
                 Workqueue wq = queues.get(i);
-                if (wq.rescuer != null && wq.hasRunnableLocked()) {
+                if (wq.isMemReclaim() && wq.hasRunnableLocked()) {
                     wq.maydayRequested = true;
                     maydays.incrementAndGet();
                     wq.rescuerWait.wakeAll();

@@ -198,7 +198,7 @@ public final class Workqueue implements Component {
 
     /** Whether an item could start now: room under maxActive and a pending item not running. */
     boolean hasRunnableLocked() {
-        if (activeCount >= maxActive + 1) {
+        if (activeCount >= maxActive) {
             return false;
         }
         for (Work w = pendingHead; w != null; w = w.pendingNext) {
@@ -214,7 +214,7 @@ public final class Workqueue implements Component {
      * maxActive allows, and marks it running on {@code runner}.
      */
     Work claimLocked(Task runner) {
-        if (activeCount >= maxActive + 1) {
+        if (activeCount >= maxActive) {
             return null;
         }
         Work w = pendingHead;
@@ -239,7 +239,7 @@ public final class Workqueue implements Component {
         runningHead = w;
         activeCount++;
         started++;
-        if (activeCount > maxActive + 1) {
+        if (activeCount > maxActive) {
             throw new IllegalStateException("wq " + name + ": " + activeCount + " active items exceed maxActive " + maxActive);
         }
         return w;

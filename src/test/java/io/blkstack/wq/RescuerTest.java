@@ -16,11 +16,13 @@ import java.util.List;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
 
 /**
  * When no worker can be created, mayday reaches the rescuers of MEM_RECLAIM queues and only them;
  * a rescuer runs its queue's items strictly one at a time (the property seed 004 depends on).
  */
+@Timeout(value = 60, threadMode = Timeout.ThreadMode.SEPARATE_THREAD)
 class RescuerTest {
 
     /** Fails the {@code worker-create} fault site while switched on. */

@@ -16,8 +16,10 @@ import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
 
 /** Workqueues as DESIGN.md section 5 describes them, on the real scheduler: items, bounds, flushes, delays. */
+@Timeout(value = 60, threadMode = Timeout.ThreadMode.SEPARATE_THREAD)
 class WorkqueueTest {
 
     static final long MILLISECOND = 1_000_000L;
@@ -84,9 +86,10 @@ class WorkqueueTest {
                 });
                 assertTrue(wq.queue(items[i]));
             }
-            started.await();
-            started.await();
-            assertEquals(2, wq.activeCount());
+            try {
+                started.await();
+                started.await();
+                assertEquals(2, wq.activeCount());
             assertEquals(4, wq.pendingCount());
             assertTrue(items[0].isRunning() && items[1].isRunning(), wq.describeState());
             for (int i = 2; i < items.length; i++) {
@@ -95,7 +98,9 @@ class WorkqueueTest {
             String state = wq.describeState();
             assertTrue(state.contains("pending 4 [item2, item3, item4, item5]"), state);
             assertTrue(state.contains("item0 on kworker/"), state);
-            gate.completeAll();
+            } finally {
+                gate.completeAll(); // a failed check must not leave the kernel's close waiting for the gate
+            }
             wq.flush();
             assertEquals(6, ran.get());
             assertEquals(2, maxRunning.get());
@@ -138,27 +143,31 @@ class WorkqueueTest {
                 gateB.await();
                 doneB.set(true);
             });
-            wq.queue(itemA);
-            startedA.await();
-            Completion flushed = new Completion("flushed");
-            AtomicBoolean aDoneAtFlush = new AtomicBoolean();
-            AtomicBoolean bDoneAtFlush = new AtomicBoolean(true);
-            Task flusher = kernel.spawn("flusher", TaskKind.USER, () -> {
-                wq.flush();
-                aDoneAtFlush.set(doneA.get());
-                bDoneAtFlush.set(doneB.get());
-                flushed.complete();
-            });
-            String what = String.valueOf(awaitWaiting(flusher));
-            assertTrue(what.contains("flush of wq flushed waiting for item a"), what);
-            assertFalse(flusher.waitIsIdle());
-            wq.queue(itemB); // queued after the flush began: the flush must not wait for it
-            gateA.completeAll();
-            assertTrue(flushed.await(10 * SECOND), "flush did not return: " + wq.describeState());
-            assertTrue(aDoneAtFlush.get());
-            assertFalse(bDoneAtFlush.get());
-            assertTrue(itemB.isPending() || itemB.isRunning());
-            gateB.completeAll();
+            try {
+                wq.queue(itemA);
+                startedA.await();
+                Completion flushed = new Completion("flushed");
+                AtomicBoolean aDoneAtFlush = new AtomicBoolean();
+                AtomicBoolean bDoneAtFlush = new AtomicBoolean(true);
+                Task flusher = kernel.spawn("flusher", TaskKind.USER, () -> {
+                    wq.flush();
+                    aDoneAtFlush.set(doneA.get());
+                    bDoneAtFlush.set(doneB.get());
+                    flushed.complete();
+                });
+                String what = String.valueOf(awaitWaiting(flusher));
+                assertTrue(what.contains("flush of wq flushed waiting for item a"), what);
+                assertFalse(flusher.waitIsIdle());
+                wq.queue(itemB); // queued after the flush began: the flush must not wait for it
+                gateA.completeAll();
+                assertTrue(flushed.await(10 * SECOND), "flush did not return: " + wq.describeState());
+                assertTrue(aDoneAtFlush.get());
+                assertFalse(bDoneAtFlush.get());
+                assertTrue(itemB.isPending() || itemB.isRunning());
+            } finally {
+                gateA.completeAll();
+                gateB.completeAll();
+            }
             wq.flush();
             assertTrue(doneB.get());
         }
@@ -181,20 +190,25 @@ class WorkqueueTest {
                 runs.incrementAndGet();
             });
             assertFalse(work.flush(), "an idle item has nothing to flush");
-            assertTrue(wq.queue(work));
-            started.await();
-            assertTrue(work.isRunning());
-            assertTrue(wq.queue(work), "a running item can be queued again");
-            assertFalse(wq.queue(work), "but only once while pending");
             Completion flushed = new Completion("flushed");
             AtomicBoolean flushResult = new AtomicBoolean();
             AtomicInteger runsAtFlush = new AtomicInteger(-1);
-            kernel.spawn("flusher", TaskKind.USER, () -> {
-                flushResult.set(work.flush());
-                runsAtFlush.set(runs.get());
-                flushed.complete();
-            });
-            gate.completeAll();
+            try {
+                assertTrue(wq.queue(work));
+                started.await();
+                assertTrue(work.isRunning());
+                assertTrue(wq.queue(work), "a running item can be queued again");
+                assertFalse(wq.queue(work), "but only once while pending");
+                Task flusher = kernel.spawn("flusher", TaskKind.USER, () -> {
+                    flushResult.set(work.flush());
+                    runsAtFlush.set(runs.get());
+                    flushed.complete();
+                });
+                String what = String.valueOf(awaitWaiting(flusher));
+                assertTrue(what.contains("flush of work w waiting for item w"), what);
+            } finally {
+                gate.completeAll();
+            }
             flushed.await();
             assertTrue(flushResult.get());
             assertEquals(2, runsAtFlush.get());
@@ -214,15 +228,18 @@ class WorkqueueTest {
                 gate.await();
             });
             Work itemB = new Work("b", ranB::incrementAndGet);
-            wq.queue(itemA);
-            wq.queue(itemB);
-            started.await();
-            assertFalse(itemA.cancel(), "a running item is not pending");
-            assertTrue(itemB.cancel());
-            assertFalse(itemB.isPending());
-            assertFalse(itemB.cancel());
-            assertEquals(0, wq.pendingCount());
-            gate.completeAll();
+            try {
+                wq.queue(itemA);
+                wq.queue(itemB);
+                started.await();
+                assertFalse(itemA.cancel(), "a running item is not pending");
+                assertTrue(itemB.cancel());
+                assertFalse(itemB.isPending());
+                assertFalse(itemB.cancel());
+                assertEquals(0, wq.pendingCount());
+            } finally {
+                gate.completeAll();
+            }
             wq.flush();
             assertEquals(0, ranB.get());
         }
@@ -338,6 +355,73 @@ class WorkqueueTest {
             }));
             wq.flush();
             assertTrue(thrown.get() != null && thrown.get().getMessage().contains("wait for itself"), String.valueOf(thrown.get()));
+        }
+    }
+
+    /**
+     * Proves queueing is safe from many tasks and from timer (atomic) context at once: four
+     * producers and a timer queue 900 items over three queues with different bounds; every item runs
+     * exactly once and no queue ever exceeds its maxActive.
+     */
+    @Test
+    void concurrentProducersAndTimersNeverExceedMaxActiveAndLoseNothing() {
+        try (Kernel kernel = newKernel(Faults.NONE); Kernel.Attachment a = kernel.attach("test")) {
+            int[] bounds = {1, 3, 8};
+            Workqueue[] queues = new Workqueue[bounds.length];
+            AtomicInteger[] running = new AtomicInteger[bounds.length];
+            AtomicInteger[] maxRunning = new AtomicInteger[bounds.length];
+            for (int q = 0; q < bounds.length; q++) {
+                queues[q] = Workqueue.create(kernel, "q" + q, q == 0 ? Workqueue.MEM_RECLAIM : 0, bounds[q]);
+                running[q] = new AtomicInteger();
+                maxRunning[q] = new AtomicInteger();
+            }
+            int producers = 4;
+            int perProducer = 200;
+            int fromTimer = 100;
+            AtomicInteger[] runs = new AtomicInteger[producers * perProducer + fromTimer];
+            Work[] items = new Work[runs.length];
+            for (int i = 0; i < items.length; i++) {
+                int id = i;
+                int q = i % bounds.length;
+                runs[i] = new AtomicInteger();
+                items[i] = new Work("item" + i, () -> {
+                    maxRunning[q].accumulateAndGet(running[q].incrementAndGet(), Math::max);
+                    runs[id].incrementAndGet();
+                    running[q].decrementAndGet();
+                });
+            }
+            Completion producersDone = new Completion("producers done");
+            for (int p = 0; p < producers; p++) {
+                int first = p * perProducer;
+                kernel.spawn("producer" + p, TaskKind.USER, () -> {
+                    for (int i = first; i < first + perProducer; i++) {
+                        if (!queues[i % bounds.length].queue(items[i])) {
+                            throw new IllegalStateException("item" + i + " was already pending");
+                        }
+                    }
+                    producersDone.complete();
+                });
+            }
+            int timerFirst = producers * perProducer;
+            kernel.scheduler().addTimer(0, "timer producer", () -> {
+                for (int i = timerFirst; i < items.length; i++) {
+                    queues[i % bounds.length].queue(items[i]);
+                }
+                producersDone.complete();
+            });
+            for (int p = 0; p <= producers; p++) {
+                producersDone.await();
+            }
+            for (Workqueue wq : queues) {
+                wq.flush();
+            }
+            for (int i = 0; i < runs.length; i++) {
+                assertEquals(1, runs[i].get(), "item" + i + " runs");
+            }
+            for (int q = 0; q < bounds.length; q++) {
+                assertTrue(maxRunning[q].get() <= bounds[q], "q" + q + " ran " + maxRunning[q].get() + " at once");
+            }
+            assertTrue(kernel.crashes().isEmpty(), kernel.crashes().toString());
         }
     }
 }
