@@ -1,0 +1,62 @@
+package io.blkstack.dm;
+
+import io.blkstack.dm.target.ErrorTarget;
+import io.blkstack.dm.target.LinearTarget;
+import io.blkstack.dm.target.StripedTarget;
+import io.blkstack.dm.target.ZeroTarget;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.concurrent.ConcurrentHashMap;
+
+/**
+ * Target type name to factory (the kernel's {@code dm_register_target} list). {@link #global()}
+ * holds {@code linear}, {@code striped}, {@code zero} and {@code error} from the start; other
+ * targets register the same way ({@code TargetRegistry.global().register("delay", DelayTarget::new)}).
+ * Tests may build their own registry with {@link #withDefaults()}.
+ */
+public final class TargetRegistry {
+
+    private static final TargetRegistry GLOBAL = withDefaults();
+
+    private final Map<String, TargetFactory> factories = new ConcurrentHashMap<>();
+
+    /** An empty registry. */
+    public TargetRegistry() {
+    }
+
+    /** A new registry holding the built-in targets. */
+    public static TargetRegistry withDefaults() {
+        TargetRegistry r = new TargetRegistry();
+        r.register(LinearTarget.TYPE, LinearTarget::new);
+        r.register(StripedTarget.TYPE, StripedTarget::new);
+        r.register(ZeroTarget.TYPE, ZeroTarget::new);
+        r.register(ErrorTarget.TYPE, ErrorTarget::new);
+        return r;
+    }
+
+    /** The process-wide registry tables use unless given another. */
+    public static TargetRegistry global() {
+        return GLOBAL;
+    }
+
+    /** Registers {@code factory} under {@code type}; a name registered twice is a caller error. */
+    public void register(String type, TargetFactory factory) {
+        if (type == null || type.isEmpty() || type.chars().anyMatch(Character::isWhitespace)) {
+            throw new IllegalArgumentException("target type name '" + type + "' must be one non-empty word");
+        }
+        if (factories.putIfAbsent(type, factory) != null) {
+            throw new IllegalArgumentException("target type '" + type + "' is already registered");
+        }
+    }
+
+    /** The factory for {@code type}, or null. */
+    public TargetFactory find(String type) {
+        return factories.get(type);
+    }
+
+    /** The registered type names, sorted. */
+    public List<String> types() {
+        return List.copyOf(new TreeMap<>(factories).keySet());
+    }
+}
