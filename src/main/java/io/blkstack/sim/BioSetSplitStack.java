@@ -110,7 +110,8 @@ public record BioSetSplitStack(int tasks, int opsPerTask, int bioSectors, int sp
                 throw new IllegalStateException("took " + hoard.size() + " pages from an arena of " + pagesMax);
             }
         }
-        int bioMax = pagesMax * Page.SIZE / 256 + 1;
+        // A bound on the loop: a slab cannot hold more objects than the arena has bytes.
+        long bioMax = (long) pagesMax * Page.SIZE;
         while (hoardBios.size() <= bioMax) {
             Bio b = set.alloc(Gfp.NOWAIT, 0);
             if (b == null) {

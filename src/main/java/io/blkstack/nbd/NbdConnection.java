@@ -1,0 +1,736 @@
+package io.blkstack.nbd;
+
+import static io.blkstack.nbd.NbdProtocol.*;
+
+import io.blkstack.bio.Bio;
+import io.blkstack.bio.BioFlags;
+import io.blkstack.bio.BioIter;
+import io.blkstack.bio.BioOp;
+import io.blkstack.bio.BioVec;
+import io.blkstack.block.BlockDevice;
+import io.blkstack.block.Submit;
+import io.blkstack.kernel.Completion;
+import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.SpinLock;
+import io.blkstack.kernel.Task;
+import io.blkstack.kernel.TaskKind;
+import io.blkstack.kernel.WaitQueue;
+import io.blkstack.mem.Gfp;
+import io.blkstack.mem.Page;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.SocketChannel;
+import java.util.concurrent.atomic.AtomicInteger;
+
+/**
+ * One client connection: a reader task (handshake, then requests) and a writer task (replies).
+ *
+ * <p><b>Data path.</b> The reader parses a request header, checks it against the export (errors
+ * exactly as {@code doc/proto.md} prescribes), and turns it into bios from the server's bio set
+ * with pages from the kernel's arena, allocated with {@link Gfp#NOIO} so a connection waits for
+ * the reserve when memory is tight. A payload larger than one bio (1 MiB) becomes several bios,
+ * each submitted before the next is allocated, so this task never holds two unsubmitted bios of
+ * one set (seed 002, rule 1 of DESIGN.md section 1). Before any page is allocated the request
+ * takes its pages from the server's payload budget, so connections holding pages for replies not
+ * yet sent can never exhaust the arena against each other.
+ *
+ * <p><b>Replies.</b> A bio's completion never touches the socket: the last completion of a
+ * request puts it on this connection's reply ring (bounded by the in-flight bound, so it cannot
+ * overflow) and wakes the writer (rule 2). The writer sends the reply, frees the request's pages
+ * and bios, returns its budget and its slot, and wakes the reader if it waits for a slot. Replies
+ * leave in completion order, not request order.
+ *
+ * <p><b>Ending.</b> {@code NBD_CMD_DISC}, end of stream, a wrong magic or garbage, or a client
+ * vanishing mid-payload stop the reader. A half-read bio is freed at once; bios already submitted
+ * complete normally, the writer drains every reply (or discards them if the socket is gone), then
+ * closes the socket. Only this connection is affected.
+ *
+ * <p><b>Oversized payloads.</b> A WRITE longer than the export's maximum payload gets
+ * {@code NBD_EINVAL} and its payload is skipped through a fixed 64 KiB scratch buffer (never
+ * stored) if it is at most {@link #SKIP_MAX} bytes; a longer one cannot be skipped in reasonable
+ * time, so the error reply is sent and the connection is closed (the spec allows a hard
+ * disconnect for payloads large enough to be a denial of service).
+ */
+final class NbdConnection {
+
+    /** Bytes of payload one bio carries: one full vec array of pages. */
+    static final int BIO_BYTES_MAX = Bio.VECS_MAX * Page.SIZE;
+    /** Bytes one payload-less bio (trim, zeroes) covers; the device splits it further. */
+    static final int NODATA_BIO_BYTES_MAX = 1 << 30;
+    /** Most extents one hole-aware READ reply uses; the rest of the range is sent as data. */
+    static final int READ_EXTENTS_MAX = 64;
+    /** Most descriptors one block-status reply carries (the spec allows fewer than asked). */
+    static final int STATUS_EXTENTS_MAX = 1024;
+    /** The largest refused WRITE payload skipped instead of closing the connection. */
+    static final long SKIP_MAX = 2L * DEFAULT_MAX_PAYLOAD;
+
+    private final NbdServer server;
+    private final Kernel kernel;
+    private final SocketChannel channel;
+    private final String name;
+    final Completion done;
+
+    private Export export;
+    private BlockDevice device;
+    private boolean structured;
+    private boolean baseAllocation;
+
+    // In-flight slots: the reader takes, the writer returns.
+    private final NbdRequest[] requests;
+    private final int[] freeSlots;
+    private int freeCount;
+    private final SpinLock slotLock;
+    private final WaitQueue slotWait;
+    private final AtomicInteger inUse = new AtomicInteger();
+
+    // Reply ring: completions push, the writer pops.
+    private final NbdRequest[] ring;
+    private int ringHead;
+    private int ringCount;
+    private final SpinLock ringLock;
+    private final WaitQueue writerWait;
+    private volatile boolean readerDone;
+    private volatile boolean broken;
+
+    // Reader state (reader task only).
+    private final ByteBuffer requestHeader = ByteBuffer.allocateDirect(REQUEST_HEADER_BYTES);
+    private final ByteBuffer skipScratch = ByteBuffer.allocateDirect(64 * 1024);
+    private final ByteBuffer[] scatter = new ByteBuffer[Bio.VECS_MAX];
+    private final BioIter readerIter = new BioIter();
+
+    // Writer state (writer task only).
+    private final ByteBuffer replyHeader = ByteBuffer.allocateDirect(STRUCTURED_HEADER_BYTES + 4 + 8 * STATUS_EXTENTS_MAX);
+    private final ByteBuffer[] gather = new ByteBuffer[Bio.VECS_MAX];
+    private final BioIter writerIter = new BioIter();
+
+    NbdConnection(NbdServer server, SocketChannel channel, String name, int inFlightMax, int maxPayloadMax) {
+        if (inFlightMax < 1) {
+            throw new IllegalArgumentException("connection " + name + ": in-flight bound " + inFlightMax + " < 1");
+        }
+        this.server = server;
+        this.kernel = server.kernel();
+        this.channel = channel;
+        this.name = name;
+        this.done = new Completion(name + " done");
+        int biosMax = Math.max(4, (maxPayloadMax + BIO_BYTES_MAX - 1) / BIO_BYTES_MAX) + READ_EXTENTS_MAX / 2 + 1;
+        this.requests = new NbdRequest[inFlightMax];
+        this.freeSlots = new int[inFlightMax];
+        for (int i = 0; i < inFlightMax; i++) {
+            requests[i] = new NbdRequest(this, i, biosMax, STATUS_EXTENTS_MAX);
+            freeSlots[i] = inFlightMax - 1 - i;
+        }
+        this.freeCount = inFlightMax;
+        this.slotLock = new SpinLock(name + " slots");
+        this.slotWait = new WaitQueue(name + " in-flight bound");
+        this.ring = new NbdRequest[inFlightMax];
+        this.ringLock = new SpinLock(name + " replies");
+        this.writerWait = new WaitQueue(name + " replies");
+    }
+
+    String name() {
+        return name;
+    }
+
+    /** Requests taken and not yet released (for tests and state). */
+    int inFlight() {
+        return inUse.get();
+    }
+
+    // ---- reader task ---------------------------------------------------------------------------
+
+    /** The reader task's body: handshake, start the writer, read requests until the end. */
+    void runReader() {
+        boolean writerStarted = false;
+        try {
+            NbdHandshake.Negotiated negotiated = new NbdHandshake(channel, server.exports()).run();
+            if (negotiated == null) {
+                return;
+            }
+            export = negotiated.export();
+            device = export.device();
+            structured = negotiated.structuredReplies();
+            baseAllocation = negotiated.baseAllocation();
+            kernel.spawn(name + "-writer", TaskKind.USER, this::runWriter);
+            writerStarted = true;
+            try (Task.NoioScope noio = Task.current().noio()) {
+                readRequests();
+            }
+        } catch (IOException e) {
+            // The client went away or broke the protocol: this connection ends, nothing else.
+        } finally {
+            if (writerStarted) {
+                readerDone = true;
+                writerWait.wakeAll();
+            } else {
+                finish();
+            }
+        }
+    }
+
+    /** Reads and dispatches requests until DISC, end of stream, garbage or an unskippable payload. */
+    private void readRequests() throws IOException {
+        while (true) {
+            NbdRequest r = takeSlot();
+            boolean more;
+            try {
+                more = readHeader(r);
+            } catch (IOException e) {
+                returnSlot(r);
+                throw e;
+            }
+            if (!more) {
+                returnSlot(r);
+                return;
+            }
+            if (!serve(r)) {
+                return;
+            }
+        }
+    }
+
+    /** Reads a request header into the slot; false for end of stream, a wrong magic or DISC. */
+    private boolean readHeader(NbdRequest r) throws IOException {
+        ByteBuffer h = requestHeader.clear();
+        if (!WireIo.readFullyOrEof(channel, h)) {
+            return false;
+        }
+        h.flip();
+        if (h.getInt() != REQUEST_MAGIC) {
+            return false; // garbage: a hard disconnect of this connection only
+        }
+        int flags = h.getShort() & 0xffff;
+        int command = h.getShort() & 0xffff;
+        long cookie = h.getLong();
+        long offset = h.getLong();
+        long length = h.getInt() & 0xffffffffL;
+        if (command == CMD_DISC) {
+            return false; // in-flight requests finish, then the writer closes
+        }
+        r.init(cookie, command, flags, offset, length);
+        return true;
+    }
+
+    /**
+     * Checks a request against the protocol and the export.
+     *
+     * @return 0, or the NBD error the specification prescribes
+     */
+    int validate(int command, int flags, long offset, long length) {
+        int allowed = CMD_FLAG_FUA;
+        switch (command) {
+            case CMD_READ, CMD_WRITE, CMD_FLUSH, CMD_TRIM, CMD_CACHE -> {
+            }
+            case CMD_WRITE_ZEROES -> allowed |= CMD_FLAG_NO_HOLE
+                    | ((export.transmissionFlags() & FLAG_SEND_FAST_ZERO) != 0 ? CMD_FLAG_FAST_ZERO : 0);
+            case CMD_BLOCK_STATUS -> allowed |= CMD_FLAG_REQ_ONE;
+            default -> {
+                return EINVAL; // unknown command
+            }
+        }
+        if ((flags & ~allowed) != 0) {
+            return EINVAL; // unknown flag, or a flag not documented for this command
+        }
+        boolean writes = command == CMD_WRITE || command == CMD_TRIM || command == CMD_WRITE_ZEROES;
+        if (writes && export.readOnly()) {
+            return EPERM;
+        }
+        if (command == CMD_BLOCK_STATUS && !baseAllocation) {
+            return EINVAL; // no metadata context selected
+        }
+        if (command == CMD_FLUSH) {
+            return offset == 0 && length == 0 ? 0 : EINVAL;
+        }
+        if ((command == CMD_READ || command == CMD_WRITE) && length > export.maximumPayload()) {
+            return EINVAL;
+        }
+        long size = export.sizeBytes();
+        if (offset < 0 || offset > size || length > size - offset) {
+            return command == CMD_WRITE || command == CMD_WRITE_ZEROES ? ENOSPC : EINVAL;
+        }
+        int min = export.minimumBlockSize();
+        if (offset % min != 0 || length % min != 0) {
+            return EINVAL;
+        }
+        if (command == CMD_BLOCK_STATUS && length == 0) {
+            return EINVAL; // a reply needs at least one descriptor of nonzero length
+        }
+        if (command == CMD_WRITE_ZEROES && (flags & CMD_FLAG_FAST_ZERO) != 0 && !export.fastZero()) {
+            return ENOTSUP; // fail fast: zeroing here is no faster than writing
+        }
+        return 0;
+    }
+
+    /** Serves one request; false if the reader must stop. */
+    private boolean serve(NbdRequest r) throws IOException {
+        int errno = validate(r.command, r.commandFlags, r.offset, r.length);
+        if (errno != 0) {
+            boolean more = true;
+            if (r.command == CMD_WRITE) {
+                more = skipPayload(r.length);
+            }
+            r.fail(errno);
+            r.put();
+            return more;
+        }
+        int fua = (r.commandFlags & CMD_FLAG_FUA) != 0 ? BioFlags.FUA : 0;
+        switch (r.command) {
+            case CMD_READ -> {
+                return read(r);
+            }
+            case CMD_WRITE -> {
+                return write(r, fua);
+            }
+            case CMD_FLUSH -> {
+                return flush(r);
+            }
+            case CMD_TRIM -> {
+                return noDataRange(r, BioOp.DISCARD, fua);
+            }
+            case CMD_WRITE_ZEROES -> {
+                int noUnmap = (r.commandFlags & CMD_FLAG_NO_HOLE) != 0 ? BioFlags.NOUNMAP : 0;
+                return noDataRange(r, BioOp.WRITE_ZEROES, fua | noUnmap);
+            }
+            case CMD_BLOCK_STATUS -> {
+                blockStatus(r);
+                r.put();
+                return true;
+            }
+            default -> { // CACHE: a hint; this server has no cache to fill, and success is allowed
+                r.put();
+                return true;
+            }
+        }
+    }
+
+    /** Skips a refused WRITE payload; false if it is too long to skip (the connection then closes). */
+    private boolean skipPayload(long length) {
+        if (length > SKIP_MAX) {
+            return false;
+        }
+        try {
+            WireIo.skip(channel, skipScratch, length);
+            return true;
+        } catch (IOException e) {
+            return false;
+        }
+    }
+
+    /** READ: holes from the device's allocation map (structured replies only), bios for the data. */
+    private boolean read(NbdRequest r) {
+        if (r.length == 0) {
+            r.put();
+            return true;
+        }
+        if (structured && device.knowsAllocation()) {
+            mapExtents(r, READ_EXTENTS_MAX, false);
+        } else {
+            r.addExtent(r.length, false);
+        }
+        long dataBytes = 0;
+        for (int e = 0; e < r.extentCount; e++) {
+            dataBytes += r.extentHole[e] ? 0 : r.extentBytes[e];
+        }
+        chargeBudget(r, dataBytes);
+        long position = r.offset;
+        for (int e = 0; e < r.extentCount; e++) {
+            long extentEnd = position + r.extentBytes[e];
+            if (r.extentHole[e]) {
+                position = extentEnd;
+                continue;
+            }
+            while (position < extentEnd) {
+                int n = (int) Math.min(extentEnd - position, BIO_BYTES_MAX);
+                Bio bio = allocDataBio(n);
+                if (bio == null) {
+                    return abandon(r);
+                }
+                submit(r, bio, BioOp.READ, 0, position);
+                position += n;
+            }
+        }
+        r.put();
+        return true;
+    }
+
+    /** WRITE: one bio per MiB of payload, each read from the socket and submitted before the next. */
+    private boolean write(NbdRequest r, int fua) {
+        chargeBudget(r, r.length);
+        long position = r.offset;
+        long end = r.offset + r.length;
+        while (position < end) {
+            int n = (int) Math.min(end - position, BIO_BYTES_MAX);
+            Bio bio = allocDataBio(n);
+            if (bio == null) {
+                return abandon(r);
+            }
+            BioVec[] vecs = bio.vecs();
+            int count = bio.vecCount();
+            for (int i = 0; i < count; i++) {
+                scatter[i] = vecs[i].page().slice(vecs[i].offset(), vecs[i].length());
+            }
+            try {
+                WireIo.readFully(channel, scatter, count);
+            } catch (IOException e) {
+                // The client vanished mid-payload: this bio never goes down; earlier ones complete.
+                NbdRequest.freePagesAndPut(bio, readerIter);
+                return abandon(r);
+            } finally {
+                java.util.Arrays.fill(scatter, 0, count, null);
+            }
+            submit(r, bio, BioOp.WRITE, fua, position);
+            position += n;
+        }
+        r.put();
+        return true;
+    }
+
+    /** FLUSH: one empty flush bio. */
+    private boolean flush(NbdRequest r) {
+        Bio bio = server.bioSet().alloc(Gfp.NOIO, 0);
+        if (bio == null) {
+            return abandon(r);
+        }
+        bio.init(device, BioOp.FLUSH, 0, 0);
+        r.addBio(bio);
+        bio.setEndIo(NbdRequest.END_IO).setPrivateData(r);
+        Submit.submitBio(bio);
+        r.put();
+        return true;
+    }
+
+    /** TRIM and WRITE_ZEROES: payload-less bios of at most 1 GiB each, submitted one after another. */
+    private boolean noDataRange(NbdRequest r, BioOp op, int flags) {
+        long position = r.offset;
+        long end = r.offset + r.length;
+        while (position < end) {
+            int n = (int) Math.min(end - position, NODATA_BIO_BYTES_MAX);
+            Bio bio = server.bioSet().alloc(Gfp.NOIO, 0);
+            if (bio == null) {
+                return abandon(r);
+            }
+            bio.init(device, op, flags, position >>> Bio.SECTOR_SHIFT);
+            bio.setSizeBytes(n);
+            r.addBio(bio);
+            bio.setEndIo(NbdRequest.END_IO).setPrivateData(r);
+            Submit.submitBio(bio);
+            position += n;
+        }
+        r.put();
+        return true;
+    }
+
+    /** BLOCK_STATUS for {@code base:allocation}: the device's map, or all data if it keeps none. */
+    private void blockStatus(NbdRequest r) {
+        boolean one = (r.commandFlags & CMD_FLAG_REQ_ONE) != 0;
+        if (!device.knowsAllocation()) {
+            r.addExtent(r.length, false);
+            return;
+        }
+        mapExtents(r, one ? 1 : STATUS_EXTENTS_MAX, true);
+    }
+
+    /**
+     * Fills the request's extents from {@link BlockDevice#allocatedExtent}. A read keeps room for
+     * one last data extent covering whatever the bound leaves; block status just stops (the spec
+     * lets a reply cover less than asked).
+     */
+    private void mapExtents(NbdRequest r, int extentsMax, boolean stopAtBound) {
+        long sector = r.offset >>> Bio.SECTOR_SHIFT;
+        long end = sector + (r.length >>> Bio.SECTOR_SHIFT);
+        while (sector < end) {
+            long run = device.allocatedExtent(sector, end - sector);
+            boolean hole = run < 0;
+            long sectors = Math.abs(run);
+            if (sectors == 0) {
+                throw new IllegalStateException("device " + device.name() + ": empty extent at sector " + sector);
+            }
+            boolean merges = r.extentCount > 0 && r.extentHole[r.extentCount - 1] == hole;
+            if (!merges && r.extentCount >= extentsMax - (stopAtBound ? 0 : 1)) {
+                if (stopAtBound) {
+                    return;
+                }
+                r.addExtent((end - sector) << Bio.SECTOR_SHIFT, false);
+                return;
+            }
+            r.addExtent(sectors << Bio.SECTOR_SHIFT, hole);
+            sector += sectors;
+        }
+    }
+
+    /** Takes budget pages for {@code bytes} of payload (waits while other requests hold it). */
+    private void chargeBudget(NbdRequest r, long bytes) {
+        int pages = (int) ((bytes + Page.SIZE - 1) >>> Page.SHIFT);
+        if (pages > 0) {
+            server.budget().acquire(pages);
+            r.budgetPages = pages;
+        }
+    }
+
+    /** A bio with {@code bytes} of fresh pages (NOIO: waits for the reserve); null only when the kernel closes. */
+    private Bio allocDataBio(int bytes) {
+        int pages = (bytes + Page.SIZE - 1) >>> Page.SHIFT;
+        Bio bio = server.bioSet().alloc(Gfp.NOIO, pages);
+        if (bio == null) {
+            return null;
+        }
+        for (int i = 0; i < pages; i++) {
+            Page page = kernel.pages().alloc(Gfp.NOIO);
+            if (page == null) {
+                NbdRequest.freePagesAndPut(bio, readerIter);
+                return null;
+            }
+            bio.addPage(page, Math.min(Page.SIZE, bytes - i * Page.SIZE), 0);
+        }
+        return bio;
+    }
+
+    /** Points a data bio at the device and submits it as part of the request. */
+    private void submit(NbdRequest r, Bio bio, BioOp op, int flags, long position) {
+        bio.init(device, op, flags, position >>> Bio.SECTOR_SHIFT);
+        bio.setEndIo(NbdRequest.END_IO).setPrivateData(r);
+        r.addBio(bio);
+        Submit.submitBio(bio);
+    }
+
+    /** Ends a request the reader could not finish (client gone, kernel closing); stops the reader. */
+    private boolean abandon(NbdRequest r) {
+        r.fail(EIO);
+        r.put();
+        return false;
+    }
+
+    /** Waits for a free in-flight slot (the per-connection bound) and takes it. */
+    private NbdRequest takeSlot() {
+        slotWait.waitEvent(() -> inUse.get() < requests.length, this);
+        slotLock.lock();
+        try {
+            if (freeCount == 0) {
+                throw new IllegalStateException(name + ": no free slot although " + inUse.get() + " of "
+                        + requests.length + " are in use");
+            }
+            inUse.incrementAndGet();
+            return requests[freeSlots[--freeCount]];
+        } finally {
+            slotLock.unlock();
+        }
+    }
+
+    /** Returns a slot and wakes the reader (waiting for a slot) and the writer (waiting to finish). */
+    private void returnSlot(NbdRequest r) {
+        slotLock.lock();
+        try {
+            freeSlots[freeCount++] = r.slot;
+        } finally {
+            slotLock.unlock();
+        }
+        inUse.decrementAndGet();
+        slotWait.wakeOne();
+        writerWait.wakeOne();
+    }
+
+    // ---- completion side -----------------------------------------------------------------------
+
+    /** Queues a finished request for the writer; called from completions, never blocks. */
+    void replyReady(NbdRequest r) {
+        ringLock.lock();
+        try {
+            if (ringCount == ring.length) {
+                throw new IllegalStateException(name + ": reply ring full (" + ringCount + ") at " + r);
+            }
+            ring[(ringHead + ringCount) % ring.length] = r;
+            ringCount++;
+        } finally {
+            ringLock.unlock();
+        }
+        writerWait.wakeOne();
+    }
+
+    private NbdRequest popReply() {
+        ringLock.lock();
+        try {
+            if (ringCount == 0) {
+                return null;
+            }
+            NbdRequest r = ring[ringHead];
+            ring[ringHead] = null;
+            ringHead = (ringHead + 1) % ring.length;
+            ringCount--;
+            return r;
+        } finally {
+            ringLock.unlock();
+        }
+    }
+
+    private boolean hasReplies() {
+        ringLock.lock();
+        try {
+            return ringCount > 0;
+        } finally {
+            ringLock.unlock();
+        }
+    }
+
+    // ---- writer task ---------------------------------------------------------------------------
+
+    /** The writer task's body: send replies as requests finish; after the reader ends, drain and close. */
+    private void runWriter() {
+        try {
+            while (true) {
+                writerWait.waitEventTimeout(() -> hasReplies() || (readerDone && inUse.get() == 0), this, -1, true);
+                NbdRequest r = popReply();
+                if (r == null) {
+                    if (readerDone && inUse.get() == 0) {
+                        return;
+                    }
+                    continue;
+                }
+                if (!broken) {
+                    try {
+                        send(r);
+                    } catch (IOException e) {
+                        broken = true; // keep draining completions; stop the reader too
+                        shutdownInput();
+                    }
+                }
+                release(r);
+            }
+        } finally {
+            finish();
+        }
+    }
+
+    /** Frees the request's bios, pages and budget and returns its slot. */
+    private void release(NbdRequest r) {
+        r.release(writerIter);
+        server.budget().release(r.budgetPages);
+        r.budgetPages = 0;
+        returnSlot(r);
+    }
+
+    /** Sends the reply a finished request owes. */
+    private void send(NbdRequest r) throws IOException {
+        int errno = r.errno();
+        if (r.command == CMD_READ) {
+            if (structured) {
+                sendStructuredRead(r, errno);
+            } else {
+                sendSimple(r, errno);
+                if (errno == 0) {
+                    for (int i = 0; i < r.bioCount; i++) {
+                        writeBio(r.bios[i]);
+                    }
+                }
+            }
+            return;
+        }
+        if (r.command == CMD_BLOCK_STATUS && errno == 0) {
+            sendBlockStatus(r);
+            return;
+        }
+        sendSimple(r, errno);
+    }
+
+    private void sendSimple(NbdRequest r, int errno) throws IOException {
+        ByteBuffer h = replyHeader.clear();
+        h.putInt(SIMPLE_REPLY_MAGIC).putInt(errno).putLong(r.cookie).flip();
+        WireIo.writeFully(channel, h);
+    }
+
+    private void chunkHeader(ByteBuffer h, NbdRequest r, int flags, int type, int length) {
+        h.putInt(STRUCTURED_REPLY_MAGIC).putShort((short) flags).putShort((short) type).putLong(r.cookie)
+                .putInt(length);
+    }
+
+    /** A structured READ reply: an error chunk, or data and hole chunks in offset order, the last one DONE. */
+    private void sendStructuredRead(NbdRequest r, int errno) throws IOException {
+        ByteBuffer h = replyHeader.clear();
+        if (errno != 0) {
+            chunkHeader(h, r, REPLY_FLAG_DONE, REPLY_TYPE_ERROR, 6);
+            h.putInt(errno).putShort((short) 0).flip();
+            WireIo.writeFully(channel, h);
+            return;
+        }
+        if (r.extentCount == 0) {
+            chunkHeader(h, r, REPLY_FLAG_DONE, REPLY_TYPE_NONE, 0);
+            WireIo.writeFully(channel, h.flip());
+            return;
+        }
+        long position = r.offset;
+        int bio = 0;
+        for (int e = 0; e < r.extentCount; e++) {
+            int flags = e == r.extentCount - 1 ? REPLY_FLAG_DONE : 0;
+            long bytes = r.extentBytes[e];
+            h.clear();
+            if (r.extentHole[e]) {
+                chunkHeader(h, r, flags, REPLY_TYPE_OFFSET_HOLE, 12);
+                h.putLong(position).putInt((int) bytes).flip();
+                WireIo.writeFully(channel, h);
+            } else {
+                chunkHeader(h, r, flags, REPLY_TYPE_OFFSET_DATA, (int) (8 + bytes));
+                h.putLong(position).flip();
+                WireIo.writeFully(channel, h);
+                for (long left = bytes; left > 0; ) {
+                    if (bio == r.bioCount) {
+                        throw new IllegalStateException(r + ": data extent of " + bytes + " bytes outruns its bios");
+                    }
+                    left -= writeBio(r.bios[bio++]);
+                }
+            }
+            position += bytes;
+        }
+    }
+
+    /** A BLOCK_STATUS reply: one chunk for {@code base:allocation}, DONE. */
+    private void sendBlockStatus(NbdRequest r) throws IOException {
+        ByteBuffer h = replyHeader.clear();
+        chunkHeader(h, r, REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, 4 + 8 * r.extentCount);
+        h.putInt(NbdHandshake.ALLOCATION_CONTEXT_ID);
+        for (int e = 0; e < r.extentCount; e++) {
+            h.putInt((int) r.extentBytes[e]).putInt(r.extentHole[e] ? STATE_HOLE | STATE_ZERO : 0);
+        }
+        WireIo.writeFully(channel, h.flip());
+    }
+
+    /** Writes every page segment of a data bio in one gathering write; returns the bytes written. */
+    private long writeBio(Bio bio) throws IOException {
+        int count = 0;
+        long bytes = 0;
+        for (writerIter.resetAll(bio); writerIter.next(); ) {
+            gather[count++] = writerIter.page().slice(writerIter.offset(), writerIter.length());
+            bytes += writerIter.length();
+        }
+        try {
+            WireIo.writeFully(channel, gather, count);
+        } finally {
+            java.util.Arrays.fill(gather, 0, count, null);
+        }
+        return bytes;
+    }
+
+    // ---- ending --------------------------------------------------------------------------------
+
+    /** Makes a blocked read return end of stream (server close, or the writer lost the socket). */
+    void shutdownInput() {
+        try {
+            channel.shutdownInput();
+        } catch (IOException e) {
+            // already closed
+        }
+    }
+
+    /** Closes the socket, leaves the server's table and signals the end. */
+    private void finish() {
+        try {
+            channel.close();
+        } catch (IOException e) {
+            // nothing left to do with it
+        }
+        server.connectionEnded(this);
+        done.completeAll();
+    }
+
+    @Override
+    public String toString() {
+        return "nbd connection " + name;
+    }
+}

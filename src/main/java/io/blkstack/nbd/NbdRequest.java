@@ -1,0 +1,149 @@
+package io.blkstack.nbd;
+
+import io.blkstack.bio.Bio;
+import io.blkstack.bio.BioEndIo;
+import io.blkstack.bio.BioIter;
+import io.blkstack.mem.Page;
+import java.util.concurrent.atomic.AtomicInteger;
+
+/**
+ * One in-flight NBD request of a connection: the parsed header, the bios that carry it (with their
+ * pages), the extents of a block-status or hole-aware read, and the outcome. A connection owns a
+ * fixed array of these (its in-flight bound), allocated once; nothing is allocated per request.
+ *
+ * <p>Life: the reader takes a free slot, fills it, submits its bios one after another (each
+ * before the next is allocated: seed 002), then drops its own hold on {@link #remaining}. The
+ * last of the reader's hold and the bios' completions hands the request to the connection's
+ * reply list; the writer sends the reply, then {@link #release releases} bios and pages and
+ * returns the slot.
+ */
+final class NbdRequest {
+
+    /** The completion of every bio of a request: count down, record the first error, never block. */
+    static final BioEndIo END_IO = bio -> {
+        NbdRequest request = (NbdRequest) bio.privateData();
+        int errno = NbdProtocol.errnoOf(bio.status());
+        if (errno != 0) {
+            request.fail(errno);
+        }
+        request.put();
+    };
+
+    final NbdConnection connection;
+    final int slot;
+    final Bio[] bios;
+    int bioCount;
+    /** Extent lengths in bytes (read: data/hole runs; block status: descriptors). */
+    final long[] extentBytes;
+    /** Extent kind: true for a hole (reads as zero, not allocated). */
+    final boolean[] extentHole;
+    int extentCount;
+
+    long cookie;
+    int command;
+    int commandFlags;
+    long offset;
+    long length;
+    /** Pages charged to the server's payload budget. */
+    int budgetPages;
+
+    private final AtomicInteger errno = new AtomicInteger();
+    final AtomicInteger remaining = new AtomicInteger();
+
+    NbdRequest(NbdConnection connection, int slot, int biosMax, int extentsMax) {
+        this.connection = connection;
+        this.slot = slot;
+        this.bios = new Bio[biosMax];
+        this.extentBytes = new long[extentsMax];
+        this.extentHole = new boolean[extentsMax];
+    }
+
+    /** Readies the slot for a new request with the reader's hold on it. */
+    void init(long requestCookie, int requestCommand, int flags, long requestOffset, long requestLength) {
+        if (bioCount != 0 || budgetPages != 0 || remaining.get() != 0) {
+            throw new IllegalStateException("nbd request slot " + slot + " reused with " + bioCount + " bio(s), "
+                    + budgetPages + " budget page(s), remaining " + remaining.get());
+        }
+        cookie = requestCookie;
+        command = requestCommand;
+        commandFlags = flags;
+        offset = requestOffset;
+        length = requestLength;
+        extentCount = 0;
+        errno.set(0);
+        remaining.set(1);
+    }
+
+    /** Records an error; the first one wins. */
+    void fail(int value) {
+        errno.compareAndSet(0, value);
+    }
+
+    /** The outcome: 0 or an NBD error value. */
+    int errno() {
+        return errno.get();
+    }
+
+    /** Adds a bio about to be submitted: one more completion owed. */
+    void addBio(Bio bio) {
+        if (bioCount == bios.length) {
+            throw new IllegalStateException("nbd request " + this + " needs more than " + bios.length + " bios");
+        }
+        bios[bioCount++] = bio;
+        remaining.incrementAndGet();
+    }
+
+    /** Drops one hold; the last one queues the reply (from any context; never blocks). */
+    void put() {
+        int left = remaining.decrementAndGet();
+        if (left < 0) {
+            throw new IllegalStateException("nbd request " + this + " completed more often than submitted");
+        }
+        if (left == 0) {
+            connection.replyReady(this);
+        }
+    }
+
+    /** Appends an extent, merging with the previous one of the same kind. */
+    void addExtent(long bytes, boolean hole) {
+        if (extentCount > 0 && extentHole[extentCount - 1] == hole) {
+            extentBytes[extentCount - 1] += bytes;
+            return;
+        }
+        extentBytes[extentCount] = bytes;
+        extentHole[extentCount] = hole;
+        extentCount++;
+    }
+
+    /** Whether another distinct extent fits. */
+    boolean extentsFull() {
+        return extentCount == extentBytes.length;
+    }
+
+    /** Frees the pages of every data bio, puts every bio; the writer calls this after the reply. */
+    void release(BioIter iter) {
+        for (int i = 0; i < bioCount; i++) {
+            Bio bio = bios[i];
+            bios[i] = null;
+            freePagesAndPut(bio, iter);
+        }
+        bioCount = 0;
+    }
+
+    /** Frees a bio's own pages and drops the bio. */
+    static void freePagesAndPut(Bio bio, BioIter iter) {
+        if (bio.ownsVecs() && bio.vecCount() > 0) {
+            for (iter.resetAll(bio); iter.next(); ) {
+                Page page = iter.page();
+                page.allocator().free(page);
+            }
+        }
+        bio.put();
+    }
+
+    @Override
+    public String toString() {
+        return "nbd " + NbdProtocol.commandName(command) + " cookie " + Long.toHexString(cookie) + " offset " + offset
+                + " length " + length + " (slot " + slot + ")";
+    }
+}
