@@ -626,106 +626,75 @@ public final class Bio {
 
     // ---- data copies -----------------------------------------------------------------------
 
-    /** Copies the range's data into {@code dst} at {@code offset}; returns the bytes copied. */
-    public int copyTo(byte[] dst, int offset) {
-        requireData("copyTo");
-        if (offset < 0 || offset + (long) iterSize > dst.length) {
-            throw new IllegalArgumentException("copyTo: " + iterSize + " bytes at " + offset + " into " + dst.length);
-        }
+    /** One segment's copy between a page and another memory: a non-capturing function, so walks allocate nothing. */
+    private interface SegmentCopy {
+        void copy(Page page, int pageOffset, Object other, int otherPosition, int length);
+    }
+
+    private static final SegmentCopy TO_ARRAY = (p, off, o, pos, n) -> p.buffer().get(off, (byte[]) o, pos, n);
+    private static final SegmentCopy FROM_ARRAY = (p, off, o, pos, n) -> p.buffer().put(off, (byte[]) o, pos, n);
+    private static final SegmentCopy TO_BUFFER = (p, off, o, pos, n) -> ((ByteBuffer) o).put(pos, p.buffer(), off, n);
+    private static final SegmentCopy FROM_BUFFER = (p, off, o, pos, n) -> p.buffer().put(off, (ByteBuffer) o, pos, n);
+    private static final SegmentCopy ZERO = (p, off, o, pos, n) -> p.zero(off, n);
+
+    /** Walks the range's segments from the iterator, applying {@code op} with a running position in {@code other}. */
+    private int walkSegments(String what, SegmentCopy op, Object other, int otherPosition) {
+        requireData(what);
         int idx = iterIdx;
         int done = iterBvecDone;
         int left = iterSize;
-        int pos = offset;
+        int pos = otherPosition;
         while (left > 0) {
             BioVec v = vecs[idx];
             int n = Math.min(v.length() - done, left);
-            v.page().buffer().get(v.offset() + done, dst, pos, n);
+            op.copy(v.page(), v.offset() + done, other, pos, n);
             pos += n;
             left -= n;
             idx++;
             done = 0;
         }
         return iterSize;
+    }
+
+    /** Copies the range's data into {@code dst} at {@code offset}; returns the bytes copied. */
+    public int copyTo(byte[] dst, int offset) {
+        if (offset < 0 || offset + (long) iterSize > dst.length) {
+            throw new IllegalArgumentException("copyTo: " + iterSize + " bytes at " + offset + " into " + dst.length);
+        }
+        return walkSegments("copyTo", TO_ARRAY, dst, offset);
     }
 
     /** Copies {@link #sizeBytes} bytes from {@code src} at {@code offset} into the range's pages. */
     public int copyFrom(byte[] src, int offset) {
-        requireData("copyFrom");
         if (offset < 0 || offset + (long) iterSize > src.length) {
             throw new IllegalArgumentException("copyFrom: " + iterSize + " bytes at " + offset + " from " + src.length);
         }
-        int idx = iterIdx;
-        int done = iterBvecDone;
-        int left = iterSize;
-        int pos = offset;
-        while (left > 0) {
-            BioVec v = vecs[idx];
-            int n = Math.min(v.length() - done, left);
-            v.page().buffer().put(v.offset() + done, src, pos, n);
-            pos += n;
-            left -= n;
-            idx++;
-            done = 0;
-        }
-        return iterSize;
+        return walkSegments("copyFrom", FROM_ARRAY, src, offset);
     }
 
     /** Copies the range's data into {@code dst} at its position, advancing it. */
     public int copyTo(ByteBuffer dst) {
-        requireData("copyTo");
         if (dst.remaining() < iterSize) {
             throw new IllegalArgumentException("copyTo: " + iterSize + " bytes into a buffer with " + dst.remaining());
         }
-        int idx = iterIdx;
-        int done = iterBvecDone;
-        int left = iterSize;
-        while (left > 0) {
-            BioVec v = vecs[idx];
-            int n = Math.min(v.length() - done, left);
-            dst.put(dst.position(), v.page().buffer(), v.offset() + done, n);
-            dst.position(dst.position() + n);
-            left -= n;
-            idx++;
-            done = 0;
-        }
-        return iterSize;
+        int n = walkSegments("copyTo", TO_BUFFER, dst, dst.position());
+        dst.position(dst.position() + n);
+        return n;
     }
 
     /** Fills the range's pages from {@code src} at its position, advancing it. */
     public int copyFrom(ByteBuffer src) {
-        requireData("copyFrom");
         if (src.remaining() < iterSize) {
             throw new IllegalArgumentException("copyFrom: " + iterSize + " bytes from a buffer with " + src.remaining());
         }
-        int idx = iterIdx;
-        int done = iterBvecDone;
-        int left = iterSize;
-        while (left > 0) {
-            BioVec v = vecs[idx];
-            int n = Math.min(v.length() - done, left);
-            v.page().buffer().put(v.offset() + done, src, src.position(), n);
-            src.position(src.position() + n);
-            left -= n;
-            idx++;
-            done = 0;
-        }
-        return iterSize;
+        int n = walkSegments("copyFrom", FROM_BUFFER, src, src.position());
+        src.position(src.position() + n);
+        return n;
     }
 
     /** Zeroes the range's pages (a read of a hole). */
     public void zeroFill() {
-        requireData("zeroFill");
-        int idx = iterIdx;
-        int done = iterBvecDone;
-        int left = iterSize;
-        while (left > 0) {
-            BioVec v = vecs[idx];
-            int n = Math.min(v.length() - done, left);
-            v.page().zero(v.offset() + done, n);
-            left -= n;
-            idx++;
-            done = 0;
-        }
+        walkSegments("zeroFill", ZERO, null, 0);
     }
 
     private void requireData(String what) {
