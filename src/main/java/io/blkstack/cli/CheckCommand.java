@@ -1,5 +1,10 @@
 package io.blkstack.cli;
 
+import io.blkstack.block.BlockDevice;
+import io.blkstack.block.MemoryDevice;
+import io.blkstack.config.ConfigException;
+import io.blkstack.config.Stack;
+import io.blkstack.config.StackConfig;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.Policies;
 import io.blkstack.sim.BioSetSplitStack;
@@ -7,7 +12,15 @@ import io.blkstack.sim.Outcome;
 import io.blkstack.sim.SimConfig;
 import io.blkstack.sim.SimResult;
 import io.blkstack.sim.SimRunner;
+import io.blkstack.sim.SplittingDevice;
+import io.blkstack.sim.workload.Workload;
+import io.blkstack.sim.workload.WorkloadSpec;
+import java.io.IOException;
+import java.io.PrintStream;
 import java.io.PrintWriter;
+import java.io.UncheckedIOException;
+import java.lang.reflect.Method;
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -15,6 +28,10 @@ import java.util.Map;
 import java.util.concurrent.Callable;
 import java.util.function.Consumer;
 
+import me.tongfei.progressbar.ConsoleProgressBarConsumer;
+import me.tongfei.progressbar.ProgressBar;
+import me.tongfei.progressbar.ProgressBarBuilder;
+import me.tongfei.progressbar.ProgressBarStyle;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
@@ -22,20 +39,23 @@ import picocli.CommandLine.ParameterException;
 import picocli.CommandLine.Spec;
 
 /**
- * {@code blkstack check}: explores a built-in stack and its workload on the deterministic
- * simulator (DESIGN.md section 7) for a number of seeded schedules, and reports deadlocks,
- * livelocks and misuse with a replay command for each and the wait-for knot of the first.
+ * {@code blkstack check}: explores a stack and a workload on the deterministic simulator
+ * (DESIGN.md section 7) for a number of seeded schedules, and reports deadlocks, livelocks,
+ * misuse and data mismatches with a replay command for each and the wait-for knot of the first.
  *
- * <p>Stacks are built in for now ({@code --stack}); YAML configurations come later. A campaign
- * that never used a pool reserve and never fired a fault is flagged VACUOUS: it did not reach the
- * conditions the checker exists to explore. Exit 3 when something was found, 0 otherwise.
+ * <p>The stack is a built-in one ({@code --stack}) or a YAML configuration ({@code --config}, the
+ * shape of DESIGN.md section 8, memory and null devices only); the workload is the stack's
+ * built-in one or a {@link WorkloadSpec} ({@code --workload}), which checks every read against a
+ * reference model. A campaign that never used a pool reserve and never fired a fault is flagged
+ * VACUOUS: it did not reach the conditions the checker exists to explore. Exit 3 when something was
+ * found (including a seed whose two runs differ under {@code --check-determinism}), 0 otherwise.
  */
 @Command(
         name = "check",
         mixinStandardHelpOptions = true,
         versionProvider = BlkstackVersion.class,
         description = "Explore a stack under the deterministic simulator and report deadlocks,"
-                + " livelocks and misuse, each with a replay command.")
+                + " livelocks, misuse and data mismatches, each with a replay command.")
 final class CheckCommand implements Callable<Integer> {
 
     /** Bounds on the options. */
@@ -45,22 +65,63 @@ final class CheckCommand implements Callable<Integer> {
     /** The counters the coverage line shows, in order. */
     static final List<String> COVERAGE_COUNTERS = List.of("mempool.reserve-used", "mempool.waits",
             "bioset.rescuer-punts", "wq.maydays", "wq.rescuer-runs", "wq.worker-create-failures", "pages.alloc-failures");
+    /** The bottom device of the built-in workload stacks. */
+    static final String MEMORY_DEVICE = "mem0";
+    static final long MEMORY_DEVICE_BYTES = 4L << 20;
+    static final long MEMORY_LATENCY_NANOS = 50_000;
+    /** Default faults: seeded extra latency on the bottom device. */
+    static final String BUILT_IN_FAULTS = "latency:" + BioSetSplitStack.LOWER + "=0.5/200us";
+    static final String WORKLOAD_FAULTS = "latency:" + MEMORY_DEVICE + "=0.5/200us";
 
-    /** The built-in stacks: name to workload. */
-    static final Map<String, Consumer<Kernel>> STACKS = new LinkedHashMap<>();
+    /**
+     * A built-in stack: its devices for a {@code --workload}, and its own workload (null: the
+     * default {@link WorkloadSpec}).
+     */
+    record BuiltInStack(String description, Workload.StackBuilder devices, Consumer<Kernel> ownWorkload) {
+    }
+
+    /** The built-in stacks by name; tests may add their own. */
+    static final Map<String, BuiltInStack> STACKS = new LinkedHashMap<>();
 
     static {
-        STACKS.put("bioset-split", BioSetSplitStack.standard(true));
-        STACKS.put("bioset-split-no-rescuer", BioSetSplitStack.standard(false));
+        STACKS.put("bioset-split", new BuiltInStack("a bcache-style splitting device whose bio set has a rescuer,"
+                + " over a null device, with memory exhausted (own workload)", splitOverMemory(2, true),
+                BioSetSplitStack.standard(true)));
+        STACKS.put("bioset-split-no-rescuer", new BuiltInStack("the same splitting device without a rescuer"
+                + " (own workload)", splitOverMemory(2, false), BioSetSplitStack.standard(false)));
+        STACKS.put("split-memory", new BuiltInStack("a splitting device (4 KiB pieces, 1-bio reserve, rescuer)"
+                + " over a 4 MiB memory device", splitOverMemory(8, true), null));
+        STACKS.put("memory", new BuiltInStack("a 4 MiB memory device", k -> memoryDevice(k), null));
+    }
+
+    private static BlockDevice memoryDevice(Kernel kernel) {
+        return new MemoryDevice(kernel, MEMORY_DEVICE, MEMORY_DEVICE_BYTES, MEMORY_LATENCY_NANOS);
+    }
+
+    private static Workload.StackBuilder splitOverMemory(int splitSectors, boolean rescuer) {
+        return k -> new SplittingDevice(k, BioSetSplitStack.DEVICE, memoryDevice(k), splitSectors, 1, rescuer);
     }
 
     @Spec
     private CommandSpec spec;
 
     @Option(names = "--stack", paramLabel = "NAME", defaultValue = "bioset-split",
-            description = "Built-in stack and workload: bioset-split (a bcache-style splitting device whose bio set"
-                    + " has a rescuer) or bioset-split-no-rescuer (default: ${DEFAULT-VALUE}).")
+            description = "Built-in stack: bioset-split, bioset-split-no-rescuer, split-memory, memory"
+                    + " (default: ${DEFAULT-VALUE}).")
     String stack;
+
+    @Option(names = "--config", paramLabel = "FILE",
+            description = "YAML configuration (memory and null devices); replaces --stack.")
+    Path configFile;
+
+    @Option(names = "--device", paramLabel = "NAME",
+            description = "With --config: the device the workload drives (default: the first export's device).")
+    String deviceName;
+
+    @Option(names = "--workload", paramLabel = "SPEC",
+            description = "Workload with a data check: key=value list (e.g. " + WorkloadSpec.DEFAULT_TEXT
+                    + "), @FILE or a .workload file (default: the stack's own workload).")
+    String workloadText;
 
     @Option(names = "--schedules", paramLabel = "N", defaultValue = "200",
             description = "Schedules to explore (default: ${DEFAULT-VALUE}).")
@@ -79,11 +140,12 @@ final class CheckCommand implements Callable<Integer> {
     long pctBound;
 
     @Option(names = "--memory", paramLabel = "SIZE", defaultValue = "256KiB", converter = SizeConverter.class,
-            description = "Simulated page arena (default: ${DEFAULT-VALUE}).")
+            description = "Simulated page arena (default: ${DEFAULT-VALUE}; with --config, the file's memory unless given).")
     long memoryBytes;
 
-    @Option(names = "--faults", paramLabel = "SPEC", defaultValue = "latency:" + BioSetSplitStack.LOWER + "=0.5/200us",
-            description = "Fault rules: SITE=P, SITE@N, latency:DEV=P/MAX, swarm (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--faults", paramLabel = "SPEC",
+            description = "Fault rules: SITE=P, SITE@N, latency:DEV=P/MAX, swarm (each run enables a random half);"
+                    + " '' for none (default: extra latency on the bottom device).")
     String faults;
 
     @Option(names = "--policy", paramLabel = "NAME=VALUE",
@@ -94,54 +156,226 @@ final class CheckCommand implements Callable<Integer> {
             description = "Run exactly this schedule seed (from a replay command) and print its knot.")
     Long replay;
 
+    @Option(names = "--trace", paramLabel = "FILE",
+            description = "Write the trace of the replayed seed, or of a campaign's first finding (else its first"
+                    + " schedule), as JSON lines.")
+    Path traceFile;
+
+    @Option(names = "--check-determinism",
+            description = "Run every seed twice and compare the trace hashes.")
+    boolean checkDeterminism;
+
+    @Option(names = "--no-progress", description = "No progress bar (it is shown only on a terminal anyway).")
+    boolean noProgress;
+
     @Override
     public Integer call() {
-        Consumer<Kernel> workload = STACKS.get(stack);
-        if (workload == null) {
-            throw usage("--stack: '" + stack + "' is not a built-in stack; known: " + String.join(", ", STACKS.keySet()));
-        }
         if (schedules < 1 || schedules > SCHEDULES_MAX) {
             throw usage("--schedules: '" + schedules + "' is not between 1 and " + SCHEDULES_MAX);
         }
+        Consumer<Kernel> workload = buildWorkload();
         SimConfig config = buildConfig();
         PrintWriter out = spec.commandLine().getOut();
         SimRunner runner = new SimRunner(config);
-        out.println("blkstack check: stack " + stack + ", strategy " + config.strategy() + ", memory " + memoryBytes
-                + " bytes, faults '" + faults + "', policies " + (policies.isEmpty() ? "default" : String.join(" ", policies)));
+        out.println("blkstack check: " + stackLabel() + ", workload " + workloadLabel() + ", strategy " + config.strategy()
+                + ", memory " + config.memoryBytes() + " bytes, faults '" + effectiveFaults() + "', policies "
+                + (policies.isEmpty() ? "default" : String.join(" ", policies)));
         if (replay != null) {
             return replayOne(runner, workload, out);
         }
-        SimRunner.CampaignResult c = runner.campaign(seed, schedules, false, false, workload);
+        SimResult[] firstRun = new SimResult[1];
+        SimRunner.CampaignResult c;
+        try (ProgressBar bar = progressBar()) {
+            c = runner.campaign(seed, schedules, false, checkDeterminism, workload, r -> {
+                if (firstRun[0] == null) {
+                    firstRun[0] = r;
+                }
+                if (bar != null) {
+                    bar.step();
+                    bar.setExtraMessage(r.isFinding() ? "found " + r.outcome() : "");
+                }
+            });
+        }
         printSummary(runner, c, out);
+        if (traceFile != null) {
+            SimResult traced = c.firstFinding() != null ? c.firstFinding() : firstRun[0];
+            writeTrace(config, traced, workload, out);
+        }
         out.flush();
-        return c.findings().isEmpty() ? ExitCodes.SUCCESS : ExitCodes.DEADLOCK;
+        boolean found = !c.findings().isEmpty() || !c.nondeterministicSeeds().isEmpty();
+        return found ? ExitCodes.DEADLOCK : ExitCodes.SUCCESS;
+    }
+
+    /** The stack's workload: its own, or the --workload spec against its (or the configuration's) top device. */
+    private Consumer<Kernel> buildWorkload() {
+        WorkloadSpec workloadSpec = null;
+        if (workloadText != null) {
+            try {
+                workloadSpec = WorkloadSpec.fromArgument(workloadText);
+            } catch (IllegalArgumentException | UncheckedIOException e) {
+                throw usage("--workload: " + e.getMessage());
+            }
+        }
+        if (configFile != null) {
+            Workload.StackBuilder devices = configStack(loadConfig());
+            return new Workload(devices, workloadSpec == null ? WorkloadSpec.defaults() : workloadSpec);
+        }
+        BuiltInStack builtIn = STACKS.get(stack);
+        if (builtIn == null) {
+            throw usage("--stack: '" + stack + "' is not a built-in stack; known: " + String.join(", ", STACKS.keySet()));
+        }
+        if (workloadSpec == null && builtIn.ownWorkload() != null) {
+            return builtIn.ownWorkload();
+        }
+        return new Workload(builtIn.devices(), workloadSpec == null ? WorkloadSpec.defaults() : workloadSpec);
+    }
+
+    /** Reads the configuration; only memory and null devices can run under the simulator. */
+    private StackConfig loadConfig() {
+        StackConfig config;
+        try {
+            config = StackConfig.load(configFile);
+        } catch (ConfigException e) {
+            throw usage(e.getMessage());
+        } catch (IOException e) {
+            throw usage("--config: cannot read " + configFile + ": " + e.getMessage());
+        }
+        for (StackConfig.DeviceSpec d : config.devices()) {
+            if (d instanceof StackConfig.FileSpec f) {
+                throw usage(configFile + ":" + f.line() + ": devices." + f.name() + ": check runs on memory and null"
+                        + " devices only (a file device would do real I/O outside the simulator)");
+            }
+        }
+        if (!spec.commandLine().getParseResult().hasMatchedOption("--memory")) {
+            memoryBytes = config.memoryBytes();
+        }
+        String top = deviceName != null ? deviceName : defaultDevice(config);
+        if (top == null) {
+            throw usage("--config: " + configFile + " has no devices");
+        }
+        deviceName = top;
+        return config;
+    }
+
+    /** The first export's device, else the last mapped device, else the last bottom device. */
+    private static String defaultDevice(StackConfig config) {
+        if (!config.exports().isEmpty()) {
+            return config.exports().get(0).device();
+        }
+        if (!config.mapped().isEmpty()) {
+            return config.mapped().get(config.mapped().size() - 1).name();
+        }
+        return config.devices().isEmpty() ? null : config.devices().get(config.devices().size() - 1).name();
+    }
+
+    /** Builds the configured stack inside each run and returns the workload's device. */
+    private Workload.StackBuilder configStack(StackConfig config) {
+        String top = deviceName;
+        return kernel -> {
+            Stack built;
+            try {
+                built = Stack.build(kernel, config, Stack.Mode.SERVE);
+            } catch (ConfigException | IOException e) {
+                throw new IllegalStateException(e.getMessage(), e);
+            }
+            BlockDevice dev = built.device(top);
+            if (dev == null) {
+                throw new IllegalArgumentException("--device: '" + top + "' is not a device of " + config.source());
+            }
+            return dev;
+        };
     }
 
     /** The simulator configuration from the options; bad values are usage errors. */
     private SimConfig buildConfig() {
         try {
-            return SimConfig.builder().memory(memoryBytes).strategy(strategy).faults(faults).pctStepBound(pctBound)
-                    .policies(Policies.parse(policies)).build();
+            return SimConfig.builder().memory(memoryBytes).strategy(strategy).faults(effectiveFaults())
+                    .pctStepBound(pctBound).policies(Policies.parse(policies)).build();
         } catch (IllegalArgumentException e) {
             throw usage(e.getMessage());
         }
     }
 
+    /** The fault rules: as given, or seeded latency on the bottom device of the built-in stacks. */
+    private String effectiveFaults() {
+        if (faults != null) {
+            return faults;
+        }
+        if (configFile != null) {
+            return "";
+        }
+        BuiltInStack builtIn = STACKS.get(stack);
+        return workloadText == null && builtIn != null && builtIn.ownWorkload() != null ? BUILT_IN_FAULTS : WORKLOAD_FAULTS;
+    }
+
+    private String stackLabel() {
+        return configFile != null ? "config " + configFile + " (device " + deviceName + ")" : "stack " + stack;
+    }
+
+    private String workloadLabel() {
+        if (workloadText != null) {
+            return "'" + workloadText + "'";
+        }
+        BuiltInStack builtIn = configFile == null ? STACKS.get(stack) : null;
+        return builtIn != null && builtIn.ownWorkload() != null ? "built-in" : "'" + WorkloadSpec.DEFAULT_TEXT + "'";
+    }
+
     /** Runs one schedule seed and prints its outcome and knot. */
     private int replayOne(SimRunner runner, Consumer<Kernel> workload, PrintWriter out) {
-        SimResult r = runner.runOnce(replay, workload);
+        SimRunner one = traceFile == null ? runner : new SimRunner(runner.config().withTraceFile(traceFile));
+        SimResult r = one.runOnce(replay, workload);
         out.println("replay: " + r.summary());
         if (r.isFinding()) {
             out.println(r.explanation());
+        }
+        if (traceFile != null) {
+            out.println("trace: " + r.events() + " events written to " + traceFile);
         }
         out.flush();
         return r.isFinding() ? ExitCodes.DEADLOCK : ExitCodes.SUCCESS;
     }
 
+    /** Runs {@code r}'s seed again writing the trace, and says whether the hash matched. */
+    private void writeTrace(SimConfig config, SimResult r, Consumer<Kernel> workload, PrintWriter out) {
+        SimConfig traced = config.withTraceFile(traceFile);
+        if (r.pctStepBound() > 0) {
+            traced = traced.withPctStepBound(r.pctStepBound());
+        }
+        SimResult again = new SimRunner(traced).runOnce(r.seed(), workload);
+        out.println("trace: seed " + r.seed() + ", " + again.events() + " events written to " + traceFile
+                + (again.traceHash() == r.traceHash() ? " (same trace hash as the campaign's run)"
+                        : " (TRACE HASH DIFFERS from the campaign's run: the stack is not deterministic)"));
+    }
+
+    /** A progress bar on stderr, or null when disabled or stderr is not a terminal. */
+    private ProgressBar progressBar() {
+        if (noProgress || schedules < 2 || !onTerminal()) {
+            return null;
+        }
+        PrintStream err = System.err;
+        return new ProgressBarBuilder().setTaskName("check").setInitialMax(schedules).setStyle(ProgressBarStyle.ASCII)
+                .setUpdateIntervalMillis(250).setConsumer(new ConsoleProgressBarConsumer(err)).showSpeed().build();
+    }
+
+    /** Whether the JVM runs on a terminal (Console.isTerminal on JDK 22+, a console at all before). */
+    static boolean onTerminal() {
+        java.io.Console console = System.console();
+        if (console == null) {
+            return false;
+        }
+        try {
+            Method isTerminal = java.io.Console.class.getMethod("isTerminal");
+            return (Boolean) isTerminal.invoke(console);
+        } catch (ReflectiveOperationException e) {
+            return true;
+        }
+    }
+
     /** Prints speed, findings by kind with replay commands, coverage, the vacuity flag and the first knot. */
     private void printSummary(SimRunner runner, SimRunner.CampaignResult c, PrintWriter out) {
-        out.printf("schedules %d, %.1f schedules/s, %.0f decisions/s, %d steps, %d decisions%n", c.schedules(),
-                c.schedulesPerSecond(), c.decisionsPerSecond(), c.steps(), c.decisions());
+        out.printf("schedules %d, %.1f schedules/s, %.0f decisions/s, %.0f steps/s, %d steps, %d decisions%n",
+                c.schedules(), c.schedulesPerSecond(), c.decisionsPerSecond(),
+                c.elapsedNanos() == 0 ? 0.0 : c.steps() * 1e9 / c.elapsedNanos(), c.steps(), c.decisions());
         out.println("outcomes: " + c.outcomes());
         Map<Outcome, List<SimResult>> byKind = new LinkedHashMap<>();
         for (SimResult r : c.findings()) {
@@ -154,6 +388,11 @@ final class CheckCommand implements Callable<Integer> {
                 out.println("    replay: " + replayCommand(r));
             }
         }
+        if (checkDeterminism) {
+            out.println(c.nondeterministicSeeds().isEmpty()
+                    ? "determinism: every seed ran twice with the same trace hash"
+                    : "NONDETERMINISTIC: seeds " + c.nondeterministicSeeds() + " gave different traces on two runs");
+        }
         StringBuilder coverage = new StringBuilder("coverage:");
         for (String name : COVERAGE_COUNTERS) {
             coverage.append(' ').append(name).append('=').append(c.counters().getOrDefault(name, 0L));
@@ -163,7 +402,8 @@ final class CheckCommand implements Callable<Integer> {
         long reserveUsed = c.counters().getOrDefault("mempool.reserve-used", 0L);
         long fires = c.faultFires().values().stream().mapToLong(Long::longValue).sum();
         if (reserveUsed == 0 && fires == 0) {
-            out.println("VACUOUS: no reserve was used and no fault fired; the campaign explored nothing under pressure");
+            out.println("VACUOUS: no reserve was used and no fault fired; the campaign explored nothing under pressure"
+                    + " (use a smaller --memory, pressure=on in the workload, or --faults)");
         }
         SimResult first = c.firstFinding();
         if (first != null) {
@@ -174,9 +414,17 @@ final class CheckCommand implements Callable<Integer> {
 
     /** The one-line command that replays {@code r} with this campaign's options. */
     private String replayCommand(SimResult r) {
-        StringBuilder sb = new StringBuilder("blkstack check --stack ").append(stack).append(" --replay ").append(r.seed())
-                .append(" --strategy ").append(strategy).append(" --memory ").append(memoryBytes)
-                .append(" --faults '").append(faults).append('\'');
+        StringBuilder sb = new StringBuilder("blkstack check");
+        if (configFile != null) {
+            sb.append(" --config ").append(configFile).append(" --device ").append(deviceName);
+        } else {
+            sb.append(" --stack ").append(stack);
+        }
+        if (workloadText != null) {
+            sb.append(" --workload '").append(workloadText).append('\'');
+        }
+        sb.append(" --replay ").append(r.seed()).append(" --strategy ").append(strategy).append(" --memory ")
+                .append(memoryBytes).append(" --faults '").append(effectiveFaults()).append('\'');
         if (r.pctStepBound() > 0) {
             sb.append(" --pct-bound ").append(r.pctStepBound());
         }

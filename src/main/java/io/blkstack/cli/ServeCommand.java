@@ -1,7 +1,24 @@
 package io.blkstack.cli;
 
+import io.blkstack.config.ConfigException;
+import io.blkstack.config.ListenAddress;
+import io.blkstack.config.Stack;
+import io.blkstack.config.StackConfig;
+import io.blkstack.kernel.Completion;
+import io.blkstack.kernel.Kernel;
+import io.blkstack.nbd.Export;
+import io.blkstack.nbd.NbdServer;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.PrintWriter;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.UnknownHostException;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.concurrent.Callable;
+import java.util.concurrent.TimeUnit;
 
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
@@ -9,18 +26,39 @@ import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
 
 /**
- * {@code blkstack serve}: exports a stack of devices over NBD. With no configuration it serves
- * the embedded default stack over sparse files in {@code ./blkstack-data/}.
+ * {@code blkstack serve}: builds a stack from a YAML configuration (or the embedded default,
+ * {@code default-stack.yaml}: sparse files in {@code ./blkstack-data/}) and exports it over NBD.
  *
- * <p>The NBD server does not exist yet (issue 5); until it does, this command says so and exits
- * with {@link ExitCodes#RUNTIME}.
+ * <p>Start-up: a {@link Kernel} with the page arena ({@code --memory}, else the configuration's
+ * {@code memory}), the {@link Stack}, an {@link NbdServer} on the listen address ({@code --listen},
+ * else the configuration's {@code listen}, else 127.0.0.1:10809; port 0 picks a free port and the
+ * real one is printed). It prints each export's URI and an example {@code nbdinfo} command, then
+ * the line {@code blkstack serve: ready}, which scripts and tests wait for. Binding beyond loopback
+ * prints a warning: NBD has no authentication here, anyone who can reach the port can write.
+ *
+ * <p>Shutdown: SIGINT or SIGTERM runs a shutdown hook that only wakes the serving thread and then
+ * waits for it; that thread stops accepting and drains connections ({@link NbdServer#close}),
+ * sends a FLUSH to every device ({@link Stack#flushAll}), closes the stack and the kernel (which
+ * checks that every page came back), and ends the process with exit code 0 (2 if a flush failed).
+ * The process is ended with {@link Runtime#halt} because a JVM stopped by a signal would otherwise
+ * exit with 128 + the signal number even after a clean shutdown.
+ *
+ * <p>Configuration errors exit 1 with the file, line and value; I/O errors (a backing file that
+ * cannot be created, a port in use) exit 2.
  */
 @Command(
         name = "serve",
         mixinStandardHelpOptions = true,
         versionProvider = BlkstackVersion.class,
-        description = "Serve a stack of block devices over NBD (not available yet).")
+        description = "Serve a stack of block devices over NBD.")
 final class ServeCommand implements Callable<Integer> {
+
+    /** The embedded default configuration (a class-path resource). */
+    static final String DEFAULT_CONFIG_RESOURCE = "/default-stack.yaml";
+    /** Longest wait of the shutdown hook for the serving thread to finish cleanly. */
+    static final long SHUTDOWN_WAIT_SECONDS = 60;
+    /** The line printed once the server listens. */
+    static final String READY = "blkstack serve: ready";
 
     @Spec
     private CommandSpec spec;
@@ -30,21 +68,166 @@ final class ServeCommand implements Callable<Integer> {
                     + " files in ./blkstack-data/.")
     Path configFile;
 
-    @Option(names = "--memory", paramLabel = "SIZE", defaultValue = "64MiB",
-            converter = SizeConverter.class,
-            description = "Page arena for the data path, such as 64MiB or 1GiB"
-                    + " (default: ${DEFAULT-VALUE}).")
-    long memoryBytes;
+    @Option(names = "--memory", paramLabel = "SIZE", converter = SizeConverter.class,
+            description = "Page arena for the data path, such as 64MiB or 1GiB (default: the"
+                    + " configuration's memory, else 64MiB).")
+    Long memoryBytes;
 
-    @Option(names = "--listen", paramLabel = "ADDR:PORT", defaultValue = "127.0.0.1:10809",
-            description = "Address to listen on (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--listen", paramLabel = "ADDR:PORT",
+            description = "Address to listen on; port 0 picks a free port (default: the configuration's"
+                    + " listen, else 127.0.0.1:10809).")
     String listenAddress;
+
+    private final Completion stopRequested = new Completion("serve stop requested");
+    private final Completion finished = new Completion("serve finished");
+    private volatile boolean signalled;
 
     @Override
     public Integer call() {
-        spec.commandLine().getErr().println(
-                "blkstack serve: the NBD server is not available yet (issue 5)");
-        spec.commandLine().getErr().flush();
-        return ExitCodes.RUNTIME;
+        PrintWriter out = spec.commandLine().getOut();
+        PrintWriter err = spec.commandLine().getErr();
+        StackConfig config;
+        InetSocketAddress address;
+        try {
+            config = configFile != null ? StackConfig.load(configFile) : defaultConfig();
+            ListenAddress listen = listenAddress != null ? ListenAddress.parse(listenAddress) : config.listen();
+            address = listen.resolve();
+        } catch (ConfigException | IllegalArgumentException e) {
+            return fail(err, ExitCodes.USAGE, e.getMessage());
+        } catch (UnknownHostException e) {
+            return fail(err, ExitCodes.USAGE, "--listen: unknown host " + e.getMessage());
+        } catch (IOException e) {
+            return fail(err, ExitCodes.USAGE, configFile + ": cannot read: " + e);
+        }
+        long memory = memoryBytes != null ? memoryBytes : config.memoryBytes();
+        if (!address.getAddress().isLoopbackAddress()) {
+            err.println("blkstack serve: warning: listening on " + address + ", beyond loopback: NBD has no"
+                    + " authentication, so anyone who can reach this port can read and write the exports");
+            err.flush();
+        }
+        Kernel kernel;
+        try {
+            kernel = Kernel.builder().name("blkstack-serve").memory(memory).build();
+        } catch (IllegalArgumentException e) {
+            return fail(err, ExitCodes.USAGE, "--memory: " + e.getMessage());
+        }
+        int code = ExitCodes.RUNTIME;
+        Kernel.Attachment self = kernel.attach("serve");
+        try {
+            code = serve(kernel, config, address, memory, out, err);
+        } finally {
+            try {
+                kernel.close();
+            } finally {
+                finished.completeAll();
+                self.close();
+                if (signalled) {
+                    out.flush();
+                    err.flush();
+                    Runtime.getRuntime().halt(code);
+                }
+            }
+        }
+        return code;
+    }
+
+    /** Builds the stack, serves until asked to stop, then drains, flushes and closes. */
+    private int serve(Kernel kernel, StackConfig config, InetSocketAddress address, long memory, PrintWriter out,
+            PrintWriter err) {
+        Stack stack;
+        try {
+            stack = Stack.build(kernel, config, Stack.Mode.SERVE);
+        } catch (ConfigException e) {
+            return fail(err, ExitCodes.USAGE, e.getMessage());
+        } catch (IOException e) {
+            return fail(err, ExitCodes.RUNTIME, e.getMessage());
+        }
+        try (stack) {
+            NbdServer server;
+            try {
+                server = new NbdServer(kernel, stack.exports(), NbdServer.Options.defaults(address));
+            } catch (IllegalArgumentException e) {
+                return fail(err, ExitCodes.USAGE, e.getMessage());
+            }
+            try {
+                server.start();
+            } catch (IOException e) {
+                server.close();
+                return fail(err, ExitCodes.RUNTIME, "cannot listen on " + address + ": " + e.getMessage());
+            }
+            Thread hook = new Thread(() -> onSignal(kernel), "blkstack-serve-shutdown");
+            Runtime.getRuntime().addShutdownHook(hook);
+            announce(config, server, memory, out);
+            stopRequested.await();
+            if (!signalled) {
+                removeHook(hook);
+            }
+            err.println("blkstack serve: stopping: no new connections, draining " + server.connectionCount()
+                    + " connection(s)");
+            err.flush();
+            server.close();
+            List<String> failures = stack.flushAll();
+            if (!failures.isEmpty()) {
+                return fail(err, ExitCodes.RUNTIME, "flush failed on " + String.join(", ", failures));
+            }
+        }
+        err.println("blkstack serve: stopped; every device flushed and closed");
+        err.flush();
+        return ExitCodes.SUCCESS;
+    }
+
+    /** Prints the exports' URIs, an nbdinfo example and the ready line. */
+    private void announce(StackConfig config, NbdServer server, long memory, PrintWriter out) {
+        InetSocketAddress bound = server.localAddress();
+        InetAddress shown = bound.getAddress().isAnyLocalAddress() ? InetAddress.getLoopbackAddress() : bound.getAddress();
+        String base = "nbd://" + ListenAddress.uriHost(shown) + ":" + bound.getPort();
+        out.println("blkstack serve: " + config.source() + ", page arena " + TableCommand.Sizes.format(memory)
+                + ", listening on " + ListenAddress.uriHost(bound.getAddress()) + ":" + bound.getPort());
+        for (Export e : server.exports()) {
+            out.println("  " + base + "/" + e.name() + "  " + TableCommand.Sizes.format(e.sizeBytes())
+                    + (e.readOnly() ? " read-only" : " read-write")
+                    + (e.description().isEmpty() ? "" : "  " + e.description()));
+        }
+        out.println("try:  nbdinfo --list " + base);
+        out.println("      nbdinfo " + base + "/" + server.exports().get(0).name());
+        out.println("stop: Ctrl-C or SIGTERM (drains connections, flushes every device)");
+        out.println(READY);
+        out.flush();
+    }
+
+    /** The shutdown hook: wake the serving thread, then wait (bounded) for it to finish and halt. */
+    private void onSignal(Kernel kernel) {
+        signalled = true;
+        try (Kernel.Attachment a = kernel.attach("serve-signal")) {
+            stopRequested.complete();
+            finished.await(TimeUnit.SECONDS.toNanos(SHUTDOWN_WAIT_SECONDS));
+        } catch (IllegalStateException e) {
+            // The kernel closed under us: the serving thread is already finishing and will halt.
+        }
+    }
+
+    private static void removeHook(Thread hook) {
+        try {
+            Runtime.getRuntime().removeShutdownHook(hook);
+        } catch (IllegalStateException e) {
+            // Shutdown already in progress.
+        }
+    }
+
+    /** The embedded default configuration, with backing files relative to the working directory. */
+    static StackConfig defaultConfig() throws ConfigException, IOException {
+        try (InputStream in = ServeCommand.class.getResourceAsStream(DEFAULT_CONFIG_RESOURCE)) {
+            if (in == null) {
+                throw new IOException("embedded configuration " + DEFAULT_CONFIG_RESOURCE + " is missing from the jar");
+            }
+            String text = new String(in.readAllBytes(), StandardCharsets.UTF_8);
+            return StackConfig.parse("default-stack.yaml (embedded)", text, Path.of("").toAbsolutePath());
+        }
+    }
+
+    private static int fail(PrintWriter err, int code, String message) {
+        err.println("blkstack serve: " + message);
+        err.flush();
+        return code;
     }
 }

@@ -1,7 +1,14 @@
 package io.blkstack.dm;
 
+import io.blkstack.dm.target.CryptTarget;
+import io.blkstack.dm.target.DelayTarget;
 import io.blkstack.dm.target.ErrorTarget;
+import io.blkstack.dm.target.FlakeyTarget;
 import io.blkstack.dm.target.LinearTarget;
+import io.blkstack.dm.target.LogWritesTarget;
+import io.blkstack.dm.target.SnapshotOriginTarget;
+import io.blkstack.dm.target.SnapshotTarget;
+import io.blkstack.dm.target.MirrorTarget;
 import io.blkstack.dm.target.StripedTarget;
 import io.blkstack.dm.target.ZeroTarget;
 import java.util.List;
@@ -32,6 +39,13 @@ public final class TargetRegistry {
         r.register(StripedTarget.TYPE, StripedTarget::new);
         r.register(ZeroTarget.TYPE, ZeroTarget::new);
         r.register(ErrorTarget.TYPE, ErrorTarget::new);
+        r.register(SnapshotOriginTarget.TYPE, SnapshotOriginTarget::new);
+        r.register(SnapshotTarget.TYPE, SnapshotTarget::new);
+        r.register(MirrorTarget.TYPE, MirrorTarget::new);
+        r.register(CryptTarget.TYPE, CryptTarget::new);
+        r.register(DelayTarget.TYPE, DelayTarget::new);
+        r.register(FlakeyTarget.TYPE, FlakeyTarget::new);
+        r.register(LogWritesTarget.TYPE, LogWritesTarget::new);
         return r;
     }
 

@@ -10,6 +10,8 @@ public enum Outcome {
     LIVELOCK,
     /** A kernel object was misused: blocking in atomic context, double free, leak at close. */
     MISUSE,
+    /** A read returned data other than what the workload's reference model says was last written. */
+    DATA_MISMATCH,
     /** A task died of an exception. */
     CRASH,
     /** The running task did not reach a scheduling point within the real-time bound. */

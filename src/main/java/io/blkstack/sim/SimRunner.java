@@ -120,6 +120,15 @@ public final class SimRunner {
      */
     public CampaignResult campaign(long masterSeed, int schedules, boolean stopAtFirst, boolean checkDeterminism,
             Consumer<Kernel> workload) {
+        return campaign(masterSeed, schedules, stopAtFirst, checkDeterminism, workload, r -> { });
+    }
+
+    /**
+     * As {@link #campaign(long, int, boolean, boolean, Consumer)}, calling {@code afterEach} on the
+     * calling thread with every schedule's result (a progress bar, a trace of the first run).
+     */
+    public CampaignResult campaign(long masterSeed, int schedules, boolean stopAtFirst, boolean checkDeterminism,
+            Consumer<Kernel> workload, Consumer<SimResult> afterEach) {
         if (schedules < 1) {
             throw new IllegalArgumentException("a campaign needs at least one schedule: " + schedules);
         }
@@ -144,6 +153,7 @@ public final class SimRunner {
                     nondeterministic.add(seed);
                 }
             }
+            afterEach.accept(r);
             steps += r.steps();
             decisions += r.decisions();
             outcomes.merge(r.outcome(), 1, Integer::sum);

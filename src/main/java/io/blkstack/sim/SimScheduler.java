@@ -45,6 +45,9 @@ public final class SimScheduler implements Scheduler {
 
     private static final Killed KILLED = new Killed();
 
+    /** Data mismatch reports kept per run. */
+    static final int DATA_MISMATCHES_MAX = 8;
+
     /** How long teardown waits for one task thread to unwind. */
     private static final long JOIN_MILLIS = 2_000;
 
@@ -131,6 +134,7 @@ public final class SimScheduler implements Scheduler {
     private volatile SimTask running;
     private volatile long lastPointNanos;
     private int leakedThreads;
+    private final List<String> dataMismatches = new ArrayList<>();
 
     /** A scheduler for one run; {@code strategy} and the faults must share {@code random}. */
     SimScheduler(SimConfig config, SimRandom random, Strategy strategy, SimTrace trace) {
@@ -339,6 +343,21 @@ public final class SimScheduler implements Scheduler {
         closed = true;
     }
 
+    /**
+     * A workload's data check found a read that disagrees with its reference model; the run ends as
+     * {@link Outcome#DATA_MISMATCH} at the reporting task's next scheduling point. Called by the
+     * token holder only; at most {@link #DATA_MISMATCHES_MAX} reports are kept.
+     */
+    public void reportDataMismatch(Task task, String what) {
+        if (killed) {
+            return;
+        }
+        if (dataMismatches.size() < DATA_MISMATCHES_MAX) {
+            dataMismatches.add(task + ": " + what);
+        }
+        trace.record(task == null ? "-" : task.toString(), "data-mismatch", what);
+    }
+
     // ---- accessors ---------------------------------------------------------------------------
 
     /** The run's random stream, for simulated devices' latencies. */
@@ -437,7 +456,8 @@ public final class SimScheduler implements Scheduler {
 
     /** Whether the controller must act before any task runs on. */
     private boolean needController() {
-        if (mainExited || steps >= config.maxSteps() || misuseCount.get() > 0 || crashCount.get() > 0) {
+        if (mainExited || steps >= config.maxSteps() || misuseCount.get() > 0 || crashCount.get() > 0
+                || !dataMismatches.isEmpty()) {
             return true;
         }
         SimTimer head = timers.peek();
@@ -560,11 +580,14 @@ public final class SimScheduler implements Scheduler {
         }
     }
 
-    /** Misuse and crashes reported by the kernel, in that order of precedence. */
+    /** Misuse, data mismatches and crashes reported during the run, in that order of precedence. */
     private Finding reported() {
         if (misuseCount.get() > 0) {
             List<String> m = kernel.misuses();
             return new Finding(Outcome.MISUSE, m.isEmpty() ? "misuse reported" : String.join("; ", m), null);
+        }
+        if (!dataMismatches.isEmpty()) {
+            return new Finding(Outcome.DATA_MISMATCH, String.join("; ", dataMismatches), null);
         }
         if (crashCount.get() > 0) {
             List<String> c = kernel.crashes();

@@ -4,15 +4,20 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.blkstack.block.MemoryDevice;
 import io.blkstack.sim.BioSetSplitStack;
 import java.io.PrintWriter;
 import java.io.StringWriter;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 import picocli.CommandLine;
 
-/** Runs {@code blkstack check} in-process on the built-in bio-set splitting stack. */
+/** Runs {@code blkstack check} in-process on built-in stacks, workloads and deliberately broken devices. */
 class CheckCommandTest {
 
     /** What one in-process run printed and returned. */
@@ -65,5 +70,112 @@ class CheckCommandTest {
         Run r = run("check", "--stack", "nope");
         assertEquals(ExitCodes.USAGE, r.exitCode(), r.out() + r.err());
         assertTrue(r.err().contains("'nope'"), r.err());
+    }
+
+    /** A small workload that writes and reads back in a 64 KiB region. */
+    private static final String SMALL = "tasks=2,ops=6,mix=write:50,read:40,flush:10,size=4k-16k,region=0-128k,flushEvery=3";
+
+    /** The workload of examples/check-split.workload, as one line. */
+    private static final String SPLIT_EXAMPLE = "tasks=3,ops=8,mix=write:60,read:30,flush:10,size=4k-64k,region=0-1m,flushEvery=4";
+
+    /** The knot part of an output, up to the components section. */
+    private static String knot(String out) {
+        String k = out.substring(out.indexOf("wait-for knot:"));
+        return k.substring(0, k.indexOf("components:"));
+    }
+
+    /** Runs the replay command printed in {@code out} (quotes stripped, as a shell would). */
+    private static Run replayFrom(String out) {
+        Matcher m = Pattern.compile("replay: blkstack check (.*)").matcher(out);
+        assertTrue(m.find(), out);
+        return run(("check " + m.group(1).replace("'", "")).split(" "));
+    }
+
+    // Proves the workload path end to end: the splitting stack over memory with the legacy bio-set
+    // policy is reported (exit 3) with a knot naming the splitting set and a task's pending list;
+    // the printed replay command prints the same knot; under default policies the same campaign
+    // exits 0 with punts to the rescuer in the coverage line.
+    @Test
+    void workloadLegacyFindsKnotAndDefaultsPass() {
+        Run legacy = run("check", "--stack", "split-memory", "--workload", SPLIT_EXAMPLE, "--schedules", "30",
+                "--policy", "bioset-rescuer=legacy", "--no-progress");
+        assertEquals(ExitCodes.DEADLOCK, legacy.exitCode(), legacy.out() + legacy.err());
+        assertTrue(legacy.out().contains("mempool splitter-bs-bio"), legacy.out());
+        assertTrue(legacy.out().contains("submit list"), legacy.out());
+        Run replay = replayFrom(legacy.out());
+        assertEquals(ExitCodes.DEADLOCK, replay.exitCode(), replay.out() + replay.err());
+        assertTrue(replay.out().contains(knot(legacy.out())), replay.out());
+        Run fixed = run("check", "--stack", "split-memory", "--workload", SPLIT_EXAMPLE, "--schedules", "30", "--no-progress");
+        assertEquals(ExitCodes.SUCCESS, fixed.exitCode(), fixed.out() + fixed.err());
+        assertTrue(fixed.out().contains("findings: 0"), fixed.out());
+        assertTrue(fixed.out().matches("(?s).*bioset\\.rescuer-punts=[1-9].*"), fixed.out());
+    }
+
+    // Proves --check-determinism runs every seed twice and finds no difference on a workload
+    // campaign with faults in swarm mode (exit 0 and the determinism line).
+    @Test
+    void checkDeterminismFindsNoMismatch() {
+        Run r = run("check", "--stack", "split-memory", "--workload", SMALL, "--schedules", "10", "--check-determinism",
+                "--faults", "swarm,latency:mem0=0.5/200us,alloc:pages=0.2,io:mem0=0.05", "--strategy", "pct:3");
+        assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.out() + r.err());
+        assertTrue(r.out().contains("determinism: every seed ran twice with the same trace hash"), r.out());
+    }
+
+    // Proves the vacuity flag: a campaign with a huge arena, no pressure and no faults never uses a
+    // reserve nor fires a fault, and says so (exit 0: vacuous is not a finding).
+    @Test
+    void hugeMemoryNoFaultsIsVacuous() {
+        Run r = run("check", "--stack", "memory", "--workload", SMALL + ",pressure=off", "--memory", "16MiB",
+                "--faults", "", "--schedules", "5");
+        assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.out() + r.err());
+        assertTrue(r.out().contains("VACUOUS"), r.out());
+    }
+
+    // Proves --trace writes the traced run as JSON lines, one event per line, and that the rerun
+    // for the trace had the campaign's hash.
+    @Test
+    void traceIsWrittenAsJsonLines(@TempDir Path dir) throws Exception {
+        Path trace = dir.resolve("trace.jsonl");
+        Run r = run("check", "--stack", "memory", "--workload", SMALL, "--schedules", "3", "--trace", trace.toString());
+        assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.out() + r.err());
+        assertTrue(r.out().contains("(same trace hash as the campaign's run)"), r.out());
+        List<String> lines = Files.readAllLines(trace);
+        assertTrue(lines.size() > 10, "events: " + lines.size());
+        for (String line : lines) {
+            assertTrue(line.matches("\\{\"seq\":\\d+,\"t\":\\d+,\"task\":\".*\",\"type\":\".*\",\"detail\":\".*\"}"), line);
+        }
+    }
+
+    // Proves misuse detection through the CLI: a stacking device whose completion callback waits
+    // on a completion is reported as MISUSE (blocking in atomic context), exit 3.
+    @Test
+    void blockingCompletionCallbackIsMisuse() {
+        Run r = runWithTestStack("test-block-in-endio", MisbehavingDevices.Fault.BLOCK_IN_ENDIO);
+        assertEquals(ExitCodes.DEADLOCK, r.exitCode(), r.out() + r.err());
+        assertTrue(r.out().contains("MISUSE: 1"), r.out());
+        assertTrue(r.out().contains("blocking in atomic context"), r.out());
+    }
+
+    // Proves leak detection through the CLI: a stacking device that never puts its clones is
+    // reported as MISUSE naming its bio set when the kernel closes at the end of the run.
+    @Test
+    void leakedBioIsMisuse() {
+        Run r = runWithTestStack("test-leak-clone", MisbehavingDevices.Fault.LEAK_CLONE);
+        assertEquals(ExitCodes.DEADLOCK, r.exitCode(), r.out() + r.err());
+        assertTrue(r.out().contains("MISUSE: 1"), r.out());
+        assertTrue(r.out().contains("bad-leak_clone-bs"), r.out());
+        assertTrue(r.out().contains("not returned"), r.out());
+    }
+
+    /** Registers a broken stack under {@code name}, runs one schedule of a small workload on it, unregisters it. */
+    private static Run runWithTestStack(String name, MisbehavingDevices.Fault fault) {
+        CheckCommand.STACKS.put(name, new CheckCommand.BuiltInStack("test: " + fault,
+                k -> MisbehavingDevices.over(k, new MemoryDevice(k, "mem0", 1 << 20, 10_000), fault), null));
+        try {
+            return run("check", "--stack", name, "--workload", "tasks=1,ops=2,mix=write:100,read:0,flush:0,size=4k,"
+                    + "region=0-64k,pressure=off", "--schedules", "1");
+        } finally {
+            CheckCommand.STACKS.remove(name);
+        }
     }
 }

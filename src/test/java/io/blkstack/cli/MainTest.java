@@ -86,10 +86,10 @@ class MainTest {
     }
 
     @Test
-    void serveIsNotAvailableYet() {
-        Run r = run("serve");
-        assertEquals(ExitCodes.RUNTIME, r.exitCode());
-        assertTrue(r.err().contains("not available yet (issue 5)"), r.err());
+    void serveWithAMissingConfigIsAUsageError() {
+        Run r = run("serve", "--config", "no-such-config.yaml");
+        assertEquals(ExitCodes.USAGE, r.exitCode());
+        assertTrue(r.err().contains("no-such-config.yaml"), r.err());
     }
 
     @Test

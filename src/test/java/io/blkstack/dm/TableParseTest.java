@@ -38,7 +38,6 @@ class TableParseTest {
         "# header||0 8 linear a 0|9 8 linear a 0 => line 4: '9' start leaves a gap: the previous target ends at sector 8",
         "0 8 linear a 0|4 8 linear a 0 => line 2: '4' start overlaps: the previous target ends at sector 8",
         "8 8 linear a 0 => line 1: '8' start leaves a gap: the previous target ends at sector 0",
-        "0 8 frobnicate => line 1: 'frobnicate' is not a target type; known: error, linear, striped, zero",
         "0 x linear a 0 => line 1: 'x' length is not a sector number",
         "0 8 => line 1: expected '<start> <length> <target> <args...>', got 2 word(s)",
         "0 0 zero => line 1: '0' length must be at least 1 sector",
@@ -52,6 +51,13 @@ class TableParseTest {
     })
     void errorNamesLineArgumentAndWhy(String table, String message) {
         assertEquals(message, error(table));
+    }
+
+    @Test
+    void anUnknownTargetTypeListsTheRegisteredOnes() {
+        String known = String.join(", ", TargetRegistry.global().types());
+        assertTrue(known.contains("linear") && known.contains("striped"), known);
+        assertEquals("line 1: 'frobnicate' is not a target type; known: " + known, error("0 8 frobnicate"));
     }
 
     @Test

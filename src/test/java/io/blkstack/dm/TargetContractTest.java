@@ -59,7 +59,10 @@ class TargetContractTest {
                 new Case("striped 1", "0 512 striped 1 8 a 0\n"),
                 new Case("striped 3", "0 576 striped 3 16 a 0 b 8 c 32\n"),
                 new Case("striped odd chunk", "0 480 striped 2 24 a 0 b 0\n"),
-                new Case("mixed", "0 96 striped 2 16 a 0 b 0\n96 33 linear c 0\n129 383 linear d 1\n"));
+                new Case("mixed", "0 96 striped 2 16 a 0 b 0\n96 33 linear c 0\n129 383 linear d 1\n"),
+                new Case("delay", "0 512 delay a 16 1 a 16 2\n"),
+                new Case("flakey up", "0 512 flakey a 8 1 0\n"),
+                new Case("log-writes", "0 512 log-writes a b\n"));
     }
 
     /** Every registered target, for the round trip. */
@@ -67,7 +70,9 @@ class TargetContractTest {
         return Stream.concat(storing(), Stream.of(
                 new Case("zero", "0 512 zero\n"),
                 new Case("error", "0 512 error\n"),
-                new Case("zero+error+linear", "0 8 zero\n8 8 error\n16 496 linear a 0\n")));
+                new Case("zero+error+linear", "0 8 zero\n8 8 error\n16 496 linear a 0\n"),
+                new Case("delay 9", "0 512 delay a 0 1 b 0 2 c 0 3\n"),
+                new Case("flakey features", "0 512 flakey a 0 0 1 6 error_reads corrupt_bio_byte 1 r 0 0\n")));
     }
 
     /** The test's world: a kernel, four recording bottoms, a client bio set, pages. */

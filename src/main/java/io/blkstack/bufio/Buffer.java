@@ -1,0 +1,129 @@
+package io.blkstack.bufio;
+
+import io.blkstack.mem.Page;
+
+/**
+ * One cached metadata block of a {@link BufferCache} (the kernel's {@code struct dm_buffer}).
+ *
+ * <p>The data lives in arena pages, {@code blockSize / 4096} of them. A holder gets the buffer from
+ * {@link BufferCache#read}, {@link BufferCache#get} or {@link BufferCache#newBuffer}, reads and
+ * writes it with the accessors below, calls {@link BufferCache#markDirty} after changing it, and
+ * gives it back with {@link BufferCache#release}. List links and state are guarded by the cache's
+ * mutex; the I/O flags are also changed by completion callbacks under the cache's spin lock.
+ */
+public final class Buffer {
+
+    final BufferCache cache;
+    final Page[] pages;
+    long block = -1;
+    int holdCount;
+    boolean dirty;
+    volatile boolean reading;
+    volatile boolean writing;
+    volatile boolean ioError;
+    long lastAccessNanos;
+    /** Which LRU list holds the buffer: 0 none, 1 clean, 2 dirty. */
+    int list;
+    Buffer prev;
+    Buffer next;
+
+    Buffer(BufferCache cache, Page[] pages) {
+        this.cache = cache;
+        this.pages = pages;
+    }
+
+    /** The block number on the cache's device. */
+    public long block() {
+        return block;
+    }
+
+    /** The block size in bytes. */
+    public int size() {
+        return pages.length * Page.SIZE;
+    }
+
+    /** Whether the last read or write of this buffer failed. */
+    public boolean hasIoError() {
+        return ioError;
+    }
+
+    /** Reads a little-endian-free (big-endian, as ByteBuffer) long at byte {@code offset}. */
+    public long getLong(int offset) {
+        check(offset, 8);
+        return pages[offset >>> Page.SHIFT].buffer().getLong(offset & (Page.SIZE - 1));
+    }
+
+    /** Writes a long at byte {@code offset}; the caller marks the buffer dirty. */
+    public void putLong(int offset, long value) {
+        check(offset, 8);
+        pages[offset >>> Page.SHIFT].buffer().putLong(offset & (Page.SIZE - 1), value);
+    }
+
+    /** Reads an int at byte {@code offset}. */
+    public int getInt(int offset) {
+        check(offset, 4);
+        return pages[offset >>> Page.SHIFT].buffer().getInt(offset & (Page.SIZE - 1));
+    }
+
+    /** Writes an int at byte {@code offset}. */
+    public void putInt(int offset, int value) {
+        check(offset, 4);
+        pages[offset >>> Page.SHIFT].buffer().putInt(offset & (Page.SIZE - 1), value);
+    }
+
+    /** Copies {@code length} bytes from byte {@code offset} into {@code dst}. */
+    public void getBytes(int offset, byte[] dst, int dstOffset, int length) {
+        check(offset, length);
+        int done = 0;
+        while (done < length) {
+            int at = offset + done;
+            int inPage = at & (Page.SIZE - 1);
+            int n = Math.min(length - done, Page.SIZE - inPage);
+            pages[at >>> Page.SHIFT].buffer().get(inPage, dst, dstOffset + done, n);
+            done += n;
+        }
+    }
+
+    /** Copies {@code length} bytes of {@code src} to byte {@code offset}. */
+    public void putBytes(int offset, byte[] src, int srcOffset, int length) {
+        check(offset, length);
+        int done = 0;
+        while (done < length) {
+            int at = offset + done;
+            int inPage = at & (Page.SIZE - 1);
+            int n = Math.min(length - done, Page.SIZE - inPage);
+            pages[at >>> Page.SHIFT].buffer().put(inPage, src, srcOffset + done, n);
+            done += n;
+        }
+    }
+
+    /** Copies the whole contents of {@code other} (same size) into this buffer. */
+    public void copyFrom(Buffer other) {
+        if (other.pages.length != pages.length) {
+            throw new IllegalArgumentException("copy between buffers of " + other.size() + " and " + size() + " bytes");
+        }
+        for (int i = 0; i < pages.length; i++) {
+            pages[i].copyFrom(0, other.pages[i], 0, Page.SIZE);
+        }
+    }
+
+    /** Zeroes the buffer. */
+    public void zero() {
+        for (Page p : pages) {
+            p.zero(0, Page.SIZE);
+        }
+    }
+
+    private void check(int offset, int length) {
+        if (offset < 0 || length < 0 || offset + (long) length > size()) {
+            throw new IllegalArgumentException("buffer of block " + block + ": " + length + " bytes at " + offset
+                    + " outside " + size());
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "buffer " + block + (dirty ? " dirty" : "") + (writing ? " writing" : "") + (reading ? " reading" : "")
+                + " hold " + holdCount;
+    }
+}

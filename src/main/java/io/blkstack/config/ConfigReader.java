@@ -1,0 +1,393 @@
+package io.blkstack.config;
+
+import io.blkstack.cli.SizeConverter;
+import io.blkstack.config.StackConfig.DeviceSpec;
+import io.blkstack.config.StackConfig.ExportSpec;
+import io.blkstack.config.StackConfig.FileSpec;
+import io.blkstack.config.StackConfig.MappedSpec;
+import io.blkstack.config.StackConfig.MemorySpec;
+import io.blkstack.config.StackConfig.NullSpec;
+import java.io.StringReader;
+import java.nio.file.InvalidPathException;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.regex.Pattern;
+import org.yaml.snakeyaml.DumperOptions;
+import org.yaml.snakeyaml.LoaderOptions;
+import org.yaml.snakeyaml.Yaml;
+import org.yaml.snakeyaml.error.MarkedYAMLException;
+import org.yaml.snakeyaml.error.YAMLException;
+import org.yaml.snakeyaml.nodes.MappingNode;
+import org.yaml.snakeyaml.nodes.Node;
+import org.yaml.snakeyaml.nodes.NodeTuple;
+import org.yaml.snakeyaml.nodes.ScalarNode;
+
+/**
+ * Reads a configuration's YAML into a {@link StackConfig}, strictly: it walks SnakeYAML's node
+ * tree (not a map of objects) so that every value keeps its position, and every error names the
+ * file, the line, the key path and the bad value. Unknown keys, duplicate names and values of the
+ * wrong kind are errors, never ignored: a misspelt {@code readonly} must not silently export a
+ * device writable.
+ */
+final class ConfigReader {
+
+    /** A name that tables (split on blanks) and exports can use: one word of safe characters. */
+    private static final Pattern NAME = Pattern.compile("[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}");
+    /** Largest configuration accepted, in characters. */
+    private static final int TEXT_CHARS_MAX = 1 << 20;
+    /** Bounds on the page arena. */
+    static final long MEMORY_BYTES_MIN = 4L << 20;
+    static final long MEMORY_BYTES_MAX = 64L << 30;
+    /** Longest device latency accepted. */
+    static final long LATENCY_NANOS_MAX = 10_000_000_000L;
+    /** Longest export description accepted, in characters. */
+    static final int DESCRIPTION_CHARS_MAX = 1024;
+
+    private static final Set<String> TOP_KEYS = Set.of("memory", "listen", "devices", "mapped", "exports");
+    private static final Set<String> EXPORT_KEYS = Set.of("device", "readonly", "description");
+    private static final Set<String> DEVICE_KINDS = Set.of("file", "memory", "null");
+
+    private final String source;
+    private final Path baseDir;
+
+    ConfigReader(String source, Path baseDir) {
+        this.source = source;
+        this.baseDir = baseDir;
+    }
+
+    /** Parses and checks the whole text. */
+    StackConfig read(String text) throws ConfigException {
+        if (text.length() > TEXT_CHARS_MAX) {
+            throw new ConfigException(source, 0, "", null, "is longer than " + TEXT_CHARS_MAX + " characters");
+        }
+        MappingNode root = mapping(compose(text), "", "the configuration");
+        Map<String, NodeTuple> top = entries(root, "", TOP_KEYS);
+        long memory = StackConfig.DEFAULT_MEMORY_BYTES;
+        if (top.containsKey("memory")) {
+            memory = memory(top.get("memory").getValueNode());
+        }
+        ListenAddress listen = ListenAddress.DEFAULT;
+        if (top.containsKey("listen")) {
+            ScalarNode node = scalar(top.get("listen").getValueNode(), "listen");
+            try {
+                listen = ListenAddress.parse(node.getValue());
+            } catch (IllegalArgumentException e) {
+                throw error(node, "listen", null, e.getMessage());
+            }
+        }
+        List<DeviceSpec> devices = top.containsKey("devices") ? devices(top.get("devices")) : List.of();
+        List<MappedSpec> mapped = top.containsKey("mapped") ? mapped(top.get("mapped"), devices) : List.of();
+        if (!top.containsKey("exports")) {
+            throw new ConfigException(source, line(root), "", null, "has no 'exports': name at least one device to serve");
+        }
+        List<ExportSpec> exports = exports(top.get("exports"), devices, mapped);
+        return new StackConfig(source, memory, listen, devices, mapped, exports);
+    }
+
+    /** The YAML node tree; syntax errors carry SnakeYAML's line. */
+    private Node compose(String text) throws ConfigException {
+        LoaderOptions options = new LoaderOptions();
+        options.setMaxAliasesForCollections(16);
+        options.setNestingDepthLimit(16);
+        options.setCodePointLimit(TEXT_CHARS_MAX);
+        try {
+            Node node = new Yaml(options).compose(new StringReader(text));
+            if (node == null) {
+                throw new ConfigException(source, 0, "", null, "is empty: expected devices, mapped and exports");
+            }
+            return node;
+        } catch (MarkedYAMLException e) {
+            int line = e.getProblemMark() != null ? e.getProblemMark().getLine() + 1 : 0;
+            throw new ConfigException(source, line, "", null, "is not valid YAML: " + e.getProblem());
+        } catch (YAMLException e) {
+            throw new ConfigException(source, 0, "", null, "is not valid YAML: " + e.getMessage());
+        }
+    }
+
+    /** The page arena size, within bounds. */
+    private long memory(Node node) throws ConfigException {
+        long bytes = size(node, "memory");
+        if (bytes < MEMORY_BYTES_MIN || bytes > MEMORY_BYTES_MAX) {
+            throw error(node, "memory", value(node), "must be between 4MiB and 64GiB");
+        }
+        return bytes;
+    }
+
+    // ---- devices --------------------------------------------------------------------------------
+
+    private List<DeviceSpec> devices(NodeTuple entry) throws ConfigException {
+        MappingNode map = mapping(entry.getValueNode(), "devices", "a map of device names to devices");
+        List<DeviceSpec> out = new ArrayList<>();
+        for (Map.Entry<String, NodeTuple> e : entries(map, "devices", null).entrySet()) {
+            String name = name(e.getValue().getKeyNode(), "devices");
+            out.add(device(name, e.getValue().getValueNode()));
+        }
+        return out;
+    }
+
+    /** One device: exactly one of file, memory, null, with the keys that kind allows. */
+    private DeviceSpec device(String name, Node node) throws ConfigException {
+        String path = "devices." + name;
+        MappingNode map = mapping(node, path, "a map such as { file: data/a.img, size: 1GiB }, { memory: 256MiB }"
+                + " or { null: 1GiB }");
+        Map<String, NodeTuple> keys = entries(map, path, Set.of("file", "size", "direct", "memory", "null", "latency"));
+        List<String> kinds = keys.keySet().stream().filter(DEVICE_KINDS::contains).toList();
+        if (kinds.size() != 1) {
+            throw error(map, path, null, kinds.isEmpty()
+                    ? "has no kind: give exactly one of file, memory, null"
+                    : "has " + kinds.size() + " kinds (" + String.join(", ", kinds) + "): give exactly one of file, memory, null");
+        }
+        String kind = kinds.get(0);
+        int line = line(map);
+        switch (kind) {
+            case "file" -> {
+                only(keys, path, "file", Set.of("file", "size", "direct"));
+                ScalarNode file = scalar(keys.get("file").getValueNode(), path + ".file");
+                if (!keys.containsKey("size")) {
+                    throw error(map, path, null, "is a file device without 'size': give the device size, such as 1GiB");
+                }
+                Node sizeNode = keys.get("size").getValueNode();
+                long size = sectorMultiple(sizeNode, path + ".size");
+                boolean direct = keys.containsKey("direct") && bool(keys.get("direct").getValueNode(), path + ".direct");
+                return new FileSpec(name, resolve(file, path + ".file"), file.getValue(), size, direct, line, line(sizeNode));
+            }
+            case "memory" -> {
+                only(keys, path, "memory", Set.of("memory", "latency"));
+                Node sizeNode = keys.get("memory").getValueNode();
+                long size = sectorMultiple(sizeNode, path + ".memory");
+                return new MemorySpec(name, size, latency(keys, path), line, line(sizeNode));
+            }
+            default -> {
+                only(keys, path, "null", Set.of("null", "latency"));
+                Node sizeNode = keys.get("null").getValueNode();
+                long size = sectorMultiple(sizeNode, path + ".null");
+                return new NullSpec(name, size, latency(keys, path), line, line(sizeNode));
+            }
+        }
+    }
+
+    /** Rejects keys that exist but do not belong to {@code kind}. */
+    private void only(Map<String, NodeTuple> keys, String path, String kind, Set<String> allowed) throws ConfigException {
+        for (Map.Entry<String, NodeTuple> e : keys.entrySet()) {
+            if (!allowed.contains(e.getKey())) {
+                throw error(e.getValue().getKeyNode(), path + "." + e.getKey(), null,
+                        "does not apply to a " + kind + " device (it takes: " + String.join(", ", sorted(allowed)) + ")");
+            }
+        }
+    }
+
+    /** The backing file's path, resolved against the configuration's directory. */
+    private Path resolve(ScalarNode node, String path) throws ConfigException {
+        String written = node.getValue();
+        if (written.isEmpty()) {
+            throw error(node, path, written, "is not a file path");
+        }
+        try {
+            Path p = Path.of(written);
+            return (p.isAbsolute() || baseDir == null ? p : baseDir.resolve(p)).normalize();
+        } catch (InvalidPathException e) {
+            throw error(node, path, written, "is not a file path: " + e.getReason());
+        }
+    }
+
+    /** The optional latency of a memory or null device. */
+    private long latency(Map<String, NodeTuple> keys, String path) throws ConfigException {
+        if (!keys.containsKey("latency")) {
+            return 0;
+        }
+        ScalarNode node = scalar(keys.get("latency").getValueNode(), path + ".latency");
+        return duration(node, path + ".latency");
+    }
+
+    /** A duration: a whole number with ns, us, ms or s, up to 10 s. */
+    private long duration(ScalarNode node, String path) throws ConfigException {
+        String text = node.getValue();
+        int end = 0;
+        while (end < text.length() && end < 12 && text.charAt(end) >= '0' && text.charAt(end) <= '9') {
+            end++;
+        }
+        long unit = switch (text.substring(end)) {
+            case "ns" -> 1L;
+            case "us" -> 1_000L;
+            case "ms" -> 1_000_000L;
+            case "s" -> 1_000_000_000L;
+            default -> -1L;
+        };
+        if (end == 0 || unit < 0) {
+            throw error(node, path, text, "is not a duration: use a whole number with ns, us, ms or s, such as 100us");
+        }
+        long number = Long.parseLong(text.substring(0, end));
+        if (number > LATENCY_NANOS_MAX / unit) {
+            throw error(node, path, text, "is longer than 10s");
+        }
+        return number * unit;
+    }
+
+    // ---- mapped devices -------------------------------------------------------------------------
+
+    private List<MappedSpec> mapped(NodeTuple entry, List<DeviceSpec> devices) throws ConfigException {
+        MappingNode map = mapping(entry.getValueNode(), "mapped", "a map of mapped device names to table text");
+        Map<String, Integer> bottom = new LinkedHashMap<>();
+        for (DeviceSpec d : devices) {
+            bottom.put(d.name(), d.line());
+        }
+        List<MappedSpec> out = new ArrayList<>();
+        for (Map.Entry<String, NodeTuple> e : entries(map, "mapped", null).entrySet()) {
+            Node key = e.getValue().getKeyNode();
+            String name = name(key, "mapped");
+            if (bottom.containsKey(name)) {
+                throw error(key, "mapped." + name, null, "is already the name of a device (line " + bottom.get(name)
+                        + "); every device and mapped device needs its own name");
+            }
+            ScalarNode text = scalar(e.getValue().getValueNode(), "mapped." + name);
+            if (text.getValue().isBlank()) {
+                throw error(text, "mapped." + name, null, "has an empty table: give dmsetup table lines such as"
+                        + " '0 2097152 linear a 0'");
+            }
+            boolean literal = text.getScalarStyle() == DumperOptions.ScalarStyle.LITERAL;
+            out.add(new MappedSpec(name, text.getValue(), line(key), line(text), literal));
+        }
+        return out;
+    }
+
+    // ---- exports --------------------------------------------------------------------------------
+
+    private List<ExportSpec> exports(NodeTuple entry, List<DeviceSpec> devices, List<MappedSpec> mapped)
+            throws ConfigException {
+        MappingNode map = mapping(entry.getValueNode(), "exports", "a map of export names to { device: NAME }");
+        Set<String> known = new java.util.HashSet<>();
+        devices.forEach(d -> known.add(d.name()));
+        mapped.forEach(m -> known.add(m.name()));
+        List<ExportSpec> out = new ArrayList<>();
+        for (Map.Entry<String, NodeTuple> e : entries(map, "exports", null).entrySet()) {
+            String name = name(e.getValue().getKeyNode(), "exports");
+            String path = "exports." + name;
+            MappingNode body = mapping(e.getValue().getValueNode(), path, "a map such as { device: stripe0 }");
+            Map<String, NodeTuple> keys = entries(body, path, EXPORT_KEYS);
+            if (!keys.containsKey("device")) {
+                throw error(body, path, null, "has no 'device': name the device or mapped device to export");
+            }
+            ScalarNode device = scalar(keys.get("device").getValueNode(), path + ".device");
+            if (!known.contains(device.getValue())) {
+                throw error(device, path + ".device", device.getValue(), "names no device or mapped device; known: "
+                        + (known.isEmpty() ? "none" : String.join(", ", sorted(known))));
+            }
+            boolean readOnly = keys.containsKey("readonly") && bool(keys.get("readonly").getValueNode(), path + ".readonly");
+            String description = "";
+            if (keys.containsKey("description")) {
+                ScalarNode d = scalar(keys.get("description").getValueNode(), path + ".description");
+                if (d.getValue().length() > DESCRIPTION_CHARS_MAX) {
+                    throw error(d, path + ".description", null, "is longer than " + DESCRIPTION_CHARS_MAX + " characters");
+                }
+                description = d.getValue();
+            }
+            out.add(new ExportSpec(name, device.getValue(), readOnly, description, line(body), line(device)));
+        }
+        if (out.isEmpty()) {
+            throw error(map, "exports", null, "is empty: name at least one device to serve");
+        }
+        return out;
+    }
+
+    // ---- node helpers ---------------------------------------------------------------------------
+
+    /**
+     * The entries of {@code map} by key, in file order; a key twice, a key that is not a plain
+     * scalar, or (when {@code allowed} is given) a key not in {@code allowed} is an error.
+     */
+    private Map<String, NodeTuple> entries(MappingNode map, String path, Set<String> allowed) throws ConfigException {
+        Map<String, NodeTuple> out = new LinkedHashMap<>();
+        for (NodeTuple t : map.getValue()) {
+            Node keyNode = t.getKeyNode();
+            if (!(keyNode instanceof ScalarNode key)) {
+                throw error(keyNode, path, null, "has a key that is not a plain name");
+            }
+            String full = path.isEmpty() ? key.getValue() : path + "." + key.getValue();
+            if (allowed != null && !allowed.contains(key.getValue())) {
+                throw error(key, full, null, "unknown key; known keys" + (path.isEmpty() ? "" : " of " + path)
+                        + ": " + String.join(", ", sorted(allowed)));
+            }
+            NodeTuple before = out.putIfAbsent(key.getValue(), t);
+            if (before != null) {
+                throw error(key, full, null, "is given twice (first at line " + line(before.getKeyNode()) + ")");
+            }
+        }
+        return out;
+    }
+
+    /** The node as a mapping, or an error saying what was expected. */
+    private MappingNode mapping(Node node, String path, String expected) throws ConfigException {
+        if (node instanceof MappingNode m) {
+            return m;
+        }
+        throw error(node, path, node instanceof ScalarNode s ? s.getValue() : null, "is not " + expected);
+    }
+
+    /** The node as a scalar, or an error. */
+    private ScalarNode scalar(Node node, String path) throws ConfigException {
+        if (node instanceof ScalarNode s) {
+            return s;
+        }
+        throw error(node, path, null, "must be a single value, not a " + (node instanceof MappingNode ? "map" : "list"));
+    }
+
+    /** A device, mapped device or export name. */
+    private String name(Node key, String section) throws ConfigException {
+        String name = ((ScalarNode) key).getValue();
+        if (!NAME.matcher(name).matches()) {
+            throw error(key, section, name, "is not a name: use 1-64 letters, digits, '_', '.', '+', '-', starting"
+                    + " with a letter or digit");
+        }
+        return name;
+    }
+
+    /** A size in bytes through {@link SizeConverter#parse}: binary units only. */
+    private long size(Node node, String path) throws ConfigException {
+        ScalarNode s = scalar(node, path);
+        try {
+            return SizeConverter.parse(s.getValue());
+        } catch (IllegalArgumentException e) {
+            throw error(s, path, null, e.getMessage());
+        }
+    }
+
+    /** A positive size in whole 512-byte sectors. */
+    private long sectorMultiple(Node node, String path) throws ConfigException {
+        long bytes = size(node, path);
+        if (bytes <= 0 || bytes % 512 != 0) {
+            throw error(node, path, value(node), "is not a positive multiple of 512 bytes (one sector)");
+        }
+        return bytes;
+    }
+
+    /** {@code true} or {@code false}, nothing else. */
+    private boolean bool(Node node, String path) throws ConfigException {
+        ScalarNode s = scalar(node, path);
+        return switch (s.getValue()) {
+            case "true" -> true;
+            case "false" -> false;
+            default -> throw error(s, path, s.getValue(), "is not true or false");
+        };
+    }
+
+    private static String value(Node node) {
+        return node instanceof ScalarNode s ? s.getValue() : null;
+    }
+
+    /** The node's 1-based line. */
+    private static int line(Node node) {
+        return node.getStartMark() == null ? 0 : node.getStartMark().getLine() + 1;
+    }
+
+    private ConfigException error(Node node, String path, String value, String reason) {
+        return new ConfigException(source, line(node), path, value, reason);
+    }
+
+    private static List<String> sorted(Set<String> names) {
+        return names.stream().sorted().toList();
+    }
+}

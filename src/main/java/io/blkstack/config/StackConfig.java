@@ -1,0 +1,112 @@
+package io.blkstack.config;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+
+/**
+ * A parsed and checked configuration (DESIGN.md section 8): the page arena size, the listen
+ * address, bottom devices, mapped devices as dmsetup table text, and exports, each with the YAML
+ * line it came from so that errors found later (when {@link Stack#build} parses a table or opens
+ * a file) still name the file and the line.
+ *
+ * <p>What {@link ConfigReader} checks: the YAML shape, unknown keys, sizes, names, duplicate
+ * names, and that every export names a device. What only building can check (it needs the
+ * devices): the table lines themselves and their references.
+ *
+ * @param source the file name used in messages
+ * @param memoryBytes the page arena for the data path
+ * @param listen the address to serve on
+ * @param devices bottom devices in file order
+ * @param mapped mapped devices in file order (build order)
+ * @param exports exports in file order
+ */
+public record StackConfig(String source, long memoryBytes, ListenAddress listen, List<DeviceSpec> devices,
+        List<MappedSpec> mapped, List<ExportSpec> exports) {
+
+    /** The page arena when the file does not say. */
+    public static final long DEFAULT_MEMORY_BYTES = 64L << 20;
+
+    /** Copies the lists. */
+    public StackConfig {
+        devices = List.copyOf(devices);
+        mapped = List.copyOf(mapped);
+        exports = List.copyOf(exports);
+    }
+
+    /** Reads and checks {@code file}; relative backing files resolve against its directory. */
+    public static StackConfig load(Path file) throws ConfigException, IOException {
+        String text = Files.readString(file, StandardCharsets.UTF_8);
+        Path dir = file.toAbsolutePath().getParent();
+        return parse(file.toString(), text, dir);
+    }
+
+    /**
+     * Parses {@code text}; {@code source} names it in messages, {@code baseDir} is where relative
+     * backing file paths resolve.
+     */
+    public static StackConfig parse(String source, String text, Path baseDir) throws ConfigException {
+        return new ConfigReader(source, baseDir).read(text);
+    }
+
+    /** A bottom device: the file, memory or null kind, with where it was written. */
+    public sealed interface DeviceSpec permits FileSpec, MemorySpec, NullSpec {
+        /** The device name tables and exports use. */
+        String name();
+
+        /** Size in bytes. */
+        long sizeBytes();
+
+        /** The line of the device's entry. */
+        int line();
+
+        /** The line of the size value. */
+        int sizeLine();
+    }
+
+    /**
+     * A device backed by a file, created sparse if missing.
+     *
+     * @param path absolute (resolved against the configuration's directory)
+     * @param written the path as written in the file
+     */
+    public record FileSpec(String name, Path path, String written, long sizeBytes, boolean direct, int line,
+            int sizeLine) implements DeviceSpec {
+    }
+
+    /** A sparse memory device, optionally with a completion latency. */
+    public record MemorySpec(String name, long sizeBytes, long latencyNanos, int line, int sizeLine)
+            implements DeviceSpec {
+    }
+
+    /** A null device (reads zeros, writes vanish), optionally with a completion latency. */
+    public record NullSpec(String name, long sizeBytes, long latencyNanos, int line, int sizeLine)
+            implements DeviceSpec {
+    }
+
+    /**
+     * A mapped device: its table text and how a table line maps to a line of the file.
+     *
+     * @param line the line of the {@code name:} key
+     * @param textLine the line where the value starts (the {@code |} of a literal block)
+     * @param literal whether the value is a literal block, whose table line N is file line
+     *     {@code textLine + N}; otherwise every table line is reported at {@code textLine}
+     */
+    public record MappedSpec(String name, String table, int line, int textLine, boolean literal) {
+
+        /** The file line of table line {@code tableLine} (1-based; 0 means the value as a whole). */
+        public int fileLine(int tableLine) {
+            if (tableLine <= 0 || !literal) {
+                return textLine;
+            }
+            return textLine + tableLine;
+        }
+    }
+
+    /** An export of a device or mapped device. */
+    public record ExportSpec(String name, String device, boolean readOnly, String description, int line,
+            int deviceLine) {
+    }
+}

@@ -1,0 +1,307 @@
+package io.blkstack.dm.snapshot;
+
+import io.blkstack.bio.Bio;
+import io.blkstack.bio.BioFlags;
+import io.blkstack.bio.BioOp;
+import io.blkstack.bio.BioSet;
+import io.blkstack.bio.BioStatus;
+import io.blkstack.block.BlockDevice;
+import io.blkstack.block.Submit;
+import io.blkstack.kernel.Kernel;
+import io.blkstack.mem.Gfp;
+import io.blkstack.mem.Page;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.util.Arrays;
+import java.util.concurrent.ThreadLocalRandom;
+
+/**
+ * The {@code P} store: exceptions on the COW device in a crash-consistent format (in the manner of
+ * dm's persistent store, not its bytes).
+ *
+ * <p><b>Layout</b> (chunk = the table's chunk size, all integers little-endian):
+ * <pre>
+ *   chunk 0            header, sector 0: magic "BLKSNAP1" (8 bytes), u32 version = 1,
+ *                      u32 valid (1 / 0), u32 chunk size in sectors, u32 store tag (random, not 0)
+ *   chunk 1            metadata area 0: E = chunkBytes / 16 slots of 16 bytes
+ *   chunks 2 .. E+1    the data chunks area 0 describes, slot i for chunk 2 + i
+ *   chunk E+2          metadata area 1, then its E data chunks, and so on
+ * </pre>
+ * A slot is {@code u64 origin chunk, u32 COW chunk, u32 store tag}. It is an exception only if the
+ * tag is this store's and the COW chunk is exactly the data chunk the slot stands for; anything
+ * else (zeroes, a previous store's leftovers, a torn area never written) is no exception.
+ *
+ * <p><b>Crash consistency.</b> A data chunk is copied first; only when that write completed is the
+ * metadata sector holding its slot rewritten (from the in-memory table, so earlier slots stay),
+ * with PREFLUSH and FUA; only when that completed does the exception become visible and the origin
+ * write waiting for it go ahead. A crash at any point therefore leaves each chunk either without an
+ * exception (its origin chunk was not yet overwritten) or with a committed one whose data is the
+ * complete old chunk. The metadata sector is the unit of atomicity, as in dm.
+ *
+ * <p>Reopening reads the header and every metadata area back; the next free chunk follows the
+ * highest committed one (chunks allocated but never committed before a crash are not reused).
+ */
+final class PersistentStore extends ExceptionStore {
+
+    static final byte[] MAGIC = "BLKSNAP1".getBytes(java.nio.charset.StandardCharsets.US_ASCII);
+    static final int VERSION = 1;
+    /** Bytes per metadata slot. */
+    static final int SLOT_BYTES = 16;
+    private static final int SLOTS_PER_SECTOR = Bio.SECTOR_SIZE / SLOT_BYTES;
+    private static final int SECTORS_PER_PAGE = Page.SIZE >>> Bio.SECTOR_SHIFT;
+
+    private final Kernel kernel;
+    private final long originChunks;
+    private final int slotsPerArea;
+    private final long[] committedOld;
+    private final long[] dirtySectors = new long[Snapshot.PENDING_MAX];
+    private final BioSet ioSet;
+    private Page page;
+    private int tag;
+    private boolean validOnOpen = true;
+    private long nextFree;
+    private boolean closed;
+
+    /**
+     * Opens the store on {@code cow}: reads an existing header and exception table back, or writes
+     * a new header. Waits for I/O; call from a control path.
+     *
+     * @throws IllegalArgumentException if the device holds a store of another chunk size or version,
+     *     or cannot hold a header, one area and one data chunk
+     */
+    @SuppressWarnings("this-escape")
+    PersistentStore(Kernel kernel, String name, BlockDevice cow, int chunkSectors, long originChunks) {
+        super(cow, chunkSectors);
+        this.kernel = kernel;
+        this.originChunks = originChunks;
+        this.slotsPerArea = (chunkSectors << Bio.SECTOR_SHIFT) / SLOT_BYTES;
+        if (cowChunks < 3) {
+            throw new IllegalArgumentException("COW device " + cow.name() + " holds " + cowChunks
+                    + " chunk(s) of " + chunkSectors + " sectors; a persistent store needs at least 3");
+        }
+        if (Snapshot.PENDING_MAX >= slotsPerArea) {
+            throw new IllegalStateException("pending exceptions " + Snapshot.PENDING_MAX + " must stay below the "
+                    + slotsPerArea + " slots of an area");
+        }
+        this.committedOld = new long[Math.toIntExact(cowChunks)];
+        Arrays.fill(committedOld, -1);
+        this.ioSet = new BioSet(kernel, "snapshot-meta-" + name, 1, 1, null, false);
+        try {
+            this.page = kernel.pages().alloc(Gfp.KERNEL);
+            if (page == null) {
+                throw new IllegalStateException("snapshot " + name + ": no page for the metadata buffer");
+            }
+            open();
+        } catch (RuntimeException e) {
+            close();
+            throw e;
+        }
+    }
+
+    /** Reads the header; a device without one gets a fresh store. */
+    private void open() {
+        requireOk(io(BioOp.READ, 0, 0, Bio.SECTOR_SIZE), "read of the header");
+        ByteBuffer b = page.buffer().duplicate().order(ByteOrder.LITTLE_ENDIAN);
+        byte[] magic = new byte[MAGIC.length];
+        b.get(0, magic);
+        if (!Arrays.equals(magic, MAGIC)) {
+            int t = 0;
+            while (t == 0) {
+                t = ThreadLocalRandom.current().nextInt();
+            }
+            tag = t;
+            nextFree = 2;
+            requireOk(writeHeader(true), "write of a new header");
+            return;
+        }
+        int version = b.getInt(8);
+        int valid = b.getInt(12);
+        int onDiskChunk = b.getInt(16);
+        if (version != VERSION) {
+            throw new IllegalArgumentException("COW device " + cow.name() + " holds store version " + version
+                    + ", this is version " + VERSION);
+        }
+        if (onDiskChunk != chunkSectors) {
+            throw new IllegalArgumentException("COW device " + cow.name() + " holds a store with chunk size "
+                    + onDiskChunk + ", not " + chunkSectors);
+        }
+        tag = b.getInt(20);
+        validOnOpen = valid == 1;
+        readAreas();
+    }
+
+    /** Scans every metadata area and loads the valid slots. */
+    private void readAreas() {
+        long highest = 1;
+        int pagesPerArea = (chunkSectors << Bio.SECTOR_SHIFT) / Page.SIZE;
+        int slotsPerPage = Page.SIZE / SLOT_BYTES;
+        ByteBuffer b = page.buffer().duplicate().order(ByteOrder.LITTLE_ENDIAN);
+        for (long area = 0; metadataChunk(area) < cowChunks; area++) {
+            long meta = metadataChunk(area);
+            for (int p = 0; p < pagesPerArea; p++) {
+                long sector = (meta << chunkShift) + (long) p * SECTORS_PER_PAGE;
+                requireOk(io(BioOp.READ, 0, sector, Page.SIZE), "read of metadata area " + area);
+                for (int s = 0; s < slotsPerPage; s++) {
+                    long data = meta + 1 + (long) p * slotsPerPage + s;
+                    int at = s * SLOT_BYTES;
+                    long old = b.getLong(at);
+                    long newChunk = Integer.toUnsignedLong(b.getInt(at + 8));
+                    int slotTag = b.getInt(at + 12);
+                    if (slotTag != tag || newChunk != data || data >= cowChunks || old < 0 || old >= originChunks
+                            || exceptions.get(old) >= 0) {
+                        continue;
+                    }
+                    exceptions.put(old, data);
+                    committedOld[(int) data] = old;
+                    highest = Math.max(highest, data);
+                }
+            }
+        }
+        nextFree = highest + 1;
+        if (isMetadata(nextFree)) {
+            nextFree++;
+        }
+    }
+
+    private long metadataChunk(long area) {
+        return 1 + area * (slotsPerArea + 1);
+    }
+
+    private boolean isMetadata(long chunk) {
+        return chunk >= 1 && (chunk - 1) % (slotsPerArea + 1) == 0;
+    }
+
+    @Override
+    long allocate() {
+        long chunk = nextFree;
+        if (chunk >= cowChunks) {
+            return -1;
+        }
+        nextFree = chunk + 1;
+        if (isMetadata(nextFree)) {
+            nextFree++;
+        }
+        return chunk;
+    }
+
+    /** The sector holding the metadata slot of data chunk {@code data}. */
+    private long slotSector(long data) {
+        long area = (data - 1) / (slotsPerArea + 1);
+        long slot = (data - 1) % (slotsPerArea + 1) - 1;
+        if (slot < 0) {
+            throw new IllegalStateException("chunk " + data + " is a metadata chunk, not data");
+        }
+        return (metadataChunk(area) << chunkShift) + slot / SLOTS_PER_SECTOR;
+    }
+
+    @Override
+    BioStatus commit(PendingException[] batch, int count) {
+        int dirty = 0;
+        for (int i = 0; i < count; i++) {
+            PendingException pe = batch[i];
+            committedOld[Math.toIntExact(pe.newChunk)] = pe.oldChunk;
+            long sector = slotSector(pe.newChunk);
+            boolean seen = false;
+            for (int d = 0; d < dirty; d++) {
+                seen |= dirtySectors[d] == sector;
+            }
+            if (!seen) {
+                dirtySectors[dirty++] = sector;
+            }
+        }
+        for (int d = 0; d < dirty; d++) {
+            BioStatus s = writeSlotSector(dirtySectors[d]);
+            if (s.isError()) {
+                return s;
+            }
+        }
+        return BioStatus.OK;
+    }
+
+    /** Rewrites one metadata sector from the in-memory table, durably. */
+    private BioStatus writeSlotSector(long sector) {
+        long metaSector = sector - (sector & (chunkSectors - 1));
+        long meta = metaSector >>> chunkShift;
+        long firstSlot = (sector - metaSector) * SLOTS_PER_SECTOR;
+        ByteBuffer b = page.buffer().duplicate().order(ByteOrder.LITTLE_ENDIAN);
+        page.zero(0, Bio.SECTOR_SIZE);
+        for (int s = 0; s < SLOTS_PER_SECTOR; s++) {
+            long data = meta + 1 + firstSlot + s;
+            if (data < cowChunks && committedOld[(int) data] >= 0) {
+                int at = s * SLOT_BYTES;
+                b.putLong(at, committedOld[(int) data]);
+                b.putInt(at + 8, (int) data);
+                b.putInt(at + 12, tag);
+            }
+        }
+        return io(BioOp.WRITE, BioFlags.PREFLUSH | BioFlags.FUA, sector, Bio.SECTOR_SIZE);
+    }
+
+    @Override
+    BioStatus persistInvalid() {
+        return writeHeader(false);
+    }
+
+    /** Writes the header sector durably. */
+    private BioStatus writeHeader(boolean valid) {
+        ByteBuffer b = page.buffer().duplicate().order(ByteOrder.LITTLE_ENDIAN);
+        page.zero(0, Bio.SECTOR_SIZE);
+        b.put(0, MAGIC);
+        b.putInt(8, VERSION);
+        b.putInt(12, valid ? 1 : 0);
+        b.putInt(16, chunkSectors);
+        b.putInt(20, tag);
+        return io(BioOp.WRITE, BioFlags.PREFLUSH | BioFlags.FUA, 0, Bio.SECTOR_SIZE);
+    }
+
+    /** One synchronous I/O of the metadata page's first {@code bytes} bytes at {@code sector}. */
+    private BioStatus io(BioOp op, int flags, long sector, int bytes) {
+        Bio bio = ioSet.alloc(Gfp.NOIO, 1);
+        bio.init(cow, op, flags, sector);
+        bio.addPage(page, bytes, 0);
+        BioStatus status = Submit.submitAndWaitStatus(bio);
+        bio.put();
+        return status;
+    }
+
+    private void requireOk(BioStatus status, String what) {
+        if (status.isError()) {
+            throw new IllegalArgumentException("COW device " + cow.name() + ": " + what + " failed with "
+                    + status.errnoName());
+        }
+    }
+
+    @Override
+    boolean validOnOpen() {
+        return validOnOpen;
+    }
+
+    @Override
+    long sectorsAllocated() {
+        return nextFree << chunkShift;
+    }
+
+    @Override
+    long metadataSectors() {
+        long areas = (nextFree - 2) / (slotsPerArea + 1) + 1;
+        return (areas + 1) << chunkShift;
+    }
+
+    @Override
+    char mode() {
+        return 'P';
+    }
+
+    @Override
+    void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        if (page != null) {
+            kernel.pages().free(page);
+            page = null;
+        }
+        ioSet.close();
+    }
+}

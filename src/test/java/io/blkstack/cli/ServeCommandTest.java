@@ -1,0 +1,192 @@
+package io.blkstack.cli;
+
+import static org.junit.jupiter.api.Assertions.*;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import java.io.BufferedReader;
+import java.io.File;
+import java.io.InputStreamReader;
+import java.io.PrintWriter;
+import java.io.StringWriter;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+import picocli.CommandLine;
+
+/**
+ * {@code blkstack serve} as a user runs it: a separate JVM (the test's class path) in a scratch
+ * directory, on {@code --listen 127.0.0.1:0}. It waits for the ready line, reads the real port
+ * from the output, lists the exports with {@code nbdinfo --list} when nbdinfo is installed, then
+ * sends SIGTERM and expects a drained, flushed shutdown with exit code 0. Bad arguments and
+ * configurations are checked in-process: they exit 1 before anything starts.
+ */
+class ServeCommandTest {
+
+    private static final Pattern LISTENING = Pattern.compile("listening on 127\\.0\\.0\\.1:(\\d+)");
+    /** Bound on the server's shutdown after SIGTERM. */
+    private static final long STOP_SECONDS_MAX = 60;
+
+    @TempDir
+    Path tmp;
+
+    private record Run(int exitCode, String out, String err) {
+    }
+
+    private static Run run(String... args) {
+        CommandLine commandLine = Main.commandLine();
+        StringWriter out = new StringWriter();
+        StringWriter err = new StringWriter();
+        commandLine.setOut(new PrintWriter(out, true));
+        commandLine.setErr(new PrintWriter(err, true));
+        int exitCode = commandLine.execute(args);
+        return new Run(exitCode, out.toString(), err.toString());
+    }
+
+    @Test
+    @Timeout(120)
+    void defaultStackServesAndStopsCleanlyOnSigterm() throws Exception {
+        Process p = start(List.of("serve", "--listen", "127.0.0.1:0"));
+        List<String> lines = new ArrayList<>();
+        int port = awaitReady(p, lines);
+        String out = String.join("\n", lines);
+        assertTrue(out.contains("nbd://127.0.0.1:" + port + "/default"), out);
+        assertTrue(out.contains("nbdinfo --list nbd://127.0.0.1:" + port), out);
+        assertEquals(1L << 30, Files.size(tmp.resolve("blkstack-data/a.img")), "sparse backing file created");
+        assertEquals(1L << 30, Files.size(tmp.resolve("blkstack-data/b.img")));
+        assertEquals(1L << 30, Files.size(tmp.resolve("blkstack-data/cow.img")));
+        if (installed("nbdinfo")) {
+            String list = runProgram("nbdinfo", "--list", "nbd://127.0.0.1:" + port);
+            assertTrue(list.contains("export=\"default\""), list);
+            assertTrue(list.contains("export-size: 2147483648"), list);
+            assertTrue(list.contains("export=\"snap\""), list);
+        }
+        p.destroy(); // SIGTERM
+        assertTrue(p.waitFor(STOP_SECONDS_MAX, TimeUnit.SECONDS), "serve did not stop after SIGTERM");
+        String err = Files.readString(stderrFile());
+        assertEquals(0, p.exitValue(), err);
+        assertTrue(err.contains("every device flushed and closed"), err);
+    }
+
+    @Test
+    @Timeout(120)
+    void configFileAndListenOptionServe() throws Exception {
+        Path config = tmp.resolve("stack.yaml");
+        Files.writeString(config, """
+                memory: 16MiB
+                listen: 127.0.0.1:1
+                devices:
+                  m: { memory: 16MiB }
+                mapped:
+                  lin: "0 32768 linear m 0"
+                exports:
+                  disk: { device: lin, description: "sixteen mebibytes" }
+                """);
+        Process p = start(List.of("serve", "--config", config.toString(), "--listen", "127.0.0.1:0"));
+        List<String> lines = new ArrayList<>();
+        int port = awaitReady(p, lines);
+        assertNotEquals(1, port, "--listen overrides the configuration's listen");
+        assertTrue(String.join("\n", lines).contains("page arena 16MiB"), lines.toString());
+        if (installed("nbdinfo")) {
+            String info = runProgram("nbdinfo", "nbd://127.0.0.1:" + port + "/disk");
+            assertTrue(info.contains("export-size: 16777216"), info);
+            assertTrue(info.contains("sixteen mebibytes"), info);
+        }
+        p.destroy();
+        assertTrue(p.waitFor(STOP_SECONDS_MAX, TimeUnit.SECONDS), "serve did not stop after SIGTERM");
+        assertEquals(0, p.exitValue());
+    }
+
+    @Test
+    void badListenIsAUsageError() {
+        Run r = run("serve", "--listen", "127.0.0.1");
+        assertEquals(ExitCodes.USAGE, r.exitCode());
+        assertTrue(r.err().contains("'127.0.0.1'"), r.err());
+        Run port = run("serve", "--listen", "127.0.0.1:70000");
+        assertEquals(ExitCodes.USAGE, port.exitCode());
+        assertTrue(port.err().contains("70000"), port.err());
+    }
+
+    @Test
+    void brokenConfigIsAUsageErrorNamingTheLine() throws Exception {
+        Path config = tmp.resolve("bad.yaml");
+        Files.writeString(config, "devices:\n  m: { memory: 16MiB }\nexports:\n  disk: { device: nosuch }\n");
+        Run r = run("serve", "--config", config.toString(), "--listen", "127.0.0.1:0");
+        assertEquals(ExitCodes.USAGE, r.exitCode());
+        assertTrue(r.err().contains(config + ":4: exports.disk.device: 'nosuch'"), r.err());
+    }
+
+    @Test
+    void embeddedDefaultIsAValidConfiguration() throws Exception {
+        var config = ServeCommand.defaultConfig();
+        assertEquals("127.0.0.1:10809", config.listen().toString());
+        assertEquals("default", config.exports().get(0).name());
+        String report = TableCommand.Check.check(config);
+        assertTrue(report.contains("0 4194304 striped 2 128 a 0 b 0"), report);
+        assertTrue(report.contains("0 4194304 snapshot stripe0 cow P 16"), report);
+    }
+
+    /** Where the serve process's stderr goes. */
+    private Path stderrFile() {
+        return tmp.resolve("serve-stderr.txt");
+    }
+
+    /** Starts {@code blkstack ARGS} in a new JVM in the scratch directory. */
+    private Process start(List<String> args) throws Exception {
+        List<String> command = new ArrayList<>();
+        command.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
+        command.add("-cp");
+        command.add(System.getProperty("java.class.path"));
+        command.add(Main.class.getName());
+        command.addAll(args);
+        // stderr goes to a file: a destroyed process's pipes may be closed before they are read.
+        return new ProcessBuilder(command).directory(tmp.toFile()).redirectError(stderrFile().toFile()).start();
+    }
+
+    /** Reads stdout up to the ready line; returns the port from the "listening on" line. */
+    private int awaitReady(Process p, List<String> lines) throws Exception {
+        BufferedReader out = new BufferedReader(new InputStreamReader(p.getInputStream(), StandardCharsets.UTF_8));
+        int port = -1;
+        for (String line; (line = out.readLine()) != null; ) {
+            lines.add(line);
+            Matcher m = LISTENING.matcher(line);
+            if (m.find()) {
+                port = Integer.parseInt(m.group(1));
+            }
+            if (line.equals(ServeCommand.READY)) {
+                assertTrue(port > 0, "no port before the ready line: " + lines);
+                return port;
+            }
+        }
+        String err = Files.readString(stderrFile());
+        fail("serve ended before it was ready; stdout " + lines + ", stderr: " + err);
+        return -1;
+    }
+
+    private static boolean installed(String program) {
+        for (String dir : System.getenv().getOrDefault("PATH", "").split(File.pathSeparator)) {
+            if (Files.isExecutable(Path.of(dir, program))) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** Runs a program to completion; fails on a non-zero exit. */
+    private String runProgram(String... command) throws Exception {
+        assumeTrue(installed(command[0]), command[0] + " is not installed");
+        Path log = Files.createTempFile(tmp, "program", ".txt");
+        Process p = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+        assertTrue(p.waitFor(60, TimeUnit.SECONDS), String.join(" ", command) + " did not finish");
+        String text = Files.readString(log, StandardCharsets.UTF_8);
+        assertEquals(0, p.exitValue(), String.join(" ", command) + " failed:\n" + text);
+        return text;
+    }
+}

@@ -1,0 +1,169 @@
+package io.blkstack.config;
+
+import static org.junit.jupiter.api.Assertions.*;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import io.blkstack.block.TestKernel;
+import io.blkstack.kernel.Faults;
+import io.blkstack.kernel.Policies;
+import io.blkstack.nbd.NbdServer;
+import java.io.File;
+import java.io.OutputStream;
+import java.net.InetSocketAddress;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.MessageDigest;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.Random;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * Configured stacks against real clients: fio's nbd engine writes with {@code verify=crc32c}
+ * through a stack of linear and striped targets, and nbdcopy copies 256 MiB of random data in
+ * and out of a striped-over-sparse-files stack like the default one, with matching checksums.
+ * Each test runs only when its program is installed (a JUnit assumption); {@code .ci/run}
+ * installs them.
+ */
+class ConfigInteropTest {
+
+    private static final long MiB = 1L << 20;
+    /** Bound on each external program's run. */
+    private static final long PROGRAM_SECONDS_MAX = 120;
+
+    @TempDir
+    Path tmp;
+
+    /** fio, random 4 KiB writes at depth 16 over a linear part and a striped part, verified. */
+    @Test
+    void fioVerifiesThroughLinearAndStriped() throws Exception {
+        assumeTrue(installed("fio"), "fio is not installed");
+        String yaml = """
+                memory: 64MiB
+                devices:
+                  m1: { memory: 32MiB }
+                  m2: { memory: 32MiB }
+                  m3: { memory: 32MiB }
+                mapped:
+                  stripe0: |
+                    0 131072 striped 2 128 m2 0 m3 0
+                  default: |
+                    0     65536  linear m1 0
+                    65536 131072 linear stripe0 0
+                exports:
+                  default: { device: default }
+                """;
+        serve(yaml, (port, unused) -> {
+            String out = run("fio", "--name=verify", "--ioengine=nbd", "--uri=nbd://127.0.0.1:" + port + "/default",
+                    "--rw=randwrite", "--bs=4k", "--size=64m", "--verify=crc32c", "--iodepth=16", "--do_verify=1",
+                    "--verify_fatal=1", "--randrepeat=1", "--norandommap=0");
+            assertTrue(out.contains("WRITE:"), out);
+            assertFalse(out.toLowerCase().contains("verify: bad") || out.contains("crc32c: verify failed"), out);
+            assertTrue(out.contains("err= 0"), "fio reported errors:\n" + out);
+        });
+    }
+
+    /** nbdcopy of 256 MiB of random data into a default-like stack and back out, checksums equal. */
+    @Test
+    void nbdcopyRoundTripThroughStripedFiles() throws Exception {
+        assumeTrue(installed("nbdcopy"), "nbdcopy is not installed");
+        String yaml = """
+                memory: 64MiB
+                devices:
+                  a: { file: data/a.img, size: 128MiB }
+                  b: { file: data/b.img, size: 128MiB }
+                mapped:
+                  stripe0: |
+                    0 524288 striped 2 128 a 0 b 0
+                exports:
+                  default: { device: stripe0 }
+                """;
+        Path in = tmp.resolve("in.bin");
+        Path out = tmp.resolve("out.bin");
+        String inSum = writeRandom(in, 256 * MiB);
+        serve(yaml, (port, stack) -> {
+            String uri = "nbd://127.0.0.1:" + port + "/default";
+            run("nbdcopy", in.toString(), uri);
+            run("nbdcopy", uri, out.toString());
+        });
+        assertEquals(256 * MiB, Files.size(out));
+        assertEquals(inSum, sha256(out), "data read back through the stack differs from what was written");
+        assertTrue(Files.size(tmp.resolve("data/a.img")) == 128 * MiB, "backing file keeps its size");
+    }
+
+    /** A client run against a served stack. */
+    @FunctionalInterface
+    interface Client {
+        void run(int port, Stack stack) throws Exception;
+    }
+
+    /** Builds {@code yaml}'s stack, serves it on an ephemeral port, runs the client, tears down. */
+    private void serve(String yaml, Client client) throws Exception {
+        Path file = tmp.resolve("stack.yaml");
+        Files.writeString(file, yaml);
+        StackConfig config = StackConfig.load(file);
+        try (TestKernel tk = new TestKernel("config-interop", config.memoryBytes(), Policies.defaults(), Faults.NONE);
+                Stack stack = Stack.build(tk.kernel, config, Stack.Mode.SERVE)) {
+            NbdServer server = new NbdServer(tk.kernel, stack.exports(), new InetSocketAddress("127.0.0.1", 0));
+            try {
+                server.start();
+                client.run(server.localAddress().getPort(), stack);
+            } finally {
+                server.close();
+            }
+            assertEquals(List.of(), stack.flushAll());
+        }
+    }
+
+    private static boolean installed(String program) {
+        for (String dir : System.getenv().getOrDefault("PATH", "").split(File.pathSeparator)) {
+            if (Files.isExecutable(Path.of(dir, program))) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** Runs a program; returns stdout and stderr; fails on a non-zero exit or a run over the bound. */
+    private String run(String... command) throws Exception {
+        Path log = Files.createTempFile(tmp, "program", ".txt");
+        Process p = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+        boolean ended = p.waitFor(PROGRAM_SECONDS_MAX, TimeUnit.SECONDS);
+        if (!ended) {
+            p.destroyForcibly();
+        }
+        String text = Files.readString(log, StandardCharsets.UTF_8);
+        assertTrue(ended, String.join(" ", command) + " ran over " + PROGRAM_SECONDS_MAX + " s:\n" + text);
+        assertEquals(0, p.exitValue(), String.join(" ", command) + " failed:\n" + text);
+        return text;
+    }
+
+    /** Writes {@code bytes} of seeded random data to {@code file}; returns its SHA-256. */
+    private static String writeRandom(Path file, long bytes) throws Exception {
+        MessageDigest sha = MessageDigest.getInstance("SHA-256");
+        Random random = new Random(42);
+        byte[] block = new byte[(int) MiB];
+        try (OutputStream o = Files.newOutputStream(file)) {
+            for (long done = 0; done < bytes; done += block.length) {
+                random.nextBytes(block);
+                sha.update(block);
+                o.write(block);
+            }
+        }
+        return HexFormat.of().formatHex(sha.digest());
+    }
+
+    private static String sha256(Path file) throws Exception {
+        MessageDigest sha = MessageDigest.getInstance("SHA-256");
+        byte[] block = new byte[(int) MiB];
+        try (var in = Files.newInputStream(file)) {
+            for (int n; (n = in.read(block)) > 0; ) {
+                sha.update(block, 0, n);
+            }
+        }
+        return HexFormat.of().formatHex(sha.digest());
+    }
+}
