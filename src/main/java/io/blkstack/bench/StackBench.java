@@ -9,6 +9,9 @@ import io.blkstack.block.BlockDevice;
 import io.blkstack.block.MemoryDevice;
 import io.blkstack.block.NullDevice;
 import io.blkstack.block.Submit;
+import io.blkstack.dm.MappedDevice;
+import io.blkstack.dm.Table;
+import io.blkstack.dm.TableException;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.Task;
 import io.blkstack.kernel.TaskKind;
@@ -23,7 +26,8 @@ import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 
 /**
- * Measures bios per second through stacks of 0..N pass-through layers over one bottom device, in
+ * Measures bios per second through stacks of 1..N mapped devices, each one {@code linear} target over
+ * the one below (the first over a null or memory bottom device), in
  * one process and one run, so that the cost of a layer shows as a ratio against the one-layer
  * stack measured beside it. Never asserts a timing: it prints figures.
  */
@@ -73,7 +77,7 @@ public final class StackBench {
                     ? new NullDevice(kernel, "bottom", deviceBytes, 0)
                     : new MemoryDevice(kernel, "bottom", 64L << 20, 0);
             for (int i = 0; i < layers; i++) {
-                device = new PassThroughDevice(kernel, "layer" + i, device);
+                device = linearOver(kernel, "layer" + i, device);
             }
             BlockDevice top = device;
             int pagesPerBio = (blockSizeBytes + Page.SIZE - 1) / Page.SIZE;
@@ -91,6 +95,17 @@ public final class StackBench {
             tasks.forEach(kernel.scheduler()::join);
             long nanos = kernel.scheduler().nanoTime() - start;
             return new Result(layers, bios.get(), bios.get() * blockSizeBytes, nanos);
+        }
+    }
+
+    /** A mapped device with one {@code linear} target covering all of {@code lower}. */
+    private static BlockDevice linearOver(Kernel kernel, String name, BlockDevice lower) {
+        String line = "0 " + lower.capacitySectors() + " linear " + lower.name() + " 0";
+        try {
+            Table table = Table.parse(kernel, name, line, n -> n.equals(lower.name()) ? lower : null);
+            return new MappedDevice(kernel, name, table);
+        } catch (TableException e) {
+            throw new IllegalStateException("bench table '" + line + "' is invalid: " + e.getMessage(), e);
         }
     }
 
