@@ -109,15 +109,22 @@ public final class FileDevice extends BlockDevice {
         }
     }
 
-    /** Per I/O task state, allocated once: the segment cursor and a zero view of its own. */
+    /**
+     * Per I/O task state, allocated once: the segment cursor, a zero view of its own, and its own
+     * channel on the file with a view array, so a bio of many pages moves in one vectored system
+     * call (the shared channel has only positional single-buffer calls).
+     */
     private static final class IoContext {
         final BioIter iter = new BioIter();
         final ByteBuffer zeros;
+        final FileChannel cursor;
+        final ByteBuffer[] views = new ByteBuffer[Bio.VECS_MAX];
         int segmentUsed;
         boolean haveSegment;
 
-        IoContext(ByteBuffer zeros) {
+        IoContext(ByteBuffer zeros, FileChannel cursor) {
             this.zeros = zeros;
+            this.cursor = cursor;
         }
     }
 
@@ -136,7 +143,7 @@ public final class FileDevice extends BlockDevice {
     private final DeviceQueue<Bio> queue;
 
     private FileDevice(Kernel kernel, String name, long capacitySectors, QueueLimits limits, Path path,
-            FileChannel channel, Options options, int alignment) {
+            FileChannel channel, FileChannel[] cursors, Options options, int alignment) {
         super(kernel, name, capacitySectors, limits);
         this.path = path;
         this.options = options;
@@ -169,7 +176,7 @@ public final class FileDevice extends BlockDevice {
         zeroPage.zero(0, Page.SIZE);
         this.contexts = new IoContext[options.ioTasks()];
         for (int i = 0; i < contexts.length; i++) {
-            contexts[i] = new IoContext(zeroPage.slice(0, Page.SIZE).asReadOnlyBuffer());
+            contexts[i] = new IoContext(zeroPage.slice(0, Page.SIZE).asReadOnlyBuffer(), cursors[i]);
         }
         DeviceQueue<Bio> ioQueue;
         try {
@@ -205,16 +212,43 @@ public final class FileDevice extends BlockDevice {
         }
         prepareFile(path, sizeBytes, options.create(), options.direct() ? alignment : 1);
         FileChannel channel = openChannel(path, options.direct());
+        FileChannel[] cursors = new FileChannel[options.ioTasks()];
+        try {
+            for (int i = 0; i < cursors.length; i++) {
+                cursors[i] = openChannel(path, options.direct());
+            }
+        } catch (IOException | RuntimeException e) {
+            closeQuietly(channel, cursors);
+            throw e;
+        }
         QueueLimits limits = QueueLimits.defaults();
         if (alignment > 1) {
             limits = limits.withLogicalBlockSize(Math.max(Bio.SECTOR_SIZE, alignment)).withDmaAlignment(alignment);
         }
         try {
-            return new FileDevice(kernel, name, sizeBytes >>> Bio.SECTOR_SHIFT, limits, path, channel, options,
-                    alignment);
+            return new FileDevice(kernel, name, sizeBytes >>> Bio.SECTOR_SHIFT, limits, path, channel, cursors,
+                    options, alignment);
         } catch (RuntimeException e) {
-            channel.close();
+            closeQuietly(channel, cursors);
             throw e;
+        }
+    }
+
+    /** Closes the shared channel and every per-task channel opened so far, ignoring failures. */
+    private static void closeQuietly(FileChannel channel, FileChannel[] cursors) {
+        try {
+            channel.close();
+        } catch (IOException e) {
+            // opening failed already; that error is the one to report
+        }
+        for (FileChannel c : cursors) {
+            if (c != null) {
+                try {
+                    c.close();
+                } catch (IOException e) {
+                    // as above
+                }
+            }
         }
     }
 
@@ -356,13 +390,29 @@ public final class FileDevice extends BlockDevice {
             return;
         }
         BioIter iter = ctx.iter;
+        ByteBuffer[] views = ctx.views;
+        int count = 0;
         for (iter.reset(bio); iter.next(); ) {
-            ByteBuffer view = iter.page().slice(iter.offset(), iter.length());
-            if (write) {
-                file.writeFully(view, iter.devicePosition());
-            } else {
-                file.readFully(view, iter.devicePosition());
+            if (count == views.length) {
+                throw new IllegalStateException("file device " + name() + ": " + bio + " has more than "
+                        + views.length + " segments");
             }
+            views[count++] = iter.page().slice(iter.offset(), iter.length());
+        }
+        try {
+            if (count == 1) {
+                if (write) {
+                    file.writeFully(views[0], position);
+                } else {
+                    file.readFully(views[0], position);
+                }
+            } else if (write) {
+                file.writeFully(ctx.cursor, views, count, position);
+            } else {
+                file.readFully(ctx.cursor, views, count, position);
+            }
+        } finally {
+            java.util.Arrays.fill(views, 0, count, null);
         }
     }
 
@@ -512,6 +562,14 @@ public final class FileDevice extends BlockDevice {
             failure = addFailure(failure, e);
         }
         kernel().pages().free(zeroPage);
+        for (IoContext ctx : contexts) {
+            try {
+                ctx.cursor.close();
+            } catch (IOException e) {
+                failure = addFailure(failure, new IllegalStateException("file device " + name() + ": closing a task channel of "
+                        + path + " failed: " + e.getMessage(), e));
+            }
+        }
         try {
             file.channel().close();
         } catch (IOException e) {

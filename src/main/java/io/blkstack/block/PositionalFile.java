@@ -59,6 +59,53 @@ final class PositionalFile {
     }
 
     /**
+     * Fills {@code dst[0..count)}, contiguous in the file from {@code position}, with as few
+     * scattering reads as the kernel allows. {@code cursor} is a channel on the same file owned by
+     * the calling I/O task alone (its file position is moved); bytes past the end read as zeros.
+     */
+    void readFully(FileChannel cursor, ByteBuffer[] dst, int count, long position) throws IOException {
+        cursor.position(position);
+        long at = position;
+        int idx = 0;
+        while (idx < count) {
+            if (!dst[idx].hasRemaining()) {
+                idx++;
+                continue;
+            }
+            long n = cursor.read(dst, idx, count - idx);
+            if (n <= 0) {
+                // End of file (or no progress): finish buffer by buffer, zeros past the end.
+                for (; idx < count; idx++) {
+                    int left = dst[idx].remaining();
+                    readFully(dst[idx], at);
+                    at += left;
+                }
+                return;
+            }
+            at += n;
+        }
+    }
+
+    /**
+     * Writes all of {@code src[0..count)} contiguously at {@code position} with gathering writes
+     * on {@code cursor}, a channel on the same file owned by the calling I/O task alone.
+     */
+    void writeFully(FileChannel cursor, ByteBuffer[] src, int count, long position) throws IOException {
+        cursor.position(position);
+        int idx = 0;
+        while (idx < count) {
+            if (!src[idx].hasRemaining()) {
+                idx++;
+                continue;
+            }
+            long n = cursor.write(src, idx, count - idx);
+            if (n <= 0) {
+                throw new IOException("gathering write at " + cursor.position() + " made no progress");
+            }
+        }
+    }
+
+    /**
      * Makes {@code length} bytes at {@code position} read as zeros without allocating holes: each
      * chunk is read into {@code scratch} first and written (from {@code zeros}) only if it holds
      * data. A discard or write-zeroes over a fresh sparse image (mkfs, nbdcopy) so stays sparse.

@@ -16,14 +16,16 @@ import java.net.InetSocketAddress;
 import java.net.UnknownHostException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.Callable;
-import java.util.concurrent.TimeUnit;
 
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
+import sun.misc.Signal;
+import sun.misc.SignalHandler;
 
 /**
  * {@code blkstack serve}: builds a stack from a YAML configuration (or the embedded default,
@@ -36,12 +38,11 @@ import picocli.CommandLine.Spec;
  * the line {@code blkstack serve: ready}, which scripts and tests wait for. Binding beyond loopback
  * prints a warning: NBD has no authentication here, anyone who can reach the port can write.
  *
- * <p>Shutdown: SIGINT or SIGTERM runs a shutdown hook that only wakes the serving thread and then
- * waits for it; that thread stops accepting and drains connections ({@link NbdServer#close}),
- * sends a FLUSH to every device ({@link Stack#flushAll}), closes the stack and the kernel (which
- * checks that every page came back), and ends the process with exit code 0 (2 if a flush failed).
- * The process is ended with {@link Runtime#halt} because a JVM stopped by a signal would otherwise
- * exit with 128 + the signal number even after a clean shutdown.
+ * <p>Shutdown: SIGINT and SIGTERM are handled (not left to the JVM's shutdown, which would race the
+ * drain and end the process with 128 + the signal number): the handler only wakes the serving
+ * thread, which stops accepting and drains connections ({@link NbdServer#close}), sends a FLUSH to
+ * every device ({@link Stack#flushAll}), closes the stack and the kernel (which checks that every
+ * page came back), and returns exit code 0 (2 if a flush failed).
  *
  * <p>Configuration errors exit 1 with the file, line and value; I/O errors (a backing file that
  * cannot be created, a port in use) exit 2.
@@ -55,8 +56,8 @@ final class ServeCommand implements Callable<Integer> {
 
     /** The embedded default configuration (a class-path resource). */
     static final String DEFAULT_CONFIG_RESOURCE = "/default-stack.yaml";
-    /** Longest wait of the shutdown hook for the serving thread to finish cleanly. */
-    static final long SHUTDOWN_WAIT_SECONDS = 60;
+    /** The signals that ask the server to drain and stop. */
+    static final List<String> STOP_SIGNALS = List.of("TERM", "INT");
     /** The line printed once the server listens. */
     static final String READY = "blkstack serve: ready";
 
@@ -79,8 +80,6 @@ final class ServeCommand implements Callable<Integer> {
     String listenAddress;
 
     private final Completion stopRequested = new Completion("serve stop requested");
-    private final Completion finished = new Completion("serve finished");
-    private volatile boolean signalled;
 
     @Override
     public Integer call() {
@@ -111,21 +110,17 @@ final class ServeCommand implements Callable<Integer> {
         } catch (IllegalArgumentException e) {
             return fail(err, ExitCodes.USAGE, "--memory: " + e.getMessage());
         }
-        int code = ExitCodes.RUNTIME;
-        Kernel.Attachment self = kernel.attach("serve");
-        try {
-            code = serve(kernel, config, address, memory, out, err);
-        } finally {
+        int code;
+        try (Kernel.Attachment self = kernel.attach("serve")) {
+            try {
+                code = serve(kernel, config, address, memory, out, err);
+            } catch (RuntimeException e) {
+                code = fail(err, ExitCodes.RUNTIME, "internal error while serving: " + e);
+            }
             try {
                 kernel.close();
-            } finally {
-                finished.completeAll();
-                self.close();
-                if (signalled) {
-                    out.flush();
-                    err.flush();
-                    Runtime.getRuntime().halt(code);
-                }
+            } catch (RuntimeException e) {
+                code = fail(err, ExitCodes.RUNTIME, "closing the kernel: " + e.getMessage());
             }
         }
         return code;
@@ -155,13 +150,10 @@ final class ServeCommand implements Callable<Integer> {
                 server.close();
                 return fail(err, ExitCodes.RUNTIME, "cannot listen on " + address + ": " + e.getMessage());
             }
-            Thread hook = new Thread(() -> onSignal(kernel), "blkstack-serve-shutdown");
-            Runtime.getRuntime().addShutdownHook(hook);
+            List<SignalHandler> previous = handleStopSignals(kernel);
             announce(config, server, memory, out);
             stopRequested.await();
-            if (!signalled) {
-                removeHook(hook);
-            }
+            restoreSignals(previous);
             err.println("blkstack serve: stopping: no new connections, draining " + server.connectionCount()
                     + " connection(s)");
             err.flush();
@@ -195,22 +187,26 @@ final class ServeCommand implements Callable<Integer> {
         out.flush();
     }
 
-    /** The shutdown hook: wake the serving thread, then wait (bounded) for it to finish and halt. */
-    private void onSignal(Kernel kernel) {
-        signalled = true;
-        try (Kernel.Attachment a = kernel.attach("serve-signal")) {
-            stopRequested.complete();
-            finished.await(TimeUnit.SECONDS.toNanos(SHUTDOWN_WAIT_SECONDS));
-        } catch (IllegalStateException e) {
-            // The kernel closed under us: the serving thread is already finishing and will halt.
+    /** Makes SIGTERM and SIGINT wake the serving thread; returns the handlers they had. */
+    private List<SignalHandler> handleStopSignals(Kernel kernel) {
+        List<SignalHandler> previous = new ArrayList<>();
+        for (String name : STOP_SIGNALS) {
+            previous.add(Signal.handle(new Signal(name), signal -> requestStop(kernel)));
+        }
+        return previous;
+    }
+
+    /** Puts back the handlers {@link #handleStopSignals} replaced. */
+    private static void restoreSignals(List<SignalHandler> previous) {
+        for (int i = 0; i < STOP_SIGNALS.size(); i++) {
+            Signal.handle(new Signal(STOP_SIGNALS.get(i)), previous.get(i));
         }
     }
 
-    private static void removeHook(Thread hook) {
-        try {
-            Runtime.getRuntime().removeShutdownHook(hook);
-        } catch (IllegalStateException e) {
-            // Shutdown already in progress.
+    /** Runs on the JVM's signal thread: wakes the serving thread and returns at once. */
+    private void requestStop(Kernel kernel) {
+        try (Kernel.Attachment a = kernel.attach("serve-signal")) {
+            stopRequested.complete();
         }
     }
 

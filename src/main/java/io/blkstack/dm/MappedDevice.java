@@ -537,6 +537,32 @@ public final class MappedDevice extends BlockDevice {
         }
     }
 
+    /** Whether some live target keeps an allocation map; the others then report their ranges allocated. */
+    @Override
+    public boolean knowsAllocation() {
+        for (Target t : live.targets()) {
+            if (t.knowsAllocation()) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** The allocation run at {@code sector}, asked of the live target there and cut at its end. */
+    @Override
+    public long allocatedExtent(long sector, long maxSectors) {
+        super.allocatedExtent(sector, maxSectors);
+        Target t = live.targetAt(sector);
+        long offset = sector - t.begin();
+        long max = Math.min(maxSectors, t.length() - offset);
+        long run = t.allocatedExtent(offset, max);
+        if (run == 0 || Math.abs(run) > max) {
+            throw new IllegalStateException("target " + t.type() + " at " + t.begin() + " reported extent " + run
+                    + " for at most " + max + " sectors at offset " + offset);
+        }
+        return run;
+    }
+
     /** The live table. */
     public Table table() {
         return live;

@@ -95,6 +95,20 @@ public abstract class Target {
         return length - offset;
     }
 
+    /** Whether {@link #allocatedExtent} tells allocated ranges from holes (thin provisioning does). */
+    public boolean knowsAllocation() {
+        return false;
+    }
+
+    /**
+     * The allocation run at {@code offset} sectors into this target, at most {@code maxSectors}
+     * (which stays inside the target): positive for allocated sectors, negative for a hole. The
+     * default says allocated. Must not block: NBD block status calls it from a connection task.
+     */
+    public long allocatedExtent(long offset, long maxSectors) {
+        return maxSectors;
+    }
+
     /** How many empty flush clones this target needs, one per device (the kernel's {@code num_flush_bios}). */
     public int flushBioCount() {
         return 0;

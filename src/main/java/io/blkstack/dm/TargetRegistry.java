@@ -10,6 +10,8 @@ import io.blkstack.dm.target.SnapshotOriginTarget;
 import io.blkstack.dm.target.SnapshotTarget;
 import io.blkstack.dm.target.MirrorTarget;
 import io.blkstack.dm.target.StripedTarget;
+import io.blkstack.dm.target.ThinPoolTarget;
+import io.blkstack.dm.target.ThinTarget;
 import io.blkstack.dm.target.ZeroTarget;
 import java.util.List;
 import java.util.Map;
@@ -46,6 +48,8 @@ public final class TargetRegistry {
         r.register(DelayTarget.TYPE, DelayTarget::new);
         r.register(FlakeyTarget.TYPE, FlakeyTarget::new);
         r.register(LogWritesTarget.TYPE, LogWritesTarget::new);
+        r.register(ThinPoolTarget.TYPE, ThinPoolTarget::new);
+        r.register(ThinTarget.TYPE, ThinTarget::new);
         return r;
     }
 

@@ -63,6 +63,14 @@ final class NbdConnection {
     static final int STATUS_EXTENTS_MAX = 1024;
     /** The largest refused WRITE payload skipped instead of closing the connection. */
     static final long SKIP_MAX = 2L * DEFAULT_MAX_PAYLOAD;
+    /** Bytes of the reader's input buffer; larger payload remainders bypass it. */
+    static final int INPUT_BYTES = 64 * 1024;
+    /** Most finished replies the writer takes per wake-up. */
+    static final int BATCH_MAX = 64;
+    /** Most buffers (headers and page views) in one gathering write of replies. */
+    static final int GATHER_MAX = 1024;
+    /** Bytes of one batched reply header (the larger of simple and structured, with its payload). */
+    private static final int BATCHED_HEADER_BYTES = 32;
 
     private final NbdServer server;
     private final Kernel kernel;
@@ -93,15 +101,21 @@ final class NbdConnection {
     private volatile boolean broken;
 
     // Reader state (reader task only).
-    private final ByteBuffer requestHeader = ByteBuffer.allocateDirect(REQUEST_HEADER_BYTES);
+    // Buffered input, in read mode: one read syscall brings in many small requests.
+    private final ByteBuffer input = ByteBuffer.allocateDirect(INPUT_BYTES).flip();
     private final ByteBuffer skipScratch = ByteBuffer.allocateDirect(64 * 1024);
     private final ByteBuffer[] scatter = new ByteBuffer[Bio.VECS_MAX];
     private final BioIter readerIter = new BioIter();
 
     // Writer state (writer task only).
     private final ByteBuffer replyHeader = ByteBuffer.allocateDirect(STRUCTURED_HEADER_BYTES + 4 + 8 * STATUS_EXTENTS_MAX);
-    private final ByteBuffer[] gather = new ByteBuffer[Bio.VECS_MAX];
+    private final ByteBuffer[] gather = new ByteBuffer[GATHER_MAX];
     private final BioIter writerIter = new BioIter();
+    private final NbdRequest[] batch = new NbdRequest[BATCH_MAX];
+    private final ByteBuffer[] replyHeaders = new ByteBuffer[BATCH_MAX];
+    private final java.util.function.BooleanSupplier slotAvailable;
+    private final java.util.function.BooleanSupplier writerHasWork =
+            () -> hasReplies() || (readerDone && inUse.get() == 0);
 
     NbdConnection(NbdServer server, SocketChannel channel, String name, int inFlightMax, int maxPayloadMax) {
         if (inFlightMax < 1) {
@@ -120,11 +134,16 @@ final class NbdConnection {
             freeSlots[i] = inFlightMax - 1 - i;
         }
         this.freeCount = inFlightMax;
+        this.slotAvailable = () -> inUse.get() < inFlightMax;
         this.slotLock = new SpinLock(name + " slots");
         this.slotWait = new WaitQueue(name + " in-flight bound");
         this.ring = new NbdRequest[inFlightMax];
         this.ringLock = new SpinLock(name + " replies");
         this.writerWait = new WaitQueue(name + " replies");
+        ByteBuffer headers = ByteBuffer.allocateDirect(BATCH_MAX * BATCHED_HEADER_BYTES);
+        for (int i = 0; i < BATCH_MAX; i++) {
+            replyHeaders[i] = headers.slice(i * BATCHED_HEADER_BYTES, BATCHED_HEADER_BYTES);
+        }
     }
 
     String name() {
@@ -190,11 +209,10 @@ final class NbdConnection {
 
     /** Reads a request header into the slot; false for end of stream, a wrong magic or DISC. */
     private boolean readHeader(NbdRequest r) throws IOException {
-        ByteBuffer h = requestHeader.clear();
-        if (!WireIo.readFullyOrEof(channel, h)) {
+        if (!fillInput(REQUEST_HEADER_BYTES)) {
             return false;
         }
-        h.flip();
+        ByteBuffer h = input;
         if (h.getInt() != REQUEST_MAGIC) {
             return false; // garbage: a hard disconnect of this connection only
         }
@@ -208,6 +226,73 @@ final class NbdConnection {
         }
         r.init(cookie, command, flags, offset, length);
         return true;
+    }
+
+    /**
+     * Makes at least {@code bytes} bytes available in the input buffer, reading as much as the
+     * socket has; false if the stream ends before the first of them, EOF exception if in between.
+     */
+    private boolean fillInput(int bytes) throws IOException {
+        while (input.remaining() < bytes) {
+            int before = input.remaining();
+            input.compact();
+            int n;
+            try {
+                n = channel.read(input);
+            } finally {
+                input.flip();
+            }
+            if (n < 0) {
+                if (before == 0) {
+                    return false;
+                }
+                throw new java.io.EOFException("peer closed with " + (bytes - before) + " byte(s) of a message unread");
+            }
+        }
+        return true;
+    }
+
+    /**
+     * Fills {@code buffers[0..count)} (holding {@code bytes} bytes in all) with payload: first
+     * from the input buffer, then straight from the socket if much is left, else through the input
+     * buffer again (so the next headers come in with the tail of this payload).
+     */
+    private void readPayload(ByteBuffer[] buffers, int count, long bytes) throws IOException {
+        long left = bytes;
+        int idx = 0;
+        while (idx < count) {
+            ByteBuffer dst = buffers[idx];
+            if (!dst.hasRemaining()) {
+                idx++;
+                continue;
+            }
+            if (input.hasRemaining()) {
+                int k = Math.min(input.remaining(), dst.remaining());
+                int limit = input.limit();
+                input.limit(input.position() + k);
+                dst.put(input);
+                input.limit(limit);
+                left -= k;
+                continue;
+            }
+            long n;
+            if (left >= INPUT_BYTES / 2) {
+                n = channel.read(buffers, idx, count - idx);
+                if (n > 0) {
+                    left -= n;
+                }
+            } else {
+                input.clear();
+                try {
+                    n = channel.read(input);
+                } finally {
+                    input.flip();
+                }
+            }
+            if (n < 0) {
+                throw new java.io.EOFException("peer closed in the middle of a payload");
+            }
+        }
     }
 
     /**
@@ -308,7 +393,9 @@ final class NbdConnection {
             return false;
         }
         try {
-            WireIo.skip(channel, skipScratch, length);
+            int buffered = (int) Math.min(input.remaining(), length);
+            input.position(input.position() + buffered);
+            WireIo.skip(channel, skipScratch, length - buffered);
             return true;
         } catch (IOException e) {
             return false;
@@ -369,7 +456,7 @@ final class NbdConnection {
                 scatter[i] = vecs[i].page().slice(vecs[i].offset(), vecs[i].length());
             }
             try {
-                WireIo.readFully(channel, scatter, count);
+                readPayload(scatter, count, n);
             } catch (IOException e) {
                 // The client vanished mid-payload: this bio never goes down; earlier ones complete.
                 NbdRequest.freePagesAndPut(bio, readerIter);
@@ -501,7 +588,7 @@ final class NbdConnection {
 
     /** Waits for a free in-flight slot (the per-connection bound) and takes it. */
     private NbdRequest takeSlot() {
-        slotWait.waitEvent(() -> inUse.get() < requests.length, this);
+        slotWait.waitEvent(slotAvailable, this);
         slotLock.lock();
         try {
             if (freeCount == 0) {
@@ -545,22 +632,6 @@ final class NbdConnection {
         writerWait.wakeOne();
     }
 
-    private NbdRequest popReply() {
-        ringLock.lock();
-        try {
-            if (ringCount == 0) {
-                return null;
-            }
-            NbdRequest r = ring[ringHead];
-            ring[ringHead] = null;
-            ringHead = (ringHead + 1) % ring.length;
-            ringCount--;
-            return r;
-        } finally {
-            ringLock.unlock();
-        }
-    }
-
     private boolean hasReplies() {
         ringLock.lock();
         try {
@@ -572,13 +643,17 @@ final class NbdConnection {
 
     // ---- writer task ---------------------------------------------------------------------------
 
-    /** The writer task's body: send replies as requests finish; after the reader ends, drain and close. */
+    /**
+     * The writer task's body: send replies as requests finish; after the reader ends, drain and
+     * close. Each wake-up takes every finished reply (up to {@link #BATCH_MAX}) off the ring and
+     * sends them together, so a busy connection pays one gathering write for many replies.
+     */
     private void runWriter() {
         try {
             while (true) {
-                writerWait.waitEventTimeout(() -> hasReplies() || (readerDone && inUse.get() == 0), this, -1, true);
-                NbdRequest r = popReply();
-                if (r == null) {
+                writerWait.waitEventTimeout(writerHasWork, this, -1, true);
+                int n = popReplies();
+                if (n == 0) {
                     if (readerDone && inUse.get() == 0) {
                         return;
                     }
@@ -586,25 +661,116 @@ final class NbdConnection {
                 }
                 if (!broken) {
                     try {
-                        send(r);
+                        sendBatch(n);
                     } catch (IOException e) {
                         broken = true; // keep draining completions; stop the reader too
                         shutdownInput();
                     }
                 }
-                release(r);
+                int budgetPages = 0;
+                for (int i = 0; i < n; i++) {
+                    NbdRequest r = batch[i];
+                    batch[i] = null;
+                    budgetPages += r.budgetPages;
+                    r.budgetPages = 0;
+                    r.release(writerIter);
+                    returnSlot(r);
+                }
+                server.budget().release(budgetPages);
             }
         } finally {
             finish();
         }
     }
 
-    /** Frees the request's bios, pages and budget and returns its slot. */
-    private void release(NbdRequest r) {
-        r.release(writerIter);
-        server.budget().release(r.budgetPages);
-        r.budgetPages = 0;
-        returnSlot(r);
+    /** Moves up to {@link #BATCH_MAX} finished requests from the ring into {@link #batch}; returns how many. */
+    private int popReplies() {
+        ringLock.lock();
+        try {
+            int n = Math.min(ringCount, BATCH_MAX);
+            for (int i = 0; i < n; i++) {
+                batch[i] = ring[ringHead];
+                ring[ringHead] = null;
+                ringHead = (ringHead + 1) % ring.length;
+            }
+            ringCount -= n;
+            return n;
+        } finally {
+            ringLock.unlock();
+        }
+    }
+
+    /**
+     * Sends the replies of {@code batch[0..n)}: simple replies, errors and single-extent reads are
+     * gathered (header and data views) into one array and written with as few writes as the array
+     * bound allows; anything else (hole chunks, block status, a reply larger than the array) flushes
+     * the gathered part first and is sent on its own, so replies keep their order on the wire.
+     */
+    private void sendBatch(int n) throws IOException {
+        int used = 0;
+        for (int i = 0; i < n; i++) {
+            NbdRequest r = batch[i];
+            int errno = r.errno();
+            boolean read = r.command == CMD_READ && errno == 0;
+            boolean gatherable;
+            if (read) {
+                gatherable = structured ? r.extentCount == 1 && !r.extentHole[0] : true;
+            } else {
+                gatherable = r.command != CMD_BLOCK_STATUS || errno != 0;
+            }
+            int segments = read ? dataSegments(r) : 0;
+            if (!gatherable || segments + 1 > GATHER_MAX) {
+                used = flushGather(used);
+                send(r);
+                continue;
+            }
+            if (used + segments + 1 > GATHER_MAX) {
+                used = flushGather(used);
+            }
+            ByteBuffer h = replyHeaders[i].clear();
+            if (structured && r.command == CMD_READ) {
+                if (errno != 0) {
+                    chunkHeader(h, r, REPLY_FLAG_DONE, REPLY_TYPE_ERROR, 6);
+                    h.putInt(errno).putShort((short) 0);
+                } else {
+                    chunkHeader(h, r, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, (int) (8 + r.extentBytes[0]));
+                    h.putLong(r.offset);
+                }
+            } else {
+                h.putInt(SIMPLE_REPLY_MAGIC).putInt(errno).putLong(r.cookie);
+            }
+            gather[used++] = h.flip();
+            if (read) {
+                for (int b = 0; b < r.bioCount; b++) {
+                    for (writerIter.resetAll(r.bios[b]); writerIter.next(); ) {
+                        gather[used++] = writerIter.page().slice(writerIter.offset(), writerIter.length());
+                    }
+                }
+            }
+        }
+        flushGather(used);
+    }
+
+    /** Page segments of a finished READ's data bios. */
+    private int dataSegments(NbdRequest r) {
+        int count = 0;
+        for (int b = 0; b < r.bioCount; b++) {
+            count += r.bios[b].vecCount();
+        }
+        return count;
+    }
+
+    /** Writes {@code gather[0..used)} fully and clears it; returns 0 (the new fill). */
+    private int flushGather(int used) throws IOException {
+        if (used == 0) {
+            return 0;
+        }
+        try {
+            WireIo.writeFully(channel, gather, used);
+        } finally {
+            java.util.Arrays.fill(gather, 0, used, null);
+        }
+        return 0;
     }
 
     /** Sends the reply a finished request owes. */

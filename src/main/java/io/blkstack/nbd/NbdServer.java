@@ -330,6 +330,9 @@ public final class NbdServer implements Component {
             if (pages > totalPages) {
                 throw new IllegalArgumentException("request of " + pages + " pages exceeds the budget of " + totalPages);
             }
+            if (tryTake(pages)) {
+                return; // the common case: no wait, and no condition object built
+            }
             waiters.waitEvent(() -> tryTake(pages), this);
         }
 

@@ -1,0 +1,197 @@
+package io.blkstack.cli;
+
+import io.blkstack.scenario.Scenario;
+import io.blkstack.scenario.ScenarioRegistry;
+import io.blkstack.scenario.ScenarioReport;
+import io.blkstack.scenario.ScenarioRun;
+import io.blkstack.scenario.SimEngine;
+import io.blkstack.scenario.ThreadsEngine;
+import io.blkstack.sim.SimResult;
+import java.io.IOException;
+import java.io.PrintWriter;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+import picocli.CommandLine.ParameterException;
+import picocli.CommandLine.Spec;
+
+/**
+ * {@code blkstack scenario}: the seed reproductions (issue 7). {@code list} names them;
+ * {@code run NAME|all} runs each under the old design and the fixed ones on the deterministic
+ * checker ({@code sim}) and/or real threads ({@code threads}) and prints a table: scenario ×
+ * variant × engine → outcome, schedules to first finding, time. Exit 0 when every row came out as
+ * its policy promises (legacy found, fixed clean), 3 otherwise.
+ */
+@Command(name = "scenario", mixinStandardHelpOptions = true, versionProvider = BlkstackVersion.class,
+        description = "The seed deadlock reproductions, each under the old and the fixed design.",
+        subcommands = {ScenarioCommand.ListCommand.class, ScenarioCommand.RunCommand.class})
+final class ScenarioCommand implements Callable<Integer> {
+
+    @Spec
+    CommandSpec spec;
+
+    @Override
+    public Integer call() {
+        spec.commandLine().usage(spec.commandLine().getOut());
+        return ExitCodes.USAGE;
+    }
+
+    /** {@code scenario list}. */
+    @Command(name = "list", mixinStandardHelpOptions = true, description = "List the scenarios: name, seed, description.")
+    static final class ListCommand implements Callable<Integer> {
+        @Spec
+        CommandSpec spec;
+
+        @Override
+        public Integer call() {
+            PrintWriter out = spec.commandLine().getOut();
+            for (Scenario s : ScenarioRegistry.all()) {
+                out.printf("%-16s %s  %s%n", s.name(), s.seed(), s.description());
+            }
+            out.flush();
+            return ExitCodes.SUCCESS;
+        }
+    }
+
+    /** {@code scenario run}. */
+    @Command(name = "run", mixinStandardHelpOptions = true, description = "Run scenarios and print the table.")
+    static final class RunCommand implements Callable<Integer> {
+        @Spec
+        CommandSpec spec;
+
+        @Parameters(index = "0", paramLabel = "NAME|all", description = "A scenario name or all.")
+        String name;
+
+        @Option(names = "--policy", defaultValue = "both", description = "legacy, fixed or both (default: ${DEFAULT-VALUE}).")
+        String policy;
+
+        @Option(names = "--variant", paramLabel = "LABEL", description = "Only the variant with this label (legacy, fixed, fixed:in-flight, ...).")
+        String variant;
+
+        @Option(names = "--engine", defaultValue = "sim", description = "sim, threads or both (default: ${DEFAULT-VALUE}).")
+        String engine;
+
+        @Option(names = "--schedules", defaultValue = "1000", description = "Schedules per sim campaign (default: ${DEFAULT-VALUE}).")
+        int schedules;
+
+        @Option(names = "--seed", defaultValue = "1", description = "Master seed of the sim campaigns (default: ${DEFAULT-VALUE}).")
+        long seed;
+
+        @Option(names = "--replay", paramLabel = "SEED", description = "Replay one sim schedule from its seed and print its knot.")
+        Long replay;
+
+        @Option(names = "--report", paramLabel = "DIR", description = "Write report.md and one PNG plot per scenario to DIR.")
+        Path report;
+
+        @Override
+        public Integer call() throws IOException {
+            PrintWriter out = spec.commandLine().getOut();
+            if (!List.of("legacy", "fixed", "both").contains(policy)) {
+                throw new ParameterException(spec.commandLine(), "--policy must be legacy, fixed or both: " + policy);
+            }
+            if (!List.of("sim", "threads", "both").contains(engine)) {
+                throw new ParameterException(spec.commandLine(), "--engine must be sim, threads or both: " + engine);
+            }
+            if (schedules < 1 || schedules > CheckCommand.SCHEDULES_MAX) {
+                throw new ParameterException(spec.commandLine(), "--schedules must be in 1.." + CheckCommand.SCHEDULES_MAX);
+            }
+            List<Scenario> scenarios;
+            try {
+                scenarios = "all".equals(name) ? ScenarioRegistry.all() : List.of(ScenarioRegistry.byName(name));
+            } catch (IllegalArgumentException e) {
+                throw new ParameterException(spec.commandLine(), e.getMessage());
+            }
+            if (replay != null) {
+                return replay(out, scenarios);
+            }
+            List<ScenarioRun> runs = new ArrayList<>();
+            Map<String, List<ScenarioReport.Plot>> plots = new LinkedHashMap<>();
+            for (Scenario s : scenarios) {
+                for (Scenario.Variant v : selected(s)) {
+                    if (!"threads".equals(engine)) {
+                        ScenarioRun r = SimEngine.run(s, v, seed, schedules, x -> { });
+                        runs.add(r);
+                        out.println(line(r));
+                        out.flush();
+                        if (report != null) {
+                            long plotSeed = r.finding() ? seedOf(r) : io.blkstack.sim.SimRandom.deriveSeed(seed, 0);
+                            plots.computeIfAbsent(s.name(), k -> new ArrayList<>()).add(new ScenarioReport.Plot(v.label(),
+                                    SimEngine.sample(s, v, plotSeed, ScenarioReport.SAMPLE_PERIOD_NANOS).series()));
+                        }
+                    }
+                    if (!"sim".equals(engine)) {
+                        ScenarioRun r = ThreadsEngine.run(s, v);
+                        runs.add(r);
+                        out.println(line(r));
+                        out.flush();
+                    }
+                }
+            }
+            String table = table(runs);
+            out.println();
+            out.print(table);
+            if (report != null) {
+                out.println("report: " + ScenarioReport.write(report, runs, plots, table));
+            }
+            out.flush();
+            return runs.stream().allMatch(ScenarioRun::asExpected) ? ExitCodes.SUCCESS : ExitCodes.DEADLOCK;
+        }
+
+        private List<Scenario.Variant> selected(Scenario s) {
+            List<Scenario.Variant> out = new ArrayList<>();
+            for (Scenario.Variant v : s.variants()) {
+                boolean policyOk = "both".equals(policy) || ("legacy".equals(policy) == v.legacy());
+                if (policyOk && (variant == null || variant.equals(v.label()))) {
+                    out.add(v);
+                }
+            }
+            return out;
+        }
+
+        private Integer replay(PrintWriter out, List<Scenario> scenarios) {
+            if (scenarios.size() != 1) {
+                throw new ParameterException(spec.commandLine(), "--replay needs one scenario name, not all");
+            }
+            Scenario s = scenarios.get(0);
+            List<Scenario.Variant> vs = selected(s);
+            if (vs.size() != 1) {
+                throw new ParameterException(spec.commandLine(), "--replay needs exactly one variant (--variant LABEL); "
+                        + vs.size() + " selected");
+            }
+            SimResult r = SimEngine.replay(s, vs.get(0), replay);
+            out.println(r.summary());
+            out.println(r.explanation());
+            out.flush();
+            return r.isFinding() ? ExitCodes.DEADLOCK : ExitCodes.SUCCESS;
+        }
+
+        private static long seedOf(ScenarioRun r) {
+            return Long.parseLong(r.replay().substring(r.replay().lastIndexOf(' ') + 1));
+        }
+
+        private static String line(ScenarioRun r) {
+            return r.scenario() + " " + r.variant() + " " + r.engine().key() + ": " + r.outcome() + " — " + r.note()
+                    + (r.replay().isEmpty() ? "" : "\n  replay: " + r.replay());
+        }
+    }
+
+    /** The closing table: one row per run. */
+    static String table(List<ScenarioRun> runs) {
+        StringBuilder sb = new StringBuilder();
+        String fmt = "%-15s %-4s %-22s %-7s %-9s %9s %9s %8s  %s%n";
+        sb.append(String.format(fmt, "scenario", "seed", "variant", "engine", "outcome", "schedules", "1st find", "time", "as expected"));
+        for (ScenarioRun r : runs) {
+            sb.append(String.format(fmt, r.scenario(), r.seed(), r.variant(), r.engine().key(), r.outcome(), r.schedules(),
+                    r.firstFindingAt() == 0 ? "-" : String.valueOf(r.firstFindingAt()),
+                    String.format("%.1fs", r.elapsedNanos() / 1e9), r.asExpected() ? "yes" : "NO"));
+        }
+        return sb.toString();
+    }
+}

@@ -1,0 +1,139 @@
+package io.blkstack.dm.target;
+
+import io.blkstack.bio.Bio;
+import io.blkstack.bio.BioStatus;
+import io.blkstack.block.BlockDevice;
+import io.blkstack.dm.MapResult;
+import io.blkstack.dm.TableException;
+import io.blkstack.dm.Target;
+import io.blkstack.dm.TargetArgs;
+import io.blkstack.dm.TargetIo;
+import io.blkstack.dm.thin.Pool;
+import io.blkstack.dm.thin.PoolRegistry;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * {@code thin-pool <metadata dev> <data dev> <block sectors> <low water blocks> [<#features>
+ * skip_block_zeroing|ignore_discard|error_if_no_space|read_only ...]}: a pool of data blocks that
+ * {@code thin} devices provision from (dm-thin's pool target). The metadata device is opened
+ * through a buffer cache; if it holds no thin superblock it is formatted. Block size: a power of
+ * two from 8 to 2048 sectors (dm requires multiples of 128; smaller blocks are allowed for tests).
+ *
+ * <p>Messages: {@code create_thin ID}, {@code create_snap ID ORIGIN_ID}, {@code delete ID}, each
+ * committed before the reply. Status: see {@link Pool#statusInfo}.
+ *
+ * <p><b>I/O to the pool device itself</b> is rejected with EIO (flushes go to the data device):
+ * dm passes it through to the data device, but writing there behind the metadata's back corrupts
+ * every thin device, and nothing legitimate reads it.
+ */
+public final class ThinPoolTarget extends Target {
+
+    /** The table type name. */
+    public static final String TYPE = "thin-pool";
+
+    private final List<String> words;
+    private final BlockDevice dataDevice;
+    private Pool pool;
+
+    /** Parses the arguments and binds (opening or formatting) the pool. */
+    public ThinPoolTarget(TargetArgs args) throws TableException {
+        super(args);
+        args.requireCountAtLeast(4, "<metadata dev> <data dev> <block sectors> <low water blocks> [<#features> <feature>...]");
+        this.words = args.words();
+        BlockDevice meta = args.device(1);
+        this.dataDevice = args.device(2);
+        if (meta == dataDevice) {
+            throw args.error(2, "is the metadata device too");
+        }
+        int blockSectors = args.intInRange(3, 8, 2048, "block size in sectors");
+        if (Integer.bitCount(blockSectors) != 1) {
+            throw args.error(3, "block size must be a power of two");
+        }
+        long lowWater = args.unsigned(4, "is not a number of blocks (low water mark)");
+        Pool.Features features = parseFeatures(args);
+        try {
+            this.pool = PoolRegistry.bind(args.kernel(), args.mappedDeviceName(), meta,
+                    () -> Pool.open(args.kernel(), args.mappedDeviceName(), meta, dataDevice, blockSectors, lowWater, features));
+        } catch (IllegalArgumentException | io.blkstack.thin.CorruptMetadataException e) {
+            throw args.error(1, e.getMessage());
+        }
+    }
+
+    private static Pool.Features parseFeatures(TargetArgs args) throws TableException {
+        if (args.count() == 4) {
+            return Pool.Features.none();
+        }
+        int n = args.intInRange(5, 0, 4, "feature count");
+        if (args.count() != 5 + n) {
+            throw args.error(5, "says " + n + " feature(s) but " + (args.count() - 5) + " follow");
+        }
+        boolean skip = false;
+        boolean ignore = false;
+        boolean error = false;
+        boolean ro = false;
+        for (int i = 6; i < 6 + n; i++) {
+            switch (args.word(i)) {
+                case "skip_block_zeroing" -> skip = true;
+                case "ignore_discard" -> ignore = true;
+                case "error_if_no_space" -> error = true;
+                case "read_only" -> ro = true;
+                default -> throw args.error(i, "is not a feature (skip_block_zeroing, ignore_discard, error_if_no_space, read_only)");
+            }
+        }
+        return new Pool.Features(skip, ignore, error, ro);
+    }
+
+    /** Flushes go to the data device; data I/O to the pool device is rejected (see the class comment). */
+    @Override
+    public MapResult map(Bio clone, TargetIo io) {
+        if (clone.sizeBytes() == 0) {
+            clone.setDevice(dataDevice).setSector(0);
+            return MapResult.REMAPPED;
+        }
+        clone.setStatus(BioStatus.IOERR);
+        return MapResult.KILL;
+    }
+
+    @Override
+    public String message(String[] args) {
+        return pool.message(args);
+    }
+
+    @Override
+    public String statusInfo() {
+        return pool.statusInfo();
+    }
+
+    @Override
+    public String statusTable() {
+        return String.join(" ", words);
+    }
+
+    @Override
+    public int flushBioCount() {
+        return 1;
+    }
+
+    @Override
+    public List<BlockDevice> devices() {
+        List<BlockDevice> out = new ArrayList<>();
+        out.add(pool.metadataDevice());
+        out.add(dataDevice);
+        return out;
+    }
+
+    /** The pool runtime. */
+    public Pool pool() {
+        return pool;
+    }
+
+    @Override
+    public void close() {
+        if (pool != null) {
+            Pool p = pool;
+            pool = null;
+            PoolRegistry.release(p);
+        }
+    }
+}

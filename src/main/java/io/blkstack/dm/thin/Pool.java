@@ -1,0 +1,919 @@
+package io.blkstack.dm.thin;
+
+import io.blkstack.bio.Bio;
+import io.blkstack.bio.BioEndIo;
+import io.blkstack.bio.BioFlags;
+import io.blkstack.bio.BioList;
+import io.blkstack.bio.BioOp;
+import io.blkstack.bio.BioSet;
+import io.blkstack.bio.BioStatus;
+import io.blkstack.block.BlockDevice;
+import io.blkstack.block.Submit;
+import io.blkstack.bufio.Buffer;
+import io.blkstack.bufio.BufferCache;
+import io.blkstack.bufio.MetadataIoException;
+import io.blkstack.dm.TargetIo;
+import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.Mutex;
+import io.blkstack.kernel.SpinLock;
+import io.blkstack.mem.Gfp;
+import io.blkstack.mem.Page;
+import io.blkstack.thin.AllocationGroups;
+import io.blkstack.thin.BTree;
+import io.blkstack.thin.MetadataFullException;
+import io.blkstack.thin.ThinMetadata;
+import io.blkstack.wq.DelayedWork;
+import io.blkstack.wq.Work;
+import io.blkstack.wq.Workqueue;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * The runtime of one thin pool (dm-thin's {@code struct pool}): its metadata (through a
+ * {@link BufferCache} on the metadata device), allocation groups over the data device, the open
+ * thin devices, and one {@code MEM_RECLAIM} workqueue whose worker does everything that may block.
+ *
+ * <p><b>Data path.</b> {@code map} of a thin device remaps reads and writes of provisioned,
+ * unshared blocks at once and zero-fills reads of holes; everything else (first writes, writes to
+ * shared blocks, FUA writes, discards, flushes) is {@link #defer deferred} on an intrusive list
+ * (no allocation; bounded by the clones the thin devices' bio sets hold) and handled by the
+ * worker. Provisioning: reserve a block in an allocation group (under the group's lock), zero the
+ * rest of the block (or copy the shared original), point the clone at the new block and submit
+ * it with the pool's completion callback; that callback only moves the clone to the prepared list
+ * (rule 2 of DESIGN.md section 1), and the worker inserts the mapping and then completes the
+ * clone. The worker never waits on a bio queued behind itself: it is not inside a submit loop when
+ * it waits for its own copy I/O, and the workqueue's rescuer keeps it moving under memory pressure.
+ *
+ * <p><b>Commits.</b> {@link #commit} flushes the data device and then commits the metadata (which
+ * writes nodes, flushes, writes the superblock and flushes). It runs for every FLUSH and FUA bio
+ * before the bio completes, for every message, and from a delayed work at most
+ * {@link #COMMIT_PERIOD_NANOS} after the first uncommitted change. Data blocks freed in a
+ * transaction return to their allocation group only after it committed, so a crash never finds a
+ * committed mapping pointing at a block that was reused.
+ *
+ * <p><b>Locks.</b> {@code metaLock} (a mutex) serialises the pool's metadata updates with commits
+ * and the list of blocks freed in the transaction; the order is {@code metaLock}, then a group
+ * lock, then the metadata's own mutex. The spin lock guards the bio lists only.
+ *
+ * <p><b>Known limit.</b> A discard that frees a block does not wait for fast-path I/O already
+ * remapped to it (dm-thin uses bio prison cells for that); since freed blocks are reused only after
+ * the next commit, the window is one commit period of concurrent discard and I/O to one block.
+ */
+public final class Pool {
+
+    /** The pool's mode as the status reports it. */
+    public enum Mode {
+        RW("rw"), READ_ONLY("ro"), OUT_OF_DATA_SPACE("out_of_data_space");
+
+        private final String word;
+
+        Mode(String word) {
+            this.word = word;
+        }
+
+        /** The status word. */
+        public String word() {
+            return word;
+        }
+    }
+
+    /** The optional features of a pool table line. */
+    public record Features(boolean skipBlockZeroing, boolean ignoreDiscard, boolean errorIfNoSpace, boolean readOnly) {
+        /** No feature set. */
+        public static Features none() {
+            return new Features(false, false, false, false);
+        }
+    }
+
+    /** Metadata block size in bytes. */
+    public static final int METADATA_BLOCK_SIZE = 4096;
+    /** The longest a change waits for its commit without a flush: 1 s. */
+    public static final long COMMIT_PERIOD_NANOS = 1_000_000_000L;
+    /** Bios the worker handles in one run before yielding. */
+    static final int BATCH_MAX = 16;
+    /** Allocation groups the data space is cut into (fewer for small pools). */
+    static final int GROUPS_MAX = 8;
+
+    private final Kernel kernel;
+    private final String name;
+    private final BlockDevice metadataDevice;
+    private final BlockDevice dataDevice;
+    private final int blockSectors;
+    private final int blockShift;
+    private final long lowWaterBlocks;
+    private final Features features;
+
+    private BufferCache cache;
+    private ThinMetadata metadata;
+    private AllocationGroups groups;
+    private Workqueue workqueue;
+    private BioSet ioSet;
+    private Page[] copyPages;
+    private final Work work;
+    private final DelayedWork commitTimer;
+    private final BioEndIo provisionEndIo = this::provisionDone;
+
+    private final SpinLock lock;
+    private final Mutex metaLock;
+    // Guarded by lock.
+    private final BioList deferred = new BioList();
+    private final BioList prepared = new BioList();
+    private final BioList parked = new BioList();
+    private final BioList noSpace = new BioList();
+    // Guarded by metaLock.
+    private final List<Long> freedInTransaction = new ArrayList<>();
+    private final Map<Long, ThinDevice> open = new HashMap<>();
+    private boolean dirty;
+
+    private volatile Mode mode = Mode.RW;
+    private volatile boolean belowLowWater;
+    private volatile boolean noSpaceLogged;
+    int refs;
+    private boolean closed;
+
+    private Pool(Kernel kernel, String name, BlockDevice metadataDevice, BlockDevice dataDevice, int blockSectors,
+            long lowWaterBlocks, Features features) {
+        this.kernel = kernel;
+        this.name = name;
+        this.metadataDevice = metadataDevice;
+        this.dataDevice = dataDevice;
+        this.blockSectors = blockSectors;
+        this.blockShift = Integer.numberOfTrailingZeros(blockSectors);
+        this.lowWaterBlocks = lowWaterBlocks;
+        this.features = features;
+        this.lock = new SpinLock("thin-pool " + name);
+        this.metaLock = new Mutex("thin-pool " + name + " metadata");
+        this.work = new Work("thin-pool " + name + " worker", this::process);
+        this.commitTimer = new DelayedWork("thin-pool " + name + " commit", this::periodicCommit);
+    }
+
+    /**
+     * Opens the pool's metadata (formatting it if the metadata device has no thin superblock),
+     * builds the allocation groups, the workqueue and the copy buffer. Waits for I/O: control path.
+     *
+     * @throws IllegalArgumentException if the metadata is corrupt or does not fit the data device
+     */
+    public static Pool open(Kernel kernel, String name, BlockDevice metadataDevice, BlockDevice dataDevice,
+            int blockSectors, long lowWaterBlocks, Features features) {
+        if (blockSectors < 8 || blockSectors > 2048 || Integer.bitCount(blockSectors) != 1) {
+            throw new IllegalArgumentException("block size " + blockSectors + " sectors is not a power of two in 8..2048");
+        }
+        Pool p = new Pool(kernel, name, metadataDevice, dataDevice, blockSectors, lowWaterBlocks, features);
+        try {
+            p.build();
+        } catch (RuntimeException e) {
+            p.close();
+            throw e;
+        }
+        return p;
+    }
+
+    private void build() {
+        long dataBlocks = dataDevice.capacitySectors() >>> blockShift;
+        if (dataBlocks <= 0) {
+            throw new IllegalArgumentException("data device " + dataDevice.name() + " is smaller than one block of "
+                    + blockSectors + " sectors");
+        }
+        cache = new BufferCache(metadataDevice, METADATA_BLOCK_SIZE);
+        if (hasSuperblock(cache)) {
+            metadata = ThinMetadata.open(cache);
+            if (metadata.dataBlockSectors() != blockSectors) {
+                throw new IllegalArgumentException("metadata on " + metadataDevice.name() + " was formatted with blocks of "
+                        + metadata.dataBlockSectors() + " sectors, the table says " + blockSectors);
+            }
+            if (metadata.dataBlockCount() > dataBlocks) {
+                throw new IllegalArgumentException("metadata on " + metadataDevice.name() + " maps " + metadata.dataBlockCount()
+                        + " data blocks, data device " + dataDevice.name() + " has only " + dataBlocks);
+            }
+        } else {
+            metadata = ThinMetadata.format(cache, dataBlocks, blockSectors, BTree.maxCapacity(METADATA_BLOCK_SIZE));
+        }
+        long groupBlocks = Math.max(64, (metadata.dataBlockCount() + GROUPS_MAX - 1) / GROUPS_MAX);
+        groups = new AllocationGroups(kernel, metadata, groupBlocks);
+        metadata.tree().setSplitRunner(groups);
+        workqueue = Workqueue.create(kernel, "kthinpool/" + name, Workqueue.MEM_RECLAIM, 1);
+        int pages = (blockSectors << Bio.SECTOR_SHIFT) / Page.SIZE;
+        ioSet = new BioSet(kernel, "thin-pool-" + name, 2, 2, null, false);
+        copyPages = new Page[pages];
+        for (int i = 0; i < pages; i++) {
+            copyPages[i] = kernel.pages().alloc(Gfp.KERNEL);
+        }
+        if (features.readOnly()) {
+            mode = Mode.READ_ONLY;
+        }
+        checkLowWater();
+    }
+
+    /** Whether block 0 holds a thin superblock (its magic); anything else is formatted. */
+    private static boolean hasSuperblock(BufferCache cache) {
+        Buffer sb = cache.read(0);
+        try {
+            return sb.getLong(0) == ThinMetadata.MAGIC;
+        } finally {
+            cache.release(sb);
+        }
+    }
+
+    // ---- thin devices (control path) --------------------------------------------------------------
+
+    /**
+     * Opens thin device {@code devId} covering {@code virtualBlocks} blocks. A device the metadata
+     * does not have is created first (a blkstack convenience, see {@code ThinTarget}): empty, or
+     * as a snapshot of {@code snapOf} when that is 0 or more.
+     */
+    public ThinDevice openThin(long devId, long virtualBlocks, long snapOf) {
+        boolean created = false;
+        ThinDevice dev;
+        metaLock.lock();
+        try {
+            if (!metadata.deviceExists(devId)) {
+                if (mode == Mode.READ_ONLY) {
+                    throw new IllegalArgumentException("thin device " + devId + " does not exist and pool " + name + " is read-only");
+                }
+                if (snapOf >= 0) {
+                    createSnapLocked(devId, snapOf);
+                } else {
+                    metadata.createThin(devId);
+                }
+                created = true;
+                dirty = true;
+            }
+            dev = open.get(devId);
+            if (dev != null) {
+                if (dev.virtualBlocks() != virtualBlocks) {
+                    throw new IllegalArgumentException("thin device " + devId + " is already open with " + dev.virtualBlocks()
+                            + " blocks, not " + virtualBlocks);
+                }
+            } else {
+                dev = new ThinDevice(devId, virtualBlocks);
+                loadIndex(dev);
+                open.put(devId, dev);
+            }
+            dev.openCount++;
+        } finally {
+            metaLock.unlock();
+        }
+        if (created) {
+            requireOk(commit(), "commit after creating thin device " + devId);
+        }
+        return dev;
+    }
+
+    /** Reads the device's mappings into its index, marking blocks with other references shared. */
+    private void loadIndex(ThinDevice dev) {
+        long from = 0;
+        while (from < dev.virtualBlocks()) {
+            List<long[]> batch = metadata.mappings(dev.devId(), from, dev.virtualBlocks() - 1, 1024);
+            if (batch.isEmpty()) {
+                return;
+            }
+            for (long[] m : batch) {
+                boolean shared = metadata.refCount(m[1]) > 1;
+                dev.setEntry(m[0], ThinDevice.pack(m[1], shared ? ThinDevice.SHARED : 0));
+            }
+            from = batch.get(batch.size() - 1)[0] + 1;
+        }
+    }
+
+    /** Drops one opener of a thin device. */
+    public void closeThin(ThinDevice dev) {
+        metaLock.lock();
+        try {
+            if (--dev.openCount == 0) {
+                open.remove(dev.devId());
+            }
+        } finally {
+            metaLock.unlock();
+        }
+    }
+
+    /** Handles a pool message: {@code create_thin ID}, {@code create_snap ID ORIGIN_ID}, {@code delete ID}. */
+    public String message(String[] args) {
+        String verb = args[0];
+        if (mode == Mode.READ_ONLY) {
+            throw new IllegalArgumentException("thin-pool " + name + " is read-only; refusing '" + String.join(" ", args) + "'");
+        }
+        metaLock.lock();
+        try {
+            switch (verb) {
+                case "create_thin" -> {
+                    requireWords(args, 2, "create_thin <dev id>");
+                    long id = deviceId(args, 1);
+                    metadata.createThin(id);
+                }
+                case "create_snap" -> {
+                    requireWords(args, 3, "create_snap <dev id> <origin id>");
+                    createSnapLocked(deviceId(args, 1), deviceId(args, 2));
+                }
+                case "delete" -> {
+                    requireWords(args, 2, "delete <dev id>");
+                    deleteLocked(deviceId(args, 1));
+                }
+                default -> throw new IllegalArgumentException("thin-pool: unknown message '" + String.join(" ", args)
+                        + "' (create_thin, create_snap, delete)");
+            }
+            dirty = true;
+        } finally {
+            metaLock.unlock();
+        }
+        requireOk(commit(), "commit after '" + String.join(" ", args) + "'");
+        return "";
+    }
+
+    private void createSnapLocked(long snapId, long originId) {
+        if (open.containsKey(snapId)) {
+            throw new IllegalArgumentException("thin device " + snapId + " is open");
+        }
+        metadata.createSnap(snapId, originId);
+        ThinDevice origin = open.get(originId);
+        if (origin != null) {
+            origin.markAllShared();
+        }
+    }
+
+    private void deleteLocked(long devId) {
+        if (open.containsKey(devId)) {
+            throw new IllegalArgumentException("thin device " + devId + " is open; remove its thin target first");
+        }
+        if (!metadata.deviceExists(devId)) {
+            throw new IllegalArgumentException("thin device " + devId + " does not exist");
+        }
+        List<long[]> mapped = metadata.mappings(devId, 0, ThinMetadata.VIRTUAL_BLOCK_MAX, Integer.MAX_VALUE);
+        metadata.deleteThin(devId);
+        for (long[] m : mapped) {
+            if (metadata.refCount(m[1]) == 0) {
+                freedInTransaction.add(m[1]);
+            }
+        }
+    }
+
+    private static void requireWords(String[] args, int n, String usage) {
+        if (args.length != n) {
+            throw new IllegalArgumentException("thin-pool: '" + String.join(" ", args) + "': usage " + usage);
+        }
+    }
+
+    private static long deviceId(String[] args, int i) {
+        try {
+            long id = Long.parseLong(args[i]);
+            if (id < 0 || id > ThinMetadata.DEVICE_ID_MAX) {
+                throw new NumberFormatException();
+            }
+            return id;
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException("thin-pool: '" + args[i] + "' is not a device id (0.." + ThinMetadata.DEVICE_ID_MAX + ")");
+        }
+    }
+
+    private static void requireOk(BioStatus status, String what) {
+        if (status.isError()) {
+            throw new IllegalArgumentException(what + " failed: " + status.errnoName());
+        }
+    }
+
+    // ---- data path: deferral (atomic context) -------------------------------------------------------
+
+    /** Hands a clone to the worker; never blocks. */
+    public void defer(Bio clone) {
+        lock.lock();
+        deferred.add(clone);
+        lock.unlock();
+        workqueue.queue(work);
+    }
+
+    /** The pool's completion of a data write it submitted: only queue the clone for the worker (rule 2). */
+    private void provisionDone(Bio clone) {
+        lock.lock();
+        prepared.add(clone);
+        lock.unlock();
+        workqueue.queue(work);
+    }
+
+    // ---- the worker ------------------------------------------------------------------------------
+
+    /** The worker: completes prepared provisionings first, then handles deferred bios, a batch at a time. */
+    private void process() {
+        for (int n = 0; n < BATCH_MAX; n++) {
+            lock.lock();
+            Bio bio = prepared.pop();
+            boolean finishing = bio != null;
+            if (bio == null) {
+                bio = deferred.pop();
+            }
+            lock.unlock();
+            if (bio == null) {
+                return;
+            }
+            try {
+                if (finishing) {
+                    finish(bio);
+                } else {
+                    handle(bio);
+                }
+            } catch (MetadataFullException | MetadataIoException e) {
+                metadataFailed(e);
+                fail(bio, BioStatus.IOERR);
+            }
+        }
+        lock.lock();
+        boolean more = !prepared.isEmpty() || !deferred.isEmpty();
+        lock.unlock();
+        if (more) {
+            workqueue.queue(work);
+        }
+    }
+
+    /** Handles one deferred clone by its operation. */
+    private void handle(Bio clone) {
+        TargetIo tio = clone.frontPad();
+        ThinBioState st = tio.perBioData();
+        if (clone.sizeBytes() == 0) {
+            BioStatus s = commit();
+            if (s.isError()) {
+                clone.setStatus(s);
+            }
+            clone.endio();
+            return;
+        }
+        if (mode == Mode.READ_ONLY) {
+            fail(clone, BioStatus.IOERR);
+            return;
+        }
+        switch (clone.op()) {
+            case DISCARD -> discard(clone, st);
+            case WRITE, WRITE_ZEROES -> write(clone, st);
+            default -> fail(clone, BioStatus.NOTSUPP);
+        }
+    }
+
+    /** A write the fast path could not take: provision, break sharing, or (FUA) just track it. */
+    private void write(Bio clone, ThinBioState st) {
+        ThinDevice dev = st.device;
+        long entry = dev.entry(st.vblock);
+        if ((entry & ThinDevice.BUSY) != 0) {
+            park(clone);
+            return;
+        }
+        long block = ThinDevice.dataBlockOf(entry);
+        if (block >= 0 && (entry & ThinDevice.SHARED) != 0 && refCount(block) <= 1) {
+            entry = ThinDevice.pack(block, 0);
+            dev.setEntry(st.vblock, entry);
+        }
+        if (block >= 0 && (entry & ThinDevice.SHARED) == 0) {
+            remap(clone, block);
+            if (clone.hasFlag(BioFlags.FUA)) {
+                hook(clone, st);
+            }
+            Submit.submitBio(clone);
+            return;
+        }
+        if (block < 0 && clone.op() == BioOp.WRITE_ZEROES) {
+            clone.endio(); // a hole reads as zeros already
+            return;
+        }
+        long fresh = allocate(clone, dev, st.vblock);
+        if (fresh < 0) {
+            return;
+        }
+        st.newBlock = fresh;
+        st.oldBlock = block;
+        dev.setEntry(st.vblock, block < 0 ? ThinDevice.BUSY : ThinDevice.pack(block, ThinDevice.SHARED | ThinDevice.BUSY));
+        if (clone.sectorCount() < blockSectors) {
+            BioStatus s = BioStatus.OK;
+            if (block >= 0) {
+                s = blockIo(BioOp.READ, block);
+                if (!s.isError()) {
+                    s = blockIo(BioOp.WRITE, fresh);
+                }
+            } else if (!features.skipBlockZeroing()) {
+                s = blockIo(BioOp.WRITE_ZEROES, fresh);
+            }
+            if (s.isError()) {
+                hook(clone, st);
+                clone.setStatus(s);
+                finish(clone);
+                return;
+            }
+        }
+        remap(clone, fresh);
+        hook(clone, st);
+        Submit.submitBio(clone);
+    }
+
+    /**
+     * Allocates a data block for the clone from an allocation group (holding the group's lock).
+     * Out of space, a commit that frees blocks is tried once; then the clone fails with NOSPC
+     * ({@code error_if_no_space}) or waits on the out-of-space list. Returns -1 when the clone was
+     * taken care of that way.
+     */
+    private long allocate(Bio clone, ThinDevice dev, long vblock) {
+        int preferred = (int) ((dev.devId() * 7 + (vblock >>> 4)) % Math.max(1, groups.groupCount()));
+        for (int attempt = 0; attempt < 2; attempt++) {
+            boolean freeAfterCommit;
+            metaLock.lock();
+            try {
+                try (AllocationGroups.Hold hold = groups.reserve(1, preferred)) {
+                    if (hold != null) {
+                        long b = hold.allocate();
+                        dirty = true;
+                        scheduleCommit();
+                        checkLowWater();
+                        return b;
+                    }
+                }
+                freeAfterCommit = !freedInTransaction.isEmpty();
+            } finally {
+                metaLock.unlock();
+            }
+            if (!freeAfterCommit || commit().isError()) {
+                break;
+            }
+        }
+        outOfSpace(clone);
+        return -1;
+    }
+
+    /** No data space: fail with NOSPC or queue until a commit frees blocks. */
+    private void outOfSpace(Bio clone) {
+        if (mode == Mode.RW) {
+            mode = Mode.OUT_OF_DATA_SPACE;
+        }
+        if (!noSpaceLogged) {
+            noSpaceLogged = true;
+            System.err.println("blkstack: thin-pool " + name + ": out of data space ("
+                    + (features.errorIfNoSpace() ? "failing writes with ENOSPC" : "queueing writes") + ")");
+        }
+        if (features.errorIfNoSpace()) {
+            fail(clone, BioStatus.NOSPC);
+            return;
+        }
+        lock.lock();
+        noSpace.add(clone);
+        lock.unlock();
+    }
+
+    /** Discards whole blocks: unmap and drop the reference; partial-block discards are no-ops. */
+    private void discard(Bio clone, ThinBioState st) {
+        ThinDevice dev = st.device;
+        long entry = dev.entry(st.vblock);
+        if ((entry & ThinDevice.BUSY) != 0) {
+            park(clone);
+            return;
+        }
+        if (clone.sectorCount() == blockSectors && ThinDevice.dataBlockOf(entry) >= 0) {
+            metaLock.lock();
+            try {
+                long old = metadata.removeMapping(dev.devId(), st.vblock);
+                if (old >= 0 && metadata.refCount(old) == 0) {
+                    freedInTransaction.add(old);
+                }
+                dev.setEntry(st.vblock, 0);
+                dirty = true;
+            } finally {
+                metaLock.unlock();
+            }
+            scheduleCommit();
+        }
+        clone.endio();
+    }
+
+    /** A pool-submitted write completed (now on the worker): insert or undo the mapping, commit for FUA, complete. */
+    private void finish(Bio clone) {
+        TargetIo tio = clone.frontPad();
+        ThinBioState st = tio.perBioData();
+        boolean ok = !clone.status().isError();
+        if (st.newBlock >= 0) {
+            ThinDevice dev = st.device;
+            metaLock.lock();
+            try {
+                if (ok) {
+                    metadata.insertMapping(dev.devId(), st.vblock, st.newBlock);
+                    if (st.oldBlock >= 0 && metadata.refCount(st.oldBlock) == 0) {
+                        freedInTransaction.add(st.oldBlock);
+                    }
+                    dev.setEntry(st.vblock, ThinDevice.pack(st.newBlock, 0));
+                } else {
+                    metadata.releaseDataBlock(st.newBlock);
+                    freedInTransaction.add(st.newBlock);
+                    dev.setEntry(st.vblock, st.oldBlock < 0 ? 0 : ThinDevice.pack(st.oldBlock, ThinDevice.SHARED));
+                }
+                dirty = true;
+            } finally {
+                metaLock.unlock();
+            }
+            scheduleCommit();
+            unpark();
+        }
+        if (ok && clone.hasFlag(BioFlags.FUA)) {
+            BioStatus s = commit();
+            if (s.isError()) {
+                clone.setStatus(s);
+            }
+        }
+        unhookAndEnd(clone, st);
+    }
+
+    // ---- commit -------------------------------------------------------------------------------------
+
+    /**
+     * Makes every completed write durable: flushes the data device, commits the metadata if it
+     * changed, then returns the blocks freed in the committed transaction to their groups and
+     * retries writes waiting for space. Waits for I/O (worker or control path).
+     */
+    public BioStatus commit() {
+        if (mode == Mode.READ_ONLY) {
+            return BioStatus.OK;
+        }
+        BioStatus s = flushData();
+        if (s.isError()) {
+            return s;
+        }
+        List<Long> freed;
+        metaLock.lock();
+        try {
+            if (dirty) {
+                metadata.commit();
+                dirty = false;
+            }
+            freed = freedInTransaction.isEmpty() ? List.of() : new ArrayList<>(freedInTransaction);
+            freedInTransaction.clear();
+        } catch (MetadataIoException | MetadataFullException e) {
+            metadataFailed(e);
+            return BioStatus.IOERR;
+        } finally {
+            metaLock.unlock();
+        }
+        if (!freed.isEmpty()) {
+            for (long b : freed) {
+                groups.blockFreed(b);
+            }
+            checkLowWater();
+            lock.lock();
+            boolean waiting = !noSpace.isEmpty();
+            for (Bio b = noSpace.pop(); b != null; b = noSpace.pop()) {
+                deferred.add(b);
+            }
+            lock.unlock();
+            if (mode == Mode.OUT_OF_DATA_SPACE) {
+                mode = Mode.RW;
+                noSpaceLogged = false;
+            }
+            if (waiting) {
+                workqueue.queue(work);
+            }
+        }
+        return BioStatus.OK;
+    }
+
+    /** The delayed work: commits what changed since the last commit. */
+    private void periodicCommit() {
+        if (dirty) {
+            commit();
+        }
+    }
+
+    private void scheduleCommit() {
+        if (!closed) {
+            workqueue.queueDelayed(commitTimer, COMMIT_PERIOD_NANOS);
+        }
+    }
+
+    private void metadataFailed(RuntimeException e) {
+        if (mode != Mode.READ_ONLY) {
+            mode = Mode.READ_ONLY;
+            System.err.println("blkstack: thin-pool " + name + ": metadata failure, switching to read-only: " + e.getMessage());
+        }
+    }
+
+    private void checkLowWater() {
+        boolean below = groups.freeBlocks() <= lowWaterBlocks;
+        if (below && !belowLowWater) {
+            System.err.println("blkstack: thin-pool " + name + ": reached low water mark of " + lowWaterBlocks
+                    + " free data blocks (" + groups.freeBlocks() + " free)");
+        }
+        belowLowWater = below;
+    }
+
+    // ---- worker I/O helpers ---------------------------------------------------------------------------
+
+    /** Flushes the data device and waits. */
+    private BioStatus flushData() {
+        Bio bio = ioSet.alloc(Gfp.NOIO, 0);
+        bio.init(dataDevice, BioOp.FLUSH, 0, 0);
+        BioStatus s = Submit.submitAndWaitStatus(bio);
+        bio.put();
+        return s;
+    }
+
+    /** Reads a whole data block into the copy pages, writes them to one, or zeroes one; waits. */
+    private BioStatus blockIo(BioOp op, long block) {
+        Bio bio = ioSet.alloc(Gfp.NOIO, op == BioOp.WRITE_ZEROES ? 0 : copyPages.length);
+        bio.init(dataDevice, op, 0, block << blockShift);
+        if (op == BioOp.WRITE_ZEROES) {
+            bio.setSizeBytes(blockSectors << Bio.SECTOR_SHIFT);
+        } else {
+            for (Page p : copyPages) {
+                if (!bio.addPage(p, Page.SIZE, 0)) {
+                    throw new IllegalStateException("copy bio of " + copyPages.length + " pages refused a page");
+                }
+            }
+        }
+        BioStatus s = Submit.submitAndWaitStatus(bio);
+        bio.put();
+        return s;
+    }
+
+    private void remap(Bio clone, long block) {
+        long within = clone.sector() & (blockSectors - 1);
+        clone.setDevice(dataDevice).setSector((block << blockShift) + within);
+    }
+
+    /** Installs the pool's completion so the worker sees the clone before its original does. */
+    private void hook(Bio clone, ThinBioState st) {
+        st.savedEndIo = clone.endIo();
+        clone.setEndIo(provisionEndIo);
+    }
+
+    private void unhookAndEnd(Bio clone, ThinBioState st) {
+        if (st.savedEndIo != null) {
+            clone.setEndIo(st.savedEndIo);
+            st.savedEndIo = null;
+        }
+        clone.endio();
+    }
+
+    private void fail(Bio clone, BioStatus status) {
+        TargetIo tio = clone.frontPad();
+        ThinBioState st = tio.perBioData();
+        clone.setStatus(status);
+        unhookAndEnd(clone, st);
+    }
+
+    private void park(Bio clone) {
+        lock.lock();
+        parked.add(clone);
+        lock.unlock();
+    }
+
+    /** Moves every parked bio back to the deferred list (a provisioning they waited for is done). */
+    private void unpark() {
+        lock.lock();
+        for (Bio b = parked.pop(); b != null; b = parked.pop()) {
+            deferred.add(b);
+        }
+        lock.unlock();
+    }
+
+    private long refCount(long block) {
+        metaLock.lock();
+        try {
+            return metadata.refCount(block);
+        } finally {
+            metaLock.unlock();
+        }
+    }
+
+    // ---- status -------------------------------------------------------------------------------------
+
+    /**
+     * The dm-style status line: {@code <transaction id> <used>/<total metadata blocks>
+     * <used>/<total data blocks> - rw|ro|out_of_data_space discard_passdown|ignore_discard
+     * queue_if_no_space|error_if_no_space - low_water|-}.
+     */
+    public String statusInfo() {
+        metaLock.lock();
+        try {
+            return metadata.transactionId() + " " + metadata.usedMetadataBlocks() + "/" + metadata.metadataBlockCount() + " "
+                    + metadata.usedDataBlocks() + "/" + metadata.dataBlockCount() + " - " + mode.word() + " "
+                    + (features.ignoreDiscard() ? "ignore_discard" : "discard_passdown") + " "
+                    + (features.errorIfNoSpace() ? "error_if_no_space" : "queue_if_no_space") + " - "
+                    + (belowLowWater ? "low_water" : "-");
+        } finally {
+            metaLock.unlock();
+        }
+    }
+
+    /** Runs {@link ThinMetadata#check} on the current transaction. */
+    public List<String> check() {
+        metaLock.lock();
+        try {
+            return metadata.check();
+        } finally {
+            metaLock.unlock();
+        }
+    }
+
+    /** Waits until the worker has nothing queued (tests and suspend). */
+    public void drain() {
+        workqueue.flush();
+    }
+
+    public String name() {
+        return name;
+    }
+
+    public Mode mode() {
+        return mode;
+    }
+
+    public Features features() {
+        return features;
+    }
+
+    public int blockSectors() {
+        return blockSectors;
+    }
+
+    public long lowWaterBlocks() {
+        return lowWaterBlocks;
+    }
+
+    public BlockDevice metadataDevice() {
+        return metadataDevice;
+    }
+
+    public BlockDevice dataDevice() {
+        return dataDevice;
+    }
+
+    /** Whether free data blocks are at or below the low-water mark. */
+    public boolean belowLowWater() {
+        return belowLowWater;
+    }
+
+    /** The metadata (tests). */
+    public ThinMetadata metadata() {
+        return metadata;
+    }
+
+    /** Free data blocks (allocatable now). */
+    public long freeDataBlocks() {
+        return groups.freeBlocks();
+    }
+
+    /** Bios waiting for data space. */
+    public int waitingForSpace() {
+        lock.lock();
+        try {
+            return noSpace.size();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Drains the worker, commits, fails whatever still waits (for space), and releases everything;
+     * copes with a half-built pool.
+     */
+    public void close() {
+        if (closed) {
+            return;
+        }
+        if (workqueue != null) {
+            workqueue.flush();
+            if (metadata != null && mode != Mode.READ_ONLY) {
+                commit();
+            }
+        }
+        closed = true;
+        if (workqueue != null) {
+            commitTimer.cancelTimer();
+            commitTimer.cancel();
+            workqueue.close();
+        }
+        lock.lock();
+        BioList left = new BioList();
+        for (BioList l : new BioList[] {noSpace, parked, deferred, prepared}) {
+            for (Bio b = l.pop(); b != null; b = l.pop()) {
+                left.add(b);
+            }
+        }
+        lock.unlock();
+        for (Bio b = left.pop(); b != null; b = left.pop()) {
+            fail(b, BioStatus.IOERR);
+        }
+        if (groups != null) {
+            groups.close();
+        }
+        if (copyPages != null) {
+            for (Page p : copyPages) {
+                if (p != null) {
+                    kernel.pages().free(p);
+                }
+            }
+        }
+        if (ioSet != null) {
+            ioSet.close();
+        }
+        if (cache != null) {
+            cache.close();
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "thin-pool " + name;
+    }
+}

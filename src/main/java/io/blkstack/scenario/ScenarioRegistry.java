@@ -1,0 +1,44 @@
+package io.blkstack.scenario;
+
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * The seed scenarios by name, in seed order. Scenarios for the later seeds ({@code bufio-shrinker}
+ * for 003, {@code split-worker} for 004) implement {@link Scenario} and are added to
+ * {@link #SCENARIOS} with one line each.
+ */
+public final class ScenarioRegistry {
+
+    private static final Map<String, Scenario> SCENARIOS = new LinkedHashMap<>();
+
+    static {
+        add(new BiosetRescuerScenario());
+        add(new MapSgBounceScenario());
+    }
+
+    private ScenarioRegistry() {
+    }
+
+    private static void add(Scenario s) {
+        if (SCENARIOS.putIfAbsent(s.name(), s) != null) {
+            throw new IllegalStateException("scenario " + s.name() + " registered twice");
+        }
+    }
+
+    /** Every scenario in seed order. */
+    public static List<Scenario> all() {
+        return new ArrayList<>(SCENARIOS.values());
+    }
+
+    /** The scenario called {@code name}. */
+    public static Scenario byName(String name) {
+        Scenario s = SCENARIOS.get(name);
+        if (s == null) {
+            throw new IllegalArgumentException("unknown scenario '" + name + "'; known: " + String.join(", ", SCENARIOS.keySet()));
+        }
+        return s;
+    }
+}
