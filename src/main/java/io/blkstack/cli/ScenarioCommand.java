@@ -4,6 +4,7 @@ import io.blkstack.scenario.Scenario;
 import io.blkstack.scenario.ScenarioRegistry;
 import io.blkstack.scenario.ScenarioReport;
 import io.blkstack.scenario.ScenarioRun;
+import io.blkstack.scenario.ScenarioStats;
 import io.blkstack.scenario.SimEngine;
 import io.blkstack.scenario.ThreadsEngine;
 import io.blkstack.sim.SimResult;
@@ -31,7 +32,8 @@ import picocli.CommandLine.Spec;
  */
 @Command(name = "scenario", mixinStandardHelpOptions = true, versionProvider = BlkstackVersion.class,
         description = "The seed deadlock reproductions, each under the old and the fixed design.",
-        subcommands = {ScenarioCommand.ListCommand.class, ScenarioCommand.RunCommand.class})
+        subcommands = {ScenarioCommand.ListCommand.class, ScenarioCommand.RunCommand.class,
+                ScenarioCommand.StatsCommand.class})
 final class ScenarioCommand implements Callable<Integer> {
 
     @Spec
@@ -179,6 +181,75 @@ final class ScenarioCommand implements Callable<Integer> {
         private static String line(ScenarioRun r) {
             return r.scenario() + " " + r.variant() + " " + r.engine().key() + ": " + r.outcome() + " — " + r.note()
                     + (r.replay().isEmpty() ? "" : "\n  replay: " + r.replay());
+        }
+    }
+
+    /** {@code scenario stats}: how reliably the checker finds each seed's deadlock over many master seeds. */
+    @Command(name = "stats", mixinStandardHelpOptions = true,
+            description = "Run one sim campaign per master seed 1..N for each scenario's legacy variant (and, with"
+                    + " --fixed-seeds, its fixed variants) and print the fraction of master seeds whose campaign found"
+                    + " the seed's deadlock within the schedule budget and the median schedules to the first finding.")
+    static final class StatsCommand implements Callable<Integer> {
+        @Spec
+        CommandSpec spec;
+
+        @Parameters(index = "0", paramLabel = "NAME|all", description = "A scenario name or all.")
+        String name;
+
+        @Option(names = "--seeds", defaultValue = "100", description = "Master seeds 1..N per legacy variant (default: ${DEFAULT-VALUE}).")
+        int seeds;
+
+        @Option(names = "--schedules", defaultValue = "1000", description = "Schedules per campaign at most (default: ${DEFAULT-VALUE}).")
+        int schedules;
+
+        @Option(names = "--fixed-seeds", defaultValue = "0",
+                description = "Master seeds per fixed variant, each running the full budget (default: ${DEFAULT-VALUE}: none).")
+        int fixedSeeds;
+
+        @Option(names = "--jobs", defaultValue = "1", description = "Campaigns run in parallel (default: ${DEFAULT-VALUE}).")
+        int jobs;
+
+        @Override
+        public Integer call() {
+            PrintWriter out = spec.commandLine().getOut();
+            if (seeds < 1 || seeds > ScenarioStats.SEEDS_MAX) {
+                throw new ParameterException(spec.commandLine(), "--seeds must be in 1.." + ScenarioStats.SEEDS_MAX + ": " + seeds);
+            }
+            if (fixedSeeds < 0 || fixedSeeds > ScenarioStats.SEEDS_MAX) {
+                throw new ParameterException(spec.commandLine(), "--fixed-seeds must be in 0.." + ScenarioStats.SEEDS_MAX + ": "
+                        + fixedSeeds);
+            }
+            if (schedules < 1 || schedules > CheckCommand.SCHEDULES_MAX) {
+                throw new ParameterException(spec.commandLine(), "--schedules must be in 1.." + CheckCommand.SCHEDULES_MAX);
+            }
+            if (jobs < 1 || jobs > ScenarioStats.JOBS_MAX) {
+                throw new ParameterException(spec.commandLine(), "--jobs must be in 1.." + ScenarioStats.JOBS_MAX + ": " + jobs);
+            }
+            List<Scenario> scenarios;
+            try {
+                scenarios = "all".equals(name) ? ScenarioRegistry.all() : List.of(ScenarioRegistry.byName(name));
+            } catch (IllegalArgumentException e) {
+                throw new ParameterException(spec.commandLine(), e.getMessage());
+            }
+            List<ScenarioStats.Row> rows = new ArrayList<>();
+            boolean asExpected = true;
+            for (Scenario s : scenarios) {
+                for (Scenario.Variant v : s.variants()) {
+                    int n = v.expectFinding() ? seeds : fixedSeeds;
+                    if (n == 0) {
+                        continue;
+                    }
+                    ScenarioStats.Row row = ScenarioStats.run(s, v, n, schedules, jobs, r -> { });
+                    rows.add(row);
+                    asExpected &= v.expectFinding() ? row.found() == row.masterSeeds() : row.found() + row.otherFindings() == 0;
+                    out.print(ScenarioStats.table(List.of(row)).lines().skip(1).findFirst().orElse("") + "\n");
+                    out.flush();
+                }
+            }
+            out.println();
+            out.print(ScenarioStats.table(rows));
+            out.flush();
+            return asExpected ? ExitCodes.SUCCESS : ExitCodes.DEADLOCK;
         }
     }
 

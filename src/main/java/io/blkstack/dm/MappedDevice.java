@@ -86,16 +86,27 @@ public final class MappedDevice extends BlockDevice {
     private boolean closed;
 
     /** Creates the device over {@code table}, which it now owns; the size is the table's. */
-    @SuppressWarnings("this-escape")
     public MappedDevice(Kernel kernel, String name, Table table) {
+        this(kernel, name, table, CLONE_POOL_SIZE);
+    }
+
+    /**
+     * Creates the device over {@code table} with {@code cloneReserve} clones in its bio set's
+     * reserve (the kernel's {@code dm_mod.reserved_bio_based_ios}); the seed scenarios use a small one.
+     */
+    @SuppressWarnings("this-escape")
+    public MappedDevice(Kernel kernel, String name, Table table, int cloneReserve) {
         super(kernel, name, table.lengthSectors(), limitsOf(table));
         if (table.isClosed()) {
             throw new IllegalArgumentException("dm " + name + ": table is closed");
         }
+        if (cloneReserve < 1) {
+            throw new IllegalArgumentException("dm " + name + ": clone reserve " + cloneReserve + " is below 1");
+        }
         this.lock = new SpinLock("dm " + name);
         this.control = new Mutex("dm " + name + " control");
         this.idle = new WaitQueue("dm " + name + " idle");
-        this.clones = new BioSet(kernel, "dm-" + name, CLONE_POOL_SIZE, 0, TargetIo::new, true);
+        this.clones = new BioSet(kernel, "dm-" + name, cloneReserve, 0, TargetIo::new, true);
         this.flushParents = new BioSet(kernel, "dm-" + name + "-flush", FLUSH_POOL_SIZE, 0, TargetIo::new, false);
         this.workqueue = Workqueue.create(kernel, "kdmflush/" + name, Workqueue.MEM_RECLAIM, 1);
         this.deferredWork = new Work("dm " + name + " deferred", this::processDeferred);

@@ -72,6 +72,11 @@ public interface Scenario {
     /** The simulated faults ({@code SimFaults.Spec} syntax), empty for none. */
     String faults();
 
+    /** The faults of the threads engine (real threads take no simulated faults); none by default. */
+    default io.blkstack.kernel.Faults threadsFaults() {
+        return io.blkstack.kernel.Faults.NONE;
+    }
+
     /** A phrase the legacy knot must contain: the resource the seed names. */
     String seedResource();
 

@@ -16,7 +16,10 @@ public final class ScenarioRegistry {
 
     static {
         add(new BiosetRescuerScenario());
+        add(new DmDepthFirstScenario());
         add(new MapSgBounceScenario());
+        add(new BufioShrinkerScenario());
+        add(new SplitWorkerScenario());
     }
 
     private ScenarioRegistry() {

@@ -10,6 +10,7 @@ import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.concurrent.atomic.AtomicReferenceArray;
 
 /**
  * The {@code threads} engine: the scenario's workload on real threads and real time, under the
@@ -22,7 +23,8 @@ import java.util.concurrent.atomic.AtomicReference;
  * happens within
  * {@link #RUN_TIMEOUT}. A stalled kernel is abandoned, not closed: its tasks are stuck on waits
  * nothing will satisfy, closing would join them forever, and every kernel thread is a daemon, so
- * they cannot keep the JVM alive. The report says so. Under legacy an attempt may be lucky and
+ * they cannot keep the JVM alive. The report says so, and lists every hung task the watchdog
+ * reported (the first one may be a task waiting for its I/O, not the one waiting on the pool). Under legacy an attempt may be lucky and
  * finish; the engine tries up to {@link #ATTEMPTS_MAX} times.
  *
  * <p>This class is harness code: it waits on {@link CountDownLatch}es from the calling (non-task)
@@ -39,6 +41,8 @@ public final class ThreadsEngine {
     /** Attempts under legacy before reporting that no stall happened. */
     public static final int ATTEMPTS_MAX = 3;
     static final long POLL_MILLIS = 10;
+    /** Watchdog reports kept per attempt for the stall's explanation (every hung task, not only the first). */
+    static final int REPORTS_KEPT_MAX = 16;
 
     private ThreadsEngine() {
     }
@@ -70,11 +74,15 @@ public final class ThreadsEngine {
     static Attempt attempt(Scenario scenario, Scenario.Variant variant, Probe probe) {
         AtomicReference<HungTaskWatchdog.Report> stall = new AtomicReference<>();
         AtomicInteger reports = new AtomicInteger();
+        AtomicReferenceArray<HungTaskWatchdog.Report> kept = new AtomicReferenceArray<>(REPORTS_KEPT_MAX);
         CountDownLatch finished = new CountDownLatch(1);
         AtomicReference<Throwable> failure = new AtomicReference<>();
         Kernel kernel = Kernel.builder().name("scenario-" + scenario.name()).memory(scenario.memoryBytes())
-                .policies(variant.policies()).watchdog(WATCHDOG_THRESHOLD, r -> {
-                    reports.incrementAndGet();
+                .policies(variant.policies()).faults(scenario.threadsFaults()).watchdog(WATCHDOG_THRESHOLD, r -> {
+                    int index = reports.getAndIncrement();
+                    if (index < REPORTS_KEPT_MAX) {
+                        kept.set(index, r);
+                    }
                     stall.compareAndSet(null, r);
                 }).build();
         long begin = System.nanoTime();
@@ -133,7 +141,19 @@ public final class ThreadsEngine {
                 + WATCHDOG_THRESHOLD.toMillis() + " ms), no I/O completed for " + CONFIRM_WINDOW.toMillis()
                 + " ms after; stopped at " + after / 1_000_000 + " ms, kernel abandoned unclosed (" + kernel.scheduler().tasks().size()
                 + " tasks left on daemon threads)";
-        return new Attempt("STALL", r.describe(), note, coverage, after);
+        return new Attempt("STALL", describeAll(r, kept), note, coverage, after);
+    }
+
+    /** The confirmed report, then every other hung task the watchdog reported during the attempt. */
+    private static String describeAll(HungTaskWatchdog.Report confirmed, AtomicReferenceArray<HungTaskWatchdog.Report> kept) {
+        StringBuilder sb = new StringBuilder(confirmed.describe());
+        for (int i = 0; i < kept.length(); i++) {
+            HungTaskWatchdog.Report other = kept.get(i);
+            if (other != null && other != confirmed) {
+                sb.append("\nalso reported: ").append(other.describe());
+            }
+        }
+        return sb.toString();
     }
 
     private static void awaitQuietly(CountDownLatch latch) {

@@ -30,7 +30,10 @@ class ScenarioThreadsTest {
         Scenario s = ScenarioRegistry.byName(name);
         ScenarioRun run = ThreadsEngine.run(s, s.variants().get(0));
         assertEquals("STALL", run.outcome(), run.note() + "\n" + run.knot());
-        assertTrue(run.knot().contains("mempool"), run.knot());
+        if (s.seedResource().contains("mempool")) {
+            // The watchdog names one blocked task; for a reserve deadlock every stuck task waits on a pool.
+            assertTrue(run.knot().contains("mempool"), run.knot());
+        }
         assertTrue(run.coverage().get("watchdog.hung-tasks") > 0, run.coverage().toString());
     }
 

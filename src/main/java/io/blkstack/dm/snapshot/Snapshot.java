@@ -7,8 +7,10 @@ import io.blkstack.bio.BioStatus;
 import io.blkstack.block.BlockDevice;
 import io.blkstack.dm.MapResult;
 import io.blkstack.dm.TargetIo;
+import io.blkstack.kernel.Component;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.SpinLock;
+import io.blkstack.kernel.Task;
 import io.blkstack.kernel.WaitQueue;
 import io.blkstack.mem.Page;
 import io.blkstack.wq.Work;
@@ -39,8 +41,13 @@ import java.util.concurrent.atomic.AtomicLong;
  *
  * <p><b>Invalidation.</b> A full COW device or a failed copy or commit invalidates the snapshot:
  * its I/O fails, origin writes stop waiting for it, and a persistent store records it in the header.
+ *
+ * <p><b>Explanations.</b> The snapshot is registered with the kernel as a {@link Component} while
+ * open, so the checker's wait-for knot lists its pending exceptions and the bios waiting on each
+ * ({@link #describeState}): a clone queued there is held by the snapshot, not by the task that
+ * allocated it.
  */
-public final class Snapshot {
+public final class Snapshot implements Component {
 
     /** Pending exceptions per snapshot. */
     public static final int PENDING_MAX = 16;
@@ -79,6 +86,7 @@ public final class Snapshot {
     private volatile boolean valid = true;
     private volatile boolean active;
     private boolean registered;
+    private boolean describable;
     private boolean closed;
 
     private Snapshot(Kernel kernel, String name, BlockDevice origin, BlockDevice cow, int chunkSectors) {
@@ -135,6 +143,8 @@ public final class Snapshot {
         }
         OriginRegistry.register(this);
         registered = true;
+        kernel.register(this);
+        describable = true;
     }
 
     // ---- origin side ---------------------------------------------------------------------------
@@ -497,6 +507,10 @@ public final class Snapshot {
             OriginRegistry.unregister(this);
             registered = false;
         }
+        if (describable) {
+            kernel.unregister(this);
+            describable = false;
+        }
         if (pending != null) {
             idle.waitEvent(() -> {
                 lock.lock();
@@ -528,6 +542,46 @@ public final class Snapshot {
         if (failure != null) {
             throw failure;
         }
+    }
+
+    /**
+     * The pending exceptions in use with their state and waiting bios, the bios waiting for a free
+     * one, and the retry list. From a thread that is not a kernel task (the checker, while every
+     * task is parked) it reads without the lock.
+     */
+    @Override
+    public String describeState() {
+        StringBuilder sb = new StringBuilder();
+        boolean locked = Task.currentOrNull() != null;
+        if (locked) {
+            lock.lock();
+        }
+        try {
+            sb.append(this).append(valid ? "" : " (invalid: " + invalidReason + ")").append(": ").append(pendingInUse)
+                    .append(" of ").append(PENDING_MAX).append(" pending exception(s) in use");
+            if (pending != null) {
+                for (PendingException pe : pending) {
+                    if (!pe.inUse()) {
+                        continue;
+                    }
+                    String phase = pe.waitingForReads ? "committed, waiting for origin reads"
+                            : pe.copied ? "copied, waiting for the commit" : "copy-out to the COW device in progress";
+                    sb.append("\n    ").append(pe).append(" (").append(phase).append("): holds ").append(pe.waiters.size())
+                            .append(" waiting bio(s) ").append(pe.waiters.toList());
+                }
+            }
+            if (!waitingForPending.isEmpty()) {
+                sb.append("\n    waiting for a free pending exception: ").append(waitingForPending.toList());
+            }
+            if (!retry.isEmpty()) {
+                sb.append("\n    retry list: ").append(retry.toList());
+            }
+        } finally {
+            if (locked) {
+                lock.unlock();
+            }
+        }
+        return sb.toString();
     }
 
     @Override

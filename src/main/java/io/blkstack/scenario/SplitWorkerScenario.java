@@ -1,0 +1,203 @@
+package io.blkstack.scenario;
+
+import io.blkstack.block.MemoryDevice;
+import io.blkstack.bufio.BufferCache;
+import io.blkstack.dm.thin.Pool;
+import io.blkstack.kernel.Faults;
+import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.Policies;
+import io.blkstack.kernel.PolicySwitch;
+import io.blkstack.kernel.Task;
+import io.blkstack.kernel.TaskKind;
+import io.blkstack.thin.AllocationGroups;
+import io.blkstack.thin.ThinMetadata;
+import io.blkstack.wq.WorkerPool;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.function.Consumer;
+
+/**
+ * Seed 004, {@code split-worker}: thin metadata ({@link ThinMetadata}) with small B-tree nodes, so
+ * inserts split often, and {@link AllocationGroups} as the trees' split runner. Two groups; the
+ * second is full (every block in use), so only group 0 can back an allocation. No workqueue worker
+ * can be created (the fault site {@code worker-create} always fails), so the {@code alloc} queue's
+ * items run only on its rescuer, one at a time, after a mayday.
+ *
+ * <p>Two tasks: {@code provision} is the write path (it locks group 0 and reserves space, then
+ * allocates data blocks and maps them, each of which may split); {@code convert} is the completion
+ * path (it maps blocks allocated earlier, holding no group and no reservation, which may split).
+ * Memory is exhausted, and the write path commits after each round, so metadata writes use the
+ * buffer cache's bio reserves.
+ *
+ * <p>Legacy ({@code split-offload=legacy}): every split goes to the rescuer. The completion path's
+ * split, brought no reservation, locks a group on the rescuer itself, and group 0 is held by the
+ * write path, which waits for the metadata lock the completion path holds while it waits for its
+ * split: the allocation-group lock and the rescuer in one knot. Fixed ({@code reserved-only}): only
+ * the write path's splits, backed by its reservation, are offloaded; the completion path splits
+ * inline and never needs a group lock.
+ */
+final class SplitWorkerScenario implements Scenario {
+
+    static final String META = "meta0";
+    static final long META_BYTES = 4L << 20;
+    static final long GROUP_BLOCKS = 64;
+    static final long DATA_BLOCKS = 2 * GROUP_BLOCKS;
+    static final long DATA_BLOCK_SECTORS = 128;
+    static final int NODE_CAPACITY = 5;
+    /** Thin device ids of the two paths. */
+    static final int WRITE_DEV = 0;
+    static final int CONVERT_DEV = 1;
+
+    @Override
+    public String name() {
+        return "split-worker";
+    }
+
+    @Override
+    public String seed() {
+        return "004";
+    }
+
+    @Override
+    public String description() {
+        return "thin B-tree splits offloaded to the alloc queue's rescuer (no workers can be created): a write path"
+                + " holding an allocation group and a completion path both split";
+    }
+
+    @Override
+    public Policies legacyPolicies() {
+        return Policies.defaults().with(PolicySwitch.SPLIT_OFFLOAD, "legacy");
+    }
+
+    @Override
+    public List<Variant> fixedVariants() {
+        return List.of(new Variant("fixed", Policies.defaults(), false, false,
+                "split-offload=reserved-only: offload only with a held group's reservation, else split inline"));
+    }
+
+    @Override
+    public long memoryBytes() {
+        return 512 * 1024;
+    }
+
+    @Override
+    public String faults() {
+        return WorkerPool.FAULT_SITE + "=1,latency:" + META + "=0.5/200us";
+    }
+
+    /** Real threads get the same fault: no worker can be created. */
+    @Override
+    public Faults threadsFaults() {
+        return new Faults() {
+            @Override
+            public boolean shouldFail(String site) {
+                return site.equals(WorkerPool.FAULT_SITE);
+            }
+
+            @Override
+            public long extraLatencyNanos(String site) {
+                return 0;
+            }
+        };
+    }
+
+    @Override
+    public String seedResource() {
+        return "thin ag 0";
+    }
+
+    @Override
+    public Consumer<Kernel> workload(Engine engine, Probe probe) {
+        int rounds = engine == Engine.SIM ? 2 : 6;
+        int perRound = engine == Engine.SIM ? 4 : 5;
+        return kernel -> run(kernel, probe, rounds, perRound);
+    }
+
+    /** Builds the metadata and the groups (group 1 full), runs both paths, checks and tears down. */
+    private static void run(Kernel kernel, Probe probe, int rounds, int perRound) {
+        MemoryDevice meta = new MemoryDevice(kernel, META, META_BYTES, 50_000);
+        BufferCache cache = new BufferCache(meta, Pool.METADATA_BLOCK_SIZE, new BufferCache.Config(4, 16, Long.MAX_VALUE, 0));
+        ThinMetadata md = ThinMetadata.format(cache, DATA_BLOCKS, DATA_BLOCK_SECTORS, NODE_CAPACITY);
+        md.createThin(WRITE_DEV);
+        md.createThin(CONVERT_DEV);
+        // Fill group 1 (blocks GROUP_BLOCKS..DATA_BLOCKS) so only group 0 has space.
+        long filler = 2;
+        md.createThin(filler);
+        for (long b = GROUP_BLOCKS; b < DATA_BLOCKS; b++) {
+            long got = md.allocDataBlock(GROUP_BLOCKS, DATA_BLOCKS);
+            md.insertMapping(filler, b - GROUP_BLOCKS, got);
+        }
+        // The completion path's blocks: allocated up front (the "unwritten extents"), mapped later.
+        int convertCount = rounds * perRound;
+        long[] converted = new long[convertCount];
+        for (int i = 0; i < convertCount; i++) {
+            converted[i] = md.allocDataBlock(0, GROUP_BLOCKS);
+        }
+        md.commit();
+        AllocationGroups groups = new AllocationGroups(kernel, md, GROUP_BLOCKS);
+        md.tree().setSplitRunner(groups);
+        if (groups.group(1).available() != 0) {
+            throw new IllegalStateException("group 1 should be full, has " + groups.group(1).available() + " available");
+        }
+        // Severe memory shortage: the arena is taken down to its floor (worker creation fails on its
+        // own under it; the fault makes that certain), and metadata writes lean on the reserves.
+        MemoryPressure pressure = MemoryPressure.exhaust(kernel, 0);
+        probe.start(kernel);
+        long[] written = new long[rounds * perRound];
+        Task writer = kernel.spawn("provision", TaskKind.WORKER, () -> provision(md, groups, written, rounds, perRound, probe));
+        Task converter = kernel.spawn("convert", TaskKind.WORKER, () -> convert(md, converted, probe));
+        kernel.scheduler().join(writer);
+        kernel.scheduler().join(converter);
+        probe.stop();
+        pressure.release();
+        md.tree().setSplitRunner(null);
+        groups.close();
+        verify(md, WRITE_DEV, written);
+        verify(md, CONVERT_DEV, converted);
+        md.commit();
+        List<String> problems = md.check();
+        if (!problems.isEmpty()) {
+            throw new IllegalStateException("thin metadata check after the run: " + problems);
+        }
+        cache.close();
+    }
+
+    /** The write path: per round, locks a group with space reserved, allocates and maps blocks, unlocks. */
+    private static void provision(ThinMetadata md, AllocationGroups groups, long[] written, int rounds, int perRound,
+            Probe probe) {
+        for (int r = 0; r < rounds; r++) {
+            // One block per mapping plus the reservation that backs offloaded splits.
+            try (AllocationGroups.Hold hold = groups.reserve(perRound + AllocationGroups.SPLIT_RESERVE_BLOCKS, 0)) {
+                if (hold == null) {
+                    throw new IllegalStateException("provision: out of data space in round " + r);
+                }
+                for (int i = 0; i < perRound; i++) {
+                    int v = r * perRound + i;
+                    written[v] = hold.allocate();
+                    md.insertMapping(WRITE_DEV, v, written[v]);
+                    probe.ioDone();
+                }
+            }
+            md.commit();
+        }
+    }
+
+    /** The completion path: maps the blocks allocated up front, one by one, holding no group. */
+    private static void convert(ThinMetadata md, long[] blocks, Probe probe) {
+        for (int v = 0; v < blocks.length; v++) {
+            md.insertMapping(CONVERT_DEV, v, blocks[v]);
+            probe.ioDone();
+        }
+    }
+
+    /** Checks that every virtual block of {@code dev} maps to the block recorded for it. */
+    private static void verify(ThinMetadata md, int dev, long[] blocks) {
+        for (int v = 0; v < blocks.length; v++) {
+            long got = md.lookup(dev, v);
+            if (got != blocks[v]) {
+                throw new IllegalStateException("thin device " + dev + " vblock " + v + " maps to " + got + ", expected "
+                        + blocks[v]);
+            }
+        }
+    }
+}
