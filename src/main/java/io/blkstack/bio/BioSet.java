@@ -6,6 +6,7 @@ import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.PolicySwitch;
 import io.blkstack.kernel.SpinLock;
 import io.blkstack.kernel.Task;
+import io.blkstack.kernel.Teardown;
 import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Mempool;
 import io.blkstack.mem.Page;
@@ -331,34 +332,17 @@ public final class BioSet implements Component {
         }
         closed = true;
         kernel.unregister(this);
-        RuntimeException failure = null;
-        if (rescuer != null) {
-            try {
-                rescuer.close();
-            } catch (RuntimeException e) {
-                failure = e;
-            }
-        }
+        Teardown teardown = new Teardown().close(rescuer);
         long out = bioOut.get();
         int rescued = rescueList.size();
         for (AutoCloseable c : new AutoCloseable[] {vecPool, bioPool, vecSlab, bioSlab}) {
-            try {
-                c.close();
-            } catch (Exception e) {
-                if (failure == null) {
-                    failure = e instanceof RuntimeException r ? r : new IllegalStateException(e);
-                } else {
-                    failure.addSuppressed(e);
-                }
-            }
+            teardown.close(c);
         }
-        if (failure == null && (out != 0 || rescued != 0)) {
-            failure = new IllegalStateException("bio set " + name + ": " + out + " bio(s) not returned, "
-                    + rescued + " on the rescue list at close");
+        if (!teardown.failed() && (out != 0 || rescued != 0)) {
+            teardown.add(new IllegalStateException("bio set " + name + ": " + out + " bio(s) not returned, "
+                    + rescued + " on the rescue list at close"));
         }
-        if (failure != null) {
-            throw failure;
-        }
+        teardown.finish();
     }
 
     @Override

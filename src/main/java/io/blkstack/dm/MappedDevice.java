@@ -15,6 +15,7 @@ import io.blkstack.kernel.Mutex;
 import io.blkstack.kernel.PolicySwitch;
 import io.blkstack.kernel.SpinLock;
 import io.blkstack.kernel.Task;
+import io.blkstack.kernel.Teardown;
 import io.blkstack.kernel.WaitQueue;
 import io.blkstack.mem.Gfp;
 import io.blkstack.wq.Work;
@@ -645,22 +646,9 @@ public final class MappedDevice extends BlockDevice {
         if (inactive != null) {
             inactive.close();
         }
-        RuntimeException failure = null;
-        for (BioSet set : new BioSet[] {clones, flushParents}) {
-            try {
-                set.close();
-            } catch (RuntimeException e) {
-                if (failure == null) {
-                    failure = e;
-                } else {
-                    failure.addSuppressed(e);
-                }
-            }
-        }
+        Teardown teardown = new Teardown().close(clones).close(flushParents);
         super.close();
-        if (failure != null) {
-            throw failure;
-        }
+        teardown.finish();
     }
 
     private Bio popHeld() {

@@ -198,36 +198,22 @@ public final class Kernel implements AutoCloseable {
         closed = true;
         // Closing blocks (joins tasks, waits for in-flight I/O), so the caller must be a task.
         Attachment closer = Task.currentOrNull() == null ? attach("kernel-close") : null;
-        List<RuntimeException> failures = new ArrayList<>();
+        Teardown teardown = new Teardown();
         List<Component> reversed = new ArrayList<>(components);
         java.util.Collections.reverse(reversed);
         for (Component c : reversed) {
-            try {
-                c.close();
-            } catch (RuntimeException e) {
-                failures.add(e);
-            }
+            teardown.close(c);
         }
         components.clear();
         if (watchdog != null) {
             watchdog.stop();
         }
-        try {
-            pages.close();
-        } catch (RuntimeException e) {
-            failures.add(e);
-        }
+        teardown.close(pages);
         if (closer != null) {
             closer.close();
         }
         scheduler.close();
-        if (!failures.isEmpty()) {
-            RuntimeException first = failures.get(0);
-            for (int i = 1; i < failures.size(); i++) {
-                first.addSuppressed(failures.get(i));
-            }
-            throw first;
-        }
+        teardown.finish();
     }
 
     @Override

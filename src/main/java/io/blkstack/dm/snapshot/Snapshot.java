@@ -11,6 +11,7 @@ import io.blkstack.kernel.Component;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.SpinLock;
 import io.blkstack.kernel.Task;
+import io.blkstack.kernel.Teardown;
 import io.blkstack.kernel.WaitQueue;
 import io.blkstack.mem.Page;
 import io.blkstack.wq.Work;
@@ -521,27 +522,7 @@ public final class Snapshot implements Component {
                 }
             }, "pending exceptions of snapshot " + name);
         }
-        RuntimeException failure = null;
-        for (AutoCloseable c : new AutoCloseable[] {workqueue == null ? null : workqueue::close, copier,
-                store == null ? null : store::close}) {
-            if (c == null) {
-                continue;
-            }
-            try {
-                c.close();
-            } catch (RuntimeException e) {
-                if (failure == null) {
-                    failure = e;
-                } else {
-                    failure.addSuppressed(e);
-                }
-            } catch (Exception e) {
-                throw new IllegalStateException(e);
-            }
-        }
-        if (failure != null) {
-            throw failure;
-        }
+        Teardown.closeAll(workqueue == null ? null : workqueue::close, copier, store == null ? null : store::close);
     }
 
     /**

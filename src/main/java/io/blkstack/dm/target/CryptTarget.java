@@ -17,6 +17,7 @@ import io.blkstack.dm.TargetIo;
 import io.blkstack.dm.crypt.XtsCipher;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.SpinLock;
+import io.blkstack.kernel.Teardown;
 import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Mempool;
 import io.blkstack.mem.Page;
@@ -439,27 +440,14 @@ public final class CryptTarget extends Target {
     /** Drains and destroys the workqueues, then the pools (which check that everything came back). */
     @Override
     public void close() {
-        RuntimeException failure = null;
+        Teardown teardown = new Teardown();
         for (AutoCloseable c : new AutoCloseable[] {writeQueue, readQueue, pagePool, bioSet}) {
-            if (c == null) {
-                continue;
-            }
-            try {
-                c.close();
-            } catch (Exception e) {
-                if (failure == null) {
-                    failure = e instanceof RuntimeException r ? r : new IllegalStateException(e);
-                } else {
-                    failure.addSuppressed(e);
-                }
-            }
+            teardown.close(c);
         }
         writeQueue = null;
         readQueue = null;
         pagePool = null;
         bioSet = null;
-        if (failure != null) {
-            throw failure;
-        }
+        teardown.finish();
     }
 }

@@ -15,6 +15,7 @@ import io.blkstack.dm.TargetArgs;
 import io.blkstack.dm.TargetIo;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.SpinLock;
+import io.blkstack.kernel.Teardown;
 import io.blkstack.kernel.WaitQueue;
 import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Mempool;
@@ -684,27 +685,14 @@ public final class MirrorTarget extends Target {
     /** Drains the workqueues (a running rebuild finishes), then closes the pools. */
     @Override
     public void close() {
-        RuntimeException failure = null;
+        Teardown teardown = new Teardown();
         for (AutoCloseable c : new AutoCloseable[] {rebuildQueue, retryQueue, pagePool, bioSet}) {
-            if (c == null) {
-                continue;
-            }
-            try {
-                c.close();
-            } catch (Exception e) {
-                if (failure == null) {
-                    failure = e instanceof RuntimeException r ? r : new IllegalStateException(e);
-                } else {
-                    failure.addSuppressed(e);
-                }
-            }
+            teardown.close(c);
         }
         rebuildQueue = null;
         retryQueue = null;
         pagePool = null;
         bioSet = null;
-        if (failure != null) {
-            throw failure;
-        }
+        teardown.finish();
     }
 }
