@@ -12,33 +12,39 @@ import io.blkstack.kernel.TaskKind;
 import io.blkstack.thin.AllocationGroups;
 import io.blkstack.thin.ThinMetadata;
 import io.blkstack.wq.WorkerPool;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.function.Consumer;
 
 /**
- * Seed 004, {@code split-worker}: thin metadata ({@link ThinMetadata}) with small B-tree nodes, so
- * inserts split often, and {@link AllocationGroups} as the trees' split runner. Two groups; the
- * second is full (every block in use), so only group 0 can back an allocation. No workqueue worker
- * can be created (the fault site {@code worker-create} always fails), so the {@code alloc} queue's
- * items run only on its rescuer, one at a time, after a mayday.
+ * Seed 004, {@code split-worker}: two B-trees that split often (small nodes), each under its own
+ * lock, sharing one set of {@link AllocationGroups} as their split runner and so one {@code alloc}
+ * {@code MEM_RECLAIM} workqueue (XFS: the block-map B-trees of two inodes sharing the AGs and
+ * {@code xfs_alloc_wq}). The write path's tree is the thin pool's metadata {@code md} on
+ * {@code meta0}, whose data space the groups cut in two; the second group is full (every block in
+ * use), so only group 0 can back an allocation. The completion path's tree is a second
+ * {@link ThinMetadata} on {@code meta1}, the other "inode", whose blocks were allocated earlier
+ * (the unwritten extents) and are now being mapped (the conversion). No workqueue worker can be
+ * created (the fault site {@code worker-create} always fails), so the {@code alloc} queue's items
+ * run only on its rescuer, one at a time, after a mayday.
  *
  * <p>Two tasks: {@code provision} is the write path (it locks group 0 and reserves space, then
- * allocates data blocks and maps them, each of which may split); {@code convert} is the completion
- * path (it maps blocks allocated earlier, holding no group and no reservation, which may split).
- * Memory is exhausted, and the write path commits after each round, so metadata writes use the
- * buffer cache's bio reserves.
+ * allocates data blocks and maps them in {@code md}, each of which may split); {@code convert} is
+ * the completion path (it maps its blocks in the second tree, holding no group and no reservation,
+ * which may split). Memory is exhausted, and the write path commits after each round, so metadata
+ * writes use the buffer cache's bio reserves.
  *
- * <p>Legacy ({@code split-offload=legacy}): every split goes to the rescuer. The completion path's
- * split, brought no reservation, locks a group on the rescuer itself, and group 0 is held by the
- * write path, which waits for the metadata lock the completion path holds while it waits for its
- * split: the allocation-group lock and the rescuer in one knot. Fixed ({@code reserved-only}): only
- * the write path's splits, backed by its reservation, are offloaded; the completion path splits
- * inline and never needs a group lock.
+ * <p>Legacy ({@code split-offload=legacy}): every split goes to the rescuer. When the completion
+ * path's split runs first, it brought no reservation, so on the rescuer it must lock a group: group
+ * 1 is full and group 0 is held by the write path, whose own split is queued on the same rescuer
+ * behind it. The ABBA of the seed between the rescuer's serial queue and the allocation-group lock.
+ * Fixed ({@code reserved-only}): only the write path's splits, backed by its reservation, are
+ * offloaded; the completion path splits inline and never needs a group lock.
  */
 final class SplitWorkerScenario implements Scenario {
 
     static final String META = "meta0";
+    /** The completion path's metadata device (the second tree). */
+    static final String CONVERT_META = "meta1";
     static final long META_BYTES = 4L << 20;
     static final long GROUP_BLOCKS = 64;
     static final long DATA_BLOCKS = 2 * GROUP_BLOCKS;
@@ -82,7 +88,7 @@ final class SplitWorkerScenario implements Scenario {
 
     @Override
     public String faults() {
-        return WorkerPool.FAULT_SITE + "=1,latency:" + META + "=0.5/200us";
+        return WorkerPool.FAULT_SITE + "=1,latency:" + META + "=0.5/200us,latency:" + CONVERT_META + "=0.5/200us";
     }
 
     /** Real threads get the same fault: no worker can be created. */
@@ -110,16 +116,19 @@ final class SplitWorkerScenario implements Scenario {
     public Consumer<Kernel> workload(Engine engine, Probe probe) {
         int rounds = engine == Engine.SIM ? 2 : 6;
         int perRound = engine == Engine.SIM ? 4 : 5;
-        return kernel -> run(kernel, probe, rounds, perRound);
+        int conversions = engine == Engine.SIM ? 12 : 40;
+        return kernel -> run(kernel, probe, rounds, perRound, conversions);
     }
 
-    /** Builds the metadata and the groups (group 1 full), runs both paths, checks and tears down. */
-    private static void run(Kernel kernel, Probe probe, int rounds, int perRound) {
+    /**
+     * Builds the pool metadata with its groups (group 1 full) and the second tree, both splitting
+     * through the groups; runs both paths, checks both trees and tears down.
+     */
+    private static void run(Kernel kernel, Probe probe, int rounds, int perRound, int conversions) {
         MemoryDevice meta = new MemoryDevice(kernel, META, META_BYTES, 50_000);
         BufferCache cache = new BufferCache(meta, Pool.METADATA_BLOCK_SIZE, new BufferCache.Config(4, 16, Long.MAX_VALUE, 0));
         ThinMetadata md = ThinMetadata.format(cache, DATA_BLOCKS, DATA_BLOCK_SECTORS, NODE_CAPACITY);
         md.createThin(WRITE_DEV);
-        md.createThin(CONVERT_DEV);
         // Fill group 1 (blocks GROUP_BLOCKS..DATA_BLOCKS) so only group 0 has space.
         long filler = 2;
         md.createThin(filler);
@@ -127,15 +136,22 @@ final class SplitWorkerScenario implements Scenario {
             long got = md.allocDataBlock(GROUP_BLOCKS, DATA_BLOCKS);
             md.insertMapping(filler, b - GROUP_BLOCKS, got);
         }
-        // The completion path's blocks: allocated up front (the "unwritten extents"), mapped later.
-        int convertCount = rounds * perRound;
-        long[] converted = new long[convertCount];
-        for (int i = 0; i < convertCount; i++) {
-            converted[i] = md.allocDataBlock(0, GROUP_BLOCKS);
-        }
         md.commit();
+        // The completion path's tree, on its own metadata device under its own lock: its blocks
+        // are allocated up front (the "unwritten extents") and mapped later (the conversion).
+        MemoryDevice convertMeta = new MemoryDevice(kernel, CONVERT_META, META_BYTES, 50_000);
+        BufferCache convertCache = new BufferCache(convertMeta, Pool.METADATA_BLOCK_SIZE,
+                new BufferCache.Config(4, 16, Long.MAX_VALUE, 0));
+        ThinMetadata convertMd = ThinMetadata.format(convertCache, conversions, DATA_BLOCK_SECTORS, NODE_CAPACITY);
+        convertMd.createThin(CONVERT_DEV);
+        long[] converted = new long[conversions];
+        for (int i = 0; i < conversions; i++) {
+            converted[i] = convertMd.allocDataBlock(0, conversions);
+        }
+        convertMd.commit();
         AllocationGroups groups = new AllocationGroups(kernel, md, GROUP_BLOCKS);
         md.tree().setSplitRunner(groups);
+        convertMd.tree().setSplitRunner(groups);
         if (groups.group(1).available() != 0) {
             throw new IllegalStateException("group 1 should be full, has " + groups.group(1).available() + " available");
         }
@@ -145,20 +161,24 @@ final class SplitWorkerScenario implements Scenario {
         probe.start(kernel);
         long[] written = new long[rounds * perRound];
         Task writer = kernel.spawn("provision", TaskKind.WORKER, () -> provision(md, groups, written, rounds, perRound, probe));
-        Task converter = kernel.spawn("convert", TaskKind.WORKER, () -> convert(md, converted, probe));
+        Task converter = kernel.spawn("convert", TaskKind.WORKER, () -> convert(convertMd, converted, probe));
         kernel.scheduler().join(writer);
         kernel.scheduler().join(converter);
         probe.stop();
         pressure.release();
         md.tree().setSplitRunner(null);
+        convertMd.tree().setSplitRunner(null);
         groups.close();
         verify(md, WRITE_DEV, written);
-        verify(md, CONVERT_DEV, converted);
-        md.commit();
-        List<String> problems = md.check();
-        if (!problems.isEmpty()) {
-            throw new IllegalStateException("thin metadata check after the run: " + problems);
+        verify(convertMd, CONVERT_DEV, converted);
+        for (ThinMetadata m : List.of(md, convertMd)) {
+            m.commit();
+            List<String> problems = m.check();
+            if (!problems.isEmpty()) {
+                throw new IllegalStateException("thin metadata check after the run: " + problems);
+            }
         }
+        convertCache.close();
         cache.close();
     }
 
@@ -182,7 +202,7 @@ final class SplitWorkerScenario implements Scenario {
         }
     }
 
-    /** The completion path: maps the blocks allocated up front, one by one, holding no group. */
+    /** The completion path: maps the blocks allocated up front in its own tree, one by one, holding no group. */
     private static void convert(ThinMetadata md, long[] blocks, Probe probe) {
         for (int v = 0; v < blocks.length; v++) {
             md.insertMapping(CONVERT_DEV, v, blocks[v]);

@@ -23,6 +23,10 @@ import java.util.function.LongSupplier;
  * deadlock (rule 4 of DESIGN.md section 1). {@code split-offload=legacy} always offloads; the
  * fixed {@code reserved-only} policy offloads only when the calling task holds a group with enough
  * reserved space (so the worker never needs a group lock), and otherwise splits inline.
+ *
+ * <p>The groups are the split runner of any number of trees ({@link BTree#setSplitRunner}): like
+ * the block-map B-trees of several XFS inodes, trees of different thin metadata, each under its own
+ * lock, share the groups and the one {@code alloc} queue, so their splits can be queued together.
  */
 public final class AllocationGroups implements BTree.SplitRunner, AutoCloseable {
 
@@ -233,10 +237,12 @@ public final class AllocationGroups implements BTree.SplitRunner, AutoCloseable 
         kernel.counters().get("thin.split-offloaded").incrementAndGet();
         long[] result = {-1};
         RuntimeException[] failure = {null};
-        Completion done = new Completion("btree split");
+        // Named after the caller, so a knot shows whose split is running and whose is queued.
+        String what = "btree split of " + Task.current();
+        Completion done = new Completion(what);
         boolean needsGroup = held == null;
         int preferred = held == null ? 0 : held.group().index();
-        allocWq.queue(new Work("btree split", () -> {
+        allocWq.queue(new Work(what, () -> {
             try {
                 if (needsGroup) {
                     // The worker must find space of its own: it locks a group (and may wait for one).
