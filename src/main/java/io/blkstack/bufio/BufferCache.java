@@ -386,6 +386,11 @@ public final class BufferCache implements Shrinker, AutoCloseable {
         }
     }
 
+    /** The bio set the cache's reads and write-backs come from (its reserve shows in reports). */
+    public BioSet bioSet() {
+        return bioSet;
+    }
+
     /** The cache's mutex; for tests that hold it to prove the shrinker does not wait for it. */
     public Mutex mutex() {
         return lock;

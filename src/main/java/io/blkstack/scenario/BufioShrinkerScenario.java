@@ -98,6 +98,8 @@ final class BufioShrinkerScenario implements Scenario {
         }
         md.commit();
         MemoryPressure pressure = MemoryPressure.exhaust(kernel, 0);
+        probe.watch("bufio write-back vec reserve", cache.bioSet().vecPool());
+        probe.watch("bufio write-back bio reserve", cache.bioSet().bioPool());
         probe.start(kernel);
         List<Task> workers = new ArrayList<>();
         for (int t = 0; t < TASKS; t++) {

@@ -21,6 +21,8 @@ public final class Probe {
 
     /** Samples kept per run. */
     public static final int SAMPLES_MAX = 200;
+    /** How often the sampling period may double to cover a long run. */
+    public static final int DOUBLINGS_MAX = 6;
     /** Pools watched at most. */
     public static final int POOLS_MAX = 4;
 
@@ -39,6 +41,7 @@ public final class Probe {
     private volatile Timer timer;
     private Kernel kernel;
     private long startNanos;
+    private int doublings;
 
     /** A probe sampling every {@code periodNanos} (0: disabled). */
     public Probe(long periodNanos) {
@@ -78,12 +81,16 @@ public final class Probe {
         this.kernel = k;
         this.startNanos = k.scheduler().nanoTime();
         count.set(0);
+        doublings = 0;
         stopped = false;
         sample();
     }
 
     /** Stops sampling (before the kernel closes). */
     public void stop() {
+        if (periodNanos != 0 && !stopped) {
+            record(); // the end state, so a run shorter than one period still shows its I/O
+        }
         stopped = true;
         Timer t = timer;
         if (t != null) {
@@ -91,14 +98,31 @@ public final class Probe {
         }
     }
 
-    /** The timer callback: records one sample and re-arms while there is room. */
+    /**
+     * The timer callback: records one sample and re-arms. When the arrays are full it keeps every
+     * other sample and doubles the period, so a long run is still covered from start to end; after
+     * {@link #DOUBLINGS_MAX} doublings it stops re-arming, so it cannot keep a deadlocked run alive.
+     */
     private void sample() {
         if (stopped) {
             return;
         }
+        if (!record()) {
+            return;
+        }
+        if ((count.get() < SAMPLES_MAX || doublings < DOUBLINGS_MAX) && !stopped) {
+            timer = kernel.scheduler().addTimer(periodNanos << doublings, "scenario probe", this::sample);
+        }
+    }
+
+    /** Records one sample now; false when the arrays are full and may not be thinned again. */
+    private boolean record() {
         int i = count.get();
         if (i >= SAMPLES_MAX) {
-            return;
+            if (doublings == DOUBLINGS_MAX) {
+                return false;
+            }
+            i = decimate();
         }
         times[i] = kernel.scheduler().nanoTime() - startNanos;
         for (int p = 0; p < pools.size(); p++) {
@@ -106,9 +130,21 @@ public final class Probe {
         }
         completed[i] = ioCompleted.get();
         count.set(i + 1);
-        if (i + 1 < SAMPLES_MAX && !stopped) {
-            timer = kernel.scheduler().addTimer(periodNanos, "scenario probe", this::sample);
+        return true;
+    }
+
+    /** Keeps the even-numbered samples, doubles the period; returns the next free index. */
+    private int decimate() {
+        int kept = SAMPLES_MAX / 2;
+        for (int j = 0; j < kept; j++) {
+            times[j] = times[2 * j];
+            completed[j] = completed[2 * j];
+            for (int p = 0; p < pools.size(); p++) {
+                levels[p][j] = levels[p][2 * j];
+            }
         }
+        doublings++;
+        return kept;
     }
 
     /** The recorded series: time in ms, each pool's reserve level, and the completed I/O count. */
