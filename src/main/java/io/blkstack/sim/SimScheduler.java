@@ -124,7 +124,11 @@ public final class SimScheduler implements Scheduler {
     private long steps;
     private long decisions;
     private long stallFingerprint;
+    /** The least virtual time a timers-only stall must last before it is called a livelock. */
+    static final long STALL_NANOS_MIN = 1_000_000_000L;
     private int stallJumps;
+    /** When the current stall (unchanged fingerprint) began, in virtual time. */
+    private long stallSinceNanos;
     private SimTask main;
     private boolean mainExited;
     private boolean closed;
@@ -649,7 +653,7 @@ public final class SimScheduler implements Scheduler {
      * a timeout or has retried {@link SimConfig#livelockRounds} times; with no retrying task, only
      * timers that cannot wake anyone who owes work (idle tasks' timeouts) mean a deadlock, and
      * kernel timers that keep firing without changing anything mean a livelock after
-     * {@link SimConfig#stallJumpsMax} jumps.
+     * {@link SimConfig#stallJumpsMax} jumps spanning at least {@link #STALL_NANOS_MIN} of virtual time.
      */
     private Finding stalled() {
         if (timers.isEmpty()) {
@@ -659,6 +663,7 @@ public final class SimScheduler implements Scheduler {
         if (f != stallFingerprint) {
             stallFingerprint = f;
             stallJumps = 0;
+            stallSinceNanos = now;
             for (SimTask t : live) {
                 t.retriesInStall = 0;
             }
@@ -684,7 +689,9 @@ public final class SimScheduler implements Scheduler {
         if (!timerThatMatters()) {
             return new Finding(Outcome.DEADLOCK, "no task can run and only idle tasks' timers are pending", null);
         }
-        if (stallJumps > config.stallJumpsMax()) {
+        // Both many jumps and a long virtual time: a fast periodic timer (a sampling probe) must not
+        // turn a wait for the slower kernel machinery (mayday every 100 ms) into a false livelock.
+        if (stallJumps > config.stallJumpsMax() && now - stallSinceNanos >= STALL_NANOS_MIN) {
             return new Finding(Outcome.LIVELOCK, "only timers fire and nothing changed over " + stallJumps
                     + " time jumps (virtual time " + now + " ns)", null);
         }
