@@ -7,6 +7,7 @@ import io.blkstack.kernel.Task;
 import io.blkstack.kernel.TaskKind;
 import io.blkstack.kernel.WaitQueue;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.BooleanSupplier;
 
 /**
  * A bottom device's hardware queue: a fixed-capacity ring of requests served by a fixed set of
@@ -58,6 +59,9 @@ public final class DeviceQueue<T> {
     private final WaitQueue slotFree;
     private final WaitQueue work;
     private final Task[] tasks;
+    // Wait conditions made once: a capturing lambda at the wait site would allocate per wait.
+    private final BooleanSupplier workOrStop;
+    private final BooleanSupplier slotOrStop;
     private final AtomicLong served = new AtomicLong();
     private final AtomicLong submitWaits;
     private int head;
@@ -84,6 +88,8 @@ public final class DeviceQueue<T> {
         this.name = name;
         this.handler = handler;
         this.depth = depth;
+        this.workOrStop = () -> queued > 0 || stopping;
+        this.slotOrStop = () -> inFlight < depth || stopping;
         this.ring = new Object[depth];
         this.lock = new SpinLock("device queue " + name);
         this.slotFree = new WaitQueue("device queue " + name + " slots");
@@ -145,14 +151,14 @@ public final class DeviceQueue<T> {
                 return admit;
             }
             submitWaits.incrementAndGet();
-            slotFree.waitEvent(() -> inFlight < depth || stopping, this);
+            slotFree.waitEvent(slotOrStop, this);
         }
     }
 
     /** The body of one device I/O task: serve requests until stopped and drained. */
     private void runIoTask(int index) {
         while (true) {
-            work.waitEventTimeout(() -> queued > 0 || stopping, this, -1, true);
+            work.waitEventTimeout(workOrStop, this, -1, true);
             T request = take();
             if (request == null) {
                 if (stopping) {

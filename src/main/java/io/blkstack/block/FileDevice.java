@@ -33,9 +33,10 @@ import java.util.concurrent.atomic.AtomicLong;
  * submitter holds. A bio flagged {@link BioFlags#NOWAIT} never sleeps there; it completes with
  * {@link BioStatus#AGAIN}.
  *
- * <p><b>Service.</b> Each I/O task takes a bio, moves its segments with {@link Page#slice} views
- * (no copy), sets the status ({@link IOException} becomes {@link BioStatus#IOERR}: errors travel as
- * values) and calls {@link Bio#endio} from the device task. WRITE with FUA is the write followed by
+ * <p><b>Service.</b> Each I/O task takes a bio, moves its segments with {@link SegmentViews} (no
+ * copy; pages contiguous in the arena merge into one view, so a bulk-allocated bio is one write),
+ * sets the status ({@link IOException} becomes {@link BioStatus#IOERR}: errors travel as values) and
+ * calls {@link Bio#endio} from the device task. WRITE with FUA is the write followed by
  * {@code force(false)}; PREFLUSH forces before the bio; FLUSH is {@code force(false)}. Fault sites:
  * {@code io:<name>} fails the bio with IOERR, {@code latency:<name>} sleeps the I/O task first.
  *
@@ -391,14 +392,8 @@ public final class FileDevice extends BlockDevice {
         }
         BioIter iter = ctx.iter;
         ByteBuffer[] views = ctx.views;
-        int count = 0;
-        for (iter.reset(bio); iter.next(); ) {
-            if (count == views.length) {
-                throw new IllegalStateException("file device " + name() + ": " + bio + " has more than "
-                        + views.length + " segments");
-            }
-            views[count++] = iter.page().slice(iter.offset(), iter.length());
-        }
+        iter.reset(bio);
+        int count = SegmentViews.fill(iter, views, 0);
         try {
             if (count == 1) {
                 if (write) {

@@ -552,8 +552,9 @@ public final class MappedDevice extends BlockDevice {
     /** Whether some live target keeps an allocation map; the others then report their ranges allocated. */
     @Override
     public boolean knowsAllocation() {
-        for (Target t : live.targets()) {
-            if (t.knowsAllocation()) {
+        Table table = live;
+        for (int i = 0, n = table.targetCount(); i < n; i++) { // by index: targets() copies the list
+            if (table.target(i).knowsAllocation()) {
                 return true;
             }
         }

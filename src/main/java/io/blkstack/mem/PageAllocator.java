@@ -33,6 +33,7 @@ public final class PageAllocator implements AutoCloseable {
 
     private final Kernel kernel;
     private final Page[] pages;
+    private final ByteBuffer arena;
     private final int[] freeStack;
     private final SpinLock lock = new SpinLock("page allocator");
     private final WaitQueue pagesFreed = new WaitQueue("pages freed");
@@ -63,6 +64,7 @@ public final class PageAllocator implements AutoCloseable {
         // One spare page so the arena can start on a 4 KiB boundary: O_DIRECT file I/O (the file
         // device's direct mode) needs page-aligned buffers, and allocateDirect does not align.
         ByteBuffer arena = ByteBuffer.allocateDirect((n + 1) * Page.SIZE).alignedSlice(Page.SIZE);
+        this.arena = arena;
         this.pages = new Page[n];
         this.freeStack = new int[n];
         for (int i = 0; i < n; i++) {
@@ -189,6 +191,100 @@ public final class PageAllocator implements AutoCloseable {
         if (pagesFreed.hasWaiters()) {
             pagesFreed.wakeAll();
         }
+    }
+
+    /**
+     * Takes up to {@code count} pages into {@code out[0..)} under one lock, only as many as the
+     * watermark leaves free; never blocks or reclaims. Returns how many it took; the caller takes
+     * the rest with {@link #alloc}, which reclaims and waits as its flags allow. Non-blocking flags
+     * and reserve users take nothing here, so fault injection and the reserve keep their one path.
+     */
+    public int allocBulk(int gfp, Page[] out, int count) {
+        if (count < 0 || count > out.length) {
+            throw new IllegalArgumentException("bulk allocation of " + count + " pages into an array of " + out.length);
+        }
+        Task self = Task.currentOrNull();
+        int flags = Gfp.effective(gfp, self);
+        if (count == 0 || !Gfp.mayBlock(flags) || self == null || self.kind() == TaskKind.RECLAIM
+                || reclaimMutex.owner() == self) {
+            return 0;
+        }
+        int taken;
+        boolean wakeReclaim = false;
+        lock.lock();
+        try {
+            taken = Math.max(0, Math.min(count, freeCount - minPages));
+            for (int i = 0; i < taken; i++) {
+                Page page = pages[freeStack[--freeCount]];
+                if (page.allocated) {
+                    throw new IllegalStateException(page + " on the free list is allocated");
+                }
+                page.allocated = true;
+                out[i] = page;
+            }
+            if (freeCount < lowPages && !reclaimRequested) {
+                reclaimRequested = true;
+                wakeReclaim = true;
+            }
+        } finally {
+            lock.unlock();
+        }
+        if (wakeReclaim) {
+            reclaimWake.wakeAll();
+        }
+        return taken;
+    }
+
+    /** Returns {@code pages[0..count)} to the arena under one lock and wakes anyone waiting for pages. */
+    public void freeBulk(Page[] pages, int count) {
+        if (count < 0 || count > pages.length) {
+            throw new IllegalArgumentException("bulk free of " + count + " pages from an array of " + pages.length);
+        }
+        for (int i = 0; i < count; i++) {
+            if (pages[i].allocator() != this) {
+                throw new IllegalArgumentException(pages[i] + " belongs to another kernel's arena");
+            }
+        }
+        if (count == 0) {
+            return;
+        }
+        lock.lock();
+        try {
+            // Pushed last to first: the next bulk take pops them first to last, so a run of
+            // neighbouring pages freed together comes back as the same run (segment merging).
+            for (int i = count - 1; i >= 0; i--) {
+                Page page = pages[i];
+                if (!page.allocated) {
+                    kernel.reportMisuse(Task.currentOrNull(), "double free of " + page);
+                    throw new IllegalStateException("double free of " + page);
+                }
+                page.allocated = false;
+                freeStack[freeCount++] = page.index();
+            }
+        } finally {
+            lock.unlock();
+        }
+        if (pagesFreed.hasWaiters()) {
+            pagesFreed.wakeAll();
+        }
+    }
+
+    /**
+     * One view over {@code length} bytes starting {@code offset} bytes into {@code first} and
+     * running on through its arena neighbours: the segment merging of physically contiguous pages,
+     * so a run of pages moves as one buffer in one system call. The caller must own every page the
+     * view covers.
+     */
+    public ByteBuffer sliceRun(Page first, int offset, int length) {
+        if (first.allocator() != this) {
+            throw new IllegalArgumentException(first + " belongs to another kernel's arena");
+        }
+        long start = (long) first.index() * Page.SIZE + offset;
+        if (offset < 0 || length < 0 || start + length > (long) pages.length * Page.SIZE) {
+            throw new IllegalArgumentException("page run from " + first + " offset " + offset + " length " + length
+                    + " leaves the arena of " + pages.length + " pages");
+        }
+        return arena.slice((int) start, length);
     }
 
     /** Takes a page if the watermarks allow; never blocks. */

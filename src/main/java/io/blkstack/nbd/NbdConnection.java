@@ -6,8 +6,8 @@ import io.blkstack.bio.Bio;
 import io.blkstack.bio.BioFlags;
 import io.blkstack.bio.BioIter;
 import io.blkstack.bio.BioOp;
-import io.blkstack.bio.BioVec;
 import io.blkstack.block.BlockDevice;
+import io.blkstack.block.SegmentViews;
 import io.blkstack.block.Submit;
 import io.blkstack.kernel.Completion;
 import io.blkstack.kernel.Kernel;
@@ -105,12 +105,14 @@ final class NbdConnection {
     private final ByteBuffer input = ByteBuffer.allocateDirect(INPUT_BYTES).flip();
     private final ByteBuffer skipScratch = ByteBuffer.allocateDirect(64 * 1024);
     private final ByteBuffer[] scatter = new ByteBuffer[Bio.VECS_MAX];
+    private final Page[] readerPages = new Page[Bio.VECS_MAX];
     private final BioIter readerIter = new BioIter();
 
     // Writer state (writer task only).
     private final ByteBuffer replyHeader = ByteBuffer.allocateDirect(STRUCTURED_HEADER_BYTES + 4 + 8 * STATUS_EXTENTS_MAX);
     private final ByteBuffer[] gather = new ByteBuffer[GATHER_MAX];
     private final BioIter writerIter = new BioIter();
+    private final Page[] writerPages = new Page[Bio.VECS_MAX];
     private final NbdRequest[] batch = new NbdRequest[BATCH_MAX];
     private final ByteBuffer[] replyHeaders = new ByteBuffer[BATCH_MAX];
     private final java.util.function.BooleanSupplier slotAvailable;
@@ -450,16 +452,13 @@ final class NbdConnection {
             if (bio == null) {
                 return abandon(r);
             }
-            BioVec[] vecs = bio.vecs();
-            int count = bio.vecCount();
-            for (int i = 0; i < count; i++) {
-                scatter[i] = vecs[i].page().slice(vecs[i].offset(), vecs[i].length());
-            }
+            readerIter.resetAll(bio);
+            int count = SegmentViews.fill(readerIter, scatter, 0);
             try {
                 readPayload(scatter, count, n);
             } catch (IOException e) {
                 // The client vanished mid-payload: this bio never goes down; earlier ones complete.
-                NbdRequest.freePagesAndPut(bio, readerIter);
+                NbdRequest.freePagesAndPut(bio, readerPages);
                 return abandon(r);
             } finally {
                 java.util.Arrays.fill(scatter, 0, count, null);
@@ -560,10 +559,19 @@ final class NbdConnection {
         if (bio == null) {
             return null;
         }
+        // Most pages in one bulk take under the arena's lock; the rest one by one (reclaim, waits).
+        Page[] taken = readerPages;
+        int bulk = kernel.pages().allocBulk(Gfp.NOIO, taken, pages);
         for (int i = 0; i < pages; i++) {
-            Page page = kernel.pages().alloc(Gfp.NOIO);
+            Page page;
+            if (i < bulk) {
+                page = taken[i];
+                taken[i] = null;
+            } else {
+                page = kernel.pages().alloc(Gfp.NOIO);
+            }
             if (page == null) {
-                NbdRequest.freePagesAndPut(bio, readerIter);
+                NbdRequest.freePagesAndPut(bio, readerPages);
                 return null;
             }
             bio.addPage(page, Math.min(Page.SIZE, bytes - i * Page.SIZE), 0);
@@ -673,7 +681,7 @@ final class NbdConnection {
                     batch[i] = null;
                     budgetPages += r.budgetPages;
                     r.budgetPages = 0;
-                    r.release(writerIter);
+                    r.release(writerPages);
                     returnSlot(r);
                 }
                 server.budget().release(budgetPages);
@@ -742,9 +750,8 @@ final class NbdConnection {
             gather[used++] = h.flip();
             if (read) {
                 for (int b = 0; b < r.bioCount; b++) {
-                    for (writerIter.resetAll(r.bios[b]); writerIter.next(); ) {
-                        gather[used++] = writerIter.page().slice(writerIter.offset(), writerIter.length());
-                    }
+                    writerIter.resetAll(r.bios[b]);
+                    used = SegmentViews.fill(writerIter, gather, used);
                 }
             }
         }
@@ -859,11 +866,11 @@ final class NbdConnection {
 
     /** Writes every page segment of a data bio in one gathering write; returns the bytes written. */
     private long writeBio(Bio bio) throws IOException {
-        int count = 0;
+        writerIter.resetAll(bio);
+        int count = SegmentViews.fill(writerIter, gather, 0);
         long bytes = 0;
-        for (writerIter.resetAll(bio); writerIter.next(); ) {
-            gather[count++] = writerIter.page().slice(writerIter.offset(), writerIter.length());
-            bytes += writerIter.length();
+        for (int i = 0; i < count; i++) {
+            bytes += gather[i].remaining();
         }
         try {
             WireIo.writeFully(channel, gather, count);

@@ -2,7 +2,7 @@ package io.blkstack.nbd;
 
 import io.blkstack.bio.Bio;
 import io.blkstack.bio.BioEndIo;
-import io.blkstack.bio.BioIter;
+import io.blkstack.bio.BioVec;
 import io.blkstack.mem.Page;
 import java.util.concurrent.atomic.AtomicInteger;
 
@@ -121,21 +121,30 @@ final class NbdRequest {
     }
 
     /** Frees the pages of every data bio, puts every bio; the writer calls this after the reply. */
-    void release(BioIter iter) {
+    void release(Page[] scratch) {
         for (int i = 0; i < bioCount; i++) {
             Bio bio = bios[i];
             bios[i] = null;
-            freePagesAndPut(bio, iter);
+            freePagesAndPut(bio, scratch);
         }
         bioCount = 0;
     }
 
-    /** Frees a bio's own pages and drops the bio. */
-    static void freePagesAndPut(Bio bio, BioIter iter) {
-        if (bio.ownsVecs() && bio.vecCount() > 0) {
-            for (iter.resetAll(bio); iter.next(); ) {
-                Page page = iter.page();
-                page.allocator().free(page);
+    /**
+     * Frees a bio's own pages (all from one arena) in one bulk free and drops the bio;
+     * {@code scratch} holds at least {@link Bio#VECS_MAX} entries and is left cleared.
+     */
+    static void freePagesAndPut(Bio bio, Page[] scratch) {
+        int count = bio.ownsVecs() ? bio.vecCount() : 0;
+        if (count > 0) {
+            BioVec[] vecs = bio.vecs();
+            for (int i = 0; i < count; i++) {
+                scratch[i] = vecs[i].page();
+            }
+            try {
+                scratch[0].allocator().freeBulk(scratch, count);
+            } finally {
+                java.util.Arrays.fill(scratch, 0, count, null);
             }
         }
         bio.put();
