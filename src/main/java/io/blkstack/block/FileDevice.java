@@ -156,17 +156,7 @@ public final class FileDevice extends BlockDevice {
         this.ioErrors = kernel.counters().get("file.io-errors");
         this.again = kernel.counters().get("file.again");
         PageAllocator pages = kernel.pages();
-        this.bouncePool = new Mempool<>(kernel, name + "-bounce", options.ioTasks(), new Mempool.Allocator<>() {
-            @Override
-            public Page alloc(int gfp) {
-                return pages.alloc(gfp);
-            }
-
-            @Override
-            public void free(Page page) {
-                pages.free(page);
-            }
-        });
+        this.bouncePool = new Mempool<>(kernel, name + "-bounce", options.ioTasks(), pages);
         // The device closes its own pool after its I/O tasks stop; the kernel must not close it first.
         kernel.unregister(bouncePool);
         this.zeroPage = pages.alloc(Gfp.KERNEL);

@@ -98,17 +98,7 @@ public final class RequestMapper implements AutoCloseable {
 
     /** A mempool of pages over the kernel's page allocator with {@code reserve} pages kept back. */
     public static Mempool<Page> pagePool(Kernel kernel, String name, int reserve) {
-        return new Mempool<>(kernel, name, reserve, new Mempool.Allocator<>() {
-            @Override
-            public Page alloc(int gfp) {
-                return kernel.pages().alloc(gfp);
-            }
-
-            @Override
-            public void free(Page page) {
-                kernel.pages().free(page);
-            }
-        });
+        return new Mempool<>(kernel, name, reserve, kernel.pages());
     }
 
     /** The per-request state every bio's completion counts down, allocated by the caller's task. */

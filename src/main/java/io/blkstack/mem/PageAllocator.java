@@ -26,7 +26,7 @@ import java.util.concurrent.atomic.AtomicLong;
  * <p>The budget is never exceeded: pages exist up front, and {@link #checkInvariants} proves that
  * free plus allocated is the total.
  */
-public final class PageAllocator implements AutoCloseable {
+public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseable {
 
     /** How long a blocked allocation waits for freed pages before retrying reclaim. */
     public static final long RETRY_NANOS = 100_000_000L;
@@ -137,6 +137,7 @@ public final class PageAllocator implements AutoCloseable {
      *
      * @return the page, or null if the flags did not allow waiting long enough
      */
+    @Override
     public Page alloc(int gfp) {
         Task self = Task.currentOrNull();
         int flags = Gfp.effective(gfp, self);
@@ -173,18 +174,14 @@ public final class PageAllocator implements AutoCloseable {
     }
 
     /** Returns a page to the arena and wakes anyone waiting for pages. */
+    @Override
     public void free(Page page) {
         if (page.allocator() != this) {
             throw new IllegalArgumentException(page + " belongs to another kernel's arena");
         }
         lock.lock();
         try {
-            if (!page.allocated) {
-                kernel.reportMisuse(Task.currentOrNull(), "double free of " + page);
-                throw new IllegalStateException("double free of " + page);
-            }
-            page.allocated = false;
-            freeStack[freeCount++] = page.index();
+            releaseLocked(page);
         } finally {
             lock.unlock();
         }
@@ -253,13 +250,7 @@ public final class PageAllocator implements AutoCloseable {
             // Pushed last to first: the next bulk take pops them first to last, so a run of
             // neighbouring pages freed together comes back as the same run (segment merging).
             for (int i = count - 1; i >= 0; i--) {
-                Page page = pages[i];
-                if (!page.allocated) {
-                    kernel.reportMisuse(Task.currentOrNull(), "double free of " + page);
-                    throw new IllegalStateException("double free of " + page);
-                }
-                page.allocated = false;
-                freeStack[freeCount++] = page.index();
+                releaseLocked(pages[i]);
             }
         } finally {
             lock.unlock();
@@ -285,6 +276,16 @@ public final class PageAllocator implements AutoCloseable {
                     + " leaves the arena of " + pages.length + " pages");
         }
         return arena.slice((int) start, length);
+    }
+
+    /** Puts an allocated page back on the free stack; the caller holds {@code lock}. */
+    private void releaseLocked(Page page) {
+        if (!page.allocated) {
+            kernel.reportMisuse(Task.currentOrNull(), "double free of " + page);
+            throw new IllegalStateException("double free of " + page);
+        }
+        page.allocated = false;
+        freeStack[freeCount++] = page.index();
     }
 
     /** Takes a page if the watermarks allow; never blocks. */

@@ -70,17 +70,7 @@ public final class CopyService implements AutoCloseable {
         Mempool<Page> pool = null;
         BioSet set = null;
         try {
-            pool = new Mempool<>(kernel, "kcopyd-" + name + "-pages", jobPagesMax, new Mempool.Allocator<>() {
-                @Override
-                public Page alloc(int gfp) {
-                    return kernel.pages().alloc(gfp);
-                }
-
-                @Override
-                public void free(Page page) {
-                    kernel.pages().free(page);
-                }
-            });
+            pool = new Mempool<>(kernel, "kcopyd-" + name + "-pages", jobPagesMax, kernel.pages());
             set = new BioSet(kernel, "kcopyd-" + name, COPIES_IN_FLIGHT_MAX, COPIES_IN_FLIGHT_MAX, null, false);
             this.workqueue = Workqueue.create(kernel, "kcopyd/" + name, Workqueue.MEM_RECLAIM, 1);
         } catch (RuntimeException e) {

@@ -165,17 +165,7 @@ public final class CryptTarget extends Target {
         this.readWork = new Work("kcryptd read " + name, this::runReads);
         try {
             this.bioSet = new BioSet(kernel, "crypt-" + name, BIO_POOL_SIZE, 2, null, true);
-            this.pagePool = new Mempool<>(kernel, "crypt-" + name + "-pages", PIECE_PAGES, new Mempool.Allocator<>() {
-                @Override
-                public Page alloc(int gfp) {
-                    return kernel.pages().alloc(gfp);
-                }
-
-                @Override
-                public void free(Page page) {
-                    kernel.pages().free(page);
-                }
-            });
+            this.pagePool = new Mempool<>(kernel, "crypt-" + name + "-pages", PIECE_PAGES, kernel.pages());
             this.writeQueue = Workqueue.create(kernel, "kcryptd-write/" + name, Workqueue.MEM_RECLAIM, 1);
             this.readQueue = Workqueue.create(kernel, "kcryptd/" + name, Workqueue.MEM_RECLAIM, 1);
         } catch (RuntimeException e) {

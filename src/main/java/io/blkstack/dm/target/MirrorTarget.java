@@ -197,17 +197,7 @@ public final class MirrorTarget extends Target {
         this.rebuildWork = new Work("kmirror rebuild " + name, this::runRebuild);
         try {
             this.bioSet = new BioSet(kernel, "mirror-" + name, BIO_POOL_SIZE, 1, LegIo::new, true);
-            this.pagePool = new Mempool<>(kernel, "mirror-" + name + "-pages", REBUILD_PAGES, new Mempool.Allocator<>() {
-                @Override
-                public Page alloc(int gfp) {
-                    return kernel.pages().alloc(gfp);
-                }
-
-                @Override
-                public void free(Page page) {
-                    kernel.pages().free(page);
-                }
-            });
+            this.pagePool = new Mempool<>(kernel, "mirror-" + name + "-pages", REBUILD_PAGES, kernel.pages());
             this.retryQueue = Workqueue.create(kernel, "kmirrord/" + name, Workqueue.MEM_RECLAIM, 1);
             this.rebuildQueue = Workqueue.create(kernel, "kmirror-rebuild/" + name, Workqueue.MEM_RECLAIM, 1);
         } catch (RuntimeException e) {
