@@ -203,55 +203,43 @@ public final class BufferCache implements Shrinker, AutoCloseable {
      * @throws MetadataIoException if the read fails
      */
     public Buffer read(long block) {
+        return waitRead(holdOrInsert(block, true));
+    }
+
+    /**
+     * Returns the held buffer of {@code block}: the cached one, or a new one inserted (and, if
+     * {@code read}, with its read submitted). allocBuffer may drop the lock, so the map is checked
+     * again before inserting.
+     */
+    private Buffer holdOrInsert(long block, boolean read) {
         checkBlock(block);
-        Buffer b;
         lock.lock();
         try {
-            b = map.get(block);
+            Buffer b = map.get(block);
             if (b != null) {
                 hold(b);
-            } else {
-                b = allocBuffer(true);
-                Buffer raced = map.get(block);
-                if (raced != null) {
-                    freeBuffer(b);
-                    b = raced;
-                    hold(b);
-                } else {
-                    insert(b, block, 1);
-                    submitRead(b);
-                }
+                return b;
             }
+            b = allocBuffer(true);
+            Buffer raced = map.get(block);
+            if (raced != null) {
+                freeBuffer(b);
+                hold(raced);
+                return raced;
+            }
+            insert(b, block, 1);
+            if (read) {
+                submitRead(b);
+            }
+            return b;
         } finally {
             lock.unlock();
         }
-        return waitRead(b);
     }
 
     /** Returns a zeroed, held buffer for {@code block} without reading the device; the caller marks it dirty. */
     public Buffer newBuffer(long block) {
-        checkBlock(block);
-        Buffer b;
-        lock.lock();
-        try {
-            b = map.get(block);
-            if (b != null) {
-                hold(b);
-            } else {
-                b = allocBuffer(true);
-                Buffer raced = map.get(block);
-                if (raced != null) {
-                    freeBuffer(b);
-                    b = raced;
-                    hold(b);
-                } else {
-                    insert(b, block, 1);
-                }
-            }
-        } finally {
-            lock.unlock();
-        }
-        Buffer fresh = b;
+        Buffer fresh = holdOrInsert(block, false);
         ioWait.waitEvent(() -> !fresh.reading && !fresh.writing, this);
         fresh.ioError = false;
         fresh.zero();
