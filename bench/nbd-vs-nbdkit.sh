@@ -4,11 +4,14 @@
 # blkstack serves the file through one `linear` target (a configuration written here); nbdkit
 # serves it with its file plugin on another port. The same fio nbd-engine jobs run against each,
 # one server at a time: 4 KiB random read and random write at iodepth 32, 1 MiB sequential read
-# and write at iodepth 8, each time-limited. Prints IOPS, bandwidth and blkstack/nbdkit per job.
-# Measures only; asserts nothing.
+# and write at iodepth 8, each time-limited. Each job runs BENCH_ROUNDS times on each server, the
+# order alternating between rounds (so drift in the machine's load hits both sides alike); prints
+# the median IOPS and bandwidth of each side, blkstack/nbdkit of the medians, and the lowest and
+# highest ratio of a single round. Measures only; asserts nothing.
 #
 # Environment:
 #   BENCH_SECONDS     runtime of each job (default 10)
+#   BENCH_ROUNDS      rounds per job and server (default 3)
 #   BENCH_SIZE_MIB    backing file size (default 1024); the file is filled with random data first
 #   BENCH_DIR         scratch directory (default: a new one under ${TMPDIR:-/tmp}, removed at exit)
 #   BLKSTACK_BUILD_DIR, BLKSTACK_JAVA_OPTS   passed to ./blkstack
@@ -16,6 +19,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)
 seconds=${BENCH_SECONDS:-10}
+rounds=${BENCH_ROUNDS:-3}
 size_mib=${BENCH_SIZE_MIB:-1024}
 
 for program in fio nbdkit python3; do
@@ -110,17 +114,33 @@ print(f'{side["iops"]:.0f} {side["bw_bytes"]}')
 PY
 }
 
-echo "nbd-vs-nbdkit: $size_mib MiB file, $seconds s per job; blkstack on :$blkstack_port, nbdkit on :$nbdkit_port" >&2
-printf '%-14s %12s %12s %12s %12s %8s\n' job "blkstack" "nbdkit" "blkstack" "nbdkit" "ratio"
-printf '%-14s %12s %12s %12s %12s %8s\n' "" "IOPS" "IOPS" "MiB/s" "MiB/s" ""
+echo "nbd-vs-nbdkit: $size_mib MiB file, $seconds s per job, $rounds round(s); blkstack on :$blkstack_port, nbdkit on :$nbdkit_port" >&2
+printf '%-14s %12s %12s %12s %12s %8s %13s\n' job "blkstack" "nbdkit" "blkstack" "nbdkit" "ratio" "round ratios"
+printf '%-14s %12s %12s %12s %12s %8s %13s\n' "" "IOPS" "IOPS" "MiB/s" "MiB/s" "" "min-max"
 for job in "${jobs[@]}"; do
     read -r name rw bs depth <<<"$job"
-    read -r b_iops b_bw < <(run_job "nbd://127.0.0.1:$blkstack_port/default" "$rw" "$bs" "$depth" "$work/$name-blkstack.json")
-    read -r n_iops n_bw < <(run_job "nbd://127.0.0.1:$nbdkit_port/" "$rw" "$bs" "$depth" "$work/$name-nbdkit.json")
-    python3 - "$name" "$b_iops" "$n_iops" "$b_bw" "$n_bw" <<'PY'
-import sys
-name, bi, ni, bb, nb = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+    results=()
+    for round in $(seq 1 "$rounds"); do
+        # Odd rounds start with blkstack, even rounds with nbdkit.
+        if ((round % 2 == 1)); then order="blkstack nbdkit"; else order="nbdkit blkstack"; fi
+        for side in $order; do
+            if [[ $side == blkstack ]]; then uri="nbd://127.0.0.1:$blkstack_port/default"; else uri="nbd://127.0.0.1:$nbdkit_port/"; fi
+            read -r iops bw < <(run_job "$uri" "$rw" "$bs" "$depth" "$work/$name-$side-$round.json")
+            results+=("$round $side $iops $bw")
+        done
+    done
+    printf '%s\n' "${results[@]}" | python3 -c '
+import statistics, sys
+name = sys.argv[1]
+runs = {"blkstack": {}, "nbdkit": {}}
+for line in sys.stdin:
+    rnd, side, iops, bw = line.split()
+    runs[side][int(rnd)] = (float(iops), float(bw))
+def median(side, i):
+    return statistics.median(v[i] for v in runs[side].values())
+bi, ni, bb, nb = median("blkstack", 0), median("nbdkit", 0), median("blkstack", 1), median("nbdkit", 1)
+ratios = [runs["blkstack"][r][1] / runs["nbdkit"][r][1] for r in runs["blkstack"] if runs["nbdkit"][r][1]]
 ratio = bb / nb if nb else float("nan")
-print(f"{name:<14} {bi:12.0f} {ni:12.0f} {bb / 2**20:12.1f} {nb / 2**20:12.1f} {ratio:8.2f}")
-PY
+print(f"{name:<14} {bi:12.0f} {ni:12.0f} {bb / 2**20:12.1f} {nb / 2**20:12.1f} {ratio:8.2f} {min(ratios):6.2f}-{max(ratios):.2f}")
+' "$name"
 done

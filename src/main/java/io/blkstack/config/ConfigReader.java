@@ -1,5 +1,6 @@
 package io.blkstack.config;
 
+import io.blkstack.block.DeviceQueue;
 import io.blkstack.cli.SizeConverter;
 import io.blkstack.config.StackConfig.DeviceSpec;
 import io.blkstack.config.StackConfig.ExportSpec;
@@ -134,7 +135,8 @@ final class ConfigReader {
         String path = "devices." + name;
         MappingNode map = mapping(node, path, "a map such as { file: data/a.img, size: 1GiB }, { memory: 256MiB }"
                 + " or { null: 1GiB }");
-        Map<String, NodeTuple> keys = entries(map, path, Set.of("file", "size", "direct", "memory", "null", "latency"));
+        Map<String, NodeTuple> keys = entries(map, path, Set.of("file", "size", "direct", "io-tasks", "queue-depth", "memory", "null",
+                "latency"));
         List<String> kinds = keys.keySet().stream().filter(DEVICE_KINDS::contains).toList();
         if (kinds.size() != 1) {
             throw error(map, path, null, kinds.isEmpty()
@@ -145,7 +147,7 @@ final class ConfigReader {
         int line = line(map);
         switch (kind) {
             case "file" -> {
-                only(keys, path, "file", Set.of("file", "size", "direct"));
+                only(keys, path, "file", Set.of("file", "size", "direct", "io-tasks", "queue-depth"));
                 ScalarNode file = scalar(keys.get("file").getValueNode(), path + ".file");
                 if (!keys.containsKey("size")) {
                     throw error(map, path, null, "is a file device without 'size': give the device size, such as 1GiB");
@@ -153,7 +155,10 @@ final class ConfigReader {
                 Node sizeNode = keys.get("size").getValueNode();
                 long size = sectorMultiple(sizeNode, path + ".size");
                 boolean direct = keys.containsKey("direct") && bool(keys.get("direct").getValueNode(), path + ".direct");
-                return new FileSpec(name, resolve(file, path + ".file"), file.getValue(), size, direct, line, line(sizeNode));
+                int ioTasks = intIn(keys, path, "io-tasks", FileSpec.IO_TASKS_DEFAULT, 1, DeviceQueue.TASKS_MAX);
+                int queueDepth = intIn(keys, path, "queue-depth", FileSpec.QUEUE_DEPTH_DEFAULT, 1, DeviceQueue.DEPTH_MAX);
+                return new FileSpec(name, resolve(file, path + ".file"), file.getValue(), size, direct, ioTasks, queueDepth,
+                        line, line(sizeNode));
             }
             case "memory" -> {
                 only(keys, path, "memory", Set.of("memory", "latency"));
@@ -362,6 +367,25 @@ final class ConfigReader {
             throw error(node, path, value(node), "is not a positive multiple of 512 bytes (one sector)");
         }
         return bytes;
+    }
+
+    /** The optional whole number under {@code key}, in {@code [min, max]}; {@code fallback} if absent. */
+    private int intIn(Map<String, NodeTuple> keys, String path, String key, int fallback, int min, int max)
+            throws ConfigException {
+        if (!keys.containsKey(key)) {
+            return fallback;
+        }
+        ScalarNode s = scalar(keys.get(key).getValueNode(), path + "." + key);
+        long value;
+        try {
+            value = Long.parseLong(s.getValue());
+        } catch (NumberFormatException e) {
+            throw error(s, path + "." + key, s.getValue(), "is not a whole number");
+        }
+        if (value < min || value > max) {
+            throw error(s, path + "." + key, s.getValue(), "is not in " + min + ".." + max);
+        }
+        return (int) value;
     }
 
     /** {@code true} or {@code false}, nothing else. */

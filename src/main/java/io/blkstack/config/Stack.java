@@ -56,9 +56,6 @@ public final class Stack implements AutoCloseable {
         DRY
     }
 
-    /** I/O tasks and queue depth of each file device. */
-    static final int FILE_IO_TASKS = 4;
-    static final int FILE_QUEUE_DEPTH = 64;
     /** Flush bios in the reserve of the stack's own bio set (one flush at a time). */
     static final int FLUSH_POOL_SIZE = 2;
 
@@ -124,7 +121,7 @@ public final class Stack implements AutoCloseable {
                 Files.createDirectories(parent);
             }
             FileDevice.Options options = FileDevice.Options.defaults().withCreate(true).withDirect(f.direct())
-                    .withIoTasks(FILE_IO_TASKS).withQueueDepth(FILE_QUEUE_DEPTH);
+                    .withIoTasks(f.ioTasks()).withQueueDepth(f.queueDepth());
             return FileDevice.open(kernel, f.name(), f.path(), f.sizeBytes(), options);
         } catch (IOException e) {
             throw new IOException(config.source() + ":" + f.line() + ": devices." + f.name() + ".file: '" + f.written()

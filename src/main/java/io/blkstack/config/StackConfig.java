@@ -71,9 +71,15 @@ public record StackConfig(String source, long memoryBytes, ListenAddress listen,
      *
      * @param path absolute (resolved against the configuration's directory)
      * @param written the path as written in the file
+     * @param ioTasks the device I/O tasks serving its queue
+     * @param queueDepth how many bios may be in flight on it
      */
-    public record FileSpec(String name, Path path, String written, long sizeBytes, boolean direct, int line,
-            int sizeLine) implements DeviceSpec {
+    public record FileSpec(String name, Path path, String written, long sizeBytes, boolean direct, int ioTasks,
+            int queueDepth, int line, int sizeLine) implements DeviceSpec {
+        /** I/O tasks of a file device unless the configuration says otherwise. */
+        public static final int IO_TASKS_DEFAULT = 4;
+        /** Queue depth of a file device unless the configuration says otherwise. */
+        public static final int QUEUE_DEPTH_DEFAULT = 64;
     }
 
     /** A sparse memory device, optionally with a completion latency. */

@@ -71,7 +71,8 @@ class StackConfigTest {
                 """);
         assertEquals(32L << 20, c.memoryBytes());
         assertEquals(new ListenAddress("0.0.0.0", 10900), c.listen());
-        assertEquals(new FileSpec("a", Path.of("/base/data/a.img"), "data/a.img", 1L << 30, false, 4, 4),
+        assertEquals(new FileSpec("a", Path.of("/base/data/a.img"), "data/a.img", 1L << 30, false, FileSpec.IO_TASKS_DEFAULT,
+                FileSpec.QUEUE_DEPTH_DEFAULT, 4, 4),
                 c.devices().get(0));
         assertEquals(Path.of("/abs/b.img"), ((FileSpec) c.devices().get(1)).path());
         assertTrue(((FileSpec) c.devices().get(1)).direct());
@@ -82,6 +83,21 @@ class StackConfigTest {
         assertTrue(c.exports().get(1).readOnly());
         assertEquals("a memory disk", c.exports().get(1).description());
         assertFalse(c.exports().get(0).readOnly());
+    }
+
+    @Test
+    void fileDeviceIoTasksAndQueueDepth() throws ConfigException {
+        StackConfig c = parse("devices:\n  a: { file: a.img, size: 1MiB, io-tasks: 2, queue-depth: 16 }\n"
+                + "exports:\n  x: { device: a }\n");
+        FileSpec a = (FileSpec) c.devices().get(0);
+        assertEquals(2, a.ioTasks());
+        assertEquals(16, a.queueDepth());
+        assertPlace(parseError("devices:\n  a: { file: a.img, size: 1MiB, io-tasks: 0 }\nexports: {}\n"), 2,
+                "devices.a.io-tasks", "'0'", "1..64");
+        assertPlace(parseError("devices:\n  a: { file: a.img, size: 1MiB, queue-depth: deep }\nexports: {}\n"), 2,
+                "devices.a.queue-depth", "'deep'", "whole number");
+        assertPlace(parseError("devices:\n  m: { memory: 1MiB, io-tasks: 2 }\nexports: {}\n"), 2,
+                "devices.m.io-tasks", "does not apply to a memory device");
     }
 
     @Test
