@@ -12,6 +12,9 @@
 # Environment:
 #   BENCH_SECONDS     runtime of each job (default 10)
 #   BENCH_ROUNDS      rounds per job and server (default 3)
+#   BENCH_JOBS        space-separated job names to run (default: all four)
+#   BENCH_WARMUP      seconds of each job run unmeasured against both servers first (default 3):
+#                     the JVM compiles its hot paths, both servers see the same page cache
 #   BENCH_SIZE_MIB    backing file size (default 1024); the file is filled with random data first
 #   BENCH_DIR         scratch directory (default: a new one under ${TMPDIR:-/tmp}, removed at exit)
 #   BLKSTACK_BUILD_DIR, BLKSTACK_JAVA_OPTS   passed to ./blkstack
@@ -114,11 +117,26 @@ print(f'{side["iops"]:.0f} {side["bw_bytes"]}')
 PY
 }
 
+warmup=${BENCH_WARMUP:-3}
+if ((warmup > 0)); then
+    echo "nbd-vs-nbdkit: warming up, $warmup s per job and server" >&2
+    for job in "${jobs[@]}"; do
+        read -r name rw bs depth <<<"$job"
+        for uri in "nbd://127.0.0.1:$blkstack_port/default" "nbd://127.0.0.1:$nbdkit_port/"; do
+            fio --name=warmup --ioengine=nbd --uri="$uri" --rw="$rw" --bs="$bs" --iodepth="$depth" \
+                --size="${size_mib}m" --time_based --runtime="$warmup" --randrepeat=0 --output=/dev/null >/dev/null
+        done
+    done
+fi
+
 echo "nbd-vs-nbdkit: $size_mib MiB file, $seconds s per job, $rounds round(s); blkstack on :$blkstack_port, nbdkit on :$nbdkit_port" >&2
 printf '%-14s %12s %12s %12s %12s %8s %13s\n' job "blkstack" "nbdkit" "blkstack" "nbdkit" "ratio" "round ratios"
 printf '%-14s %12s %12s %12s %12s %8s %13s\n' "" "IOPS" "IOPS" "MiB/s" "MiB/s" "" "min-max"
 for job in "${jobs[@]}"; do
     read -r name rw bs depth <<<"$job"
+    if [[ -n ${BENCH_JOBS:-} && " $BENCH_JOBS " != *" $name "* ]]; then
+        continue
+    fi
     results=()
     for round in $(seq 1 "$rounds"); do
         # Odd rounds start with blkstack, even rounds with nbdkit.
