@@ -356,10 +356,14 @@ class TargetContractTest {
             AtomicReference<Throwable> crash = new AtomicReference<>();
             AtomicInteger running = new AtomicInteger(writers);
             Completion writersDone = new Completion("writers done");
+            // The writers start once the first suspend is in place, so at least one swap happens
+            // while they run (else a slow test thread could find them all finished and never swap).
+            Completion start = new Completion("writers start");
             byte[][] last = new byte[writers][];
             for (int i = 0; i < writers; i++) {
                 final int id = i;
                 tk.kernel.spawn("writer" + id, TaskKind.USER, () -> {
+                    start.await();
                     try (DataBuffers buffers = new DataBuffers(tk.kernel)) {
                         BioSet set = new BioSet(tk.kernel, "writer" + id, 2, 2, null, false);
                         DmIo io = new DmIo(set, buffers);
@@ -383,12 +387,15 @@ class TargetContractTest {
                 });
             }
             int swaps = 0;
-            while (!writersDone.isDone()) {
+            do {
                 md.suspend();
+                if (swaps == 0) {
+                    start.completeAll();
+                }
                 assertEquals(0, md.inFlight());
                 md.loadTable(Table.parse(tk.kernel, "dm", shapes[++swaps % shapes.length], devs::get));
                 md.resume();
-            }
+            } while (!writersDone.isDone());
             writersDone.await();
             assertEquals(null, crash.get());
             assertEquals(0, failures.get());

@@ -177,13 +177,16 @@ class KernelPrimitivesTest {
     void timersFireInDeadlineOrderAndCancelledOnesDoNot() {
         List<String> fired = new java.util.concurrent.CopyOnWriteArrayList<>();
         Completion last = new Completion("last");
-        Timer cancelled = kernel.scheduler().addTimer(2_000_000L, "cancelled", () -> fired.add("cancelled"));
-        kernel.scheduler().addTimer(5_000_000L, "late", () -> {
+        // Wide gaps, and the cancel right after its add: a test thread descheduled for a few ms on
+        // a busy machine must not let the cancelled timer fire first or reorder early and late.
+        // Its deadline lies before late's, so if the cancel did not take, it would fire before late.
+        kernel.scheduler().addTimer(400_000_000L, "late", () -> {
             fired.add("late");
             last.complete();
         });
-        kernel.scheduler().addTimer(1_000_000L, "early", () -> fired.add("early"));
+        Timer cancelled = kernel.scheduler().addTimer(200_000_000L, "cancelled", () -> fired.add("cancelled"));
         assertTrue(cancelled.cancel());
+        kernel.scheduler().addTimer(1_000_000L, "early", () -> fired.add("early"));
         last.await();
         assertEquals(List.of("early", "late"), fired);
         assertFalse(cancelled.cancel(), "a cancelled timer cannot be cancelled twice");

@@ -149,7 +149,10 @@ class PageAllocatorTest {
         try (Kernel kernel = Kernel.builder().memory(64 * Page.SIZE).build();
                 var self = kernel.attach("test")) {
             PageAllocator pages = kernel.pages();
-            pages.setWatermarks(2, 8, 16);
+            // low 4: the 60 allocations stop exactly at low, so they never wake kswapd (it wakes
+            // only below low); with low above 4 a wake-up during the loop could run its pass after
+            // the shrinker is registered below and break the exact count checked there.
+            pages.setWatermarks(2, 4, 16);
             PageCache cache = new PageCache(pages);
             for (int i = 0; i < 60; i++) {
                 Page p = pages.alloc(Gfp.NOWAIT);
@@ -158,8 +161,7 @@ class PageAllocatorTest {
                     cache.cached.add(p);
                 }
             }
-            // Only now may reclaim free anything: a pass that ran while we were still allocating
-            // could have stopped at high and left us between low and high, where nothing wakes it.
+            // Only now may reclaim free anything: no pass was requested yet, so none can run early.
             pages.registerShrinker(cache);
             assertEquals(4, pages.freePages());
             Page trigger = pages.alloc(Gfp.NOWAIT); // below low: wakes kswapd
