@@ -1,6 +1,7 @@
 package io.blkstack.block;
 
 import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.Plug;
 import io.blkstack.kernel.Scheduler;
 import io.blkstack.kernel.SpinLock;
 import io.blkstack.kernel.Task;
@@ -21,12 +22,15 @@ import java.util.function.BooleanSupplier;
  * (rule 5 of DESIGN.md section 1). A slot is held until the handler returns, so the handler's
  * completion of a request (its {@code endio}) happens before the slot is reused.
  *
+ * <p>A request admitted by a task holding its {@link Plug} does not wake an I/O task at once: the
+ * plug delivers the wake-ups for the whole burst when the task unplugs or sleeps ({@link #kick}).
+ *
  * <p>{@link #stop} refuses new requests, lets the I/O tasks drain what is already queued, and
  * joins them: every request admitted before the stop is served.
  *
  * @param <T> the request type (a bio for the block devices)
  */
-public final class DeviceQueue<T> {
+public final class DeviceQueue<T> implements Plug.Kickable {
 
     /** What {@link #tryEnqueue} did with a request. */
     public enum Admit {
@@ -135,8 +139,26 @@ public final class DeviceQueue<T> {
         } finally {
             lock.unlock();
         }
-        work.wakeOne();
+        Task self = Task.currentOrNull();
+        if (self == null || !self.plug().defer(this)) {
+            work.wakeOne();
+        }
         return Admit.QUEUED;
+    }
+
+    /**
+     * Wakes I/O tasks for {@code queued} requests admitted under a plug: one task for every two
+     * requests (at least one, at most every task). A woken task drains the ring before it sleeps
+     * again, so a task per request would only make tasks that find nothing left.
+     */
+    @Override
+    public void kick(int queued) {
+        int wakes = Math.min(tasks.length, (queued + 1) / 2);
+        for (int i = 0; i < wakes; i++) {
+            if (!work.wakeOne()) {
+                return; // every task is awake already
+            }
+        }
     }
 
     /**

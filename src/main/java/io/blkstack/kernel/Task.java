@@ -33,6 +33,7 @@ public final class Task {
 
     private final Object[] slots = new Object[TaskSlot.MAX];
     private final NoioScope noioScope = new NoioScope();
+    private final Plug plug = new Plug();
     private int noioDepth;
     private int atomicDepth;
     int spinDepth;
@@ -161,6 +162,13 @@ public final class Task {
         }
     }
 
+    // ---- plugging -------------------------------------------------------------------------------
+
+    /** The task's plug: device wake-ups held back while it submits a burst ({@link Plug}). */
+    public Plug plug() {
+        return plug;
+    }
+
     // ---- atomic context ----------------------------------------------------------------------
 
     /** Enters atomic context (a completion callback, a timer): blocking here is a bug. */
@@ -262,6 +270,8 @@ public final class Task {
                     + Thread.currentThread().getName());
         }
         checkMayBlock(what);
+        // A plugged task owes the device tasks their wake-ups; it must not sleep on them.
+        plug.flush();
         return kernel.scheduler().sleep(this, timeoutNanos);
     }
 

@@ -11,6 +11,7 @@ import io.blkstack.block.SegmentViews;
 import io.blkstack.block.Submit;
 import io.blkstack.kernel.Completion;
 import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.Plug;
 import io.blkstack.kernel.SpinLock;
 import io.blkstack.kernel.Task;
 import io.blkstack.kernel.TaskKind;
@@ -173,7 +174,10 @@ final class NbdConnection {
             baseAllocation = negotiated.baseAllocation();
             kernel.spawn(name + "-writer", TaskKind.USER, this::runWriter);
             writerStarted = true;
-            try (Task.NoioScope noio = Task.current().noio()) {
+            // Plugged: the requests parsed from one socket read reach the device queues before
+            // their I/O tasks are woken, and the plug is flushed before every socket read.
+            Task self = Task.current();
+            try (Task.NoioScope noio = self.noio(); Plug.Scope plugged = self.plug().start()) {
                 readRequests();
             }
         } catch (IOException e) {
@@ -240,6 +244,7 @@ final class NbdConnection {
             input.compact();
             int n;
             try {
+                unplug();
                 n = channel.read(input);
             } finally {
                 input.flip();
@@ -278,6 +283,7 @@ final class NbdConnection {
                 continue;
             }
             long n;
+            unplug();
             if (left >= INPUT_BYTES / 2) {
                 n = channel.read(buffers, idx, count - idx);
                 if (n > 0) {
@@ -389,6 +395,14 @@ final class NbdConnection {
         }
     }
 
+    /**
+     * Delivers the device wake-ups held back by the reader's plug: called before every socket
+     * read, which blocks outside the kernel primitives and so does not flush the plug by itself.
+     */
+    private static void unplug() {
+        Task.current().plug().flush();
+    }
+
     /** Skips a refused WRITE payload; false if it is too long to skip (the connection then closes). */
     private boolean skipPayload(long length) {
         if (length > SKIP_MAX) {
@@ -397,6 +411,7 @@ final class NbdConnection {
         try {
             int buffered = (int) Math.min(input.remaining(), length);
             input.position(input.position() + buffered);
+            unplug();
             WireIo.skip(channel, skipScratch, length - buffered);
             return true;
         } catch (IOException e) {
