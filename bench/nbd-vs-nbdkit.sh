@@ -103,11 +103,14 @@ jobs=(
     "seqwrite-1m write 1m 8"
 )
 
-# Runs one job against one URI; prints "iops bandwidth_bytes_per_second".
+blkstack_uri="nbd://127.0.0.1:$blkstack_port/default"
+nbdkit_uri="nbd://127.0.0.1:$nbdkit_port/"
+
+# Runs one job against one URI for some seconds; prints "iops bandwidth_bytes_per_second".
 run_job() {
-    local uri=$1 rw=$2 bs=$3 depth=$4 out=$5
+    local uri=$1 rw=$2 bs=$3 depth=$4 out=$5 runtime=$6
     fio --name=bench --ioengine=nbd --uri="$uri" --rw="$rw" --bs="$bs" --iodepth="$depth" \
-        --size="${size_mib}m" --time_based --runtime="$seconds" --ramp_time=1 --randrepeat=0 \
+        --size="${size_mib}m" --time_based --runtime="$runtime" --ramp_time=1 --randrepeat=0 \
         --output-format=json --output="$out" >/dev/null
     python3 - "$out" "$rw" <<'PY'
 import json, sys
@@ -122,9 +125,8 @@ if ((warmup > 0)); then
     echo "nbd-vs-nbdkit: warming up, $warmup s per job and server" >&2
     for job in "${jobs[@]}"; do
         read -r name rw bs depth <<<"$job"
-        for uri in "nbd://127.0.0.1:$blkstack_port/default" "nbd://127.0.0.1:$nbdkit_port/"; do
-            fio --name=warmup --ioengine=nbd --uri="$uri" --rw="$rw" --bs="$bs" --iodepth="$depth" \
-                --size="${size_mib}m" --time_based --runtime="$warmup" --randrepeat=0 --output=/dev/null >/dev/null
+        for uri in "$blkstack_uri" "$nbdkit_uri"; do
+            run_job "$uri" "$rw" "$bs" "$depth" "$work/warmup.json" "$warmup" >/dev/null
         done
     done
 fi
@@ -142,8 +144,8 @@ for job in "${jobs[@]}"; do
         # Odd rounds start with blkstack, even rounds with nbdkit.
         if ((round % 2 == 1)); then order="blkstack nbdkit"; else order="nbdkit blkstack"; fi
         for side in $order; do
-            if [[ $side == blkstack ]]; then uri="nbd://127.0.0.1:$blkstack_port/default"; else uri="nbd://127.0.0.1:$nbdkit_port/"; fi
-            read -r iops bw < <(run_job "$uri" "$rw" "$bs" "$depth" "$work/$name-$side-$round.json")
+            if [[ $side == blkstack ]]; then uri=$blkstack_uri; else uri=$nbdkit_uri; fi
+            read -r iops bw < <(run_job "$uri" "$rw" "$bs" "$depth" "$work/$name-$side-$round.json" "$seconds")
             results+=("$round $side $iops $bw")
         done
     done

@@ -51,6 +51,11 @@ final class ConfigReader {
     private static final Set<String> TOP_KEYS = Set.of("memory", "listen", "devices", "mapped", "exports");
     private static final Set<String> EXPORT_KEYS = Set.of("device", "readonly", "description");
     private static final Set<String> DEVICE_KINDS = Set.of("file", "memory", "null");
+    private static final Set<String> FILE_KEYS = Set.of("file", "size", "direct", "io-tasks", "queue-depth");
+    private static final Set<String> MEMORY_KEYS = Set.of("memory", "latency");
+    private static final Set<String> NULL_KEYS = Set.of("null", "latency");
+    /** Every key some device kind takes; which kind may use which is checked once the kind is known. */
+    private static final Set<String> DEVICE_KEYS = union(FILE_KEYS, MEMORY_KEYS, NULL_KEYS);
 
     private final String source;
     private final Path baseDir;
@@ -135,8 +140,7 @@ final class ConfigReader {
         String path = "devices." + name;
         MappingNode map = mapping(node, path, "a map such as { file: data/a.img, size: 1GiB }, { memory: 256MiB }"
                 + " or { null: 1GiB }");
-        Map<String, NodeTuple> keys = entries(map, path, Set.of("file", "size", "direct", "io-tasks", "queue-depth", "memory", "null",
-                "latency"));
+        Map<String, NodeTuple> keys = entries(map, path, DEVICE_KEYS);
         List<String> kinds = keys.keySet().stream().filter(DEVICE_KINDS::contains).toList();
         if (kinds.size() != 1) {
             throw error(map, path, null, kinds.isEmpty()
@@ -147,7 +151,7 @@ final class ConfigReader {
         int line = line(map);
         switch (kind) {
             case "file" -> {
-                only(keys, path, "file", Set.of("file", "size", "direct", "io-tasks", "queue-depth"));
+                only(keys, path, "file", FILE_KEYS);
                 ScalarNode file = scalar(keys.get("file").getValueNode(), path + ".file");
                 if (!keys.containsKey("size")) {
                     throw error(map, path, null, "is a file device without 'size': give the device size, such as 1GiB");
@@ -161,18 +165,27 @@ final class ConfigReader {
                         line, line(sizeNode));
             }
             case "memory" -> {
-                only(keys, path, "memory", Set.of("memory", "latency"));
+                only(keys, path, "memory", MEMORY_KEYS);
                 Node sizeNode = keys.get("memory").getValueNode();
                 long size = sectorMultiple(sizeNode, path + ".memory");
                 return new MemorySpec(name, size, latency(keys, path), line, line(sizeNode));
             }
             default -> {
-                only(keys, path, "null", Set.of("null", "latency"));
+                only(keys, path, "null", NULL_KEYS);
                 Node sizeNode = keys.get("null").getValueNode();
                 long size = sectorMultiple(sizeNode, path + ".null");
                 return new NullSpec(name, size, latency(keys, path), line, line(sizeNode));
             }
         }
+    }
+
+    @SafeVarargs
+    private static Set<String> union(Set<String>... sets) {
+        Set<String> all = new java.util.HashSet<>();
+        for (Set<String> set : sets) {
+            all.addAll(set);
+        }
+        return Set.copyOf(all);
     }
 
     /** Rejects keys that exist but do not belong to {@code kind}. */
