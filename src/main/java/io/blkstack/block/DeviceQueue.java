@@ -25,16 +25,6 @@ import java.util.function.BooleanSupplier;
  * <p>A request admitted by a task holding its {@link Plug} does not wake an I/O task at once: the
  * plug delivers the wake-ups for the whole burst when the task unplugs or sleeps ({@link #kick}).
  *
- * <p><b>Dispatch.</b> An I/O task takes the oldest request it may serve, and with it the requests
- * queued right behind it that {@link Dispatch#merges} lets join (the elevator's back merge, as the
- * kernel merges a bio into the request before it): the handler serves the {@link Batch} at once.
- * Requests {@link Dispatch#exclusive} are served by one task at a time; while a batch of them is
- * in service the others stay queued (they do not wake a task either) and the task serving it takes
- * them next, merged. A file's buffered writes are such a class: the host kernel serializes them on
- * the inode lock anyway, and tasks that would only spin on that lock instead leave their core to
- * the socket and the client. Requests leave out of order, as they may in a block layer: nothing
- * is promised between requests in flight at once.
- *
  * <p>{@link #stop} refuses new requests, lets the I/O tasks drain what is already queued, and
  * joins them: every request admitted before the stop is served.
  *
@@ -59,71 +49,6 @@ public final class DeviceQueue<T> implements Plug.Kickable {
         void serve(T request, int taskIndex);
     }
 
-    /** Serves a batch of requests on a device I/O task; must complete each of them and must not throw. */
-    @FunctionalInterface
-    public interface BatchHandler<T> {
-        /** Serves {@code batch} on the I/O task number {@code taskIndex}. */
-        void serve(Batch<T> batch, int taskIndex);
-    }
-
-    /** Which requests are served one batch at a time, and which queued requests join a batch. */
-    public interface Dispatch<T> {
-
-        /** Whether at most one batch of requests like {@code request} may be in service at a time. */
-        boolean exclusive(T request);
-
-        /**
-         * Whether {@code next}, queued right behind the batch's last request (and in the same
-         * {@link #exclusive} class), joins the batch.
-         */
-        boolean merges(Batch<T> batch, T next);
-    }
-
-    /** The requests one I/O task serves at once, oldest first; owned by that task. */
-    public static final class Batch<T> {
-        private final Object[] items;
-        private int size;
-        private boolean exclusive;
-
-        Batch(int capacity) {
-            this.items = new Object[capacity];
-        }
-
-        /** How many requests the batch holds (at least one while it is served). */
-        public int size() {
-            return size;
-        }
-
-        /** The request at {@code index}, oldest first. */
-        @SuppressWarnings("unchecked")
-        public T get(int index) {
-            if (index < 0 || index >= size) {
-                throw new IndexOutOfBoundsException("batch index " + index + " of " + size);
-            }
-            return (T) items[index];
-        }
-
-        /** The newest request of the batch, the one a merging request follows. */
-        public T last() {
-            return get(size - 1);
-        }
-
-        /** How many requests the batch may hold. */
-        public int capacity() {
-            return items.length;
-        }
-
-        void add(Object request) {
-            items[size++] = request;
-        }
-
-        void clear() {
-            java.util.Arrays.fill(items, 0, size, null);
-            size = 0;
-            exclusive = false;
-        }
-    }
-
     /** Largest queue depth accepted; a bound on the ring's memory. */
     public static final int DEPTH_MAX = 4096;
     /** Largest number of I/O tasks per queue. */
@@ -131,9 +56,7 @@ public final class DeviceQueue<T> implements Plug.Kickable {
 
     private final Kernel kernel;
     private final String name;
-    private final BatchHandler<T> handler;
-    private final Dispatch<T> dispatch;
-    private final Batch<T>[] batches;
+    private final Handler<T> handler;
     private final Object[] ring;
     private final int depth;
     private final SpinLock lock;
@@ -147,34 +70,17 @@ public final class DeviceQueue<T> implements Plug.Kickable {
     private final AtomicLong submitWaits;
     private int head;
     private volatile int queued;
-    // Queued requests of the exclusive class, and whether a batch of them is in service.
-    private volatile int queuedExclusive;
-    private volatile boolean exclusiveBusy;
     private volatile int inFlight;
     private volatile boolean stopping;
     private boolean stopped;
-
-    /**
-     * Creates a queue whose tasks serve one request at a time, in arrival order, and starts them.
-     *
-     * @param depth how many requests may be in flight at once (queued or being served)
-     * @param taskCount how many device I/O tasks serve the ring
-     */
-    public DeviceQueue(Kernel kernel, String name, int depth, int taskCount, Handler<T> handler) {
-        this(kernel, name, depth, taskCount, 1, null, (batch, task) -> handler.serve(batch.get(0), task));
-    }
 
     /**
      * Creates the queue and starts its I/O tasks.
      *
      * @param depth how many requests may be in flight at once (queued or being served)
      * @param taskCount how many device I/O tasks serve the ring
-     * @param batchMax the most requests one batch holds (1: no merging)
-     * @param dispatch the exclusive class and the merge rule; null for none
      */
-    @SuppressWarnings("unchecked")
-    public DeviceQueue(Kernel kernel, String name, int depth, int taskCount, int batchMax, Dispatch<T> dispatch,
-            BatchHandler<T> handler) {
+    public DeviceQueue(Kernel kernel, String name, int depth, int taskCount, Handler<T> handler) {
         if (depth < 1 || depth > DEPTH_MAX) {
             throw new IllegalArgumentException("device queue " + name + ": depth " + depth + " not in [1, " + DEPTH_MAX + "]");
         }
@@ -182,30 +88,11 @@ public final class DeviceQueue<T> implements Plug.Kickable {
             throw new IllegalArgumentException("device queue " + name + ": task count " + taskCount + " not in [1, "
                     + TASKS_MAX + "]");
         }
-        if (batchMax < 1 || batchMax > depth) {
-            throw new IllegalArgumentException("device queue " + name + ": batch bound " + batchMax + " not in [1, "
-                    + depth + "]");
-        }
-        this.dispatch = dispatch != null ? dispatch : new Dispatch<>() {
-            @Override
-            public boolean exclusive(T request) {
-                return false;
-            }
-
-            @Override
-            public boolean merges(Batch<T> batch, T next) {
-                return false;
-            }
-        };
-        this.batches = new Batch[taskCount];
-        for (int i = 0; i < taskCount; i++) {
-            batches[i] = new Batch<>(batchMax);
-        }
         this.kernel = kernel;
         this.name = name;
         this.handler = handler;
         this.depth = depth;
-        this.workOrStop = () -> servable() || stopping;
+        this.workOrStop = () -> queued > 0 || stopping;
         this.slotOrStop = () -> inFlight < depth || stopping;
         this.ring = new Object[depth];
         this.lock = new SpinLock("device queue " + name);
@@ -233,7 +120,6 @@ public final class DeviceQueue<T> implements Plug.Kickable {
         if (request == null) {
             throw new IllegalArgumentException("device queue " + name + ": null request");
         }
-        boolean wake = true;
         lock.lock();
         try {
             if (stopping) {
@@ -250,16 +136,8 @@ public final class DeviceQueue<T> implements Plug.Kickable {
             ring[tail] = request;
             queued++;
             inFlight++;
-            if (dispatch.exclusive(request)) {
-                queuedExclusive++;
-                // The task serving the exclusive class takes it next; nobody else may.
-                wake = !exclusiveBusy;
-            }
         } finally {
             lock.unlock();
-        }
-        if (!wake) {
-            return Admit.QUEUED;
         }
         Task self = Task.currentOrNull();
         if (self == null || !self.plug().defer(this)) {
@@ -299,119 +177,65 @@ public final class DeviceQueue<T> implements Plug.Kickable {
         }
     }
 
-    /** The body of one device I/O task: serve batches until stopped and drained. */
+    /** The body of one device I/O task: serve requests until stopped and drained. */
     private void runIoTask(int index) {
-        Batch<T> batch = batches[index];
         while (true) {
             work.waitEventTimeout(workOrStop, this, -1, true);
-            if (!take(batch)) {
+            T request = take();
+            if (request == null) {
                 if (stopping) {
                     return;
                 }
                 continue;
             }
             try {
-                handler.serve(batch, index);
+                handler.serve(request, index);
             } catch (RuntimeException e) {
-                // A handler must complete its requests itself; report the bug and keep serving.
+                // A handler must complete its request itself; report the bug and keep serving.
                 // Errors (and the simulator's teardown signal) end the task instead.
                 kernel.reportCrash(Task.current(), e);
             } finally {
-                release(batch);
+                release();
             }
         }
     }
 
-    /** Whether a task may take something now: a request outside the exclusive class, or the class is free. */
-    private boolean servable() {
-        int exclusive = queuedExclusive;
-        return queued > exclusive || (exclusive > 0 && !exclusiveBusy);
-    }
-
-    /**
-     * Fills {@code batch} with the oldest request a task may serve and the requests queued right
-     * behind it that merge with it; false if there is none.
-     */
+    /** Takes the oldest queued request, or null if the ring is empty. */
     @SuppressWarnings("unchecked")
-    private boolean take(Batch<T> batch) {
+    private T take() {
         lock.lock();
         try {
-            for (int i = 0; i < queued; i++) {
-                T request = (T) ring[(head + i) % depth];
-                if (request == null) {
-                    throw new IllegalStateException("device queue " + name + ": empty ring slot " + (head + i) % depth
-                            + " with " + queued + " queued");
-                }
-                boolean exclusive = dispatch.exclusive(request);
-                if (exclusive && exclusiveBusy) {
-                    continue;
-                }
-                removeAt(i);
-                batch.add(request);
-                batch.exclusive = exclusive;
-                if (exclusive) {
-                    exclusiveBusy = true;
-                    queuedExclusive--;
-                }
-                // The request that queued right behind it now sits at the same distance from the head.
-                while (batch.size() < batch.capacity() && i < queued) {
-                    T next = (T) ring[(head + i) % depth];
-                    if (dispatch.exclusive(next) != exclusive || !dispatch.merges(batch, next)) {
-                        break;
-                    }
-                    removeAt(i);
-                    batch.add(next);
-                    if (exclusive) {
-                        queuedExclusive--;
-                    }
-                }
-                return true;
+            if (queued == 0) {
+                return null;
             }
-            return false;
+            T request = (T) ring[head];
+            if (request == null) {
+                throw new IllegalStateException("device queue " + name + ": empty ring slot " + head + " with "
+                        + queued + " queued");
+            }
+            ring[head] = null;
+            head = (head + 1) % depth;
+            queued--;
+            return request;
         } finally {
             lock.unlock();
         }
     }
 
-    /** Removes the request {@code i} places from the head, keeping the others in order (lock held). */
-    private void removeAt(int i) {
-        for (int j = i; j > 0; j--) {
-            ring[(head + j) % depth] = ring[(head + j - 1) % depth];
-        }
-        ring[head] = null;
-        head = (head + 1) % depth;
-        queued--;
-    }
-
-    /** Frees the slots of a served batch and wakes the submitters waiting for them. */
-    private void release(Batch<T> batch) {
-        int n = batch.size();
-        boolean wakeAnother = false;
+    /** Frees the slot of a served request and wakes one submitter waiting for it. */
+    private void release() {
         lock.lock();
         try {
-            if (inFlight - queued < n) {
-                throw new IllegalStateException("device queue " + name + ": release of " + n + " with " + inFlight
+            if (inFlight <= queued) {
+                throw new IllegalStateException("device queue " + name + ": release with " + inFlight
                         + " in flight and " + queued + " queued");
             }
-            inFlight -= n;
-            if (batch.exclusive) {
-                exclusiveBusy = false;
-                // This task may take other work first; the exclusive requests left must not wait for it.
-                wakeAnother = queuedExclusive > 0 && queued > queuedExclusive;
-            }
+            inFlight--;
         } finally {
             lock.unlock();
         }
-        batch.clear();
-        served.addAndGet(n);
-        if (wakeAnother) {
-            work.wakeOne();
-        }
-        for (int i = 0; i < n; i++) {
-            if (!slotFree.wakeOne()) {
-                break;
-            }
-        }
+        served.incrementAndGet();
+        slotFree.wakeOne();
     }
 
     /**

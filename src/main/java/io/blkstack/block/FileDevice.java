@@ -115,17 +115,11 @@ public final class FileDevice extends BlockDevice {
      * channel on the file with a view array, so a bio of many pages moves in one vectored system
      * call (the shared channel has only positional single-buffer calls).
      */
-    /** Most bios one merged transfer carries. */
-    static final int MERGE_BIOS_MAX = 16;
-    /** Most bytes one merged transfer carries. */
-    static final int MERGE_BYTES_MAX = 8 << 20;
-
     private static final class IoContext {
         final BioIter iter = new BioIter();
         final ByteBuffer zeros;
         final FileChannel cursor;
-        final ByteBuffer[] views = new ByteBuffer[MERGE_BIOS_MAX * Bio.VECS_MAX];
-        final boolean[] failed = new boolean[MERGE_BIOS_MAX];
+        final ByteBuffer[] views = new ByteBuffer[Bio.VECS_MAX];
         int segmentUsed;
         boolean haveSegment;
 
@@ -147,7 +141,6 @@ public final class FileDevice extends BlockDevice {
     private final AtomicLong bounces;
     private final AtomicLong ioErrors;
     private final AtomicLong again;
-    private final AtomicLong merges;
     private final DeviceQueue<Bio> queue;
 
     private FileDevice(Kernel kernel, String name, long capacitySectors, QueueLimits limits, Path path,
@@ -162,7 +155,6 @@ public final class FileDevice extends BlockDevice {
         this.bounces = kernel.counters().get("file.bounces");
         this.ioErrors = kernel.counters().get("file.io-errors");
         this.again = kernel.counters().get("file.again");
-        this.merges = kernel.counters().get("file.merges");
         PageAllocator pages = kernel.pages();
         this.bouncePool = new Mempool<>(kernel, name + "-bounce", options.ioTasks(), pages);
         // The device closes its own pool after its I/O tasks stop; the kernel must not close it first.
@@ -179,8 +171,7 @@ public final class FileDevice extends BlockDevice {
         }
         DeviceQueue<Bio> ioQueue;
         try {
-            ioQueue = new DeviceQueue<>(kernel, name, options.queueDepth(), options.ioTasks(),
-                    Math.min(MERGE_BIOS_MAX, options.queueDepth()), new FileDispatch(), this::serve);
+            ioQueue = new DeviceQueue<>(kernel, name, options.queueDepth(), options.ioTasks(), this::serve);
         } catch (RuntimeException e) {
             // Half built: give back what was taken; the caller closes the channel.
             bouncePool.close();
@@ -338,85 +329,18 @@ public final class FileDevice extends BlockDevice {
 
     // ---- service on the device's I/O tasks -----------------------------------------------------
 
-    /**
-     * The file's dispatch rules. Buffered writes (and zeroing, which writes) are exclusive: the
-     * host kernel takes the inode lock for each, so a second task writing the same file would only
-     * spin on that lock; under direct I/O the host lets overwrites run in parallel. Reads, and
-     * writes, merge with the bios queued right behind them when those continue them on the file
-     * (no bounce path, no PREFLUSH past the first bio, within {@link #MERGE_BIOS_MAX} bios and
-     * {@link #MERGE_BYTES_MAX} bytes): one vectored system call moves the whole run.
-     */
-    private final class FileDispatch implements DeviceQueue.Dispatch<Bio> {
-        @Override
-        public boolean exclusive(Bio bio) {
-            BioOp op = bio.op();
-            return !options.direct() && (op == BioOp.WRITE || op == BioOp.WRITE_ZEROES || op == BioOp.DISCARD);
-        }
-
-        @Override
-        public boolean merges(DeviceQueue.Batch<Bio> batch, Bio next) {
-            Bio first = batch.get(0);
-            Bio last = batch.last();
-            BioOp op = first.op();
-            return alignment <= 1
-                    && (op == BioOp.READ || op == BioOp.WRITE)
-                    && next.op() == op
-                    && next.sector() == last.endSector()
-                    && !next.hasFlag(BioFlags.PREFLUSH)
-                    && (next.endSector() - first.sector()) << Bio.SECTOR_SHIFT <= MERGE_BYTES_MAX;
-        }
-    }
-
-    /**
-     * Serves a batch on I/O task {@code taskIndex} and completes its bios there: a single bio as it
-     * asks, a merged run of contiguous reads or writes with one vectored transfer. Each bio of a run
-     * draws its own fault; if any fails, the others are served one by one.
-     */
-    private void serve(DeviceQueue.Batch<Bio> batch, int taskIndex) {
-        IoContext ctx = contexts[taskIndex];
-        int n = batch.size();
-        if (n == 1) {
-            Bio bio = batch.get(0);
-            complete(bio, perform(bio, ctx, true));
-            return;
-        }
-        merges.addAndGet(n - 1);
-        Faults faults = kernel().faults();
-        boolean anyFailed = false;
-        long extraNanos = 0;
-        for (int i = 0; i < n; i++) {
-            ctx.failed[i] = faults.shouldFail(ioFaultSite);
-            anyFailed |= ctx.failed[i];
-            if (!ctx.failed[i]) {
-                extraNanos += faults.extraLatencyNanos(latencyFaultSite);
-            }
-        }
-        if (extraNanos > 0) {
-            Task.current().sleepFor(extraNanos);
-        }
-        if (anyFailed) {
-            for (int i = 0; i < n; i++) {
-                Bio bio = batch.get(i);
-                complete(bio, ctx.failed[i] ? BioStatus.IOERR : perform(bio, ctx, false));
-            }
-            return;
-        }
+    /** Serves one bio on I/O task {@code taskIndex} and completes it there. */
+    private void serve(Bio bio, int taskIndex) {
         BioStatus status;
         try {
-            status = transferRun(batch, ctx);
+            status = perform(bio, contexts[taskIndex]);
         } catch (IOException e) {
             status = BioStatus.IOERR;
         } catch (RuntimeException e) {
+            // A bug, not an I/O error: report it, but still complete the bio so nobody waits forever.
             kernel().reportCrash(Task.current(), e);
             status = BioStatus.IOERR;
         }
-        for (int i = 0; i < n; i++) {
-            complete(batch.get(i), status);
-        }
-    }
-
-    /** Sets an error status (counted) and completes the bio. */
-    private void complete(Bio bio, BioStatus status) {
         if (status.isError()) {
             ioErrors.incrementAndGet();
             bio.setStatus(status);
@@ -424,64 +348,16 @@ public final class FileDevice extends BlockDevice {
         bio.endio();
     }
 
-    /**
-     * Does what the bio asks, drawing its faults first if {@code faulted}; returns its status.
-     * IOException becomes IOERR; a bug is reported and also becomes IOERR, so nobody waits forever.
-     */
-    private BioStatus perform(Bio bio, IoContext ctx, boolean faulted) {
-        try {
-            if (faulted) {
-                Faults faults = kernel().faults();
-                if (faults.shouldFail(ioFaultSite)) {
-                    return BioStatus.IOERR;
-                }
-                long extraNanos = faults.extraLatencyNanos(latencyFaultSite);
-                if (extraNanos > 0) {
-                    Task.current().sleepFor(extraNanos);
-                }
-            }
-            return performUnfaulted(bio, ctx);
-        } catch (IOException e) {
-            return BioStatus.IOERR;
-        } catch (RuntimeException e) {
-            kernel().reportCrash(Task.current(), e);
+    /** Does what the bio asks; returns its status. */
+    private BioStatus perform(Bio bio, IoContext ctx) throws IOException {
+        Faults faults = kernel().faults();
+        if (faults.shouldFail(ioFaultSite)) {
             return BioStatus.IOERR;
         }
-    }
-
-    /** Moves a merged run of contiguous READ or WRITE bios with one vectored transfer. */
-    private BioStatus transferRun(DeviceQueue.Batch<Bio> batch, IoContext ctx) throws IOException {
-        Bio first = batch.get(0);
-        boolean write = first.op() == BioOp.WRITE;
-        if (first.hasFlag(BioFlags.PREFLUSH)) {
-            file.force();
+        long extraNanos = faults.extraLatencyNanos(latencyFaultSite);
+        if (extraNanos > 0) {
+            Task.current().sleepFor(extraNanos);
         }
-        boolean fua = false;
-        int count = 0;
-        for (int i = 0; i < batch.size(); i++) {
-            Bio bio = batch.get(i);
-            ctx.iter.reset(bio);
-            count = SegmentViews.fill(ctx.iter, ctx.views, count);
-            fua |= bio.hasFlag(BioFlags.FUA);
-        }
-        long position = first.sector() << Bio.SECTOR_SHIFT;
-        try {
-            if (write) {
-                file.writeFully(ctx.cursor, ctx.views, count, position);
-            } else {
-                file.readFully(ctx.cursor, ctx.views, count, position);
-            }
-        } finally {
-            java.util.Arrays.fill(ctx.views, 0, count, null);
-        }
-        if (write && fua) {
-            file.force();
-        }
-        return BioStatus.OK;
-    }
-
-    /** Does what the bio asks, its faults already drawn; returns its status. */
-    private BioStatus performUnfaulted(Bio bio, IoContext ctx) throws IOException {
         if (bio.hasFlag(BioFlags.PREFLUSH)) {
             file.force();
         }

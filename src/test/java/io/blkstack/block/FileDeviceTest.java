@@ -7,15 +7,12 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.blkstack.bio.Bio;
 import io.blkstack.bio.BioFlags;
-import io.blkstack.bio.BioIter;
 import io.blkstack.bio.BioOp;
 import io.blkstack.bio.BioSet;
 import io.blkstack.bio.BioStatus;
 import io.blkstack.kernel.Completion;
 import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Kernel;
-import io.blkstack.kernel.Plug;
-import io.blkstack.kernel.Task;
 import io.blkstack.kernel.TaskKind;
 import io.blkstack.mem.Gfp;
 import java.io.IOException;
@@ -278,97 +275,6 @@ class FileDeviceTest {
         byte[] into = new byte[4096];
         assertEquals(BioStatus.IOERR, BioBytes.read(set, dev, 0, into, 0, 0));
         assertEquals(BioStatus.IOERR, BioBytes.range(set, dev, BioOp.FLUSH, 0, 0, 0));
-    }
-
-    @Test
-    void contiguousQueuedBiosMergeIntoOneTransferAndEachDrawsItsOwnFault() throws IOException {
-        AtomicInteger draws = new AtomicInteger();
-        start(new Faults() {
-            @Override
-            public boolean shouldFail(String site) {
-                return site.equals("io:m") && draws.incrementAndGet() % 13 == 0;
-            }
-
-            @Override
-            public long extraLatencyNanos(String site) {
-                return 0;
-            }
-        });
-        FileDevice dev = FileDevice.open(kernel, "m", dir.resolve("m.img"), SIZE,
-                FileDevice.Options.defaults().withCreate(true).withIoTasks(1).withQueueDepth(16));
-        int perRound = 8;
-        int bytes = 16 << 10;
-        byte[] model = new byte[(int) SIZE];
-        Random random = new Random(11);
-        int errors = 0;
-        try (DataBuffers buffers = new DataBuffers(kernel)) {
-            for (int round = 0; round < 20; round++) {
-                long base = (long) round * perRound * bytes;
-                // Writes: submitted under the plug, so the I/O task wakes to find all of them queued.
-                Bio[] bios = new Bio[perRound];
-                for (int i = 0; i < perRound; i++) {
-                    bios[i] = buffers.bio(set, dev, BioOp.WRITE, (base + (long) i * bytes) >>> Bio.SECTOR_SHIFT, bytes,
-                            null);
-                    byte[] data = new byte[bytes];
-                    random.nextBytes(data);
-                    fill(bios[i], data);
-                }
-                errors += submitPlugged(bios);
-                for (int i = 0; i < perRound; i++) {
-                    if (bios[i].status() == BioStatus.OK) {
-                        System.arraycopy(DataBuffers.contents(bios[i]), 0, model, (int) (base + (long) i * bytes), bytes);
-                    }
-                    bios[i].put();
-                }
-                // Reads of the same range, merged the same way, against the model.
-                for (int i = 0; i < perRound; i++) {
-                    bios[i] = buffers.bio(set, dev, BioOp.READ, (base + (long) i * bytes) >>> Bio.SECTOR_SHIFT, bytes,
-                            null);
-                }
-                errors += submitPlugged(bios);
-                for (int i = 0; i < perRound; i++) {
-                    if (bios[i].status() == BioStatus.OK) {
-                        int at = (int) (base + (long) i * bytes);
-                        assertArrayEquals(Arrays.copyOfRange(model, at, at + bytes), DataBuffers.contents(bios[i]),
-                                "round " + round + " read " + i);
-                    }
-                    bios[i].put();
-                }
-                buffers.close();
-            }
-        }
-        assertEquals(draws.get() / 13, errors, "every bio drew its fault exactly once, merged or not ("
-                + draws.get() + " draws)");
-        assertEquals(20 * 2 * perRound, draws.get());
-        assertTrue(kernel.counters().get("file.merges").get() > 0, "no bio ever merged with the one before it");
-    }
-
-    /** Copies {@code data} into the bio's pages, in order. */
-    private static void fill(Bio bio, byte[] data) {
-        BioIter iter = new BioIter();
-        for (iter.resetAll(bio); iter.next(); ) {
-            iter.page().buffer().put(iter.offset(), data, iter.bioOffset(), iter.length());
-        }
-    }
-
-    /** Submits the bios while plugged and waits for them all; returns how many failed with IOERR. */
-    private static int submitPlugged(Bio[] bios) {
-        Completion done = new Completion("plugged bios");
-        try (Plug.Scope plugged = Task.current().plug().start()) {
-            for (Bio bio : bios) {
-                bio.setEndIo(b -> done.complete());
-                Submit.submitBio(bio);
-            }
-        }
-        int errors = 0;
-        for (Bio bio : bios) {
-            done.await();
-        }
-        for (Bio bio : bios) {
-            assertTrue(bio.status() == BioStatus.OK || bio.status() == BioStatus.IOERR, bio + ": " + bio.status());
-            errors += bio.status() == BioStatus.IOERR ? 1 : 0;
-        }
-        return errors;
     }
 
     @Test
