@@ -703,12 +703,7 @@ public final class BufferCache implements Shrinker, AutoCloseable {
         b.reading = true;
         readsInFlight.incrementAndGet();
         reads.incrementAndGet();
-        Bio bio = bioSet.alloc(Gfp.NOIO, pagesPerBlock);
-        bio.init(device, BioOp.READ, 0, b.block * sectorsPerBlock);
-        addPages(bio, b);
-        bio.setEndIo(readEndIo);
-        bio.setPrivateData(b);
-        Submit.submitBio(bio);
+        submitBlockBio(b, BioOp.READ, readEndIo);
     }
 
     private void submitWrite(Buffer b) {
@@ -717,10 +712,15 @@ public final class BufferCache implements Shrinker, AutoCloseable {
         b.ioError = false;
         writesInFlight.incrementAndGet();
         writes.incrementAndGet();
+        submitBlockBio(b, BioOp.WRITE, writeEndIo);
+    }
+
+    /** One bio over the buffer's pages for its whole block, completing to {@code endIo}. */
+    private void submitBlockBio(Buffer b, BioOp op, BioEndIo endIo) {
         Bio bio = bioSet.alloc(Gfp.NOIO, pagesPerBlock);
-        bio.init(device, BioOp.WRITE, 0, b.block * sectorsPerBlock);
+        bio.init(device, op, 0, b.block * sectorsPerBlock);
         addPages(bio, b);
-        bio.setEndIo(writeEndIo);
+        bio.setEndIo(endIo);
         bio.setPrivateData(b);
         Submit.submitBio(bio);
     }
