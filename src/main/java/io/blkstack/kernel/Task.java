@@ -44,12 +44,17 @@ public final class Task {
     private volatile long waitSinceNanos;
     private volatile boolean stopRequested;
     private volatile boolean exited;
+    // Tasks waiting for this one to begin a wait (awaitWait); counted so a wait start costs
+    // one volatile read when nobody watches.
+    private final WaitQueue waitBegun;
+    private final java.util.concurrent.atomic.AtomicInteger waitWatchers = new java.util.concurrent.atomic.AtomicInteger();
 
     Task(Kernel kernel, long id, String name, TaskKind kind) {
         this.kernel = kernel;
         this.id = id;
         this.name = name;
         this.kind = kind;
+        this.waitBegun = new WaitQueue("wait start of " + name);
     }
 
     /** The task of the calling thread; throws if the thread belongs to no kernel. */
@@ -218,7 +223,32 @@ public final class Task {
         waitSinceNanos = kernel.scheduler().nanoTime();
         waitIdle = idle;
         waitingOn = what;
+        if (waitWatchers.get() > 0) {
+            waitBegun.wakeAll();
+        }
         return true;
+    }
+
+    /**
+     * Sleeps until this task is in a logical wait (see {@link #beginWait}) on something that
+     * {@code matching} accepts, and returns it; null if {@code timeoutNanos} passes first. For a
+     * caller that must act only once another task is blocked (a test that frees what the task waits
+     * for, a tool): each wait the task begins wakes it, so it never polls.
+     */
+    public Object awaitWait(java.util.function.Predicate<Object> matching, long timeoutNanos) {
+        Object[] seen = new Object[1];
+        java.util.function.BooleanSupplier found = () -> {
+            Object what = waitingOn;
+            seen[0] = what != null && matching.test(what) ? what : null;
+            return seen[0] != null;
+        };
+        waitWatchers.incrementAndGet();
+        try {
+            waitBegun.waitEventTimeout(found, waitBegun, timeoutNanos, false);
+        } finally {
+            waitWatchers.decrementAndGet();
+        }
+        return seen[0];
     }
 
     /** Ends the logical wait started by a {@link #beginWait} that returned true. */

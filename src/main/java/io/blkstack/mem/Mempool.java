@@ -121,10 +121,11 @@ public final class Mempool<T> implements Component {
                     lock.unlock();
                     throw new IllegalStateException("mempool " + name + ": blocking allocation outside a kernel task");
                 }
+                waiters.prepareToWait(self);
                 if (!waitStarted) {
+                    // After registering: whoever sees the wait begin also finds this task queued.
                     waitStarted = self.beginWait(this, false);
                 }
-                waiters.prepareToWait(self);
                 lock.unlock();
                 waits.incrementAndGet();
                 self.sleep(this, RETRY_NANOS);

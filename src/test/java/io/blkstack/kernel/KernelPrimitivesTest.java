@@ -2,6 +2,7 @@ package io.blkstack.kernel;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNotSame;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertSame;
@@ -50,6 +51,28 @@ class KernelPrimitivesTest {
         go.complete();
         kernel.scheduler().join(t);
         assertEquals(2, stage.get());
+    }
+
+    @Test
+    void awaitWaitIsWokenWhenAnotherTaskBeginsTheWaitItLooksFor() {
+        long tenSeconds = Duration.ofSeconds(10).toNanos();
+        Task tester = self.task();
+        Completion go = new Completion("go");
+        AtomicReference<Object> testerSeen = new AtomicReference<>();
+        AtomicReference<Boolean> goCompleted = new AtomicReference<>();
+        // The task first waits for the tester to be asleep in awaitWait, then waits on go for at
+        // most five seconds. The tester must be woken by that wait's start: one that only
+        // re-checked when its own ten-second timeout ran out would find the task gone.
+        Task t = kernel.spawn("blocked", TaskKind.USER, () -> {
+            testerSeen.set(tester.awaitWait(w -> true, tenSeconds));
+            goCompleted.set(go.await(tenSeconds / 2));
+        });
+        assertSame(go, t.awaitWait(w -> w == go, tenSeconds));
+        assertNotNull(testerSeen.get(), "the task saw the tester's wait");
+        go.complete();
+        kernel.scheduler().join(t);
+        assertTrue(goCompleted.get(), "the task was still waiting when the tester completed go");
+        assertNull(t.awaitWait(w -> true, 1_000_000L), "an exited task never begins a wait");
     }
 
     @Test

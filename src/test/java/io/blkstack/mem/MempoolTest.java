@@ -124,9 +124,7 @@ class MempoolTest {
         a.blockingCall.reinit(); // the reserve's preallocation was a blocking call too
         Task waiter = kernel.spawn("waiter", TaskKind.USER, () -> pool.free(pool.alloc(Gfp.NOIO)));
         a.blockingCall.await();
-        while (pool.waiters().isEmpty()) {
-            Thread.onSpinWait(); // observing a state change, not waiting for time
-        }
+        assertSame(pool, waiter.awaitWait(w -> w == pool, 10_000_000_000L));
         assertSame(pool, waiter.waitingOn());
         assertTrue(pool.describeState().contains("waiters [waiter"), pool.describeState());
         pool.free(held);

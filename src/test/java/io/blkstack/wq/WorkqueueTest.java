@@ -29,18 +29,13 @@ class WorkqueueTest {
         return Kernel.builder().name("wq-test").memory(4L << 20).faults(faults).build();
     }
 
-    /** Waits (on the kernel clock) until {@code task} has begun a logical wait; returns what it waits on. */
+    /** Waits until {@code task} has begun a logical wait; returns what it waits on. */
     static Object awaitWaiting(Task task) {
-        Task self = Task.current();
-        for (int i = 0; i < 10_000; i++) {
-            Object what = task.waitingOn();
-            if (what != null) {
-                return what;
-            }
-            self.sleepFor(MILLISECOND);
+        Object what = task.awaitWait(w -> true, 10 * SECOND);
+        if (what == null) {
+            fail("task " + task + " never started waiting");
         }
-        fail("task " + task + " never started waiting");
-        return null;
+        return what;
     }
 
     @Test
