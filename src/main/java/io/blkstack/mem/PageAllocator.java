@@ -212,17 +212,9 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
         try {
             taken = Math.max(0, Math.min(count, freeCount - minPages));
             for (int i = 0; i < taken; i++) {
-                Page page = pages[freeStack[--freeCount]];
-                if (page.allocated) {
-                    throw new IllegalStateException(page + " on the free list is allocated");
-                }
-                page.allocated = true;
-                out[i] = page;
+                out[i] = takeLocked();
             }
-            if (freeCount < lowPages && !reclaimRequested) {
-                reclaimRequested = true;
-                wakeReclaim = true;
-            }
+            wakeReclaim = requestReclaimLocked();
         } finally {
             lock.unlock();
         }
@@ -278,6 +270,28 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
         return arena.slice((int) start, length);
     }
 
+    /** Pops the top of the free stack and marks it allocated; the caller holds {@code lock} and saw it non-empty. */
+    private Page takeLocked() {
+        Page page = pages[freeStack[--freeCount]];
+        if (page.allocated) {
+            throw new IllegalStateException(page + " on the free list is allocated");
+        }
+        page.allocated = true;
+        return page;
+    }
+
+    /**
+     * After a take: whether the free pages fell below the low watermark with no reclaim asked for
+     * yet; marks it asked, and the caller wakes the reclaim task once it has dropped {@code lock}.
+     */
+    private boolean requestReclaimLocked() {
+        if (freeCount < lowPages && !reclaimRequested) {
+            reclaimRequested = true;
+            return true;
+        }
+        return false;
+    }
+
     /** Puts an allocated page back on the free stack; the caller holds {@code lock}. */
     private void releaseLocked(Page page) {
         if (!page.allocated) {
@@ -301,16 +315,9 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
         lock.lock();
         try {
             if (freeCount > floor) {
-                page = pages[freeStack[--freeCount]];
-                if (page.allocated) {
-                    throw new IllegalStateException(page + " on the free list is allocated");
-                }
-                page.allocated = true;
+                page = takeLocked();
             }
-            if (freeCount < lowPages && !reclaimRequested) {
-                reclaimRequested = true;
-                wakeReclaim = true;
-            }
+            wakeReclaim = requestReclaimLocked();
         } finally {
             lock.unlock();
         }
