@@ -1,6 +1,9 @@
 package io.blkstack.kernel;
 
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.function.BooleanSupplier;
+import java.util.function.Predicate;
 
 /**
  * The per-thread context of one kernel: the kernel's {@code task_struct}.
@@ -47,7 +50,7 @@ public final class Task {
     // Tasks waiting for this one to begin a wait (awaitWait); counted so a wait start costs
     // one volatile read when nobody watches.
     private final WaitQueue waitBegun;
-    private final java.util.concurrent.atomic.AtomicInteger waitWatchers = new java.util.concurrent.atomic.AtomicInteger();
+    private final AtomicInteger waitWatchers = new AtomicInteger();
 
     Task(Kernel kernel, long id, String name, TaskKind kind) {
         this.kernel = kernel;
@@ -235,9 +238,9 @@ public final class Task {
      * caller that must act only once another task is blocked (a test that frees what the task waits
      * for, a tool): each wait the task begins wakes it, so it never polls.
      */
-    public Object awaitWait(java.util.function.Predicate<Object> matching, long timeoutNanos) {
+    public Object awaitWait(Predicate<Object> matching, long timeoutNanos) {
         Object[] seen = new Object[1];
-        java.util.function.BooleanSupplier found = () -> {
+        BooleanSupplier found = () -> {
             Object what = waitingOn;
             seen[0] = what != null && matching.test(what) ? what : null;
             return seen[0] != null;
