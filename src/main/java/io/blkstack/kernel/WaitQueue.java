@@ -140,6 +140,9 @@ public final class WaitQueue {
         Task self = Task.current();
         Scheduler scheduler = self.kernel().scheduler();
         long deadline = timeoutNanos < 0 ? Long.MAX_VALUE : scheduler.nanoTime() + timeoutNanos;
+        // Queue before announcing the wait: whoever sees it begin (Task.awaitWait) also finds this
+        // task queued, behind those already waiting, so a wake-up it then causes is ordered.
+        prepareToWait(self);
         boolean started = self.beginWait(what, idle);
         try {
             while (true) {

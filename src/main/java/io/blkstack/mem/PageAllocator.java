@@ -118,6 +118,11 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
         return highPages;
     }
 
+    /** The background reclaim task ({@code kswapd}), or null before {@link #start}; for harnesses that watch its waits. */
+    public Task reclaimTask() {
+        return reclaimTask;
+    }
+
     /** The mutex that serializes reclaim; waits on it show up in explanations. */
     public Mutex reclaimMutex() {
         return reclaimMutex;

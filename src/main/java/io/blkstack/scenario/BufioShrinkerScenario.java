@@ -1,17 +1,23 @@
 package io.blkstack.scenario;
 
+import io.blkstack.bio.BioVec;
 import io.blkstack.block.MemoryDevice;
 import io.blkstack.bufio.BufferCache;
 import io.blkstack.dm.thin.Pool;
+import io.blkstack.kernel.Completion;
 import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.Mutex;
 import io.blkstack.kernel.Policies;
 import io.blkstack.kernel.PolicySwitch;
 import io.blkstack.kernel.Task;
 import io.blkstack.kernel.TaskKind;
+import io.blkstack.mem.Gfp;
+import io.blkstack.mem.Mempool;
 import io.blkstack.thin.ThinMetadata;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.function.Consumer;
+import java.util.function.Predicate;
 
 /**
  * Seed 003, {@code bufio-shrinker}: thin-pool metadata ({@link ThinMetadata}) in a
@@ -37,6 +43,12 @@ final class BufioShrinkerScenario implements Scenario {
     /** Small nodes: many nodes dirtied and written per commit. */
     static final int NODE_CAPACITY = 5;
     static final int TASKS = 2;
+    /** The thin device the forced commit dirties, apart from the workers' devices. */
+    static final int HARNESS_DEVICE = TASKS;
+    /** Mappings the forced commit writes: more nodes than the vec reserve. */
+    static final int HARNESS_MAPPINGS = 12;
+    /** Bound on each wait of the forcing harness; generous, it only turns a broken harness into an error. */
+    static final long HARNESS_WAIT_NANOS = 30_000_000_000L;
 
     @Override
     public String name() {
@@ -84,11 +96,14 @@ final class BufioShrinkerScenario implements Scenario {
     public Consumer<Kernel> workload(Engine engine, Probe probe) {
         int rounds = engine == Engine.SIM ? 2 : 10;
         int perRound = engine == Engine.SIM ? 6 : 10;
-        return kernel -> run(kernel, probe, rounds, perRound);
+        // On real threads the knot needs kswapd to reach the shrinker while a commit holds the
+        // cache's mutex and cannot get a vec array: hoping for it lost about one run in five, so
+        // the threads workload forces that interleaving first (see forceCommitUnderReclaim).
+        return kernel -> run(kernel, probe, rounds, perRound, engine == Engine.THREADS);
     }
 
     /** Builds the cache and the metadata, exhausts memory, runs the metadata tasks, checks and tears down. */
-    private static void run(Kernel kernel, Probe probe, int rounds, int perRound) {
+    private static void run(Kernel kernel, Probe probe, int rounds, int perRound, boolean forceInterleaving) {
         MemoryDevice meta = new MemoryDevice(kernel, META, META_BYTES, 50_000);
         BufferCache cache = new BufferCache(meta, Pool.METADATA_BLOCK_SIZE,
                 new BufferCache.Config(4, 16, Long.MAX_VALUE, 0));
@@ -96,11 +111,17 @@ final class BufioShrinkerScenario implements Scenario {
         for (int t = 0; t < TASKS; t++) {
             md.createThin(t);
         }
+        if (forceInterleaving) {
+            md.createThin(HARNESS_DEVICE);
+        }
         md.commit();
         MemoryPressure pressure = MemoryPressure.exhaust(kernel, 0);
         probe.watch("bufio write-back vec reserve", cache.bioSet().vecPool());
         probe.watch("bufio write-back bio reserve", cache.bioSet().bioPool());
         probe.start(kernel);
+        if (forceInterleaving) {
+            forceCommitUnderReclaim(kernel, md, cache, pressure);
+        }
         List<Task> workers = new ArrayList<>();
         for (int t = 0; t < TASKS; t++) {
             int dev = t;
@@ -116,6 +137,91 @@ final class BufioShrinkerScenario implements Scenario {
             throw new IllegalStateException("thin metadata check after the run: " + problems);
         }
         cache.close();
+    }
+
+    /**
+     * Tries to put a commit into the seed's state on purpose, under either policy. The harness
+     * dirties metadata and takes the cache's mutex while kswapd sleeps ({@link #dirtyUnderMutex}),
+     * starts a commit, which queues on that mutex, takes every vec array the cache's bio set can
+     * give and the pages reclaim freed meanwhile, which wakes kswapd. Legacy: kswapd, with the
+     * reclaim mutex held, queues on the cache's mutex ({@link Task#awaitWait}); the harness lets the
+     * mutex go. If the commit gets it first (it queued first), its first write finds no vec array
+     * and no page, enters direct reclaim and waits for the reclaim mutex: the seed's knot; giving
+     * the arrays back then no longer helps. If kswapd wins the mutex anyway (it may have been
+     * waking already when the harness saw it asleep), it writes the metadata back and the commit
+     * finishes: the harness then gives up and the workers' rounds race as before, so the harness
+     * itself never stalls. Fixed: kswapd's scan only try-locks and returns, and the commit
+     * finishes once the arrays come back. Every wait here is on a kernel event, and bounded.
+     */
+    private static void forceCommitUnderReclaim(Kernel kernel, ThinMetadata md, BufferCache cache,
+            MemoryPressure pressure) {
+        Mutex cacheMutex = cache.mutex();
+        dirtyUnderMutex(kernel, md, cache);
+        boolean legacy = kernel.policies().isLegacy(PolicySwitch.BUFIO_SHRINKER);
+        Mutex reclaim = kernel.pages().reclaimMutex();
+        Mempool<BioVec[]> vecs = cache.bioSet().vecPool();
+        List<BioVec[]> held = new ArrayList<>();
+        Completion released = new Completion("harness release of the commit");
+        Task committer;
+        try {
+            committer = kernel.spawn("thin-md-commit", TaskKind.WORKER, () -> {
+                md.commit();
+                released.await();
+            });
+            expectWait(committer, w -> w == cacheMutex, "the commit never queued on the cache's mutex");
+            // No metadata I/O is in flight while the harness holds the mutex, so this takes them all.
+            for (BioVec[] v = vecs.alloc(Gfp.NOWAIT); v != null; v = vecs.alloc(Gfp.NOWAIT)) {
+                held.add(v);
+            }
+            pressure.takeFreePages();
+            if (legacy) {
+                expectWait(kernel.pages().reclaimTask(), w -> w == cacheMutex,
+                        "kswapd never queued on the cache's mutex");
+                // The shrinkers kswapd ran before the cache's (the slabs') may have freed pages.
+                pressure.takeFreePages();
+            }
+        } finally {
+            cacheMutex.unlock();
+        }
+        if (legacy) {
+            expectWait(committer, w -> w == reclaim || w == vecs || w == released,
+                    "the commit neither waited for reclaim or a vec array nor finished");
+        }
+        held.forEach(vecs::free);
+        released.complete();
+        kernel.scheduler().join(committer);
+    }
+
+    /**
+     * Leaves the calling task holding the cache's mutex with dirty metadata in the cache and
+     * kswapd asleep (so it cannot queue on the mutex ahead of the commit): inserts a mapping on
+     * the harness device, takes the mutex, and if reclaim cleaned the cache first or is still at
+     * work, lets the mutex go, waits for kswapd to sleep and tries again.
+     */
+    private static void dirtyUnderMutex(Kernel kernel, ThinMetadata md, BufferCache cache) {
+        Task kswapd = kernel.pages().reclaimTask();
+        for (int i = 0; i < HARNESS_MAPPINGS; i++) {
+            long data = md.allocDataBlock(0, DATA_BLOCKS);
+            if (data < 0) {
+                throw new IllegalStateException("harness: no free data block for vblock " + i);
+            }
+            md.insertMapping(HARNESS_DEVICE, i, data);
+            cache.mutex().lock();
+            if (cache.dirtyCount() > 0 && kswapd.waitIsIdle()) {
+                return;
+            }
+            cache.mutex().unlock();
+            expectWait(kswapd, w -> kswapd.waitIsIdle(), "kswapd never went back to sleep");
+        }
+        throw new IllegalStateException("harness: reclaim was at work after each of " + HARNESS_MAPPINGS + " insertions");
+    }
+
+    /** Waits until {@code task} begins a wait that {@code matching} accepts; throws with {@code failure} after the bound. */
+    private static void expectWait(Task task, Predicate<Object> matching, String failure) {
+        if (task.awaitWait(matching, HARNESS_WAIT_NANOS) == null) {
+            throw new IllegalStateException("harness: " + failure + " within " + HARNESS_WAIT_NANOS / 1_000_000_000L
+                    + " s");
+        }
     }
 
     /** One task: maps blocks of its thin device round by round, commits each round and checks the mappings. */

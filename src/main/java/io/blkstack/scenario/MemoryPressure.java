@@ -30,17 +30,26 @@ final class MemoryPressure {
             throw new IllegalArgumentException("spare bios must not be negative: " + spareBios);
         }
         MemoryPressure m = new MemoryPressure(kernel);
+        m.takeFreePages();
         int pagesMax = kernel.pages().totalPages();
-        for (Page p = kernel.pages().alloc(Gfp.NOWAIT); p != null; p = kernel.pages().alloc(Gfp.NOWAIT)) {
-            m.pages.add(p);
-            if (m.pages.size() > pagesMax) {
-                throw new IllegalStateException("took " + m.pages.size() + " pages from an arena of " + pagesMax);
-            }
-        }
         for (BioSet set : sets) {
             m.takeSlabObjects(set, spareBios, (long) pagesMax * Page.SIZE);
         }
         return m;
+    }
+
+    /**
+     * Takes every page the arena gives without waiting (again: reclaim may have freed some since);
+     * a take below the low watermark wakes the background reclaim task, as any allocation does.
+     */
+    void takeFreePages() {
+        int pagesMax = kernel.pages().totalPages();
+        for (Page p = kernel.pages().alloc(Gfp.NOWAIT); p != null; p = kernel.pages().alloc(Gfp.NOWAIT)) {
+            pages.add(p);
+            if (pages.size() > pagesMax) {
+                throw new IllegalStateException("took " + pages.size() + " pages from an arena of " + pagesMax);
+            }
+        }
     }
 
     /** Takes the set's free slab bios while its reserve stays full, then gives {@code spare} back. */
