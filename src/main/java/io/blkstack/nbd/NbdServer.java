@@ -270,7 +270,8 @@ public final class NbdServer implements Component {
         return budget;
     }
 
-    Options options() {
+    /** The options the server runs with. */
+    public Options options() {
         return options;
     }
 
@@ -428,7 +429,7 @@ public final class NbdServer implements Component {
     }
 
     /** A duration for log lines: whole seconds, else milliseconds, else nanoseconds. */
-    static String formatNanos(long nanos) {
+    public static String formatNanos(long nanos) {
         if (nanos % 1_000_000_000L == 0) {
             return nanos / 1_000_000_000L + "s";
         }

@@ -104,6 +104,80 @@ class ServeCommandTest {
         assertEquals(0, p.exitValue());
     }
 
+    /**
+     * Proves a server owns its backing files: while one {@code serve} runs a thin pool (with the
+     * connection flags, which it reports), a second {@code serve} of the same configuration exits 2
+     * naming the locked metadata file, without ever becoming ready, and {@code thin check} says the
+     * pool is live; after the first stops, {@code thin check} takes its shared lock and finds the
+     * metadata clean. Before the fix the second server started and both wrote the same files.
+     */
+    @Test
+    @Timeout(180)
+    void secondServeOnTheSameFilesExits2NamingTheLockedFile() throws Exception {
+        Path config = tmp.resolve("thin.yaml");
+        Files.writeString(config, """
+                memory: 16MiB
+                devices:
+                  meta: { file: thin-data/meta.img, size: 4MiB }
+                  data: { file: thin-data/data.img, size: 64MiB }
+                mapped:
+                  pool: "0 131072 thin-pool meta data 128 16"
+                  vol0: "0 131072 thin pool 0"
+                exports:
+                  vol0: { device: vol0 }
+                """);
+        Process first = start(List.of("serve", "--config", config.toString(), "--listen", "127.0.0.1:0",
+                "--max-connections", "3", "--handshake-timeout", "5s", "--idle-timeout", "off"), stderrFile());
+        List<String> lines = new ArrayList<>();
+        awaitReady(first, lines);
+        assertTrue(lines.contains("  at most 3 connections, handshake timeout 5s, idle timeout off"), lines.toString());
+
+        Path secondErr = tmp.resolve("second-stderr.txt");
+        Process second = start(List.of("serve", "--config", config.toString(), "--listen", "127.0.0.1:0"), secondErr);
+        List<String> secondOut = new ArrayList<>();
+        try (BufferedReader out = new BufferedReader(new InputStreamReader(second.getInputStream(), StandardCharsets.UTF_8))) {
+            for (String line; (line = out.readLine()) != null; ) {
+                secondOut.add(line);
+                assertNotEquals(ServeCommand.READY, line, "a second server started on the same files");
+            }
+        } finally {
+            if (second.isAlive()) {
+                second.destroyForcibly();
+            }
+        }
+        assertTrue(second.waitFor(STOP_SECONDS_MAX, TimeUnit.SECONDS), "second serve did not exit");
+        String err = Files.readString(secondErr);
+        assertEquals(ExitCodes.RUNTIME, second.exitValue(), err + secondOut);
+        Path meta = tmp.resolve("thin-data/meta.img");
+        assertTrue(err.contains("blkstack serve: " + config + ":3: devices.meta.file: " + meta
+                + " is in use (locked by another process)"), err);
+
+        Run live = run("thin", "check", config.toString(), "--pool", "pool");
+        assertEquals(ExitCodes.RUNTIME, live.exitCode(), live.err());
+        assertTrue(live.err().contains(meta + " is in use (locked by another process): the pool is live"), live.err());
+
+        first.destroy();
+        assertTrue(first.waitFor(STOP_SECONDS_MAX, TimeUnit.SECONDS), "serve did not stop after SIGTERM");
+        assertEquals(0, first.exitValue(), Files.readString(stderrFile()));
+        Run stopped = run("thin", "check", config.toString(), "--pool", "pool");
+        assertEquals(0, stopped.exitCode(), stopped.err());
+        assertTrue(stopped.out().contains("thin metadata clean"), stopped.out());
+    }
+
+    @Test
+    void connectionFlagsAreCheckedBeforeAnythingStarts() {
+        Run zero = run("serve", "--max-connections", "0", "--listen", "127.0.0.1:0");
+        assertEquals(ExitCodes.USAGE, zero.exitCode());
+        assertTrue(zero.err().contains("--max-connections: 0 is not in 1..65536"), zero.err());
+        Run bare = run("serve", "--handshake-timeout", "10", "--listen", "127.0.0.1:0");
+        assertEquals(ExitCodes.USAGE, bare.exitCode());
+        assertTrue(bare.err().contains("'10' is not a duration"), bare.err());
+        Run idle = run("serve", "--idle-timeout", "never", "--listen", "127.0.0.1:0");
+        assertEquals(ExitCodes.USAGE, idle.exitCode());
+        assertTrue(idle.err().contains("'never' is not a duration"), idle.err());
+        assertTrue(idle.err().contains("or off"), idle.err());
+    }
+
     @Test
     void badListenIsAUsageError() {
         Run r = run("serve", "--listen", "127.0.0.1");
@@ -140,6 +214,11 @@ class ServeCommandTest {
 
     /** Starts {@code blkstack ARGS} in a new JVM in the scratch directory. */
     private Process start(List<String> args) throws Exception {
+        return start(args, stderrFile());
+    }
+
+    /** Starts {@code blkstack ARGS} in a new JVM in the scratch directory, stderr to {@code stderr}. */
+    private Process start(List<String> args, Path stderr) throws Exception {
         List<String> command = new ArrayList<>();
         command.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
         command.add("-cp");
@@ -147,7 +226,7 @@ class ServeCommandTest {
         command.add(Main.class.getName());
         command.addAll(args);
         // stderr goes to a file: a destroyed process's pipes may be closed before they are read.
-        return new ProcessBuilder(command).directory(tmp.toFile()).redirectError(stderrFile().toFile()).start();
+        return new ProcessBuilder(command).directory(tmp.toFile()).redirectError(stderr.toFile()).start();
     }
 
     /** Reads stdout up to the ready line; returns the port from the "listening on" line. */
