@@ -5,14 +5,21 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.io.BufferedReader;
 import java.io.File;
+import java.io.IOException;
 import java.io.InputStreamReader;
 import java.io.PrintWriter;
 import java.io.StringWriter;
+import java.net.InetSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -162,6 +169,112 @@ class ServeCommandTest {
         Run stopped = run("thin", "check", config.toString(), "--pool", "pool");
         assertEquals(0, stopped.exitCode(), stopped.err());
         assertTrue(stopped.out().contains("thin metadata clean"), stopped.out());
+    }
+
+    /**
+     * Proves the accept task survives a real EMFILE: {@code serve} runs under {@code ulimit -n 160};
+     * clients connect one by one, each waiting for its greeting, until the server logs that accept
+     * failed (the last client stays in the listen backlog). Then 20 clients hang up, freeing
+     * descriptors, and the waiting client gets its greeting, the server logs that it accepts again,
+     * and a new client is served too. Every wait is for an event (a greeting, a log line) taken from
+     * one queue, with a bound; before the fix the first EMFILE ended the accept task for good.
+     */
+    @Test
+    @Timeout(180)
+    void acceptRecoversFromRealDescriptorExhaustion() throws Exception {
+        assumeTrue(installed("bash"), "bash is not installed");
+        Path config = tmp.resolve("mem.yaml");
+        Files.writeString(config, """
+                memory: 16MiB
+                devices:
+                  m: { memory: 16MiB }
+                exports:
+                  disk: { device: m }
+                """);
+        String javaBin = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+        String command = "ulimit -n 160 && exec '" + javaBin + "' -cp '" + System.getProperty("java.class.path") + "' "
+                + Main.class.getName() + " serve --config '" + config + "' --listen 127.0.0.1:0";
+        Process p = new ProcessBuilder("bash", "-c", command).directory(tmp.toFile()).start();
+        BlockingQueue<String> events = new LinkedBlockingQueue<>();
+        List<String> stderr = new CopyOnWriteArrayList<>();
+        Thread.ofVirtual().start(() -> {
+            try (BufferedReader err = new BufferedReader(new InputStreamReader(p.getErrorStream(), StandardCharsets.UTF_8))) {
+                for (String line; (line = err.readLine()) != null; ) {
+                    stderr.add(line);
+                    events.add("log " + line);
+                }
+            } catch (IOException e) {
+                // the process ended
+            }
+        });
+        List<SocketChannel> clients = new ArrayList<>();
+        try {
+            int port = awaitReady(p, new ArrayList<>());
+            InetSocketAddress address = new InetSocketAddress("127.0.0.1", port);
+            int pending = -1;
+            for (int i = 0; i < 1000 && pending < 0; i++) {
+                SocketChannel c = SocketChannel.open(address);
+                clients.add(c);
+                awaitGreetingInBackground(c, i, events);
+                String event = nextEvent(events, stderr, "greeting " + i, "Too many open files");
+                if (event.startsWith("log")) {
+                    pending = i;
+                }
+            }
+            assertTrue(pending > 0, "the server never ran out of descriptors: " + stderr);
+            assertTrue(stderr.stream().anyMatch(l -> l.contains("nbd: accept failed (1 in a row): Too many open files;"
+                    + " retrying in 10ms")), stderr.toString());
+            for (int i = 0; i < 20; i++) {
+                clients.get(i).close();
+            }
+            nextEvent(events, stderr, "greeting " + pending, null);
+            SocketChannel fresh = SocketChannel.open(address);
+            clients.add(fresh);
+            awaitGreetingInBackground(fresh, -2, events);
+            nextEvent(events, stderr, "greeting -2", null);
+            assertTrue(stderr.stream().anyMatch(l -> l.matches("blkstack serve: nbd: accepting again after \\d+ failed"
+                    + " accept\\(s\\)")), stderr.toString());
+        } finally {
+            for (SocketChannel c : clients) {
+                c.close();
+            }
+            p.destroy();
+        }
+        assertTrue(p.waitFor(STOP_SECONDS_MAX, TimeUnit.SECONDS), "serve did not stop after SIGTERM");
+        assertEquals(0, p.exitValue(), stderr.toString());
+    }
+
+    /** Reads the 18-byte NBD greeting on {@code c} in a virtual thread; posts "greeting ID" when it arrives. */
+    private static void awaitGreetingInBackground(SocketChannel c, int id,
+            BlockingQueue<String> events) {
+        Thread.ofVirtual().start(() -> {
+            ByteBuffer greeting = ByteBuffer.allocate(18);
+            try {
+                while (greeting.hasRemaining() && c.read(greeting) >= 0) {
+                    // keep reading
+                }
+                if (!greeting.hasRemaining() && greeting.getLong(0) == 0x4e42444d41474943L) {
+                    events.add("greeting " + id);
+                }
+            } catch (IOException e) {
+                // closed by the test
+            }
+        });
+    }
+
+    /**
+     * Takes events until one equals {@code wanted} (returned) or is a log line containing
+     * {@code orLog} (returned); other events are skipped. Fails after 60 s without one.
+     */
+    private static String nextEvent(BlockingQueue<String> events, List<String> stderr,
+            String wanted, String orLog) throws InterruptedException {
+        while (true) {
+            String e = events.poll(60, TimeUnit.SECONDS);
+            assertNotNull(e, "no '" + wanted + "' within 60 s; server stderr: " + stderr);
+            if (e.equals(wanted) || (orLog != null && e.startsWith("log ") && e.contains(orLog))) {
+                return e;
+            }
+        }
     }
 
     @Test
