@@ -759,6 +759,7 @@ final class NbdConnection {
     /** Waits for a free in-flight slot (the per-connection bound) and takes it. */
     private NbdRequest takeSlot() {
         slotWait.waitEvent(slotAvailable, this);
+        int slot;
         slotLock.lock();
         try {
             if (freeCount == 0) {
@@ -766,17 +767,19 @@ final class NbdConnection {
                         + requests.length + " are in use");
             }
             inUse.incrementAndGet();
-            int slot = freeSlots[--freeCount];
-            NbdRequest r = requests[slot];
-            if (r == null) {
-                // First use of this slot: built once, kept for the connection's life (bounded by the slots).
-                r = new NbdRequest(this, slot, biosMax, STATUS_EXTENTS_MAX);
-                requests[slot] = r;
-            }
-            return r;
+            slot = freeSlots[--freeCount];
         } finally {
             slotLock.unlock();
         }
+        NbdRequest r = requests[slot];
+        if (r == null) {
+            // First use of this slot: built once, kept for the connection's life (bounded by the
+            // slots). Only the reader takes slots, and a request reaches the writer through the
+            // reply ring's lock, so the writer sees it built.
+            r = new NbdRequest(this, slot, biosMax, STATUS_EXTENTS_MAX);
+            requests[slot] = r;
+        }
+        return r;
     }
 
     /** Returns a slot and wakes the reader (waiting for a slot) and the writer (waiting to finish). */

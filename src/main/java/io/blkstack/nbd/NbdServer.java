@@ -39,6 +39,15 @@ import java.util.concurrent.atomic.AtomicLong;
  * can get all its pages (rule 5 of DESIGN.md section 1: backpressure is a wait on a reserve).
  * Each export's advertised maximum payload is lowered to fit the budget if needed.
  *
+ * <p>Clients: at most {@link Options#connectionsMax} are served at once; one more is refused the
+ * way the spec allows during haggling (an error with a message to each option, at most
+ * {@link #REFUSALS_MAX} refusals under way), never silently closed. Each client has the handshake
+ * timeout to negotiate, and, if set, the idle timeout bounds how long a connection may sit with
+ * nothing to do ({@link NbdConnection}). A failed accept (out of descriptors, say) is logged and
+ * retried after a bounded back-off; the accept task ends only when the server closes. Accept
+ * failures, refusals and timeouts go to {@link Options#log} and the kernel counters
+ * {@code nbd.accept-failures} and {@code nbd.refusals}.
+ *
  * <p>Life: {@link #start} binds and starts accepting; {@link #close} stops accepting, lets every
  * connection finish its in-flight requests and close, then closes the bio set. The server is a
  * kernel component, so closing the kernel closes it first if the owner did not.
