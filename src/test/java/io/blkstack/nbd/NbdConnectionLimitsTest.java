@@ -2,6 +2,7 @@ package io.blkstack.nbd;
 
 import static io.blkstack.nbd.NbdProtocol.*;
 import static org.junit.jupiter.api.Assertions.*;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import io.blkstack.block.MemoryDevice;
 import io.blkstack.block.TestKernel;
@@ -192,6 +193,34 @@ class NbdConnectionLimitsTest {
         proveServes(first, 4);
         proveServes(second, 5);
         assertEquals(2, tk.kernel.counters().value("nbd.refusals"));
+    }
+
+    /**
+     * The refusal as a real client shows it: with the only connection taken, {@code qemu-img info}
+     * fails and prints the server's message (run when qemu-img is installed, as in CI).
+     */
+    @Test
+    @Timeout(120)
+    void qemuImgPrintsTheRefusalMessage() throws Exception {
+        assumeTrue(installed("qemu-img"), "qemu-img is not installed");
+        InetSocketAddress addr = start(o -> o.withConnectionsMax(1), null);
+        client(addr).greet();
+        Process p = new ProcessBuilder("qemu-img", "info", "nbd://127.0.0.1:" + addr.getPort() + "/a")
+                .redirectErrorStream(true).start();
+        String output = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertTrue(p.waitFor(60, TimeUnit.SECONDS), "qemu-img did not finish");
+        assertNotEquals(0, p.exitValue(), output);
+        assertTrue(output.contains("too many connections (limit 1)"), output);
+        assertTrue(logged("refused nbd-2 from /127.0.0.1:"), log.toString());
+    }
+
+    private static boolean installed(String program) {
+        for (String dir : System.getenv().getOrDefault("PATH", "").split(java.io.File.pathSeparator)) {
+            if (java.nio.file.Files.isExecutable(java.nio.file.Path.of(dir, program))) {
+                return true;
+            }
+        }
+        return false;
     }
 
     // ---- timeouts ------------------------------------------------------------------------------
