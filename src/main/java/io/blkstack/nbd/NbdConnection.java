@@ -1073,6 +1073,11 @@ final class NbdConnection {
         }
     }
 
+    /** Ends a connection whose first task could not be started. */
+    void endUnstarted() {
+        finish();
+    }
+
     /** Stops the timers, closes the socket, leaves the server's table and signals the end. */
     private void finish() {
         timerLock.lock();

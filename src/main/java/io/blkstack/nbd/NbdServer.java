@@ -357,12 +357,12 @@ public final class NbdServer implements Component {
         NbdConnection connection = new NbdConnection(this, channel, name, peer, options.inFlightPerConnection(),
                 maxPayload);
         switch (admit(connection)) {
-            case SERVE -> kernel.spawn(name + "-reader", TaskKind.USER, connection::runReader);
+            case SERVE -> spawnOrDrop(connection, name + "-reader", connection::runReader);
             case REFUSE -> {
                 refusals.incrementAndGet();
                 String message = refusalMessage();
                 log("refused " + name + " from " + peer + ": " + message);
-                kernel.spawn(name + "-refusal", TaskKind.USER, () -> connection.runRefusal(message));
+                spawnOrDrop(connection, name + "-refusal", () -> connection.runRefusal(message));
             }
             case DROP -> {
                 refusals.incrementAndGet();
@@ -371,6 +371,19 @@ public final class NbdServer implements Component {
                 closeQuietly(channel);
             }
             case CLOSING -> closeQuietly(channel);
+        }
+    }
+
+    /**
+     * Starts an admitted connection's first task; if no task can be started (no thread to be had:
+     * the process's thread limit, or memory), the connection ends at once and the server goes on.
+     */
+    private void spawnOrDrop(NbdConnection connection, String taskName, Runnable body) {
+        try {
+            kernel.spawn(taskName, TaskKind.USER, body);
+        } catch (RuntimeException | OutOfMemoryError e) {
+            log("dropped " + connection.name() + ": cannot start its task: " + e);
+            connection.endUnstarted();
         }
     }
 
