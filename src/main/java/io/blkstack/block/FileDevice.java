@@ -55,14 +55,25 @@ import java.util.concurrent.atomic.AtomicLong;
  * bounce never waits for memory that another bounce holds (the golden rule of seed 002: a private
  * pool, rule 1 of DESIGN.md section 1). {@link Options#bounceAlignment} applies the same path to a
  * buffered channel, which is how file systems without {@code O_DIRECT} (tmpfs) exercise it.
+ *
+ * <p><b>Ownership.</b> The device owns its file: {@link #open} takes an exclusive OS lock on it
+ * ({@link LockedFile}) before it creates, extends or opens anything else, and holds it until
+ * {@link #close}, so a second server or a writable tool on the same file fails at start with
+ * "FILE is in use (locked by another process)" instead of both writing it. With
+ * {@link Options#lockShared} (a tool that only reads, such as {@code thin check}) the lock is
+ * shared and the file is opened read-only: writes through the device fail with IOERR.
  */
 public final class FileDevice extends BlockDevice {
 
     /** Opening choices of a file device. */
-    public record Options(boolean create, boolean direct, int ioTasks, int queueDepth, int bounceAlignment) {
+    public record Options(boolean create, boolean direct, int ioTasks, int queueDepth, int bounceAlignment,
+            boolean lockShared) {
 
         /** Checks the values, with the bad one in the message. */
         public Options {
+            if (lockShared && create) {
+                throw new IllegalArgumentException("file device: a shared (read-only) lock cannot create the file");
+            }
             if (ioTasks < 1 || ioTasks > DeviceQueue.TASKS_MAX) {
                 throw new IllegalArgumentException("file device: io tasks " + ioTasks + " not in [1, "
                         + DeviceQueue.TASKS_MAX + "]");
@@ -78,27 +89,40 @@ public final class FileDevice extends BlockDevice {
             }
         }
 
-        /** Open an existing file, buffered, two I/O tasks, 32 requests in flight. */
+        /** The five opening choices with an exclusive lock. */
+        public Options(boolean create, boolean direct, int ioTasks, int queueDepth, int bounceAlignment) {
+            this(create, direct, ioTasks, queueDepth, bounceAlignment, false);
+        }
+
+        /** Open an existing file, buffered, two I/O tasks, 32 requests in flight, exclusively locked. */
         public static Options defaults() {
             return new Options(false, false, 2, 32, 0);
         }
 
         /** Create the file sparse if it is missing, and extend it sparse if it is shorter. */
         public Options withCreate(boolean value) {
-            return new Options(value, direct, ioTasks, queueDepth, bounceAlignment);
+            return new Options(value, direct, ioTasks, queueDepth, bounceAlignment, lockShared);
         }
 
         /** Open with {@code O_DIRECT}. */
         public Options withDirect(boolean value) {
-            return new Options(create, value, ioTasks, queueDepth, bounceAlignment);
+            return new Options(create, value, ioTasks, queueDepth, bounceAlignment, lockShared);
         }
 
         public Options withIoTasks(int value) {
-            return new Options(create, direct, value, queueDepth, bounceAlignment);
+            return new Options(create, direct, value, queueDepth, bounceAlignment, lockShared);
         }
 
         public Options withQueueDepth(int value) {
-            return new Options(create, direct, ioTasks, value, bounceAlignment);
+            return new Options(create, direct, ioTasks, value, bounceAlignment, lockShared);
+        }
+
+        /**
+         * Take a shared lock and open the file read-only (a tool that only reads it); other readers
+         * may hold it too, a writer may not.
+         */
+        public Options withLockShared(boolean value) {
+            return new Options(create, direct, ioTasks, queueDepth, bounceAlignment, value);
         }
 
         /**
@@ -106,7 +130,7 @@ public final class FileDevice extends BlockDevice {
          * direct I/O, where the file system's block size is used).
          */
         public Options withBounceAlignment(int value) {
-            return new Options(create, direct, ioTasks, queueDepth, value);
+            return new Options(create, direct, ioTasks, queueDepth, value, lockShared);
         }
     }
 
@@ -131,6 +155,7 @@ public final class FileDevice extends BlockDevice {
 
     private final Path path;
     private final Options options;
+    private final LockedFile locked;
     private final PositionalFile file;
     private final int alignment;
     private final String ioFaultSite;
@@ -144,10 +169,11 @@ public final class FileDevice extends BlockDevice {
     private final DeviceQueue<Bio> queue;
 
     private FileDevice(Kernel kernel, String name, long capacitySectors, QueueLimits limits, Path path,
-            FileChannel channel, FileChannel[] cursors, Options options, int alignment) {
+            LockedFile locked, FileChannel channel, FileChannel[] cursors, Options options, int alignment) {
         super(kernel, name, capacitySectors, limits);
         this.path = path;
         this.options = options;
+        this.locked = locked;
         this.file = new PositionalFile(channel);
         this.alignment = alignment;
         this.ioFaultSite = "io:" + name;
@@ -189,6 +215,7 @@ public final class FileDevice extends BlockDevice {
      * @param sizeBytes the device size, a positive multiple of the logical block size (512, or the
      *     file system's block size under direct I/O)
      * @throws IOException if the file cannot be opened, or {@code O_DIRECT} is not supported there
+     * @throws LockedFile.FileInUseException if another process (or another device here) has it locked
      */
     public static FileDevice open(Kernel kernel, String name, Path path, long sizeBytes, Options options)
             throws IOException {
@@ -201,15 +228,23 @@ public final class FileDevice extends BlockDevice {
             throw new IllegalArgumentException("file device " + name + ": size " + sizeBytes
                     + " is not a multiple of the I/O alignment " + alignment);
         }
-        prepareFile(path, sizeBytes, options.create(), options.direct() ? alignment : 1);
-        FileChannel channel = openChannel(path, options.direct());
+        if (!Files.exists(path) && !options.create()) {
+            throw new NoSuchFileException(path.toString(), null, "file device backing file is missing (create not set)");
+        }
+        // The lock first: nothing may create, extend or open the file for a second owner.
+        LockedFile locked = options.lockShared() ? LockedFile.shared(path) : LockedFile.exclusive(path, options.create());
+        FileChannel channel = null;
         FileChannel[] cursors = new FileChannel[options.ioTasks()];
         try {
+            if (!options.lockShared()) {
+                prepareFile(locked.file(), sizeBytes, options.create(), options.direct() ? alignment : 1);
+            }
+            channel = openChannel(path, options.direct(), options.lockShared());
             for (int i = 0; i < cursors.length; i++) {
-                cursors[i] = openChannel(path, options.direct());
+                cursors[i] = openChannel(path, options.direct(), options.lockShared());
             }
         } catch (IOException | RuntimeException e) {
-            closeQuietly(channel, cursors);
+            closeQuietly(channel, cursors, locked);
             throw e;
         }
         QueueLimits limits = QueueLimits.defaults();
@@ -217,20 +252,25 @@ public final class FileDevice extends BlockDevice {
             limits = limits.withLogicalBlockSize(Math.max(Bio.SECTOR_SIZE, alignment)).withDmaAlignment(alignment);
         }
         try {
-            return new FileDevice(kernel, name, sizeBytes >>> Bio.SECTOR_SHIFT, limits, path, channel, cursors,
+            return new FileDevice(kernel, name, sizeBytes >>> Bio.SECTOR_SHIFT, limits, path, locked, channel, cursors,
                     options, alignment);
         } catch (RuntimeException e) {
-            closeQuietly(channel, cursors);
+            closeQuietly(channel, cursors, locked);
             throw e;
         }
     }
 
-    /** Closes the shared channel and every per-task channel opened so far, ignoring failures. */
-    private static void closeQuietly(FileChannel channel, FileChannel[] cursors) {
-        try {
-            channel.close();
-        } catch (IOException e) {
-            // opening failed already; that error is the one to report
+    /**
+     * Closes the shared channel and every per-task channel opened so far, then the lock (last: it
+     * must outlive every other descriptor of the file), ignoring failures.
+     */
+    private static void closeQuietly(FileChannel channel, FileChannel[] cursors, LockedFile locked) {
+        if (channel != null) {
+            try {
+                channel.close();
+            } catch (IOException e) {
+                // opening failed already; that error is the one to report
+            }
         }
         for (FileChannel c : cursors) {
             if (c != null) {
@@ -240,6 +280,11 @@ public final class FileDevice extends BlockDevice {
                     // as above
                 }
             }
+        }
+        try {
+            locked.close();
+        } catch (IOException e) {
+            // as above
         }
     }
 
@@ -258,28 +303,28 @@ public final class FileDevice extends BlockDevice {
         return Math.max((int) blockSize, options.bounceAlignment());
     }
 
-    /** Creates the file or extends it sparse as the options allow; rounds it up to the alignment. */
-    private static void prepareFile(Path path, long sizeBytes, boolean create, int alignment) throws IOException {
-        if (!Files.exists(path) && !create) {
-            throw new NoSuchFileException(path.toString(), null, "file device backing file is missing (create not set)");
-        }
-        try (RandomAccessFile raf = new RandomAccessFile(path.toFile(), "rw")) {
-            long length = raf.length();
-            if (create && length < sizeBytes) {
-                raf.setLength(sizeBytes);
-            } else if (length % alignment != 0) {
-                // O_DIRECT cannot read the tail of a file that ends inside an aligned block.
-                raf.setLength((length / alignment + 1) * alignment);
-            }
+    /**
+     * Extends the (locked, so ours) file sparse as the options allow; rounds it up to the alignment.
+     * Through the lock's own descriptor: closing another one would drop the lock.
+     */
+    private static void prepareFile(RandomAccessFile raf, long sizeBytes, boolean create, int alignment)
+            throws IOException {
+        long length = raf.length();
+        if (create && length < sizeBytes) {
+            raf.setLength(sizeBytes);
+        } else if (length % alignment != 0) {
+            // O_DIRECT cannot read the tail of a file that ends inside an aligned block.
+            raf.setLength((length / alignment + 1) * alignment);
         }
     }
 
-    /** Opens the channel for positional reads and writes, with {@code O_DIRECT} if asked. */
-    private static FileChannel openChannel(Path path, boolean direct) throws IOException {
+    /** Opens the channel for positional reads (and writes unless read-only), with {@code O_DIRECT} if asked. */
+    private static FileChannel openChannel(Path path, boolean direct, boolean readOnly) throws IOException {
+        OpenOption access = readOnly ? StandardOpenOption.READ : StandardOpenOption.WRITE;
         if (!direct) {
-            return FileChannel.open(path, StandardOpenOption.READ, StandardOpenOption.WRITE);
+            return FileChannel.open(path, StandardOpenOption.READ, access);
         }
-        OpenOption[] options = {StandardOpenOption.READ, StandardOpenOption.WRITE, directOption()};
+        OpenOption[] options = {StandardOpenOption.READ, access, directOption()};
         try {
             return FileChannel.open(path, options);
         } catch (UnsupportedOperationException e) {
@@ -560,6 +605,12 @@ public final class FileDevice extends BlockDevice {
         } catch (IOException e) {
             failure = addFailure(failure, new IllegalStateException("file device " + name() + ": closing " + path
                     + " failed: " + e.getMessage(), e));
+        }
+        try {
+            locked.close(); // last: the lock must outlive every other descriptor of the file
+        } catch (IOException e) {
+            failure = addFailure(failure, new IllegalStateException("file device " + name() + ": releasing the lock on "
+                    + path + " failed: " + e.getMessage(), e));
         }
         try {
             super.close();

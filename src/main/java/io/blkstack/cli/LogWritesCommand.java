@@ -1,5 +1,6 @@
 package io.blkstack.cli;
 
+import io.blkstack.block.LockedFile;
 import io.blkstack.logwrites.LogEntry;
 import io.blkstack.logwrites.LogReader;
 import io.blkstack.logwrites.LogReplay;
@@ -7,10 +8,8 @@ import io.blkstack.logwrites.LogSink;
 import io.blkstack.logwrites.LogSource;
 import java.io.IOException;
 import java.io.PrintWriter;
-import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardOpenOption;
 import java.util.List;
 import java.util.concurrent.Callable;
 
@@ -56,8 +55,8 @@ final class LogWritesCommand {
         public Integer call() {
             PrintWriter out = spec.commandLine().getOut();
             PrintWriter err = spec.commandLine().getErr();
-            try (FileChannel ch = FileChannel.open(log, StandardOpenOption.READ)) {
-                LogReader reader = new LogReader(LogSource.of(ch));
+            try (LockedFile locked = LockedFile.shared(log)) {
+                LogReader reader = new LogReader(LogSource.of(locked.channel()));
                 List<LogEntry> entries = reader.entries();
                 if (!marksOnly) {
                     out.println("# " + entries.size() + " entries, block size " + reader.sectorSize());
@@ -69,6 +68,9 @@ final class LogWritesCommand {
                 }
                 out.flush();
                 return ExitCodes.SUCCESS;
+            } catch (LockedFile.FileInUseException e) {
+                err.println("log-writes list: " + e.getMessage());
+                return ExitCodes.RUNTIME;
             } catch (IOException e) {
                 err.println("log-writes list: " + log + ": " + e.getMessage());
                 return ExitCodes.USAGE;
@@ -103,16 +105,19 @@ final class LogWritesCommand {
             PrintWriter out = spec.commandLine().getOut();
             PrintWriter err = spec.commandLine().getErr();
             LogReader reader;
-            FileChannel logChannel;
+            LockedFile logFile;
             try {
-                logChannel = FileChannel.open(log, StandardOpenOption.READ);
+                logFile = LockedFile.shared(log); // read-only: a server may not write the log meanwhile
+            } catch (LockedFile.FileInUseException e) {
+                err.println("log-writes replay: " + e.getMessage());
+                return ExitCodes.RUNTIME;
             } catch (IOException e) {
                 err.println("log-writes replay: " + log + ": " + e.getMessage());
                 return ExitCodes.USAGE;
             }
-            try (FileChannel lc = logChannel) {
+            try (LockedFile lc = logFile) {
                 try {
-                    reader = new LogReader(LogSource.of(lc));
+                    reader = new LogReader(LogSource.of(lc.channel()));
                     reader.entries();
                 } catch (IOException e) {
                     err.println("log-writes replay: " + log + ": " + e.getMessage());
@@ -122,9 +127,9 @@ final class LogWritesCommand {
                     err.println("log-writes replay: " + device + " is a directory");
                     return ExitCodes.USAGE;
                 }
-                try (FileChannel dev = FileChannel.open(device, StandardOpenOption.CREATE, StandardOpenOption.WRITE)) {
-                    LogReplay.Result r = LogReplay.replay(reader, LogSink.of(dev), mark);
-                    dev.force(true);
+                try (LockedFile dev = LockedFile.exclusive(device, true)) { // written: no one else may use it
+                    LogReplay.Result r = LogReplay.replay(reader, LogSink.of(dev.channel()), mark);
+                    dev.channel().force(true);
                     out.println("replayed " + r.entriesApplied() + " entries (" + r.writes() + " writes, "
                             + r.discards() + " discards)" + (r.mark() == null ? "" : " to mark " + r.mark().mark()
                             + " at entry " + r.mark().index()) + " onto " + device);
@@ -134,6 +139,9 @@ final class LogWritesCommand {
                     err.println("log-writes replay: " + e.getMessage());
                     return ExitCodes.USAGE;
                 }
+            } catch (LockedFile.FileInUseException e) {
+                err.println("log-writes replay: " + e.getMessage());
+                return ExitCodes.RUNTIME;
             } catch (IOException e) {
                 err.println("log-writes replay: " + device + ": " + e.getMessage());
                 return ExitCodes.RUNTIME;

@@ -79,6 +79,21 @@ final class ServeCommand implements Callable<Integer> {
                     + " listen, else 127.0.0.1:10809).")
     String listenAddress;
 
+    @Option(names = "--max-connections", paramLabel = "N",
+            description = "Clients served at once; one more is refused with an NBD error saying so (default: the"
+                    + " configuration's max-connections, else 1024).")
+    Integer maxConnections;
+
+    @Option(names = "--handshake-timeout", paramLabel = "DURATION", converter = DurationConverter.class,
+            description = "How long a client may take to negotiate an export before it is disconnected, such as"
+                    + " 10s (default: the configuration's handshake-timeout, else 10s).")
+    Long handshakeTimeoutNanos;
+
+    @Option(names = "--idle-timeout", paramLabel = "DURATION|off", converter = DurationConverter.OrOff.class,
+            description = "Disconnect a client that has sent no request and has none in flight for this long, or"
+                    + " off (default: the configuration's idle-timeout, else off).")
+    Long idleTimeoutNanos;
+
     private final Completion stopRequested = new Completion("serve stop requested");
 
     @Override
@@ -97,6 +112,10 @@ final class ServeCommand implements Callable<Integer> {
             return fail(err, ExitCodes.USAGE, "--listen: unknown host " + e.getMessage());
         } catch (IOException e) {
             return fail(err, ExitCodes.USAGE, configFile + ": cannot read: " + e);
+        }
+        if (maxConnections != null && (maxConnections < 1 || maxConnections > NbdServer.Options.CONNECTIONS_MAX)) {
+            return fail(err, ExitCodes.USAGE, "--max-connections: " + maxConnections + " is not in 1.."
+                    + NbdServer.Options.CONNECTIONS_MAX);
         }
         long memory = memoryBytes != null ? memoryBytes : config.memoryBytes();
         if (!address.getAddress().isLoopbackAddress()) {
@@ -140,7 +159,7 @@ final class ServeCommand implements Callable<Integer> {
         try (stack) {
             NbdServer server;
             try {
-                server = new NbdServer(kernel, stack.exports(), NbdServer.Options.defaults(address));
+                server = new NbdServer(kernel, stack.exports(), serverOptions(config, address, err));
             } catch (IllegalArgumentException e) {
                 return fail(err, ExitCodes.USAGE, e.getMessage());
             }
@@ -168,6 +187,19 @@ final class ServeCommand implements Callable<Integer> {
         return ExitCodes.SUCCESS;
     }
 
+    /** The server's options: the configuration's connection settings, overridden by the flags. */
+    private NbdServer.Options serverOptions(StackConfig config, InetSocketAddress address, PrintWriter err) {
+        StackConfig.Connections c = config.connections();
+        return NbdServer.Options.defaults(address)
+                .withConnectionsMax(maxConnections != null ? maxConnections : c.max())
+                .withHandshakeTimeoutNanos(handshakeTimeoutNanos != null ? handshakeTimeoutNanos : c.handshakeTimeoutNanos())
+                .withIdleTimeoutNanos(idleTimeoutNanos != null ? idleTimeoutNanos : c.idleTimeoutNanos())
+                .withLog(line -> {
+                    err.println("blkstack serve: " + line);
+                    err.flush();
+                });
+    }
+
     /** Prints the exports' URIs, an nbdinfo example and the ready line. */
     private void announce(StackConfig config, NbdServer server, long memory, PrintWriter out) {
         InetSocketAddress bound = server.localAddress();
@@ -180,6 +212,10 @@ final class ServeCommand implements Callable<Integer> {
                     + (e.readOnly() ? " read-only" : " read-write")
                     + (e.description().isEmpty() ? "" : "  " + e.description()));
         }
+        NbdServer.Options o = server.options();
+        out.println("  at most " + o.connectionsMax() + " connections, handshake timeout "
+                + NbdServer.formatNanos(o.handshakeTimeoutNanos()) + ", idle timeout "
+                + (o.idleTimeoutNanos() == 0 ? "off" : NbdServer.formatNanos(o.idleTimeoutNanos())));
         out.println("try:  nbdinfo --list " + base);
         out.println("      nbdinfo " + base + "/" + server.exports().get(0).name());
         out.println("stop: Ctrl-C or SIGTERM (drains connections, flushes every device)");

@@ -1,6 +1,7 @@
 package io.blkstack.cli;
 
 import io.blkstack.block.FileDevice;
+import io.blkstack.block.LockedFile;
 import io.blkstack.bufio.BufferCache;
 import io.blkstack.config.ConfigException;
 import io.blkstack.config.StackConfig;
@@ -37,8 +38,10 @@ final class ThinCommand {
      * {@code blkstack thin check METADATA-FILE | CONFIG.yaml [--pool NAME]}: opens the last committed
      * metadata read-only in spirit (nothing is written) and runs {@link ThinMetadata#check}: tree
      * structure, reference counts against mappings, free-space accounting. Exit 0 when clean, 2
-     * with one line per problem otherwise, 1 for usage errors. Do not run it on a pool that is
-     * being served: it reads the last commit, not the live transaction.
+     * with one line per problem otherwise, 1 for usage errors. It takes a shared lock on the
+     * metadata file: a pool being served is locked by its server, so the check says the pool is
+     * live and exits 2 instead of reading a commit that is about to change (and no server can
+     * start on the pool while the check runs).
      */
     @Command(
             name = "check",
@@ -74,7 +77,15 @@ final class ThinCommand {
                 err.flush();
                 return ExitCodes.USAGE;
             }
-            List<String> problems = check(metadataFile);
+            List<String> problems;
+            try {
+                problems = check(metadataFile);
+            } catch (LockedFile.FileInUseException e) {
+                err.println("blkstack thin check: " + e.getMessage() + ": the pool is live (a running server holds"
+                        + " its metadata); stop the server first, or check a copy of the file");
+                err.flush();
+                return ExitCodes.RUNTIME;
+            }
             if (problems.isEmpty()) {
                 out.println(metadataFile + ": thin metadata clean");
                 out.flush();
@@ -125,8 +136,12 @@ final class ThinCommand {
                     + "' is not a bottom device of the configuration");
         }
 
-        /** Opens the metadata file on a private kernel and checks the last commit. */
-        static List<String> check(Path file) {
+        /**
+         * Opens the metadata file (shared lock, read-only) on a private kernel and checks the last commit.
+         *
+         * @throws LockedFile.FileInUseException if a server (or a writable tool) holds the file
+         */
+        static List<String> check(Path file) throws LockedFile.FileInUseException {
             if (!Files.isRegularFile(file)) {
                 return List.of("metadata file " + file + " does not exist");
             }
@@ -137,7 +152,8 @@ final class ThinCommand {
                     if (size < 2L * Pool.METADATA_BLOCK_SIZE) {
                         return List.of("metadata file " + file + " holds " + Files.size(file) + " bytes, fewer than two blocks");
                     }
-                    FileDevice dev = FileDevice.open(kernel, "meta", file, size, FileDevice.Options.defaults());
+                    FileDevice dev = FileDevice.open(kernel, "meta", file, size,
+                            FileDevice.Options.defaults().withLockShared(true));
                     try (BufferCache cache = new BufferCache(dev, Pool.METADATA_BLOCK_SIZE)) {
                         ThinMetadata md = ThinMetadata.open(cache);
                         return md.check();
@@ -146,6 +162,8 @@ final class ThinCommand {
                     } finally {
                         dev.close();
                     }
+                } catch (LockedFile.FileInUseException e) {
+                    throw e;
                 } catch (IOException e) {
                     return List.of("cannot read " + file + ": " + e);
                 } finally {

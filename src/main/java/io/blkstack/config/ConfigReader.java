@@ -1,6 +1,7 @@
 package io.blkstack.config;
 
 import io.blkstack.block.DeviceQueue;
+import io.blkstack.cli.DurationConverter;
 import io.blkstack.cli.SizeConverter;
 import io.blkstack.config.StackConfig.DeviceSpec;
 import io.blkstack.config.StackConfig.ExportSpec;
@@ -8,6 +9,7 @@ import io.blkstack.config.StackConfig.FileSpec;
 import io.blkstack.config.StackConfig.MappedSpec;
 import io.blkstack.config.StackConfig.MemorySpec;
 import io.blkstack.config.StackConfig.NullSpec;
+import io.blkstack.nbd.NbdServer;
 import java.io.StringReader;
 import java.nio.file.InvalidPathException;
 import java.nio.file.Path;
@@ -48,7 +50,8 @@ final class ConfigReader {
     /** Longest export description accepted, in characters. */
     static final int DESCRIPTION_CHARS_MAX = 1024;
 
-    private static final Set<String> TOP_KEYS = Set.of("memory", "listen", "devices", "mapped", "exports");
+    private static final Set<String> TOP_KEYS = Set.of("memory", "listen", "max-connections", "handshake-timeout",
+            "idle-timeout", "devices", "mapped", "exports");
     private static final Set<String> EXPORT_KEYS = Set.of("device", "readonly", "description");
     private static final Set<String> DEVICE_KINDS = Set.of("file", "memory", "null");
     private static final Set<String> FILE_KEYS = Set.of("file", "size", "direct", "io-tasks", "queue-depth");
@@ -85,13 +88,14 @@ final class ConfigReader {
                 throw error(node, "listen", null, e.getMessage());
             }
         }
+        StackConfig.Connections connections = connections(top);
         List<DeviceSpec> devices = top.containsKey("devices") ? devices(top.get("devices")) : List.of();
         List<MappedSpec> mapped = top.containsKey("mapped") ? mapped(top.get("mapped"), devices) : List.of();
         if (!top.containsKey("exports")) {
             throw new ConfigException(source, line(root), "", null, "has no 'exports': name at least one device to serve");
         }
         List<ExportSpec> exports = exports(top.get("exports"), devices, mapped);
-        return new StackConfig(source, memory, listen, devices, mapped, exports);
+        return new StackConfig(source, memory, listen, devices, mapped, exports, connections);
     }
 
     /** The YAML node tree; syntax errors carry SnakeYAML's line. */
@@ -121,6 +125,31 @@ final class ConfigReader {
             throw error(node, "memory", value(node), "must be between 4MiB and 64GiB");
         }
         return bytes;
+    }
+
+    /** {@code max-connections}, {@code handshake-timeout} and {@code idle-timeout}, each optional. */
+    private StackConfig.Connections connections(Map<String, NodeTuple> top) throws ConfigException {
+        StackConfig.Connections d = StackConfig.Connections.DEFAULTS;
+        int max = intIn(top, "", "max-connections", d.max(), 1, NbdServer.Options.CONNECTIONS_MAX);
+        long handshake = d.handshakeTimeoutNanos();
+        if (top.containsKey("handshake-timeout")) {
+            ScalarNode node = scalar(top.get("handshake-timeout").getValueNode(), "handshake-timeout");
+            try {
+                handshake = DurationConverter.parse(node.getValue());
+            } catch (IllegalArgumentException e) {
+                throw error(node, "handshake-timeout", null, e.getMessage());
+            }
+        }
+        long idle = d.idleTimeoutNanos();
+        if (top.containsKey("idle-timeout")) {
+            ScalarNode node = scalar(top.get("idle-timeout").getValueNode(), "idle-timeout");
+            try {
+                idle = DurationConverter.parseOrOff(node.getValue());
+            } catch (IllegalArgumentException e) {
+                throw error(node, "idle-timeout", null, e.getMessage());
+            }
+        }
+        return new StackConfig.Connections(max, handshake, idle);
     }
 
     // ---- devices --------------------------------------------------------------------------------
@@ -388,15 +417,16 @@ final class ConfigReader {
         if (!keys.containsKey(key)) {
             return fallback;
         }
-        ScalarNode s = scalar(keys.get(key).getValueNode(), path + "." + key);
+        String full = path.isEmpty() ? key : path + "." + key;
+        ScalarNode s = scalar(keys.get(key).getValueNode(), full);
         long value;
         try {
             value = Long.parseLong(s.getValue());
         } catch (NumberFormatException e) {
-            throw error(s, path + "." + key, s.getValue(), "is not a whole number");
+            throw error(s, full, s.getValue(), "is not a whole number");
         }
         if (value < min || value > max) {
-            throw error(s, path + "." + key, s.getValue(), "is not in " + min + ".." + max);
+            throw error(s, full, s.getValue(), "is not in " + min + ".." + max);
         }
         return (int) value;
     }

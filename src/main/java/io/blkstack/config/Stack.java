@@ -6,6 +6,7 @@ import io.blkstack.bio.BioSet;
 import io.blkstack.bio.BioStatus;
 import io.blkstack.block.BlockDevice;
 import io.blkstack.block.FileDevice;
+import io.blkstack.block.LockedFile;
 import io.blkstack.block.MemoryDevice;
 import io.blkstack.block.NullDevice;
 import io.blkstack.block.Submit;
@@ -123,6 +124,10 @@ public final class Stack implements AutoCloseable {
             FileDevice.Options options = FileDevice.Options.defaults().withCreate(true).withDirect(f.direct())
                     .withIoTasks(f.ioTasks()).withQueueDepth(f.queueDepth());
             return FileDevice.open(kernel, f.name(), f.path(), f.sizeBytes(), options);
+        } catch (LockedFile.FileInUseException e) {
+            // Another server (or a tool) owns the file: say which file, and where it was configured.
+            throw new LockedFile.FileInUseException(e.path(), config.source() + ":" + f.line() + ": devices." + f.name()
+                    + ".file: ", e);
         } catch (IOException e) {
             throw new IOException(config.source() + ":" + f.line() + ": devices." + f.name() + ".file: '" + f.written()
                     + "' (" + f.path() + ") cannot be opened: " + e, e);

@@ -1,5 +1,6 @@
 package io.blkstack.config;
 
+import io.blkstack.nbd.NbdServer;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -22,9 +23,10 @@ import java.util.List;
  * @param devices bottom devices in file order
  * @param mapped mapped devices in file order (build order)
  * @param exports exports in file order
+ * @param connections how {@code serve} treats its clients: limit and timeouts
  */
 public record StackConfig(String source, long memoryBytes, ListenAddress listen, List<DeviceSpec> devices,
-        List<MappedSpec> mapped, List<ExportSpec> exports) {
+        List<MappedSpec> mapped, List<ExportSpec> exports, Connections connections) {
 
     /** The page arena when the file does not say. */
     public static final long DEFAULT_MEMORY_BYTES = 64L << 20;
@@ -34,6 +36,38 @@ public record StackConfig(String source, long memoryBytes, ListenAddress listen,
         devices = List.copyOf(devices);
         mapped = List.copyOf(mapped);
         exports = List.copyOf(exports);
+        if (connections == null) {
+            throw new IllegalArgumentException(source + ": no connection settings");
+        }
+    }
+
+    /** A configuration with the default connection settings. */
+    public StackConfig(String source, long memoryBytes, ListenAddress listen, List<DeviceSpec> devices,
+            List<MappedSpec> mapped, List<ExportSpec> exports) {
+        this(source, memoryBytes, listen, devices, mapped, exports, Connections.DEFAULTS);
+    }
+
+    /**
+     * How {@code serve} treats its clients (keys {@code max-connections}, {@code handshake-timeout},
+     * {@code idle-timeout}).
+     *
+     * @param max connections served at once; a client past it is refused with an NBD error
+     * @param handshakeTimeoutNanos how long a client may take to negotiate an export
+     * @param idleTimeoutNanos how long a connection may sit with nothing in flight; 0 for never
+     */
+    public record Connections(int max, long handshakeTimeoutNanos, long idleTimeoutNanos) {
+
+        /** 1,024 connections, a 10 s handshake timeout, no idle timeout. */
+        public static final Connections DEFAULTS = new Connections(NbdServer.Options.CONNECTIONS_DEFAULT,
+                NbdServer.Options.HANDSHAKE_TIMEOUT_DEFAULT_NANOS, 0);
+
+        /** Checks the bounds (the reader reports bad values with their line first). */
+        public Connections {
+            if (max < 1 || max > NbdServer.Options.CONNECTIONS_MAX || handshakeTimeoutNanos <= 0 || idleTimeoutNanos < 0) {
+                throw new IllegalArgumentException("connections: max " + max + ", handshake timeout "
+                        + handshakeTimeoutNanos + " ns, idle timeout " + idleTimeoutNanos + " ns out of range");
+            }
+        }
     }
 
     /** Reads and checks {@code file}; relative backing files resolve against its directory. */

@@ -15,6 +15,7 @@ import io.blkstack.kernel.Plug;
 import io.blkstack.kernel.SpinLock;
 import io.blkstack.kernel.Task;
 import io.blkstack.kernel.TaskKind;
+import io.blkstack.kernel.Timer;
 import io.blkstack.kernel.WaitQueue;
 import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Page;
@@ -46,6 +47,14 @@ import java.util.concurrent.atomic.AtomicInteger;
  * complete normally, the writer drains every reply (or discards them if the socket is gone), then
  * closes the socket. Only this connection is affected.
  *
+ * <p><b>Timeouts.</b> A client must enter transmission within the server's handshake timeout, and
+ * (when the server has an idle timeout) must not leave the connection with nothing in flight and
+ * no request arriving for longer than that; otherwise a timer shuts the socket's input down, the
+ * reader sees end of stream and the connection ends as if the client had left, with a log line
+ * saying why. The timers are kernel timers: their callbacks only flip the phase and shut the
+ * socket down, which never blocks (rule 2 of DESIGN.md section 1). One idle timer per connection is
+ * re-armed from its own callback, so requests cost a clock read each, never a timer.
+ *
  * <p><b>Oversized payloads.</b> A WRITE longer than the export's maximum payload gets
  * {@code NBD_EINVAL} and its payload is skipped through a fixed 64 KiB scratch buffer (never
  * stored) if it is at most {@link #SKIP_MAX} bytes; a longer one cannot be skipped in reasonable
@@ -73,19 +82,41 @@ final class NbdConnection {
     /** Bytes of one batched reply header (the larger of simple and structured, with its payload). */
     private static final int BATCHED_HEADER_BYTES = 32;
 
+    /** Phases of a connection, for its timers. */
+    private static final int HANDSHAKE = 0;
+    private static final int TRANSMISSION = 1;
+    private static final int HANDSHAKE_TIMED_OUT = 2;
+    private static final int IDLE_TIMED_OUT = 3;
+    /** The shortest re-arm of the idle timer, so a clock at the deadline cannot make it spin. */
+    private static final long IDLE_RECHECK_NANOS_MIN = 1_000_000L;
+
     private final NbdServer server;
     private final Kernel kernel;
     private final SocketChannel channel;
     private final String name;
+    private final String peer;
     final Completion done;
+    /** Whether the server admitted this client only to refuse it (set under the server's lock). */
+    boolean refused;
+
+    // Timers: the phase moves once out of HANDSHAKE, and once from TRANSMISSION to IDLE_TIMED_OUT.
+    private final AtomicInteger phase = new AtomicInteger(HANDSHAKE);
+    private final SpinLock timerLock;
+    private Timer timer;
+    private boolean timersStopped;
+    private final long idleTimeoutNanos;
+    private volatile long lastActivityNanos;
+    private volatile boolean awaitingRequest;
 
     private Export export;
     private BlockDevice device;
     private boolean structured;
     private boolean baseAllocation;
 
-    // In-flight slots: the reader takes, the writer returns.
+    // In-flight slots: the reader takes, the writer returns. A slot's request is built on its first
+    // use, so an idle connection costs a few KiB, not a full set of slots.
     private final NbdRequest[] requests;
+    private final int biosMax;
     private final int[] freeSlots;
     private int freeCount;
     private final SpinLock slotLock;
@@ -120,7 +151,8 @@ final class NbdConnection {
     private final java.util.function.BooleanSupplier writerHasWork =
             () -> hasReplies() || (readerDone && inUse.get() == 0);
 
-    NbdConnection(NbdServer server, SocketChannel channel, String name, int inFlightMax, int maxPayloadMax) {
+    NbdConnection(NbdServer server, SocketChannel channel, String name, String peer, int inFlightMax,
+            int maxPayloadMax) {
         if (inFlightMax < 1) {
             throw new IllegalArgumentException("connection " + name + ": in-flight bound " + inFlightMax + " < 1");
         }
@@ -128,12 +160,14 @@ final class NbdConnection {
         this.kernel = server.kernel();
         this.channel = channel;
         this.name = name;
+        this.peer = peer;
         this.done = new Completion(name + " done");
-        int biosMax = Math.max(4, (maxPayloadMax + BIO_BYTES_MAX - 1) / BIO_BYTES_MAX) + READ_EXTENTS_MAX / 2 + 1;
+        this.timerLock = new SpinLock(name + " timers");
+        this.idleTimeoutNanos = server.options().idleTimeoutNanos();
+        this.biosMax = Math.max(4, (maxPayloadMax + BIO_BYTES_MAX - 1) / BIO_BYTES_MAX) + READ_EXTENTS_MAX / 2 + 1;
         this.requests = new NbdRequest[inFlightMax];
         this.freeSlots = new int[inFlightMax];
         for (int i = 0; i < inFlightMax; i++) {
-            requests[i] = new NbdRequest(this, i, biosMax, STATUS_EXTENTS_MAX);
             freeSlots[i] = inFlightMax - 1 - i;
         }
         this.freeCount = inFlightMax;
@@ -164,10 +198,12 @@ final class NbdConnection {
     void runReader() {
         boolean writerStarted = false;
         try {
+            startHandshakeTimer();
             NbdHandshake.Negotiated negotiated = new NbdHandshake(channel, server.exports()).run();
-            if (negotiated == null) {
+            if (negotiated == null || !phase.compareAndSet(HANDSHAKE, TRANSMISSION)) {
                 return;
             }
+            startIdleTimer();
             export = negotiated.export();
             device = export.device();
             structured = negotiated.structuredReplies();
@@ -183,12 +219,115 @@ final class NbdConnection {
         } catch (IOException e) {
             // The client went away or broke the protocol: this connection ends, nothing else.
         } finally {
+            logTimeout();
             if (writerStarted) {
                 readerDone = true;
                 writerWait.wakeAll();
             } else {
                 finish();
             }
+        }
+    }
+
+    /**
+     * The task body of a client past the connection limit: the greeting, then an error with
+     * {@code message} to each option ({@link NbdHandshake#refuse}), then the end, all within the
+     * handshake timeout.
+     */
+    void runRefusal(String message) {
+        try {
+            startHandshakeTimer();
+            new NbdHandshake(channel, server.exports()).refuse(message);
+        } catch (IOException e) {
+            // the refused client went away or broke the protocol: nothing more to tell it
+        } finally {
+            logTimeout();
+            finish();
+        }
+    }
+
+    /** Arms the handshake timer: past it, a client still haggling is cut off. */
+    private void startHandshakeTimer() {
+        long timeout = server.options().handshakeTimeoutNanos();
+        arm(timeout, name + " handshake timeout", () -> {
+            if (phase.compareAndSet(HANDSHAKE, HANDSHAKE_TIMED_OUT)) {
+                shutdownInput();
+                shutdownOutput(); // a client that stopped reading must not hold a handshake write either
+            }
+        });
+    }
+
+    /** Replaces the handshake timer with the idle timer, if the server has an idle timeout. */
+    private void startIdleTimer() {
+        stopTimer();
+        if (idleTimeoutNanos > 0) {
+            lastActivityNanos = kernel.scheduler().nanoTime();
+            arm(idleTimeoutNanos, name + " idle timeout", this::idleTimerFired);
+        }
+    }
+
+    /**
+     * The idle timer: ends the connection if the reader waits for a request with no other request
+     * in flight (it holds one slot for the header it waits for) and nothing happened for the idle
+     * timeout; otherwise re-arms for when that could first be true.
+     */
+    private void idleTimerFired() {
+        long now = kernel.scheduler().nanoTime();
+        boolean quiet = awaitingRequest && inUse.get() == 1;
+        long idleNanos = now - lastActivityNanos;
+        if (quiet && idleNanos >= idleTimeoutNanos) {
+            if (phase.compareAndSet(TRANSMISSION, IDLE_TIMED_OUT)) {
+                shutdownInput();
+            }
+            return;
+        }
+        long next = quiet ? idleTimeoutNanos - idleNanos : idleTimeoutNanos;
+        arm(Math.max(next, IDLE_RECHECK_NANOS_MIN), name + " idle timeout", this::idleTimerFired);
+    }
+
+    /** Sets the connection's one timer, unless the connection has ended. */
+    private void arm(long delayNanos, String what, Runnable callback) {
+        timerLock.lock();
+        try {
+            if (!timersStopped) {
+                timer = kernel.scheduler().addTimer(delayNanos, what, callback);
+            }
+        } finally {
+            timerLock.unlock();
+        }
+    }
+
+    /** Cancels the pending timer, if any. */
+    private void stopTimer() {
+        Timer t;
+        timerLock.lock();
+        try {
+            t = timer;
+            timer = null;
+        } finally {
+            timerLock.unlock();
+        }
+        if (t != null) {
+            t.cancel();
+        }
+    }
+
+    /** Logs why the server cut this connection off, if a timer did. */
+    private void logTimeout() {
+        switch (phase.get()) {
+            case HANDSHAKE_TIMED_OUT -> server.log(name + " (" + peer + "): disconnected: handshake not completed within "
+                    + NbdServer.formatNanos(server.options().handshakeTimeoutNanos()));
+            case IDLE_TIMED_OUT -> server.log(name + " (" + peer + "): disconnected: idle for "
+                    + NbdServer.formatNanos(idleTimeoutNanos) + " (idle timeout)");
+            default -> {
+            }
+        }
+    }
+
+    /** Notes traffic for the idle timer (only when there is one: a clock read per call). */
+    private void noteActivity() {
+        if (idleTimeoutNanos > 0) {
+            lastActivityNanos = kernel.scheduler().nanoTime();
         }
     }
 
@@ -215,9 +354,17 @@ final class NbdConnection {
 
     /** Reads a request header into the slot; false for end of stream, a wrong magic or DISC. */
     private boolean readHeader(NbdRequest r) throws IOException {
-        if (!fillInput(REQUEST_HEADER_BYTES)) {
+        awaitingRequest = true;
+        boolean arrived;
+        try {
+            arrived = fillInput(REQUEST_HEADER_BYTES);
+        } finally {
+            awaitingRequest = false;
+        }
+        if (!arrived) {
             return false;
         }
+        noteActivity();
         ByteBuffer h = input;
         if (h.getInt() != REQUEST_MAGIC) {
             return false; // garbage: a hard disconnect of this connection only
@@ -612,6 +759,7 @@ final class NbdConnection {
     /** Waits for a free in-flight slot (the per-connection bound) and takes it. */
     private NbdRequest takeSlot() {
         slotWait.waitEvent(slotAvailable, this);
+        int slot;
         slotLock.lock();
         try {
             if (freeCount == 0) {
@@ -619,10 +767,19 @@ final class NbdConnection {
                         + requests.length + " are in use");
             }
             inUse.incrementAndGet();
-            return requests[freeSlots[--freeCount]];
+            slot = freeSlots[--freeCount];
         } finally {
             slotLock.unlock();
         }
+        NbdRequest r = requests[slot];
+        if (r == null) {
+            // First use of this slot: built once, kept for the connection's life (bounded by the
+            // slots). Only the reader takes slots, and a request reaches the writer through the
+            // reply ring's lock, so the writer sees it built.
+            r = new NbdRequest(this, slot, biosMax, STATUS_EXTENTS_MAX);
+            requests[slot] = r;
+        }
+        return r;
     }
 
     /** Returns a slot and wakes the reader (waiting for a slot) and the writer (waiting to finish). */
@@ -685,6 +842,7 @@ final class NbdConnection {
                 if (!broken) {
                     try {
                         sendBatch(n);
+                        noteActivity();
                     } catch (IOException e) {
                         broken = true; // keep draining completions; stop the reader too
                         shutdownInput();
@@ -906,8 +1064,29 @@ final class NbdConnection {
         }
     }
 
-    /** Closes the socket, leaves the server's table and signals the end. */
+    /** Ends writes on the socket (the handshake timer, for a client that stopped reading). */
+    private void shutdownOutput() {
+        try {
+            channel.shutdownOutput();
+        } catch (IOException e) {
+            // already closed
+        }
+    }
+
+    /** Ends a connection whose first task could not be started. */
+    void endUnstarted() {
+        finish();
+    }
+
+    /** Stops the timers, closes the socket, leaves the server's table and signals the end. */
     private void finish() {
+        timerLock.lock();
+        try {
+            timersStopped = true;
+        } finally {
+            timerLock.unlock();
+        }
+        stopTimer();
         try {
             channel.close();
         } catch (IOException e) {

@@ -31,6 +31,8 @@ final class NbdHandshake {
     static final int OPTION_DATA_MAX = 64 * 1024;
     /** The largest option payload skipped before the connection is dropped. */
     static final long OPTION_SKIP_MAX = 16L << 20;
+    /** The most options a refused client gets answers to before the server hangs up. */
+    static final int REFUSED_OPTIONS_MAX = 16;
     /** The id of {@code base:allocation} in {@code NBD_REP_META_CONTEXT} after SET. */
     static final int ALLOCATION_CONTEXT_ID = 1;
 
@@ -59,18 +61,9 @@ final class NbdHandshake {
      *     EXPORT_NAME, bad magic, unknown client flags, client gone)
      */
     Negotiated run() throws IOException {
-        ByteBuffer hello = ByteBuffer.allocate(18);
-        hello.putLong(NBDMAGIC).putLong(IHAVEOPT).putShort((short) (FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES)).flip();
-        WireIo.writeFully(channel, hello);
-        ByteBuffer clientFlags = ByteBuffer.allocate(4);
-        if (!WireIo.readFullyOrEof(channel, clientFlags)) {
+        if (!greet()) {
             return null;
         }
-        int flags = clientFlags.flip().getInt();
-        if ((flags & ~(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES)) != 0) {
-            return null; // the spec: the server MUST drop the connection on unknown client flags
-        }
-        noZeroes = (flags & FLAG_C_NO_ZEROES) != 0;
         while (true) {
             header.clear();
             if (!WireIo.readFullyOrEof(channel, header)) {
@@ -106,6 +99,63 @@ final class NbdHandshake {
             if (done != null) {
                 return done;
             }
+        }
+    }
+
+    /** Sends the greeting and reads the client's flags; false if the session ended there. */
+    private boolean greet() throws IOException {
+        ByteBuffer hello = ByteBuffer.allocate(18);
+        hello.putLong(NBDMAGIC).putLong(IHAVEOPT).putShort((short) (FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES)).flip();
+        WireIo.writeFully(channel, hello);
+        ByteBuffer clientFlags = ByteBuffer.allocate(4);
+        if (!WireIo.readFullyOrEof(channel, clientFlags)) {
+            return false;
+        }
+        int flags = clientFlags.flip().getInt();
+        if ((flags & ~(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES)) != 0) {
+            return false; // the spec: the server MUST drop the connection on unknown client flags
+        }
+        noZeroes = (flags & FLAG_C_NO_ZEROES) != 0;
+        return true;
+    }
+
+    /**
+     * Refuses the session (a client past the connection limit): after the greeting, every option
+     * gets {@code NBD_REP_ERR_POLICY} carrying {@code message}, which clients show to the user,
+     * until the client gives up. The spec's way: during haggling a server that does not want the
+     * client "MUST ... simply error inbound options until the client gets the hint"; a soft
+     * disconnect ({@code ABORT}) is acknowledged. {@code EXPORT_NAME} cannot carry an error, so it
+     * is answered by a hard disconnect, as is more than {@link #REFUSED_OPTIONS_MAX} options or
+     * option data beyond {@link #OPTION_DATA_MAX} (a refused client gets no more of the server).
+     */
+    void refuse(String message) throws IOException {
+        if (!greet()) {
+            return;
+        }
+        byte[] text = message.getBytes(StandardCharsets.UTF_8);
+        if (text.length > STRING_BYTES_MAX) {
+            throw new IllegalArgumentException("refusal message of " + text.length + " bytes exceeds " + STRING_BYTES_MAX);
+        }
+        for (int i = 0; i < REFUSED_OPTIONS_MAX; i++) {
+            header.clear();
+            if (!WireIo.readFullyOrEof(channel, header)) {
+                return;
+            }
+            header.flip();
+            if (header.getLong() != IHAVEOPT) {
+                return;
+            }
+            int option = header.getInt();
+            long length = header.getInt() & 0xffffffffL;
+            if (length > OPTION_DATA_MAX || option == OPT_EXPORT_NAME) {
+                return;
+            }
+            WireIo.skip(channel, scratch, length);
+            if (option == OPT_ABORT) {
+                reply(option, REP_ACK, null);
+                return;
+            }
+            reply(option, REP_ERR_POLICY, ByteBuffer.wrap(text));
         }
     }
 

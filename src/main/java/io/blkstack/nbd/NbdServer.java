@@ -19,6 +19,7 @@ import java.util.HashSet;
 import java.util.List;
 import java.util.Set;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.Consumer;
 
 /**
  * An NBD server (fixed newstyle, {@code doc/proto.md} of the NBD project) serving named
@@ -38,6 +39,15 @@ import java.util.concurrent.atomic.AtomicLong;
  * can get all its pages (rule 5 of DESIGN.md section 1: backpressure is a wait on a reserve).
  * Each export's advertised maximum payload is lowered to fit the budget if needed.
  *
+ * <p>Clients: at most {@link Options#connectionsMax} are served at once; one more is refused the
+ * way the spec allows during haggling (an error with a message to each option, at most
+ * {@link #REFUSALS_MAX} refusals under way), never silently closed. Each client has the handshake
+ * timeout to negotiate, and, if set, the idle timeout bounds how long a connection may sit with
+ * nothing to do ({@link NbdConnection}). A failed accept (out of descriptors, say) is logged and
+ * retried after a bounded back-off; the accept task ends only when the server closes. Accept
+ * failures, refusals and timeouts go to {@link Options#log} and the kernel counters
+ * {@code nbd.accept-failures} and {@code nbd.refusals}.
+ *
  * <p>Life: {@link #start} binds and starts accepting; {@link #close} stops accepting, lets every
  * connection finish its in-flight requests and close, then closes the bio set. The server is a
  * kernel component, so closing the kernel closes it first if the owner did not.
@@ -48,30 +58,98 @@ public final class NbdServer implements Component {
      * Server settings.
      *
      * @param listen the address to bind (port 0 for an ephemeral port)
-     * @param connectionsMax connections served at once; more are closed at accept
+     * @param connectionsMax connections served at once; a client past the limit is refused with an
+     *     {@code NBD_REP_ERR_POLICY} reply saying so (see {@link #REFUSALS_MAX})
      * @param inFlightPerConnection requests in flight per connection before the reader waits
      * @param payloadBudgetBytes bytes of request payload in pages at once, server-wide; 0 for
      *     the default (three quarters of the arena above its min watermark)
+     * @param handshakeTimeoutNanos how long a client may take from connecting to entering
+     *     transmission (or, refused, to leaving); then it is disconnected
+     * @param idleTimeoutNanos how long a connection in transmission may sit with no request in
+     *     flight and none arriving before it is disconnected; 0 for never
+     * @param log where the server's log lines go (accept failures, refusals, timeouts); called
+     *     from its tasks, it must not block on the kernel
      */
     public record Options(InetSocketAddress listen, int connectionsMax, int inFlightPerConnection,
-            long payloadBudgetBytes) {
+            long payloadBudgetBytes, long handshakeTimeoutNanos, long idleTimeoutNanos, Consumer<String> log) {
+
+        /** Default {@link #connectionsMax}. */
+        public static final int CONNECTIONS_DEFAULT = 1024;
+        /** Upper bound of {@link #connectionsMax}: each connection costs two tasks and a descriptor. */
+        public static final int CONNECTIONS_MAX = 65536;
+        /** Default {@link #handshakeTimeoutNanos}: 10 s. */
+        public static final long HANDSHAKE_TIMEOUT_DEFAULT_NANOS = 10_000_000_000L;
 
         /** Checks the bounds. */
         public Options {
             if (listen == null) {
                 throw new IllegalArgumentException("nbd server needs a listen address");
             }
-            if (connectionsMax < 1 || inFlightPerConnection < 1 || payloadBudgetBytes < 0) {
+            if (connectionsMax < 1 || connectionsMax > CONNECTIONS_MAX) {
                 throw new IllegalArgumentException("nbd server options: connections " + connectionsMax
-                        + ", in flight per connection " + inFlightPerConnection + ", payload budget "
-                        + payloadBudgetBytes + " must be positive");
+                        + " not in 1.." + CONNECTIONS_MAX);
+            }
+            if (inFlightPerConnection < 1 || payloadBudgetBytes < 0) {
+                throw new IllegalArgumentException("nbd server options: in flight per connection "
+                        + inFlightPerConnection + ", payload budget " + payloadBudgetBytes + " must be positive");
+            }
+            if (handshakeTimeoutNanos <= 0 || idleTimeoutNanos < 0) {
+                throw new IllegalArgumentException("nbd server options: handshake timeout " + handshakeTimeoutNanos
+                        + " ns must be positive, idle timeout " + idleTimeoutNanos + " ns positive or 0 (off)");
+            }
+            if (log == null) {
+                throw new IllegalArgumentException("nbd server options: no log");
             }
         }
 
-        /** 64 connections, 64 requests in flight each, the default budget. */
-        public static Options defaults(InetSocketAddress listen) {
-            return new Options(listen, 64, 64, 0);
+        /** The four basic settings with the default timeouts and log (standard error). */
+        public Options(InetSocketAddress listen, int connectionsMax, int inFlightPerConnection, long payloadBudgetBytes) {
+            this(listen, connectionsMax, inFlightPerConnection, payloadBudgetBytes, HANDSHAKE_TIMEOUT_DEFAULT_NANOS, 0,
+                    line -> System.err.println("blkstack: " + line));
         }
+
+        /** 1,024 connections, 64 requests in flight each, the default budget, 10 s handshake timeout, no idle timeout. */
+        public static Options defaults(InetSocketAddress listen) {
+            return new Options(listen, CONNECTIONS_DEFAULT, 64, 0);
+        }
+
+        public Options withConnectionsMax(int value) {
+            return new Options(listen, value, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
+                    idleTimeoutNanos, log);
+        }
+
+        public Options withHandshakeTimeoutNanos(long value) {
+            return new Options(listen, connectionsMax, inFlightPerConnection, payloadBudgetBytes, value,
+                    idleTimeoutNanos, log);
+        }
+
+        /** 0 turns the idle timeout off. */
+        public Options withIdleTimeoutNanos(long value) {
+            return new Options(listen, connectionsMax, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
+                    value, log);
+        }
+
+        public Options withLog(Consumer<String> value) {
+            return new Options(listen, connectionsMax, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
+                    idleTimeoutNanos, value);
+        }
+    }
+
+    /**
+     * Refusals in progress at once. A client past the connection limit is refused politely (the
+     * greeting, then {@code NBD_REP_ERR_POLICY} with a message to each option), which costs a task
+     * for up to the handshake timeout; past this many, further clients are closed at once.
+     */
+    static final int REFUSALS_MAX = 8;
+    /** First wait after a failed accept; it doubles on each failure in a row up to {@link #ACCEPT_BACKOFF_MAX_NANOS}. */
+    static final long ACCEPT_BACKOFF_MIN_NANOS = 10_000_000L;
+    /** Longest wait between accept attempts while accept keeps failing. */
+    static final long ACCEPT_BACKOFF_MAX_NANOS = 1_000_000_000L;
+
+    /** How the accept task takes the next client: {@link ServerSocketChannel#accept}, or a test's stand-in. */
+    @FunctionalInterface
+    interface Acceptor {
+        SocketChannel accept(ServerSocketChannel listener) throws IOException;
     }
 
     /** Bios in the reserve of the server's bio set (each connection holds at most one unsubmitted bio). */
@@ -84,6 +162,11 @@ public final class NbdServer implements Component {
     private final PayloadBudget budget;
     private final SpinLock lock = new SpinLock("nbd server");
     private final Set<NbdConnection> connections = new HashSet<>();
+    private int refusing;
+    private final WaitQueue acceptBackoff = new WaitQueue("nbd accept back-off");
+    private final AtomicLong acceptFailures;
+    private final AtomicLong refusals;
+    private volatile Acceptor acceptor = ServerSocketChannel::accept;
     private final Completion acceptDone = new Completion("nbd accept done");
     private final AtomicLong connectionIds = new AtomicLong();
     private ServerSocketChannel listener;
@@ -124,6 +207,8 @@ public final class NbdServer implements Component {
         this.exports = List.copyOf(fitted);
         this.budget = new PayloadBudget(budgetPages);
         this.bioSet = new BioSet(kernel, "nbd", BIO_POOL_SIZE, BIO_POOL_SIZE, null, false);
+        this.acceptFailures = kernel.counters().get("nbd.accept-failures");
+        this.refusals = kernel.counters().get("nbd.refusals");
         kernel.register(this);
     }
 
@@ -172,7 +257,7 @@ public final class NbdServer implements Component {
         return exports;
     }
 
-    /** Connections currently open. */
+    /** Connections currently open (served, and refusals under way). */
     public int connectionCount() {
         lock.lock();
         try {
@@ -194,45 +279,143 @@ public final class NbdServer implements Component {
         return budget;
     }
 
-    /** The accept task: a reader task per accepted connection, until the listener closes. */
+    /** The options the server runs with. */
+    public Options options() {
+        return options;
+    }
+
+    /** Writes one line to the server's log. */
+    void log(String line) {
+        options.log().accept("nbd: " + line);
+    }
+
+    /** Replaces how the accept task takes clients (tests inject accept failures); call before {@link #start}. */
+    void acceptWith(Acceptor value) {
+        if (started) {
+            throw new IllegalStateException("nbd server: acceptor replaced after start");
+        }
+        this.acceptor = value;
+    }
+
+    /**
+     * The accept task: a reader task per accepted connection, until the listener closes. A failed
+     * accept ({@code EMFILE}, {@code ENFILE}, {@code ENOBUFS}, any I/O error) is logged and retried
+     * after a back-off that doubles from 10 ms to 1 s and resets on the next success: the pending
+     * client stays in the listen backlog, so once descriptors are free it is served. The back-off
+     * is a kernel wait that {@link #close} cuts short.
+     */
     private void acceptLoop() {
+        long backoffNanos = 0;
+        int failuresInRow = 0;
         try {
-            while (true) {
-                SocketChannel channel = listener.accept();
-                channel.setOption(StandardSocketOptions.TCP_NODELAY, true);
-                String name = "nbd-" + connectionIds.incrementAndGet();
-                int maxPayload = 0;
-                for (Export e : exports) {
-                    maxPayload = Math.max(maxPayload, e.maximumPayload());
-                }
-                NbdConnection connection = new NbdConnection(this, channel, name, options.inFlightPerConnection(),
-                        maxPayload);
-                if (!admit(connection)) {
-                    channel.close();
+            while (!isClosed()) {
+                SocketChannel channel;
+                try {
+                    channel = acceptor.accept(listener);
+                } catch (ClosedChannelException e) {
+                    return; // close() closed the listener (AsynchronousCloseException is one too)
+                } catch (IOException e) {
+                    if (isClosed()) {
+                        return;
+                    }
+                    failuresInRow++;
+                    acceptFailures.incrementAndGet();
+                    backoffNanos = backoffNanos == 0 ? ACCEPT_BACKOFF_MIN_NANOS
+                            : Math.min(2 * backoffNanos, ACCEPT_BACKOFF_MAX_NANOS);
+                    log("accept failed (" + failuresInRow + " in a row): " + e.getMessage() + "; retrying in "
+                            + formatNanos(backoffNanos));
+                    acceptBackoff.waitEventTimeout(this::isClosed, "nbd accept back-off", backoffNanos, true);
                     continue;
                 }
-                kernel.spawn(name + "-reader", TaskKind.USER, connection::runReader);
-            }
-        } catch (ClosedChannelException e) {
-            // close() closed the listener
-        } catch (IOException e) {
-            if (!isClosed()) {
-                kernel.reportCrash(io.blkstack.kernel.Task.currentOrNull(), e);
+                if (failuresInRow > 0) {
+                    log("accepting again after " + failuresInRow + " failed accept(s)");
+                    failuresInRow = 0;
+                    backoffNanos = 0;
+                }
+                serveAccepted(channel);
             }
         } finally {
             acceptDone.completeAll();
         }
     }
 
-    /** Adds a connection unless closing or full. */
-    private boolean admit(NbdConnection connection) {
+    /** Starts serving, or refusing, one accepted client; a failure here costs only that client. */
+    private void serveAccepted(SocketChannel channel) {
+        String name = "nbd-" + connectionIds.incrementAndGet();
+        String peer = peerOf(channel);
+        try {
+            channel.setOption(StandardSocketOptions.TCP_NODELAY, true);
+        } catch (IOException e) {
+            log(name + " (" + peer + "): dropped: cannot set TCP_NODELAY: " + e.getMessage());
+            closeQuietly(channel);
+            return;
+        }
+        int maxPayload = 0;
+        for (Export e : exports) {
+            maxPayload = Math.max(maxPayload, e.maximumPayload());
+        }
+        NbdConnection connection = new NbdConnection(this, channel, name, peer, options.inFlightPerConnection(),
+                maxPayload);
+        switch (admit(connection)) {
+            case SERVE -> spawnOrDrop(connection, name + "-reader", connection::runReader);
+            case REFUSE -> {
+                refusals.incrementAndGet();
+                String message = refusalMessage();
+                log("refused " + name + " from " + peer + ": " + message);
+                spawnOrDrop(connection, name + "-refusal", () -> connection.runRefusal(message));
+            }
+            case DROP -> {
+                refusals.incrementAndGet();
+                log("dropped " + name + " from " + peer + ": " + refusalMessage() + ", and " + REFUSALS_MAX
+                        + " refusals are already under way");
+                closeQuietly(channel);
+            }
+            case CLOSING -> closeQuietly(channel);
+        }
+    }
+
+    /**
+     * Starts an admitted connection's first task; if no task can be started (no thread to be had:
+     * the process's thread limit, or memory), the connection ends at once and the server goes on.
+     */
+    private void spawnOrDrop(NbdConnection connection, String taskName, Runnable body) {
+        try {
+            kernel.spawn(taskName, TaskKind.USER, body);
+        } catch (RuntimeException | OutOfMemoryError e) {
+            log("dropped " + connection.name() + ": cannot start its task: " + e);
+            connection.endUnstarted();
+        }
+    }
+
+    /** The message a client past the limit gets. */
+    private String refusalMessage() {
+        return "too many connections (limit " + options.connectionsMax() + ")";
+    }
+
+    /** What {@link #admit} decided for a new client. */
+    private enum Admission { SERVE, REFUSE, DROP, CLOSING }
+
+    /**
+     * Adds a connection to serve, or to refuse when the limit is reached (at most
+     * {@link #REFUSALS_MAX} refusals at once); nothing when closing.
+     */
+    private Admission admit(NbdConnection connection) {
         lock.lock();
         try {
-            if (closed || connections.size() >= options.connectionsMax()) {
-                return false;
+            if (closed) {
+                return Admission.CLOSING;
             }
+            if (connections.size() - refusing < options.connectionsMax()) {
+                connections.add(connection);
+                return Admission.SERVE;
+            }
+            if (refusing >= REFUSALS_MAX) {
+                return Admission.DROP;
+            }
+            connection.refused = true;
             connections.add(connection);
-            return true;
+            refusing++;
+            return Admission.REFUSE;
         } finally {
             lock.unlock();
         }
@@ -242,10 +425,40 @@ public final class NbdServer implements Component {
     void connectionEnded(NbdConnection connection) {
         lock.lock();
         try {
-            connections.remove(connection);
+            if (connections.remove(connection) && connection.refused) {
+                refusing--;
+            }
         } finally {
             lock.unlock();
         }
+    }
+
+    /** The client's address for log lines. */
+    private static String peerOf(SocketChannel channel) {
+        try {
+            return String.valueOf(channel.getRemoteAddress());
+        } catch (IOException e) {
+            return "(unknown peer)";
+        }
+    }
+
+    private static void closeQuietly(SocketChannel channel) {
+        try {
+            channel.close();
+        } catch (IOException e) {
+            // nothing left to do with it
+        }
+    }
+
+    /** A duration for log lines: whole seconds, else milliseconds, else nanoseconds. */
+    public static String formatNanos(long nanos) {
+        if (nanos % 1_000_000_000L == 0) {
+            return nanos / 1_000_000_000L + "s";
+        }
+        if (nanos % 1_000_000L == 0) {
+            return nanos / 1_000_000L + "ms";
+        }
+        return nanos + "ns";
     }
 
     private boolean isClosed() {
@@ -290,6 +503,7 @@ public final class NbdServer implements Component {
             } catch (IOException e) {
                 // nothing to do
             }
+            acceptBackoff.wakeAll();
             acceptDone.await();
         }
         List<NbdConnection> open;

@@ -68,6 +68,78 @@ class FileDeviceTest {
         kernel = null;
     }
 
+    /**
+     * Proves a file device owns its file: a second device on the same file in this process (or a
+     * shared-lock reader) fails with "FILE is in use (locked by another process)" before it changes
+     * anything; the refused opens do not drop the first device's OS lock (a separate process still
+     * finds the file locked); once the first device closes, the file opens again.
+     */
+    @Test
+    void secondDeviceOnALockedFileFailsAndTheFirstKeepsItsLock() throws Exception {
+        start(Faults.NONE);
+        Path path = dir.resolve("a.img");
+        FileDevice first = FileDevice.open(kernel, "a", path, SIZE, FileDevice.Options.defaults().withCreate(true));
+        String inUse = path + " is in use (locked by another process)";
+        LockedFile.FileInUseException e = assertThrows(LockedFile.FileInUseException.class,
+                () -> FileDevice.open(kernel, "b", path, 2 * SIZE, FileDevice.Options.defaults().withCreate(true)));
+        assertEquals(inUse, e.getMessage());
+        assertEquals(path, e.path());
+        assertEquals(SIZE, Files.size(path), "the refused open did not extend the file");
+        e = assertThrows(LockedFile.FileInUseException.class,
+                () -> FileDevice.open(kernel, "c", path, SIZE, FileDevice.Options.defaults().withLockShared(true)));
+        assertEquals(inUse, e.getMessage());
+
+        String probe = lockProbe(path);
+        assertTrue(probe.contains(inUse), "another process could lock the file: " + probe);
+
+        first.close();
+        FileDevice again = FileDevice.open(kernel, "a2", path, SIZE, FileDevice.Options.defaults());
+        again.close();
+    }
+
+    /** A lock taken through a channel of this process that the table does not know gets the same message. */
+    @Test
+    void overlappingLockInThisProcessGetsTheSameMessage() throws Exception {
+        start(Faults.NONE);
+        Path path = dir.resolve("a.img");
+        Files.write(path, new byte[(int) SIZE]);
+        try (java.nio.channels.FileChannel other = java.nio.channels.FileChannel.open(path,
+                java.nio.file.StandardOpenOption.READ, java.nio.file.StandardOpenOption.WRITE);
+                java.nio.channels.FileLock held = other.lock()) {
+            LockedFile.FileInUseException e = assertThrows(LockedFile.FileInUseException.class,
+                    () -> FileDevice.open(kernel, "a", path, SIZE, FileDevice.Options.defaults()));
+            assertEquals(path + " is in use (locked by another process)", e.getMessage());
+        }
+    }
+
+    /** Shared locks admit each other across processes, not a writer: a reader here, then a device fails. */
+    @Test
+    void sharedLockKeepsAWriterOut() throws Exception {
+        start(Faults.NONE);
+        Path path = dir.resolve("a.img");
+        Files.write(path, new byte[(int) SIZE]);
+        try (LockedFile reader = LockedFile.shared(path)) {
+            assertTrue(reader.isShared());
+            LockedFile.FileInUseException e = assertThrows(LockedFile.FileInUseException.class,
+                    () -> FileDevice.open(kernel, "a", path, SIZE, FileDevice.Options.defaults()));
+            assertEquals(path + " is in use (locked by another process)", e.getMessage());
+        }
+        FileDevice.open(kernel, "a", path, SIZE, FileDevice.Options.defaults()).close();
+    }
+
+    /**
+     * Asks a separate JVM ({@code blkstack log-writes list FILE}, which takes a shared lock) about
+     * the file; returns what it printed. "in use" means the OS lock of this process holds.
+     */
+    private static String lockProbe(Path path) throws Exception {
+        Path out = Files.createTempFile(path.getParent(), "probe", ".txt");
+        Process p = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-cp",
+                System.getProperty("java.class.path"), "io.blkstack.cli.Main", "log-writes", "list", path.toString())
+                .redirectErrorStream(true).redirectOutput(out.toFile()).start();
+        assertTrue(p.waitFor(60, java.util.concurrent.TimeUnit.SECONDS), "lock probe did not finish");
+        return Files.readString(out);
+    }
+
     @Test
     void randomWritesRoundTripAndReachTheFileWithFlushAndFua() throws IOException {
         start(Faults.NONE);

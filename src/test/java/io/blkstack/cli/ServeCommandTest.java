@@ -5,14 +5,21 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.io.BufferedReader;
 import java.io.File;
+import java.io.IOException;
 import java.io.InputStreamReader;
 import java.io.PrintWriter;
 import java.io.StringWriter;
+import java.net.InetSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -104,6 +111,186 @@ class ServeCommandTest {
         assertEquals(0, p.exitValue());
     }
 
+    /**
+     * Proves a server owns its backing files: while one {@code serve} runs a thin pool (with the
+     * connection flags, which it reports), a second {@code serve} of the same configuration exits 2
+     * naming the locked metadata file, without ever becoming ready, and {@code thin check} says the
+     * pool is live; after the first stops, {@code thin check} takes its shared lock and finds the
+     * metadata clean. Before the fix the second server started and both wrote the same files.
+     */
+    @Test
+    @Timeout(180)
+    void secondServeOnTheSameFilesExits2NamingTheLockedFile() throws Exception {
+        Path config = tmp.resolve("thin.yaml");
+        Files.writeString(config, """
+                memory: 16MiB
+                devices:
+                  meta: { file: thin-data/meta.img, size: 4MiB }
+                  data: { file: thin-data/data.img, size: 64MiB }
+                mapped:
+                  pool: "0 131072 thin-pool meta data 128 16"
+                  vol0: "0 131072 thin pool 0"
+                exports:
+                  vol0: { device: vol0 }
+                """);
+        Process first = start(List.of("serve", "--config", config.toString(), "--listen", "127.0.0.1:0",
+                "--max-connections", "3", "--handshake-timeout", "5s", "--idle-timeout", "off"), stderrFile());
+        List<String> lines = new ArrayList<>();
+        awaitReady(first, lines);
+        assertTrue(lines.contains("  at most 3 connections, handshake timeout 5s, idle timeout off"), lines.toString());
+
+        Path secondErr = tmp.resolve("second-stderr.txt");
+        Process second = start(List.of("serve", "--config", config.toString(), "--listen", "127.0.0.1:0"), secondErr);
+        List<String> secondOut = new ArrayList<>();
+        try (BufferedReader out = new BufferedReader(new InputStreamReader(second.getInputStream(), StandardCharsets.UTF_8))) {
+            for (String line; (line = out.readLine()) != null; ) {
+                secondOut.add(line);
+                assertNotEquals(ServeCommand.READY, line, "a second server started on the same files");
+            }
+        } finally {
+            if (second.isAlive()) {
+                second.destroyForcibly();
+            }
+        }
+        assertTrue(second.waitFor(STOP_SECONDS_MAX, TimeUnit.SECONDS), "second serve did not exit");
+        String err = Files.readString(secondErr);
+        assertEquals(ExitCodes.RUNTIME, second.exitValue(), err + secondOut);
+        Path meta = tmp.resolve("thin-data/meta.img");
+        assertTrue(err.contains("blkstack serve: " + config + ":3: devices.meta.file: " + meta
+                + " is in use (locked by another process)"), err);
+
+        Run live = run("thin", "check", config.toString(), "--pool", "pool");
+        assertEquals(ExitCodes.RUNTIME, live.exitCode(), live.err());
+        assertTrue(live.err().contains(meta + " is in use (locked by another process): the pool is live"), live.err());
+
+        first.destroy();
+        assertTrue(first.waitFor(STOP_SECONDS_MAX, TimeUnit.SECONDS), "serve did not stop after SIGTERM");
+        assertEquals(0, first.exitValue(), Files.readString(stderrFile()));
+        Run stopped = run("thin", "check", config.toString(), "--pool", "pool");
+        assertEquals(0, stopped.exitCode(), stopped.err());
+        assertTrue(stopped.out().contains("thin metadata clean"), stopped.out());
+    }
+
+    /**
+     * Proves the accept task survives a real EMFILE: {@code serve} runs under {@code ulimit -n 160};
+     * clients connect one by one, each waiting for its greeting, until the server logs that accept
+     * failed (the last client stays in the listen backlog). Then 20 clients hang up, freeing
+     * descriptors, and the waiting client gets its greeting, the server logs that it accepts again,
+     * and a new client is served too. Every wait is for an event (a greeting, a log line) taken from
+     * one queue, with a bound; before the fix the first EMFILE ended the accept task for good.
+     */
+    @Test
+    @Timeout(180)
+    void acceptRecoversFromRealDescriptorExhaustion() throws Exception {
+        assumeTrue(installed("bash"), "bash is not installed");
+        Path config = tmp.resolve("mem.yaml");
+        Files.writeString(config, """
+                memory: 16MiB
+                devices:
+                  m: { memory: 16MiB }
+                exports:
+                  disk: { device: m }
+                """);
+        String javaBin = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+        String command = "ulimit -n 160 && exec '" + javaBin + "' -cp '" + System.getProperty("java.class.path") + "' "
+                + Main.class.getName() + " serve --config '" + config + "' --listen 127.0.0.1:0";
+        Process p = new ProcessBuilder("bash", "-c", command).directory(tmp.toFile()).start();
+        BlockingQueue<String> events = new LinkedBlockingQueue<>();
+        List<String> stderr = new CopyOnWriteArrayList<>();
+        Thread.ofVirtual().start(() -> {
+            try (BufferedReader err = new BufferedReader(new InputStreamReader(p.getErrorStream(), StandardCharsets.UTF_8))) {
+                for (String line; (line = err.readLine()) != null; ) {
+                    stderr.add(line);
+                    events.add("log " + line);
+                }
+            } catch (IOException e) {
+                // the process ended
+            }
+        });
+        List<SocketChannel> clients = new ArrayList<>();
+        try {
+            int port = awaitReady(p, new ArrayList<>());
+            InetSocketAddress address = new InetSocketAddress("127.0.0.1", port);
+            int pending = -1;
+            for (int i = 0; i < 1000 && pending < 0; i++) {
+                SocketChannel c = SocketChannel.open(address);
+                clients.add(c);
+                awaitGreetingInBackground(c, i, events);
+                String event = nextEvent(events, stderr, "greeting " + i, "Too many open files");
+                if (event.startsWith("log")) {
+                    pending = i;
+                }
+            }
+            assertTrue(pending > 0, "the server never ran out of descriptors: " + stderr);
+            assertTrue(stderr.stream().anyMatch(l -> l.contains("nbd: accept failed (1 in a row): Too many open files;"
+                    + " retrying in 10ms")), stderr.toString());
+            for (int i = 0; i < 20; i++) {
+                clients.get(i).close();
+            }
+            nextEvent(events, stderr, "greeting " + pending, null);
+            SocketChannel fresh = SocketChannel.open(address);
+            clients.add(fresh);
+            awaitGreetingInBackground(fresh, -2, events);
+            nextEvent(events, stderr, "greeting -2", null);
+            assertTrue(stderr.stream().anyMatch(l -> l.matches("blkstack serve: nbd: accepting again after \\d+ failed"
+                    + " accept\\(s\\)")), stderr.toString());
+        } finally {
+            for (SocketChannel c : clients) {
+                c.close();
+            }
+            p.destroy();
+        }
+        assertTrue(p.waitFor(STOP_SECONDS_MAX, TimeUnit.SECONDS), "serve did not stop after SIGTERM");
+        assertEquals(0, p.exitValue(), stderr.toString());
+    }
+
+    /** Reads the 18-byte NBD greeting on {@code c} in a virtual thread; posts "greeting ID" when it arrives. */
+    private static void awaitGreetingInBackground(SocketChannel c, int id,
+            BlockingQueue<String> events) {
+        Thread.ofVirtual().start(() -> {
+            ByteBuffer greeting = ByteBuffer.allocate(18);
+            try {
+                while (greeting.hasRemaining() && c.read(greeting) >= 0) {
+                    // keep reading
+                }
+                if (!greeting.hasRemaining() && greeting.getLong(0) == 0x4e42444d41474943L) {
+                    events.add("greeting " + id);
+                }
+            } catch (IOException e) {
+                // closed by the test
+            }
+        });
+    }
+
+    /**
+     * Takes events until one equals {@code wanted} (returned) or is a log line containing
+     * {@code orLog} (returned); other events are skipped. Fails after 60 s without one.
+     */
+    private static String nextEvent(BlockingQueue<String> events, List<String> stderr,
+            String wanted, String orLog) throws InterruptedException {
+        while (true) {
+            String e = events.poll(60, TimeUnit.SECONDS);
+            assertNotNull(e, "no '" + wanted + "' within 60 s; server stderr: " + stderr);
+            if (e.equals(wanted) || (orLog != null && e.startsWith("log ") && e.contains(orLog))) {
+                return e;
+            }
+        }
+    }
+
+    @Test
+    void connectionFlagsAreCheckedBeforeAnythingStarts() {
+        Run zero = run("serve", "--max-connections", "0", "--listen", "127.0.0.1:0");
+        assertEquals(ExitCodes.USAGE, zero.exitCode());
+        assertTrue(zero.err().contains("--max-connections: 0 is not in 1..65536"), zero.err());
+        Run bare = run("serve", "--handshake-timeout", "10", "--listen", "127.0.0.1:0");
+        assertEquals(ExitCodes.USAGE, bare.exitCode());
+        assertTrue(bare.err().contains("'10' is not a duration"), bare.err());
+        Run idle = run("serve", "--idle-timeout", "never", "--listen", "127.0.0.1:0");
+        assertEquals(ExitCodes.USAGE, idle.exitCode());
+        assertTrue(idle.err().contains("'never' is not a duration"), idle.err());
+        assertTrue(idle.err().contains("or off"), idle.err());
+    }
+
     @Test
     void badListenIsAUsageError() {
         Run r = run("serve", "--listen", "127.0.0.1");
@@ -140,6 +327,11 @@ class ServeCommandTest {
 
     /** Starts {@code blkstack ARGS} in a new JVM in the scratch directory. */
     private Process start(List<String> args) throws Exception {
+        return start(args, stderrFile());
+    }
+
+    /** Starts {@code blkstack ARGS} in a new JVM in the scratch directory, stderr to {@code stderr}. */
+    private Process start(List<String> args, Path stderr) throws Exception {
         List<String> command = new ArrayList<>();
         command.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
         command.add("-cp");
@@ -147,7 +339,7 @@ class ServeCommandTest {
         command.add(Main.class.getName());
         command.addAll(args);
         // stderr goes to a file: a destroyed process's pipes may be closed before they are read.
-        return new ProcessBuilder(command).directory(tmp.toFile()).redirectError(stderrFile().toFile()).start();
+        return new ProcessBuilder(command).directory(tmp.toFile()).redirectError(stderr.toFile()).start();
     }
 
     /** Reads stdout up to the ready line; returns the port from the "listening on" line. */

@@ -108,6 +108,38 @@ class StackConfigTest {
     }
 
     @Test
+    void connectionLimitAndTimeoutsParseWithDefaults() throws ConfigException {
+        StackConfig d = parse("devices:\n  m: { memory: 1MiB }\nexports:\n  x: { device: m }\n");
+        assertEquals(new StackConfig.Connections(1024, 10_000_000_000L, 0), d.connections());
+        StackConfig c = parse("""
+                max-connections: 8
+                handshake-timeout: 250ms
+                idle-timeout: 600s
+                devices:
+                  m: { memory: 1MiB }
+                exports:
+                  x: { device: m }
+                """);
+        assertEquals(new StackConfig.Connections(8, 250_000_000L, 600_000_000_000L), c.connections());
+        StackConfig off = parse("idle-timeout: off\ndevices:\n  m: { memory: 1MiB }\nexports:\n  x: { device: m }\n");
+        assertEquals(0, off.connections().idleTimeoutNanos());
+    }
+
+    @Test
+    void badConnectionSettingsNameLineKeyAndValue() {
+        String rest = "devices:\n  m: { memory: 1MiB }\nexports:\n  x: { device: m }\n";
+        assertPlace(parseError("memory: 16MiB\nmax-connections: 0\n" + rest), 2,
+                "max-connections: '0' is not in 1..65536");
+        assertPlace(parseError("max-connections: many\n" + rest), 1, "max-connections: 'many' is not a whole number");
+        assertPlace(parseError("handshake-timeout: 10\n" + rest), 1,
+                "handshake-timeout: '10' is not a duration: use a whole number with ns, us, ms or s");
+        assertPlace(parseError("handshake-timeout: 0s\n" + rest), 1, "handshake-timeout: '0s' is not a positive duration");
+        assertPlace(parseError("handshake-timeout: off\n" + rest), 1, "handshake-timeout: 'off' is not a duration");
+        assertPlace(parseError("idle-timeout: 2d\n" + rest), 1, "idle-timeout: '2d' is not a duration", "or off");
+        assertPlace(parseError("idle-timeout: 100000s\n" + rest), 1, "idle-timeout: '100000s' is longer than a day");
+    }
+
+    @Test
     void unknownKeyNamesLineAndKey() {
         ConfigException e = parseError("""
                 devices:
