@@ -216,6 +216,10 @@ public final class BufferCache implements Shrinker, AutoCloseable {
         lock.lock();
         try {
             Buffer b = map.get(block);
+            if (b != null && isFailedRead(b)) {
+                forget(b); // a prefetch that failed and nobody saw: read again
+                b = null;
+            }
             if (b != null) {
                 hold(b);
                 return b;
@@ -258,9 +262,8 @@ public final class BufferCache implements Shrinker, AutoCloseable {
             b.lastAccessNanos = kernel.scheduler().nanoTime();
             if (b.holdCount == 0) {
                 unheldCached++;
-                if (b.ioError && !b.dirty) {
-                    unlink(b); // a failed read: do not keep garbage cached
-                    freeBuffer(b);
+                if (isFailedRead(b)) {
+                    forget(b); // a failed read: do not keep garbage cached
                 }
             }
         } finally {
@@ -503,10 +506,7 @@ public final class BufferCache implements Shrinker, AutoCloseable {
         while (b != null && freed < max) {
             Buffer prev = b.prev;
             if (evictable(b) && b.lastAccessNanos <= cutoffNanos) {
-                unlink(b);
-                map.remove(b.block);
-                unheldCached--;
-                freeBuffer(b);
+                forget(b);
                 freed++;
             }
             b = prev;
@@ -516,6 +516,30 @@ public final class BufferCache implements Shrinker, AutoCloseable {
 
     private static boolean evictable(Buffer b) {
         return b.holdCount == 0 && !b.dirty && !b.reading && !b.writing;
+    }
+
+    /** An unheld buffer whose read failed: its pages hold garbage and it must not stay cached. */
+    private static boolean isFailedRead(Buffer b) {
+        return evictable(b) && b.ioError;
+    }
+
+    /**
+     * Removes an unheld, idle buffer from the lists and the map and frees its memory. The only way
+     * a cached buffer leaves the cache for good: the map entry, the lists and the unheld count go
+     * together, so a freed buffer (which may sit in the reserve or be reused for another block) can
+     * never be found again by its old block number.
+     */
+    private void forget(Buffer b) {
+        if (!evictable(b)) {
+            throw new IllegalStateException(name + ": forgetting " + b + ", which is held, dirty or under I/O");
+        }
+        if (map.get(b.block) != b) {
+            throw new IllegalStateException(name + ": forgetting " + b + ", which is not the map's buffer of its block");
+        }
+        unlink(b);
+        map.remove(b.block);
+        unheldCached--;
+        freeBuffer(b);
     }
 
     /**
