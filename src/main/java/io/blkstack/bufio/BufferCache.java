@@ -93,6 +93,12 @@ public final class BufferCache implements Shrinker, AutoCloseable {
     private int cleanCount;
     private int dirtyCount;
 
+    /**
+     * The block of a write that failed since the last {@link #writeDirtyBuffersWait}, or -1 (the
+     * kernel's {@code async_write_error}): a write-back started by the shrinker or by eviction may
+     * fail and be retried successfully later, but the owner must still hear of it.
+     */
+    private final AtomicLong asyncWriteError = new AtomicLong(-1);
     private final AtomicInteger writesInFlight = new AtomicInteger();
     private final AtomicInteger readsInFlight = new AtomicInteger();
     private volatile int unheldCached;
@@ -303,7 +309,8 @@ public final class BufferCache implements Shrinker, AutoCloseable {
      * Writes every dirty buffer and waits for the writes (the kernel's
      * {@code dm_bufio_write_dirty_buffers}).
      *
-     * @throws MetadataIoException if a write failed (the buffer stays dirty)
+     * @throws MetadataIoException if a write failed (the buffer stays dirty), now or in a
+     *     write-back since the last call
      */
     public void writeDirtyBuffersWait() {
         lock.lock();
@@ -311,8 +318,12 @@ public final class BufferCache implements Shrinker, AutoCloseable {
             writeDirtyLocked(false);
             ioWait.waitEvent(() -> writesInFlight.get() == 0, this);
             long failed = reconcileDirty();
+            long earlier = asyncWriteError.getAndSet(-1);
             if (failed >= 0) {
                 throw new MetadataIoException(name + ": write of block " + failed + " failed");
+            }
+            if (earlier >= 0) {
+                throw new MetadataIoException(name + ": an earlier write-back of block " + earlier + " failed");
             }
         } finally {
             lock.unlock();
@@ -775,6 +786,7 @@ public final class BufferCache implements Shrinker, AutoCloseable {
         if (bio.status().isError()) {
             b.ioError = true;
             b.dirty = true;
+            asyncWriteError.set(b.block);
         }
         bio.put();
         b.writing = false;
