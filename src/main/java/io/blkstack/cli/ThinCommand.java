@@ -34,10 +34,12 @@ import picocli.CommandLine.Model.CommandSpec;
 final class ThinCommand {
 
     /**
-     * {@code blkstack thin check METADATA-FILE | CONFIG.yaml [--pool NAME]}: opens the last committed
-     * metadata read-only in spirit (nothing is written) and runs {@link ThinMetadata#check}: tree
-     * structure, reference counts against mappings, free-space accounting. Exit 0 when clean, 2
-     * with one line per problem otherwise, 1 for usage errors. Do not run it on a pool that is
+     * {@code blkstack thin check METADATA-FILE | CONFIG.yaml [--pool NAME] [--clear-needs-check]}:
+     * reads the last committed metadata (nothing is written unless {@code --clear-needs-check}
+     * applies) and runs {@link ThinMetadata#checkCommitted}: the superblock's and every tree block's
+     * checksum (each bad block named), tree structure, reference counts against mappings,
+     * free-space accounting, the needs_check flag. Exit 0 when clean, 2 with one line per problem
+     * otherwise, 1 for usage errors. Do not run it on a pool that is
      * being served: it reads the last commit, not the live transaction.
      */
     @Command(
@@ -58,6 +60,11 @@ final class ThinCommand {
                 description = "With a configuration: the mapped device holding the thin-pool (default: the first).")
         String pool;
 
+        @Option(names = "--clear-needs-check",
+                description = "If the metadata is otherwise clean, clear its needs_check flag (set when a pool hit a"
+                        + " metadata error) so the pool opens read-write again.")
+        boolean clearNeedsCheck;
+
         @Override
         public Integer call() {
             PrintWriter out = spec.commandLine().getOut();
@@ -74,7 +81,11 @@ final class ThinCommand {
                 err.flush();
                 return ExitCodes.USAGE;
             }
-            List<String> problems = check(metadataFile);
+            List<String> notes = new ArrayList<>();
+            List<String> problems = check(metadataFile, clearNeedsCheck, notes);
+            for (String note : notes) {
+                out.println(metadataFile + ": " + note);
+            }
             if (problems.isEmpty()) {
                 out.println(metadataFile + ": thin metadata clean");
                 out.flush();
@@ -127,6 +138,15 @@ final class ThinCommand {
 
         /** Opens the metadata file on a private kernel and checks the last commit. */
         static List<String> check(Path file) {
+            return check(file, false, new ArrayList<>());
+        }
+
+        /**
+         * Checks the last commit of the metadata file: every bad block is named (checksums, node
+         * shapes), then the consistency rules. With {@code clearNeedsCheck}, metadata whose only
+         * problem is its needs_check flag gets the flag cleared. Informational lines go to {@code notes}.
+         */
+        static List<String> check(Path file, boolean clearNeedsCheck, List<String> notes) {
             if (!Files.isRegularFile(file)) {
                 return List.of("metadata file " + file + " does not exist");
             }
@@ -139,8 +159,21 @@ final class ThinCommand {
                     }
                     FileDevice dev = FileDevice.open(kernel, "meta", file, size, FileDevice.Options.defaults());
                     try (BufferCache cache = new BufferCache(dev, Pool.METADATA_BLOCK_SIZE)) {
-                        ThinMetadata md = ThinMetadata.open(cache);
-                        return md.check();
+                        List<String> problems = new ArrayList<>(ThinMetadata.checkCommitted(cache));
+                        boolean onlyFlag = problems.size() == 1 && problems.get(0).startsWith("needs_check");
+                        if (clearNeedsCheck && onlyFlag) {
+                            ThinMetadata.open(cache, false).setNeedsCheck(false);
+                            notes.add("needs_check cleared");
+                            problems.clear();
+                        }
+                        if (problems.isEmpty()) {
+                            int version = ThinMetadata.open(cache, false).version();
+                            if (version != ThinMetadata.VERSION) {
+                                notes.add("format " + version + " (no checksums): a pool opening it migrates it to format "
+                                        + ThinMetadata.VERSION);
+                            }
+                        }
+                        return problems;
                     } catch (CorruptMetadataException e) {
                         return List.of(e.getMessage());
                     } finally {

@@ -35,8 +35,9 @@ import org.junit.jupiter.api.Test;
  * OK: no MISUSE (double free, leak), no CRASH, no STEP_LIMIT, no deadlock and no data mismatch.
  * An error while the stack is being built makes it refuse to start (the checker counts
  * {@code workload.stack-refused}); an error later leaves the target in its degraded mode (the pool
- * {@code ro}, the snapshot {@code Invalid}, log-writes stopped), and for the pool the metadata
- * committed on the device still passes {@code thin check}.
+ * {@code ro} with {@code needs_check} set on the device, the snapshot {@code Invalid}, log-writes
+ * stopped), and for the pool the metadata committed on the device still passes {@code thin check}
+ * but for data blocks leaked by a provisioning the failure cut short.
  *
  * <p>How: N grows until a whole run goes by without the N-th I/O happening (the sweep is complete),
  * two schedules per N from fixed seeds; the post-run checks run on the simulated main task and
@@ -108,10 +109,14 @@ class MetadataIoFaultCampaignTest {
                 // A data block allocated, committed by a flush, but never mapped because the pool
                 // failed before the insert is a leak, as after a crash in that window; anything
                 // else is damage.
-                List<String> problems = ThinMetadata.open(cache).check().stream()
+                ThinMetadata committed = ThinMetadata.open(cache, false);
+                List<String> problems = committed.check().stream()
                         .filter(p -> !p.endsWith("but no mapping (leaked)")).toList();
                 if (!problems.isEmpty()) {
                     throw new IllegalStateException("committed metadata damaged: " + problems);
+                }
+                if (!committed.needsCheck()) {
+                    throw new IllegalStateException("the pool went read-only but needs_check is not set on the device");
                 }
             }
         });
