@@ -148,6 +148,19 @@ class ThinMetadataChecksumTest {
     }
 
     @Test
+    void poolNeverFormatsOverASuperblockWithADamagedMagic() {
+        populate();
+        byte[] original = DeviceBlocks.read(set, meta, 0);
+        DeviceBlocks.write(set, meta, 0, flip(original, 0));
+        MemoryDevice data = new MemoryDevice(kernel, "data", 1024L * 128 * 512, 0);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> Pool.open(kernel, "pool", meta, data, 128, 0, Pool.Features.none()));
+        assertTrue(e.getMessage().contains("superblock magic"), e.getMessage());
+        DeviceBlocks.write(set, meta, 0, original);
+        assertEquals(List.of(), checkDevice(), "the metadata was not formatted over");
+    }
+
+    @Test
     void formatOneMetadataIsMigratedOnceAndThenProtected() {
         List<TreeSet<Long>> trees = populate();
         // Turn it into format 1: version 1, zero checksum and flags fields, as blkstack wrote before.

@@ -151,7 +151,7 @@ public final class Pool {
     }
 
     /**
-     * Opens the pool's metadata (formatting it if the metadata device has no thin superblock),
+     * Opens the pool's metadata (formatting it if the metadata device's block 0 is all zeros),
      * builds the allocation groups, the workqueue and the copy buffer. Waits for I/O: control path.
      *
      * @throws IllegalArgumentException if the metadata is corrupt or does not fit the data device
@@ -233,11 +233,19 @@ public final class Pool {
         return md;
     }
 
-    /** Whether block 0 holds a thin superblock (its magic); anything else is formatted. */
+    /**
+     * Whether block 0 holds anything: only an all-zero block 0 is formatted (as dm-thin does), so a
+     * superblock with a damaged magic is refused by the check instead of being formatted over.
+     */
     private static boolean hasSuperblock(BufferCache cache) {
         Buffer sb = cache.read(0);
         try {
-            return sb.getLong(0) == ThinMetadata.MAGIC;
+            for (int off = 0; off < sb.size(); off += Long.BYTES) {
+                if (sb.getLong(off) != 0) {
+                    return true;
+                }
+            }
+            return false;
         } finally {
             cache.release(sb);
         }
