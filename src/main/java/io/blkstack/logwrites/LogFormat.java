@@ -91,7 +91,12 @@ public final class LogFormat {
      * entry's data bytes (padding included) and ends with {@link #finishEntryChecksum}.
      */
     public static CRC32C startEntryChecksum(ByteBuffer block, int sectorSize) {
-        CRC32C crc = new CRC32C();
+        return startEntryChecksum(new CRC32C(), block, sectorSize);
+    }
+
+    /** As {@link #startEntryChecksum(ByteBuffer, int)}, resetting and reusing {@code crc} (a writer's own). */
+    public static CRC32C startEntryChecksum(CRC32C crc, ByteBuffer block, int sectorSize) {
+        crc.reset();
         crc.update(block.slice(0, entryChecksumOffset(sectorSize)));
         return crc;
     }

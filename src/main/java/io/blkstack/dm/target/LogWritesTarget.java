@@ -86,6 +86,8 @@ public final class LogWritesTarget extends Target {
     private final Kernel kernel;
     private final BlockDevice device;
     private final BlockDevice logDevice;
+    /** The writer's checksum state, reused for every entry (only the writer work uses it). */
+    private final CRC32C entryChecksum = new CRC32C();
     private final String deviceName;
     private final String logDeviceName;
     private final int sectorSize;
@@ -427,7 +429,7 @@ public final class LogWritesTarget extends Target {
 
     /** Puts the entry's crc32c (header block, data with padding, log offset) into its header block. */
     private void sealEntry(LogBlock block, long dataBytes, long logOffset) {
-        CRC32C crc = LogFormat.startEntryChecksum(headerPage.buffer(), sectorSize);
+        CRC32C crc = LogFormat.startEntryChecksum(entryChecksum, headerPage.buffer(), sectorSize);
         long left = dataBytes;
         for (int i = 0; i < block.pageCount && left > 0; i++) {
             int len = (int) Math.min(Page.SIZE, left);
