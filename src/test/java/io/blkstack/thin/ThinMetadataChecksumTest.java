@@ -184,6 +184,14 @@ class ThinMetadataChecksumTest {
             assertEquals(ThinMetadata.VERSION_UNCHECKSUMMED, ThinMetadata.open(cache, false).version());
         }
         MemoryDevice data = new MemoryDevice(kernel, "data", 1024L * 128 * 512, 0);
+        Pool readOnly = Pool.open(kernel, "pool", meta, data, 128, 0, new Pool.Features(false, false, false, true));
+        try {
+            assertEquals(0, readOnly.metadata().migratedFrom(), "a read_only pool does not write");
+            assertEquals(ThinMetadata.VERSION_UNCHECKSUMMED, readOnly.metadata().version());
+            assertEquals(60 * 1L, readOnly.metadata().mappings(1, 0, 1000, 1000).size());
+        } finally {
+            readOnly.close();
+        }
         Pool pool = Pool.open(kernel, "pool", meta, data, 128, 0, Pool.Features.none());
         try {
             assertEquals(ThinMetadata.VERSION_UNCHECKSUMMED, pool.metadata().migratedFrom());

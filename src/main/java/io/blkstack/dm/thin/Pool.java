@@ -215,12 +215,13 @@ public final class Pool {
     /**
      * Opens existing metadata. Metadata that fails a check (a checksum, a node's shape) is refused:
      * neither read-write nor read-only, since a bad node may hide mappings (dm-thin's
-     * {@code needs_check}, with the block named). Format-1 metadata is migrated once, with a message.
+     * {@code needs_check}, with the block named). Format-1 metadata is migrated once, with a message,
+     * unless the pool is {@code read_only}.
      */
     private ThinMetadata openMetadata() {
         ThinMetadata md;
         try {
-            md = ThinMetadata.open(cache);
+            md = ThinMetadata.open(cache, !features.readOnly()); // a read_only pool reads format 1 as it is
         } catch (CorruptMetadataException e) {
             throw new IllegalArgumentException("metadata on " + metadataDevice.name() + " fails its check: " + e.getMessage()
                     + "; refusing to open pool " + name + " (run 'blkstack thin check' on it)", e);
