@@ -43,6 +43,13 @@ import java.util.concurrent.atomic.AtomicLong;
  * only flip a buffer's I/O flags, count down and wake {@code ioWait}; they never take the mutex
  * (rule 2). List placement is fixed up lazily under the mutex.
  *
+ * <p><b>I/O errors.</b> A failed read throws {@link MetadataIoException} to every holder; when the
+ * last one releases the buffer it leaves the cache for good ({@code forget}: map, list and unheld
+ * count together), and a failed prefetch nobody holds is read again by the next {@code read}. A
+ * failed write leaves the buffer dirty (it is written again) and is reported by the next
+ * {@link #writeDirtyBuffersWait}, even if that rewrite succeeded (dm-bufio's
+ * {@code async_write_error}), so the owner (a thin pool) can stop trusting the device.
+ *
  * <p>Callers must not read or wait inside the submit loop (a metadata read issued there would be
  * queued behind the caller): targets do metadata work on workers.
  */
