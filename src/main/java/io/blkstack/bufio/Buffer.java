@@ -1,6 +1,7 @@
 package io.blkstack.bufio;
 
 import io.blkstack.mem.Page;
+import java.util.zip.Checksum;
 
 /**
  * One cached metadata block of a {@link BufferCache} (the kernel's {@code struct dm_buffer}).
@@ -93,6 +94,19 @@ public final class Buffer {
             int inPage = at & (Page.SIZE - 1);
             int n = Math.min(length - done, Page.SIZE - inPage);
             pages[at >>> Page.SHIFT].buffer().put(inPage, src, srcOffset + done, n);
+            done += n;
+        }
+    }
+
+    /** Feeds {@code length} bytes from byte {@code offset} to {@code checksum} (metadata checksums), without copying. */
+    public void updateChecksum(Checksum checksum, int offset, int length) {
+        check(offset, length);
+        int done = 0;
+        while (done < length) {
+            int at = offset + done;
+            int inPage = at & (Page.SIZE - 1);
+            int n = Math.min(length - done, Page.SIZE - inPage);
+            checksum.update(pages[at >>> Page.SHIFT].buffer().slice(inPage, n));
             done += n;
         }
     }

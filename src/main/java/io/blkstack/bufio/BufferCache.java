@@ -43,6 +43,13 @@ import java.util.concurrent.atomic.AtomicLong;
  * only flip a buffer's I/O flags, count down and wake {@code ioWait}; they never take the mutex
  * (rule 2). List placement is fixed up lazily under the mutex.
  *
+ * <p><b>I/O errors.</b> A failed read throws {@link MetadataIoException} to every holder; when the
+ * last one releases the buffer it leaves the cache for good ({@code forget}: map, list and unheld
+ * count together), and a failed prefetch nobody holds is read again by the next {@code read}. A
+ * failed write leaves the buffer dirty (it is written again) and is reported by the next
+ * {@link #writeDirtyBuffersWait}, even if that rewrite succeeded (dm-bufio's
+ * {@code async_write_error}), so the owner (a thin pool) can stop trusting the device.
+ *
  * <p>Callers must not read or wait inside the submit loop (a metadata read issued there would be
  * queued behind the caller): targets do metadata work on workers.
  */
@@ -93,6 +100,12 @@ public final class BufferCache implements Shrinker, AutoCloseable {
     private int cleanCount;
     private int dirtyCount;
 
+    /**
+     * The block of a write that failed since the last {@link #writeDirtyBuffersWait}, or -1 (the
+     * kernel's {@code async_write_error}): a write-back started by the shrinker or by eviction may
+     * fail and be retried successfully later, but the owner must still hear of it.
+     */
+    private final AtomicLong asyncWriteError = new AtomicLong(-1);
     private final AtomicInteger writesInFlight = new AtomicInteger();
     private final AtomicInteger readsInFlight = new AtomicInteger();
     private volatile int unheldCached;
@@ -216,6 +229,10 @@ public final class BufferCache implements Shrinker, AutoCloseable {
         lock.lock();
         try {
             Buffer b = map.get(block);
+            if (b != null && isFailedRead(b)) {
+                forget(b); // a prefetch that failed and nobody saw: read again
+                b = null;
+            }
             if (b != null) {
                 hold(b);
                 return b;
@@ -258,9 +275,8 @@ public final class BufferCache implements Shrinker, AutoCloseable {
             b.lastAccessNanos = kernel.scheduler().nanoTime();
             if (b.holdCount == 0) {
                 unheldCached++;
-                if (b.ioError && !b.dirty) {
-                    unlink(b); // a failed read: do not keep garbage cached
-                    freeBuffer(b);
+                if (isFailedRead(b)) {
+                    forget(b); // a failed read: do not keep garbage cached
                 }
             }
         } finally {
@@ -300,7 +316,8 @@ public final class BufferCache implements Shrinker, AutoCloseable {
      * Writes every dirty buffer and waits for the writes (the kernel's
      * {@code dm_bufio_write_dirty_buffers}).
      *
-     * @throws MetadataIoException if a write failed (the buffer stays dirty)
+     * @throws MetadataIoException if a write failed (the buffer stays dirty), now or in a
+     *     write-back since the last call
      */
     public void writeDirtyBuffersWait() {
         lock.lock();
@@ -308,8 +325,12 @@ public final class BufferCache implements Shrinker, AutoCloseable {
             writeDirtyLocked(false);
             ioWait.waitEvent(() -> writesInFlight.get() == 0, this);
             long failed = reconcileDirty();
+            long earlier = asyncWriteError.getAndSet(-1);
             if (failed >= 0) {
                 throw new MetadataIoException(name + ": write of block " + failed + " failed");
+            }
+            if (earlier >= 0) {
+                throw new MetadataIoException(name + ": an earlier write-back of block " + earlier + " failed");
             }
         } finally {
             lock.unlock();
@@ -503,10 +524,7 @@ public final class BufferCache implements Shrinker, AutoCloseable {
         while (b != null && freed < max) {
             Buffer prev = b.prev;
             if (evictable(b) && b.lastAccessNanos <= cutoffNanos) {
-                unlink(b);
-                map.remove(b.block);
-                unheldCached--;
-                freeBuffer(b);
+                forget(b);
                 freed++;
             }
             b = prev;
@@ -516,6 +534,30 @@ public final class BufferCache implements Shrinker, AutoCloseable {
 
     private static boolean evictable(Buffer b) {
         return b.holdCount == 0 && !b.dirty && !b.reading && !b.writing;
+    }
+
+    /** An unheld buffer whose read failed: its pages hold garbage and it must not stay cached. */
+    private static boolean isFailedRead(Buffer b) {
+        return evictable(b) && b.ioError;
+    }
+
+    /**
+     * Removes an unheld, idle buffer from the lists and the map and frees its memory. The only way
+     * a cached buffer leaves the cache for good: the map entry, the lists and the unheld count go
+     * together, so a freed buffer (which may sit in the reserve or be reused for another block) can
+     * never be found again by its old block number.
+     */
+    private void forget(Buffer b) {
+        if (!evictable(b)) {
+            throw new IllegalStateException(name + ": forgetting " + b + ", which is held, dirty or under I/O");
+        }
+        if (map.get(b.block) != b) {
+            throw new IllegalStateException(name + ": forgetting " + b + ", which is not the map's buffer of its block");
+        }
+        unlink(b);
+        map.remove(b.block);
+        unheldCached--;
+        freeBuffer(b);
     }
 
     /**
@@ -751,6 +793,7 @@ public final class BufferCache implements Shrinker, AutoCloseable {
         if (bio.status().isError()) {
             b.ioError = true;
             b.dirty = true;
+            asyncWriteError.set(b.block);
         }
         bio.put();
         b.writing = false;

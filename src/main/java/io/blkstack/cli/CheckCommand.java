@@ -397,6 +397,10 @@ final class CheckCommand implements Callable<Integer> {
         for (String name : COVERAGE_COUNTERS) {
             coverage.append(' ').append(name).append('=').append(c.counters().getOrDefault(name, 0L));
         }
+        long refused = c.counters().getOrDefault("workload.stack-refused", 0L);
+        if (refused > 0) {
+            coverage.append(" workload.stack-refused=").append(refused);
+        }
         out.println(coverage);
         out.println("fault fires: " + (c.faultFires().isEmpty() ? "none" : c.faultFires()));
         long reserveUsed = c.counters().getOrDefault("mempool.reserve-used", 0L);

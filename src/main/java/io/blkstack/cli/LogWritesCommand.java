@@ -59,7 +59,8 @@ final class LogWritesCommand {
                 LogReader reader = new LogReader(LogSource.of(locked.channel()));
                 List<LogEntry> entries = reader.entries();
                 if (!marksOnly) {
-                    out.println("# " + entries.size() + " entries, block size " + reader.sectorSize());
+                    out.println("# " + entries.size() + " entries, block size " + reader.sectorSize()
+                            + (reader.hasChecksums() ? ", crc32c checked" : ", no checksums"));
                 }
                 for (LogEntry e : entries) {
                     if (!marksOnly || e.isMark()) {

@@ -35,13 +35,15 @@ import picocli.CommandLine.Model.CommandSpec;
 final class ThinCommand {
 
     /**
-     * {@code blkstack thin check METADATA-FILE | CONFIG.yaml [--pool NAME]}: opens the last committed
-     * metadata read-only in spirit (nothing is written) and runs {@link ThinMetadata#check}: tree
-     * structure, reference counts against mappings, free-space accounting. Exit 0 when clean, 2
-     * with one line per problem otherwise, 1 for usage errors. It takes a shared lock on the
-     * metadata file: a pool being served is locked by its server, so the check says the pool is
-     * live and exits 2 instead of reading a commit that is about to change (and no server can
-     * start on the pool while the check runs).
+     * {@code blkstack thin check METADATA-FILE | CONFIG.yaml [--pool NAME] [--clear-needs-check]}:
+     * reads the last committed metadata (nothing is written unless {@code --clear-needs-check}
+     * applies) and runs {@link ThinMetadata#checkCommitted}: the superblock's and every tree block's
+     * checksum (each bad block named), tree structure, reference counts against mappings,
+     * free-space accounting, the needs_check flag. Exit 0 when clean, 2 with one line per problem
+     * otherwise, 1 for usage errors. It takes a shared lock on the metadata file (exclusive with
+     * {@code --clear-needs-check}): a pool being served is locked by its server, so the check says
+     * the pool is live and exits 2 instead of reading a commit that is about to change (and no
+     * server can start on the pool while the check runs).
      */
     @Command(
             name = "check",
@@ -61,6 +63,11 @@ final class ThinCommand {
                 description = "With a configuration: the mapped device holding the thin-pool (default: the first).")
         String pool;
 
+        @Option(names = "--clear-needs-check",
+                description = "If the metadata is otherwise clean, clear its needs_check flag (set when a pool hit a"
+                        + " metadata error) so the pool opens read-write again.")
+        boolean clearNeedsCheck;
+
         @Override
         public Integer call() {
             PrintWriter out = spec.commandLine().getOut();
@@ -77,14 +84,18 @@ final class ThinCommand {
                 err.flush();
                 return ExitCodes.USAGE;
             }
+            List<String> notes = new ArrayList<>();
             List<String> problems;
             try {
-                problems = check(metadataFile);
+                problems = check(metadataFile, clearNeedsCheck, notes);
             } catch (LockedFile.FileInUseException e) {
                 err.println("blkstack thin check: " + e.getMessage() + ": the pool is live (a running server holds"
                         + " its metadata); stop the server first, or check a copy of the file");
                 err.flush();
                 return ExitCodes.RUNTIME;
+            }
+            for (String note : notes) {
+                out.println(metadataFile + ": " + note);
             }
             if (problems.isEmpty()) {
                 out.println(metadataFile + ": thin metadata clean");
@@ -136,12 +147,21 @@ final class ThinCommand {
                     + "' is not a bottom device of the configuration");
         }
 
+        /** Opens the metadata file on a private kernel and checks the last commit. */
+        static List<String> check(Path file) throws LockedFile.FileInUseException {
+            return check(file, false, new ArrayList<>());
+        }
+
         /**
-         * Opens the metadata file (shared lock, read-only) on a private kernel and checks the last commit.
+         * Checks the last commit of the metadata file: every bad block is named (checksums, node
+         * shapes), then the consistency rules. With {@code clearNeedsCheck}, metadata whose only
+         * problem is its needs_check flag gets the flag cleared. Informational lines go to {@code notes}.
+         * The file is locked shared, or exclusively when the flag may be cleared.
          *
          * @throws LockedFile.FileInUseException if a server (or a writable tool) holds the file
          */
-        static List<String> check(Path file) throws LockedFile.FileInUseException {
+        static List<String> check(Path file, boolean clearNeedsCheck, List<String> notes)
+                throws LockedFile.FileInUseException {
             if (!Files.isRegularFile(file)) {
                 return List.of("metadata file " + file + " does not exist");
             }
@@ -153,10 +173,23 @@ final class ThinCommand {
                         return List.of("metadata file " + file + " holds " + Files.size(file) + " bytes, fewer than two blocks");
                     }
                     FileDevice dev = FileDevice.open(kernel, "meta", file, size,
-                            FileDevice.Options.defaults().withLockShared(true));
+                            FileDevice.Options.defaults().withLockShared(!clearNeedsCheck));
                     try (BufferCache cache = new BufferCache(dev, Pool.METADATA_BLOCK_SIZE)) {
-                        ThinMetadata md = ThinMetadata.open(cache);
-                        return md.check();
+                        List<String> problems = new ArrayList<>(ThinMetadata.checkCommitted(cache));
+                        boolean onlyFlag = problems.size() == 1 && problems.get(0).startsWith("needs_check");
+                        if (clearNeedsCheck && onlyFlag) {
+                            ThinMetadata.open(cache, false).setNeedsCheck(false);
+                            notes.add("needs_check cleared");
+                            problems.clear();
+                        }
+                        if (problems.isEmpty()) {
+                            int version = ThinMetadata.open(cache, false).version();
+                            if (version != ThinMetadata.VERSION) {
+                                notes.add("format " + version + " (no checksums): a pool opening it migrates it to format "
+                                        + ThinMetadata.VERSION);
+                            }
+                        }
+                        return problems;
                     } catch (CorruptMetadataException e) {
                         return List.of(e.getMessage());
                     } finally {

@@ -2,6 +2,8 @@ package io.blkstack.thin;
 
 import io.blkstack.bufio.Buffer;
 import io.blkstack.bufio.BufferCache;
+import java.util.BitSet;
+import java.util.List;
 import java.util.function.LongConsumer;
 import java.util.function.LongSupplier;
 
@@ -15,8 +17,10 @@ import java.util.function.LongSupplier;
  * while the old one stays intact for the committed tree, so a commit is atomic by writing the
  * superblock last. Nodes allocated in the current transaction are updated in place.
  *
- * <p>Node layout: int magic and kind, int entry count, int capacity, 4 spare bytes, then
- * {@code capacity} keys and {@code capacity} values. In an internal node the key of entry
+ * <p>Node layout: int magic and kind, int entry count, int capacity, int crc32c of the block
+ * ({@link BlockChecksum}: every other byte of the block and its block number), then
+ * {@code capacity} keys and {@code capacity} values. Every load verifies the checksum (format 1
+ * metadata had zeroes there and is read with checks off until it is migrated). In an internal node the key of entry
  * {@code i} is a lower bound of every key in child {@code i} and the value is the child's block.
  * Inserts split full nodes on the way back up; removes rebalance a child that falls below a third
  * of the capacity with a sibling (merge if both fit in one node, else redistribute), and a root
@@ -43,12 +47,15 @@ public final class BTree {
     private static final int MAGIC_LEAF = 0x7B1EAF01;
     private static final int MAGIC_INTERNAL = 0x7B1E1702;
     private static final int HEADER_BYTES = 16;
+    /** Where a node keeps its crc32c. */
+    static final int CHECKSUM_OFFSET = 12;
 
     private final BufferCache cache;
     private final MetadataSpace space;
     private final int capacity;
     private final int minEntries;
     private SplitRunner splitRunner = INLINE;
+    private boolean checksums = true;
     private boolean lastInsertWasNew;
 
     /** A tree layer with at most {@code capacity} entries per node (at least 5, at most what a block holds). */
@@ -75,6 +82,11 @@ public final class BTree {
 
     public int capacity() {
         return capacity;
+    }
+
+    /** Whether loads verify node checksums: off only while format-1 metadata is opened or migrated. */
+    void setChecksums(boolean on) {
+        this.checksums = on;
     }
 
     /** Node contents decoded from a block; arrays have one spare slot for a transient overflow. */
@@ -125,6 +137,9 @@ public final class BTree {
     private Node load(long block) {
         Buffer b = cache.read(block);
         try {
+            if (checksums) {
+                BlockChecksum.verify(b, CHECKSUM_OFFSET, block, "metadata block " + block);
+            }
             int magic = b.getInt(0);
             Node node = new Node();
             if (magic != MAGIC_LEAF && magic != MAGIC_INTERNAL) {
@@ -161,6 +176,7 @@ public final class BTree {
                 b.putLong(HEADER_BYTES + 8 * i, node.keys[i]);
                 b.putLong(HEADER_BYTES + 8 * capacity + 8 * i, node.vals[i]);
             }
+            BlockChecksum.seal(b, CHECKSUM_OFFSET, block);
             cache.markDirty(b);
         } finally {
             cache.release(b);
@@ -406,6 +422,52 @@ public final class BTree {
         if (!node.leaf) {
             for (int i = 0; i < node.n; i++) {
                 walkBlocks(node.vals[i], visitor);
+            }
+        }
+    }
+
+    /**
+     * Writes the checksum into a node of format-1 metadata in place (its checksum field was zero and
+     * unused, so a crash half way leaves valid format-1 metadata). Loads the node first, so a node
+     * that is not a node is refused rather than sealed.
+     */
+    void reseal(long block) {
+        load(block);
+        Buffer b = cache.read(block);
+        try {
+            BlockChecksum.seal(b, CHECKSUM_OFFSET, block);
+            cache.markDirty(b);
+        } finally {
+            cache.release(b);
+        }
+    }
+
+    /**
+     * Visits every node of the tree that loads (checksum, magic, shape) and reports each one that
+     * does not, without descending below it, so one bad block does not hide the others. A block
+     * reached twice or outside the device is reported too; {@code seen} spans the trees of one check.
+     */
+    public void scan(long root, String treeName, BitSet seen, List<String> problems) {
+        if (root < 0 || root >= cache.blockCount()) {
+            problems.add(treeName + " tree: block " + root + " outside the metadata device (0.." + (cache.blockCount() - 1)
+                    + ")");
+            return;
+        }
+        if (seen.get((int) root)) {
+            problems.add(treeName + " tree: metadata block " + root + " is reached twice");
+            return;
+        }
+        seen.set((int) root);
+        Node node;
+        try {
+            node = load(root);
+        } catch (CorruptMetadataException e) {
+            problems.add(treeName + " tree: " + e.getMessage());
+            return;
+        }
+        if (!node.leaf) {
+            for (int i = 0; i < node.n; i++) {
+                scan(node.vals[i], treeName, seen, problems);
             }
         }
     }

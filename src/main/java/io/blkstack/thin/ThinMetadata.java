@@ -28,6 +28,14 @@ import java.util.Map;
  * commit. Thin snapshots copy the origin's mapping entries and take a reference on every shared
  * data block (the kernel shares subtrees instead; copying is simpler and is O(mapped blocks)).
  *
+ * <p><b>Checksums</b> (format 2). Every tree block and the superblock carry a crc32c of the rest of
+ * the block and its block number ({@link BlockChecksum}); every read of a node verifies it, so
+ * corruption is an error ({@link CorruptMetadataException} naming the block), never a wrong
+ * mapping. Superblock: magic (8 bytes), version, node capacity, transaction id, the three roots,
+ * data blocks, data block sectors, time, then at byte 72 the checksum and at 76 the flags
+ * ({@link #FLAG_NEEDS_CHECK}). Format 1 (no checksums) is migrated once, in place, when a pool
+ * opens it.
+ *
  * <p>All operations run under one kernel {@link Mutex} (the kernel's {@code root_lock}); they do
  * metadata I/O and so must run on workers or control tasks, never in a completion or the submit loop.
  */
@@ -35,7 +43,12 @@ public final class ThinMetadata {
 
     /** "blkthin1". */
     public static final long MAGIC = 0x626c6b7468696e31L;
-    public static final int VERSION = 1;
+    /** The format written: 2, with a crc32c in every tree block and in the superblock. */
+    public static final int VERSION = 2;
+    /** The format before checksums: read, and migrated to {@link #VERSION} when a pool opens it. */
+    public static final int VERSION_UNCHECKSUMMED = 1;
+    /** Superblock flag: a metadata error was hit (dm-thin's {@code needs_check}). */
+    public static final int FLAG_NEEDS_CHECK = 1;
     /** The largest device id (ids use 23 bits of the mapping key). */
     public static final long DEVICE_ID_MAX = (1L << 23) - 1;
     /** The largest virtual block (40 bits of the mapping key). */
@@ -51,6 +64,8 @@ public final class ThinMetadata {
     private static final int SB_DATA_BLOCKS = 48;
     private static final int SB_DATA_BLOCK_SECTORS = 56;
     private static final int SB_TIME = 64;
+    private static final int SB_CHECKSUM = 72;
+    private static final int SB_FLAGS = 76;
 
     private final BufferCache cache;
     private final MetadataSpace space;
@@ -66,6 +81,9 @@ public final class ThinMetadata {
     private long transactionId;
     private long time;
     private long dataSearchHint;
+    private int version = VERSION;
+    private int migratedFrom;
+    private boolean needsCheck;
 
     private ThinMetadata(BufferCache cache, int capacity, long dataBlockCount, long dataBlockSectors) {
         this.cache = cache;
@@ -94,41 +112,68 @@ public final class ThinMetadata {
         return md;
     }
 
-    /** Opens committed metadata: reads the superblock and rebuilds space accounting by walking the trees. */
-    public static ThinMetadata open(BufferCache cache) {
+    /** The fields of a superblock as read, after its magic, version and checksum were checked. */
+    private record Superblock(int version, int capacity, long transactionId, long mappingRoot, long refRoot,
+            long deviceRoot, long dataBlocks, long dataBlockSectors, long time, int flags) {
+    }
+
+    /**
+     * Reads and checks the superblock: magic, a version this code knows (1 is read without
+     * checksums, for migration), and for version 2 its crc32c.
+     *
+     * @throws CorruptMetadataException naming what is wrong
+     */
+    private static Superblock readSuperblock(BufferCache cache) {
         Buffer sb = cache.read(MetadataSpace.SUPERBLOCK);
-        long magic;
-        int version;
-        int capacity;
-        long tx;
-        long mroot;
-        long rroot;
-        long droot;
-        long dataBlocks;
-        long sectors;
-        long t;
         try {
-            magic = sb.getLong(SB_MAGIC);
-            version = sb.getInt(SB_VERSION);
-            capacity = sb.getInt(SB_CAPACITY);
-            tx = sb.getLong(SB_TRANSACTION);
-            mroot = sb.getLong(SB_MAPPING_ROOT);
-            rroot = sb.getLong(SB_REF_ROOT);
-            droot = sb.getLong(SB_DEVICE_ROOT);
-            dataBlocks = sb.getLong(SB_DATA_BLOCKS);
-            sectors = sb.getLong(SB_DATA_BLOCK_SECTORS);
-            t = sb.getLong(SB_TIME);
+            long magic = sb.getLong(SB_MAGIC);
+            if (magic != MAGIC) {
+                throw new CorruptMetadataException("superblock magic 0x" + Long.toHexString(magic) + ", expected 0x"
+                        + Long.toHexString(MAGIC) + " (metadata block 0: not thin metadata, never formatted, or damaged)");
+            }
+            int version = sb.getInt(SB_VERSION);
+            if (version != VERSION && version != VERSION_UNCHECKSUMMED) {
+                throw new CorruptMetadataException("superblock (metadata block 0): version " + version + ": this blkstack reads version "
+                        + VERSION + " (and migrates version " + VERSION_UNCHECKSUMMED + ")");
+            }
+            if (version == VERSION) {
+                BlockChecksum.verify(sb, SB_CHECKSUM, MetadataSpace.SUPERBLOCK, "superblock (metadata block 0)");
+            }
+            return new Superblock(version, sb.getInt(SB_CAPACITY), sb.getLong(SB_TRANSACTION), sb.getLong(SB_MAPPING_ROOT),
+                    sb.getLong(SB_REF_ROOT), sb.getLong(SB_DEVICE_ROOT), sb.getLong(SB_DATA_BLOCKS),
+                    sb.getLong(SB_DATA_BLOCK_SECTORS), sb.getLong(SB_TIME), version == VERSION ? sb.getInt(SB_FLAGS) : 0);
         } finally {
             cache.release(sb);
         }
-        if (magic != MAGIC) {
-            throw new CorruptMetadataException("superblock magic 0x" + Long.toHexString(magic) + ", expected 0x"
-                    + Long.toHexString(MAGIC) + " (not thin metadata, or never formatted)");
-        }
-        if (version != VERSION) {
-            throw new CorruptMetadataException("superblock version " + version + ", expected " + VERSION);
-        }
+    }
+
+    /**
+     * Opens committed metadata: reads the superblock and rebuilds space accounting by walking the
+     * trees, verifying every block's checksum. Metadata of format 1 (no checksums) is migrated in
+     * place once: each tree block gets its checksum in the field format 1 left zero, then a
+     * format-2 superblock is committed; {@link #migratedFrom()} says so, for the caller's message.
+     *
+     * @throws CorruptMetadataException naming the first block that fails its check
+     */
+    public static ThinMetadata open(BufferCache cache) {
+        return open(cache, true);
+    }
+
+    /** As {@link #open(BufferCache)}; with {@code migrate} false (read-only tools) format 1 is read as it is. */
+    public static ThinMetadata open(BufferCache cache, boolean migrate) {
+        Superblock sb = readSuperblock(cache);
+        int capacity = sb.capacity();
+        long tx = sb.transactionId();
+        long mroot = sb.mappingRoot();
+        long rroot = sb.refRoot();
+        long droot = sb.deviceRoot();
+        long dataBlocks = sb.dataBlocks();
+        long sectors = sb.dataBlockSectors();
+        long t = sb.time();
         ThinMetadata md = new ThinMetadata(cache, capacity, dataBlocks, sectors);
+        md.version = sb.version();
+        md.needsCheck = (sb.flags() & FLAG_NEEDS_CHECK) != 0;
+        md.tree.setChecksums(sb.version() == VERSION);
         md.lock.lock();
         try {
             md.transactionId = tx;
@@ -145,10 +190,113 @@ public final class ThinMetadata {
                 return true;
             });
             md.dataUsedCommitted = (BitSet) md.dataUsedNow.clone();
+            if (md.version == VERSION_UNCHECKSUMMED && migrate) {
+                md.migrateLocked();
+            }
         } finally {
             md.lock.unlock();
         }
         return md;
+    }
+
+    /** Format 1 to 2: checksums into every tree block in place, then a format-2 superblock. */
+    private void migrateLocked() {
+        for (long b = 1; b < space.blockCount(); b++) {
+            if (space.inUse(b)) {
+                tree.reseal(b);
+            }
+        }
+        tree.setChecksums(true);
+        commitLocked();
+        migratedFrom = VERSION_UNCHECKSUMMED;
+        version = VERSION;
+    }
+
+    /** The format version this metadata was opened with, or migrated from, 0 if it was not migrated. */
+    public int migratedFrom() {
+        return migratedFrom;
+    }
+
+    /** The on-disk format version: {@value #VERSION}, or 1 when a read-only tool opened old metadata. */
+    public int version() {
+        return version;
+    }
+
+    /**
+     * Whether the superblock carries the {@code needs_check} flag (dm-thin's): the pool hit a
+     * metadata error and must not be written before {@code blkstack thin check} passes.
+     */
+    public boolean needsCheck() {
+        return needsCheck;
+    }
+
+    /**
+     * Sets or clears {@code needs_check} in the committed superblock, keeping everything else of the
+     * last commit (and, if a commit's superblock write failed after its nodes were flushed, that
+     * commit, whose trees are complete). Waits for I/O.
+     *
+     * @throws io.blkstack.bufio.MetadataIoException if the superblock cannot be written
+     */
+    public void setNeedsCheck(boolean on) {
+        lock.lock();
+        try {
+            Buffer sb = cache.read(MetadataSpace.SUPERBLOCK);
+            try {
+                int flags = sb.getInt(SB_FLAGS);
+                sb.putInt(SB_FLAGS, on ? flags | FLAG_NEEDS_CHECK : flags & ~FLAG_NEEDS_CHECK);
+                BlockChecksum.seal(sb, SB_CHECKSUM, MetadataSpace.SUPERBLOCK);
+                cache.markDirty(sb);
+            } finally {
+                cache.release(sb);
+            }
+            needsCheck = on;
+            cache.writeDirtyBuffersWait();
+            cache.flushDevice(0);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Checks the committed metadata on {@code cache}'s device without writing it: the superblock,
+     * then every block of the three trees (naming each one that fails its checksum or shape, not
+     * only the first), and when all blocks are sound, {@link #check()}'s consistency rules. A set
+     * {@code needs_check} flag is a problem too.
+     *
+     * @return the problems, empty when clean
+     */
+    public static List<String> checkCommitted(BufferCache cache) {
+        Superblock sb;
+        try {
+            sb = readSuperblock(cache);
+        } catch (CorruptMetadataException e) {
+            return List.of(e.getMessage());
+        }
+        List<String> problems = new ArrayList<>();
+        ThinMetadata md;
+        try {
+            md = new ThinMetadata(cache, sb.capacity(), sb.dataBlocks(), sb.dataBlockSectors());
+        } catch (IllegalArgumentException e) {
+            return List.of("superblock: " + e.getMessage());
+        }
+        md.tree.setChecksums(sb.version() == VERSION);
+        BitSet seen = new BitSet();
+        seen.set((int) MetadataSpace.SUPERBLOCK);
+        md.tree.scan(sb.mappingRoot(), "mapping", seen, problems);
+        md.tree.scan(sb.refRoot(), "reference count", seen, problems);
+        md.tree.scan(sb.deviceRoot(), "device", seen, problems);
+        if (problems.isEmpty()) {
+            try {
+                problems.addAll(open(cache, false).check());
+            } catch (CorruptMetadataException e) {
+                problems.add(e.getMessage());
+            }
+        }
+        if ((sb.flags() & FLAG_NEEDS_CHECK) != 0) {
+            problems.add("needs_check flag set: the pool hit a metadata error; it opens read-only until"
+                    + " 'blkstack thin check --clear-needs-check' finds the metadata otherwise clean");
+        }
+        return problems;
     }
 
     // ---- devices ---------------------------------------------------------------------------------
@@ -400,6 +548,8 @@ public final class ThinMetadata {
             sb.putLong(SB_DATA_BLOCKS, dataBlockCount);
             sb.putLong(SB_DATA_BLOCK_SECTORS, dataBlockSectors);
             sb.putLong(SB_TIME, time);
+            sb.putInt(SB_FLAGS, needsCheck ? FLAG_NEEDS_CHECK : 0);
+            BlockChecksum.seal(sb, SB_CHECKSUM, MetadataSpace.SUPERBLOCK);
             cache.markDirty(sb);
         } finally {
             cache.release(sb);
@@ -435,6 +585,11 @@ public final class ThinMetadata {
 
     public long metadataBlockCount() {
         return space.blockCount();
+    }
+
+    /** The mapping, reference-count and device tree roots of the current transaction (tests). */
+    long[] roots() {
+        return new long[] {mappingRoot, refRoot, deviceRoot};
     }
 
     /** The B-tree layer, for the split runner (seed 004). */

@@ -18,6 +18,27 @@ public final class DeviceBlocks {
     private DeviceBlocks() {
     }
 
+    /** Writes {@code data} ({@code Page.SIZE} bytes) to block {@code block} of the device, bypassing any cache. */
+    public static void write(BioSet set, BlockDevice dev, long block, byte[] data) {
+        if (data.length != Page.SIZE) {
+            throw new IllegalArgumentException("block image of " + data.length + " bytes, expected " + Page.SIZE);
+        }
+        Page page = dev.kernel().pages().alloc(Gfp.KERNEL);
+        Bio bio = set.alloc(Gfp.KERNEL, 1);
+        try {
+            page.buffer().put(0, data, 0, Page.SIZE);
+            bio.init(dev, BioOp.WRITE, 0, block * (Page.SIZE / Bio.SECTOR_SIZE));
+            bio.addPage(page, Page.SIZE, 0);
+            BioStatus status = Submit.submitAndWaitStatus(bio);
+            if (status != BioStatus.OK) {
+                throw new AssertionError("write of block " + block + " on " + dev + ": " + status);
+            }
+        } finally {
+            bio.put();
+            dev.kernel().pages().free(page);
+        }
+    }
+
     /** The {@code Page.SIZE} bytes of block {@code block} as the device holds them. */
     public static byte[] read(BioSet set, BlockDevice dev, long block) {
         Page page = dev.kernel().pages().alloc(Gfp.KERNEL);

@@ -14,6 +14,7 @@ import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.util.Arrays;
 import java.util.concurrent.ThreadLocalRandom;
+import java.util.zip.CRC32C;
 
 /**
  * The {@code P} store: exceptions on the COW device in a crash-consistent format (in the manner of
@@ -21,15 +22,21 @@ import java.util.concurrent.ThreadLocalRandom;
  *
  * <p><b>Layout</b> (chunk = the table's chunk size, all integers little-endian):
  * <pre>
- *   chunk 0            header, sector 0: magic "BLKSNAP1" (8 bytes), u32 version = 1,
- *                      u32 valid (1 / 0), u32 chunk size in sectors, u32 store tag (random, not 0)
+ *   chunk 0            header, sector 0: magic "BLKSNAP1" (8 bytes), u32 version = 2,
+ *                      u32 valid (1 / 0), u32 chunk size in sectors, u32 store tag (random, not 0),
+ *                      u32 crc32c of the sector (this field as zero) and its sector number
  *   chunk 1            metadata area 0: E = chunkBytes / 16 slots of 16 bytes
  *   chunks 2 .. E+1    the data chunks area 0 describes, slot i for chunk 2 + i
  *   chunk E+2          metadata area 1, then its E data chunks, and so on
  * </pre>
- * A slot is {@code u64 origin chunk, u32 COW chunk, u32 store tag}. It is an exception only if the
- * tag is this store's and the COW chunk is exactly the data chunk the slot stands for; anything
- * else (zeroes, a previous store's leftovers, a torn area never written) is no exception.
+ * A slot is {@code u64 origin chunk, u32 crc32c, u32 store tag}, the crc over the origin chunk, the
+ * data chunk the slot stands for and the tag. A new store zeroes every metadata area before it
+ * writes its header, so a slot is either all zeros (no exception) or an exception of this store
+ * whose checksum matches; anything else is damage, and opening the store fails naming the area,
+ * sector and slot. A header whose checksum fails is refused too, including one whose only fault is
+ * its magic (the checksum computed with the right magic matches), so a damaged header is never
+ * taken for an empty device. Format 1 (no checksums, areas not zeroed) is refused with a message:
+ * its slots cannot be told from garbage, so it cannot be converted in place.
  *
  * <p><b>Crash consistency.</b> A data chunk is copied first; only when that write completed is the
  * metadata sector holding its slot rewritten (from the in-memory table, so earlier slots stay),
@@ -44,7 +51,10 @@ import java.util.concurrent.ThreadLocalRandom;
 final class PersistentStore extends ExceptionStore {
 
     static final byte[] MAGIC = "BLKSNAP1".getBytes(java.nio.charset.StandardCharsets.US_ASCII);
-    static final int VERSION = 1;
+    static final int VERSION = 2;
+    /** The format before checksums, refused with a message. */
+    static final int VERSION_UNCHECKSUMMED = 1;
+    private static final int HEADER_CHECKSUM = 24;
     /** Bytes per metadata slot. */
     static final int SLOT_BYTES = 16;
     private static final int SLOTS_PER_SECTOR = Bio.SECTOR_SIZE / SLOT_BYTES;
@@ -98,28 +108,48 @@ final class PersistentStore extends ExceptionStore {
         }
     }
 
-    /** Reads the header; a device without one gets a fresh store. */
+    /** Reads the header; a device without one gets a fresh store (areas zeroed, then the header). */
     private void open() {
         requireOk(io(BioOp.READ, 0, 0, Bio.SECTOR_SIZE), "read of the header");
         ByteBuffer b = page.buffer().duplicate().order(ByteOrder.LITTLE_ENDIAN);
         byte[] magic = new byte[MAGIC.length];
         b.get(0, magic);
         if (!Arrays.equals(magic, MAGIC)) {
+            int stored = b.getInt(HEADER_CHECKSUM);
+            b.put(0, MAGIC);
+            if (stored != 0 && stored == headerChecksum(b)) {
+                throw new IllegalArgumentException("COW device " + cow.name() + ": header (sector 0) of a snapshot store"
+                        + " has a damaged magic; refusing to start a new store over it");
+            }
             int t = 0;
             while (t == 0) {
                 t = ThreadLocalRandom.current().nextInt();
             }
             tag = t;
             nextFree = 2;
+            zeroAreas();
             requireOk(writeHeader(true), "write of a new header");
             return;
         }
         int version = b.getInt(8);
+        if (version == VERSION_UNCHECKSUMMED) {
+            throw new IllegalArgumentException("COW device " + cow.name() + " holds a snapshot store of format "
+                    + VERSION_UNCHECKSUMMED + " (no checksums), which this blkstack cannot convert in place; recreate the"
+                    + " snapshot on a zeroed COW device (or read it with the blkstack that wrote it)");
+        }
+        if (version == VERSION) {
+            int stored = b.getInt(HEADER_CHECKSUM);
+            int computed = headerChecksum(b);
+            if (stored != computed) {
+                throw new IllegalArgumentException("COW device " + cow.name() + ": header (sector 0): checksum mismatch"
+                        + " (stored 0x" + Integer.toHexString(stored) + ", computed 0x" + Integer.toHexString(computed) + ")");
+            }
+        }
         int valid = b.getInt(12);
         int onDiskChunk = b.getInt(16);
         if (version != VERSION) {
-            throw new IllegalArgumentException("COW device " + cow.name() + " holds store version " + version
-                    + ", this is version " + VERSION);
+            throw new IllegalArgumentException("COW device " + cow.name() + ": header (sector 0): store version " + version
+                    + ", this blkstack reads version " + VERSION);
         }
         if (onDiskChunk != chunkSectors) {
             throw new IllegalArgumentException("COW device " + cow.name() + " holds a store with chunk size "
@@ -130,7 +160,45 @@ final class PersistentStore extends ExceptionStore {
         readAreas();
     }
 
-    /** Scans every metadata area and loads the valid slots. */
+    /** The crc32c of the header sector in the page, its checksum field taken as zero, and sector 0. */
+    private int headerChecksum(ByteBuffer b) {
+        CRC32C crc = new CRC32C();
+        crc.update(b.slice(0, HEADER_CHECKSUM));
+        crc.update(b.slice(HEADER_CHECKSUM + 4, Bio.SECTOR_SIZE - HEADER_CHECKSUM - 4));
+        updateLong(crc, 0);
+        return (int) crc.getValue();
+    }
+
+    /** The crc32c of one exception slot: its origin chunk, the data chunk it stands for, its tag. */
+    private static int slotChecksum(long oldChunk, long dataChunk, int slotTag) {
+        CRC32C crc = new CRC32C();
+        updateLong(crc, oldChunk);
+        updateLong(crc, dataChunk);
+        updateLong(crc, slotTag);
+        return (int) crc.getValue();
+    }
+
+    private static void updateLong(CRC32C crc, long v) {
+        for (int i = 0; i < Long.BYTES; i++) {
+            crc.update((int) (v >>> (8 * i)) & 0xFF);
+        }
+    }
+
+    /** Writes zeros over every metadata area (a new store), a page at a time, then flushes. */
+    private void zeroAreas() {
+        page.zero(0, Page.SIZE);
+        int pagesPerArea = Math.max(1, (chunkSectors << Bio.SECTOR_SHIFT) / Page.SIZE);
+        int bytes = Math.min(Page.SIZE, chunkSectors << Bio.SECTOR_SHIFT);
+        for (long area = 0; metadataChunk(area) < cowChunks; area++) {
+            long meta = metadataChunk(area);
+            for (int p = 0; p < pagesPerArea; p++) {
+                requireOk(io(BioOp.WRITE, 0, (meta << chunkShift) + (long) p * SECTORS_PER_PAGE, bytes),
+                        "zeroing of metadata area " + area);
+            }
+        }
+    }
+
+    /** Scans every metadata area and loads the valid slots; a damaged slot fails the open. */
     private void readAreas() {
         long highest = 1;
         int pagesPerArea = (chunkSectors << Bio.SECTOR_SHIFT) / Page.SIZE;
@@ -145,11 +213,16 @@ final class PersistentStore extends ExceptionStore {
                     long data = meta + 1 + (long) p * slotsPerPage + s;
                     int at = s * SLOT_BYTES;
                     long old = b.getLong(at);
-                    long newChunk = Integer.toUnsignedLong(b.getInt(at + 8));
+                    int checksum = b.getInt(at + 8);
                     int slotTag = b.getInt(at + 12);
-                    if (slotTag != tag || newChunk != data || data >= cowChunks || old < 0 || old >= originChunks
-                            || exceptions.get(old) >= 0) {
+                    if (old == 0 && checksum == 0 && slotTag == 0) {
                         continue;
+                    }
+                    if (slotTag != tag || checksum != slotChecksum(old, data, slotTag) || data >= cowChunks || old < 0
+                            || old >= originChunks || exceptions.get(old) >= 0) {
+                        throw new IllegalArgumentException("COW device " + cow.name() + ": metadata area " + area
+                                + ", sector " + (sector + (long) at / Bio.SECTOR_SIZE) + ", slot of chunk " + data
+                                + " is damaged (" + describeBadSlot(old, checksum, slotTag, data) + ")");
                     }
                     exceptions.put(old, data);
                     committedOld[(int) data] = old;
@@ -161,6 +234,16 @@ final class PersistentStore extends ExceptionStore {
         if (isMetadata(nextFree)) {
             nextFree++;
         }
+    }
+
+    private String describeBadSlot(long old, int checksum, int slotTag, long data) {
+        if (slotTag != tag) {
+            return "tag 0x" + Integer.toHexString(slotTag) + ", the store's is 0x" + Integer.toHexString(tag);
+        }
+        if (checksum != slotChecksum(old, data, slotTag)) {
+            return "checksum mismatch";
+        }
+        return "origin chunk " + old + " outside 0.." + (originChunks - 1) + " or already mapped";
     }
 
     private long metadataChunk(long area) {
@@ -230,7 +313,7 @@ final class PersistentStore extends ExceptionStore {
             if (data < cowChunks && committedOld[(int) data] >= 0) {
                 int at = s * SLOT_BYTES;
                 b.putLong(at, committedOld[(int) data]);
-                b.putInt(at + 8, (int) data);
+                b.putInt(at + 8, slotChecksum(committedOld[(int) data], data, tag));
                 b.putInt(at + 12, tag);
             }
         }
@@ -251,6 +334,7 @@ final class PersistentStore extends ExceptionStore {
         b.putInt(12, valid ? 1 : 0);
         b.putInt(16, chunkSectors);
         b.putInt(20, tag);
+        b.putInt(HEADER_CHECKSUM, headerChecksum(b));
         return io(BioOp.WRITE, BioFlags.PREFLUSH | BioFlags.FUA, 0, Bio.SECTOR_SIZE);
     }
 

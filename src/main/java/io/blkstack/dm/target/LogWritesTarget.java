@@ -22,8 +22,10 @@ import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Page;
 import io.blkstack.wq.Work;
 import io.blkstack.wq.Workqueue;
+import java.nio.ByteOrder;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.zip.CRC32C;
 
 /**
  * {@code log-writes <dev> <log dev>} (dm-log-writes): passes all I/O to {@code dev} and records
@@ -84,6 +86,8 @@ public final class LogWritesTarget extends Target {
     private final Kernel kernel;
     private final BlockDevice device;
     private final BlockDevice logDevice;
+    /** The writer's checksum state, reused for every entry (only the writer work uses it). */
+    private final CRC32C entryChecksum = new CRC32C();
     private final String deviceName;
     private final String logDeviceName;
     private final int sectorSize;
@@ -395,6 +399,7 @@ public final class LogWritesTarget extends Target {
             return;
         }
         LogFormat.encodeEntry(headerPage.buffer(), sectorSize, block.sector, block.nrSectors, block.flags, block.mark);
+        sealEntry(block, dataBytes, at);
         Bio bio = logBios.alloc(Gfp.NOIO, 1 + block.pageCount);
         bio.init(logDevice, BioOp.WRITE, 0, nextSector);
         bio.addPage(headerPage, sectorSize, 0);
@@ -420,6 +425,19 @@ public final class LogWritesTarget extends Target {
         nextSector += entryBytes / Bio.SECTOR_SIZE;
         loggedEntries++;
         superDirty = true;
+    }
+
+    /** Puts the entry's crc32c (header block, data with padding, log offset) into its header block. */
+    private void sealEntry(LogBlock block, long dataBytes, long logOffset) {
+        CRC32C crc = LogFormat.startEntryChecksum(entryChecksum, headerPage.buffer(), sectorSize);
+        long left = dataBytes;
+        for (int i = 0; i < block.pageCount && left > 0; i++) {
+            int len = (int) Math.min(Page.SIZE, left);
+            crc.update(block.pages[i].buffer().slice(0, len));
+            left -= len;
+        }
+        int sum = LogFormat.finishEntryChecksum(crc, logOffset);
+        headerPage.buffer().duplicate().order(ByteOrder.LITTLE_ENDIAN).putInt(LogFormat.entryChecksumOffset(sectorSize), sum);
     }
 
     /** Rewrites the super block with the entry count, after a preflush, with FUA. */

@@ -20,6 +20,7 @@ import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Page;
 import io.blkstack.thin.AllocationGroups;
 import io.blkstack.thin.BTree;
+import io.blkstack.thin.CorruptMetadataException;
 import io.blkstack.thin.MetadataFullException;
 import io.blkstack.thin.ThinMetadata;
 import io.blkstack.wq.DelayedWork;
@@ -150,7 +151,7 @@ public final class Pool {
     }
 
     /**
-     * Opens the pool's metadata (formatting it if the metadata device has no thin superblock),
+     * Opens the pool's metadata (formatting it if the metadata device's block 0 is all zeros),
      * builds the allocation groups, the workqueue and the copy buffer. Waits for I/O: control path.
      *
      * @throws IllegalArgumentException if the metadata is corrupt or does not fit the data device
@@ -178,7 +179,7 @@ public final class Pool {
         }
         cache = new BufferCache(metadataDevice, METADATA_BLOCK_SIZE);
         if (hasSuperblock(cache)) {
-            metadata = ThinMetadata.open(cache);
+            metadata = openMetadata();
             if (metadata.dataBlockSectors() != blockSectors) {
                 throw new IllegalArgumentException("metadata on " + metadataDevice.name() + " was formatted with blocks of "
                         + metadata.dataBlockSectors() + " sectors, the table says " + blockSectors);
@@ -202,15 +203,50 @@ public final class Pool {
         }
         if (features.readOnly()) {
             mode = Mode.READ_ONLY;
+        } else if (metadata.needsCheck()) {
+            mode = Mode.READ_ONLY;
+            System.err.println("blkstack: thin-pool " + name + ": metadata on " + metadataDevice.name() + " has needs_check"
+                    + " set (a metadata error was hit); serving read-only until 'blkstack thin check"
+                    + " --clear-needs-check' passes");
         }
         checkLowWater();
     }
 
-    /** Whether block 0 holds a thin superblock (its magic); anything else is formatted. */
+    /**
+     * Opens existing metadata. Metadata that fails a check (a checksum, a node's shape) is refused:
+     * neither read-write nor read-only, since a bad node may hide mappings (dm-thin's
+     * {@code needs_check}, with the block named). Format-1 metadata is migrated once, with a message,
+     * unless the pool is {@code read_only}.
+     */
+    private ThinMetadata openMetadata() {
+        ThinMetadata md;
+        try {
+            md = ThinMetadata.open(cache, !features.readOnly()); // a read_only pool reads format 1 as it is
+        } catch (CorruptMetadataException e) {
+            throw new IllegalArgumentException("metadata on " + metadataDevice.name() + " fails its check: " + e.getMessage()
+                    + "; refusing to open pool " + name + " (run 'blkstack thin check' on it)", e);
+        }
+        if (md.migratedFrom() != 0) {
+            System.err.println("blkstack: thin-pool " + name + ": metadata on " + metadataDevice.name() + " migrated from"
+                    + " format " + md.migratedFrom() + " to format " + ThinMetadata.VERSION + " (crc32c checksums on every"
+                    + " block); blkstack versions before it cannot open it any more");
+        }
+        return md;
+    }
+
+    /**
+     * Whether block 0 holds anything: only an all-zero block 0 is formatted (as dm-thin does), so a
+     * superblock with a damaged magic is refused by the check instead of being formatted over.
+     */
     private static boolean hasSuperblock(BufferCache cache) {
         Buffer sb = cache.read(0);
         try {
-            return sb.getLong(0) == ThinMetadata.MAGIC;
+            for (int off = 0; off < sb.size(); off += Long.BYTES) {
+                if (sb.getLong(off) != 0) {
+                    return true;
+                }
+            }
+            return false;
         } finally {
             cache.release(sb);
         }
@@ -412,7 +448,7 @@ public final class Pool {
                 } else {
                     handle(bio);
                 }
-            } catch (MetadataFullException | MetadataIoException e) {
+            } catch (MetadataFullException | MetadataIoException | CorruptMetadataException e) {
                 metadataFailed(e);
                 fail(bio, BioStatus.IOERR);
             }
@@ -639,7 +675,7 @@ public final class Pool {
             }
             freed = freedInTransaction.isEmpty() ? List.of() : new ArrayList<>(freedInTransaction);
             freedInTransaction.clear();
-        } catch (MetadataIoException | MetadataFullException e) {
+        } catch (MetadataIoException | MetadataFullException | CorruptMetadataException e) {
             metadataFailed(e);
             return BioStatus.IOERR;
         } finally {
@@ -680,10 +716,20 @@ public final class Pool {
         }
     }
 
+    /**
+     * A metadata error (I/O, full, corrupt): read-only from now on, and {@code needs_check} in the
+     * committed superblock so the next start does not write either (dm-thin's abort_transaction and
+     * set_needs_check). Setting the flag is best effort: the device may be what failed.
+     */
     private void metadataFailed(RuntimeException e) {
         if (mode != Mode.READ_ONLY) {
             mode = Mode.READ_ONLY;
             System.err.println("blkstack: thin-pool " + name + ": metadata failure, switching to read-only: " + e.getMessage());
+            try {
+                metadata.setNeedsCheck(true);
+            } catch (MetadataIoException | CorruptMetadataException again) {
+                System.err.println("blkstack: thin-pool " + name + ": could not set needs_check: " + again.getMessage());
+            }
         }
     }
 

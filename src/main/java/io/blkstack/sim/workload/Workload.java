@@ -11,9 +11,11 @@ import io.blkstack.kernel.Task;
 import io.blkstack.kernel.TaskKind;
 import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Page;
+import io.blkstack.sim.SimFaults;
 import io.blkstack.sim.SimScheduler;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.SplittableRandom;
 import java.util.function.Consumer;
 
@@ -33,6 +35,11 @@ import java.util.function.Consumer;
  * page: from then on the stack underneath lives on its pool reserves. A mismatch is reported to
  * the simulated scheduler ({@link SimScheduler#reportDataMismatch}), which ends the run as
  * {@code DATA_MISMATCH}; under the real scheduler it is an {@link IllegalStateException}.
+ *
+ * <p>A stack whose construction fails after an injected I/O error ({@code io:<device>}) has
+ * refused to start, which is the right answer (a pool that cannot read its superblock): the run
+ * counts {@code workload.stack-refused} and ends without tasks, and still goes through the kernel's
+ * leak checks. Without an injected I/O error a construction failure stays a crash.
  */
 public final class Workload implements Consumer<Kernel> {
 
@@ -63,7 +70,21 @@ public final class Workload implements Consumer<Kernel> {
     /** Builds the stack, takes pages, applies pressure, runs the tasks, waits for them and gives memory back. */
     @Override
     public void accept(Kernel kernel) {
-        BlockDevice top = stack.build(kernel);
+        BlockDevice top;
+        try {
+            top = stack.build(kernel);
+        } catch (RuntimeException e) {
+            if (!ioFaultFired(kernel)) {
+                throw e;
+            }
+            // An injected I/O error made a target's constructor fail (a pool that cannot read its
+            // superblock, a snapshot that cannot write its header): refusing to start is the right
+            // answer, not a crash. The run still ends with the kernel's close, so whatever the
+            // half-built stack failed to give back is reported as a leak.
+            kernel.counters().get("workload.stack-refused").incrementAndGet();
+            kernel.tracer().event(Task.currentOrNull(), "stack-refused", String.valueOf(e.getMessage()));
+            return;
+        }
         if (spec.regionEndBytes() > top.capacityBytes()) {
             throw new IllegalArgumentException("workload region " + spec.regionStartBytes() + "-" + spec.regionEndBytes()
                     + " ends past device " + top.name() + " of " + top.capacityBytes() + " bytes");
@@ -94,6 +115,19 @@ public final class Workload implements Consumer<Kernel> {
             hoard.forEach(kernel.pages()::free);
             pages.forEach(list -> list.forEach(kernel.pages()::free));
         }
+    }
+
+    /** Whether an injected I/O error ({@code io:<device>} fault site) fired in this run so far. */
+    private static boolean ioFaultFired(Kernel kernel) {
+        if (!(kernel.faults() instanceof SimFaults faults)) {
+            return false;
+        }
+        for (Map.Entry<String, Long> e : faults.fires().entrySet()) {
+            if (e.getKey().startsWith("io:") && e.getValue() > 0) {
+                return true;
+            }
+        }
+        return false;
     }
 
     /** A task's seed: drawn from the run's stream when simulated (so seeds vary the operations), fixed otherwise. */

@@ -261,6 +261,66 @@ class SnapshotTest {
         }
     }
 
+    /**
+     * Proves the persistent store's metadata is checksummed: after six exceptions are committed, a
+     * flip of every 64th bit of the header sector, and of the metadata sector holding the slots,
+     * makes the reopen fail with a message naming the sector (never a silently empty or wrong
+     * exception table); with the bit restored the snapshot opens and reads as at creation.
+     */
+    @Test
+    void flipOfEverySixtyFourthBitOfHeaderOrMetadataSectorIsRefused() throws Exception {
+        Random r = new Random(21);
+        byte[] initial = randomBytes(r, ORIGIN_SECTORS * Bio.SECTOR_SIZE);
+        byte[] origin = initial.clone();
+        byte[] cow = new byte[COW_SECTORS * Bio.SECTOR_SIZE];
+        try (Machine m = new Machine("snap-crc", origin, cow)) {
+            MappedDevice[] os = m.originAndSnapshot("P", CHUNK);
+            for (int i = 0; i < 6; i++) {
+                assertEquals(BioStatus.OK, m.write(os[0], i * CHUNK, randomBytes(r, CHUNK * Bio.SECTOR_SIZE), null));
+            }
+        }
+        int metadataSector = CHUNK; // chunk 1 is metadata area 0; its first sector holds the slots of chunks 2..
+        int flips = 0;
+        for (int sector : new int[] {0, metadataSector}) {
+            String names = sector == 0 ? "header (sector 0)" : "metadata area 0, sector " + sector;
+            for (int bit = 0; bit < Bio.SECTOR_SIZE * 8; bit += 64) {
+                int at = sector * Bio.SECTOR_SIZE + bit / 8;
+                cow[at] ^= (byte) (1 << (bit & 7));
+                try (Machine m = new Machine("snap-crc-flip", origin, cow)) {
+                    m.map("o", "0 " + ORIGIN_SECTORS + " snapshot-origin origin\n");
+                    TableException e = assertThrows(TableException.class,
+                            () -> m.map("s", "0 " + ORIGIN_SECTORS + " snapshot origin cow P " + CHUNK + "\n"),
+                            "flip of bit " + bit + " of sector " + sector);
+                    assertTrue(e.getMessage().contains(names), "bit " + bit + ": " + e.getMessage());
+                }
+                cow[at] ^= (byte) (1 << (bit & 7));
+                flips++;
+            }
+        }
+        assertEquals(2 * Bio.SECTOR_SIZE * 8 / 64, flips);
+        try (Machine m = new Machine("snap-crc-restored", origin, cow)) {
+            MappedDevice[] os = m.originAndSnapshot("P", CHUNK);
+            assertArrayEquals(initial, m.readAll(os[1]), "the snapshot as at creation");
+        }
+    }
+
+    /** Proves a store of the format before checksums is refused with a message, not misread or overwritten. */
+    @Test
+    void formatOneStoreIsRefusedClearly() throws Exception {
+        byte[] cow = new byte[COW_SECTORS * Bio.SECTOR_SIZE];
+        java.nio.ByteBuffer header = java.nio.ByteBuffer.wrap(cow).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        header.put(0, "BLKSNAP1".getBytes(java.nio.charset.StandardCharsets.US_ASCII));
+        header.putInt(8, 1).putInt(12, 1).putInt(16, CHUNK).putInt(20, 0x1234);
+        byte[] before = cow.clone();
+        try (Machine m = new Machine("snap-format1", new byte[ORIGIN_SECTORS * Bio.SECTOR_SIZE], cow)) {
+            m.map("o", "0 " + ORIGIN_SECTORS + " snapshot-origin origin\n");
+            TableException e = assertThrows(TableException.class,
+                    () -> m.map("s", "0 " + ORIGIN_SECTORS + " snapshot origin cow P " + CHUNK + "\n"));
+            assertTrue(e.getMessage().contains("format 1 (no checksums)"), e.getMessage());
+        }
+        assertArrayEquals(before, cow, "the old store was left as it was");
+    }
+
     /** Proves a full COW device invalidates the snapshot (status Invalid, I/O fails) while origin writes still succeed. */
     @ParameterizedTest
     @ValueSource(strings = {"P", "N"})

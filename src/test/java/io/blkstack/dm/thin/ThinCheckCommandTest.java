@@ -11,8 +11,10 @@ import io.blkstack.block.TestKernel;
 import io.blkstack.cli.Main;
 import io.blkstack.dm.MappedDevice;
 import io.blkstack.dm.Table;
+import io.blkstack.bufio.BufferCache;
 import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Policies;
+import io.blkstack.thin.ThinMetadata;
 import java.io.PrintWriter;
 import java.io.RandomAccessFile;
 import java.io.StringWriter;
@@ -26,8 +28,9 @@ import picocli.CommandLine;
 
 /**
  * {@code blkstack thin check}: clean metadata written by a pool on file devices exits 0, through
- * the metadata file and through a configuration naming the pool; a corrupted superblock exits 2
- * and says what is wrong.
+ * the metadata file and through a configuration naming the pool; a set needs_check flag exits 2
+ * until {@code --clear-needs-check}; a flipped bit in a tree node or the superblock exits 2 naming
+ * the block; a corrupted superblock magic exits 2 and says what is wrong.
  */
 class ThinCheckCommandTest {
 
@@ -65,6 +68,40 @@ class ThinCheckCommandTest {
         assertEquals(0, run(config.toString(), "--pool", "pool").code, "through the configuration");
         assertEquals(1, run(config.toString(), "--pool", "nope").code, "unknown pool");
 
+        // A pool that hit a metadata error leaves needs_check: reported, and cleared on request.
+        try (TestKernel tk = new TestKernel("thin-check-flag", 32L << 20, Policies.defaults(), Faults.NONE)) {
+            FileDevice dev = FileDevice.open(tk.kernel, "meta", metaFile, 1L << 20, FileDevice.Options.defaults());
+            try (BufferCache cache = new BufferCache(dev, Pool.METADATA_BLOCK_SIZE)) {
+                ThinMetadata.open(cache).setNeedsCheck(true);
+            } finally {
+                dev.close();
+            }
+        }
+        Result flagged = run(metaFile.toString());
+        assertEquals(2, flagged.code, flagged.out + flagged.err);
+        assertTrue(flagged.err.contains("needs_check flag set"), flagged.err);
+        Result cleared = run(metaFile.toString(), "--clear-needs-check");
+        assertEquals(0, cleared.code, cleared.out + cleared.err);
+        assertTrue(cleared.out.contains("needs_check cleared"), cleared.out);
+        assertEquals(0, run(metaFile.toString()).code, "clean after clearing");
+
+        // One flipped bit in the mapping tree's root and one in the superblock's unused tail: both named.
+        long mappingRoot;
+        try (RandomAccessFile f = new RandomAccessFile(metaFile.toFile(), "rw")) {
+            f.seek(24);
+            mappingRoot = f.readLong();
+            flipBit(f, mappingRoot * Pool.METADATA_BLOCK_SIZE + 3000);
+        }
+        Result node = run(metaFile.toString());
+        assertEquals(2, node.code, node.out + node.err);
+        assertTrue(node.err.contains("mapping tree: metadata block " + mappingRoot + ": checksum mismatch"), node.err);
+        try (RandomAccessFile f = new RandomAccessFile(metaFile.toFile(), "rw")) {
+            flipBit(f, 2000);
+        }
+        Result superblock = run(metaFile.toString());
+        assertEquals(2, superblock.code, superblock.out + superblock.err);
+        assertTrue(superblock.err.contains("superblock (metadata block 0): checksum mismatch"), superblock.err);
+
         try (RandomAccessFile f = new RandomAccessFile(metaFile.toFile(), "rw")) {
             f.seek(0);
             f.writeLong(0x1234L);
@@ -75,6 +112,13 @@ class ThinCheckCommandTest {
     }
 
     private record Result(int code, String out, String err) {
+    }
+
+    private static void flipBit(RandomAccessFile f, long byteOffset) throws java.io.IOException {
+        f.seek(byteOffset);
+        int b = f.read();
+        f.seek(byteOffset);
+        f.write(b ^ 0x10);
     }
 
     private static Result run(String... args) {
