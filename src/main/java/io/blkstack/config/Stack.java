@@ -18,6 +18,7 @@ import io.blkstack.config.StackConfig.NullSpec;
 import io.blkstack.dm.MappedDevice;
 import io.blkstack.dm.Table;
 import io.blkstack.dm.TableException;
+import io.blkstack.dm.target.ThinPoolTarget;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.mem.Gfp;
 import io.blkstack.nbd.Export;
@@ -142,6 +143,11 @@ public final class Stack implements AutoCloseable {
             table = Table.parse(kernel, spec.name(), spec.table(), devices::get);
         } catch (TableException e) {
             throw tableError(index, e);
+        }
+        for (int t = 0; t < table.targetCount(); t++) {
+            if (table.target(t) instanceof ThinPoolTarget pool) {
+                pool.applyDefaultNoSpaceTimeout(config.noSpaceTimeoutNanos());
+            }
         }
         try {
             MappedDevice device = new MappedDevice(kernel, spec.name(), table);
