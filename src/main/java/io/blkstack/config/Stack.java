@@ -256,6 +256,21 @@ public final class Stack implements AutoCloseable {
         return failures;
     }
 
+    /**
+     * Fails, with {@code status}, every bio a mapped device's target holds back waiting for a
+     * resource that may never come (a full thin pool's queued writes; see
+     * {@link io.blkstack.dm.Target#failWaiting}); returns how many. Never blocks.
+     */
+    public int failWaiting(BioStatus status) {
+        int failed = 0;
+        for (MappedDevice device : mapped) {
+            for (io.blkstack.dm.Target target : device.table().targets()) {
+                failed += target.failWaiting(status);
+            }
+        }
+        return failed;
+    }
+
     /** Closes mapped devices last built first, then bottom devices last first, then the flush set. */
     @Override
     public void close() {

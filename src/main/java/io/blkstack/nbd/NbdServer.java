@@ -40,7 +40,9 @@ import java.util.concurrent.atomic.AtomicLong;
  *
  * <p>Life: {@link #start} binds and starts accepting; {@link #close} stops accepting, lets every
  * connection finish its in-flight requests and close, then closes the bio set. The server is a
- * kernel component, so closing the kernel closes it first if the owner did not.
+ * kernel component, so closing the kernel closes it first if the owner did not. An owner that must
+ * stop within a deadline calls {@link #drain} with a timeout first (which {@link #skipDrain} can cut
+ * short), and for connections still open after it {@link #cutConnections}.
  */
 public final class NbdServer implements Component {
 
@@ -85,10 +87,20 @@ public final class NbdServer implements Component {
     private final SpinLock lock = new SpinLock("nbd server");
     private final Set<NbdConnection> connections = new HashSet<>();
     private final Completion acceptDone = new Completion("nbd accept done");
+    private final WaitQueue drainWait = new WaitQueue("nbd server drain");
+    /** What a draining task waits on: names every open connection and its requests in flight. */
+    private final Object drainTarget = new Object() {
+        @Override
+        public String toString() {
+            return "nbd server drain: " + describeConnections();
+        }
+    };
+    private volatile boolean drainSkipped;
     private final AtomicLong connectionIds = new AtomicLong();
     private ServerSocketChannel listener;
     private InetSocketAddress boundAddress;
     private boolean started;
+    private boolean stopping;
     private boolean closed;
 
     /** A server with default options on {@code listen}. */
@@ -228,7 +240,7 @@ public final class NbdServer implements Component {
     private boolean admit(NbdConnection connection) {
         lock.lock();
         try {
-            if (closed || connections.size() >= options.connectionsMax()) {
+            if (closed || stopping || connections.size() >= options.connectionsMax()) {
                 return false;
             }
             connections.add(connection);
@@ -246,12 +258,13 @@ public final class NbdServer implements Component {
         } finally {
             lock.unlock();
         }
+        drainWait.wakeAll();
     }
 
     private boolean isClosed() {
         lock.lock();
         try {
-            return closed;
+            return closed || stopping;
         } finally {
             lock.unlock();
         }
@@ -265,7 +278,89 @@ public final class NbdServer implements Component {
     @Override
     public String describeState() {
         return name() + ": " + connectionCount() + " connection(s), payload budget " + budget.freePages() + " of "
-                + budget.totalPages() + " pages free, " + bioSet.outstanding() + " bio(s) out";
+                + budget.totalPages() + " pages free, " + bioSet.outstanding() + " bio(s) out"
+                + (connectionCount() == 0 ? "" : "; " + describeConnections());
+    }
+
+    /** Every open connection with its requests in flight and where their bios are. */
+    public String describeConnections() {
+        List<NbdConnection> open = openConnections();
+        if (open.isEmpty()) {
+            return "no connection open";
+        }
+        StringBuilder sb = new StringBuilder();
+        for (NbdConnection c : open) {
+            sb.append(sb.isEmpty() ? "" : "; ").append(c.describeInFlight());
+        }
+        return sb.toString();
+    }
+
+    private List<NbdConnection> openConnections() {
+        lock.lock();
+        try {
+            return new ArrayList<>(connections);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Stops accepting connections (once) and waits for the accept task to end. */
+    public void stopAccepting() {
+        lock.lock();
+        try {
+            if (stopping) {
+                return;
+            }
+            stopping = true;
+        } finally {
+            lock.unlock();
+        }
+        if (listener != null) {
+            try {
+                listener.close();
+            } catch (IOException e) {
+                // nothing to do
+            }
+            acceptDone.await();
+        }
+    }
+
+    /**
+     * Stops accepting and ends every connection's input, so each finishes its in-flight requests,
+     * sends their replies and closes; waits until every connection has closed, {@code timeoutNanos}
+     * passed (negative: no limit), or (if {@code skippable}) {@link #skipDrain} was called.
+     *
+     * @return whether every connection closed
+     */
+    public boolean drain(long timeoutNanos, boolean skippable) {
+        stopAccepting();
+        for (NbdConnection c : openConnections()) {
+            c.shutdownInput();
+        }
+        drainWait.waitEventTimeout(() -> connectionCount() == 0 || (skippable && drainSkipped), drainTarget,
+                timeoutNanos, false);
+        return connectionCount() == 0;
+    }
+
+    /** Makes a skippable {@link #drain} return now (a second stop signal); never blocks. */
+    public void skipDrain() {
+        drainSkipped = true;
+        drainWait.wakeAll();
+    }
+
+    /**
+     * Closes the socket of every connection still open: its client sees the connection end, which
+     * fails every request it has outstanding, and a writer blocked on a client that stopped reading
+     * is released. Requests still held by devices are released when the devices complete them.
+     * Returns the descriptions of the connections cut (with their requests in flight).
+     */
+    public List<String> cutConnections() {
+        List<String> cut = new ArrayList<>();
+        for (NbdConnection c : openConnections()) {
+            cut.add(c.describeInFlight());
+            c.closeSocket();
+        }
+        return cut;
     }
 
     /**
@@ -284,27 +379,7 @@ public final class NbdServer implements Component {
             lock.unlock();
         }
         kernel.unregister(this);
-        if (listener != null) {
-            try {
-                listener.close();
-            } catch (IOException e) {
-                // nothing to do
-            }
-            acceptDone.await();
-        }
-        List<NbdConnection> open;
-        lock.lock();
-        try {
-            open = new ArrayList<>(connections);
-        } finally {
-            lock.unlock();
-        }
-        for (NbdConnection c : open) {
-            c.shutdownInput();
-        }
-        for (NbdConnection c : open) {
-            c.done.await();
-        }
+        drain(-1, false);
         bioSet.close();
     }
 

@@ -156,6 +156,12 @@ public final class ThinPoolTarget extends Target {
         return String.join(" ", words);
     }
 
+    /** Fails the writes waiting for data space (see {@link Pool#failWaitingForSpace}). */
+    @Override
+    public int failWaiting(BioStatus status) {
+        return pool == null ? 0 : pool.failWaitingForSpace(status);
+    }
+
     @Override
     public int flushBioCount() {
         return 1;
