@@ -138,7 +138,7 @@ class ServeDrainTest {
             assertEquals(0, client.write((long) b * BLOCK_BYTES, pattern(b)), "write of block " + b);
         }
         Future<Integer> stuck = clientThread.submit(() -> client.write(4L * BLOCK_BYTES, pattern(4)));
-        awaitErrLine(l -> l.contains("out of data space (queueing writes until space is freed"));
+        awaitErrLine(l -> l.contains("out of data space: queueing writes that need a block until blocks are freed"));
         return stuck;
     }
 

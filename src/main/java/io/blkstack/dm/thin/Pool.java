@@ -608,10 +608,11 @@ public final class Pool {
         }
         if (!noSpaceLogged) {
             noSpaceLogged = true;
-            System.err.println("blkstack: thin-pool " + name + ": out of data space ("
-                    + (fail ? "failing writes with ENOSPC"
-                            : timeout > 0 ? "queueing writes for at most " + seconds(timeout) + " s (no_space_timeout)"
-                                    : "queueing writes until space is freed (no_space_timeout=0)") + ")");
+            System.err.println("blkstack: thin-pool " + name + ": out of data space: "
+                    + (fail ? "failing writes that need a block with ENOSPC"
+                            : timeout > 0 ? "queueing writes that need a block for at most " + seconds(timeout)
+                                    + " s (no_space_timeout)"
+                                    : "queueing writes that need a block until blocks are freed (no_space_timeout=0)"));
         }
         if (fail) {
             fail(clone, BioStatus.NOSPC);
