@@ -8,6 +8,7 @@ import io.blkstack.kernel.Completion;
 import io.blkstack.bio.BioStatus;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.TaskKind;
+import io.blkstack.kernel.WaitQueue;
 import io.blkstack.sim.Knot;
 import io.blkstack.nbd.Export;
 import io.blkstack.nbd.NbdServer;
@@ -113,7 +114,12 @@ final class ServeCommand implements Callable<Integer> {
                     + " (default: ${DEFAULT-VALUE}; 0s turns the watchdog off).")
     long hungTaskTimeoutNanos;
 
-    private final Completion stopRequested = new Completion("serve stop requested");
+    /**
+     * Where the serving task waits for the first stop signal. An idle wait (it owes nothing to
+     * anyone), so the hung-task watchdog does not report a server that simply runs for long.
+     */
+    private final WaitQueue stopWait = new WaitQueue("serve: waiting for SIGINT or SIGTERM");
+    private volatile boolean stopRequested;
     /** SIGINT and SIGTERM received so far: the first stops, the second skips the drain. */
     private final AtomicInteger stopSignals = new AtomicInteger();
     /** The server being drained, for the second signal. */
@@ -221,9 +227,9 @@ final class ServeCommand implements Callable<Integer> {
         }
         serving = server;
         previousHandlers = handleStopSignals(kernel);
-        announce(config, server, memory, out);
-        stopRequested.await();
         long drain = drainTimeoutNanos != null ? drainTimeoutNanos : config.drainTimeoutNanos();
+        announce(config, server, memory, drain, out);
+        stopWait.waitEventTimeout(() -> stopRequested, stopWait, -1, true);
         try {
             return stop(kernel, stack, server, drain, err);
         } finally {
@@ -300,7 +306,7 @@ final class ServeCommand implements Callable<Integer> {
     }
 
     /** Prints the exports' URIs, an nbdinfo example and the ready line. */
-    private void announce(StackConfig config, NbdServer server, long memory, PrintWriter out) {
+    private void announce(StackConfig config, NbdServer server, long memory, long drainNanos, PrintWriter out) {
         InetSocketAddress bound = server.localAddress();
         InetAddress shown = bound.getAddress().isAnyLocalAddress() ? InetAddress.getLoopbackAddress() : bound.getAddress();
         String base = "nbd://" + ListenAddress.uriHost(shown) + ":" + bound.getPort();
@@ -313,7 +319,8 @@ final class ServeCommand implements Callable<Integer> {
         }
         out.println("try:  nbdinfo --list " + base);
         out.println("      nbdinfo " + base + "/" + server.exports().get(0).name());
-        out.println("stop: Ctrl-C or SIGTERM (drains connections, flushes every device)");
+        out.println("stop: Ctrl-C or SIGTERM (drains connections for at most " + DurationConverter.format(drainNanos)
+                + ", flushes every device; a second one skips the drain)");
         out.println(READY);
         out.flush();
     }
@@ -347,7 +354,8 @@ final class ServeCommand implements Callable<Integer> {
         int n = stopSignals.incrementAndGet();
         try (Kernel.Attachment a = kernel.attach("serve-signal")) {
             if (n == 1) {
-                stopRequested.complete();
+                stopRequested = true;
+                stopWait.wakeAll();
             } else {
                 NbdServer server = serving;
                 if (server != null) {
