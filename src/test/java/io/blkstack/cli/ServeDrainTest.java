@@ -41,10 +41,12 @@ class ServeDrainTest {
     private static final long STOP_SECONDS_MAX = 60;
     /** NBD's EIO. */
     private static final int EIO = 5;
+    /** NBD's ENOSPC. */
+    private static final int ENOSPC = 28;
 
     private static final String CONFIG = """
             memory: 16MiB
-            no-space-timeout: 0s
+            no-space-timeout: %s
             devices:
               meta: { memory: 1MiB }
               data: { memory: 256KiB }
@@ -132,6 +134,30 @@ class ServeDrainTest {
         assertTrue(kill.waitFor(STOP_SECONDS_MAX, TimeUnit.SECONDS) && kill.exitValue() == 0, "kill -" + name);
     }
 
+    // Proves the end-to-end shape of the issue's first half: with no-space-timeout: 1s the write into
+    // the full pool is answered with ENOSPC by itself (no signal), the data written before still
+    // reads back, and a stop afterwards has nothing to wait for: exit 0.
+    @Test
+    @Timeout(120)
+    void aFullPoolAnswersENOSPCAfterItsTimeoutAndTheServerStopsCleanly() throws Exception {
+        int port = startServerWith("1s", "--hung-task-timeout", "0s");
+        try (MiniNbdClient client = new MiniNbdClient(new InetSocketAddress("127.0.0.1", port), "vol")) {
+            for (int b = 0; b < 4; b++) {
+                assertEquals(0, client.write((long) b * BLOCK_BYTES, pattern(b)), "write of block " + b);
+            }
+            assertEquals(ENOSPC, client.write(4L * BLOCK_BYTES, pattern(4)), "the write that needs a fifth block");
+            assertEquals(ENOSPC, client.write(5L * BLOCK_BYTES, pattern(5)), "a later write that needs a block");
+            assertEquals(0, client.write(0, pattern(9)), "a write to a provisioned block");
+            assertEquals(0, client.flush());
+            assertTrue(java.util.Arrays.equals(pattern(1), client.read(BLOCK_BYTES, BLOCK_BYTES)), "block 1 reads back");
+        }
+        signal("TERM");
+        int code = awaitExit();
+        String err = String.join("\n", errLines);
+        assertEquals(ExitCodes.SUCCESS, code, err);
+        assertTrue(err.contains("no_space_timeout of 1 s expired: failing 1 queued write(s)"), err);
+    }
+
     /** Writes every block of the pool (each must succeed), then sends a fifth write on the client thread. */
     private Future<Integer> fillAndSendOneMore(MiniNbdClient client) throws Exception {
         for (int b = 0; b < 4; b++) {
@@ -150,8 +176,13 @@ class ServeDrainTest {
 
     /** Starts {@code serve} on the test configuration; returns the port once it is ready. */
     private int startServer(String... extra) throws Exception {
+        return startServerWith("0s", extra);
+    }
+
+    /** Starts {@code serve} with the given {@code no-space-timeout}; returns the port once it is ready. */
+    private int startServerWith(String noSpaceTimeout, String... extra) throws Exception {
         Path config = tmp.resolve("drain.yaml");
-        Files.writeString(config, CONFIG);
+        Files.writeString(config, CONFIG.formatted(noSpaceTimeout));
         List<String> command = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
                 "-cp", System.getProperty("java.class.path"), Main.class.getName(), "serve", "--config", config.toString(),
                 "--listen", "127.0.0.1:0"));
