@@ -101,11 +101,6 @@ public final class Pool {
         public static Features none() {
             return new Features(false, false, false, false, NO_SPACE_TIMEOUT_DEFAULT_NANOS);
         }
-
-        /** The same features with another no_space_timeout. */
-        public Features withNoSpaceTimeoutNanos(long nanos) {
-            return new Features(skipBlockZeroing, ignoreDiscard, errorIfNoSpace, readOnly, nanos);
-        }
     }
 
     /** How long writes wait for data space unless the table says otherwise: 60 s, as dm-thin. */
@@ -622,20 +617,28 @@ public final class Pool {
     /**
      * The {@code no_space_timeout} work (dm-thin's {@code do_no_space_timeout}): if the pool is
      * still out of data space, writes that need a block fail with ENOSPC from now on, and so do
-     * those queued, until a commit frees blocks.
+     * those queued, until a commit frees blocks. A run left over from an earlier shortage (its
+     * timer fired just before space came back, and the pool ran out again since) re-arms for the
+     * rest of the current one instead.
      */
     private void noSpaceTimedOut() {
         BioList expired = new BioList();
+        long timeout = noSpaceTimeoutNanos;
+        long left = outOfSpaceSinceNanos + timeout - kernel.scheduler().nanoTime();
         lock.lock();
-        boolean act = mode == Mode.OUT_OF_DATA_SPACE && !errorIfNoSpace;
-        if (act) {
+        boolean act = mode == Mode.OUT_OF_DATA_SPACE && !errorIfNoSpace && timeout > 0;
+        boolean early = act && left > 0;
+        if (act && !early) {
             errorIfNoSpace = true;
             for (Bio b = noSpace.pop(); b != null; b = noSpace.pop()) {
                 expired.add(b);
             }
         }
         lock.unlock();
-        if (!act) {
+        if (early && !closed) {
+            workqueue.queueDelayed(noSpaceTimer, left);
+        }
+        if (!act || early) {
             return;
         }
         kernel.counters().get("thin.no-space-timeouts").incrementAndGet();

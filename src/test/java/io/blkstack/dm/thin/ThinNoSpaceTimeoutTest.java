@@ -186,6 +186,65 @@ class ThinNoSpaceTimeoutTest {
                 r.counters().toString());
     }
 
+    // The same two stories raced, under 20 schedules each of the random walk and of PCT (depth 3)
+    // for each moment the block is freed: two writers race into the full pool with
+    // no_space_timeout=2 while the main task frees one block at once, after 1 s (before the
+    // timeout) or after 3 s (after it), so the timeout, the commit that gives space back and the
+    // queueing interleave every way the strategies reach. In every schedule both writes end; freed
+    // before the timeout, exactly one gets the block and the other fails with NOSPC (it queues again
+    // and its own timeout ends it); freed after, both have failed with NOSPC. The pool's metadata
+    // checks clean, and the checker finds no deadlock, livelock or misuse.
+    @Test
+    void racingWritersTimeoutAndFreeingAlwaysEnd() {
+        for (String strategy : List.of("random", "pct:3")) {
+            for (long freeAfterSeconds : new long[] {0, 1, 3}) {
+                raceCampaign(strategy, freeAfterSeconds);
+            }
+        }
+    }
+
+    /** One campaign of {@link #racingWritersTimeoutAndFreeingAlwaysEnd}. */
+    private static void raceCampaign(String strategy, long freeAfterSeconds) {
+        SimRunner runner = new SimRunner(SimConfig.builder().memory(4L << 20).strategy(strategy).build());
+        SimRunner.CampaignResult c = runner.campaign(21 + freeAfterSeconds, 20, true, false, k -> {
+            try (SimPool p = new SimPool(k, " 1 no_space_timeout=2")) {
+                p.fill();
+                BioStatus[] results = new BioStatus[2];
+                List<Task> writers = new ArrayList<>();
+                for (int w = 0; w < 2; w++) {
+                    int which = w;
+                    writers.add(k.spawn("writer" + w, TaskKind.USER, () -> results[which] = p.io.write(p.vol,
+                            (long) (BLOCKS + which) * BLOCK, ThinTargetTest.pattern(20 + which, 4096), 0)));
+                }
+                if (freeAfterSeconds > 0) {
+                    Task.current().sleepFor(freeAfterSeconds * SECOND);
+                }
+                require(p.io.discard(p.vol, 0, BLOCK) == BioStatus.OK, "discard");
+                require(p.io.flush(p.vol) == BioStatus.OK, "flush");
+                for (Task t : writers) {
+                    k.scheduler().join(t);
+                }
+                int ok = 0;
+                for (BioStatus r : results) {
+                    require(r == BioStatus.OK || r == BioStatus.NOSPC, "a write ended with " + r);
+                    ok += r == BioStatus.OK ? 1 : 0;
+                }
+                int expected = freeAfterSeconds < 2 ? 1 : 0;
+                require(ok == expected, ok + " write(s) got a block freed after " + freeAfterSeconds + " s, not "
+                        + expected);
+                p.runtime().drain();
+                require(p.runtime().check().isEmpty(), "check: " + p.runtime().check());
+            } catch (TableException e) {
+                throw new IllegalStateException(e);
+            }
+        });
+        SimResult first = c.firstFinding();
+        assertTrue(c.findings().isEmpty(), strategy + ", freed after " + freeAfterSeconds + " s: "
+                + (first == null ? "" : first.summary() + "\n" + first.explanation() + "\nreplay: "
+                + runner.replayArguments(first)));
+        assertEquals(20, c.schedules(), strategy);
+    }
+
     // The table line keeps the feature word as written, and bad values are refused naming the word.
     @Test
     void noSpaceTimeoutFeatureRoundTripsAndBadValuesAreRefused() throws Exception {
