@@ -76,12 +76,37 @@ public final class HungTaskWatchdog {
         }
     }
 
+    /**
+     * The watchdog task: a scan every period. Its sleep ends early when {@link #stop} asks (a
+     * plain {@link Task#sleepFor} ignores wake-ups, which held a kernel's close for up to a whole
+     * period); it is an idle wait, owing nothing to anyone.
+     */
     private void run() {
         Task self = Task.current();
+        Scheduler scheduler = kernel.scheduler();
         while (!self.stopRequested()) {
-            self.sleepFor(periodNanos);
-            scan(self);
+            long deadline = scheduler.nanoTime() + periodNanos;
+            boolean started = self.beginWait(this, true);
+            try {
+                for (long left = periodNanos; left > 0; left = deadline - scheduler.nanoTime()) {
+                    scheduler.prepareToSleep(self);
+                    if (self.stopRequested()) {
+                        break;
+                    }
+                    self.sleep(this, left);
+                }
+            } finally {
+                self.endWait(started);
+            }
+            if (!self.stopRequested()) {
+                scan(self);
+            }
         }
+    }
+
+    @Override
+    public String toString() {
+        return "hung-task watchdog (threshold " + thresholdNanos / 1_000_000 + " ms)";
     }
 
     /** The explainer's text for a stuck task; a failing explainer is reported in the text, not thrown. */
