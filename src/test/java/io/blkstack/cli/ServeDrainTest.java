@@ -1,6 +1,7 @@
 package io.blkstack.cli;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 
@@ -14,6 +15,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
@@ -158,6 +160,52 @@ class ServeDrainTest {
         assertTrue(err.contains("no_space_timeout of 1 s expired: failing 1 queued write(s)"), err);
     }
 
+    // Proves the last resort: a request no target can fail. The thin pool's data device is a delay
+    // target that holds writes for ten minutes, so a 4 KiB write to a new block leaves the pool's
+    // worker waiting for the zeroing of that block; the watchdog (1 s) reports the worker, which is
+    // the test's signal that the request is stuck. SIGTERM with --drain-timeout 1s: after the
+    // deadline nothing waits for it: the connection is cut (the client's write fails with the
+    // connection's end), the final flush is given up after its own deadline (10 s at least), and the
+    // process exits 2 saying the devices still hold requests, instead of waiting ten minutes.
+    @Test
+    @Timeout(120)
+    void aRequestNoTargetCanFailIsCutAndTheProcessStillExits() throws Exception {
+        String yaml = """
+                memory: 16MiB
+                devices:
+                  meta: { memory: 1MiB }
+                  m: { memory: 4MiB }
+                mapped:
+                  slowdata: |
+                    0 8192 delay m 0 0 m 0 600000 m 0 0
+                  pool: |
+                    0 8192 thin-pool meta slowdata 128 0
+                  vol: |
+                    0 8192 thin pool 1
+                exports:
+                  vol: { device: vol }
+                """;
+        int port = startServerOn(yaml, "--drain-timeout", "1s", "--hung-task-timeout", "1s");
+        try (MiniNbdClient client = new MiniNbdClient(new InetSocketAddress("127.0.0.1", port), "vol")) {
+            Future<Integer> stuck = clientThread.submit(() -> client.write(0, new byte[4096]));
+            awaitErrLine(l -> l.contains("blocked for more than") && l.contains("submit-wait"));
+            awaitErrLine(l -> l.contains("1 x queued on the write list of a delay target over m (600000 ms each)"));
+            signal("TERM");
+            ExecutionException e = assertThrows(ExecutionException.class, () -> stuck.get(STOP_SECONDS_MAX, TimeUnit.SECONDS));
+            assertTrue(e.getCause() instanceof IOException, "the write ended with " + e.getCause());
+        } catch (IOException e) {
+            // DISC on a connection the server already closed
+        }
+        int code = awaitExit();
+        String err = String.join("\n", errLines);
+        assertEquals(ExitCodes.RUNTIME, code, err);
+        assertTrue(err.contains("drain deadline of 1s passed with 1 connection(s) open"), err);
+        assertTrue(err.contains("closed 1 connection(s) whose requests are still held: connection nbd-1: 1 request(s) in flight:"
+                + " nbd WRITE"), err);
+        assertTrue(err.contains("the final flush did not finish within 10s"), err);
+        assertTrue(err.contains("the devices are not closed"), err);
+    }
+
     /** Writes every block of the pool (each must succeed), then sends a fifth write on the client thread. */
     private Future<Integer> fillAndSendOneMore(MiniNbdClient client) throws Exception {
         for (int b = 0; b < 4; b++) {
@@ -181,8 +229,13 @@ class ServeDrainTest {
 
     /** Starts {@code serve} with the given {@code no-space-timeout}; returns the port once it is ready. */
     private int startServerWith(String noSpaceTimeout, String... extra) throws Exception {
+        return startServerOn(CONFIG.formatted(noSpaceTimeout), extra);
+    }
+
+    /** Starts {@code serve} on the configuration {@code yaml}; returns the port once it is ready. */
+    private int startServerOn(String yaml, String... extra) throws Exception {
         Path config = tmp.resolve("drain.yaml");
-        Files.writeString(config, CONFIG.formatted(noSpaceTimeout));
+        Files.writeString(config, yaml);
         List<String> command = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
                 "-cp", System.getProperty("java.class.path"), Main.class.getName(), "serve", "--config", config.toString(),
                 "--listen", "127.0.0.1:0"));
