@@ -392,6 +392,7 @@ public final class Bio {
             case PENDING -> "pending on task " + who + "'s submit list";
             case IN_FLIGHT -> "in flight at device " + (who instanceof BlockDevice d ? d.name() : who);
             case RESCUE -> "queued for the rescuer of " + who;
+            case QUEUED -> "queued on " + who;
             case COMPLETING -> "completing on task " + who;
         };
     }

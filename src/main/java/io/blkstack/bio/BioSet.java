@@ -120,6 +120,18 @@ public final class BioSet implements Component {
      * (the checker, while every task is parked) it reads without the lock.
      */
     public Map<String, Integer> holders() {
+        Map<String, Integer> byHolder = new LinkedHashMap<>();
+        for (Bio bio : outstandingBios()) {
+            byHolder.merge(bio.describeHolder(), 1, Integer::sum);
+        }
+        return byHolder;
+    }
+
+    /**
+     * The bios of this set not in its pool, in the order their objects were constructed: for
+     * explanations (which bio a waiter waits for, and where it is). Locking as {@link #holders}.
+     */
+    public List<Bio> outstandingBios() {
         List<Bio> bios = new ArrayList<>();
         boolean locked = Task.currentOrNull() != null;
         if (locked) {
@@ -137,11 +149,7 @@ public final class BioSet implements Component {
                 registryLock.unlock();
             }
         }
-        Map<String, Integer> byHolder = new LinkedHashMap<>();
-        for (Bio bio : bios) {
-            byHolder.merge(bio.describeHolder(), 1, Integer::sum);
-        }
-        return byHolder;
+        return bios;
     }
 
     private static BioVec[] newVecArray() {

@@ -15,6 +15,11 @@ public enum BioState {
     IN_FLIGHT,
     /** Punted to a bio set's rescuer; holder is the bio set. */
     RESCUE,
+    /**
+     * Held by a driver on a queue of its own until a resource comes back (a thin pool's writes
+     * waiting for data space); holder names the queue and what it waits for.
+     */
+    QUEUED,
     /** Its completion is running; holder is the completing task (may be null). */
     COMPLETING
 }

@@ -5,7 +5,11 @@ import io.blkstack.config.ListenAddress;
 import io.blkstack.config.Stack;
 import io.blkstack.config.StackConfig;
 import io.blkstack.kernel.Completion;
+import io.blkstack.bio.BioStatus;
 import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.TaskKind;
+import io.blkstack.kernel.WaitQueue;
+import io.blkstack.sim.Knot;
 import io.blkstack.nbd.Export;
 import io.blkstack.nbd.NbdServer;
 import java.io.IOException;
@@ -18,7 +22,9 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.time.Duration;
 import java.util.concurrent.Callable;
+import java.util.concurrent.atomic.AtomicInteger;
 
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
@@ -40,9 +46,22 @@ import sun.misc.SignalHandler;
  *
  * <p>Shutdown: SIGINT and SIGTERM are handled (not left to the JVM's shutdown, which would race the
  * drain and end the process with 128 + the signal number): the handler only wakes the serving
- * thread, which stops accepting and drains connections ({@link NbdServer#close}), sends a FLUSH to
- * every device ({@link Stack#flushAll}), closes the stack and the kernel (which checks that every
- * page came back), and returns exit code 0 (2 if a flush failed).
+ * thread, which stops accepting and drains connections ({@link NbdServer#drain}) for at most the
+ * drain timeout ({@code --drain-timeout}, else the configuration's {@code drain-timeout}, else
+ * 30 s). A second SIGINT or SIGTERM ends the drain at once (and puts the JVM's handlers back, so a
+ * third one kills the process). Whatever is still in flight then is failed back: bios that targets
+ * hold back waiting for a resource that may never come (a full thin pool's queued writes) fail
+ * with EIO, so their clients get error replies; connections still open after a short grace are cut
+ * (their clients see the connection end). Then a FLUSH goes to every device
+ * ({@link Stack#flushAll}, bounded too), the stack and the kernel are closed (which checks that
+ * every page came back), and the exit code is 0, or 2 if a flush failed or any request had to be
+ * failed. If devices still hold requests, nothing waits for them: the process exits 2 without
+ * closing the devices, after saying which requests they hold.
+ *
+ * <p>Every wait in this sequence has an end (DESIGN.md's promise): the drain and the flush have
+ * deadlines, and a hung-task watchdog ({@code --hung-task-timeout}, 30 s by default) reports any
+ * task blocked longer than that with the checker's wait-for explanation ({@link Knot#explainWait}):
+ * what it waits on, and who holds it, down to a thin pool's out-of-data-space queue.
  *
  * <p>Configuration errors exit 1 with the file, line and value; I/O errors (a backing file that
  * cannot be created, a port in use) exit 2.
@@ -60,6 +79,10 @@ final class ServeCommand implements Callable<Integer> {
     static final List<String> STOP_SIGNALS = List.of("TERM", "INT");
     /** The line printed once the server listens. */
     static final String READY = "blkstack serve: ready";
+    /** After the drain deadline and failing what waited: how long connections get to send those replies. */
+    static final long REPLY_GRACE_NANOS = 2_000_000_000L;
+    /** The final flush's deadline is the drain timeout, but never less than this. */
+    static final long FLUSH_TIMEOUT_MIN_NANOS = 10_000_000_000L;
 
     @Spec
     private CommandSpec spec;
@@ -84,7 +107,7 @@ final class ServeCommand implements Callable<Integer> {
                     + " configuration's max-connections, else 1024).")
     Integer maxConnections;
 
-    @Option(names = "--handshake-timeout", paramLabel = "DURATION", converter = DurationConverter.class,
+    @Option(names = "--handshake-timeout", paramLabel = "DURATION", converter = DurationConverter.Positive.class,
             description = "How long a client may take to negotiate an export before it is disconnected, such as"
                     + " 10s (default: the configuration's handshake-timeout, else 10s).")
     Long handshakeTimeoutNanos;
@@ -94,7 +117,32 @@ final class ServeCommand implements Callable<Integer> {
                     + " off (default: the configuration's idle-timeout, else off).")
     Long idleTimeoutNanos;
 
-    private final Completion stopRequested = new Completion("serve stop requested");
+    @Option(names = "--drain-timeout", paramLabel = "DURATION", converter = DurationConverter.class,
+            description = "On SIGINT or SIGTERM, how long open requests may take to finish before those still"
+                    + " waiting are failed back to their clients, such as 30s or 1500ms (default: the configuration's"
+                    + " drain-timeout, else 30s). A second signal ends the drain at once.")
+    Long drainTimeoutNanos;
+
+    @Option(names = "--hung-task-timeout", paramLabel = "DURATION", converter = DurationConverter.class,
+            defaultValue = "30s",
+            description = "Report a task blocked longer than this, with what it waits on and who holds it"
+                    + " (default: ${DEFAULT-VALUE}; 0s turns the watchdog off).")
+    long hungTaskTimeoutNanos;
+
+    /**
+     * Where the serving task waits for the first stop signal. An idle wait (it owes nothing to
+     * anyone), so the hung-task watchdog does not report a server that simply runs for long.
+     */
+    private final WaitQueue stopWait = new WaitQueue("serve: waiting for SIGINT or SIGTERM");
+    private volatile boolean stopRequested;
+    /** SIGINT and SIGTERM received so far: the first stops, the second skips the drain. */
+    private final AtomicInteger stopSignals = new AtomicInteger();
+    /** The server being drained, for the second signal. */
+    private volatile NbdServer serving;
+    /** The handlers SIGINT and SIGTERM had before serve took them. */
+    private volatile List<SignalHandler> previousHandlers;
+    /** Set when devices still hold requests at exit: then the stack and the kernel are left open. */
+    private boolean abandoned;
 
     @Override
     public Integer call() {
@@ -125,7 +173,14 @@ final class ServeCommand implements Callable<Integer> {
         }
         Kernel kernel;
         try {
-            kernel = Kernel.builder().name("blkstack-serve").memory(memory).build();
+            Kernel.Builder builder = Kernel.builder().name("blkstack-serve").memory(memory);
+            if (hungTaskTimeoutNanos > 0) {
+                builder.watchdog(Duration.ofNanos(hungTaskTimeoutNanos), report -> {
+                    err.print("blkstack serve: " + report.describe());
+                    err.flush();
+                }).watchdogExplainer(task -> Knot.explainWait(task.kernel(), task));
+            }
+            kernel = builder.build();
         } catch (IllegalArgumentException e) {
             return fail(err, ExitCodes.USAGE, "--memory: " + e.getMessage());
         }
@@ -135,6 +190,9 @@ final class ServeCommand implements Callable<Integer> {
                 code = serve(kernel, config, address, memory, out, err);
             } catch (RuntimeException e) {
                 code = fail(err, ExitCodes.RUNTIME, "internal error while serving: " + e);
+            }
+            if (abandoned) {
+                return code; // devices still hold requests: closing would wait for them
             }
             try {
                 kernel.close();
@@ -156,34 +214,91 @@ final class ServeCommand implements Callable<Integer> {
         } catch (IOException e) {
             return fail(err, ExitCodes.RUNTIME, e.getMessage());
         }
-        try (stack) {
-            NbdServer server;
-            try {
-                server = new NbdServer(kernel, stack.exports(), serverOptions(config, address, err));
-            } catch (IllegalArgumentException e) {
-                return fail(err, ExitCodes.USAGE, e.getMessage());
-            }
-            try {
-                server.start();
-            } catch (IOException e) {
-                server.close();
-                return fail(err, ExitCodes.RUNTIME, "cannot listen on " + address + ": " + e.getMessage());
-            }
-            List<SignalHandler> previous = handleStopSignals(kernel);
-            announce(config, server, memory, out);
-            stopRequested.await();
-            restoreSignals(previous);
-            err.println("blkstack serve: stopping: no new connections, draining " + server.connectionCount()
-                    + " connection(s)");
-            err.flush();
-            server.close();
-            List<String> failures = stack.flushAll();
-            if (!failures.isEmpty()) {
-                return fail(err, ExitCodes.RUNTIME, "flush failed on " + String.join(", ", failures));
+        int code;
+        try {
+            code = serveStack(kernel, config, stack, address, memory, out, err);
+        } finally {
+            if (!abandoned) {
+                stack.close();
             }
         }
-        err.println("blkstack serve: stopped; every device flushed and closed");
+        if (code == ExitCodes.SUCCESS) {
+            err.println("blkstack serve: stopped; every device flushed and closed");
+            err.flush();
+        }
+        return code;
+    }
+
+    /** Serves {@code stack} until asked to stop, then stops within the deadlines; returns the exit code. */
+    private int serveStack(Kernel kernel, StackConfig config, Stack stack, InetSocketAddress address, long memory,
+            PrintWriter out, PrintWriter err) {
+        NbdServer server;
+        try {
+            server = new NbdServer(kernel, stack.exports(), serverOptions(config, address, err));
+        } catch (IllegalArgumentException e) {
+            return fail(err, ExitCodes.USAGE, e.getMessage());
+        }
+        try {
+            server.start();
+        } catch (IOException e) {
+            server.close();
+            return fail(err, ExitCodes.RUNTIME, "cannot listen on " + address + ": " + e.getMessage());
+        }
+        serving = server;
+        previousHandlers = handleStopSignals(kernel);
+        long drain = drainTimeoutNanos != null ? drainTimeoutNanos : config.drainTimeoutNanos();
+        announce(config, server, memory, drain, out);
+        stopWait.waitEventTimeout(() -> stopRequested, stopWait, -1, true);
+        try {
+            return stop(kernel, stack, server, drain, err);
+        } finally {
+            restoreSignals();
+        }
+    }
+
+    /**
+     * The shutdown sequence, every step bounded: drain until the deadline (or a second signal),
+     * fail what still waits, give the replies a grace, cut what is left, flush every device.
+     * Returns the exit code; sets {@link #abandoned} when devices still hold requests.
+     */
+    private int stop(Kernel kernel, Stack stack, NbdServer server, long drainNanos, PrintWriter err) {
+        err.println("blkstack serve: stopping: no new connections, draining " + server.connectionCount()
+                + " connection(s) for at most " + DurationConverter.format(drainNanos)
+                + " (a second SIGINT or SIGTERM skips the drain)");
         err.flush();
+        boolean failedAny = false;
+        if (!server.drain(drainNanos, true)) {
+            err.println("blkstack serve: " + (stopSignals.get() > 1 ? "second signal: skipping the drain"
+                    : "drain deadline of " + DurationConverter.format(drainNanos) + " passed") + " with "
+                    + server.connectionCount() + " connection(s) open: " + server.describeConnections());
+            int failed = stack.failWaiting(BioStatus.IOERR);
+            if (failed > 0) {
+                failedAny = true;
+                err.println("blkstack serve: failed " + failed + " request(s) waiting in devices with EIO");
+            }
+            err.flush();
+            if (!server.drain(REPLY_GRACE_NANOS, false)) {
+                failedAny = true;
+                List<String> cut = server.cutConnections();
+                err.println("blkstack serve: closed " + cut.size() + " connection(s) whose requests are still held: "
+                        + String.join("; ", cut));
+                err.flush();
+            }
+        }
+        List<String> failures = flushWithin(kernel, stack, Math.max(drainNanos, FLUSH_TIMEOUT_MIN_NANOS), err);
+        if (failures == null || server.connectionCount() > 0) {
+            abandoned = true;
+            return fail(err, ExitCodes.RUNTIME, "exiting with devices still holding requests ("
+                    + server.describeConnections() + "); the devices are not closed");
+        }
+        server.close();
+        if (!failures.isEmpty()) {
+            return fail(err, ExitCodes.RUNTIME, "flush failed on " + String.join(", ", failures));
+        }
+        if (failedAny) {
+            return fail(err, ExitCodes.RUNTIME, "stopped after failing requests that did not finish within the drain;"
+                    + " every device flushed and closed");
+        }
         return ExitCodes.SUCCESS;
     }
 
@@ -200,8 +315,30 @@ final class ServeCommand implements Callable<Integer> {
                 });
     }
 
+    /**
+     * Flushes every device ({@link Stack#flushAll}) on a task of its own and waits at most
+     * {@code timeoutNanos}; returns the failures, or null if the flush did not finish in time.
+     */
+    private static List<String> flushWithin(Kernel kernel, Stack stack, long timeoutNanos, PrintWriter err) {
+        Completion flushed = new Completion("serve final flush");
+        List<List<String>> result = new ArrayList<>(1);
+        kernel.spawn("serve-flush", TaskKind.USER, () -> {
+            try {
+                result.add(stack.flushAll());
+            } finally {
+                flushed.completeAll();
+            }
+        });
+        if (!flushed.await(timeoutNanos)) {
+            err.println("blkstack serve: the final flush did not finish within " + DurationConverter.format(timeoutNanos));
+            err.flush();
+            return null;
+        }
+        return result.isEmpty() ? List.of("internal error in the flush task") : result.get(0);
+    }
+
     /** Prints the exports' URIs, an nbdinfo example and the ready line. */
-    private void announce(StackConfig config, NbdServer server, long memory, PrintWriter out) {
+    private void announce(StackConfig config, NbdServer server, long memory, long drainNanos, PrintWriter out) {
         InetSocketAddress bound = server.localAddress();
         InetAddress shown = bound.getAddress().isAnyLocalAddress() ? InetAddress.getLoopbackAddress() : bound.getAddress();
         String base = "nbd://" + ListenAddress.uriHost(shown) + ":" + bound.getPort();
@@ -218,31 +355,52 @@ final class ServeCommand implements Callable<Integer> {
                 + (o.idleTimeoutNanos() == 0 ? "off" : NbdServer.formatNanos(o.idleTimeoutNanos())));
         out.println("try:  nbdinfo --list " + base);
         out.println("      nbdinfo " + base + "/" + server.exports().get(0).name());
-        out.println("stop: Ctrl-C or SIGTERM (drains connections, flushes every device)");
+        out.println("stop: Ctrl-C or SIGTERM (drains connections for at most " + DurationConverter.format(drainNanos)
+                + ", flushes every device; a second one skips the drain)");
         out.println(READY);
         out.flush();
     }
 
-    /** Makes SIGTERM and SIGINT wake the serving thread; returns the handlers they had. */
+    /** Makes SIGTERM and SIGINT stop the server; returns the handlers they had. */
     private List<SignalHandler> handleStopSignals(Kernel kernel) {
         List<SignalHandler> previous = new ArrayList<>();
         for (String name : STOP_SIGNALS) {
-            previous.add(Signal.handle(new Signal(name), signal -> requestStop(kernel)));
+            previous.add(Signal.handle(new Signal(name), signal -> onStopSignal(kernel)));
         }
         return previous;
     }
 
-    /** Puts back the handlers {@link #handleStopSignals} replaced. */
-    private static void restoreSignals(List<SignalHandler> previous) {
+    /** Puts back the handlers {@link #handleStopSignals} replaced (once). */
+    private void restoreSignals() {
+        List<SignalHandler> previous = previousHandlers;
+        previousHandlers = null;
+        if (previous == null) {
+            return;
+        }
         for (int i = 0; i < STOP_SIGNALS.size(); i++) {
             Signal.handle(new Signal(STOP_SIGNALS.get(i)), previous.get(i));
         }
     }
 
-    /** Runs on the JVM's signal thread: wakes the serving thread and returns at once. */
-    private void requestStop(Kernel kernel) {
+    /**
+     * Runs on the JVM's signal thread and returns at once: the first signal wakes the serving
+     * thread, the second ends the drain and gives the signals back to the JVM.
+     */
+    private void onStopSignal(Kernel kernel) {
+        int n = stopSignals.incrementAndGet();
         try (Kernel.Attachment a = kernel.attach("serve-signal")) {
-            stopRequested.complete();
+            if (n == 1) {
+                stopRequested = true;
+                stopWait.wakeAll();
+            } else {
+                NbdServer server = serving;
+                if (server != null) {
+                    server.skipDrain();
+                }
+            }
+        }
+        if (n > 1) {
+            restoreSignals();
         }
     }
 

@@ -96,6 +96,8 @@ final class TableCommand {
             StringBuilder sb = new StringBuilder();
             sb.append(config.source()).append(": valid\n");
             sb.append("memory ").append(Sizes.format(config.memoryBytes())).append(", listen ").append(config.listen())
+                    .append(", drain-timeout ").append(DurationConverter.format(config.drainTimeoutNanos()))
+                    .append(", no-space-timeout ").append(DurationConverter.format(config.noSpaceTimeoutNanos()))
                     .append('\n');
             sb.append("devices:\n");
             for (DeviceSpec d : config.devices()) {

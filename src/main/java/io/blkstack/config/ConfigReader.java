@@ -47,11 +47,13 @@ final class ConfigReader {
     static final long MEMORY_BYTES_MAX = 64L << 30;
     /** Longest device latency accepted. */
     static final long LATENCY_NANOS_MAX = 10_000_000_000L;
+    /** Longest no-space-timeout and drain-timeout accepted: one day. */
+    static final long TIMEOUT_NANOS_MAX = 86_400_000_000_000L;
     /** Longest export description accepted, in characters. */
     static final int DESCRIPTION_CHARS_MAX = 1024;
 
     private static final Set<String> TOP_KEYS = Set.of("memory", "listen", "max-connections", "handshake-timeout",
-            "idle-timeout", "devices", "mapped", "exports");
+            "idle-timeout", "devices", "mapped", "exports", "no-space-timeout", "drain-timeout");
     private static final Set<String> EXPORT_KEYS = Set.of("device", "readonly", "description");
     private static final Set<String> DEVICE_KINDS = Set.of("file", "memory", "null");
     private static final Set<String> FILE_KEYS = Set.of("file", "size", "direct", "io-tasks", "queue-depth");
@@ -89,13 +91,25 @@ final class ConfigReader {
             }
         }
         StackConfig.Connections connections = connections(top);
+        long noSpaceTimeout = timeout(top, "no-space-timeout", StackConfig.DEFAULT_NO_SPACE_TIMEOUT_NANOS);
+        long drainTimeout = timeout(top, "drain-timeout", StackConfig.DEFAULT_DRAIN_TIMEOUT_NANOS);
         List<DeviceSpec> devices = top.containsKey("devices") ? devices(top.get("devices")) : List.of();
         List<MappedSpec> mapped = top.containsKey("mapped") ? mapped(top.get("mapped"), devices) : List.of();
         if (!top.containsKey("exports")) {
             throw new ConfigException(source, line(root), "", null, "has no 'exports': name at least one device to serve");
         }
         List<ExportSpec> exports = exports(top.get("exports"), devices, mapped);
-        return new StackConfig(source, memory, listen, devices, mapped, exports, connections);
+        return new StackConfig(source, memory, listen, devices, mapped, exports, connections, noSpaceTimeout,
+                drainTimeout);
+    }
+
+    /** An optional top-level timeout (0 allowed), up to a day. */
+    private long timeout(Map<String, NodeTuple> top, String key, long absent) throws ConfigException {
+        if (!top.containsKey(key)) {
+            return absent;
+        }
+        ScalarNode node = scalar(top.get(key).getValueNode(), key);
+        return duration(node, key, TIMEOUT_NANOS_MAX, "1 day (86400s)");
     }
 
     /** The YAML node tree; syntax errors carry SnakeYAML's line. */
@@ -135,7 +149,7 @@ final class ConfigReader {
         if (top.containsKey("handshake-timeout")) {
             ScalarNode node = scalar(top.get("handshake-timeout").getValueNode(), "handshake-timeout");
             try {
-                handshake = DurationConverter.parse(node.getValue());
+                handshake = DurationConverter.parsePositive(node.getValue());
             } catch (IllegalArgumentException e) {
                 throw error(node, "handshake-timeout", null, e.getMessage());
             }
@@ -247,11 +261,11 @@ final class ConfigReader {
             return 0;
         }
         ScalarNode node = scalar(keys.get("latency").getValueNode(), path + ".latency");
-        return duration(node, path + ".latency");
+        return duration(node, path + ".latency", LATENCY_NANOS_MAX, "10s");
     }
 
-    /** A duration: a whole number with ns, us, ms or s, up to 10 s. */
-    private long duration(ScalarNode node, String path) throws ConfigException {
+    /** A duration: a whole number with ns, us, ms or s, up to {@code maxNanos}. */
+    private long duration(ScalarNode node, String path, long maxNanos, String maxText) throws ConfigException {
         String text = node.getValue();
         int end = 0;
         while (end < text.length() && end < 12 && text.charAt(end) >= '0' && text.charAt(end) <= '9') {
@@ -268,8 +282,8 @@ final class ConfigReader {
             throw error(node, path, text, "is not a duration: use a whole number with ns, us, ms or s, such as 100us");
         }
         long number = Long.parseLong(text.substring(0, end));
-        if (number > LATENCY_NANOS_MAX / unit) {
-            throw error(node, path, text, "is longer than 10s");
+        if (number > maxNanos / unit) {
+            throw error(node, path, text, "is longer than " + maxText);
         }
         return number * unit;
     }

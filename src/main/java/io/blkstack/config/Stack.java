@@ -19,6 +19,7 @@ import io.blkstack.config.StackConfig.NullSpec;
 import io.blkstack.dm.MappedDevice;
 import io.blkstack.dm.Table;
 import io.blkstack.dm.TableException;
+import io.blkstack.dm.target.ThinPoolTarget;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.mem.Gfp;
 import io.blkstack.nbd.Export;
@@ -148,6 +149,11 @@ public final class Stack implements AutoCloseable {
         } catch (TableException e) {
             throw tableError(index, e);
         }
+        for (int t = 0; t < table.targetCount(); t++) {
+            if (table.target(t) instanceof ThinPoolTarget pool) {
+                pool.applyDefaultNoSpaceTimeout(config.noSpaceTimeoutNanos());
+            }
+        }
         try {
             MappedDevice device = new MappedDevice(kernel, spec.name(), table);
             mapped.add(device);
@@ -253,6 +259,21 @@ public final class Stack implements AutoCloseable {
             }
         }
         return failures;
+    }
+
+    /**
+     * Fails, with {@code status}, every bio a mapped device's target holds back waiting for a
+     * resource that may never come (a full thin pool's queued writes; see
+     * {@link io.blkstack.dm.Target#failWaiting}); returns how many. Never blocks.
+     */
+    public int failWaiting(BioStatus status) {
+        int failed = 0;
+        for (MappedDevice device : mapped) {
+            for (io.blkstack.dm.Target target : device.table().targets()) {
+                failed += target.failWaiting(status);
+            }
+        }
+        return failed;
     }
 
     /** Closes mapped devices last built first, then bottom devices last first, then the flush set. */

@@ -24,15 +24,28 @@ import java.util.List;
  * @param mapped mapped devices in file order (build order)
  * @param exports exports in file order
  * @param connections how {@code serve} treats its clients: limit and timeouts
+ * @param noSpaceTimeoutNanos the {@code no_space_timeout} of every thin pool whose table line does
+ *     not set one (YAML {@code no-space-timeout}); 0 waits for ever
+ * @param drainTimeoutNanos how long {@code serve} lets open requests finish when it stops (YAML
+ *     {@code drain-timeout})
  */
 public record StackConfig(String source, long memoryBytes, ListenAddress listen, List<DeviceSpec> devices,
-        List<MappedSpec> mapped, List<ExportSpec> exports, Connections connections) {
+        List<MappedSpec> mapped, List<ExportSpec> exports, Connections connections, long noSpaceTimeoutNanos,
+        long drainTimeoutNanos) {
 
     /** The page arena when the file does not say. */
     public static final long DEFAULT_MEMORY_BYTES = 64L << 20;
+    /** A thin pool's no_space_timeout when neither its table line nor the file says: 60 s, as dm-thin. */
+    public static final long DEFAULT_NO_SPACE_TIMEOUT_NANOS = 60_000_000_000L;
+    /** How long {@code serve} drains when the file does not say: 30 s. */
+    public static final long DEFAULT_DRAIN_TIMEOUT_NANOS = 30_000_000_000L;
 
     /** Copies the lists. */
     public StackConfig {
+        if (noSpaceTimeoutNanos < 0 || drainTimeoutNanos < 0) {
+            throw new IllegalArgumentException("no-space-timeout " + noSpaceTimeoutNanos + " ns and drain-timeout "
+                    + drainTimeoutNanos + " ns must not be negative");
+        }
         devices = List.copyOf(devices);
         mapped = List.copyOf(mapped);
         exports = List.copyOf(exports);
@@ -41,10 +54,11 @@ public record StackConfig(String source, long memoryBytes, ListenAddress listen,
         }
     }
 
-    /** A configuration with the default connection settings. */
+    /** A configuration with the default connection settings, no-space-timeout and drain-timeout. */
     public StackConfig(String source, long memoryBytes, ListenAddress listen, List<DeviceSpec> devices,
             List<MappedSpec> mapped, List<ExportSpec> exports) {
-        this(source, memoryBytes, listen, devices, mapped, exports, Connections.DEFAULTS);
+        this(source, memoryBytes, listen, devices, mapped, exports, Connections.DEFAULTS,
+                DEFAULT_NO_SPACE_TIMEOUT_NANOS, DEFAULT_DRAIN_TIMEOUT_NANOS);
     }
 
     /**

@@ -128,6 +128,15 @@ public abstract class Target {
     public void presuspend() {
     }
 
+    /**
+     * Fails now, with {@code status}, the bios this target holds back waiting for something that
+     * may never come (a thin pool's writes waiting for data space); returns how many. For a
+     * server whose drain deadline passed. Never blocks. Most targets hold nothing back.
+     */
+    public int failWaiting(BioStatus status) {
+        return 0;
+    }
+
     /** After every in-flight clone finished. */
     public void postsuspend() {
     }

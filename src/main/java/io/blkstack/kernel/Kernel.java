@@ -41,7 +41,7 @@ public final class Kernel implements AutoCloseable {
         scheduler.bind(this);
         this.pages = new PageAllocator(this, b.memoryBytes);
         this.watchdog = b.watchdogThresholdNanos > 0
-                ? new HungTaskWatchdog(this, b.watchdogThresholdNanos, b.watchdogListener) : null;
+                ? new HungTaskWatchdog(this, b.watchdogThresholdNanos, b.watchdogListener, b.watchdogExplainer) : null;
     }
 
     /** Starts building a kernel with the real scheduler, default policies and no faults. */
@@ -231,6 +231,7 @@ public final class Kernel implements AutoCloseable {
         private Tracer tracer = Tracer.NONE;
         private long watchdogThresholdNanos;
         private Consumer<HungTaskWatchdog.Report> watchdogListener = r -> System.err.print(r.describe());
+        private java.util.function.Function<Task, String> watchdogExplainer;
         private boolean start = true;
 
         public Builder name(String value) {
@@ -268,6 +269,16 @@ public final class Kernel implements AutoCloseable {
         public Builder watchdog(Duration threshold, Consumer<HungTaskWatchdog.Report> listener) {
             this.watchdogThresholdNanos = threshold.toNanos();
             this.watchdogListener = listener;
+            return this;
+        }
+
+        /**
+         * Gives the watchdog an explainer: for a stuck task, the wait-for explanation its report
+         * carries (what the wait target is, who holds what the task needs). Runs on the watchdog's
+         * task; must not block.
+         */
+        public Builder watchdogExplainer(java.util.function.Function<Task, String> explainer) {
+            this.watchdogExplainer = explainer;
             return this;
         }
 

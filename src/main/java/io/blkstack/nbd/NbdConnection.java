@@ -1073,9 +1073,51 @@ final class NbdConnection {
         }
     }
 
+    /** Closes the socket now (a server past its drain deadline); the tasks see it and end as they can. */
+    void closeSocket() {
+        try {
+            channel.close();
+        } catch (IOException e) {
+            // already closed
+        }
+    }
+
     /** Ends a connection whose first task could not be started. */
     void endUnstarted() {
         finish();
+    }
+
+    /**
+     * This connection's requests in flight and where each one's bios are (a device, a driver's
+     * queue): for the watchdog's and the drain's explanations. Reads without locks, so a request
+     * finishing meanwhile may be shown half; it is a description, never a decision.
+     */
+    String describeInFlight() {
+        StringBuilder sb = new StringBuilder();
+        sb.append("connection ").append(name).append(": ").append(inUse.get()).append(" request(s) in flight");
+        int shown = 0;
+        for (NbdRequest r : requests) {
+            if (r == null || r.remaining.get() <= 0) {
+                continue; // a slot never used yet has no request
+            }
+            if (shown++ == 8) {
+                sb.append(" ...");
+                break;
+            }
+            sb.append(shown == 1 ? ": " : ", ").append(r);
+            StringBuilder where = new StringBuilder();
+            int bios = Math.min(r.bioCount, r.bios.length);
+            for (int i = 0; i < bios; i++) {
+                io.blkstack.bio.Bio bio = r.bios[i];
+                if (bio != null && bio.state() != io.blkstack.bio.BioState.FREE) {
+                    where.append(where.isEmpty() ? "" : "; ").append(bio.describeHolder());
+                }
+            }
+            if (!where.isEmpty()) {
+                sb.append(" [its bios: ").append(where).append(']');
+            }
+        }
+        return sb.toString();
     }
 
     /** Stops the timers, closes the socket, leaves the server's table and signals the end. */

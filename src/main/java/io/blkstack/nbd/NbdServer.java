@@ -44,13 +44,15 @@ import java.util.function.Consumer;
  * {@link #REFUSALS_MAX} refusals under way), never silently closed. Each client has the handshake
  * timeout to negotiate, and, if set, the idle timeout bounds how long a connection may sit with
  * nothing to do ({@link NbdConnection}). A failed accept (out of descriptors, say) is logged and
- * retried after a bounded back-off; the accept task ends only when the server closes. Accept
+ * retried after a bounded back-off; the accept task ends only when the server stops accepting. Accept
  * failures, refusals and timeouts go to {@link Options#log} and the kernel counters
  * {@code nbd.accept-failures} and {@code nbd.refusals}.
  *
  * <p>Life: {@link #start} binds and starts accepting; {@link #close} stops accepting, lets every
  * connection finish its in-flight requests and close, then closes the bio set. The server is a
- * kernel component, so closing the kernel closes it first if the owner did not.
+ * kernel component, so closing the kernel closes it first if the owner did not. An owner that must
+ * stop within a deadline calls {@link #drain} with a timeout first (which {@link #skipDrain} can cut
+ * short), and for connections still open after it {@link #cutConnections}.
  */
 public final class NbdServer implements Component {
 
@@ -168,10 +170,20 @@ public final class NbdServer implements Component {
     private final AtomicLong refusals;
     private volatile Acceptor acceptor = ServerSocketChannel::accept;
     private final Completion acceptDone = new Completion("nbd accept done");
+    private final WaitQueue drainWait = new WaitQueue("nbd server drain");
+    /** What a draining task waits on: names every open connection and its requests in flight. */
+    private final Object drainTarget = new Object() {
+        @Override
+        public String toString() {
+            return "nbd server drain: " + describeConnections();
+        }
+    };
+    private volatile boolean drainSkipped;
     private final AtomicLong connectionIds = new AtomicLong();
     private ServerSocketChannel listener;
     private InetSocketAddress boundAddress;
     private boolean started;
+    private boolean stopping;
     private boolean closed;
 
     /** A server with default options on {@code listen}. */
@@ -402,7 +414,7 @@ public final class NbdServer implements Component {
     private Admission admit(NbdConnection connection) {
         lock.lock();
         try {
-            if (closed) {
+            if (closed || stopping) {
                 return Admission.CLOSING;
             }
             if (connections.size() - refusing < options.connectionsMax()) {
@@ -431,6 +443,7 @@ public final class NbdServer implements Component {
         } finally {
             lock.unlock();
         }
+        drainWait.wakeAll();
     }
 
     /** The client's address for log lines. */
@@ -464,7 +477,7 @@ public final class NbdServer implements Component {
     private boolean isClosed() {
         lock.lock();
         try {
-            return closed;
+            return closed || stopping;
         } finally {
             lock.unlock();
         }
@@ -478,7 +491,90 @@ public final class NbdServer implements Component {
     @Override
     public String describeState() {
         return name() + ": " + connectionCount() + " connection(s), payload budget " + budget.freePages() + " of "
-                + budget.totalPages() + " pages free, " + bioSet.outstanding() + " bio(s) out";
+                + budget.totalPages() + " pages free, " + bioSet.outstanding() + " bio(s) out"
+                + (connectionCount() == 0 ? "" : "; " + describeConnections());
+    }
+
+    /** Every open connection with its requests in flight and where their bios are. */
+    public String describeConnections() {
+        List<NbdConnection> open = openConnections();
+        if (open.isEmpty()) {
+            return "no connection open";
+        }
+        StringBuilder sb = new StringBuilder();
+        for (NbdConnection c : open) {
+            sb.append(sb.isEmpty() ? "" : "; ").append(c.describeInFlight());
+        }
+        return sb.toString();
+    }
+
+    private List<NbdConnection> openConnections() {
+        lock.lock();
+        try {
+            return new ArrayList<>(connections);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Stops accepting connections (once) and waits for the accept task to end. */
+    public void stopAccepting() {
+        lock.lock();
+        try {
+            if (stopping) {
+                return;
+            }
+            stopping = true;
+        } finally {
+            lock.unlock();
+        }
+        if (listener != null) {
+            try {
+                listener.close();
+            } catch (IOException e) {
+                // nothing to do
+            }
+            acceptBackoff.wakeAll();
+            acceptDone.await();
+        }
+    }
+
+    /**
+     * Stops accepting and ends every connection's input, so each finishes its in-flight requests,
+     * sends their replies and closes; waits until every connection has closed, {@code timeoutNanos}
+     * passed (negative: no limit), or (if {@code skippable}) {@link #skipDrain} was called.
+     *
+     * @return whether every connection closed
+     */
+    public boolean drain(long timeoutNanos, boolean skippable) {
+        stopAccepting();
+        for (NbdConnection c : openConnections()) {
+            c.shutdownInput();
+        }
+        drainWait.waitEventTimeout(() -> connectionCount() == 0 || (skippable && drainSkipped), drainTarget,
+                timeoutNanos, false);
+        return connectionCount() == 0;
+    }
+
+    /** Makes a skippable {@link #drain} return now (a second stop signal); never blocks. */
+    public void skipDrain() {
+        drainSkipped = true;
+        drainWait.wakeAll();
+    }
+
+    /**
+     * Closes the socket of every connection still open: its client sees the connection end, which
+     * fails every request it has outstanding, and a writer blocked on a client that stopped reading
+     * is released. Requests still held by devices are released when the devices complete them.
+     * Returns the descriptions of the connections cut (with their requests in flight).
+     */
+    public List<String> cutConnections() {
+        List<String> cut = new ArrayList<>();
+        for (NbdConnection c : openConnections()) {
+            cut.add(c.describeInFlight());
+            c.closeSocket();
+        }
+        return cut;
     }
 
     /**
@@ -497,28 +593,7 @@ public final class NbdServer implements Component {
             lock.unlock();
         }
         kernel.unregister(this);
-        if (listener != null) {
-            try {
-                listener.close();
-            } catch (IOException e) {
-                // nothing to do
-            }
-            acceptBackoff.wakeAll();
-            acceptDone.await();
-        }
-        List<NbdConnection> open;
-        lock.lock();
-        try {
-            open = new ArrayList<>(connections);
-        } finally {
-            lock.unlock();
-        }
-        for (NbdConnection c : open) {
-            c.shutdownInput();
-        }
-        for (NbdConnection c : open) {
-            c.done.await();
-        }
+        drain(-1, false);
         bioSet.close();
     }
 

@@ -114,6 +114,53 @@ public final class Knot {
     }
 
     /**
+     * The wait-for explanation of one task of a running kernel, for the hung-task watchdog on real
+     * threads: what the task waits on and who holds that, as the checker describes wait targets (a
+     * mutex's owner and its own wait, a pool's elements and its bio set's holders); for a wait on a
+     * bio's completion, the bio and where it is; then every bio held outside its pool, by bio set
+     * and holder (a device, a driver's queue such as a thin pool's out-of-data-space queue, a
+     * task's submit list), and the page allocator. Only what holds something is listed, so the
+     * report stays short on a large stack. Runs on a kernel task and takes only spin locks.
+     */
+    public static String explainWait(Kernel kernel, Task task) {
+        List<WaitDescriber> describers = List.of(bioSetPools(kernel));
+        StringBuilder sb = new StringBuilder("wait-for:\n");
+        Object what = task.waitingOn();
+        sb.append("  task ").append(task).append(" (").append(task.kind()).append(')');
+        if (what == null) {
+            sb.append(" is no longer waiting\n");
+        } else {
+            long since = kernel.scheduler().nanoTime() - task.waitSinceNanos();
+            sb.append(" waits on ").append(describeTarget(what, describers)).append(" for ")
+                    .append(since / 1_000_000).append(" ms\n");
+        }
+        StringBuilder held = new StringBuilder();
+        for (Component c : kernel.components()) {
+            if (!(c instanceof BioSet bs)) {
+                continue;
+            }
+            for (io.blkstack.bio.Bio bio : bs.outstandingBios()) {
+                if (what != null && bio.privateData() == what) {
+                    sb.append("    which is the completion of ").append(bio).append(": ").append(bio.describeHolder())
+                            .append('\n');
+                }
+            }
+            java.util.Map<String, Integer> holders = bs.holders();
+            if (!holders.isEmpty()) {
+                held.append("    ").append(bs.name()).append(": ");
+                int n = 0;
+                for (java.util.Map.Entry<String, Integer> e : holders.entrySet()) {
+                    held.append(n++ == 0 ? "" : "; ").append(e.getValue()).append(" x ").append(e.getKey());
+                }
+                held.append('\n');
+            }
+        }
+        sb.append("  bios held outside their pools:\n").append(held.isEmpty() ? "    none\n" : held);
+        sb.append("  ").append(kernel.pages().describeState()).append('\n');
+        return sb.toString();
+    }
+
+    /**
      * Describes a wait on a bio set's bio or vec mempool: the pool, then the set and where its
      * outstanding bios are (a task's pending list, a device, the rescuer's queue).
      */

@@ -13,7 +13,7 @@ import java.nio.charset.StandardCharsets;
  * WRITE, FLUSH, DISC). The protocol tests' scripted client lives in the nbd package and is
  * package-private; this one only needs a round trip.
  */
-final class MiniNbdClient implements AutoCloseable {
+public final class MiniNbdClient implements AutoCloseable {
 
     private static final long NBDMAGIC = 0x4e42444d41474943L;
     private static final long IHAVEOPT = 0x49484156454F5054L;
@@ -35,7 +35,7 @@ final class MiniNbdClient implements AutoCloseable {
     final int transmissionFlags;
 
     /** Connects and negotiates {@code export}; throws if the server refuses it. */
-    MiniNbdClient(InetSocketAddress address, String export) throws IOException {
+    public MiniNbdClient(InetSocketAddress address, String export) throws IOException {
         channel = SocketChannel.open(address);
         ByteBuffer hello = read(18);
         if (hello.getLong() != NBDMAGIC || hello.getLong() != IHAVEOPT) {
@@ -55,13 +55,13 @@ final class MiniNbdClient implements AutoCloseable {
     }
 
     /** Writes {@code data} at {@code offset}; returns the NBD error (0 for success). */
-    int write(long offset, byte[] data) throws IOException {
+    public int write(long offset, byte[] data) throws IOException {
         request(CMD_WRITE, offset, data.length, data);
         return reply(0).error;
     }
 
     /** Reads {@code length} bytes at {@code offset}; throws on an NBD error. */
-    byte[] read(long offset, int length) throws IOException {
+    public byte[] read(long offset, int length) throws IOException {
         request(CMD_READ, offset, length, null);
         Reply r = reply(length);
         if (r.error != 0) {
@@ -71,7 +71,7 @@ final class MiniNbdClient implements AutoCloseable {
     }
 
     /** Flushes; returns the NBD error. */
-    int flush() throws IOException {
+    public int flush() throws IOException {
         request(CMD_FLUSH, 0, 0, null);
         return reply(0).error;
     }

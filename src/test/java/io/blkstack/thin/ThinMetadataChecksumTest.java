@@ -184,7 +184,8 @@ class ThinMetadataChecksumTest {
             assertEquals(ThinMetadata.VERSION_UNCHECKSUMMED, ThinMetadata.open(cache, false).version());
         }
         MemoryDevice data = new MemoryDevice(kernel, "data", 1024L * 128 * 512, 0);
-        Pool readOnly = Pool.open(kernel, "pool", meta, data, 128, 0, new Pool.Features(false, false, false, true));
+        Pool readOnly = Pool.open(kernel, "pool", meta, data, 128, 0, new Pool.Features(false, false, false, true,
+                Pool.NO_SPACE_TIMEOUT_DEFAULT_NANOS));
         try {
             assertEquals(0, readOnly.metadata().migratedFrom(), "a read_only pool does not write");
             assertEquals(ThinMetadata.VERSION_UNCHECKSUMMED, readOnly.metadata().version());

@@ -4,6 +4,7 @@ import io.blkstack.bio.Bio;
 import io.blkstack.bio.BioFlags;
 import io.blkstack.bio.BioList;
 import io.blkstack.bio.BioOp;
+import io.blkstack.bio.BioState;
 import io.blkstack.block.BlockDevice;
 import io.blkstack.block.Submit;
 import io.blkstack.dm.MapResult;
@@ -57,6 +58,8 @@ public final class DelayTarget extends Target {
         final long offsetSectors;
         final long delayMs;
         final BioList held = new BioList(); // guarded by the target's lock
+        /** Names this class's list as the holder of the clones on it, for the checker and the watchdog. */
+        final Object holder;
 
         DelayClass(String name, BlockDevice device, String deviceName, long offsetSectors, long delayMs) {
             this.name = name;
@@ -64,6 +67,13 @@ public final class DelayTarget extends Target {
             this.deviceName = deviceName;
             this.offsetSectors = offsetSectors;
             this.delayMs = delayMs;
+            this.holder = new Object() {
+                @Override
+                public String toString() {
+                    return "the " + DelayClass.this.name + " list of a delay target over " + deviceName + " ("
+                            + DelayClass.this.delayMs + " ms each)";
+                }
+            };
         }
 
         /** The class's table arguments. */
@@ -155,6 +165,7 @@ public final class DelayTarget extends Target {
                 }
                 return MapResult.REMAPPED;
             }
+            clone.setState(BioState.QUEUED, c.holder);
             c.held.add(clone);
             heldTotal++;
             armLocked(info.expiresNanos, now);

@@ -15,10 +15,15 @@ import java.util.List;
 
 /**
  * {@code thin-pool <metadata dev> <data dev> <block sectors> <low water blocks> [<#features>
- * skip_block_zeroing|ignore_discard|error_if_no_space|read_only ...]}: a pool of data blocks that
+ * skip_block_zeroing|ignore_discard|error_if_no_space|read_only|no_space_timeout=SECONDS ...]}: a pool of data blocks that
  * {@code thin} devices provision from (dm-thin's pool target). The metadata device is opened
  * through a buffer cache; if it holds no thin superblock it is formatted. Block size: a power of
  * two from 8 to 2048 sectors (dm requires multiples of 128; smaller blocks are allowed for tests).
+ *
+ * <p>{@code no_space_timeout=SECONDS} is dm-thin's module parameter of that name as a per-pool
+ * feature (a blkstack extension): how long writes that need a data block wait for space before
+ * they fail with ENOSPC; 0 waits for ever; without it the pool gets the configuration's default
+ * ({@link #applyDefaultNoSpaceTimeout}), else 60 s.
  *
  * <p>Messages: {@code create_thin ID}, {@code create_snap ID ORIGIN_ID}, {@code delete ID}, each
  * committed before the reply. Status: see {@link Pool#statusInfo}.
@@ -34,6 +39,7 @@ public final class ThinPoolTarget extends Target {
 
     private final List<String> words;
     private final BlockDevice dataDevice;
+    private final boolean noSpaceTimeoutInTable;
     private Pool pool;
 
     /** Parses the arguments and binds (opening or formatting) the pool. */
@@ -52,6 +58,7 @@ public final class ThinPoolTarget extends Target {
         }
         long lowWater = args.unsigned(4, "is not a number of blocks (low water mark)");
         Pool.Features features = parseFeatures(args);
+        this.noSpaceTimeoutInTable = words.stream().anyMatch(w -> w.startsWith(NO_SPACE_TIMEOUT_PREFIX));
         try {
             this.pool = PoolRegistry.bind(args.kernel(), args.mappedDeviceName(), meta,
                     () -> Pool.open(args.kernel(), args.mappedDeviceName(), meta, dataDevice, blockSectors, lowWater, features));
@@ -60,11 +67,16 @@ public final class ThinPoolTarget extends Target {
         }
     }
 
+    /** The feature word that sets the no_space_timeout, before its seconds. */
+    static final String NO_SPACE_TIMEOUT_PREFIX = "no_space_timeout=";
+    /** The longest no_space_timeout accepted: one day. */
+    static final long NO_SPACE_TIMEOUT_SECONDS_MAX = 86_400;
+
     private static Pool.Features parseFeatures(TargetArgs args) throws TableException {
         if (args.count() == 4) {
             return Pool.Features.none();
         }
-        int n = args.intInRange(5, 0, 4, "feature count");
+        int n = args.intInRange(5, 0, 5, "feature count");
         if (args.count() != 5 + n) {
             throw args.error(5, "says " + n + " feature(s) but " + (args.count() - 5) + " follow");
         }
@@ -72,16 +84,50 @@ public final class ThinPoolTarget extends Target {
         boolean ignore = false;
         boolean error = false;
         boolean ro = false;
+        long timeoutNanos = Pool.NO_SPACE_TIMEOUT_DEFAULT_NANOS;
         for (int i = 6; i < 6 + n; i++) {
-            switch (args.word(i)) {
+            String word = args.word(i);
+            switch (word) {
                 case "skip_block_zeroing" -> skip = true;
                 case "ignore_discard" -> ignore = true;
                 case "error_if_no_space" -> error = true;
                 case "read_only" -> ro = true;
-                default -> throw args.error(i, "is not a feature (skip_block_zeroing, ignore_discard, error_if_no_space, read_only)");
+                default -> {
+                    if (!word.startsWith(NO_SPACE_TIMEOUT_PREFIX)) {
+                        throw args.error(i, "is not a feature (skip_block_zeroing, ignore_discard, error_if_no_space,"
+                                + " read_only, no_space_timeout=SECONDS)");
+                    }
+                    timeoutNanos = noSpaceTimeoutSeconds(args, i, word.substring(NO_SPACE_TIMEOUT_PREFIX.length()))
+                            * 1_000_000_000L;
+                }
             }
         }
-        return new Pool.Features(skip, ignore, error, ro);
+        return new Pool.Features(skip, ignore, error, ro, timeoutNanos);
+    }
+
+    /** The seconds of a {@code no_space_timeout=} word: a whole number from 0 to a day. */
+    private static long noSpaceTimeoutSeconds(TargetArgs args, int index, String digits) throws TableException {
+        long seconds;
+        try {
+            seconds = Long.parseLong(digits);
+        } catch (NumberFormatException e) {
+            seconds = -1;
+        }
+        if (seconds < 0 || seconds > NO_SPACE_TIMEOUT_SECONDS_MAX || !digits.chars().allMatch(Character::isDigit)) {
+            throw args.error(index, "is not no_space_timeout=SECONDS with whole seconds from 0 (wait for ever) to "
+                    + NO_SPACE_TIMEOUT_SECONDS_MAX);
+        }
+        return seconds;
+    }
+
+    /**
+     * Gives the pool the configuration's default {@code no_space_timeout} unless this table line
+     * set one (the YAML {@code no-space-timeout}, standing in for dm-thin's module parameter).
+     */
+    public void applyDefaultNoSpaceTimeout(long nanos) {
+        if (!noSpaceTimeoutInTable) {
+            pool.setNoSpaceTimeoutNanos(nanos);
+        }
     }
 
     /** Flushes go to the data device; data I/O to the pool device is rejected (see the class comment). */
@@ -108,6 +154,12 @@ public final class ThinPoolTarget extends Target {
     @Override
     public String statusTable() {
         return String.join(" ", words);
+    }
+
+    /** Fails the writes waiting for data space (see {@link Pool#failWaitingForSpace}). */
+    @Override
+    public int failWaiting(BioStatus status) {
+        return pool == null ? 0 : pool.failWaitingForSpace(status);
     }
 
     @Override

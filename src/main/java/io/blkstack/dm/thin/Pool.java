@@ -6,6 +6,7 @@ import io.blkstack.bio.BioFlags;
 import io.blkstack.bio.BioList;
 import io.blkstack.bio.BioOp;
 import io.blkstack.bio.BioSet;
+import io.blkstack.bio.BioState;
 import io.blkstack.bio.BioStatus;
 import io.blkstack.block.BlockDevice;
 import io.blkstack.block.Submit;
@@ -80,13 +81,31 @@ public final class Pool {
         }
     }
 
-    /** The optional features of a pool table line. */
-    public record Features(boolean skipBlockZeroing, boolean ignoreDiscard, boolean errorIfNoSpace, boolean readOnly) {
-        /** No feature set. */
+    /**
+     * The optional features of a pool table line.
+     *
+     * @param noSpaceTimeoutNanos how long writes wait for data space before they fail with
+     *     ENOSPC (dm-thin's {@code no_space_timeout}); 0 waits for ever; ignored under
+     *     {@code errorIfNoSpace}, which fails them at once
+     */
+    public record Features(boolean skipBlockZeroing, boolean ignoreDiscard, boolean errorIfNoSpace, boolean readOnly,
+            long noSpaceTimeoutNanos) {
+
+        /** Checks the timeout. */
+        public Features {
+            if (noSpaceTimeoutNanos < 0) {
+                throw new IllegalArgumentException("no_space_timeout of " + noSpaceTimeoutNanos + " ns is negative");
+            }
+        }
+
+        /** No feature set (the default no_space_timeout). */
         public static Features none() {
-            return new Features(false, false, false, false);
+            return new Features(false, false, false, false, NO_SPACE_TIMEOUT_DEFAULT_NANOS);
         }
     }
+
+    /** How long writes wait for data space unless the table says otherwise: 60 s, as dm-thin. */
+    public static final long NO_SPACE_TIMEOUT_DEFAULT_NANOS = 60_000_000_000L;
 
     /** Metadata block size in bytes. */
     public static final int METADATA_BLOCK_SIZE = 4096;
@@ -114,6 +133,9 @@ public final class Pool {
     private Page[] copyPages;
     private final Work work;
     private final DelayedWork commitTimer;
+    private final DelayedWork noSpaceTimer;
+    /** Names the out-of-space queue as the holder of the bios on it (for the checker and the watchdog). */
+    private final Object noSpaceHolder;
     private final BioEndIo provisionEndIo = this::provisionDone;
 
     private final SpinLock lock;
@@ -129,6 +151,16 @@ public final class Pool {
     private boolean dirty;
 
     private volatile Mode mode = Mode.RW;
+    /**
+     * Whether writes that need a block fail at once when there is none: the table's
+     * {@code error_if_no_space}, or set when {@code no_space_timeout} expired (as dm-thin flips
+     * {@code pf.error_if_no_space}); back to the table's value when space comes back. Changed
+     * under {@code lock}, together with the out-of-space list.
+     */
+    private volatile boolean errorIfNoSpace;
+    private volatile long noSpaceTimeoutNanos;
+    /** When the pool last ran out of data space (kernel clock), for explanations. */
+    private volatile long outOfSpaceSinceNanos;
     private volatile boolean belowLowWater;
     private volatile boolean noSpaceLogged;
     int refs;
@@ -148,6 +180,15 @@ public final class Pool {
         this.metaLock = new Mutex("thin-pool " + name + " metadata");
         this.work = new Work("thin-pool " + name + " worker", this::process);
         this.commitTimer = new DelayedWork("thin-pool " + name + " commit", this::periodicCommit);
+        this.noSpaceTimer = new DelayedWork("thin-pool " + name + " no_space_timeout", this::noSpaceTimedOut);
+        this.noSpaceHolder = new Object() {
+            @Override
+            public String toString() {
+                return describeNoSpaceQueue();
+            }
+        };
+        this.errorIfNoSpace = features.errorIfNoSpace();
+        this.noSpaceTimeoutNanos = features.noSpaceTimeoutNanos();
     }
 
     /**
@@ -571,23 +612,124 @@ public final class Pool {
         return -1;
     }
 
-    /** No data space: fail with NOSPC or queue until a commit frees blocks. */
+    /**
+     * No data space: fail with NOSPC, or queue until a commit frees blocks. Entering the
+     * out-of-data-space mode arms the {@code no_space_timeout} timer (dm-thin's
+     * {@code set_pool_mode}), so a queued write waits at most that long: every wait has an end
+     * unless the table asked for {@code no_space_timeout=0}.
+     */
     private void outOfSpace(Bio clone) {
+        boolean entered = false;
         if (mode == Mode.RW) {
             mode = Mode.OUT_OF_DATA_SPACE;
+            outOfSpaceSinceNanos = kernel.scheduler().nanoTime();
+            entered = true;
+        }
+        boolean fail;
+        lock.lock();
+        fail = errorIfNoSpace;
+        if (!fail) {
+            clone.setState(BioState.QUEUED, noSpaceHolder);
+            noSpace.add(clone);
+        }
+        lock.unlock();
+        long timeout = noSpaceTimeoutNanos;
+        if (entered && !fail && timeout > 0 && !closed) {
+            workqueue.queueDelayed(noSpaceTimer, timeout);
         }
         if (!noSpaceLogged) {
             noSpaceLogged = true;
-            System.err.println("blkstack: thin-pool " + name + ": out of data space ("
-                    + (features.errorIfNoSpace() ? "failing writes with ENOSPC" : "queueing writes") + ")");
+            System.err.println("blkstack: thin-pool " + name + ": out of data space: "
+                    + (fail ? "failing writes that need a block with ENOSPC"
+                            : timeout > 0 ? "queueing writes that need a block for at most " + seconds(timeout)
+                                    + " s (no_space_timeout)"
+                                    : "queueing writes that need a block until blocks are freed (no_space_timeout=0)"));
         }
-        if (features.errorIfNoSpace()) {
+        if (fail) {
             fail(clone, BioStatus.NOSPC);
+        }
+    }
+
+    /**
+     * The {@code no_space_timeout} work (dm-thin's {@code do_no_space_timeout}): if the pool is
+     * still out of data space, writes that need a block fail with ENOSPC from now on, and so do
+     * those queued, until a commit frees blocks. A run left over from an earlier shortage (its
+     * timer fired just before space came back, and the pool ran out again since) re-arms for the
+     * rest of the current one instead.
+     */
+    private void noSpaceTimedOut() {
+        BioList expired = new BioList();
+        long timeout = noSpaceTimeoutNanos;
+        long left = outOfSpaceSinceNanos + timeout - kernel.scheduler().nanoTime();
+        lock.lock();
+        boolean act = mode == Mode.OUT_OF_DATA_SPACE && !errorIfNoSpace && timeout > 0;
+        boolean early = act && left > 0;
+        if (act && !early) {
+            errorIfNoSpace = true;
+            for (Bio b = noSpace.pop(); b != null; b = noSpace.pop()) {
+                expired.add(b);
+            }
+        }
+        lock.unlock();
+        if (early && !closed) {
+            workqueue.queueDelayed(noSpaceTimer, left);
+        }
+        if (!act || early) {
             return;
         }
+        kernel.counters().get("thin.no-space-timeouts").incrementAndGet();
+        System.err.println("blkstack: thin-pool " + name + ": no_space_timeout of " + seconds(noSpaceTimeoutNanos)
+                + " s expired: failing " + expired.size() + " queued write(s) and new ones that need space with ENOSPC");
+        for (Bio b = expired.pop(); b != null; b = expired.pop()) {
+            fail(b, BioStatus.NOSPC);
+        }
+    }
+
+    /**
+     * Fails every write waiting for data space with {@code status} now (a server whose drain
+     * deadline passed). Later writes are not affected. Returns how many were failed. Never blocks.
+     */
+    public int failWaitingForSpace(BioStatus status) {
+        BioList failed = new BioList();
         lock.lock();
-        noSpace.add(clone);
+        for (Bio b = noSpace.pop(); b != null; b = noSpace.pop()) {
+            failed.add(b);
+        }
         lock.unlock();
+        int n = 0;
+        for (Bio b = failed.pop(); b != null; b = failed.pop()) {
+            fail(b, status);
+            n++;
+        }
+        return n;
+    }
+
+    /** Sets the {@code no_space_timeout}; 0 waits for ever. Takes effect the next time the pool runs out of space. */
+    public void setNoSpaceTimeoutNanos(long nanos) {
+        if (nanos < 0) {
+            throw new IllegalArgumentException("no_space_timeout of " + nanos + " ns is negative");
+        }
+        noSpaceTimeoutNanos = nanos;
+    }
+
+    /** The {@code no_space_timeout} in nanoseconds; 0 waits for ever. */
+    public long noSpaceTimeoutNanos() {
+        return noSpaceTimeoutNanos;
+    }
+
+    /** The out-of-space queue as a holder: what waits there, since when, and until when. */
+    private String describeNoSpaceQueue() {
+        long timeout = noSpaceTimeoutNanos;
+        long waited = kernel.scheduler().nanoTime() - outOfSpaceSinceNanos;
+        return "thin-pool " + name + "'s out-of-data-space queue (" + groups.freeBlocks() + " free of "
+                + metadata.dataBlockCount() + " data blocks, out of space for " + waited / 1_000_000 + " ms, "
+                + (timeout > 0 ? "no_space_timeout " + seconds(timeout) + " s" : "no_space_timeout=0: waits until blocks are freed")
+                + ")";
+    }
+
+    private static String seconds(long nanos) {
+        return nanos % 1_000_000_000L == 0 ? Long.toString(nanos / 1_000_000_000L)
+                : String.format(java.util.Locale.ROOT, "%.3f", nanos / 1e9);
     }
 
     /** Discards whole blocks: unmap and drop the reference; partial-block discards are no-ops. */
@@ -689,13 +831,16 @@ public final class Pool {
             lock.lock();
             boolean waiting = !noSpace.isEmpty();
             for (Bio b = noSpace.pop(); b != null; b = noSpace.pop()) {
+                b.setState(BioState.IN_FLIGHT, this);
                 deferred.add(b);
             }
-            lock.unlock();
             if (mode == Mode.OUT_OF_DATA_SPACE) {
                 mode = Mode.RW;
+                errorIfNoSpace = features.errorIfNoSpace();
                 noSpaceLogged = false;
             }
+            lock.unlock();
+            noSpaceTimer.cancelTimer();
             if (waiting) {
                 workqueue.queue(work);
             }
@@ -834,7 +979,7 @@ public final class Pool {
             return metadata.transactionId() + " " + metadata.usedMetadataBlocks() + "/" + metadata.metadataBlockCount() + " "
                     + metadata.usedDataBlocks() + "/" + metadata.dataBlockCount() + " - " + mode.word() + " "
                     + (features.ignoreDiscard() ? "ignore_discard" : "discard_passdown") + " "
-                    + (features.errorIfNoSpace() ? "error_if_no_space" : "queue_if_no_space") + " - "
+                    + (errorIfNoSpace ? "error_if_no_space" : "queue_if_no_space") + " - "
                     + (belowLowWater ? "low_water" : "-");
         } finally {
             metaLock.unlock();
@@ -927,6 +1072,8 @@ public final class Pool {
         if (workqueue != null) {
             commitTimer.cancelTimer();
             commitTimer.cancel();
+            noSpaceTimer.cancelTimer();
+            noSpaceTimer.cancel();
             workqueue.close();
         }
         lock.lock();
