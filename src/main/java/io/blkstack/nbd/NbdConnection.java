@@ -23,6 +23,7 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.SocketChannel;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * One client connection: a reader task (handshake, then requests) and a writer task (replies).
@@ -147,6 +148,10 @@ final class NbdConnection {
     private final ByteBuffer rmwBlocks = ByteBuffer.allocateDirect(2 * Page.SIZE);
     /** Signalled by the completion of the reader's one synchronous bio (a read-modify-write step). */
     private final Completion syncDone;
+    /** Kernel counter {@code nbd.read-modify-writes}: unaligned WRITEs and WRITE_ZEROES served by read-modify-write. */
+    private final AtomicLong readModifyWrites;
+    /** Kernel counter {@code nbd.windowed-requests}: READs and WRITEs longer than one window. */
+    private final AtomicLong windowedRequests;
 
     // Writer state (writer task only).
     private final ByteBuffer replyHeader = ByteBuffer.allocateDirect(STRUCTURED_HEADER_BYTES + 4 + 8 * STATUS_EXTENTS_MAX);
@@ -171,6 +176,8 @@ final class NbdConnection {
         this.peer = peer;
         this.done = new Completion(name + " done");
         this.syncDone = new Completion(name + " read-modify-write");
+        this.readModifyWrites = kernel.counters().get("nbd.read-modify-writes");
+        this.windowedRequests = kernel.counters().get("nbd.windowed-requests");
         this.timerLock = new SpinLock(name + " timers");
         this.idleTimeoutNanos = server.options().idleTimeoutNanos();
         this.biosMax = Math.max(4, (maxPayloadMax + BIO_BYTES_MAX - 1) / BIO_BYTES_MAX) + READ_EXTENTS_MAX / 2 + 1;
@@ -609,6 +616,7 @@ final class NbdConnection {
         long window = windowBytes();
         boolean windowed = paddedEnd - start > window;
         if (windowed) {
+            windowedRequests.incrementAndGet();
             chargeBudget(r, window);
         }
         for (long position = start; ; ) {
@@ -705,7 +713,13 @@ final class NbdConnection {
         int head = (int) (r.offset - start);
         int tail = (int) (paddedEnd - end);
         r.track(device.trackedRequests(), start, paddedEnd, head != 0 || tail != 0);
+        if (head != 0 || tail != 0) {
+            readModifyWrites.incrementAndGet();
+        }
         long window = windowBytes();
+        if (paddedEnd - start > window) {
+            windowedRequests.incrementAndGet();
+        }
         chargeBudget(r, Math.min(paddedEnd - start, window));
         if (!readEndBlocks(start, paddedEnd, head, tail)) {
             r.fail(EIO);
@@ -932,6 +946,7 @@ final class NbdConnection {
         boolean partial = head != 0 || tail != 0;
         r.track(device.trackedRequests(), start, paddedEnd, partial);
         if (partial) {
+            readModifyWrites.incrementAndGet();
             chargeBudget(r, Page.SIZE);
             int writeFlags = flags & BioFlags.FUA;
             if (head != 0 && !zeroInBlock(start, head, (int) Math.min(blockBytes, head + r.length), writeFlags)) {

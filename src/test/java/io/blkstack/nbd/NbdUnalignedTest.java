@@ -234,6 +234,7 @@ class NbdUnalignedTest {
             }
         }
         assertEquals(server.budget().totalPages(), server.budget().freePages(), "every budget page came back");
+        assertTrue(tk.kernel.counters().value("nbd.windowed-requests") >= 4, "the long requests went in windows");
     }
 
     /**
