@@ -673,8 +673,9 @@ final class NbdConnection {
     }
 
     /**
-     * Hands a finished window that is not the request's last to the writer and waits until it is
-     * sent and its pages are free; then re-arms the request for the next window. False if the
+     * Waits until a window that is not the request's last is done (a READ's sent by the writer
+     * and its pages freed; a WRITE's bios completed, and then freed here); then re-arms the
+     * request for the next window. False if the
      * request ended there: the writer finished it on a read error, or the socket broke (the
      * request is then finished here, failed).
      */
@@ -683,6 +684,9 @@ final class NbdConnection {
         r.windowSent.await();
         if (r.command == CMD_READ && r.errno() != 0) {
             return false; // the writer sent the error and released the slot
+        }
+        if (r.command == CMD_WRITE) {
+            r.release(readerPages); // its bios completed; the writer never saw this window
         }
         r.rearm();
         if (broken) {

@@ -22,9 +22,11 @@ import java.util.concurrent.atomic.AtomicInteger;
  * <p><b>Windows.</b> A READ or WRITE is served over its range padded out to whole logical blocks
  * of the device, in windows of at most the export's maximum payload; almost every request is one
  * window. A longer one (a client that never learnt the maximum may send up to 4 GiB) goes window
- * by window: each window's bios are submitted, the writer sends that window's data (or, for a
- * write, nothing until the last) and frees its pages, then signals {@link #windowSent}, and the
- * reader {@link #rearm re-arms} the same slot for the next window. The payload budget is taken
+ * by window: each window's bios are submitted; for a READ the writer sends that window's data,
+ * frees its pages and signals {@link #windowSent}; for a WRITE the window's last completion
+ * signals it and the reader frees the pages itself (so a long write never waits for the writer,
+ * which a client that does not read its replies could hold up). Then the reader
+ * {@link #rearm re-arms} the same slot for the next window. The payload budget is taken
  * once, for one window, so a request of any length holds at most one window of pages.
  */
 final class NbdRequest {
@@ -67,7 +69,7 @@ final class NbdRequest {
     boolean lastWindow;
     /** Whether the writer already sent part of the reply (a simple READ header, or data chunks). */
     boolean replyStarted;
-    /** Signalled by the writer when a window that is not the last has been sent and its pages freed. */
+    /** Signalled when a window that is not the last is done: a READ's sent and freed by the writer, a WRITE's completed. */
     final Completion windowSent;
     /** This slot's entry in the device's tracked requests, and the list it is in (null if none). */
     final TrackedRequests.TrackedRequest tracked;
@@ -173,6 +175,10 @@ final class NbdRequest {
                 TrackedRequests list = tracker;
                 tracker = null;
                 list.end(tracked);
+            }
+            if (!lastWindow && command == NbdProtocol.CMD_WRITE) {
+                windowSent.complete(); // a WRITE window is done: the reader frees it and goes on
+                return;
             }
             connection.replyReady(this);
         }
