@@ -226,6 +226,11 @@ class NbdUnalignedTest {
             byte[] aligned = pattern(length, 6);
             assertEquals(0, structured.writeSync(4 * MiB, aligned, 0));
             assertArrayEquals(aligned, simple.readSync(4 * MiB, length));
+            // GO without asking for INFO_BLOCK_SIZE: the client never agreed to the maximum either
+            try (NbdTestClient goWithout = new NbdTestClient(addr).greet()) {
+                NbdTestClient.check(goWithout.option(OPT_GO, NbdTestClient.infoData("a")), REP_ACK);
+                assertArrayEquals(aligned, goWithout.readSync(4 * MiB, length), "40 MiB read after GO without sizes");
+            }
             // a client that asked for the block sizes is still held to the maximum
             try (NbdTestClient strict = new NbdTestClient(addr).greet()) {
                 strict.go("a");
@@ -235,6 +240,31 @@ class NbdUnalignedTest {
         }
         assertEquals(server.budget().totalPages(), server.budget().freePages(), "every budget page came back");
         assertTrue(tk.kernel.counters().value("nbd.windowed-requests") >= 4, "the long requests went in windows");
+    }
+
+    /**
+     * An {@code EXPORT_NAME} client that vanishes in the middle of a 40 MiB WRITE (some windows
+     * written, one half read from the socket): its request ends, the range it registered is
+     * released, a well-behaved client's overlapping unaligned write then goes through, and at the
+     * end every page, bio and budget page is back (the kernel's close checks).
+     */
+    @Test
+    void aClientVanishingInTheMiddleOfAWindowedWriteLeavesNothingHeld() throws Exception {
+        InetSocketAddress addr = startMemory(8 * MiB, 48 * MiB);
+        try (NbdTestClient vanish = new NbdTestClient(addr).greet()) {
+            vanish.exportName("a");
+            vanish.request(0, CMD_WRITE, 1, 5, 40 * MiB, null);
+            vanish.write(ByteBuffer.wrap(pattern((int) (9 * MiB + 12345), 7)));
+        }
+        try (NbdTestClient good = new NbdTestClient(addr).greet()) {
+            good.go("a");
+            byte[] data = pattern(1000, 8);
+            assertEquals(0, good.writeSync(MiB + 3, data, 0)); // waits for the vanished write's range to be released
+            assertArrayEquals(data, good.readSync(MiB + 3, data.length));
+        }
+        server.close();
+        assertEquals(0, server.exports().get(0).device().trackedRequests().count(), "no write left tracked");
+        assertEquals(server.budget().totalPages(), server.budget().freePages(), "every budget page came back");
     }
 
     /**
