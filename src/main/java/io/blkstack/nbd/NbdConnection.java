@@ -56,7 +56,17 @@ import java.util.concurrent.atomic.AtomicLong;
  * socket down, which never blocks (rule 2 of DESIGN.md section 1). One idle timer per connection is
  * re-armed from its own callback, so requests cost a clock read each, never a timer.
  *
- * <p><b>Oversized payloads.</b> A WRITE longer than the export's maximum payload gets
+ * <p><b>Any byte range.</b> The export advertises a minimum block size of 1. A READ or WRITE
+ * covers its range padded out to whole logical blocks of the device; the writer sends only the
+ * client's bytes of a READ, and a WRITE that does not cover whole blocks is a read-modify-write:
+ * the partial end blocks are read first (one synchronous bio at a time), then merged with the
+ * payload as it is read from the socket. Every write-class request registers its block range
+ * with the device's {@link io.blkstack.block.TrackedRequests} before it takes budget or pages,
+ * as serialising if it is a read-modify-write, so overlapping writes never tear.
+ *
+ * <p><b>Long requests.</b> A client that never asked for the block sizes may send a READ or WRITE
+ * longer than the maximum payload; it is served window by window ({@link NbdRequest}), holding
+ * one window of budget. A client that asked is held to the maximum: a longer WRITE gets
  * {@code NBD_EINVAL} and its payload is skipped through a fixed 64 KiB scratch buffer (never
  * stored) if it is at most {@link #SKIP_MAX} bytes; a longer one cannot be skipped in reasonable
  * time, so the error reply is sent and the connection is closed (the spec allows a hard
