@@ -190,6 +190,35 @@ class NbdUnalignedTest {
         }
     }
 
+    /**
+     * On a device with 4 KiB logical blocks (a direct-I/O file on a 4 KiB file system), the
+     * read-modify-write unit is the 4 KiB block: every bio the device sees is whole blocks (the
+     * block layer fails any other), and byte writes, zeroes and reads at odd places match the model.
+     */
+    @Test
+    void fourKiBLogicalBlocksAreReadModifiedWhole() throws Exception {
+        tk = new TestKernel("nbd-unaligned", 64 * MiB, Policies.defaults(), Faults.NONE);
+        WriteGatedDevice device = new WriteGatedDevice(tk.kernel, "4k", MiB, -1, 4096);
+        InetSocketAddress addr = start(64 * MiB, new Export("a", device, false, ""));
+        assertEquals(1, server.exports().get(0).minimumBlockSize());
+        byte[] model = pattern((int) MiB, 9);
+        try (NbdTestClient c = new NbdTestClient(addr).greet()) {
+            c.goStructured("a");
+            assertEquals(0, c.writeSync(0, model, 0));
+            long[][] writes = {{1, 1}, {4095, 3}, {9000, 511}, {12_288 + 5, 4096 * 3}, {MiB - 3, 3}};
+            int seed = 20;
+            for (long[] w : writes) {
+                byte[] data = pattern((int) w[1], seed++);
+                assertEquals(0, c.writeSync(w[0], data, 0), "write of " + w[1] + " at " + w[0]);
+                System.arraycopy(data, 0, model, (int) w[0], data.length);
+            }
+            assertEquals(0, c.commandSync(CMD_WRITE_ZEROES, 0, 70_000, 5000));
+            Arrays.fill(model, 70_000, 75_000, (byte) 0);
+            assertArrayEquals(model, c.readSync(0, (int) MiB));
+            assertArrayEquals(Arrays.copyOfRange(model, 4093, 4100), c.readSync(4093, 7));
+        }
+    }
+
     /** The reader task of connection {@code name} (connections are numbered from 1 in accept order). */
     private Task readerOf(String name) {
         for (Task t : tk.kernel.scheduler().tasks()) {
@@ -281,7 +310,14 @@ class NbdUnalignedTest {
         final io.blkstack.kernel.Completion arrived = new io.blkstack.kernel.Completion("gated write arrived");
 
         WriteGatedDevice(Kernel kernel, String name, long sizeBytes, long gatedSector) {
-            super(kernel, name, sizeBytes >>> Bio.SECTOR_SHIFT, QueueLimits.defaults());
+            this(kernel, name, sizeBytes, gatedSector, Bio.SECTOR_SIZE);
+        }
+
+        /** @param gatedSector -1 for none */
+        WriteGatedDevice(Kernel kernel, String name, long sizeBytes, long gatedSector, int logicalBlockBytes) {
+            super(kernel, name, sizeBytes >>> Bio.SECTOR_SHIFT,
+                    QueueLimits.defaults().withLogicalBlockSize(logicalBlockBytes)
+                            .withPhysicalBlockSize(Math.max(logicalBlockBytes, Bio.SECTOR_SIZE)));
             this.data = new byte[(int) sizeBytes];
             this.gatedSector = gatedSector;
         }
