@@ -28,6 +28,7 @@ public abstract class BlockDevice implements Component {
     private final long capacitySectors;
     private final QueueLimits limits;
     private final BioSet splitSet;
+    private final TrackedRequests trackedRequests;
     private boolean closed;
 
     /**
@@ -52,6 +53,7 @@ public abstract class BlockDevice implements Component {
         this.capacitySectors = capacitySectors;
         this.limits = limits;
         this.splitSet = new BioSet(kernel, name + "-split", SPLIT_POOL_SIZE, 0, null, false);
+        this.trackedRequests = new TrackedRequests(name);
         kernel.register(this);
     }
 
@@ -85,6 +87,14 @@ public abstract class BlockDevice implements Component {
 
     public QueueLimits limits() {
         return limits;
+    }
+
+    /**
+     * The writes in flight on this device by byte range, for originators that serve unaligned
+     * writes by read-modify-write (the NBD server): see {@link TrackedRequests}.
+     */
+    public TrackedRequests trackedRequests() {
+        return trackedRequests;
     }
 
     /** The bio set {@link #splitToLimits} allocates fronts from. */

@@ -19,8 +19,9 @@ import java.nio.charset.StandardCharsets;
  * @param device the device served
  * @param readOnly whether writes, trims and zeroes fail with {@code NBD_EPERM}
  * @param description a human-readable description, or empty
- * @param minimumBlockSize smallest addressable unit: a power of two, at least the device's
- *     logical block size; requests not aligned to it fail with {@code NBD_EINVAL}
+ * @param minimumBlockSize smallest addressable unit: a power of two up to 64 KiB; requests not
+ *     aligned to it fail with {@code NBD_EINVAL}. Below the device's logical block size (the
+ *     default is 1) the server serves the unaligned ends by read-modify-write
  * @param preferredBlockSize a power of two, at least {@code max(minimumBlockSize, 512)}
  * @param maximumPayload largest READ/WRITE payload, at least the preferred size, at most 32 MiB
  * @param fastZero whether write zeroes is faster than a write (true for devices that track
@@ -46,10 +47,9 @@ public record Export(String name, BlockDevice device, boolean readOnly, String d
             throw new IllegalArgumentException("export " + name + ": description longer than "
                     + NbdProtocol.STRING_BYTES_MAX + " bytes");
         }
-        int lbs = device.limits().logicalBlockSize();
-        if (!powerOfTwo(minimumBlockSize) || minimumBlockSize < lbs || minimumBlockSize > 65536) {
+        if (!powerOfTwo(minimumBlockSize) || minimumBlockSize > 65536) {
             throw new IllegalArgumentException("export " + name + ": minimum block size " + minimumBlockSize
-                    + " must be a power of two in " + lbs + "..65536 (the device's logical block size " + lbs + ")");
+                    + " must be a power of two in 1..65536");
         }
         if (!powerOfTwo(preferredBlockSize) || preferredBlockSize < Math.max(minimumBlockSize, Bio.SECTOR_SIZE)) {
             throw new IllegalArgumentException("export " + name + ": preferred block size " + preferredBlockSize
@@ -68,11 +68,12 @@ public record Export(String name, BlockDevice device, boolean readOnly, String d
     }
 
     /**
-     * An export with the default constraints: minimum 512 or the device's logical block size,
-     * preferred 4096, maximum 32 MiB; fast zero where the device tracks allocation.
+     * An export with the default constraints: minimum 1 (any byte range; unaligned ends by
+     * read-modify-write), preferred 4096 or the device's logical block size, maximum 32 MiB;
+     * fast zero where the device tracks allocation.
      */
     public Export(String name, BlockDevice device, boolean readOnly, String description) {
-        this(name, device, readOnly, description, Math.max(Bio.SECTOR_SIZE, device.limits().logicalBlockSize()),
+        this(name, device, readOnly, description, 1,
                 Math.max(DEFAULT_PREFERRED_BLOCK_SIZE, device.limits().logicalBlockSize()),
                 NbdProtocol.DEFAULT_MAX_PAYLOAD, device.knowsAllocation());
     }

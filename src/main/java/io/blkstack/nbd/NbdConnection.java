@@ -23,6 +23,7 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.SocketChannel;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * One client connection: a reader task (handshake, then requests) and a writer task (replies).
@@ -55,7 +56,17 @@ import java.util.concurrent.atomic.AtomicInteger;
  * socket down, which never blocks (rule 2 of DESIGN.md section 1). One idle timer per connection is
  * re-armed from its own callback, so requests cost a clock read each, never a timer.
  *
- * <p><b>Oversized payloads.</b> A WRITE longer than the export's maximum payload gets
+ * <p><b>Any byte range.</b> The export advertises a minimum block size of 1. A READ or WRITE
+ * covers its range padded out to whole logical blocks of the device; the writer sends only the
+ * client's bytes of a READ, and a WRITE that does not cover whole blocks is a read-modify-write:
+ * the partial end blocks are read first (one synchronous bio at a time), then merged with the
+ * payload as it is read from the socket. Every write-class request registers its block range
+ * with the device's {@link io.blkstack.block.TrackedRequests} before it takes budget or pages,
+ * as serialising if it is a read-modify-write, so overlapping writes never tear.
+ *
+ * <p><b>Long requests.</b> A client that never asked for the block sizes may send a READ or WRITE
+ * longer than the maximum payload; it is served window by window ({@link NbdRequest}), holding
+ * one window of budget. A client that asked is held to the maximum: a longer WRITE gets
  * {@code NBD_EINVAL} and its payload is skipped through a fixed 64 KiB scratch buffer (never
  * stored) if it is at most {@link #SKIP_MAX} bytes; a longer one cannot be skipped in reasonable
  * time, so the error reply is sent and the connection is closed (the spec allows a hard
@@ -112,6 +123,10 @@ final class NbdConnection {
     private BlockDevice device;
     private boolean structured;
     private boolean baseAllocation;
+    /** Whether the client asked for the block sizes (and so is held to the advertised maximum). */
+    private boolean blockSizesKnown;
+    /** The device's logical block size: the unit of read-modify-write. */
+    private int blockBytes;
 
     // In-flight slots: the reader takes, the writer returns. A slot's request is built on its first
     // use, so an idle connection costs a few KiB, not a full set of slots.
@@ -139,6 +154,14 @@ final class NbdConnection {
     private final ByteBuffer[] scatter = new ByteBuffer[Bio.VECS_MAX];
     private final Page[] readerPages = new Page[Bio.VECS_MAX];
     private final BioIter readerIter = new BioIter();
+    /** The old contents of the first and last logical block of an unaligned write (one page each). */
+    private final ByteBuffer rmwBlocks = ByteBuffer.allocateDirect(2 * Page.SIZE);
+    /** Signalled by the completion of the reader's one synchronous bio (a read-modify-write step). */
+    private final Completion syncDone;
+    /** Kernel counter {@code nbd.read-modify-writes}: unaligned WRITEs and WRITE_ZEROES served by read-modify-write. */
+    private final AtomicLong readModifyWrites;
+    /** Kernel counter {@code nbd.windowed-requests}: READs and WRITEs longer than one window. */
+    private final AtomicLong windowedRequests;
 
     // Writer state (writer task only).
     private final ByteBuffer replyHeader = ByteBuffer.allocateDirect(STRUCTURED_HEADER_BYTES + 4 + 8 * STATUS_EXTENTS_MAX);
@@ -162,6 +185,9 @@ final class NbdConnection {
         this.name = name;
         this.peer = peer;
         this.done = new Completion(name + " done");
+        this.syncDone = new Completion(name + " read-modify-write");
+        this.readModifyWrites = kernel.counters().get("nbd.read-modify-writes");
+        this.windowedRequests = kernel.counters().get("nbd.windowed-requests");
         this.timerLock = new SpinLock(name + " timers");
         this.idleTimeoutNanos = server.options().idleTimeoutNanos();
         this.biosMax = Math.max(4, (maxPayloadMax + BIO_BYTES_MAX - 1) / BIO_BYTES_MAX) + READ_EXTENTS_MAX / 2 + 1;
@@ -208,6 +234,8 @@ final class NbdConnection {
             device = export.device();
             structured = negotiated.structuredReplies();
             baseAllocation = negotiated.baseAllocation();
+            blockSizesKnown = negotiated.blockSizesKnown();
+            blockBytes = device.limits().logicalBlockSize();
             kernel.spawn(name + "-writer", TaskKind.USER, this::runWriter);
             writerStarted = true;
             // Plugged: the requests parsed from one socket read reach the device queues before
@@ -480,8 +508,8 @@ final class NbdConnection {
         if (command == CMD_FLUSH) {
             return offset == 0 && length == 0 ? 0 : EINVAL;
         }
-        if ((command == CMD_READ || command == CMD_WRITE) && length > export.maximumPayload()) {
-            return EINVAL;
+        if ((command == CMD_READ || command == CMD_WRITE) && length > export.maximumPayload() && blockSizesKnown) {
+            return EINVAL; // a client that never asked for the maximum may send any length: served in windows
         }
         long size = export.sizeBytes();
         if (offset < 0 || offset > size || length > size - offset) {
@@ -524,11 +552,11 @@ final class NbdConnection {
                 return flush(r);
             }
             case CMD_TRIM -> {
-                return noDataRange(r, BioOp.DISCARD, fua);
+                return trim(r, fua);
             }
             case CMD_WRITE_ZEROES -> {
                 int noUnmap = (r.commandFlags & CMD_FLAG_NO_HOLE) != 0 ? BioFlags.NOUNMAP : 0;
-                return noDataRange(r, BioOp.WRITE_ZEROES, fua | noUnmap);
+                return writeZeroes(r, fua | noUnmap);
             }
             case CMD_BLOCK_STATUS -> {
                 blockStatus(r);
@@ -566,23 +594,75 @@ final class NbdConnection {
         }
     }
 
-    /** READ: holes from the device's allocation map (structured replies only), bios for the data. */
+    /** The start of the logical block holding byte {@code position}. */
+    private long alignDown(long position) {
+        return position & -(long) blockBytes;
+    }
+
+    /** The end of the logical block holding byte {@code position - 1}. */
+    private long alignUp(long position) {
+        return (position + blockBytes - 1) & -(long) blockBytes;
+    }
+
+    /** Bytes of device range one window covers: the export's maximum payload (a multiple of any block size). */
+    private long windowBytes() {
+        return export.maximumPayload();
+    }
+
+    /**
+     * READ: the client's range padded out to whole logical blocks (the writer sends only the
+     * client's bytes), in windows of at most the maximum payload. A request of one window maps
+     * holes (structured replies only) and charges the budget for its data; a longer one charges
+     * one window once and reads every window as data.
+     */
     private boolean read(NbdRequest r) {
         if (r.length == 0) {
             r.put();
             return true;
         }
-        if (structured && device.knowsAllocation()) {
-            mapExtents(r, READ_EXTENTS_MAX, false);
-        } else {
-            r.addExtent(r.length, false);
+        long end = r.offset + r.length;
+        long start = alignDown(r.offset);
+        long paddedEnd = alignUp(end);
+        long window = windowBytes();
+        boolean windowed = paddedEnd - start > window;
+        if (windowed) {
+            windowedRequests.incrementAndGet();
+            chargeBudget(r, window);
         }
-        long dataBytes = 0;
-        for (int e = 0; e < r.extentCount; e++) {
-            dataBytes += r.extentHole[e] ? 0 : r.extentBytes[e];
+        for (long position = start; ; ) {
+            long windowEnd = Math.min(paddedEnd, position + window);
+            boolean last = windowEnd == paddedEnd;
+            r.window(position, windowEnd, (int) (Math.max(r.offset, position) - position),
+                    last ? (int) (paddedEnd - end) : 0, last);
+            if (!windowed && structured && device.knowsAllocation()) {
+                mapExtents(r, position, windowEnd, READ_EXTENTS_MAX, false);
+            } else {
+                r.addExtent(windowEnd - position, false);
+            }
+            if (!windowed) {
+                long dataBytes = 0;
+                for (int e = 0; e < r.extentCount; e++) {
+                    dataBytes += r.extentHole[e] ? 0 : r.extentBytes[e];
+                }
+                chargeBudget(r, dataBytes);
+            }
+            if (!submitReadWindow(r)) {
+                return false;
+            }
+            if (last) {
+                r.put();
+                return true;
+            }
+            if (!windowDone(r)) {
+                return !broken;
+            }
+            position = windowEnd;
         }
-        chargeBudget(r, dataBytes);
-        long position = r.offset;
+    }
+
+    /** Submits the bios of the current window's data extents; false if the reader must stop. */
+    private boolean submitReadWindow(NbdRequest r) {
+        long position = r.windowStart;
         for (int e = 0; e < r.extentCount; e++) {
             long extentEnd = position + r.extentBytes[e];
             if (r.extentHole[e]) {
@@ -599,37 +679,238 @@ final class NbdConnection {
                 position += n;
             }
         }
-        r.put();
         return true;
     }
 
-    /** WRITE: one bio per MiB of payload, each read from the socket and submitted before the next. */
+    /**
+     * Waits until a window that is not the request's last is done (a READ's sent by the writer
+     * and its pages freed; a WRITE's bios completed, and then freed here); then re-arms the
+     * request for the next window. False if the
+     * request ended there: the writer finished it on a read error, or the socket broke (the
+     * request is then finished here, failed).
+     */
+    private boolean windowDone(NbdRequest r) {
+        r.put();
+        r.windowSent.await();
+        if (r.command == CMD_READ && r.errno() != 0) {
+            return false; // the writer sent the error and released the slot
+        }
+        if (r.command == CMD_WRITE) {
+            r.release(readerPages); // its bios completed; the writer never saw this window
+        }
+        r.rearm();
+        if (broken) {
+            abandon(r);
+            return false;
+        }
+        return true;
+    }
+
+    /**
+     * WRITE: the client's range padded out to whole logical blocks. An unaligned one is a
+     * read-modify-write: registered as serialising with the device's tracked requests (so no other
+     * write to those blocks runs between its read and its write, and it waits for the ones in
+     * flight), then the partial first and last blocks are read (one synchronous bio at a time, no
+     * other bio held), and each data bio is filled with old bytes, then payload from the socket,
+     * then old bytes. Aligned writes register too (not serialising), so a read-modify-write waits
+     * for them. Windows of at most the maximum payload; each bio is read from the socket and
+     * submitted before the next is allocated.
+     */
     private boolean write(NbdRequest r, int fua) {
-        chargeBudget(r, r.length);
-        long position = r.offset;
+        if (r.length == 0) {
+            r.put();
+            return true;
+        }
         long end = r.offset + r.length;
-        while (position < end) {
-            int n = (int) Math.min(end - position, BIO_BYTES_MAX);
-            Bio bio = allocDataBio(n);
-            if (bio == null) {
-                return abandon(r);
+        long start = alignDown(r.offset);
+        long paddedEnd = alignUp(end);
+        int head = (int) (r.offset - start);
+        int tail = (int) (paddedEnd - end);
+        r.track(device.trackedRequests(), start, paddedEnd, head != 0 || tail != 0);
+        if (head != 0 || tail != 0) {
+            readModifyWrites.incrementAndGet();
+        }
+        long window = windowBytes();
+        if (paddedEnd - start > window) {
+            windowedRequests.incrementAndGet();
+        }
+        chargeBudget(r, Math.min(paddedEnd - start, window));
+        if (!readEndBlocks(start, paddedEnd, head, tail)) {
+            r.fail(EIO);
+            r.put();
+            return skipPayload(r.length);
+        }
+        for (long position = start; ; ) {
+            long windowEnd = Math.min(paddedEnd, position + window);
+            boolean last = windowEnd == paddedEnd;
+            r.window(position, windowEnd, position == start ? head : 0, last ? tail : 0, last);
+            while (position < windowEnd) {
+                int n = (int) Math.min(windowEnd - position, BIO_BYTES_MAX);
+                Bio bio = allocDataBio(n);
+                if (bio == null) {
+                    return abandon(r);
+                }
+                int skip = position == start ? head : 0;
+                int cut = position + n == paddedEnd ? tail : 0;
+                if (!fillWriteBio(bio, n, skip, cut)) {
+                    // The client vanished mid-payload: this bio never goes down; earlier ones complete.
+                    NbdRequest.freePagesAndPut(bio, readerPages);
+                    return abandon(r);
+                }
+                submit(r, bio, BioOp.WRITE, fua, position);
+                position += n;
             }
-            readerIter.resetAll(bio);
-            int count = SegmentViews.fill(readerIter, scatter, 0);
-            try {
-                readPayload(scatter, count, n);
-            } catch (IOException e) {
-                // The client vanished mid-payload: this bio never goes down; earlier ones complete.
-                NbdRequest.freePagesAndPut(bio, readerPages);
-                return abandon(r);
-            } finally {
+            if (last) {
+                r.put();
+                return true;
+            }
+            if (!windowDone(r)) {
+                return !broken;
+            }
+        }
+    }
+
+    /**
+     * Fills a write bio of {@code n} bytes: {@code skip} old bytes of the first block, payload from
+     * the socket, {@code cut} old bytes of the last block; false if the client vanished.
+     */
+    private boolean fillWriteBio(Bio bio, int n, int skip, int cut) {
+        if (skip > 0) {
+            copyIntoBio(bio, 0, rmwBlocks.slice(0, skip));
+        }
+        if (cut > 0) {
+            copyIntoBio(bio, n - cut, rmwBlocks.slice(Page.SIZE + blockBytes - cut, cut));
+        }
+        readerIter.resetAll(bio);
+        int count = SegmentViews.fill(readerIter, scatter, 0);
+        try {
+            count = trimViews(scatter, count, skip, n - skip - cut);
+            readPayload(scatter, count, n - skip - cut);
+            return true;
+        } catch (IOException e) {
+            return false;
+        } finally {
+            java.util.Arrays.fill(scatter, 0, scatter.length, null);
+        }
+    }
+
+    /**
+     * Reads the old contents of the partial first block (into the first page of
+     * {@link #rmwBlocks}) and the partial last block (into the second); one block when both ends
+     * lie in the same block. False on an I/O error.
+     */
+    private boolean readEndBlocks(long start, long paddedEnd, int head, int tail) {
+        if (head != 0 && !syncBlockIo(BioOp.READ, 0, start, rmwBlocks.slice(0, blockBytes))) {
+            return false;
+        }
+        if (tail == 0) {
+            return true;
+        }
+        long lastBlock = paddedEnd - blockBytes;
+        if (head != 0 && lastBlock == start) {
+            rmwBlocks.put(Page.SIZE, rmwBlocks, 0, blockBytes);
+            return true;
+        }
+        return syncBlockIo(BioOp.READ, 0, lastBlock, rmwBlocks.slice(Page.SIZE, blockBytes));
+    }
+
+    /**
+     * One logical block of synchronous I/O by the reader, through one page: a READ copies the
+     * block into {@code data}, a WRITE writes {@code data} (one block) to it. The bio is submitted
+     * before the reader waits and freed before it allocates anything else (rule 1: never two
+     * unsubmitted units of one pool). The page comes out of the request's budget charge. False on
+     * an I/O error (or when the kernel closes).
+     */
+    private boolean syncBlockIo(BioOp op, int flags, long position, ByteBuffer data) {
+        if (data.remaining() != blockBytes) {
+            throw new IllegalArgumentException(name + ": block I/O of " + data.remaining() + " bytes, block " + blockBytes);
+        }
+        Bio bio = allocDataBio(blockBytes);
+        if (bio == null) {
+            return false;
+        }
+        try {
+            if (op == BioOp.WRITE) {
+                copyIntoBio(bio, 0, data.duplicate());
+            }
+            syncDone.reinit();
+            bio.init(device, op, flags, position >>> Bio.SECTOR_SHIFT);
+            bio.setEndIo(SYNC_END_IO).setPrivateData(syncDone);
+            Submit.submitBio(bio);
+            syncDone.await();
+            if (bio.status() != io.blkstack.bio.BioStatus.OK) {
+                return false;
+            }
+            if (op == BioOp.READ) {
+                readerIter.resetAll(bio);
+                int count = SegmentViews.fill(readerIter, scatter, 0);
+                ByteBuffer dst = data.duplicate();
+                for (int i = 0; i < count; i++) {
+                    dst.put(scatter[i]);
+                }
                 java.util.Arrays.fill(scatter, 0, count, null);
             }
-            submit(r, bio, BioOp.WRITE, fua, position);
-            position += n;
+            return true;
+        } finally {
+            NbdRequest.freePagesAndPut(bio, readerPages);
         }
-        r.put();
-        return true;
+    }
+
+    /** The completion of a synchronous bio: signal the reader; never blocks. */
+    private static final io.blkstack.bio.BioEndIo SYNC_END_IO = bio -> ((Completion) bio.privateData()).complete();
+
+    /** Copies {@code src} into a bio's pages from byte {@code bioOffset} of the bio on. */
+    private static void copyIntoBio(Bio bio, int bioOffset, ByteBuffer src) {
+        io.blkstack.bio.BioVec[] vecs = bio.vecs();
+        int skip = bioOffset;
+        for (int i = 0; i < bio.vecCount() && src.hasRemaining(); i++) {
+            int length = vecs[i].length();
+            if (skip >= length) {
+                skip -= length;
+                continue;
+            }
+            int k = Math.min(length - skip, src.remaining());
+            ByteBuffer dst = vecs[i].page().slice(vecs[i].offset() + skip, k);
+            ByteBuffer part = src.slice(src.position(), k);
+            dst.put(part);
+            src.position(src.position() + k);
+            skip = 0;
+        }
+        if (src.hasRemaining()) {
+            throw new IllegalStateException("bio " + bio + ": " + src.remaining() + " byte(s) past its end at " + bioOffset);
+        }
+    }
+
+    /**
+     * Narrows the views {@code views[0..count)} to {@code bytes} bytes after the first {@code skip}
+     * bytes, dropping views left empty; returns the new count (the rest of the array is cleared).
+     */
+    static int trimViews(ByteBuffer[] views, int count, long skip, long bytes) {
+        int out = 0;
+        for (int i = 0; i < count; i++) {
+            ByteBuffer view = views[i];
+            views[i] = null;
+            int length = view.remaining();
+            if (skip >= length) {
+                skip -= length;
+                continue;
+            }
+            if (skip > 0) {
+                view.position(view.position() + (int) skip);
+                length -= (int) skip;
+                skip = 0;
+            }
+            if (bytes == 0) {
+                continue;
+            }
+            if (length > bytes) {
+                view.limit(view.position() + (int) bytes);
+                length = (int) bytes;
+            }
+            bytes -= length;
+            views[out++] = view;
+        }
+        return out;
     }
 
     /** FLUSH: one empty flush bio. */
@@ -646,10 +927,75 @@ final class NbdConnection {
         return true;
     }
 
-    /** TRIM and WRITE_ZEROES: payload-less bios of at most 1 GiB each, submitted one after another. */
-    private boolean noDataRange(NbdRequest r, BioOp op, int flags) {
-        long position = r.offset;
+    /**
+     * TRIM: the whole logical blocks inside the range (trimming is advisory, so the partial blocks
+     * at the ends keep their data, as the spec allows); tracked, not serialising.
+     */
+    private boolean trim(NbdRequest r, int flags) {
+        long start = alignUp(r.offset);
+        long end = alignDown(r.offset + r.length);
+        if (end <= start) {
+            r.put();
+            return true;
+        }
+        r.track(device.trackedRequests(), start, end, false);
+        return noDataRange(r, BioOp.DISCARD, flags, start, end);
+    }
+
+    /**
+     * WRITE_ZEROES: the whole logical blocks inside the range as zeroes bios; the partial blocks at
+     * the ends by read-modify-write (read the block, zero the client's bytes, write it back), one
+     * synchronous block at a time through one budget page, registered as serialising.
+     */
+    private boolean writeZeroes(NbdRequest r, int flags) {
         long end = r.offset + r.length;
+        long start = alignDown(r.offset);
+        long paddedEnd = alignUp(end);
+        int head = (int) (r.offset - start);
+        int tail = (int) (paddedEnd - end);
+        if (r.length == 0) {
+            r.put();
+            return true;
+        }
+        boolean partial = head != 0 || tail != 0;
+        r.track(device.trackedRequests(), start, paddedEnd, partial);
+        if (partial) {
+            readModifyWrites.incrementAndGet();
+            chargeBudget(r, Page.SIZE);
+            int writeFlags = flags & BioFlags.FUA;
+            if (head != 0 && !zeroInBlock(start, head, (int) Math.min(blockBytes, head + r.length), writeFlags)) {
+                r.fail(EIO);
+            }
+            long lastBlock = paddedEnd - blockBytes;
+            boolean sameBlock = head != 0 && lastBlock == start;
+            if (tail != 0 && !sameBlock && !zeroInBlock(lastBlock, 0, blockBytes - tail, writeFlags)) {
+                r.fail(EIO);
+            }
+        }
+        long middleStart = alignUp(r.offset);
+        long middleEnd = alignDown(end);
+        if (middleEnd <= middleStart || r.errno() != 0) {
+            r.put();
+            return true;
+        }
+        return noDataRange(r, BioOp.WRITE_ZEROES, flags, middleStart, middleEnd);
+    }
+
+    /** Zeroes bytes {@code [from, to)} of the block at {@code blockStart} by read-modify-write; false on an I/O error. */
+    private boolean zeroInBlock(long blockStart, int from, int to, int flags) {
+        ByteBuffer block = rmwBlocks.slice(0, blockBytes);
+        if (!syncBlockIo(BioOp.READ, 0, blockStart, block)) {
+            return false;
+        }
+        for (int i = from; i < to; i++) {
+            block.put(i, (byte) 0);
+        }
+        return syncBlockIo(BioOp.WRITE, flags, blockStart, block);
+    }
+
+    /** TRIM and WRITE_ZEROES of {@code [start, end)}: payload-less bios of at most 1 GiB each, submitted one after another. */
+    private boolean noDataRange(NbdRequest r, BioOp op, int flags, long start, long end) {
+        long position = start;
         while (position < end) {
             int n = (int) Math.min(end - position, NODATA_BIO_BYTES_MAX);
             Bio bio = server.bioSet().alloc(Gfp.NOIO, 0);
@@ -667,26 +1013,41 @@ final class NbdConnection {
         return true;
     }
 
-    /** BLOCK_STATUS for {@code base:allocation}: the device's map, or all data if it keeps none. */
+    /**
+     * BLOCK_STATUS for {@code base:allocation}: the device's map over the range padded out to
+     * whole sectors, then cut back to the client's range; all data if the device keeps no map.
+     */
     private void blockStatus(NbdRequest r) {
         boolean one = (r.commandFlags & CMD_FLAG_REQ_ONE) != 0;
         if (!device.knowsAllocation()) {
             r.addExtent(r.length, false);
             return;
         }
-        mapExtents(r, one ? 1 : STATUS_EXTENTS_MAX, true);
+        long end = r.offset + r.length;
+        long start = r.offset & -(long) Bio.SECTOR_SIZE;
+        long paddedEnd = (end + Bio.SECTOR_SIZE - 1) & -(long) Bio.SECTOR_SIZE;
+        mapExtents(r, start, paddedEnd, one ? 1 : STATUS_EXTENTS_MAX, true);
+        long covered = 0;
+        for (int e = 0; e < r.extentCount; e++) {
+            covered += r.extentBytes[e];
+        }
+        r.extentBytes[0] -= r.offset - start;
+        if (covered == paddedEnd - start) {
+            r.extentBytes[r.extentCount - 1] -= paddedEnd - end;
+        }
     }
 
     /**
-     * Fills the request's extents from {@link BlockDevice#allocatedExtent}. A read keeps room for
-     * one last data extent covering whatever the bound leaves; block status just stops (the spec
-     * lets a reply cover less than asked).
+     * Fills the request's extents for the device bytes {@code [start, end)} (whole sectors) from
+     * {@link BlockDevice#allocatedExtent}. A read keeps room for one last data extent covering
+     * whatever the bound leaves; block status just stops (the spec lets a reply cover less than
+     * asked).
      */
-    private void mapExtents(NbdRequest r, int extentsMax, boolean stopAtBound) {
-        long sector = r.offset >>> Bio.SECTOR_SHIFT;
-        long end = sector + (r.length >>> Bio.SECTOR_SHIFT);
-        while (sector < end) {
-            long run = device.allocatedExtent(sector, end - sector);
+    private void mapExtents(NbdRequest r, long start, long end, int extentsMax, boolean stopAtBound) {
+        long sector = start >>> Bio.SECTOR_SHIFT;
+        long endSector = end >>> Bio.SECTOR_SHIFT;
+        while (sector < endSector) {
+            long run = device.allocatedExtent(sector, endSector - sector);
             boolean hole = run < 0;
             long sectors = Math.abs(run);
             if (sectors == 0) {
@@ -697,7 +1058,7 @@ final class NbdConnection {
                 if (stopAtBound) {
                     return;
                 }
-                r.addExtent((end - sector) << Bio.SECTOR_SHIFT, false);
+                r.addExtent((endSector - sector) << Bio.SECTOR_SHIFT, false);
                 return;
             }
             r.addExtent(sectors << Bio.SECTOR_SHIFT, hole);
@@ -710,7 +1071,7 @@ final class NbdConnection {
         int pages = (int) ((bytes + Page.SIZE - 1) >>> Page.SHIFT);
         if (pages > 0) {
             server.budget().acquire(pages);
-            r.budgetPages = pages;
+            r.budgetPages += pages;
         }
     }
 
@@ -751,6 +1112,7 @@ final class NbdConnection {
 
     /** Ends a request the reader could not finish (client gone, kernel closing); stops the reader. */
     private boolean abandon(NbdRequest r) {
+        r.lastWindow = true;
         r.fail(EIO);
         r.put();
         return false;
@@ -852,10 +1214,17 @@ final class NbdConnection {
                 for (int i = 0; i < n; i++) {
                     NbdRequest r = batch[i];
                     batch[i] = null;
-                    budgetPages += r.budgetPages;
-                    r.budgetPages = 0;
+                    boolean window = !r.lastWindow;
                     r.release(writerPages);
-                    returnSlot(r);
+                    if (!window || (r.command == CMD_READ && r.errno() != 0)) {
+                        // The request is over: its last window, or a READ that failed in an earlier one.
+                        budgetPages += r.budgetPages;
+                        r.budgetPages = 0;
+                        returnSlot(r);
+                    }
+                    if (window) {
+                        r.windowSent.complete(); // the reader goes on with the next window (or sees the end)
+                    }
                 }
                 server.budget().release(budgetPages);
             }
@@ -895,9 +1264,10 @@ final class NbdConnection {
             boolean read = r.command == CMD_READ && errno == 0;
             boolean gatherable;
             if (read) {
-                gatherable = structured ? r.extentCount == 1 && !r.extentHole[0] : true;
+                boolean whole = r.lastWindow && !r.replyStarted && r.trimHead == 0 && r.trimTail == 0;
+                gatherable = whole && (structured ? r.extentCount == 1 && !r.extentHole[0] : true);
             } else {
-                gatherable = r.command != CMD_BLOCK_STATUS || errno != 0;
+                gatherable = r.lastWindow && (r.command != CMD_BLOCK_STATUS || errno != 0);
             }
             int segments = read ? dataSegments(r) : 0;
             if (!gatherable || segments + 1 > GATHER_MAX) {
@@ -953,21 +1323,20 @@ final class NbdConnection {
         return 0;
     }
 
-    /** Sends the reply a finished request owes. */
+    /** Sends the reply a finished request (or a READ's window) owes. */
     private void send(NbdRequest r) throws IOException {
         int errno = r.errno();
         if (r.command == CMD_READ) {
             if (structured) {
                 sendStructuredRead(r, errno);
             } else {
-                sendSimple(r, errno);
-                if (errno == 0) {
-                    for (int i = 0; i < r.bioCount; i++) {
-                        writeBio(r.bios[i]);
-                    }
-                }
+                sendSimpleRead(r, errno);
             }
+            r.replyStarted = true;
             return;
+        }
+        if (!r.lastWindow) {
+            return; // a window of a long WRITE: its one reply comes after the last window
         }
         if (r.command == CMD_BLOCK_STATUS && errno == 0) {
             sendBlockStatus(r);
@@ -982,12 +1351,35 @@ final class NbdConnection {
         WireIo.writeFully(channel, h);
     }
 
+    /**
+     * A simple READ reply or one window of it: the header with the first window, then the client's
+     * bytes of the window. An error after the header went out cannot be told in a simple reply:
+     * the spec's answer is a hard disconnect, which the thrown exception causes.
+     */
+    private void sendSimpleRead(NbdRequest r, int errno) throws IOException {
+        if (errno != 0) {
+            if (r.replyStarted) {
+                throw new IOException(r + ": error " + errno + " after the simple reply's header was sent");
+            }
+            sendSimple(r, errno);
+            return;
+        }
+        if (!r.replyStarted) {
+            sendSimple(r, 0);
+        }
+        long padded = r.windowEnd - r.windowStart;
+        sendData(r, 0, padded, r.trimHead, padded - r.trimHead - r.trimTail);
+    }
+
     private void chunkHeader(ByteBuffer h, NbdRequest r, int flags, int type, int length) {
         h.putInt(STRUCTURED_REPLY_MAGIC).putShort((short) flags).putShort((short) type).putLong(r.cookie)
                 .putInt(length);
     }
 
-    /** A structured READ reply: an error chunk, or data and hole chunks in offset order, the last one DONE. */
+    /**
+     * A structured READ reply, or one window of it: an error chunk, or data and hole chunks in
+     * offset order, cut to the client's range; the request's last chunk carries DONE.
+     */
     private void sendStructuredRead(NbdRequest r, int errno) throws IOException {
         ByteBuffer h = replyHeader.clear();
         if (errno != 0) {
@@ -1001,29 +1393,71 @@ final class NbdConnection {
             WireIo.writeFully(channel, h.flip());
             return;
         }
-        long position = r.offset;
+        long low = r.windowStart + r.trimHead;
+        long high = r.windowEnd - r.trimTail;
+        int lastChunk = -1;
+        long position = r.windowStart;
+        for (int e = 0; e < r.extentCount; e++) {
+            long extentEnd = position + r.extentBytes[e];
+            if (Math.min(extentEnd, high) > Math.max(position, low)) {
+                lastChunk = e;
+            }
+            position = extentEnd;
+        }
+        position = r.windowStart;
         int bio = 0;
         for (int e = 0; e < r.extentCount; e++) {
-            int flags = e == r.extentCount - 1 ? REPLY_FLAG_DONE : 0;
-            long bytes = r.extentBytes[e];
+            long extentEnd = position + r.extentBytes[e];
+            long from = Math.max(position, low);
+            long to = Math.min(extentEnd, high);
+            int flags = r.lastWindow && e == lastChunk ? REPLY_FLAG_DONE : 0;
             h.clear();
             if (r.extentHole[e]) {
-                chunkHeader(h, r, flags, REPLY_TYPE_OFFSET_HOLE, 12);
-                h.putLong(position).putInt((int) bytes).flip();
-                WireIo.writeFully(channel, h);
-            } else {
-                chunkHeader(h, r, flags, REPLY_TYPE_OFFSET_DATA, (int) (8 + bytes));
-                h.putLong(position).flip();
-                WireIo.writeFully(channel, h);
-                for (long left = bytes; left > 0; ) {
-                    if (bio == r.bioCount) {
-                        throw new IllegalStateException(r + ": data extent of " + bytes + " bytes outruns its bios");
-                    }
-                    left -= writeBio(r.bios[bio++]);
+                if (to > from) {
+                    chunkHeader(h, r, flags, REPLY_TYPE_OFFSET_HOLE, 12);
+                    h.putLong(from).putInt((int) (to - from)).flip();
+                    WireIo.writeFully(channel, h);
                 }
+            } else {
+                if (to > from) {
+                    chunkHeader(h, r, flags, REPLY_TYPE_OFFSET_DATA, (int) (8 + to - from));
+                    h.putLong(from).flip();
+                    WireIo.writeFully(channel, h);
+                }
+                bio = sendData(r, bio, extentEnd - position, Math.max(0, from - position), Math.max(0, to - from));
             }
-            position += bytes;
+            position = extentEnd;
         }
+    }
+
+    /**
+     * Sends {@code bytes} bytes after the first {@code skip} of the request's data bios from
+     * {@code bio} on, which together cover exactly {@code paddedBytes}; returns the next bio's index.
+     */
+    private int sendData(NbdRequest r, int bio, long paddedBytes, long skip, long bytes) throws IOException {
+        for (long left = paddedBytes; left > 0; ) {
+            if (bio == r.bioCount) {
+                throw new IllegalStateException(r + ": data extent of " + paddedBytes + " bytes outruns its bios");
+            }
+            writerIter.resetAll(r.bios[bio++]);
+            int count = SegmentViews.fill(writerIter, gather, 0);
+            long size = 0;
+            for (int i = 0; i < count; i++) {
+                size += gather[i].remaining();
+            }
+            long skipHere = Math.min(skip, size);
+            long sendHere = Math.min(bytes, size - skipHere);
+            count = trimViews(gather, count, skipHere, sendHere);
+            try {
+                WireIo.writeFully(channel, gather, count);
+            } finally {
+                java.util.Arrays.fill(gather, 0, gather.length, null);
+            }
+            skip -= skipHere;
+            bytes -= sendHere;
+            left -= size;
+        }
+        return bio;
     }
 
     /** A BLOCK_STATUS reply: one chunk for {@code base:allocation}, DONE. */
@@ -1035,22 +1469,6 @@ final class NbdConnection {
             h.putInt((int) r.extentBytes[e]).putInt(r.extentHole[e] ? STATE_HOLE | STATE_ZERO : 0);
         }
         WireIo.writeFully(channel, h.flip());
-    }
-
-    /** Writes every page segment of a data bio in one gathering write; returns the bytes written. */
-    private long writeBio(Bio bio) throws IOException {
-        writerIter.resetAll(bio);
-        int count = SegmentViews.fill(writerIter, gather, 0);
-        long bytes = 0;
-        for (int i = 0; i < count; i++) {
-            bytes += gather[i].remaining();
-        }
-        try {
-            WireIo.writeFully(channel, gather, count);
-        } finally {
-            java.util.Arrays.fill(gather, 0, count, null);
-        }
-        return bytes;
     }
 
     // ---- ending --------------------------------------------------------------------------------

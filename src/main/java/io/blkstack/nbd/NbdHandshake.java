@@ -36,8 +36,15 @@ final class NbdHandshake {
     /** The id of {@code base:allocation} in {@code NBD_REP_META_CONTEXT} after SET. */
     static final int ALLOCATION_CONTEXT_ID = 1;
 
-    /** What the handshake agreed on: the export and the transmission options. */
-    record Negotiated(Export export, boolean structuredReplies, boolean baseAllocation) {
+    /**
+     * What the handshake agreed on: the export and the transmission options.
+     *
+     * @param blockSizesKnown whether the client asked for {@code NBD_INFO_BLOCK_SIZE} in an
+     *     {@code INFO} or {@code GO}; a client that did not (one that used {@code EXPORT_NAME}, or
+     *     {@code GO} without it) never agreed to the advertised maximum, and the spec says a server
+     *     SHOULD then accept READs and WRITEs of effectively any length
+     */
+    record Negotiated(Export export, boolean structuredReplies, boolean baseAllocation, boolean blockSizesKnown) {
     }
 
     private final SocketChannel channel;
@@ -48,6 +55,7 @@ final class NbdHandshake {
     private boolean structured;
     private Export metaExport;
     private boolean metaAllocation;
+    private boolean blockSizeRequested;
 
     NbdHandshake(SocketChannel channel, List<Export> exports) {
         this.channel = channel;
@@ -160,7 +168,7 @@ final class NbdHandshake {
     }
 
     /** Marker for "the session ended during haggling". */
-    private static final Negotiated ABORTED = new Negotiated(null, false, false);
+    private static final Negotiated ABORTED = new Negotiated(null, false, false, false);
 
     private static boolean isKnown(int option) {
         return switch (option) {
@@ -249,6 +257,7 @@ final class NbdHandshake {
             int info = data.getShort() & 0xffff;
             wantName |= info == INFO_NAME;
             wantDescription |= info == INFO_DESCRIPTION;
+            blockSizeRequested |= info == INFO_BLOCK_SIZE;
         }
         Export export = find(name);
         if (export == null) {
@@ -264,7 +273,7 @@ final class NbdHandshake {
         if (wantDescription && !export.description().isEmpty()) {
             reply(option, REP_INFO, infoString(INFO_DESCRIPTION, export.description()));
         }
-        // Always sent: this server's minimum block size (512 or more) is not the protocol's default of 1.
+        // Always sent (the spec allows it unasked); only a client that asked is held to the maximum.
         ByteBuffer sizes = ByteBuffer.allocate(14);
         sizes.putShort((short) INFO_BLOCK_SIZE).putInt(export.minimumBlockSize()).putInt(export.preferredBlockSize())
                 .putInt(export.maximumPayload());
@@ -330,7 +339,8 @@ final class NbdHandshake {
 
     /** The result for entering transmission on {@code export}. */
     private Negotiated negotiated(Export export) {
-        return new Negotiated(export, structured, structured && metaAllocation && metaExport == export);
+        return new Negotiated(export, structured, structured && metaAllocation && metaExport == export,
+                blockSizeRequested);
     }
 
     /** The export a name selects: exact match, or for the empty name "default" or else the first. */

@@ -3,6 +3,8 @@ package io.blkstack.nbd;
 import io.blkstack.bio.Bio;
 import io.blkstack.bio.BioEndIo;
 import io.blkstack.bio.BioVec;
+import io.blkstack.block.TrackedRequests;
+import io.blkstack.kernel.Completion;
 import io.blkstack.mem.Page;
 import java.util.concurrent.atomic.AtomicInteger;
 
@@ -16,6 +18,16 @@ import java.util.concurrent.atomic.AtomicInteger;
  * last of the reader's hold and the bios' completions hands the request to the connection's
  * reply list; the writer sends the reply, then {@link #release releases} bios and pages and
  * returns the slot.
+ *
+ * <p><b>Windows.</b> A READ or WRITE is served over its range padded out to whole logical blocks
+ * of the device, in windows of at most the export's maximum payload; almost every request is one
+ * window. A longer one (a client that never learnt the maximum may send up to 4 GiB) goes window
+ * by window: each window's bios are submitted; for a READ the writer sends that window's data,
+ * frees its pages and signals {@link #windowSent}; for a WRITE the window's last completion
+ * signals it and the reader frees the pages itself (so a long write never waits for the writer,
+ * which a client that does not read its replies could hold up). Then the reader
+ * {@link #rearm re-arms} the same slot for the next window. The payload budget is taken
+ * once, for one window, so a request of any length holds at most one window of pages.
  */
 final class NbdRequest {
 
@@ -47,6 +59,22 @@ final class NbdRequest {
     /** Pages charged to the server's payload budget. */
     int budgetPages;
 
+    /** The current window: device bytes {@code [windowStart, windowEnd)}, whole logical blocks. */
+    long windowStart;
+    long windowEnd;
+    /** Bytes at the start / end of the window that lie outside the client's range (padding). */
+    int trimHead;
+    int trimTail;
+    /** Whether the current window is the request's last (its reply ends the request). */
+    boolean lastWindow;
+    /** Whether the writer already sent part of the reply (a simple READ header, or data chunks). */
+    boolean replyStarted;
+    /** Signalled when a window that is not the last is done: a READ's sent and freed by the writer, a WRITE's completed. */
+    final Completion windowSent;
+    /** This slot's entry in the device's tracked requests, and the list it is in (null if none). */
+    final TrackedRequests.TrackedRequest tracked;
+    TrackedRequests tracker;
+
     private final AtomicInteger errno = new AtomicInteger();
     final AtomicInteger remaining = new AtomicInteger();
 
@@ -56,13 +84,15 @@ final class NbdRequest {
         this.bios = new Bio[biosMax];
         this.extentBytes = new long[extentsMax];
         this.extentHole = new boolean[extentsMax];
+        this.windowSent = new Completion("nbd request slot " + slot + " window sent");
+        this.tracked = new TrackedRequests.TrackedRequest(this);
     }
 
     /** Readies the slot for a new request with the reader's hold on it. */
     void init(long requestCookie, int requestCommand, int flags, long requestOffset, long requestLength) {
-        if (bioCount != 0 || budgetPages != 0 || remaining.get() != 0) {
+        if (bioCount != 0 || budgetPages != 0 || remaining.get() != 0 || tracker != null) {
             throw new IllegalStateException("nbd request slot " + slot + " reused with " + bioCount + " bio(s), "
-                    + budgetPages + " budget page(s), remaining " + remaining.get());
+                    + budgetPages + " budget page(s), remaining " + remaining.get() + ", tracker " + tracker);
         }
         cookie = requestCookie;
         command = requestCommand;
@@ -70,8 +100,48 @@ final class NbdRequest {
         offset = requestOffset;
         length = requestLength;
         extentCount = 0;
+        windowStart = requestOffset;
+        windowEnd = requestOffset + requestLength;
+        trimHead = 0;
+        trimTail = 0;
+        lastWindow = true;
+        replyStarted = false;
+        windowSent.reinit();
         errno.set(0);
         remaining.set(1);
+    }
+
+    /** Sets the window the next bios cover (device bytes) and how much of it is padding. */
+    void window(long start, long end, int head, int tail, boolean last) {
+        if (end <= start || head < 0 || tail < 0 || head + tail >= end - start) {
+            throw new IllegalArgumentException(this + ": window [" + start + ", " + end + ") with padding " + head
+                    + " + " + tail);
+        }
+        windowStart = start;
+        windowEnd = end;
+        trimHead = head;
+        trimTail = tail;
+        lastWindow = last;
+        extentCount = 0;
+    }
+
+    /** Readies the slot for its next window, after the writer sent the previous one; the reader's hold again. */
+    void rearm() {
+        if (bioCount != 0 || remaining.get() != 0 || lastWindow) {
+            throw new IllegalStateException(this + ": re-armed with " + bioCount + " bio(s), remaining "
+                    + remaining.get() + (lastWindow ? ", after its last window" : ""));
+        }
+        extentCount = 0;
+        remaining.set(1);
+    }
+
+    /** Registers the request's device range with the device's tracked requests (may wait: see there). */
+    void track(TrackedRequests list, long start, long end, boolean serialising) {
+        if (tracker != null) {
+            throw new IllegalStateException(this + ": tracked twice");
+        }
+        list.begin(tracked, start, end, serialising);
+        tracker = list;
     }
 
     /** Records an error; the first one wins. */
@@ -100,6 +170,16 @@ final class NbdRequest {
             throw new IllegalStateException("nbd request " + this + " completed more often than submitted");
         }
         if (left == 0) {
+            if (lastWindow && tracker != null) {
+                // The last bio of the request's last window: its writes are done (rule 2: never blocks).
+                TrackedRequests list = tracker;
+                tracker = null;
+                list.end(tracked);
+            }
+            if (!lastWindow && command == NbdProtocol.CMD_WRITE) {
+                windowSent.complete(); // a WRITE window is done: the reader frees it and goes on
+                return;
+            }
             connection.replyReady(this);
         }
     }

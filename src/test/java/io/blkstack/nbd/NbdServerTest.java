@@ -171,7 +171,7 @@ class NbdServerTest {
                     case INFO_DESCRIPTION -> description = "the b disk".equals(rest(b));
                     case INFO_BLOCK_SIZE -> {
                         assertEquals(14, r.data().length);
-                        assertEquals(512, b.getInt());
+                        assertEquals(1, b.getInt(), "any byte range: unaligned ends by read-modify-write");
                         assertEquals(4096, b.getInt());
                         assertEquals(32 * MiB, b.getInt());
                         sizes = true;
@@ -414,12 +414,9 @@ class NbdServerTest {
             assertEquals(EINVAL, NbdTestClient.errorOf(c.readFullReply()));
             c.request(0, CMD_READ, 21, -512L, 512, null); // offset beyond 2^63
             assertEquals(EINVAL, NbdTestClient.errorOf(c.readFullReply()));
-            // misaligned to the 512-byte minimum block size
-            assertEquals(EINVAL, c.writeSync(100, new byte[512], 0));
-            assertEquals(EINVAL, c.writeSync(0, new byte[100], 0));
-            c.request(0, CMD_READ, 22, 0, 100, null);
+            // a READ or WRITE beyond the maximum payload the client asked for
+            c.request(0, CMD_READ, 22, 0, server.exports().get(0).maximumPayload() + 1L, null);
             assertEquals(EINVAL, NbdTestClient.errorOf(c.readFullReply()));
-            assertEquals(EINVAL, c.commandSync(CMD_TRIM, 0, 256, 512));
             // unknown command, unknown flag, flags not valid for the command
             assertEquals(EINVAL, c.commandSync(42, 0, 0, 512));
             assertEquals(EINVAL, c.commandSync(CMD_TRIM, 1 << 9, 0, 512));

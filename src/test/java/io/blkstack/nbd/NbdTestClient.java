@@ -128,6 +128,16 @@ final class NbdTestClient implements AutoCloseable {
         return check(option(OPT_GO, infoData(name, INFO_BLOCK_SIZE)), REP_ACK);
     }
 
+    /**
+     * {@code EXPORT_NAME} (after the greeting with no zeroes): the old way in, which never learns
+     * the block sizes; returns the export size.
+     */
+    long exportName(String name) throws IOException {
+        sendOption(OPT_EXPORT_NAME, name.getBytes(java.nio.charset.StandardCharsets.UTF_8));
+        ByteBuffer b = read(10);
+        return b.getLong();
+    }
+
     /** GO without structured replies. */
     List<OptionReply> go(String name) throws IOException {
         return check(option(OPT_GO, infoData(name, INFO_BLOCK_SIZE)), REP_ACK);
