@@ -12,6 +12,7 @@ import io.blkstack.kernel.WaitQueue;
 import io.blkstack.sim.Knot;
 import io.blkstack.nbd.Export;
 import io.blkstack.nbd.NbdServer;
+import io.blkstack.units.Sizes;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.PrintWriter;
@@ -166,6 +167,11 @@ final class ServeCommand implements Callable<Integer> {
                     + NbdServer.Options.CONNECTIONS_MAX);
         }
         long memory = memoryBytes != null ? memoryBytes : config.memoryBytes();
+        String memoryProblem = StackConfig.memoryProblem(memory);
+        if (memoryProblem != null) {
+            return fail(err, ExitCodes.USAGE, "--memory: '" + Sizes.format(memory) + "' " + memoryProblem
+                    + " (the smallest page arena serve accepts is " + Sizes.format(StackConfig.MEMORY_BYTES_MIN) + ")");
+        }
         if (!address.getAddress().isLoopbackAddress()) {
             err.println("blkstack serve: warning: listening on " + address + ", beyond loopback: NBD has no"
                     + " authentication, so anyone who can reach this port can read and write the exports");
@@ -342,10 +348,10 @@ final class ServeCommand implements Callable<Integer> {
         InetSocketAddress bound = server.localAddress();
         InetAddress shown = bound.getAddress().isAnyLocalAddress() ? InetAddress.getLoopbackAddress() : bound.getAddress();
         String base = "nbd://" + ListenAddress.uriHost(shown) + ":" + bound.getPort();
-        out.println("blkstack serve: " + config.source() + ", page arena " + TableCommand.Sizes.format(memory)
+        out.println("blkstack serve: " + config.source() + ", page arena " + Sizes.format(memory)
                 + ", listening on " + ListenAddress.uriHost(bound.getAddress()) + ":" + bound.getPort());
         for (Export e : server.exports()) {
-            out.println("  " + base + "/" + e.name() + "  " + TableCommand.Sizes.format(e.sizeBytes())
+            out.println("  " + base + "/" + e.name() + "  " + Sizes.format(e.sizeBytes())
                     + (e.readOnly() ? " read-only" : " read-write")
                     + (e.description().isEmpty() ? "" : "  " + e.description()));
         }

@@ -12,6 +12,7 @@ import io.blkstack.dm.MappedDevice;
 import io.blkstack.dm.StatusForm;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.nbd.Export;
+import io.blkstack.units.Sizes;
 import java.io.IOException;
 import java.io.PrintWriter;
 import java.nio.file.Path;
@@ -134,22 +135,4 @@ final class TableCommand {
         }
     }
 
-    /** Human sizes in the largest binary unit that divides exactly. */
-    static final class Sizes {
-        private static final String[] UNITS = {"B", "KiB", "MiB", "GiB", "TiB"};
-
-        private Sizes() {
-        }
-
-        /** {@code 1073741824} as {@code 1GiB}, {@code 1536} as {@code 1536B}... exact, never rounded. */
-        static String format(long bytes) {
-            int unit = 0;
-            long v = bytes;
-            while (unit < UNITS.length - 1 && v != 0 && v % 1024 == 0) {
-                v /= 1024;
-                unit++;
-            }
-            return v + UNITS[unit];
-        }
-    }
 }

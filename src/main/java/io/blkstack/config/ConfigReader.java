@@ -43,8 +43,6 @@ final class ConfigReader {
     /** Largest configuration accepted, in characters. */
     private static final int TEXT_CHARS_MAX = 1 << 20;
     /** Bounds on the page arena. */
-    static final long MEMORY_BYTES_MIN = 4L << 20;
-    static final long MEMORY_BYTES_MAX = 64L << 30;
     /** Longest device latency accepted. */
     static final long LATENCY_NANOS_MAX = 10_000_000_000L;
     /** Longest no-space-timeout and drain-timeout accepted: one day. */
@@ -135,8 +133,9 @@ final class ConfigReader {
     /** The page arena size, within bounds. */
     private long memory(Node node) throws ConfigException {
         long bytes = size(node, "memory");
-        if (bytes < MEMORY_BYTES_MIN || bytes > MEMORY_BYTES_MAX) {
-            throw error(node, "memory", value(node), "must be between 4MiB and 64GiB");
+        String problem = StackConfig.memoryProblem(bytes);
+        if (problem != null) {
+            throw error(node, "memory", value(node), problem);
         }
         return bytes;
     }

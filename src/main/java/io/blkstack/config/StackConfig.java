@@ -35,6 +35,24 @@ public record StackConfig(String source, long memoryBytes, ListenAddress listen,
 
     /** The page arena when the file does not say. */
     public static final long DEFAULT_MEMORY_BYTES = 64L << 20;
+    /** The smallest page arena served: below it the watermarks and the targets' pools leave no payload. */
+    public static final long MEMORY_BYTES_MIN = 4L << 20;
+    /** The largest page arena: one direct buffer, indexed by int. */
+    public static final long MEMORY_BYTES_MAX = 2047L << 20;
+
+    /**
+     * What is wrong with a page arena of {@code bytes}, or null if it is within bounds: the one
+     * check behind both the configuration's {@code memory} and {@code serve --memory}.
+     */
+    public static String memoryProblem(long bytes) {
+        if (bytes < MEMORY_BYTES_MIN || bytes > MEMORY_BYTES_MAX) {
+            return "must be between 4MiB and 2047MiB";
+        }
+        if (bytes % 4096 != 0) {
+            return "must be a whole number of 4KiB pages";
+        }
+        return null;
+    }
     /** A thin pool's no_space_timeout when neither its table line nor the file says: 60 s, as dm-thin. */
     public static final long DEFAULT_NO_SPACE_TIMEOUT_NANOS = 60_000_000_000L;
     /** How long {@code serve} drains when the file does not say: 30 s. */

@@ -153,6 +153,8 @@ final class NbdConnection {
     private final ByteBuffer skipScratch = ByteBuffer.allocateDirect(64 * 1024);
     private final ByteBuffer[] scatter = new ByteBuffer[Bio.VECS_MAX];
     private final Page[] readerPages = new Page[Bio.VECS_MAX];
+    /** What this connection holds of the server's payload budget (its fair share is checked there). */
+    private final NbdServer.PayloadBudget.Share budgetShare = new NbdServer.PayloadBudget.Share();
     private final BioIter readerIter = new BioIter();
     /** The old contents of the first and last logical block of an unaligned write (one page each). */
     private final ByteBuffer rmwBlocks = ByteBuffer.allocateDirect(2 * Page.SIZE);
@@ -1068,9 +1070,9 @@ final class NbdConnection {
 
     /** Takes budget pages for {@code bytes} of payload (waits while other requests hold it). */
     private void chargeBudget(NbdRequest r, long bytes) {
-        int pages = (int) ((bytes + Page.SIZE - 1) >>> Page.SHIFT);
+        int pages = (int) NbdServer.chargePages(bytes);
         if (pages > 0) {
-            server.budget().acquire(pages);
+            server.budget().acquire(budgetShare, pages);
             r.budgetPages += pages;
         }
     }
@@ -1226,7 +1228,7 @@ final class NbdConnection {
                         r.windowSent.complete(); // the reader goes on with the next window (or sees the end)
                     }
                 }
-                server.budget().release(budgetPages);
+                server.budget().release(budgetShare, budgetPages);
             }
         } finally {
             finish();

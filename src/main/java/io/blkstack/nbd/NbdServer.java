@@ -8,6 +8,8 @@ import io.blkstack.kernel.SpinLock;
 import io.blkstack.kernel.TaskKind;
 import io.blkstack.kernel.WaitQueue;
 import io.blkstack.mem.Page;
+import io.blkstack.mem.PageAllocator;
+import io.blkstack.units.Sizes;
 import java.io.IOException;
 import java.net.InetSocketAddress;
 import java.net.StandardSocketOptions;
@@ -31,13 +33,16 @@ import java.util.function.Consumer;
  * device I/O does); every wait between tasks is a kernel primitive.
  *
  * <p>Memory: request payloads live in pages of the kernel's arena, in bios of this server's own
- * {@link BioSet}. A server-wide payload budget (in pages, three quarters of the arena above its
- * min watermark unless told otherwise) is taken by each READ and WRITE before its pages are
- * allocated and returned after its reply is sent. Why: pages of a request stay allocated until
+ * {@link BioSet}. A server-wide payload budget (in pages: what the arena has left once the stack
+ * is built, less reclaim's watermark, this server's reserves and a share for targets' transient
+ * allocations; see {@link #admitBudget}) is taken by each READ and WRITE, for its payload pages and
+ * its bios' vec arrays, before they are allocated, and returned after its reply is sent; each
+ * connection gets a fair share of it ({@link PayloadBudget}). Why: pages of a request stay allocated until
  * its reply is sent, so without the budget several connections each holding part of a large
  * request could exhaust the arena and wait on each other forever; with it, every admitted request
  * can get all its pages (rule 5 of DESIGN.md section 1: backpressure is a wait on a reserve).
- * Each export's advertised maximum payload is lowered to fit the budget if needed.
+ * Each export's advertised maximum payload is lowered to fit the budget if needed, and a stack
+ * that leaves too little for one request is refused with the numbers ({@link MemoryAdmissionException}).
  *
  * <p>Clients: at most {@link Options#connectionsMax} are served at once; one more is refused the
  * way the spec allows during haggling (an error with a message to each option, at most
@@ -156,6 +161,15 @@ public final class NbdServer implements Component {
 
     /** Bios in the reserve of the server's bio set (each connection holds at most one unsubmitted bio). */
     static final int BIO_POOL_SIZE = 4;
+    /** Arena pages one bio's vec array takes (the vec slab's objects are page-sized). */
+    static final int VEC_ARRAY_PAGES = 1;
+    /** Pages this server's bio set keeps in reserve: its vec arrays and a slab page of bios. */
+    static final int SERVER_RESERVE_PAGES = BIO_POOL_SIZE * VEC_ARRAY_PAGES + 1;
+    /** The payload budget leaves this fraction (1/N) of what is left to targets' transient allocations. */
+    static final int TRANSIENT_SHARE_DIVISOR = 8;
+    /** The request size an admission error sizes its suggested memory for. */
+    static final long REQUEST_BYTES_WANTED = 1L << 20;
+    private static final long MiB = 1L << 20;
 
     private final Kernel kernel;
     private final Options options;
@@ -209,30 +223,92 @@ public final class NbdServer implements Component {
         }
         this.kernel = kernel;
         this.options = options;
-        long budgetBytes = options.payloadBudgetBytes() != 0 ? options.payloadBudgetBytes()
-                : (long) (kernel.pages().totalPages() - kernel.pages().minPages()) * Page.SIZE * 3 / 4;
-        long budgetPages = budgetBytes / Page.SIZE;
+        long budgetPages = admitBudget(kernel, options.payloadBudgetBytes());
         List<Export> fitted = new ArrayList<>();
+        long requestPagesMax = 0;
         for (Export e : exports) {
-            fitted.add(fitToBudget(e, budgetPages * Page.SIZE));
+            Export f = fitToBudget(kernel, e, budgetPages);
+            fitted.add(f);
+            requestPagesMax = Math.max(requestPagesMax, chargePages(f.maximumPayload()));
         }
         this.exports = List.copyOf(fitted);
-        this.budget = new PayloadBudget(budgetPages);
+        this.budget = new PayloadBudget(budgetPages, requestPagesMax);
         this.bioSet = new BioSet(kernel, "nbd", BIO_POOL_SIZE, BIO_POOL_SIZE, null, false);
         this.acceptFailures = kernel.counters().get("nbd.accept-failures");
         this.refusals = kernel.counters().get("nbd.refusals");
         kernel.register(this);
     }
 
-    /** The export with its maximum payload lowered to the largest power of two within the budget. */
-    private static Export fitToBudget(Export e, long budgetBytes) {
-        if (e.maximumPayload() <= budgetBytes) {
+    /**
+     * Budget pages one request of {@code payloadBytes} holds until its reply is sent: its payload
+     * pages and the vec array of each of its bios (the vec slab hands out page-sized arrays). What
+     * a reader charges before it allocates, so an admitted request can always get all of it.
+     */
+    static long chargePages(long payloadBytes) {
+        if (payloadBytes < 0) {
+            throw new IllegalArgumentException("payload of " + payloadBytes + " bytes");
+        }
+        long pages = (payloadBytes + Page.SIZE - 1) >>> Page.SHIFT;
+        long bios = (payloadBytes + NbdConnection.BIO_BYTES_MAX - 1) / NbdConnection.BIO_BYTES_MAX;
+        return pages + bios * VEC_ARRAY_PAGES;
+    }
+
+    /**
+     * The payload budget in pages (DESIGN.md section 3, "Admission, not hope"): what the arena has
+     * left now, once the stack is built (targets' pools, copy buffers, caches' reserves), less the
+     * pages above the low watermark that reclaim keeps, the reserves of this server's own bio set,
+     * and an eighth for what targets allocate and give back while I/O runs (slab growth, cache
+     * buffers that reclaim can take back). Never a fraction of the arena's size: a stack that keeps
+     * a quarter of the arena would then be promised pages that do not exist, and readers holding
+     * part of their pages would wait for each other for ever. An explicit budget that would
+     * over-commit what is left is refused.
+     */
+    private static long admitBudget(Kernel kernel, long explicitBytes) {
+        PageAllocator pages = kernel.pages();
+        long left = pages.freePages() - pages.lowPages() - SERVER_RESERVE_PAGES;
+        long computed = left - left / TRANSIENT_SHARE_DIVISOR;
+        if (explicitBytes == 0) {
+            return Math.max(0, computed);
+        }
+        long explicitPages = explicitBytes / Page.SIZE;
+        if (explicitPages > Math.max(0, left)) {
+            throw new MemoryAdmissionException("payload budget of " + explicitPages + " pages over-commits the arena: "
+                    + describeArena(kernel) + ", " + Math.max(0, left) + " left for payload");
+        }
+        return explicitPages;
+    }
+
+    /** The arena in numbers, for admission errors: its size, what the stack keeps, what reclaim keeps. */
+    private static String describeArena(Kernel kernel) {
+        PageAllocator pages = kernel.pages();
+        int total = pages.totalPages();
+        int kept = total - pages.freePages();
+        return "page arena of " + total + " pages (" + Sizes.format((long) total * Page.SIZE) + "), the stack keeps "
+                + kept + " (" + Sizes.format((long) kept * Page.SIZE) + "), reclaim keeps " + pages.lowPages()
+                + " free and this server's reserves take " + SERVER_RESERVE_PAGES;
+    }
+
+    /**
+     * The export with its maximum payload lowered to the largest power of two whose charge fits the
+     * budget; refused, with the numbers and the memory that would do, when not even one request of
+     * the preferred block size fits.
+     */
+    private static Export fitToBudget(Kernel kernel, Export e, long budgetPages) {
+        if (chargePages(e.maximumPayload()) <= budgetPages) {
             return e;
         }
-        long max = Long.highestOneBit(budgetBytes);
-        if (max < e.preferredBlockSize()) {
-            throw new IllegalArgumentException("export " + e.name() + ": payload budget " + budgetBytes
-                    + " bytes is below the preferred block size " + e.preferredBlockSize() + "; give the kernel more memory");
+        long max = Long.highestOneBit(Math.max(1, e.maximumPayload()));
+        while (max >= e.preferredBlockSize() && chargePages(max) > budgetPages) {
+            max >>>= 1;
+        }
+        if (max < e.preferredBlockSize() || max < e.minimumBlockSize()) {
+            long missing = chargePages(Math.max(e.preferredBlockSize(), REQUEST_BYTES_WANTED)) - Math.max(0, budgetPages);
+            long grow = (missing * TRANSIENT_SHARE_DIVISOR / (TRANSIENT_SHARE_DIVISOR - 1) + 1) * Page.SIZE;
+            long total = (long) kernel.pages().totalPages() * Page.SIZE;
+            long wanted = ((total + grow) * 65 / 64 + MiB - 1) / MiB * MiB;
+            throw new MemoryAdmissionException("export " + e.name() + ": the payload budget of " + Math.max(0, budgetPages)
+                    + " pages cannot hold one request of " + e.preferredBlockSize() + " bytes: " + describeArena(kernel)
+                    + "; the smallest memory that serves it is about " + Sizes.format(wanted));
         }
         return e.withMaximumPayload((int) max);
     }
@@ -598,59 +674,116 @@ public final class NbdServer implements Component {
     }
 
     /**
-     * A server-wide count of payload pages that admitted requests may hold; a reader waits on it
-     * (a kernel wait queue) before allocating a request's pages.
+     * The server-wide count of pages that admitted requests may hold (payload pages and one vec
+     * array per bio), shared fairly between connections. A reader waits here before it allocates a
+     * request's pages, so every admitted request can get all of them: the budget was computed from
+     * what the arena had left once the stack and this server were built (rule 5 of DESIGN.md
+     * section 1: backpressure is a wait on a reserve, never on memory that may not come back).
+     *
+     * <p>Fair share: while several connections hold or wait for budget, one that already holds
+     * pages may take more only up to {@code max(one maximum request, total / participants)}; a
+     * connection holding nothing may always take one request when the pages are free. So a slow or
+     * greedy client cannot keep the whole budget from an active one: as soon as a second connection
+     * waits, the first stops growing and the pages it returns go to the newcomer.
      */
     static final class PayloadBudget {
         private final long totalPages;
-        private final AtomicLong free;
+        private final long requestPagesMax;
+        private final SpinLock lock = new SpinLock("nbd payload budget");
         private final WaitQueue waiters = new WaitQueue("nbd payload budget");
+        // Guarded by lock.
+        private long free;
+        private int participants;
 
-        PayloadBudget(long pages) {
-            if (pages < 1) {
-                throw new IllegalArgumentException("nbd payload budget of " + pages + " pages");
+        /** One connection's holding. */
+        static final class Share {
+            private long held;
+            private boolean waiting;
+
+            long heldPages() {
+                return held;
             }
-            this.totalPages = pages;
-            this.free = new AtomicLong(pages);
         }
 
-        /** Waits until {@code pages} are free and takes them. */
-        void acquire(int pages) {
+        PayloadBudget(long pages, long requestPagesMax) {
+            if (pages < 1 || requestPagesMax < 1) {
+                throw new IllegalArgumentException("nbd payload budget of " + pages + " pages with requests of up to "
+                        + requestPagesMax + " pages");
+            }
+            this.totalPages = pages;
+            this.requestPagesMax = requestPagesMax;
+            this.free = pages;
+        }
+
+        /** Waits until {@code pages} are free and within the connection's fair share, and takes them. */
+        void acquire(Share share, int pages) {
             if (pages > totalPages) {
                 throw new IllegalArgumentException("request of " + pages + " pages exceeds the budget of " + totalPages);
             }
-            if (tryTake(pages)) {
+            if (tryTake(share, pages)) {
                 return; // the common case: no wait, and no condition object built
             }
-            waiters.waitEvent(() -> tryTake(pages), this);
+            waiters.waitEvent(() -> tryTake(share, pages), this);
         }
 
-        private boolean tryTake(int pages) {
-            while (true) {
-                long now = free.get();
-                if (now < pages) {
-                    return false;
-                }
-                if (free.compareAndSet(now, now - pages)) {
+        /** Takes the pages if free and fair; otherwise marks the connection waiting (a participant). */
+        private boolean tryTake(Share share, int pages) {
+            lock.lock();
+            try {
+                long fairShare = Math.max(requestPagesMax, totalPages / Math.max(1, participants));
+                boolean fair = share.held == 0 || share.held + pages <= fairShare;
+                if (free >= pages && fair) {
+                    if (share.held == 0 && !share.waiting) {
+                        participants++;
+                    }
+                    share.waiting = false;
+                    share.held += pages;
+                    free -= pages;
                     return true;
                 }
+                if (share.held == 0 && !share.waiting) {
+                    participants++;
+                }
+                share.waiting = true;
+                return false;
+            } finally {
+                lock.unlock();
             }
         }
 
-        /** Returns pages and wakes every waiter (sizes differ, so each re-checks). */
-        void release(int pages) {
+        /** Returns pages the connection held and wakes every waiter (sizes and shares differ, so each re-checks). */
+        void release(Share share, long pages) {
             if (pages == 0) {
                 return;
             }
-            long now = free.addAndGet(pages);
-            if (now > totalPages) {
-                throw new IllegalStateException("nbd payload budget over-released: " + now + " > " + totalPages);
+            lock.lock();
+            try {
+                if (pages > share.held) {
+                    throw new IllegalStateException("nbd payload budget: a connection returns " + pages
+                            + " pages but holds " + share.held);
+                }
+                share.held -= pages;
+                free += pages;
+                if (share.held == 0 && !share.waiting) {
+                    participants--;
+                }
+                if (free > totalPages) {
+                    throw new IllegalStateException("nbd payload budget over-released: " + free + " > " + totalPages);
+                }
+            } finally {
+                lock.unlock();
             }
             waiters.wakeAll();
         }
 
+        /** Free pages now; a snapshot for explanations and tests. */
         long freePages() {
-            return free.get();
+            lock.lock();
+            try {
+                return free;
+            } finally {
+                lock.unlock();
+            }
         }
 
         long totalPages() {
@@ -659,7 +792,8 @@ public final class NbdServer implements Component {
 
         @Override
         public String toString() {
-            return "nbd payload budget (" + free.get() + "/" + totalPages + " pages free)";
+            return "nbd payload budget (" + free + "/" + totalPages + " pages free, " + participants
+                    + " connection(s) holding or waiting)";
         }
     }
 }
