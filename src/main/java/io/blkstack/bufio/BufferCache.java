@@ -114,6 +114,7 @@ public final class BufferCache implements Shrinker, AutoCloseable {
 
     private final AtomicLong reads;
     private final AtomicLong writes;
+    private final AtomicLong writeErrors;
     private final AtomicLong shrinkerFreed;
     private final AtomicLong shrinkerKicks;
     private final AtomicLong ageEvicted;
@@ -148,6 +149,7 @@ public final class BufferCache implements Shrinker, AutoCloseable {
         this.ioWait = new WaitQueue(name + " io");
         this.reads = kernel.counters().get("bufio.reads");
         this.writes = kernel.counters().get("bufio.writes");
+        this.writeErrors = kernel.counters().get("bufio.write-errors");
         this.shrinkerFreed = kernel.counters().get("bufio.shrinker-freed");
         this.shrinkerKicks = kernel.counters().get("bufio.shrinker-work-kicks");
         this.ageEvicted = kernel.counters().get("bufio.age-evicted");
@@ -794,6 +796,7 @@ public final class BufferCache implements Shrinker, AutoCloseable {
             b.ioError = true;
             b.dirty = true;
             asyncWriteError.set(b.block);
+            writeErrors.incrementAndGet();
         }
         bio.put();
         b.writing = false;

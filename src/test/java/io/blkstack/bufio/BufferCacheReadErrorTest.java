@@ -21,6 +21,8 @@ import org.junit.jupiter.api.Test;
  * device again and gets the right data, and the buffer's memory is neither aliased to another
  * block nor freed twice. (The old cache freed the buffer but left it in its map: the next access
  * got a buffer of block -1 that also sat in the reserve, and a later write went to sector -8.)
+ * A failed write-back nobody waits for is counted at once and reported to the owner by the next
+ * {@link BufferCache#writeDirtyBuffersWait}, even when that call's rewrite succeeded.
  */
 class BufferCacheReadErrorTest {
 
@@ -163,6 +165,27 @@ class BufferCacheReadErrorTest {
             Buffer b = cache.read(2); // the prefetch failed before anyone asked for it: read again
             checkBuffer(b, 2);
             cache.release(b);
+        }
+    }
+
+    @Test
+    void failedWriteBackIsReportedByTheNextWaitEvenWhenTheRewriteSucceeds() {
+        MemoryDevice dev = start(0); // no latency: a write has completed when its submit returns
+        try (BufferCache cache = new BufferCache(dev, BLOCK, NO_AGING)) {
+            fill(cache, 3, 3);
+            faults.failNextIo();
+            cache.writeDirtyBuffers(); // a write-back nobody waits for, as the shrinker's work starts
+            assertEquals(1, kernel.counters().value("bufio.write-errors"), "the failed write-back is counted");
+
+            MetadataIoException e = assertThrows(MetadataIoException.class, cache::writeDirtyBuffersWait);
+            assertTrue(e.getMessage().contains("earlier write-back of block 3"), e.getMessage());
+            cache.writeDirtyBuffersWait(); // reported once
+            assertEquals(0, cache.dirtyCount(), "the rewrite succeeded");
+        }
+        try (BufferCache cache = new BufferCache(dev, BLOCK, NO_AGING)) {
+            Buffer b3 = cache.read(3);
+            checkBuffer(b3, 3);
+            cache.release(b3);
         }
     }
 }

@@ -55,6 +55,14 @@ import java.util.Map;
  * transaction return to their allocation group only after it committed, so a crash never finds a
  * committed mapping pointing at a block that was reused.
  *
+ * <p><b>Metadata errors.</b> A metadata error (I/O, full, corrupt) fails the bio that hit it and
+ * switches the pool to read-only with {@code needs_check} ({@link #metadataFailed}). A failed
+ * write-back of a dirty metadata block (the buffer cache's shrinker work) hits no bio: the cache
+ * reports it to the next commit, so the pool stays {@code rw} until then, at most one commit period
+ * (dm-thin hears of dm-bufio's {@code async_write_error} the same way). Nothing is lost by waiting:
+ * a dirty node is never one the committed trees use (nodes are copied on write), and no write
+ * since the last commit was promised durable.
+ *
  * <p><b>Locks.</b> {@code metaLock} (a mutex) serialises the pool's metadata updates with commits
  * and the list of blocks freed in the transaction; the order is {@code metaLock}, then a group
  * lock, then the metadata's own mutex. The spin lock guards the bio lists only.
