@@ -5,6 +5,7 @@ import static io.blkstack.nbd.NbdProtocol.CMD_WRITE;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertSame;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.blkstack.block.TestKernel;
@@ -76,6 +77,29 @@ class NbdMemoryAdmissionTest {
             } finally {
                 server.close();
             }
+        }
+    }
+
+    // Proves a stack that does not fit the arena is refused at start instead of waiting for ever:
+    // four log-writes targets want 4 x 257 pages of a 1,024-page arena; the fourth one's copy pool
+    // gets one round of reclaim and then an error naming the pool and the arena (it used to wait
+    // for pages that nothing would free).
+    @Test
+    @Timeout(60)
+    void aStackThatDoesNotFitIsRefusedNotAWait() throws Exception {
+        String four = LOG_WRITES_STACK.replace("exports:", """
+                  b: |
+                    0 32768 log-writes disk log
+                  c: |
+                    0 32768 log-writes disk log
+                  d: |
+                    0 32768 log-writes disk log
+                exports:""");
+        StackConfig config = StackConfig.parse("lw4.yaml", four, Path.of("/base"));
+        try (TestKernel tk = new TestKernel("admission-refused", 4 * MiB, Policies.defaults(), Faults.NONE)) {
+            Exception e = assertThrows(Exception.class, () -> Stack.build(tk.kernel, config, Stack.Mode.SERVE).close());
+            assertTrue(e.getMessage().contains("no memory for the 256-page copy pool (page arena of 1024 pages"),
+                    e.getMessage());
         }
     }
 

@@ -97,7 +97,7 @@ final class PersistentStore extends ExceptionStore {
         Arrays.fill(committedOld, -1);
         this.ioSet = new BioSet(kernel, "snapshot-meta-" + name, 1, 1, null, false);
         try {
-            this.page = kernel.pages().alloc(Gfp.KERNEL);
+            this.page = kernel.pages().alloc(Gfp.KERNEL | Gfp.NORETRY); // at start: fail, never wait for ever
             if (page == null) {
                 throw new IllegalStateException("snapshot " + name + ": no page for the metadata buffer");
             }

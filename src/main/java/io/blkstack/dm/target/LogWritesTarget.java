@@ -152,13 +152,15 @@ public final class LogWritesTarget extends Target {
         freeBlockCount = BLOCKS_MAX;
         try {
             for (int i = 0; i < POOL_PAGES; i++) {
-                Page p = kernel.pages().alloc(Gfp.KERNEL);
+                // At start: one round of reclaim, then a clear error, never a wait for ever.
+                Page p = kernel.pages().alloc(Gfp.KERNEL | Gfp.NORETRY);
                 if (p == null) {
-                    throw args.error("no memory for the " + POOL_PAGES + "-page copy pool");
+                    throw args.error("no memory for the " + POOL_PAGES + "-page copy pool (page arena of "
+                            + kernel.pages().totalPages() + " pages, " + kernel.pages().freePages() + " free)");
                 }
                 freePages[freePageCount++] = p;
             }
-            headerPage = kernel.pages().alloc(Gfp.KERNEL);
+            headerPage = kernel.pages().alloc(Gfp.KERNEL | Gfp.NORETRY);
             if (headerPage == null) {
                 throw args.error("no memory for the log header page");
             }

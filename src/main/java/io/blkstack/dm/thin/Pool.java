@@ -248,7 +248,13 @@ public final class Pool {
         ioSet = new BioSet(kernel, "thin-pool-" + name, 2, 2, null, false);
         copyPages = new Page[pages];
         for (int i = 0; i < pages; i++) {
-            copyPages[i] = kernel.pages().alloc(Gfp.KERNEL);
+            // Control path, but it must not wait for ever: a page the arena cannot give after one
+            // round of reclaim is a pool that does not fit the memory, said at start.
+            copyPages[i] = kernel.pages().alloc(Gfp.KERNEL | Gfp.NORETRY);
+            if (copyPages[i] == null) {
+                throw new IllegalArgumentException("no memory for the " + pages + "-page copy buffer (page arena of "
+                        + kernel.pages().totalPages() + " pages, " + kernel.pages().freePages() + " free): give serve more memory");
+            }
         }
         if (features.readOnly()) {
             mode = Mode.READ_ONLY;
