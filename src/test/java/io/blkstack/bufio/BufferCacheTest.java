@@ -198,7 +198,11 @@ class BufferCacheTest {
 
     @Test
     void legacyShrinkerWaitsForWriteBackInline() {
-        MemoryDevice dev = start(Policies.defaults().with(PolicySwitch.BUFIO_SHRINKER, "legacy"), 16L << 20, 1_000_000);
+        // The writes the scan starts must still be in flight when it checks for them: with a 1 ms
+        // device the check lost that race on a loaded machine (the writes had completed, nothing
+        // to wait for, no misuse); a 1 s device keeps them in flight however the threads run.
+        MemoryDevice dev = start(Policies.defaults().with(PolicySwitch.BUFIO_SHRINKER, "legacy"), 16L << 20,
+                1_000_000_000L);
         try (BufferCache cache = new BufferCache(dev, BLOCK, NO_AGING)) {
             for (int i = 0; i < 4; i++) {
                 fill(cache, i, i + 1);
