@@ -86,8 +86,8 @@ class NbdProtocolFuzzTest {
 
     // ---- the fuzz target -----------------------------------------------------------------------
 
-    @FuzzTest(maxDuration = "60s")
     @MethodSource("seeds")
+    @FuzzTest(maxDuration = "60s") // Jazzer wants it last
     void fuzzProtocol(byte[] input) throws Exception {
         Session.run(tk.kernel, exports, log, input);
     }
