@@ -28,7 +28,6 @@ import java.util.concurrent.atomic.AtomicReference;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
-import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
 
@@ -89,7 +88,7 @@ class NbdProtocolFuzzTest {
     @MethodSource("seeds")
     @FuzzTest(maxDuration = "60s") // Jazzer wants it last
     void fuzzProtocol(byte[] input) throws Exception {
-        Session.run(tk.kernel, exports, log, input);
+        Session.run(tk.kernel, exports, log, input, true);
     }
 
     /** One input against a fresh server on the test's kernel; see the class comment for what it asserts. */
@@ -109,7 +108,12 @@ class NbdProtocolFuzzTest {
             this.log = log;
         }
 
-        static Session run(Kernel kernel, List<Export> exports, List<String> log, byte[] input) throws Exception {
+        /**
+         * Runs one input; {@code underJazzer} says a Jazzer agent runs (a {@code @FuzzTest}), so
+         * its request forgery detector must be told that connecting to the server is intended.
+         */
+        static Session run(Kernel kernel, List<Export> exports, List<String> log, byte[] input, boolean underJazzer)
+                throws Exception {
             Kernel.Attachment self = Task.currentOrNull() == null ? kernel.attach("fuzz-input") : null;
             try {
                 int pagesBefore = kernel.pages().allocatedPages();
@@ -118,7 +122,7 @@ class NbdProtocolFuzzTest {
                         .defaults(new InetSocketAddress("127.0.0.1", 0)).withLog(log::add));
                 server.start();
                 Session s = new Session(kernel, server, log);
-                try (AutoCloseable permit = allowConnectionsTo(s.address.getPort())) {
+                try (AutoCloseable permit = underJazzer ? allowConnectionsTo(s.address.getPort()) : () -> { }) {
                     s.drive(input);
                 } finally {
                     s.closeServer();
@@ -134,16 +138,9 @@ class NbdProtocolFuzzTest {
             }
         }
 
-        /**
-         * Tells Jazzer's server-side request forgery detector that connecting to the server's port
-         * is intended; a no-op when no Jazzer agent runs (a plain test of this class alone).
-         */
+        /** Tells Jazzer's server-side request forgery detector that connecting to the server's port is intended. */
         private static AutoCloseable allowConnectionsTo(int serverPort) {
-            try {
-                return BugDetectors.allowNetworkConnections((host, port) -> port == serverPort);
-            } catch (IllegalStateException e) {
-                return () -> { };
-            }
+            return BugDetectors.allowNetworkConnections((host, port) -> port == serverPort);
         }
 
         /** The fuzzed client next to a well-behaved one, then a new client. */
@@ -302,20 +299,6 @@ class NbdProtocolFuzzTest {
                 // nothing to do
             }
         }
-    }
-
-    /**
-     * Proves the seed encoding reaches the transmission phase, so the corpus is not vacuous: the
-     * happy-path program (GO with structured replies, WRITE 8 KiB, READ it back, BLOCK_STATUS,
-     * FLUSH, DISC) gets at least the 8 KiB of its READ back from the server.
-     */
-    @Test
-    void happyPathSeedGetsItsReadDataBack() throws Exception {
-        byte[] seed = new Builder(Ending.HALF_CLOSE).greet().go(0, true, true, false, false)
-                .request(0, 1, 1, 0, 3, 0, 1, 0, 0).request(0, 0, 2, 0, 3, 0, 1, 0, 0)
-                .request(0, 7, 3, 0, 0, 0, 15, 0, 0).request(0, 3, 4, 0, 0, 2, 0, 0, 0).disc().build();
-        Session s = Session.run(tk.kernel, exports, log, seed);
-        assertTrue(s.received.get() > 8192 + 18, "the fuzzed client got " + s.received.get() + " bytes");
     }
 
     // ---- seed corpus ---------------------------------------------------------------------------
