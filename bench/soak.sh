@@ -159,8 +159,9 @@ start_server() {
         fi
         sleep 0.1
     done
-    echo "soak: $stack: serve --memory $memory neither got ready nor exited within 120 s" >&2
-    "$jstack" "$server_pid" >"$dir/jstack-start.txt" 2>&1 || true
+    echo "soak: $stack: serve --memory $memory neither got ready nor exited within 120 s (counted as" \
+        "refused); server threads in $dir/jstack-start-$memory.txt" >&2
+    "$jstack" "$server_pid" >"$dir/jstack-start-$memory.txt" 2>&1 || true
     kill -KILL "$server_pid" 2>/dev/null
     server_pid=
     failed=1
@@ -297,7 +298,7 @@ for stack in $stacks; do
         echo "soak: $stack: serve --memory $memory did not start a second time:" >&2
         cat "$dir/serve.err" >&2
         failed=1
-        results+=("$stack $memory - - - - - - start-failed")
+        results+=("$stack $memory - - - - - - FAILED:start")
         continue
     fi
     uri="nbd://127.0.0.1:$server_port/$(export_of "$stack")"
@@ -308,7 +309,7 @@ for stack in $stacks; do
         "$jstack" "$server_pid" >"$dir/jstack-first-request.txt" 2>&1 || true
         failed=1
         stop_server "$stack" || true
-        results+=("$stack $memory - - - 1 - - hang-on-first-request")
+        results+=("$stack $memory - - - 1 - - FAILED:hang-on-first-request")
         continue
     fi
     bs_max=$(python3 -c '
@@ -319,7 +320,7 @@ print(min(65536, e.get("block_size_maximum", 65536)))' "$dir/nbdinfo.json")
         echo "soak: $stack: the server advertises a maximum block size of $bs_max bytes, below 4 KiB" >&2
         failed=1
         stop_server "$stack" || true
-        results+=("$stack $memory $bs_max - - - - - block-size")
+        results+=("$stack $memory $bs_max - - - - - FAILED:block-size")
         continue
     fi
     bs_max_kib=$((bs_max / 1024))
@@ -352,10 +353,16 @@ print(min(65536, e.get("block_size_maximum", 65536)))' "$dir/nbdinfo.json")
     stop_server "$stack" || stopped=1
     read -r requests wait_ms stalls verify io_errors njobs < <(summarize "$dir")
     stalls=$((stalls + hang + stopped))
+    verdict=ok
+    if ((njobs == 0)); then
+        # fio was killed before it wrote its report: nothing to count but the hang
+        results+=("$stack $memory ${bs_max_kib}KiB - - $stalls - - FAILED:hang")
+        failed=1
+        continue
+    fi
     if ((njobs != clients)); then
         io_errors=$((io_errors + clients - njobs))
     fi
-    verdict=ok
     if ((stalls > 0 || verify > 0 || io_errors > 0)); then
         verdict=FAILED
         failed=1
