@@ -292,7 +292,9 @@ results=()
 for stack in $stacks; do
     dir=$work/$stack
     write_config "$stack"
-    echo "soak: $stack: searching for the smallest --memory serve accepts" >&2
+    if [[ -z ${SOAK_MEMORY:-} ]]; then
+        echo "soak: $stack: searching for the smallest --memory serve accepts" >&2
+    fi
     find_smallest_memory "$stack"
     if ! start_server "$stack" "$memory"; then
         echo "soak: $stack: serve --memory $memory did not start a second time:" >&2
