@@ -289,20 +289,21 @@ public final class NbdServer implements Component {
     }
 
     /**
-     * The export with its maximum payload lowered to the largest power of two whose charge fits the
-     * budget; refused, with the numbers and the memory that would do, when not even one request of
+     * The export with its maximum payload lowered to the largest power of two whose charge fits half
+     * the budget; refused, with the numbers and the memory that would do, when not even one request of
      * the preferred block size fits.
      */
     private static Export fitToBudget(Kernel kernel, Export e, long budgetPages) {
-        if (chargePages(e.maximumPayload()) <= budgetPages) {
+        long requestPagesMax = budgetPages / 2; // room for a second connection's request (PayloadBudget)
+        if (chargePages(e.maximumPayload()) <= requestPagesMax) {
             return e;
         }
         long max = Long.highestOneBit(Math.max(1, e.maximumPayload()));
-        while (max >= e.preferredBlockSize() && chargePages(max) > budgetPages) {
+        while (max >= e.preferredBlockSize() && chargePages(max) > requestPagesMax) {
             max >>>= 1;
         }
         if (max < e.preferredBlockSize() || max < e.minimumBlockSize()) {
-            long missing = chargePages(Math.max(e.preferredBlockSize(), REQUEST_BYTES_WANTED)) - Math.max(0, budgetPages);
+            long missing = 2 * chargePages(Math.max(e.preferredBlockSize(), REQUEST_BYTES_WANTED)) - Math.max(0, budgetPages);
             long grow = (missing * TRANSIENT_SHARE_DIVISOR / (TRANSIENT_SHARE_DIVISOR - 1) + 1) * Page.SIZE;
             long total = (long) kernel.pages().totalPages() * Page.SIZE;
             long wanted = ((total + grow) * 65 / 64 + MiB - 1) / MiB * MiB;
@@ -680,11 +681,14 @@ public final class NbdServer implements Component {
      * what the arena had left once the stack and this server were built (rule 5 of DESIGN.md
      * section 1: backpressure is a wait on a reserve, never on memory that may not come back).
      *
-     * <p>Fair share: while several connections hold or wait for budget, one that already holds
-     * pages may take more only up to {@code max(one maximum request, total / participants)}; a
-     * connection holding nothing may always take one request when the pages are free. So a slow or
-     * greedy client cannot keep the whole budget from an active one: as soon as a second connection
-     * waits, the first stops growing and the pages it returns go to the newcomer.
+     * <p>Fair share: a connection that already holds pages may take more only up to
+     * {@code max(one maximum request, (total - one maximum request) / participants)}, where the
+     * participants are the connections holding or waiting for budget; a connection holding nothing
+     * may always take one request when the pages are free. Even alone, a connection leaves room for
+     * one maximum request of another, so a client that never reads its replies (its requests keep
+     * their pages until the replies leave) cannot keep an active client out; as soon as others
+     * wait, the first stops growing and the pages it returns go to them. The advertised maximum
+     * request is at most half the budget, so that room always exists.
      */
     static final class PayloadBudget {
         private final long totalPages;
@@ -730,7 +734,7 @@ public final class NbdServer implements Component {
         private boolean tryTake(Share share, int pages) {
             lock.lock();
             try {
-                long fairShare = Math.max(requestPagesMax, totalPages / Math.max(1, participants));
+                long fairShare = Math.max(requestPagesMax, (totalPages - requestPagesMax) / Math.max(1, participants));
                 boolean fair = share.held == 0 || share.held + pages <= fairShare;
                 if (free >= pages && fair) {
                     if (share.held == 0 && !share.waiting) {

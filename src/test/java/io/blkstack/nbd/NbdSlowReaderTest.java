@@ -13,19 +13,16 @@ import java.time.Duration;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.Disabled;
 import org.junit.jupiter.api.Test;
 
 /**
  * A client that sends READs and never reads the replies, next to a well-behaved client (found
  * while writing {@link NbdProtocolFuzzTest}, whose fuzzed client always drains its replies for
- * this reason). The server's payload budget is
- * server-wide with no share per connection: the slow client's admitted READs keep their pages
- * until their replies leave, its reader then waits for more, and a well-behaved client's 1 MiB
- * WRITE waits behind it for as long as the slow client stays connected. Issue 12, bullet 3 asks for
- * exactly this ("idle or slow clients can never starve an active one: fair share of the payload
- * budget per connection"); main does not do it yet, and the budget is being reworked elsewhere, so
- * the test is disabled until that lands. Enable it with the fix.
+ * this reason). The slow client's admitted READs keep their pages until their replies leave and
+ * its reader then waits for more; with a server-wide budget and no share per connection, a
+ * well-behaved client's 1 MiB WRITE waited behind it for as long as the slow client stayed
+ * connected. With the fair share (issue 12, bullet 3; {@code NbdServer.PayloadBudget}) a
+ * connection leaves room for another's maximum request, so the write completes.
  */
 class NbdSlowReaderTest {
 
@@ -52,10 +49,9 @@ class NbdSlowReaderTest {
      * the slow client sends 64 READs of 1 MiB on a 16 MiB arena (about 12 MiB of budget) and reads
      * nothing; once its reader waits on the budget (observed, not guessed), the good client writes
      * 1 MiB, which must complete while the slow client is still connected. The bound is only a hang
-     * detector: today the write completes only after the slow client disconnects.
+     * detector: without the fair share the write completed only after the slow client disconnected.
      */
     @Test
-    @Disabled("issue 12 bullet 3: the payload budget has no per-connection share yet; enable with the fix")
     void aClientThatNeverReadsItsRepliesDoesNotStarveAnother() throws Exception {
         tk = new TestKernel("nbd-slow-reader", 16 * MiB, Policies.defaults(), Faults.NONE);
         server = new NbdServer(tk.kernel, List.of(
