@@ -309,7 +309,8 @@ public final class NbdServer implements Component {
             long wanted = ((total + grow) * 65 / 64 + MiB - 1) / MiB * MiB;
             throw new MemoryAdmissionException("export " + e.name() + ": the payload budget of " + Math.max(0, budgetPages)
                     + " pages cannot hold one request of " + e.preferredBlockSize() + " bytes: " + describeArena(kernel)
-                    + "; the smallest memory that serves it is about " + Sizes.format(wanted));
+                    + "; about " + Sizes.format(wanted) + " of memory would serve requests of "
+                    + Sizes.format(REQUEST_BYTES_WANTED));
         }
         return e.withMaximumPayload((int) max);
     }

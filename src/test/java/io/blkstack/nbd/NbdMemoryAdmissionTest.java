@@ -80,6 +80,25 @@ class NbdMemoryAdmissionTest {
         }
     }
 
+    // Proves the two refusals of admission carry their numbers: a budget that cannot hold one
+    // request of the preferred block size (here one page, set explicitly), and an explicit budget
+    // larger than what the stack left.
+    @Test
+    void budgetsThatCannotServeAreRefusedWithTheirNumbers() throws Exception {
+        try (TestKernel tk = new TestKernel("admission-refusals", 4 * MiB, Policies.defaults(), Faults.NONE);
+                Stack stack = Stack.build(tk.kernel, logWritesConfig(), Stack.Mode.SERVE)) {
+            InetSocketAddress any = new InetSocketAddress("127.0.0.1", 0);
+            MemoryAdmissionException tiny = assertThrows(MemoryAdmissionException.class,
+                    () -> new NbdServer(tk.kernel, stack.exports(), new NbdServer.Options(any, 4, 4, 4096)).close());
+            assertTrue(tiny.getMessage().contains("the payload budget of 1 pages cannot hold one request of 4096 bytes:"
+                    + " page arena of 1024 pages (4MiB), the stack keeps"), tiny.getMessage());
+            assertTrue(tiny.getMessage().contains("of memory would serve requests of 1MiB"), tiny.getMessage());
+            MemoryAdmissionException over = assertThrows(MemoryAdmissionException.class,
+                    () -> new NbdServer(tk.kernel, stack.exports(), new NbdServer.Options(any, 4, 4, 3 * MiB)).close());
+            assertTrue(over.getMessage().contains("payload budget of 768 pages over-commits the arena"), over.getMessage());
+        }
+    }
+
     // Proves a stack that does not fit the arena is refused at start instead of waiting for ever:
     // four log-writes targets want 4 x 257 pages of a 1,024-page arena; the fourth one's copy pool
     // gets one round of reclaim and then an error naming the pool and the arena (it used to wait
