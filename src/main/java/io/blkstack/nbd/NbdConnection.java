@@ -146,6 +146,8 @@ final class NbdConnection {
     private final WaitQueue writerWait;
     private volatile boolean readerDone;
     private volatile boolean broken;
+    /** Set once the connection is ending (input shut, socket closed): a budget wait gives up. */
+    private volatile boolean ending;
 
     // Reader state (reader task only).
     // Buffered input, in read mode: one read syscall brings in many small requests.
@@ -629,7 +631,9 @@ final class NbdConnection {
         boolean windowed = paddedEnd - start > window;
         if (windowed) {
             windowedRequests.incrementAndGet();
-            chargeBudget(r, window);
+            if (!chargeBudget(r, window)) {
+                return abandon(r);
+            }
         }
         for (long position = start; ; ) {
             long windowEnd = Math.min(paddedEnd, position + window);
@@ -642,11 +646,14 @@ final class NbdConnection {
                 r.addExtent(windowEnd - position, false);
             }
             if (!windowed) {
-                long dataBytes = 0;
+                // Each data extent is its own run of bios, each with its own vec array and pages.
+                long pages = 0;
                 for (int e = 0; e < r.extentCount; e++) {
-                    dataBytes += r.extentHole[e] ? 0 : r.extentBytes[e];
+                    pages += r.extentHole[e] ? 0 : NbdServer.chargePages(r.extentBytes[e]);
                 }
-                chargeBudget(r, dataBytes);
+                if (!chargeBudgetPages(r, pages)) {
+                    return abandon(r);
+                }
             }
             if (!submitReadWindow(r)) {
                 return false;
@@ -736,7 +743,9 @@ final class NbdConnection {
         if (paddedEnd - start > window) {
             windowedRequests.incrementAndGet();
         }
-        chargeBudget(r, Math.min(paddedEnd - start, window));
+        if (!chargeBudget(r, Math.min(paddedEnd - start, window))) {
+            return abandon(r);
+        }
         if (!readEndBlocks(start, paddedEnd, head, tail)) {
             r.fail(EIO);
             r.put();
@@ -963,7 +972,9 @@ final class NbdConnection {
         r.track(device.trackedRequests(), start, paddedEnd, partial);
         if (partial) {
             readModifyWrites.incrementAndGet();
-            chargeBudget(r, Page.SIZE);
+            if (!chargeBudget(r, Page.SIZE)) {
+                return abandon(r);
+            }
             int writeFlags = flags & BioFlags.FUA;
             if (head != 0 && !zeroInBlock(start, head, (int) Math.min(blockBytes, head + r.length), writeFlags)) {
                 r.fail(EIO);
@@ -1068,13 +1079,23 @@ final class NbdConnection {
         }
     }
 
-    /** Takes budget pages for {@code bytes} of payload (waits while other requests hold it). */
-    private void chargeBudget(NbdRequest r, long bytes) {
-        int pages = (int) NbdServer.chargePages(bytes);
+    /**
+     * Takes budget pages for {@code bytes} of payload in one run (waits while other requests hold
+     * it); false if the connection is ending, and the caller abandons the request.
+     */
+    private boolean chargeBudget(NbdRequest r, long bytes) {
+        return chargeBudgetPages(r, NbdServer.chargePages(bytes));
+    }
+
+    /** Takes {@code pages} of budget for the request; false (nothing taken) if the connection is ending. */
+    private boolean chargeBudgetPages(NbdRequest r, long pages) {
         if (pages > 0) {
-            server.budget().acquire(budgetShare, pages);
-            r.budgetPages += pages;
+            if (!server.budget().acquire(budgetShare, (int) pages, () -> ending)) {
+                return false;
+            }
+            r.budgetPages += (int) pages;
         }
+        return true;
     }
 
     /** A bio with {@code bytes} of fresh pages (NOIO: waits for the reserve); null only when the kernel closes. */
@@ -1477,6 +1498,7 @@ final class NbdConnection {
 
     /** Makes a blocked read return end of stream (server close, or the writer lost the socket). */
     void shutdownInput() {
+        endBudgetWait();
         try {
             channel.shutdownInput();
         } catch (IOException e) {
@@ -1495,11 +1517,18 @@ final class NbdConnection {
 
     /** Closes the socket now (a server past its drain deadline); the tasks see it and end as they can. */
     void closeSocket() {
+        endBudgetWait();
         try {
             channel.close();
         } catch (IOException e) {
             // already closed
         }
+    }
+
+    /** Marks the connection ending and wakes a reader waiting for payload budget, so that wait ends too. */
+    private void endBudgetWait() {
+        ending = true;
+        server.budget().wakeWaiters();
     }
 
     /** Ends a connection whose first task could not be started. */

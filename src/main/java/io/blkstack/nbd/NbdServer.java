@@ -21,6 +21,7 @@ import java.util.HashSet;
 import java.util.List;
 import java.util.Set;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.BooleanSupplier;
 import java.util.function.Consumer;
 
 /**
@@ -254,6 +255,15 @@ public final class NbdServer implements Component {
     }
 
     /**
+     * The most a request of {@code payloadBytes} can be charged: a READ with structured replies
+     * runs a bio chain per data extent (up to {@link NbdConnection#READ_EXTENTS_MAX}), each with
+     * its own vec array and its own partly used last page.
+     */
+    static long chargePagesWorst(long payloadBytes) {
+        return chargePages(payloadBytes) + 2L * (NbdConnection.READ_EXTENTS_MAX - 1);
+    }
+
+    /**
      * The payload budget in pages (DESIGN.md section 3, "Admission, not hope"): what the arena has
      * left now, once the stack is built (targets' pools, copy buffers, caches' reserves), less the
      * pages above the low watermark that reclaim keeps, the reserves of this server's own bio set,
@@ -271,9 +281,9 @@ public final class NbdServer implements Component {
             return Math.max(0, computed);
         }
         long explicitPages = explicitBytes / Page.SIZE;
-        if (explicitPages > Math.max(0, left)) {
+        if (explicitPages > Math.max(0, computed)) {
             throw new MemoryAdmissionException("payload budget of " + explicitPages + " pages over-commits the arena: "
-                    + describeArena(kernel) + ", " + Math.max(0, left) + " left for payload");
+                    + describeArena(kernel) + ", " + Math.max(0, computed) + " left for payload");
         }
         return explicitPages;
     }
@@ -295,15 +305,16 @@ public final class NbdServer implements Component {
      */
     private static Export fitToBudget(Kernel kernel, Export e, long budgetPages) {
         long requestPagesMax = budgetPages / 2; // room for a second connection's request (PayloadBudget)
-        if (chargePages(e.maximumPayload()) <= requestPagesMax) {
+        if (chargePagesWorst(e.maximumPayload()) <= requestPagesMax) {
             return e;
         }
         long max = Long.highestOneBit(Math.max(1, e.maximumPayload()));
-        while (max >= e.preferredBlockSize() && chargePages(max) > requestPagesMax) {
+        while (max >= e.preferredBlockSize() && chargePagesWorst(max) > requestPagesMax) {
             max >>>= 1;
         }
         if (max < e.preferredBlockSize() || max < e.minimumBlockSize()) {
-            long missing = 2 * chargePages(Math.max(e.preferredBlockSize(), REQUEST_BYTES_WANTED)) - Math.max(0, budgetPages);
+            long missing = 2 * chargePagesWorst(Math.max(e.preferredBlockSize(), REQUEST_BYTES_WANTED))
+                    - Math.max(0, budgetPages);
             long grow = (missing * TRANSIENT_SHARE_DIVISOR / (TRANSIENT_SHARE_DIVISOR - 1) + 1) * Page.SIZE;
             long total = (long) kernel.pages().totalPages() * Page.SIZE;
             long wanted = ((total + grow) * 65 / 64 + MiB - 1) / MiB * MiB;
@@ -720,15 +731,44 @@ public final class NbdServer implements Component {
             this.free = pages;
         }
 
-        /** Waits until {@code pages} are free and within the connection's fair share, and takes them. */
-        void acquire(Share share, int pages) {
+        /**
+         * Waits until {@code pages} are free and within the connection's fair share, and takes
+         * them; returns false, having taken nothing, if {@code ending} turns true first (the
+         * connection is going away: its wait must end too, see {@link #wakeWaiters}).
+         */
+        boolean acquire(Share share, int pages, BooleanSupplier ending) {
             if (pages > totalPages) {
                 throw new IllegalArgumentException("request of " + pages + " pages exceeds the budget of " + totalPages);
             }
             if (tryTake(share, pages)) {
-                return; // the common case: no wait, and no condition object built
+                return true; // the common case: no wait, and no condition object built
             }
-            waiters.waitEvent(() -> tryTake(share, pages), this);
+            boolean[] taken = {false};
+            waiters.waitEvent(() -> ending.getAsBoolean() || (taken[0] = tryTake(share, pages)), this);
+            if (!taken[0]) {
+                leave(share);
+            }
+            return taken[0];
+        }
+
+        /** A connection that stopped waiting without taking anything is no longer a participant. */
+        private void leave(Share share) {
+            lock.lock();
+            try {
+                if (share.waiting) {
+                    share.waiting = false;
+                    if (share.held == 0) {
+                        participants--;
+                    }
+                }
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        /** Wakes every waiter to re-check (a connection ending, so its reader stops waiting). */
+        void wakeWaiters() {
+            waiters.wakeAll();
         }
 
         /** Takes the pages if free and fair; otherwise marks the connection waiting (a participant). */
