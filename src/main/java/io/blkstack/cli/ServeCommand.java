@@ -118,6 +118,11 @@ final class ServeCommand implements Callable<Integer> {
                     + " off (default: the configuration's idle-timeout, else off).")
     Long idleTimeoutNanos;
 
+    @Option(names = "--reply-timeout", paramLabel = "DURATION|off", converter = DurationConverter.OrOff.class,
+            description = "Disconnect a client whose replies could not be sent (it does not read them) for this"
+                    + " long, or off (default: the configuration's reply-timeout, else 30s).")
+    Long replyTimeoutNanos;
+
     @Option(names = "--drain-timeout", paramLabel = "DURATION", converter = DurationConverter.class,
             description = "On SIGINT or SIGTERM, how long open requests may take to finish before those still"
                     + " waiting are failed back to their clients, such as 30s or 1500ms (default: the configuration's"
@@ -315,6 +320,7 @@ final class ServeCommand implements Callable<Integer> {
                 .withConnectionsMax(maxConnections != null ? maxConnections : c.max())
                 .withHandshakeTimeoutNanos(handshakeTimeoutNanos != null ? handshakeTimeoutNanos : c.handshakeTimeoutNanos())
                 .withIdleTimeoutNanos(idleTimeoutNanos != null ? idleTimeoutNanos : c.idleTimeoutNanos())
+                .withReplyTimeoutNanos(replyTimeoutNanos != null ? replyTimeoutNanos : c.replyTimeoutNanos())
                 .withLog(line -> {
                     err.println("blkstack serve: " + line);
                     err.flush();
@@ -358,7 +364,8 @@ final class ServeCommand implements Callable<Integer> {
         NbdServer.Options o = server.options();
         out.println("  at most " + o.connectionsMax() + " connections, handshake timeout "
                 + NbdServer.formatNanos(o.handshakeTimeoutNanos()) + ", idle timeout "
-                + (o.idleTimeoutNanos() == 0 ? "off" : NbdServer.formatNanos(o.idleTimeoutNanos())));
+                + (o.idleTimeoutNanos() == 0 ? "off" : NbdServer.formatNanos(o.idleTimeoutNanos())) + ", reply timeout "
+                + (o.replyTimeoutNanos() == 0 ? "off" : NbdServer.formatNanos(o.replyTimeoutNanos())));
         out.println("try:  nbdinfo --list " + base);
         out.println("      nbdinfo " + base + "/" + server.exports().get(0).name());
         out.println("stop: Ctrl-C or SIGTERM (drains connections for at most " + DurationConverter.format(drainNanos)

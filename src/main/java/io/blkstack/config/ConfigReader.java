@@ -51,7 +51,7 @@ final class ConfigReader {
     static final int DESCRIPTION_CHARS_MAX = 1024;
 
     private static final Set<String> TOP_KEYS = Set.of("memory", "listen", "max-connections", "handshake-timeout",
-            "idle-timeout", "devices", "mapped", "exports", "no-space-timeout", "drain-timeout");
+            "idle-timeout", "reply-timeout", "devices", "mapped", "exports", "no-space-timeout", "drain-timeout");
     private static final Set<String> EXPORT_KEYS = Set.of("device", "readonly", "description");
     private static final Set<String> DEVICE_KINDS = Set.of("file", "memory", "null");
     private static final Set<String> FILE_KEYS = Set.of("file", "size", "direct", "io-tasks", "queue-depth");
@@ -140,7 +140,7 @@ final class ConfigReader {
         return bytes;
     }
 
-    /** {@code max-connections}, {@code handshake-timeout} and {@code idle-timeout}, each optional. */
+    /** {@code max-connections}, {@code handshake-timeout}, {@code idle-timeout} and {@code reply-timeout}, each optional. */
     private StackConfig.Connections connections(Map<String, NodeTuple> top) throws ConfigException {
         StackConfig.Connections d = StackConfig.Connections.DEFAULTS;
         int max = intIn(top, "", "max-connections", d.max(), 1, NbdServer.Options.CONNECTIONS_MAX);
@@ -153,16 +153,22 @@ final class ConfigReader {
                 throw error(node, "handshake-timeout", null, e.getMessage());
             }
         }
-        long idle = d.idleTimeoutNanos();
-        if (top.containsKey("idle-timeout")) {
-            ScalarNode node = scalar(top.get("idle-timeout").getValueNode(), "idle-timeout");
-            try {
-                idle = DurationConverter.parseOrOff(node.getValue());
-            } catch (IllegalArgumentException e) {
-                throw error(node, "idle-timeout", null, e.getMessage());
-            }
+        long idle = timeoutOrOff(top, "idle-timeout", d.idleTimeoutNanos());
+        long reply = timeoutOrOff(top, "reply-timeout", d.replyTimeoutNanos());
+        return new StackConfig.Connections(max, handshake, idle, reply);
+    }
+
+    /** An optional top-level positive timeout or {@code off} (0), up to a day. */
+    private long timeoutOrOff(Map<String, NodeTuple> top, String key, long absent) throws ConfigException {
+        if (!top.containsKey(key)) {
+            return absent;
         }
-        return new StackConfig.Connections(max, handshake, idle);
+        ScalarNode node = scalar(top.get(key).getValueNode(), key);
+        try {
+            return DurationConverter.parseOrOff(node.getValue());
+        } catch (IllegalArgumentException e) {
+            throw error(node, key, null, e.getMessage());
+        }
     }
 
     // ---- devices --------------------------------------------------------------------------------

@@ -75,11 +75,14 @@ public final class NbdServer implements Component {
      *     transmission (or, refused, to leaving); then it is disconnected
      * @param idleTimeoutNanos how long a connection in transmission may sit with no request in
      *     flight and none arriving before it is disconnected; 0 for never
+     * @param replyTimeoutNanos how long a connection's writer may be unable to send any byte of
+     *     its replies (a client not reading them) before the connection is cut; 0 for never
      * @param log where the server's log lines go (accept failures, refusals, timeouts); called
      *     from its tasks, it must not block on the kernel
      */
     public record Options(InetSocketAddress listen, int connectionsMax, int inFlightPerConnection,
-            long payloadBudgetBytes, long handshakeTimeoutNanos, long idleTimeoutNanos, Consumer<String> log) {
+            long payloadBudgetBytes, long handshakeTimeoutNanos, long idleTimeoutNanos, long replyTimeoutNanos,
+            Consumer<String> log) {
 
         /** Default {@link #connectionsMax}. */
         public static final int CONNECTIONS_DEFAULT = 1024;
@@ -87,6 +90,8 @@ public final class NbdServer implements Component {
         public static final int CONNECTIONS_MAX = 65536;
         /** Default {@link #handshakeTimeoutNanos}: 10 s. */
         public static final long HANDSHAKE_TIMEOUT_DEFAULT_NANOS = 10_000_000_000L;
+        /** Default {@link #replyTimeoutNanos}: 30 s. */
+        public static final long REPLY_TIMEOUT_DEFAULT_NANOS = 30_000_000_000L;
 
         /** Checks the bounds. */
         public Options {
@@ -105,6 +110,10 @@ public final class NbdServer implements Component {
                 throw new IllegalArgumentException("nbd server options: handshake timeout " + handshakeTimeoutNanos
                         + " ns must be positive, idle timeout " + idleTimeoutNanos + " ns positive or 0 (off)");
             }
+            if (replyTimeoutNanos < 0) {
+                throw new IllegalArgumentException("nbd server options: reply timeout " + replyTimeoutNanos
+                        + " ns must be positive or 0 (off)");
+            }
             if (log == null) {
                 throw new IllegalArgumentException("nbd server options: no log");
             }
@@ -113,33 +122,42 @@ public final class NbdServer implements Component {
         /** The four basic settings with the default timeouts and log (standard error). */
         public Options(InetSocketAddress listen, int connectionsMax, int inFlightPerConnection, long payloadBudgetBytes) {
             this(listen, connectionsMax, inFlightPerConnection, payloadBudgetBytes, HANDSHAKE_TIMEOUT_DEFAULT_NANOS, 0,
-                    line -> System.err.println("blkstack: " + line));
+                    REPLY_TIMEOUT_DEFAULT_NANOS, line -> System.err.println("blkstack: " + line));
         }
 
-        /** 1,024 connections, 64 requests in flight each, the default budget, 10 s handshake timeout, no idle timeout. */
+        /**
+         * 1,024 connections, 64 requests in flight each, the default budget, 10 s handshake timeout,
+         * no idle timeout, 30 s reply timeout.
+         */
         public static Options defaults(InetSocketAddress listen) {
             return new Options(listen, CONNECTIONS_DEFAULT, 64, 0);
         }
 
         public Options withConnectionsMax(int value) {
             return new Options(listen, value, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
-                    idleTimeoutNanos, log);
+                    idleTimeoutNanos, replyTimeoutNanos, log);
         }
 
         public Options withHandshakeTimeoutNanos(long value) {
             return new Options(listen, connectionsMax, inFlightPerConnection, payloadBudgetBytes, value,
-                    idleTimeoutNanos, log);
+                    idleTimeoutNanos, replyTimeoutNanos, log);
         }
 
         /** 0 turns the idle timeout off. */
         public Options withIdleTimeoutNanos(long value) {
             return new Options(listen, connectionsMax, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
-                    value, log);
+                    value, replyTimeoutNanos, log);
+        }
+
+        /** 0 turns the reply timeout off. */
+        public Options withReplyTimeoutNanos(long value) {
+            return new Options(listen, connectionsMax, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
+                    idleTimeoutNanos, value, log);
         }
 
         public Options withLog(Consumer<String> value) {
             return new Options(listen, connectionsMax, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
-                    idleTimeoutNanos, value);
+                    idleTimeoutNanos, replyTimeoutNanos, value);
         }
     }
 

@@ -134,10 +134,11 @@ class ServeCommandTest {
                   vol0: { device: vol0 }
                 """);
         Process first = start(List.of("serve", "--config", config.toString(), "--listen", "127.0.0.1:0",
-                "--max-connections", "3", "--handshake-timeout", "5s", "--idle-timeout", "off"), stderrFile());
+                "--max-connections", "3", "--handshake-timeout", "5s", "--idle-timeout", "off", "--reply-timeout", "45s"),
+                stderrFile());
         List<String> lines = new ArrayList<>();
         awaitReady(first, lines);
-        assertTrue(lines.contains("  at most 3 connections, handshake timeout 5s, idle timeout off"), lines.toString());
+        assertTrue(lines.contains("  at most 3 connections, handshake timeout 5s, idle timeout off, reply timeout 45s"), lines.toString());
 
         Path secondErr = tmp.resolve("second-stderr.txt");
         Process second = start(List.of("serve", "--config", config.toString(), "--listen", "127.0.0.1:0"), secondErr);
@@ -295,6 +296,9 @@ class ServeCommandTest {
         assertEquals(ExitCodes.USAGE, idle.exitCode());
         assertTrue(idle.err().contains("'never' is not a duration"), idle.err());
         assertTrue(idle.err().contains("or off"), idle.err());
+        Run reply = run("serve", "--reply-timeout", "0s", "--listen", "127.0.0.1:0");
+        assertEquals(ExitCodes.USAGE, reply.exitCode());
+        assertTrue(reply.err().contains("'0s' is not a positive duration, or off"), reply.err());
     }
 
     @Test
