@@ -56,6 +56,15 @@ import java.util.concurrent.atomic.AtomicLong;
  * socket down, which never blocks (rule 2 of DESIGN.md section 1). One idle timer per connection is
  * re-armed from its own callback, so requests cost a clock read each, never a timer.
  *
+ * <p><b>Reply timeout.</b> A client that sends requests and never reads the replies would keep its
+ * admitted requests' budget and pages for ever, its writer blocked in a socket write. So the
+ * writer sends at most {@link #WRITE_CHUNK_BYTES} per write call and notes the time after each;
+ * a second kernel timer, re-armed from its own callback, cuts the connection (closes the socket:
+ * the blocked write and read fail at once) when the writer has had replies to send and sent no
+ * byte of them for the server's reply timeout. A client that reads slowly but steadily moves a
+ * chunk within the timeout and is never cut. Once cut, the connection ends as if the socket had
+ * been lost: every request completes, its pages and budget return, and the line is logged.
+ *
  * <p><b>Any byte range.</b> The export advertises a minimum block size of 1. A READ or WRITE
  * covers its range padded out to whole logical blocks of the device; the writer sends only the
  * client's bytes of a READ, and a WRITE that does not cover whole blocks is a read-modify-write:
@@ -98,6 +107,14 @@ final class NbdConnection {
     private static final int TRANSMISSION = 1;
     private static final int HANDSHAKE_TIMED_OUT = 2;
     private static final int IDLE_TIMED_OUT = 3;
+    private static final int REPLY_TIMED_OUT = 4;
+    /**
+     * Most bytes the writer hands to one socket write: the unit in which it notes progress for the
+     * reply timeout, so a client must read at least this much (beyond what the socket buffers
+     * hold) per timeout. Small against any sane timeout, large enough that a 1 MiB reply costs
+     * only eight writes.
+     */
+    static final int WRITE_CHUNK_BYTES = 128 * 1024;
     /** The shortest re-arm of the idle timer, so a clock at the deadline cannot make it spin. */
     private static final long IDLE_RECHECK_NANOS_MIN = 1_000_000L;
 
@@ -114,10 +131,19 @@ final class NbdConnection {
     private final AtomicInteger phase = new AtomicInteger(HANDSHAKE);
     private final SpinLock timerLock;
     private Timer timer;
+    /** The reply timer (only with a reply timeout); guarded by {@link #timerLock}. */
+    private Timer replyTimer;
     private boolean timersStopped;
     private final long idleTimeoutNanos;
     private volatile long lastActivityNanos;
     private volatile boolean awaitingRequest;
+    private final long replyTimeoutNanos;
+    private final String replyTimerName;
+    private final Runnable replyTimerCallback = this::replyTimerFired;
+    /** Whether the writer is sending replies (between taking a batch and the end of its writes). */
+    private volatile boolean writerSending;
+    /** When the writer last moved a chunk of replies, or began sending; written before {@link #writerSending}. */
+    private volatile long lastSendProgressNanos;
 
     private Export export;
     private BlockDevice device;
@@ -170,6 +196,8 @@ final class NbdConnection {
     // Writer state (writer task only).
     private final ByteBuffer replyHeader = ByteBuffer.allocateDirect(STRUCTURED_HEADER_BYTES + 4 + 8 * STATUS_EXTENTS_MAX);
     private final ByteBuffer[] gather = new ByteBuffer[GATHER_MAX];
+    /** One buffer as a gather array, for {@link #writeReply}. */
+    private final ByteBuffer[] gatherOne = new ByteBuffer[1];
     private final BioIter writerIter = new BioIter();
     private final Page[] writerPages = new Page[Bio.VECS_MAX];
     private final NbdRequest[] batch = new NbdRequest[BATCH_MAX];
@@ -194,6 +222,8 @@ final class NbdConnection {
         this.windowedRequests = kernel.counters().get("nbd.windowed-requests");
         this.timerLock = new SpinLock(name + " timers");
         this.idleTimeoutNanos = server.options().idleTimeoutNanos();
+        this.replyTimeoutNanos = server.options().replyTimeoutNanos();
+        this.replyTimerName = name + " reply timeout";
         this.biosMax = Math.max(4, (maxPayloadMax + BIO_BYTES_MAX - 1) / BIO_BYTES_MAX) + READ_EXTENTS_MAX / 2 + 1;
         this.requests = new NbdRequest[inFlightMax];
         this.freeSlots = new int[inFlightMax];
@@ -317,6 +347,43 @@ final class NbdConnection {
         arm(Math.max(next, IDLE_RECHECK_NANOS_MIN), name + " idle timeout", this::idleTimerFired);
     }
 
+    /** Starts the reply timer, if the server has a reply timeout (the writer's first act). */
+    private void startReplyTimer() {
+        if (replyTimeoutNanos > 0) {
+            armReplyTimer(replyTimeoutNanos);
+        }
+    }
+
+    /**
+     * The reply timer: cuts the connection if the writer has been sending and moved no chunk for
+     * the reply timeout; otherwise re-arms for when that could first be true. Only flips the
+     * phase and closes the socket, neither of which blocks (rule 2 of DESIGN.md section 1).
+     */
+    private void replyTimerFired() {
+        long now = kernel.scheduler().nanoTime();
+        boolean sending = writerSending;
+        long stalledNanos = sending ? now - lastSendProgressNanos : 0;
+        if (sending && stalledNanos >= replyTimeoutNanos) {
+            if (phase.compareAndSet(TRANSMISSION, REPLY_TIMED_OUT)) {
+                closeSocket();
+            }
+            return;
+        }
+        armReplyTimer(Math.max(replyTimeoutNanos - stalledNanos, IDLE_RECHECK_NANOS_MIN));
+    }
+
+    /** Sets the reply timer, unless the connection has ended. */
+    private void armReplyTimer(long delayNanos) {
+        timerLock.lock();
+        try {
+            if (!timersStopped) {
+                replyTimer = kernel.scheduler().addTimer(delayNanos, replyTimerName, replyTimerCallback);
+            }
+        } finally {
+            timerLock.unlock();
+        }
+    }
+
     /** Sets the connection's one timer, unless the connection has ended. */
     private void arm(long delayNanos, String what, Runnable callback) {
         timerLock.lock();
@@ -329,13 +396,28 @@ final class NbdConnection {
         }
     }
 
-    /** Cancels the pending timer, if any. */
+    /** Cancels the pending handshake or idle timer, if any. */
     private void stopTimer() {
         Timer t;
         timerLock.lock();
         try {
             t = timer;
             timer = null;
+        } finally {
+            timerLock.unlock();
+        }
+        if (t != null) {
+            t.cancel();
+        }
+    }
+
+    /** Cancels the pending reply timer, if any (the connection has ended: it is not re-armed). */
+    private void stopReplyTimer() {
+        Timer t;
+        timerLock.lock();
+        try {
+            t = replyTimer;
+            replyTimer = null;
         } finally {
             timerLock.unlock();
         }
@@ -1215,6 +1297,7 @@ final class NbdConnection {
      */
     private void runWriter() {
         try {
+            startReplyTimer();
             while (true) {
                 writerWait.waitEventTimeout(writerHasWork, this, -1, true);
                 int n = popReplies();
@@ -1226,11 +1309,15 @@ final class NbdConnection {
                 }
                 if (!broken) {
                     try {
+                        noteSendProgress();
+                        writerSending = true;
                         sendBatch(n);
                         noteActivity();
                     } catch (IOException e) {
                         broken = true; // keep draining completions; stop the reader too
                         shutdownInput();
+                    } finally {
+                        writerSending = false;
                     }
                 }
                 int budgetPages = 0;
@@ -1339,7 +1426,7 @@ final class NbdConnection {
             return 0;
         }
         try {
-            WireIo.writeFully(channel, gather, used);
+            writeReplies(gather, used);
         } finally {
             java.util.Arrays.fill(gather, 0, used, null);
         }
@@ -1371,7 +1458,7 @@ final class NbdConnection {
     private void sendSimple(NbdRequest r, int errno) throws IOException {
         ByteBuffer h = replyHeader.clear();
         h.putInt(SIMPLE_REPLY_MAGIC).putInt(errno).putLong(r.cookie).flip();
-        WireIo.writeFully(channel, h);
+        writeReply(h);
     }
 
     /**
@@ -1408,12 +1495,12 @@ final class NbdConnection {
         if (errno != 0) {
             chunkHeader(h, r, REPLY_FLAG_DONE, REPLY_TYPE_ERROR, 6);
             h.putInt(errno).putShort((short) 0).flip();
-            WireIo.writeFully(channel, h);
+            writeReply(h);
             return;
         }
         if (r.extentCount == 0) {
             chunkHeader(h, r, REPLY_FLAG_DONE, REPLY_TYPE_NONE, 0);
-            WireIo.writeFully(channel, h.flip());
+            writeReply(h.flip());
             return;
         }
         long low = r.windowStart + r.trimHead;
@@ -1439,13 +1526,13 @@ final class NbdConnection {
                 if (to > from) {
                     chunkHeader(h, r, flags, REPLY_TYPE_OFFSET_HOLE, 12);
                     h.putLong(from).putInt((int) (to - from)).flip();
-                    WireIo.writeFully(channel, h);
+                    writeReply(h);
                 }
             } else {
                 if (to > from) {
                     chunkHeader(h, r, flags, REPLY_TYPE_OFFSET_DATA, (int) (8 + to - from));
                     h.putLong(from).flip();
-                    WireIo.writeFully(channel, h);
+                    writeReply(h);
                 }
                 bio = sendData(r, bio, extentEnd - position, Math.max(0, from - position), Math.max(0, to - from));
             }
@@ -1472,7 +1559,7 @@ final class NbdConnection {
             long sendHere = Math.min(bytes, size - skipHere);
             count = trimViews(gather, count, skipHere, sendHere);
             try {
-                WireIo.writeFully(channel, gather, count);
+                writeReplies(gather, count);
             } finally {
                 java.util.Arrays.fill(gather, 0, gather.length, null);
             }
@@ -1483,6 +1570,56 @@ final class NbdConnection {
         return bio;
     }
 
+    /** Writes the buffer's remaining bytes as {@link #writeReplies} does. */
+    private void writeReply(ByteBuffer buffer) throws IOException {
+        gatherOne[0] = buffer;
+        try {
+            writeReplies(gatherOne, 1);
+        } finally {
+            gatherOne[0] = null;
+        }
+    }
+
+    /**
+     * Writes every buffer of {@code buffers[0..count)}, at most {@link #WRITE_CHUNK_BYTES} per
+     * write call (a buffer larger than that is cut with its limit), noting progress after each
+     * call for the reply timer.
+     */
+    private void writeReplies(ByteBuffer[] buffers, int count) throws IOException {
+        int idx = 0;
+        while (idx < count) {
+            if (!buffers[idx].hasRemaining()) {
+                idx++;
+                continue;
+            }
+            ByteBuffer first = buffers[idx];
+            if (first.remaining() >= WRITE_CHUNK_BYTES) {
+                int limit = first.limit();
+                first.limit(first.position() + WRITE_CHUNK_BYTES);
+                try {
+                    WireIo.writeFully(channel, first);
+                } finally {
+                    first.limit(limit);
+                }
+            } else {
+                int end = idx + 1;
+                long bytes = first.remaining();
+                while (end < count && bytes + buffers[end].remaining() <= WRITE_CHUNK_BYTES) {
+                    bytes += buffers[end++].remaining();
+                }
+                WireIo.writeFully(channel, buffers, idx, end);
+            }
+            noteSendProgress();
+        }
+    }
+
+    /** Notes that the writer moved replies (only with a reply timeout: a clock read per chunk). */
+    private void noteSendProgress() {
+        if (replyTimeoutNanos > 0) {
+            lastSendProgressNanos = kernel.scheduler().nanoTime();
+        }
+    }
+
     /** A BLOCK_STATUS reply: one chunk for {@code base:allocation}, DONE. */
     private void sendBlockStatus(NbdRequest r) throws IOException {
         ByteBuffer h = replyHeader.clear();
@@ -1491,7 +1628,7 @@ final class NbdConnection {
         for (int e = 0; e < r.extentCount; e++) {
             h.putInt((int) r.extentBytes[e]).putInt(r.extentHole[e] ? STATE_HOLE | STATE_ZERO : 0);
         }
-        WireIo.writeFully(channel, h.flip());
+        writeReply(h.flip());
     }
 
     // ---- ending --------------------------------------------------------------------------------
@@ -1578,10 +1715,17 @@ final class NbdConnection {
             timerLock.unlock();
         }
         stopTimer();
+        stopReplyTimer();
         try {
             channel.close();
         } catch (IOException e) {
             // nothing left to do with it
+        }
+        if (phase.get() == REPLY_TIMED_OUT) {
+            // Logged here, not by the reader: the reader may have ended (a client that shut its
+            // output) before the timer cut the writer. By now every request's budget is back.
+            server.log(name + " (" + peer + "): disconnected: replies not read for "
+                    + NbdServer.formatNanos(replyTimeoutNanos) + " (reply timeout)");
         }
         server.connectionEnded(this);
         done.completeAll();

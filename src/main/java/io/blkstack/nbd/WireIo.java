@@ -64,13 +64,18 @@ final class WireIo {
 
     /** Writes every buffer of a gather array (from index 0 to count). */
     static void writeFully(SocketChannel channel, ByteBuffer[] buffers, int count) throws IOException {
-        int idx = 0;
-        while (idx < count) {
+        writeFully(channel, buffers, 0, count);
+    }
+
+    /** Writes every buffer of {@code buffers[from..to)}. */
+    static void writeFully(SocketChannel channel, ByteBuffer[] buffers, int from, int to) throws IOException {
+        int idx = from;
+        while (idx < to) {
             if (!buffers[idx].hasRemaining()) {
                 idx++;
                 continue;
             }
-            channel.write(buffers, idx, count - idx);
+            channel.write(buffers, idx, to - idx);
         }
     }
 

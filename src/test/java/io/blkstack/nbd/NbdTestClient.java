@@ -47,6 +47,13 @@ final class NbdTestClient implements AutoCloseable {
         channel = SocketChannel.open(address);
     }
 
+    /** A client whose socket receive buffer is set to {@code receiveBytes} before it connects (a slow reader's). */
+    NbdTestClient(InetSocketAddress address, int receiveBytes) throws IOException {
+        channel = SocketChannel.open();
+        channel.setOption(java.net.StandardSocketOptions.SO_RCVBUF, receiveBytes);
+        channel.connect(address);
+    }
+
     /** Reads the greeting and sends the client flags. */
     NbdTestClient greet(int clientFlags) throws IOException {
         ByteBuffer hello = read(18);
