@@ -1,10 +1,11 @@
 package io.blkstack.cli;
 
+import io.blkstack.units.Durations;
 import picocli.CommandLine.ITypeConverter;
 import picocli.CommandLine.TypeConversionException;
 
 /**
- * Parses a duration in nanoseconds for timeouts: a whole number with a unit, {@code ns},
+ * The picocli side of {@link Durations}: parses a duration in nanoseconds for timeouts, a whole number with a unit, {@code ns},
  * {@code us}, {@code ms} or {@code s} ({@code 30s}, {@code 250ms}, {@code 0s}), at most one day,
  * the same syntax as the configuration's durations. A bare number is refused: a timeout of "10"
  * could be seconds or milliseconds. This converter accepts 0 (its callers say what 0 means);
@@ -14,9 +15,7 @@ import picocli.CommandLine.TypeConversionException;
 public final class DurationConverter implements ITypeConverter<Long> {
 
     /** The longest duration accepted: one day. */
-    public static final long NANOS_MAX = 86_400L * 1_000_000_000L;
-    /** Longest input accepted; a bound on what is parsed. */
-    private static final int INPUT_LENGTH_MAX = 32;
+    public static final long NANOS_MAX = Durations.NANOS_MAX;
 
     @Override
     public Long convert(String value) {
@@ -51,77 +50,23 @@ public final class DurationConverter implements ITypeConverter<Long> {
         }
     }
 
-    /**
-     * Parses {@code value} as a duration in nanoseconds, 0 included.
-     *
-     * @throws IllegalArgumentException naming {@code value} if it is not a duration up to a day
-     */
+    /** Parses {@code value} as a duration in nanoseconds, 0 included, up to a day ({@link Durations#parse}). */
     public static long parse(String value) {
-        String text = value == null ? "" : value;
-        if (text.isEmpty() || text.length() > INPUT_LENGTH_MAX) {
-            throw notADuration(text);
-        }
-        int digitsEnd = 0;
-        while (digitsEnd < text.length() && text.charAt(digitsEnd) >= '0' && text.charAt(digitsEnd) <= '9') {
-            digitsEnd++;
-        }
-        long unit = switch (text.substring(digitsEnd)) {
-            case "ns" -> 1L;
-            case "us" -> 1_000L;
-            case "ms" -> 1_000_000L;
-            case "s" -> 1_000_000_000L;
-            default -> -1L;
-        };
-        if (digitsEnd == 0 || unit < 0) {
-            throw notADuration(text);
-        }
-        long number;
-        try {
-            number = Long.parseLong(text.substring(0, digitsEnd));
-        } catch (NumberFormatException e) {
-            number = Long.MAX_VALUE;
-        }
-        if (number > NANOS_MAX / unit) {
-            throw new IllegalArgumentException("'" + text + "' is longer than a day (86400s)");
-        }
-        return number * unit;
+        return Durations.parse(value);
     }
 
-    /**
-     * Parses {@code value} as a positive duration in nanoseconds.
-     *
-     * @throws IllegalArgumentException naming {@code value} if it is not one
-     */
+    /** Parses {@code value} as a positive duration in nanoseconds ({@link Durations#parsePositive}). */
     public static long parsePositive(String value) {
-        long nanos = parse(value);
-        if (nanos == 0) {
-            throw new IllegalArgumentException("'" + value + "' is not a positive duration");
-        }
-        return nanos;
+        return Durations.parsePositive(value);
     }
 
     /** Like {@link #parsePositive}, but {@code off} is 0 (disabled). */
     public static long parseOrOff(String value) {
-        if ("off".equals(value)) {
-            return 0;
-        }
-        try {
-            return parsePositive(value);
-        } catch (IllegalArgumentException e) {
-            throw new IllegalArgumentException(e.getMessage() + ", or off");
-        }
+        return Durations.parseOrOff(value);
     }
 
-    /** A duration for messages: whole seconds as {@code 30s}, anything else in milliseconds. */
+    /** A duration for messages ({@link Durations#format}). */
     static String format(long nanos) {
-        if (nanos % 1_000_000_000L == 0) {
-            return nanos / 1_000_000_000L + "s";
-        }
-        return nanos / 1_000_000L + "ms";
-    }
-
-    private static IllegalArgumentException notADuration(String text) {
-        return new IllegalArgumentException("'" + text + "' is not a duration: use a whole number with ns, us, ms"
-                + " or s, such as 30s or 250ms");
+        return Durations.format(nanos);
     }
 }

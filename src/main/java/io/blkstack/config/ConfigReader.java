@@ -1,7 +1,6 @@
 package io.blkstack.config;
 
 import io.blkstack.block.DeviceQueue;
-import io.blkstack.cli.DurationConverter;
 import io.blkstack.cli.SizeConverter;
 import io.blkstack.config.StackConfig.DeviceSpec;
 import io.blkstack.config.StackConfig.ExportSpec;
@@ -10,6 +9,7 @@ import io.blkstack.config.StackConfig.MappedSpec;
 import io.blkstack.config.StackConfig.MemorySpec;
 import io.blkstack.config.StackConfig.NullSpec;
 import io.blkstack.nbd.NbdServer;
+import io.blkstack.units.Durations;
 import java.io.StringReader;
 import java.nio.file.InvalidPathException;
 import java.nio.file.Path;
@@ -148,7 +148,7 @@ final class ConfigReader {
         if (top.containsKey("handshake-timeout")) {
             ScalarNode node = scalar(top.get("handshake-timeout").getValueNode(), "handshake-timeout");
             try {
-                handshake = DurationConverter.parsePositive(node.getValue());
+                handshake = Durations.parsePositive(node.getValue());
             } catch (IllegalArgumentException e) {
                 throw error(node, "handshake-timeout", null, e.getMessage());
             }
@@ -165,7 +165,7 @@ final class ConfigReader {
         }
         ScalarNode node = scalar(top.get(key).getValueNode(), key);
         try {
-            return DurationConverter.parseOrOff(node.getValue());
+            return Durations.parseOrOff(node.getValue());
         } catch (IllegalArgumentException e) {
             throw error(node, key, null, e.getMessage());
         }
@@ -272,25 +272,11 @@ final class ConfigReader {
     /** A duration: a whole number with ns, us, ms or s, up to {@code maxNanos}. */
     private long duration(ScalarNode node, String path, long maxNanos, String maxText) throws ConfigException {
         String text = node.getValue();
-        int end = 0;
-        while (end < text.length() && end < 12 && text.charAt(end) >= '0' && text.charAt(end) <= '9') {
-            end++;
+        String problem = Durations.problem(text, maxNanos, maxText);
+        if (problem != null) {
+            throw error(node, path, text, problem);
         }
-        long unit = switch (text.substring(end)) {
-            case "ns" -> 1L;
-            case "us" -> 1_000L;
-            case "ms" -> 1_000_000L;
-            case "s" -> 1_000_000_000L;
-            default -> -1L;
-        };
-        if (end == 0 || unit < 0) {
-            throw error(node, path, text, "is not a duration: use a whole number with ns, us, ms or s, such as 100us");
-        }
-        long number = Long.parseLong(text.substring(0, end));
-        if (number > maxNanos / unit) {
-            throw error(node, path, text, "is longer than " + maxText);
-        }
-        return number * unit;
+        return Durations.parse(text, maxNanos, maxText);
     }
 
     // ---- mapped devices -------------------------------------------------------------------------
