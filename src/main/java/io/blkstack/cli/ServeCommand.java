@@ -12,6 +12,7 @@ import io.blkstack.kernel.WaitQueue;
 import io.blkstack.sim.Knot;
 import io.blkstack.nbd.Export;
 import io.blkstack.nbd.NbdServer;
+import io.blkstack.units.Durations;
 import io.blkstack.units.Sizes;
 import java.io.IOException;
 import java.io.InputStream;
@@ -274,13 +275,13 @@ final class ServeCommand implements Callable<Integer> {
      */
     private int stop(Kernel kernel, Stack stack, NbdServer server, long drainNanos, PrintWriter err) {
         err.println("blkstack serve: stopping: no new connections, draining " + server.connectionCount()
-                + " connection(s) for at most " + DurationConverter.format(drainNanos)
+                + " connection(s) for at most " + Durations.format(drainNanos)
                 + " (a second SIGINT or SIGTERM skips the drain)");
         err.flush();
         boolean failedAny = false;
         if (!server.drain(drainNanos, true)) {
             err.println("blkstack serve: " + (stopSignals.get() > 1 ? "second signal: skipping the drain"
-                    : "drain deadline of " + DurationConverter.format(drainNanos) + " passed") + " with "
+                    : "drain deadline of " + Durations.format(drainNanos) + " passed") + " with "
                     + server.connectionCount() + " connection(s) open: " + server.describeConnections());
             int failed = stack.failWaiting(BioStatus.IOERR);
             if (failed > 0) {
@@ -342,7 +343,7 @@ final class ServeCommand implements Callable<Integer> {
             }
         });
         if (!flushed.await(timeoutNanos)) {
-            err.println("blkstack serve: the final flush did not finish within " + DurationConverter.format(timeoutNanos));
+            err.println("blkstack serve: the final flush did not finish within " + Durations.format(timeoutNanos));
             err.flush();
             return null;
         }
@@ -368,7 +369,7 @@ final class ServeCommand implements Callable<Integer> {
                 + (o.replyTimeoutNanos() == 0 ? "off" : NbdServer.formatNanos(o.replyTimeoutNanos())));
         out.println("try:  nbdinfo --list " + base);
         out.println("      nbdinfo " + base + "/" + server.exports().get(0).name());
-        out.println("stop: Ctrl-C or SIGTERM (drains connections for at most " + DurationConverter.format(drainNanos)
+        out.println("stop: Ctrl-C or SIGTERM (drains connections for at most " + Durations.format(drainNanos)
                 + ", flushes every device; a second one skips the drain)");
         out.println(READY);
         out.flush();

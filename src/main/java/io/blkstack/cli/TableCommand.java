@@ -12,6 +12,7 @@ import io.blkstack.dm.MappedDevice;
 import io.blkstack.dm.StatusForm;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.nbd.Export;
+import io.blkstack.units.Durations;
 import io.blkstack.units.Sizes;
 import java.io.IOException;
 import java.io.PrintWriter;
@@ -97,8 +98,8 @@ final class TableCommand {
             StringBuilder sb = new StringBuilder();
             sb.append(config.source()).append(": valid\n");
             sb.append("memory ").append(Sizes.format(config.memoryBytes())).append(", listen ").append(config.listen())
-                    .append(", drain-timeout ").append(DurationConverter.format(config.drainTimeoutNanos()))
-                    .append(", no-space-timeout ").append(DurationConverter.format(config.noSpaceTimeoutNanos()))
+                    .append(", drain-timeout ").append(Durations.format(config.drainTimeoutNanos()))
+                    .append(", no-space-timeout ").append(Durations.format(config.noSpaceTimeoutNanos()))
                     .append('\n');
             sb.append("devices:\n");
             for (DeviceSpec d : config.devices()) {

@@ -4,6 +4,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.blkstack.units.Durations;
 import java.io.PrintWriter;
 import java.io.StringWriter;
 import org.junit.jupiter.api.Test;
@@ -14,18 +15,18 @@ class DurationConverterTest {
 
     @Test
     void wholeNumbersWithAUnit() {
-        assertEquals(30_000_000_000L, DurationConverter.parse("30s"));
-        assertEquals(1_500_000_000L, DurationConverter.parse("1500ms"));
-        assertEquals(250_000L, DurationConverter.parse("250us"));
-        assertEquals(7L, DurationConverter.parse("7ns"));
-        assertEquals(0L, DurationConverter.parse("0s"));
-        assertEquals(86_400_000_000_000L, DurationConverter.parse("86400s"));
+        assertEquals(30_000_000_000L, Durations.parse("30s"));
+        assertEquals(1_500_000_000L, Durations.parse("1500ms"));
+        assertEquals(250_000L, Durations.parse("250us"));
+        assertEquals(7L, Durations.parse("7ns"));
+        assertEquals(0L, Durations.parse("0s"));
+        assertEquals(86_400_000_000_000L, Durations.parse("86400s"));
     }
 
     @Test
     void bareNumbersFractionsUnknownUnitsAndMoreThanADayAreRefusedNamingTheValue() {
         for (String bad : new String[] {"30", "1.5s", "2d", "s", "", "-1s", "86401s", "30 s"}) {
-            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> DurationConverter.parse(bad));
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Durations.parse(bad));
             assertTrue(e.getMessage().startsWith("'" + bad + "'"), e.getMessage());
         }
     }
