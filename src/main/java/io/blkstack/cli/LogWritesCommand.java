@@ -1,11 +1,11 @@
 package io.blkstack.cli;
 
 import io.blkstack.block.LockedFile;
-import io.blkstack.logwrites.LogEntry;
-import io.blkstack.logwrites.LogReader;
-import io.blkstack.logwrites.LogReplay;
-import io.blkstack.logwrites.LogSink;
-import io.blkstack.logwrites.LogSource;
+import io.blkstack.dm.logwrites.LogEntry;
+import io.blkstack.dm.logwrites.LogReader;
+import io.blkstack.dm.logwrites.LogReplay;
+import io.blkstack.dm.logwrites.LogSink;
+import io.blkstack.dm.logwrites.LogSource;
 import java.io.IOException;
 import java.io.PrintWriter;
 import java.nio.file.Files;
@@ -21,7 +21,7 @@ import picocli.CommandLine.Spec;
 
 /**
  * {@code blkstack log-writes}: offline tools for logs written by the {@code log-writes} target
- * ({@link io.blkstack.logwrites.LogFormat}): {@code list LOG} prints the committed entries and
+ * ({@link io.blkstack.dm.logwrites.LogFormat}): {@code list LOG} prints the committed entries and
  * marks; {@code replay LOG DEV [--to MARK]} rebuilds a device file as it was at a mark, the basis
  * of crash-consistency tests. Plain file I/O: the tools run without a kernel.
  */

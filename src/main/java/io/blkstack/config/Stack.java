@@ -19,7 +19,7 @@ import io.blkstack.config.StackConfig.NullSpec;
 import io.blkstack.dm.MappedDevice;
 import io.blkstack.dm.Table;
 import io.blkstack.dm.TableException;
-import io.blkstack.dm.target.ThinPoolTarget;
+import io.blkstack.dm.thin.ThinPoolTarget;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.mem.Gfp;
 import io.blkstack.nbd.Export;

@@ -11,7 +11,7 @@ import io.blkstack.kernel.Task;
 import io.blkstack.kernel.TaskKind;
 import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Page;
-import io.blkstack.sim.SplittingDevice;
+import io.blkstack.scenario.SplittingDevice;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.function.Consumer;

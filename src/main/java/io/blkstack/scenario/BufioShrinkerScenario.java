@@ -13,7 +13,7 @@ import io.blkstack.kernel.Task;
 import io.blkstack.kernel.TaskKind;
 import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Mempool;
-import io.blkstack.thin.ThinMetadata;
+import io.blkstack.dm.thin.metadata.ThinMetadata;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.function.Consumer;

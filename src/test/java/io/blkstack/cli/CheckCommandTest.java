@@ -5,7 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.blkstack.block.MemoryDevice;
-import io.blkstack.sim.BioSetSplitStack;
+import io.blkstack.scenario.BioSetSplitStack;
 import java.io.PrintWriter;
 import java.io.StringWriter;
 import java.nio.file.Files;

@@ -6,7 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.blkstack.block.TestKernel;
 import io.blkstack.dm.MappedDevice;
-import io.blkstack.dm.target.ThinPoolTarget;
+import io.blkstack.dm.thin.ThinPoolTarget;
 import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Policies;
 import java.nio.file.Path;

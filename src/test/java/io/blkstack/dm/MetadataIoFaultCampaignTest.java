@@ -18,7 +18,7 @@ import io.blkstack.sim.SimResult;
 import io.blkstack.sim.SimRunner;
 import io.blkstack.sim.workload.Workload;
 import io.blkstack.sim.workload.WorkloadSpec;
-import io.blkstack.thin.ThinMetadata;
+import io.blkstack.dm.thin.metadata.ThinMetadata;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -105,7 +105,7 @@ class MetadataIoFaultCampaignTest {
     void thinPoolSurvivesAFailureOfEveryMetadataIo() {
         Sweep s = sweep("thin", THIN, "vol", "meta", (stack, kernel) -> {
             MappedDevice poolDevice = (MappedDevice) stack.device("pool");
-            Pool pool = ((io.blkstack.dm.target.ThinPoolTarget) poolDevice.table().targets().get(0)).pool();
+            Pool pool = ((io.blkstack.dm.thin.ThinPoolTarget) poolDevice.table().targets().get(0)).pool();
             pool.drain();
             if (pool.mode() != Pool.Mode.READ_ONLY) {
                 // Only a failed write-back of a dirty block (by the shrinker, say) reaches the pool
@@ -161,7 +161,7 @@ class MetadataIoFaultCampaignTest {
     void logWritesSurvivesAFailureOfEveryLogIo() {
         Sweep s = sweep("log-writes", LOG_WRITES, "lw", "log", (stack, kernel) -> {
             MappedDevice lw = (MappedDevice) stack.device("lw");
-            io.blkstack.dm.target.LogWritesTarget t = (io.blkstack.dm.target.LogWritesTarget) lw.table().targets().get(0);
+            io.blkstack.dm.logwrites.LogWritesTarget t = (io.blkstack.dm.logwrites.LogWritesTarget) lw.table().targets().get(0);
             t.sync();
             if (t.isLogging()) {
                 throw new IllegalStateException("a log I/O failed but log-writes is still logging: " + lw.status(StatusForm.INFO));

@@ -1,5 +1,6 @@
 package io.blkstack.sim;
 
+import io.blkstack.scenario.BioSetSplitStack;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;

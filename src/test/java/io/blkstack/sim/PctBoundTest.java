@@ -3,6 +3,7 @@ package io.blkstack.sim;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.blkstack.scenario.BioSetSplitStack;
 import java.util.ArrayList;
 import java.util.List;
 import org.junit.jupiter.api.Test;

@@ -14,7 +14,7 @@ import io.blkstack.dm.Table;
 import io.blkstack.bufio.BufferCache;
 import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Policies;
-import io.blkstack.thin.ThinMetadata;
+import io.blkstack.dm.thin.metadata.ThinMetadata;
 import java.io.PrintWriter;
 import java.io.RandomAccessFile;
 import java.io.StringWriter;

@@ -10,7 +10,7 @@ import io.blkstack.block.BlockDevice;
 import io.blkstack.block.TestKernel;
 import io.blkstack.dm.MappedDevice;
 import io.blkstack.dm.Table;
-import io.blkstack.dm.target.ThinPoolTarget;
+import io.blkstack.dm.thin.ThinPoolTarget;
 import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Policies;
 import java.util.ArrayList;

@@ -15,7 +15,7 @@ import io.blkstack.dm.MappedDevice;
 import io.blkstack.dm.StatusForm;
 import io.blkstack.dm.Table;
 import io.blkstack.dm.TableException;
-import io.blkstack.dm.target.ThinPoolTarget;
+import io.blkstack.dm.thin.ThinPoolTarget;
 import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Policies;
 import java.util.ArrayList;

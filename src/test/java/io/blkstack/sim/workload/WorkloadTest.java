@@ -6,12 +6,12 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.blkstack.block.MemoryDevice;
-import io.blkstack.sim.BioSetSplitStack;
+import io.blkstack.scenario.BioSetSplitStack;
 import io.blkstack.sim.Outcome;
 import io.blkstack.sim.SimConfig;
 import io.blkstack.sim.SimResult;
 import io.blkstack.sim.SimRunner;
-import io.blkstack.sim.SplittingDevice;
+import io.blkstack.scenario.SplittingDevice;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import org.junit.jupiter.api.Test;

@@ -1,0 +1,92 @@
+package io.blkstack.dm.snapshot;
+
+import io.blkstack.bio.Bio;
+import io.blkstack.block.BlockDevice;
+import io.blkstack.block.QueueLimits;
+import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.SpinLock;
+import java.util.Arrays;
+import java.util.concurrent.atomic.AtomicInteger;
+
+/**
+ * A test disk for the snapshot tests: a block device over a byte array that outlives the kernel
+ * (so a new kernel can reopen the same contents), completing every bio synchronously. A shared
+ * {@link Power} counts writes across disks; after its budget is spent every later write completes
+ * successfully but is dropped, as if power had been cut after the N-th write.
+ */
+final class SnapshotDisk extends BlockDevice {
+
+    /** The write budget shared by the disks of one machine. */
+    static final class Power {
+        private final AtomicInteger writesLeft = new AtomicInteger(Integer.MAX_VALUE);
+        private final AtomicInteger writesSeen = new AtomicInteger();
+
+        /** Lets only {@code n} more writes persist. */
+        void cutAfter(int n) {
+            writesLeft.set(n);
+        }
+
+        /** Writes seen (persisted or not) since creation. */
+        int writesSeen() {
+            return writesSeen.get();
+        }
+
+        boolean persist() {
+            writesSeen.incrementAndGet();
+            return writesLeft.getAndDecrement() > 0;
+        }
+    }
+
+    private final byte[] data;
+    private final Power power;
+    private final SpinLock lock;
+
+    SnapshotDisk(Kernel kernel, String name, byte[] data, Power power) {
+        super(kernel, name, data.length >>> Bio.SECTOR_SHIFT, QueueLimits.defaults());
+        this.data = data;
+        this.power = power;
+        this.lock = new SpinLock("disk " + name);
+    }
+
+    /** The persisted bytes. */
+    byte[] data() {
+        return data;
+    }
+
+    /** A copy of the persisted bytes. */
+    byte[] snapshotBytes() {
+        lock.lock();
+        try {
+            return Arrays.copyOf(data, data.length);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    @Override
+    protected void submitBio(Bio bio) {
+        bio = splitToLimits(bio);
+        int offset = Math.toIntExact(bio.sector() << Bio.SECTOR_SHIFT);
+        lock.lock();
+        try {
+            switch (bio.op()) {
+                case READ -> bio.copyFrom(data, offset);
+                case WRITE -> {
+                    if (power.persist()) {
+                        bio.copyTo(data, offset);
+                    }
+                }
+                case DISCARD, WRITE_ZEROES -> {
+                    if (power.persist()) {
+                        Arrays.fill(data, offset, offset + bio.sizeBytes(), (byte) 0);
+                    }
+                }
+                case FLUSH -> {
+                }
+            }
+        } finally {
+            lock.unlock();
+        }
+        bio.endio();
+    }
+}
