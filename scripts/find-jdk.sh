@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prints the home directory of a JDK whose major version is at least 21 (or $BLKSTACK_JDK_MIN).
+# Prints the home directory of a JDK whose major version is at least 25 (or $BLKSTACK_JDK_MIN).
 #
 # Order: $JAVA_HOME if it is new enough, then the `java` on PATH, then the newest JDK under
 # /usr/lib/jvm/. Exits 1 with a message on stderr if none is found.
@@ -20,9 +20,9 @@ blkstack_java_major() {
     printf '%s\n' "$version"
 }
 
-# Prints the JDK home with major version >= ${BLKSTACK_JDK_MIN:-21}.
+# Prints the JDK home with major version >= ${BLKSTACK_JDK_MIN:-25}.
 blkstack_find_jdk() {
-    local min=${BLKSTACK_JDK_MIN:-21} major java home best_home="" best_major=0
+    local min=${BLKSTACK_JDK_MIN:-25} major java home best_home="" best_major=0
 
     # A JDK, not only a JRE: Maven needs javac.
     if [[ -n ${JAVA_HOME:-} && -x $JAVA_HOME/bin/javac ]]; then
@@ -60,7 +60,7 @@ blkstack_find_jdk() {
     {
         echo "blkstack: no JDK $min or newer found."
         echo "  looked at: \$JAVA_HOME (${JAVA_HOME:-unset}), java on PATH (${java:-none}), /usr/lib/jvm/*"
-        echo "  install one (Debian: apt-get install openjdk-21-jdk-headless) or set JAVA_HOME."
+        echo "  install one (Debian: apt-get install temurin-25-jdk or openjdk-25-jdk-headless) or set JAVA_HOME."
     } >&2
     return 1
 }

@@ -14,6 +14,8 @@ import io.blkstack.mem.Page;
 import io.blkstack.mem.PageAllocator;
 import java.io.IOException;
 import java.io.RandomAccessFile;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.Files;
@@ -40,10 +42,15 @@ import java.util.concurrent.atomic.AtomicLong;
  * {@code force(false)}; PREFLUSH forces before the bio; FLUSH is {@code force(false)}. Fault sites:
  * {@code io:<name>} fails the bio with IOERR, {@code latency:<name>} sleeps the I/O task first.
  *
- * <p><b>DISCARD and WRITE_ZEROES.</b> Java has no portable hole punching, so both make the range
- * read as zeros: each 4 KiB chunk is read first and overwritten from a zero page only if it holds
- * data, so zeroing a never-written range of a sparse image allocates nothing. The device does not
- * know holes ({@link #knowsAllocation} is false).
+ * <p><b>Holes, DISCARD and WRITE_ZEROES.</b> Where the file system tells ({@link FileHoles}:
+ * {@code SEEK_HOLE}/{@code SEEK_DATA} and {@code fallocate} through the foreign-function API, on
+ * Linux), the device knows its holes ({@link #knowsAllocation}, {@link #allocatedExtent}, so NBD
+ * block status and READ replies show them), a DISCARD punches a hole (the space goes back to the
+ * file system) and so does a WRITE_ZEROES without {@link BioFlags#NOUNMAP} (NBD's {@code NO_HOLE}).
+ * Otherwise (another platform, {@link Options#withNativeHoles} off, a file system without them),
+ * and for WRITE_ZEROES with NOUNMAP, the range is made to read as zeros by writing: each 4 KiB chunk
+ * is read first and overwritten from a zero page only if it holds data, so zeroing a never-written
+ * range of a sparse image allocates nothing; the device then reports every range allocated.
  *
  * <p><b>Direct I/O and bounce pages.</b> With {@code direct} the channel is opened with
  * {@code O_DIRECT}, which needs buffer addresses, file positions and lengths aligned to the file
@@ -67,7 +74,7 @@ public final class FileDevice extends BlockDevice {
 
     /** Opening choices of a file device. */
     public record Options(boolean create, boolean direct, int ioTasks, int queueDepth, int bounceAlignment,
-            boolean lockShared) {
+            boolean lockShared, boolean nativeHoles) {
 
         /** Checks the values, with the bad one in the message. */
         public Options {
@@ -89,9 +96,9 @@ public final class FileDevice extends BlockDevice {
             }
         }
 
-        /** The five opening choices with an exclusive lock. */
+        /** The five opening choices with an exclusive lock, holes from the file system where it tells them. */
         public Options(boolean create, boolean direct, int ioTasks, int queueDepth, int bounceAlignment) {
-            this(create, direct, ioTasks, queueDepth, bounceAlignment, false);
+            this(create, direct, ioTasks, queueDepth, bounceAlignment, false, true);
         }
 
         /** Open an existing file, buffered, two I/O tasks, 32 requests in flight, exclusively locked. */
@@ -101,20 +108,20 @@ public final class FileDevice extends BlockDevice {
 
         /** Create the file sparse if it is missing, and extend it sparse if it is shorter. */
         public Options withCreate(boolean value) {
-            return new Options(value, direct, ioTasks, queueDepth, bounceAlignment, lockShared);
+            return new Options(value, direct, ioTasks, queueDepth, bounceAlignment, lockShared, nativeHoles);
         }
 
         /** Open with {@code O_DIRECT}. */
         public Options withDirect(boolean value) {
-            return new Options(create, value, ioTasks, queueDepth, bounceAlignment, lockShared);
+            return new Options(create, value, ioTasks, queueDepth, bounceAlignment, lockShared, nativeHoles);
         }
 
         public Options withIoTasks(int value) {
-            return new Options(create, direct, value, queueDepth, bounceAlignment, lockShared);
+            return new Options(create, direct, value, queueDepth, bounceAlignment, lockShared, nativeHoles);
         }
 
         public Options withQueueDepth(int value) {
-            return new Options(create, direct, ioTasks, value, bounceAlignment, lockShared);
+            return new Options(create, direct, ioTasks, value, bounceAlignment, lockShared, nativeHoles);
         }
 
         /**
@@ -122,7 +129,7 @@ public final class FileDevice extends BlockDevice {
          * may hold it too, a writer may not.
          */
         public Options withLockShared(boolean value) {
-            return new Options(create, direct, ioTasks, queueDepth, bounceAlignment, value);
+            return new Options(create, direct, ioTasks, queueDepth, bounceAlignment, value, nativeHoles);
         }
 
         /**
@@ -130,7 +137,16 @@ public final class FileDevice extends BlockDevice {
          * direct I/O, where the file system's block size is used).
          */
         public Options withBounceAlignment(int value) {
-            return new Options(create, direct, ioTasks, queueDepth, value, lockShared);
+            return new Options(create, direct, ioTasks, queueDepth, value, lockShared, nativeHoles);
+        }
+
+        /**
+         * Ask the file system where the file's holes are and punch holes for discards ({@link
+         * FileHoles}, Linux only); off, the device uses only the JDK: every range reads as
+         * allocated, and discards write zeros where data is.
+         */
+        public Options withNativeHoles(boolean value) {
+            return new Options(create, direct, ioTasks, queueDepth, bounceAlignment, lockShared, value);
         }
     }
 
@@ -144,12 +160,14 @@ public final class FileDevice extends BlockDevice {
         final ByteBuffer zeros;
         final FileChannel cursor;
         final ByteBuffer[] views = new ByteBuffer[Bio.VECS_MAX];
+        final MemorySegment errno;
         int segmentUsed;
         boolean haveSegment;
 
-        IoContext(ByteBuffer zeros, FileChannel cursor) {
+        IoContext(ByteBuffer zeros, FileChannel cursor, MemorySegment errno) {
             this.zeros = zeros;
             this.cursor = cursor;
+            this.errno = errno;
         }
     }
 
@@ -157,6 +175,8 @@ public final class FileDevice extends BlockDevice {
     private final Options options;
     private final LockedFile locked;
     private final PositionalFile file;
+    private final FileHoles holes;
+    private final Arena errnoArena;
     private final int alignment;
     private final String ioFaultSite;
     private final String latencyFaultSite;
@@ -166,21 +186,26 @@ public final class FileDevice extends BlockDevice {
     private final AtomicLong bounces;
     private final AtomicLong ioErrors;
     private final AtomicLong again;
+    private final AtomicLong punches;
     private final DeviceQueue<Bio> queue;
 
     private FileDevice(Kernel kernel, String name, long capacitySectors, QueueLimits limits, Path path,
-            LockedFile locked, FileChannel channel, FileChannel[] cursors, Options options, int alignment) {
+            LockedFile locked, FileChannel channel, FileChannel[] cursors, FileHoles holes, Options options,
+            int alignment) {
         super(kernel, name, capacitySectors, limits);
         this.path = path;
         this.options = options;
         this.locked = locked;
         this.file = new PositionalFile(channel);
+        this.holes = holes;
+        this.errnoArena = Arena.ofShared();
         this.alignment = alignment;
         this.ioFaultSite = "io:" + name;
         this.latencyFaultSite = "latency:" + name;
         this.bounces = kernel.counters().get("file.bounces");
         this.ioErrors = kernel.counters().get("file.io-errors");
         this.again = kernel.counters().get("file.again");
+        this.punches = kernel.counters().get("file.punches");
         PageAllocator pages = kernel.pages();
         this.bouncePool = new Mempool<>(kernel, name + "-bounce", options.ioTasks(), pages);
         // The device closes its own pool after its I/O tasks stop; the kernel must not close it first.
@@ -188,12 +213,14 @@ public final class FileDevice extends BlockDevice {
         this.zeroPage = pages.alloc(Gfp.KERNEL);
         if (zeroPage == null) {
             bouncePool.close();
+            errnoArena.close();
             throw new IllegalStateException("file device " + name + ": no page for the zero buffer");
         }
         zeroPage.zero(0, Page.SIZE);
         this.contexts = new IoContext[options.ioTasks()];
         for (int i = 0; i < contexts.length; i++) {
-            contexts[i] = new IoContext(zeroPage.slice(0, Page.SIZE).asReadOnlyBuffer(), cursors[i]);
+            contexts[i] = new IoContext(zeroPage.slice(0, Page.SIZE).asReadOnlyBuffer(), cursors[i],
+                    holes.errnoBuffer(errnoArena));
         }
         DeviceQueue<Bio> ioQueue;
         try {
@@ -202,6 +229,7 @@ public final class FileDevice extends BlockDevice {
             // Half built: give back what was taken; the caller closes the channel.
             bouncePool.close();
             pages.free(zeroPage);
+            errnoArena.close();
             super.close();
             throw e;
         }
@@ -235,6 +263,7 @@ public final class FileDevice extends BlockDevice {
         LockedFile locked = options.lockShared() ? LockedFile.shared(path) : LockedFile.exclusive(path, options.create());
         FileChannel channel = null;
         FileChannel[] cursors = new FileChannel[options.ioTasks()];
+        FileHoles holes = FileHoles.none();
         try {
             if (!options.lockShared()) {
                 prepareFile(locked.file(), sizeBytes, options.create(), options.direct() ? alignment : 1);
@@ -243,8 +272,11 @@ public final class FileDevice extends BlockDevice {
             for (int i = 0; i < cursors.length; i++) {
                 cursors[i] = openChannel(path, options.direct(), options.lockShared());
             }
+            if (options.nativeHoles()) {
+                holes = FileHoles.open(path, !options.lockShared());
+            }
         } catch (IOException | RuntimeException e) {
-            closeQuietly(channel, cursors, locked);
+            closeQuietly(channel, cursors, holes, locked);
             throw e;
         }
         QueueLimits limits = QueueLimits.defaults();
@@ -253,9 +285,9 @@ public final class FileDevice extends BlockDevice {
         }
         try {
             return new FileDevice(kernel, name, sizeBytes >>> Bio.SECTOR_SHIFT, limits, path, locked, channel, cursors,
-                    options, alignment);
+                    holes, options, alignment);
         } catch (RuntimeException e) {
-            closeQuietly(channel, cursors, locked);
+            closeQuietly(channel, cursors, holes, locked);
             throw e;
         }
     }
@@ -264,7 +296,7 @@ public final class FileDevice extends BlockDevice {
      * Closes the shared channel and every per-task channel opened so far, then the lock (last: it
      * must outlive every other descriptor of the file), ignoring failures.
      */
-    private static void closeQuietly(FileChannel channel, FileChannel[] cursors, LockedFile locked) {
+    private static void closeQuietly(FileChannel channel, FileChannel[] cursors, FileHoles holes, LockedFile locked) {
         if (channel != null) {
             try {
                 channel.close();
@@ -280,6 +312,11 @@ public final class FileDevice extends BlockDevice {
                     // as above
                 }
             }
+        }
+        try {
+            holes.close();
+        } catch (RuntimeException e) {
+            // as above
         }
         try {
             locked.close();
@@ -411,7 +448,14 @@ public final class FileDevice extends BlockDevice {
             case READ -> transfer(bio, ctx, position, false);
             case WRITE -> transfer(bio, ctx, position, true);
             case FLUSH -> file.force();
-            case DISCARD, WRITE_ZEROES -> zero(position, bio.sizeBytes(), ctx);
+            case DISCARD -> discard(position, bio.sizeBytes(), ctx);
+            case WRITE_ZEROES -> {
+                if (bio.hasFlag(BioFlags.NOUNMAP)) {
+                    zero(position, bio.sizeBytes(), ctx);
+                } else {
+                    discard(position, bio.sizeBytes(), ctx);
+                }
+            }
         }
         if (bio.hasFlag(BioFlags.FUA) && bio.op().isWrite() && bio.op() != BioOp.FLUSH) {
             file.force();
@@ -518,6 +562,23 @@ public final class FileDevice extends BlockDevice {
         }
     }
 
+    /**
+     * Makes a range read as zeros and gives its space back: a hole punched where the file system
+     * can, else {@link #zero}. Within the file only: past its end the range reads as zeros already.
+     */
+    private void discard(long position, int length, IoContext ctx) throws IOException {
+        long fileSize = file.size();
+        if (length == 0 || position >= fileSize) {
+            return;
+        }
+        long punched = Math.min(length, fileSize - position);
+        if (holes.punch(position, punched, ctx.errno)) {
+            punches.incrementAndGet();
+            return;
+        }
+        zero(position, length, ctx);
+    }
+
     /** Makes a range read as zeros, using a bounce page as the read-back scratch. */
     private void zero(long position, int length, IoContext ctx) throws IOException {
         if (length == 0) {
@@ -532,6 +593,51 @@ public final class FileDevice extends BlockDevice {
         } finally {
             bouncePool.free(page);
         }
+    }
+
+    // ---- holes ---------------------------------------------------------------------------------
+
+    /** Whether the file system tells this file's holes (see {@link FileHoles}). */
+    @Override
+    public boolean knowsAllocation() {
+        return holes.knowsHoles();
+    }
+
+    /**
+     * The run of data (positive) or hole (negative) sectors at {@code sector}, at most
+     * {@code maxSectors}, from the file system; past the end of the file is a hole. A partly
+     * written sector counts as data. A file system that cannot say makes the run allocated.
+     * Does not block on anything but {@code lseek} and {@code fstat}.
+     */
+    @Override
+    public long allocatedExtent(long sector, long maxSectors) {
+        long run = super.allocatedExtent(sector, maxSectors);
+        if (!holes.knowsHoles()) {
+            return run;
+        }
+        long position = sector << Bio.SECTOR_SHIFT;
+        long end = (sector + run) << Bio.SECTOR_SHIFT;
+        long fileSize;
+        try {
+            fileSize = file.size();
+        } catch (IOException e) {
+            return run;
+        }
+        if (position >= fileSize) {
+            return -run;
+        }
+        long hole = holes.nextHole(position);
+        if (hole < 0) {
+            return run;
+        }
+        if (hole > position) {
+            long dataEnd = Math.min(hole, end);
+            return (dataEnd - position + Bio.SECTOR_SIZE - 1) >>> Bio.SECTOR_SHIFT;
+        }
+        long data = holes.nextData(position);
+        long holeEnd = data < 0 ? end : Math.min(data, end);
+        long sectors = (holeEnd - position) >>> Bio.SECTOR_SHIFT;
+        return sectors == 0 ? 1 : -sectors;
     }
 
     // ---- control -------------------------------------------------------------------------------
@@ -600,6 +706,12 @@ public final class FileDevice extends BlockDevice {
                         + path + " failed: " + e.getMessage(), e));
             }
         }
+        try {
+            holes.close();
+        } catch (RuntimeException e) {
+            failure = addFailure(failure, e);
+        }
+        errnoArena.close();
         try {
             file.channel().close();
         } catch (IOException e) {

@@ -4,12 +4,14 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import io.blkstack.bio.Bio;
 import io.blkstack.bio.BioFlags;
 import io.blkstack.bio.BioOp;
 import io.blkstack.bio.BioSet;
 import io.blkstack.bio.BioStatus;
+import io.blkstack.cli.MainProcess;
 import io.blkstack.kernel.Completion;
 import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Kernel;
@@ -133,8 +135,7 @@ class FileDeviceTest {
      */
     private static String lockProbe(Path path) throws Exception {
         Path out = Files.createTempFile(path.getParent(), "probe", ".txt");
-        Process p = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-cp",
-                System.getProperty("java.class.path"), "io.blkstack.cli.Main", "log-writes", "list", path.toString())
+        Process p = new ProcessBuilder(MainProcess.command("log-writes", "list", path.toString()))
                 .redirectErrorStream(true).redirectOutput(out.toFile()).start();
         assertTrue(p.waitFor(60, java.util.concurrent.TimeUnit.SECONDS), "lock probe did not finish");
         return Files.readString(out);
@@ -214,11 +215,13 @@ class FileDeviceTest {
                 () -> FileDevice.open(kernel, "x", dir.resolve("missing.img"), SIZE, FileDevice.Options.defaults()));
     }
 
+    /** The plain-JDK path (no foreign-function calls): zeroing by writing, every range allocated. */
     @Test
     void discardAndWriteZeroesReadAsZerosAndLeaveOtherDataAlone() throws IOException {
         start(Faults.NONE);
         Path path = dir.resolve("z.img");
-        FileDevice dev = FileDevice.open(kernel, "z", path, SIZE, FileDevice.Options.defaults().withCreate(true));
+        FileDevice dev = FileDevice.open(kernel, "z", path, SIZE,
+                FileDevice.Options.defaults().withCreate(true).withNativeHoles(false));
         assertTrue(!dev.knowsAllocation());
         byte[] data = MemoryDeviceTest.filled(6 * 4096, (byte) 0x44);
         assertEquals(BioStatus.OK, BioBytes.write(set, dev, 0, data, 0, 0));
@@ -232,6 +235,56 @@ class FileDeviceTest {
         assertArrayEquals(want, BioBytes.readOk(set, dev, 0, data.length, 0));
         closeKernel();
         assertArrayEquals(want, Arrays.copyOfRange(Files.readAllBytes(path), 0, want.length));
+    }
+
+    /**
+     * With the file system's holes (Linux, ext4/xfs/tmpfs): a sparse file maps as data where it was
+     * written and hole elsewhere, past its end too; a DISCARD and a WRITE_ZEROES without NOUNMAP
+     * punch holes (the range reads as zeros, maps as hole, the file keeps its size, the counter
+     * counts them); a WRITE_ZEROES with NOUNMAP (NBD's NO_HOLE) leaves the range allocated. The
+     * same operations with native holes off give the same data and map everything allocated.
+     */
+    @Test
+    void holesComeFromTheFileSystemAndDiscardsPunchThem() throws IOException {
+        start(Faults.NONE);
+        Path path = dir.resolve("holes.img");
+        FileDevice dev = FileDevice.open(kernel, "h", path, SIZE, FileDevice.Options.defaults().withCreate(true));
+        assumeTrue(dev.knowsAllocation(),
+                "this platform or file system does not tell holes (SEEK_HOLE through the foreign-function API)");
+        long sectors = SIZE >>> Bio.SECTOR_SHIFT;
+        assertEquals(-sectors, dev.allocatedExtent(0, sectors), "a fresh sparse file is one hole");
+
+        byte[] data = MemoryDeviceTest.filled(1 << 20, (byte) 0x5a);
+        assertEquals(BioStatus.OK, BioBytes.write(set, dev, 1L << 20, data, 0, BioFlags.FUA));
+        assertEquals(-2048, dev.allocatedExtent(0, sectors), "the first MiB is a hole");
+        assertEquals(2048, dev.allocatedExtent(2048, sectors), "the written MiB is data");
+        assertEquals(1000, dev.allocatedExtent(2048, 1000), "a query is cut at its maximum");
+        assertEquals(-(sectors - 4096), dev.allocatedExtent(4096, sectors), "past the written MiB: hole to the end");
+
+        assertEquals(BioStatus.OK, BioBytes.range(set, dev, BioOp.DISCARD, (1L << 20) + 65536, 131072, 0));
+        assertEquals(BioStatus.OK, BioBytes.range(set, dev, BioOp.WRITE_ZEROES, (1L << 20) + 524288, 65536, 0));
+        assertEquals(BioStatus.OK,
+                BioBytes.range(set, dev, BioOp.WRITE_ZEROES, (1L << 20) + 786432, 65536, BioFlags.NOUNMAP));
+        assertEquals(2, kernel.counters().get("file.punches").get(), "the discard and the write-zeroes punched");
+        long base = 2048;
+        assertEquals(128, dev.allocatedExtent(base, sectors), "data up to the discard");
+        assertEquals(-256, dev.allocatedExtent(base + 128, sectors), "the discard is a hole");
+        assertEquals(-128, dev.allocatedExtent(base + 1024, sectors), "the write-zeroes without NOUNMAP is a hole");
+        assertTrue(dev.allocatedExtent(base + 1536, 128) == 128, "the NOUNMAP write-zeroes stays allocated");
+
+        byte[] want = data.clone();
+        Arrays.fill(want, 65536, 65536 + 131072, (byte) 0);
+        Arrays.fill(want, 524288, 524288 + 65536, (byte) 0);
+        Arrays.fill(want, 786432, 786432 + 65536, (byte) 0);
+        assertArrayEquals(want, BioBytes.readOk(set, dev, 1L << 20, want.length, 0));
+        assertEquals(SIZE, Files.size(path), "punching keeps the file's size");
+        closeKernel();
+
+        start(Faults.NONE);
+        FileDevice plain = FileDevice.open(kernel, "p", path, SIZE, FileDevice.Options.defaults().withNativeHoles(false));
+        assertTrue(!plain.knowsAllocation());
+        assertEquals(sectors, plain.allocatedExtent(0, sectors), "without native holes every range is allocated");
+        assertArrayEquals(want, BioBytes.readOk(set, plain, 1L << 20, want.length, 0));
     }
 
     @Test

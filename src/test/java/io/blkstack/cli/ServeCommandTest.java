@@ -193,7 +193,7 @@ class ServeCommandTest {
                   disk: { device: m }
                 """);
         String javaBin = Path.of(System.getProperty("java.home"), "bin", "java").toString();
-        String command = "ulimit -n 160 && exec '" + javaBin + "' -cp '" + System.getProperty("java.class.path") + "' "
+        String command = "ulimit -n 160 && exec '" + javaBin + "' --enable-native-access=ALL-UNNAMED -cp '" + System.getProperty("java.class.path") + "' "
                 + Main.class.getName() + " serve --config '" + config + "' --listen 127.0.0.1:0";
         Process p = new ProcessBuilder("bash", "-c", command).directory(tmp.toFile()).start();
         BlockingQueue<String> events = new LinkedBlockingQueue<>();
@@ -342,12 +342,7 @@ class ServeCommandTest {
 
     /** Starts {@code blkstack ARGS} in a new JVM in the scratch directory, stderr to {@code stderr}. */
     private Process start(List<String> args, Path stderr) throws Exception {
-        List<String> command = new ArrayList<>();
-        command.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
-        command.add("-cp");
-        command.add(System.getProperty("java.class.path"));
-        command.add(Main.class.getName());
-        command.addAll(args);
+        List<String> command = MainProcess.command(args.toArray(String[]::new));
         // stderr goes to a file: a destroyed process's pipes may be closed before they are read.
         return new ProcessBuilder(command).directory(tmp.toFile()).redirectError(stderr.toFile()).start();
     }

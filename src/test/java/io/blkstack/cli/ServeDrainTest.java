@@ -236,9 +236,8 @@ class ServeDrainTest {
     private int startServerOn(String yaml, String... extra) throws Exception {
         Path config = tmp.resolve("drain.yaml");
         Files.writeString(config, yaml);
-        List<String> command = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
-                "-cp", System.getProperty("java.class.path"), Main.class.getName(), "serve", "--config", config.toString(),
-                "--listen", "127.0.0.1:0"));
+        List<String> command = MainProcess.command("serve", "--config", config.toString(),
+                "--listen", "127.0.0.1:0");
         command.addAll(List.of(extra));
         server = new ProcessBuilder(command).directory(tmp.toFile()).start();
         serverErr = new BufferedReader(new InputStreamReader(server.getErrorStream(), StandardCharsets.UTF_8));

@@ -138,12 +138,7 @@ class ThinServeCrashTest {
 
     /** Starts {@code blkstack serve --config CONFIG --listen 127.0.0.1:0} in a new JVM in the scratch directory. */
     private Process start(Path config, String name) throws Exception {
-        List<String> command = new ArrayList<>();
-        command.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
-        command.add("-cp");
-        command.add(System.getProperty("java.class.path"));
-        command.add(Main.class.getName());
-        command.addAll(List.of("serve", "--config", config.toString(), "--listen", "127.0.0.1:0"));
+        List<String> command = MainProcess.command("serve", "--config", config.toString(), "--listen", "127.0.0.1:0");
         return new ProcessBuilder(command).directory(tmp.toFile())
                 .redirectError(tmp.resolve(name + ".err").toFile()).start();
     }

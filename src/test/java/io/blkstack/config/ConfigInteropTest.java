@@ -94,6 +94,53 @@ class ConfigInteropTest {
         assertTrue(Files.size(tmp.resolve("data/a.img")) == 128 * MiB, "backing file keeps its size");
     }
 
+    /**
+     * A sparse file under a linear target maps over NBD as nbdkit's file plugin maps the same file
+     * ({@code nbdinfo --map}: hole where nothing was written, data where qemu-io wrote), and a
+     * discard punches a hole: the range maps as a hole and the file's allocated blocks shrink
+     * while its size stays.
+     */
+    @Test
+    void sparseFileHolesMapLikeNbdkitAndDiscardsGiveSpaceBack() throws Exception {
+        assumeTrue(installed("nbdinfo") && installed("qemu-io") && installed("nbdkit") && installed("stat"),
+                "nbdinfo, qemu-io, nbdkit or stat is not installed");
+        String yaml = """
+                memory: 64MiB
+                devices:
+                  a: { file: data/a.img, size: 16MiB }
+                mapped:
+                  lin: |
+                    0 32768 linear a 0
+                exports:
+                  default: { device: lin }
+                """;
+        Path image = tmp.resolve("data/a.img");
+        String[] maps = new String[2];
+        long[] blocks = new long[2];
+        serve(yaml, (port, stack) -> {
+            String uri = "nbd://127.0.0.1:" + port + "/default";
+            run("qemu-io", "-f", "raw", uri, "-c", "write -P 90 4M 2M");
+            maps[0] = run("nbdinfo", "--map", uri);
+            blocks[0] = allocatedBlocks(image);
+            run("qemu-io", "-f", "raw", uri, "-c", "discard 4M 1M");
+            maps[1] = run("nbdinfo", "--map", uri);
+            blocks[1] = allocatedBlocks(image);
+        });
+        assertEquals(List.of("0 4194304 3 hole,zero", "4194304 2097152 0 data", "6291456 10485760 3 hole,zero"),
+                maps[0].lines().map(l -> l.trim().replaceAll("\\s+", " ")).toList(), maps[0]);
+        assertEquals(List.of("0 5242880 3 hole,zero", "5242880 1048576 0 data", "6291456 10485760 3 hole,zero"),
+                maps[1].lines().map(l -> l.trim().replaceAll("\\s+", " ")).toList(), maps[1]);
+        assertTrue(blocks[1] < blocks[0], "the discard gave space back: " + blocks[0] + " -> " + blocks[1] + " blocks");
+        assertEquals(16 * MiB, Files.size(image), "punching keeps the file's size");
+        String nbdkit = run("nbdkit", "-U", "-", "file", image.toString(), "--run", "nbdinfo --map \"$uri\"");
+        assertEquals(maps[1], nbdkit, "nbdkit's file plugin maps the same file the same way");
+    }
+
+    /** The file's allocated 512-byte blocks, from stat(1). */
+    private long allocatedBlocks(Path file) throws Exception {
+        return Long.parseLong(run("stat", "-c", "%b", file.toString()).trim());
+    }
+
     /** A client run against a served stack. */
     @FunctionalInterface
     interface Client {

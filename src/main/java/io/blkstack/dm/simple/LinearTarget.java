@@ -49,6 +49,17 @@ public final class LinearTarget extends Target {
         return MapResult.REMAPPED;
     }
 
+    /** Holes pass up: the device's, at the remapped sector. */
+    @Override
+    public boolean knowsAllocation() {
+        return device.knowsAllocation();
+    }
+
+    @Override
+    public long allocatedExtent(long offset, long maxSectors) {
+        return device.allocatedExtent(offsetSectors + offset, maxSectors);
+    }
+
     @Override
     public String statusTable() {
         return deviceName + " " + offsetSectors;

@@ -98,6 +98,24 @@ public final class StripedTarget extends Target {
         return MapResult.REMAPPED;
     }
 
+    /** Holes pass up from the stripes (a stripe that does not know its holes reports data). */
+    @Override
+    public boolean knowsAllocation() {
+        for (BlockDevice d : devices) {
+            if (d.knowsAllocation()) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** The run on the stripe holding {@code offset}, cut at the chunk's end. */
+    @Override
+    public long allocatedExtent(long offset, long maxSectors) {
+        long inChunk = Math.min(maxSectors, chunkSectors - offset % chunkSectors);
+        return devices[stripeOf(offset)].allocatedExtent(deviceSectorOf(offset), inChunk);
+    }
+
     /** The distance to the next chunk boundary. */
     @Override
     public long maxIoSectors(long offset) {

@@ -57,6 +57,17 @@ public final class SnapshotOriginTarget extends Target implements DeferredRemap 
         return MapResult.REMAPPED;
     }
 
+    /** Holes pass up: reads go straight to the origin, so its holes are this target's. */
+    @Override
+    public boolean knowsAllocation() {
+        return device.knowsAllocation();
+    }
+
+    @Override
+    public long allocatedExtent(long offset, long maxSectors) {
+        return device.allocatedExtent(offset, maxSectors);
+    }
+
     /** Whether every snapshot lets the write go now; false if the clone was queued on one. */
     private boolean snapshotsAllow(Bio clone, long sector) {
         for (Snapshot s : OriginRegistry.snapshotsOf(device)) {
