@@ -96,9 +96,9 @@ class ConfigInteropTest {
 
     /**
      * A sparse file under a linear target maps over NBD as nbdkit's file plugin maps the same file
-     * ({@code nbdinfo --map}: hole where nothing was written, data where qemu-io wrote), and a
-     * discard punches a hole: the range maps as a hole and the file's allocated blocks shrink
-     * while its size stays.
+     * ({@code nbdinfo --map}: hole where nothing was written, data at the three extents qemu-io
+     * wrote), and a TRIM of whole blocks punches a hole: the range maps as a hole and the file's
+     * allocated blocks shrink while its size stays.
      */
     @Test
     void sparseFileHolesMapLikeNbdkitAndDiscardsGiveSpaceBack() throws Exception {
@@ -119,21 +119,28 @@ class ConfigInteropTest {
         long[] blocks = new long[2];
         serve(yaml, (port, stack) -> {
             String uri = "nbd://127.0.0.1:" + port + "/default";
-            run("qemu-io", "-f", "raw", uri, "-c", "write -P 90 4M 2M");
+            run("qemu-io", "-f", "raw", uri, "-c", "write -P 90 1M 1M", "-c", "write -P 91 4M 2M",
+                    "-c", "write -P 92 12M 512k");
             maps[0] = run("nbdinfo", "--map", uri);
             blocks[0] = allocatedBlocks(image);
             run("qemu-io", "-f", "raw", uri, "-c", "discard 4M 1M");
             maps[1] = run("nbdinfo", "--map", uri);
             blocks[1] = allocatedBlocks(image);
         });
-        assertEquals(List.of("0 4194304 3 hole,zero", "4194304 2097152 0 data", "6291456 10485760 3 hole,zero"),
-                maps[0].lines().map(l -> l.trim().replaceAll("\\s+", " ")).toList(), maps[0]);
-        assertEquals(List.of("0 5242880 3 hole,zero", "5242880 1048576 0 data", "6291456 10485760 3 hole,zero"),
-                maps[1].lines().map(l -> l.trim().replaceAll("\\s+", " ")).toList(), maps[1]);
+        assertEquals(List.of("0 1048576 3 hole,zero", "1048576 1048576 0 data", "2097152 2097152 3 hole,zero",
+                "4194304 2097152 0 data", "6291456 6291456 3 hole,zero", "12582912 524288 0 data",
+                "13107200 3670016 3 hole,zero"), lines(maps[0]), maps[0]);
+        assertEquals(List.of("0 1048576 3 hole,zero", "1048576 1048576 0 data", "2097152 3145728 3 hole,zero",
+                "5242880 1048576 0 data", "6291456 6291456 3 hole,zero", "12582912 524288 0 data",
+                "13107200 3670016 3 hole,zero"), lines(maps[1]), maps[1]);
         assertTrue(blocks[1] < blocks[0], "the discard gave space back: " + blocks[0] + " -> " + blocks[1] + " blocks");
         assertEquals(16 * MiB, Files.size(image), "punching keeps the file's size");
         String nbdkit = run("nbdkit", "-U", "-", "file", image.toString(), "--run", "nbdinfo --map \"$uri\"");
         assertEquals(maps[1], nbdkit, "nbdkit's file plugin maps the same file the same way");
+    }
+
+    private static List<String> lines(String map) {
+        return map.lines().map(l -> l.trim().replaceAll("\\s+", " ")).toList();
     }
 
     /** The file's allocated 512-byte blocks, from stat(1). */
