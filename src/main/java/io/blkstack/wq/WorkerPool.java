@@ -2,6 +2,7 @@ package io.blkstack.wq;
 
 import io.blkstack.kernel.Component;
 import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.KernelSlot;
 import io.blkstack.kernel.SpinLock;
 import io.blkstack.kernel.Task;
 import io.blkstack.kernel.TaskKind;
@@ -11,11 +12,9 @@ import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Page;
 import io.blkstack.mem.PageAllocator;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.List;
 import java.util.Objects;
 import java.util.concurrent.atomic.AtomicLong;
-import java.util.concurrent.atomic.AtomicReference;
 
 /**
  * The workers shared by every workqueue of one kernel: the kernel's {@code worker_pool}.
@@ -61,8 +60,8 @@ public final class WorkerPool implements Component {
     /** The fault site that makes a worker creation fail. */
     public static final String FAULT_SITE = "worker-create";
 
-    /** The pool of each live kernel; copy-on-write, so lookups need no lock and no kernel task. */
-    private static final AtomicReference<WorkerPool[]> POOLS = new AtomicReference<>(new WorkerPool[0]);
+    /** Each kernel's pool; lookups after the first need no lock and no kernel task. */
+    private static final KernelSlot<WorkerPool> SLOT = KernelSlot.of("worker pool", WorkerPool::create);
 
     private final Kernel kernel;
     private final String name;
@@ -107,31 +106,20 @@ public final class WorkerPool implements Component {
 
     /**
      * The kernel's pool, created, registered with the kernel and started on first use. Registration
-     * happens before the pool is published, so every workqueue registers after it and the kernel
-     * closes the queues before the pool.
+     * happens while the pool is created, before anyone can see it, so every workqueue registers
+     * after it and the kernel closes the queues before the pool.
      */
     public static WorkerPool of(Kernel kernel) {
         Objects.requireNonNull(kernel, "kernel");
-        while (true) {
-            WorkerPool[] current = POOLS.get();
-            for (WorkerPool p : current) {
-                if (p.kernel == kernel) {
-                    return p;
-                }
-            }
-            if (kernel.isClosed()) {
-                throw new IllegalStateException(kernel + " is closed; no worker pool");
-            }
-            WorkerPool fresh = new WorkerPool(kernel);
-            kernel.register(fresh);
-            WorkerPool[] next = Arrays.copyOf(current, current.length + 1);
-            next[current.length] = fresh;
-            if (POOLS.compareAndSet(current, next)) {
-                fresh.start();
-                return fresh;
-            }
-            kernel.unregister(fresh);
-        }
+        return kernel.state(SLOT);
+    }
+
+    /** Creates, registers and starts a kernel's pool; runs once per kernel, from {@link Kernel#state}. */
+    private static WorkerPool create(Kernel kernel) {
+        WorkerPool fresh = new WorkerPool(kernel);
+        kernel.register(fresh);
+        fresh.start();
+        return fresh;
     }
 
     /** Starts the manager task; a kick that came before it is kept in {@code managerKicked}. */
@@ -961,7 +949,7 @@ public final class WorkerPool implements Component {
 
     /**
      * Drains any queue still open, stops the manager and every worker (each frees its pages),
-     * cancels the mayday timer and forgets the kernel.
+     * and cancels the mayday timer.
      */
     @Override
     public void close() {
@@ -1016,30 +1004,7 @@ public final class WorkerPool implements Component {
                 kernel.scheduler().join(t);
             }
         }
-        forget();
         kernel.unregister(this);
-    }
-
-    /** Removes this pool from the per-kernel table. */
-    private void forget() {
-        while (true) {
-            WorkerPool[] current = POOLS.get();
-            int index = -1;
-            for (int i = 0; i < current.length; i++) {
-                if (current[i] == this) {
-                    index = i;
-                }
-            }
-            if (index < 0) {
-                return;
-            }
-            WorkerPool[] next = new WorkerPool[current.length - 1];
-            System.arraycopy(current, 0, next, 0, index);
-            System.arraycopy(current, index + 1, next, index, current.length - index - 1);
-            if (POOLS.compareAndSet(current, next)) {
-                return;
-            }
-        }
     }
 
     @Override
