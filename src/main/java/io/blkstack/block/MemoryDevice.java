@@ -36,7 +36,6 @@ public final class MemoryDevice extends BlockDevice {
     public static final int DEFAULT_QUEUE_DEPTH = 128;
 
     private static final int CHUNK_SHIFT = Page.SHIFT;
-    private static final byte[] ZERO_CHUNK = new byte[CHUNK_SIZE];
 
     private final HashMap<Long, byte[]> chunks = new HashMap<>();
     private final SpinLock lock;
@@ -168,6 +167,16 @@ public final class MemoryDevice extends BlockDevice {
     }
 
     /** Makes a range read as zeros: whole chunks are dropped, partial ones zeroed in place. */
+    /** Whether a chunk holds only zeroes (then it is dropped, as a hole). */
+    private static boolean isAllZero(byte[] data) {
+        for (byte b : data) {
+            if (b != 0) {
+                return false;
+            }
+        }
+        return true;
+    }
+
     private void zeroRange(long position, long length) {
         long end = position + length;
         for (long at = position; at < end; ) {
@@ -182,7 +191,7 @@ public final class MemoryDevice extends BlockDevice {
                     byte[] data = chunks.get(chunk);
                     if (data != null) {
                         Arrays.fill(data, chunkOffset, chunkOffset + n, (byte) 0);
-                        if (Arrays.equals(data, ZERO_CHUNK)) {
+                        if (isAllZero(data)) {
                             chunks.remove(chunk);
                         }
                     }

@@ -8,6 +8,7 @@ import io.blkstack.config.StackConfig;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.Policies;
 import io.blkstack.scenario.BioSetSplitStack;
+import io.blkstack.sim.Coverage;
 import io.blkstack.sim.Outcome;
 import io.blkstack.sim.SimConfig;
 import io.blkstack.sim.SimResult;
@@ -62,9 +63,6 @@ final class CheckCommand implements Callable<Integer> {
     static final int SCHEDULES_MAX = 10_000_000;
     /** Replay commands printed per kind of finding. */
     static final int REPLAYS_SHOWN_MAX = 5;
-    /** The counters the coverage line shows, in order. */
-    static final List<String> COVERAGE_COUNTERS = List.of("mempool.reserve-used", "mempool.waits",
-            "bioset.rescuer-punts", "wq.maydays", "wq.rescuer-runs", "wq.worker-create-failures", "pages.alloc-failures");
     /** The bottom device of the built-in workload stacks. */
     static final String MEMORY_DEVICE = "mem0";
     static final long MEMORY_DEVICE_BYTES = 4L << 20;
@@ -80,18 +78,27 @@ final class CheckCommand implements Callable<Integer> {
     record BuiltInStack(String description, Workload.StackBuilder devices, Consumer<Kernel> ownWorkload) {
     }
 
-    /** The built-in stacks by name; tests may add their own. */
-    static final Map<String, BuiltInStack> STACKS = new LinkedHashMap<>();
+    /** The stacks {@code --stack} may name: the built-in ones, and any a test adds. */
+    private final Map<String, BuiltInStack> stacks;
 
-    static {
-        STACKS.put("bioset-split", new BuiltInStack("a bcache-style splitting device whose bio set has a rescuer,"
+    /** The command with the built-in stacks. */
+    CheckCommand() {
+        this(Map.of());
+    }
+
+    /** The command with the built-in stacks and {@code extra} ones (tests add deliberately broken stacks). */
+    CheckCommand(Map<String, BuiltInStack> extra) {
+        Map<String, BuiltInStack> all = new LinkedHashMap<>();
+        all.put("bioset-split", new BuiltInStack("a bcache-style splitting device whose bio set has a rescuer,"
                 + " over a null device, with memory exhausted (own workload)", splitOverMemory(2, true),
                 BioSetSplitStack.standard(true)));
-        STACKS.put("bioset-split-no-rescuer", new BuiltInStack("the same splitting device without a rescuer"
+        all.put("bioset-split-no-rescuer", new BuiltInStack("the same splitting device without a rescuer"
                 + " (own workload)", splitOverMemory(2, false), BioSetSplitStack.standard(false)));
-        STACKS.put("split-memory", new BuiltInStack("a splitting device (4 KiB pieces, 1-bio reserve, rescuer)"
+        all.put("split-memory", new BuiltInStack("a splitting device (4 KiB pieces, 1-bio reserve, rescuer)"
                 + " over a 4 MiB memory device", splitOverMemory(8, true), null));
-        STACKS.put("memory", new BuiltInStack("a 4 MiB memory device", k -> memoryDevice(k), null));
+        all.put("memory", new BuiltInStack("a 4 MiB memory device", k -> memoryDevice(k), null));
+        all.putAll(extra);
+        this.stacks = java.util.Collections.unmodifiableMap(all);
     }
 
     private static BlockDevice memoryDevice(Kernel kernel) {
@@ -220,9 +227,9 @@ final class CheckCommand implements Callable<Integer> {
             Workload.StackBuilder devices = configStack(loadConfig());
             return new Workload(devices, workloadSpec == null ? WorkloadSpec.defaults() : workloadSpec);
         }
-        BuiltInStack builtIn = STACKS.get(stack);
+        BuiltInStack builtIn = stacks.get(stack);
         if (builtIn == null) {
-            throw usage("--stack: '" + stack + "' is not a built-in stack; known: " + String.join(", ", STACKS.keySet()));
+            throw usage("--stack: '" + stack + "' is not a built-in stack; known: " + String.join(", ", stacks.keySet()));
         }
         if (workloadSpec == null && builtIn.ownWorkload() != null) {
             return builtIn.ownWorkload();
@@ -304,7 +311,7 @@ final class CheckCommand implements Callable<Integer> {
         if (configFile != null) {
             return "";
         }
-        BuiltInStack builtIn = STACKS.get(stack);
+        BuiltInStack builtIn = stacks.get(stack);
         return workloadText == null && builtIn != null && builtIn.ownWorkload() != null ? BUILT_IN_FAULTS : WORKLOAD_FAULTS;
     }
 
@@ -316,7 +323,7 @@ final class CheckCommand implements Callable<Integer> {
         if (workloadText != null) {
             return "'" + workloadText + "'";
         }
-        BuiltInStack builtIn = configFile == null ? STACKS.get(stack) : null;
+        BuiltInStack builtIn = configFile == null ? stacks.get(stack) : null;
         return builtIn != null && builtIn.ownWorkload() != null ? "built-in" : "'" + WorkloadSpec.DEFAULT_TEXT + "'";
     }
 
@@ -394,7 +401,7 @@ final class CheckCommand implements Callable<Integer> {
                     : "NONDETERMINISTIC: seeds " + c.nondeterministicSeeds() + " gave different traces on two runs");
         }
         StringBuilder coverage = new StringBuilder("coverage:");
-        for (String name : COVERAGE_COUNTERS) {
+        for (String name : Coverage.COUNTERS) {
             coverage.append(' ').append(name).append('=').append(c.counters().getOrDefault(name, 0L));
         }
         long refused = c.counters().getOrDefault("workload.stack-refused", 0L);

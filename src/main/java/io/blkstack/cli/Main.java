@@ -40,7 +40,12 @@ public final class Main {
      * case ({@code --device null}). Tests use this to run commands in-process.
      */
     public static CommandLine commandLine() {
-        CommandLine commandLine = new CommandLine(new Main());
+        return commandLine(CommandLine.defaultFactory());
+    }
+
+    /** {@link #commandLine()} with commands made by {@code factory} (tests give commands extra state). */
+    static CommandLine commandLine(CommandLine.IFactory factory) {
+        CommandLine commandLine = new CommandLine(new Main(), factory);
         commandLine.setCaseInsensitiveEnumValuesAllowed(true);
         commandLine.setExecutionExceptionHandler(Main::reportFailure);
         applyExitCodes(commandLine);

@@ -1,96 +1,22 @@
 package io.blkstack.cli;
 
+import io.blkstack.units.Sizes;
 import picocli.CommandLine.ITypeConverter;
 import picocli.CommandLine.TypeConversionException;
 
 /**
- * Parses a size in bytes: a plain number of bytes ({@code 4096}) or a whole number with a binary
- * unit ({@code 512B}, {@code 4KiB}, {@code 64MiB}, {@code 1GiB}, {@code 2TiB}).
- *
- * <p>Decimal and ambiguous units ({@code K}, {@code MB}, {@code 1.5GiB}) are refused rather than
- * guessed: a block layer that silently reads {@code 1G} as 10^9 or 2^30 bytes gets sizes and
- * alignments wrong. Every error names the value that was given.
+ * The picocli side of {@link Sizes#parse}: a size flag's value in bytes, a plain number of bytes
+ * or a whole number with a binary unit ({@code 4096}, {@code 64MiB}), the same syntax as the
+ * configuration's sizes. Every error names the value that was given.
  */
 public final class SizeConverter implements ITypeConverter<Long> {
-
-    /** Longest input accepted; a bound on what is parsed, far above any real size. */
-    private static final int INPUT_LENGTH_MAX = 64;
-
-    /** The units, longest first so that {@code KiB} is not read as {@code B}. */
-    private static final String[] UNITS = {"KiB", "MiB", "GiB", "TiB", "B"};
-    private static final int[] UNIT_SHIFTS = {10, 20, 30, 40, 0};
 
     @Override
     public Long convert(String value) {
         try {
-            return parse(value);
+            return Sizes.parse(value);
         } catch (IllegalArgumentException e) {
             throw new TypeConversionException(e.getMessage());
         }
-    }
-
-    /**
-     * Parses {@code value} as a size in bytes.
-     *
-     * @throws IllegalArgumentException naming {@code value} if it is not a size
-     */
-    public static long parse(String value) {
-        if (value == null || value.isEmpty()) {
-            throw new IllegalArgumentException("'' is not a size: expected bytes or a number with "
-                    + "B, KiB, MiB, GiB or TiB, such as 64MiB");
-        }
-        if (value.length() > INPUT_LENGTH_MAX) {
-            throw new IllegalArgumentException("'" + value.substring(0, INPUT_LENGTH_MAX)
-                    + "...' is not a size: longer than " + INPUT_LENGTH_MAX + " characters");
-        }
-        int digitsEnd = 0;
-        while (digitsEnd < value.length() && isAsciiDigit(value.charAt(digitsEnd))) {
-            digitsEnd++;
-        }
-        if (digitsEnd == 0) {
-            throw new IllegalArgumentException("'" + value + "' is not a size: it must start with "
-                    + "a whole number of bytes or units, such as 4096 or 64MiB");
-        }
-        String unit = value.substring(digitsEnd);
-        int shift = unitShift(value, unit);
-        long number = parseNumber(value, value.substring(0, digitsEnd));
-        if (number > (Long.MAX_VALUE >> shift)) {
-            throw new IllegalArgumentException("'" + value + "' is too large: the limit is "
-                    + Long.MAX_VALUE + " bytes");
-        }
-        long bytes = number << shift;
-        if (bytes < 0) {
-            throw new IllegalStateException("size '" + value + "' parsed to negative " + bytes);
-        }
-        return bytes;
-    }
-
-    /** The shift for {@code unit} (empty means bytes), or an error naming the whole value. */
-    private static int unitShift(String value, String unit) {
-        if (unit.isEmpty()) {
-            return 0;
-        }
-        for (int i = 0; i < UNITS.length; i++) {
-            if (UNITS[i].equals(unit)) {
-                return UNIT_SHIFTS[i];
-            }
-        }
-        throw new IllegalArgumentException("'" + value + "' has unknown unit '" + unit
-                + "': use B, KiB, MiB, GiB or TiB (binary units; K, M, G, KB, MB are not accepted)");
-    }
-
-    /** Parses the digits, or reports that the whole value is too large. */
-    private static long parseNumber(String value, String digits) {
-        try {
-            return Long.parseLong(digits);
-        } catch (NumberFormatException e) {
-            throw new IllegalArgumentException("'" + value + "' is too large: the limit is "
-                    + Long.MAX_VALUE + " bytes", e);
-        }
-    }
-
-    /** Only 0-9: {@link Character#isDigit} would also accept other scripts' digits. */
-    private static boolean isAsciiDigit(char c) {
-        return c >= '0' && c <= '9';
     }
 }

@@ -1,7 +1,6 @@
 package io.blkstack.config;
 
 import io.blkstack.block.DeviceQueue;
-import io.blkstack.cli.SizeConverter;
 import io.blkstack.config.StackConfig.DeviceSpec;
 import io.blkstack.config.StackConfig.ExportSpec;
 import io.blkstack.config.StackConfig.FileSpec;
@@ -10,6 +9,7 @@ import io.blkstack.config.StackConfig.MemorySpec;
 import io.blkstack.config.StackConfig.NullSpec;
 import io.blkstack.nbd.NbdServer;
 import io.blkstack.units.Durations;
+import io.blkstack.units.Sizes;
 import java.io.StringReader;
 import java.nio.file.InvalidPathException;
 import java.nio.file.Path;
@@ -397,11 +397,11 @@ final class ConfigReader {
         return name;
     }
 
-    /** A size in bytes through {@link SizeConverter#parse}: binary units only. */
+    /** A size in bytes through {@link Sizes#parse}: binary units only. */
     private long size(Node node, String path) throws ConfigException {
         ScalarNode s = scalar(node, path);
         try {
-            return SizeConverter.parse(s.getValue());
+            return Sizes.parse(s.getValue());
         } catch (IllegalArgumentException e) {
             throw error(s, path, null, e.getMessage());
         }

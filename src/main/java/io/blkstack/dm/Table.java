@@ -34,10 +34,10 @@ public final class Table implements AutoCloseable {
         this.lengthSectors = last.begin() + last.length();
     }
 
-    /** Parses {@code text} with the global registry. */
+    /** Parses {@code text} with the kernel's target registry. */
     public static Table parse(Kernel kernel, String deviceName, String text, Function<String, BlockDevice> resolver)
             throws TableException {
-        return parse(kernel, deviceName, text, resolver, TargetRegistry.global());
+        return parse(kernel, deviceName, text, resolver, TargetRegistry.of(kernel));
     }
 
     /**

@@ -13,20 +13,22 @@ import io.blkstack.dm.simple.StripedTarget;
 import io.blkstack.dm.thin.ThinPoolTarget;
 import io.blkstack.dm.thin.ThinTarget;
 import io.blkstack.dm.simple.ZeroTarget;
+import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.KernelSlot;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
 import java.util.concurrent.ConcurrentHashMap;
 
 /**
- * Target type name to factory (the kernel's {@code dm_register_target} list). {@link #global()}
- * holds {@code linear}, {@code striped}, {@code zero} and {@code error} from the start; other
- * targets register the same way ({@code TargetRegistry.global().register("delay", DelayTarget::new)}).
- * Tests may build their own registry with {@link #withDefaults()}.
+ * Target type name to factory (the kernel's {@code dm_register_target} list). Each kernel has its
+ * own ({@link #of}), holding the built-in targets from the start; another target registers the
+ * same way ({@code TargetRegistry.of(kernel).register("mine", MyTarget::new)}) and exists in that
+ * kernel only. Tests may build a free-standing registry with {@link #withDefaults()}.
  */
 public final class TargetRegistry {
 
-    private static final TargetRegistry GLOBAL = withDefaults();
+    private static final KernelSlot<TargetRegistry> SLOT = KernelSlot.of("target types", k -> withDefaults());
 
     private final Map<String, TargetFactory> factories = new ConcurrentHashMap<>();
 
@@ -53,9 +55,9 @@ public final class TargetRegistry {
         return r;
     }
 
-    /** The process-wide registry tables use unless given another. */
-    public static TargetRegistry global() {
-        return GLOBAL;
+    /** The registry of {@code kernel}: what its tables use unless given another. */
+    public static TargetRegistry of(Kernel kernel) {
+        return kernel.state(SLOT);
     }
 
     /** Registers {@code factory} under {@code type}; a name registered twice is a caller error. */

@@ -4,6 +4,8 @@ import io.blkstack.mem.PageAllocator;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.Consumer;
@@ -28,6 +30,8 @@ public final class Kernel implements AutoCloseable {
     private final List<Component> components = new CopyOnWriteArrayList<>();
     private final List<String> misuses = new CopyOnWriteArrayList<>();
     private final List<String> crashes = new CopyOnWriteArrayList<>();
+    /** Per-kernel state of the layers above, by slot; see {@link KernelSlot}. */
+    private final Map<KernelSlot<?>, Object> state = new ConcurrentHashMap<>();
     private final PageAllocator pages;
     private final HungTaskWatchdog watchdog;
     private volatile boolean closed;
@@ -125,6 +129,23 @@ public final class Kernel implements AutoCloseable {
         }
     }
 
+    /**
+     * This kernel's value of {@code slot}, created on first use. Lookups after the first take no
+     * lock; the first one per slot creates the value exactly once, even when tasks race.
+     */
+    public <T> T state(KernelSlot<T> slot) {
+        Object value = state.get(slot);
+        if (value == null) {
+            if (closed) {
+                throw new IllegalStateException(this + " is closed; no " + slot);
+            }
+            value = state.computeIfAbsent(slot, s -> s.create(this));
+        }
+        @SuppressWarnings("unchecked")
+        T typed = (T) value;
+        return typed;
+    }
+
     /** Registers a component to be closed with the kernel and inspected by the checker. */
     public void register(Component component) {
         components.add(component);
@@ -208,12 +229,26 @@ public final class Kernel implements AutoCloseable {
         if (watchdog != null) {
             watchdog.stop();
         }
+        checkStateEmpty(teardown);
         teardown.close(pages);
         if (closer != null) {
             closer.close();
         }
         scheduler.close();
         teardown.finish();
+    }
+
+    /** After the components closed: every per-kernel table they registered in must be empty. */
+    private void checkStateEmpty(Teardown teardown) {
+        for (Map.Entry<KernelSlot<?>, Object> e : state.entrySet()) {
+            if (e.getValue() instanceof KernelSlot.Owned owned) {
+                String left = owned.leftOver();
+                if (left != null) {
+                    teardown.add(new IllegalStateException(this + " closed with " + e.getKey() + " not empty: " + left));
+                }
+            }
+        }
+        state.clear();
     }
 
     @Override

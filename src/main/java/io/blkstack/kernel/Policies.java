@@ -1,6 +1,7 @@
 package io.blkstack.kernel;
 
 import java.util.Collection;
+import java.util.Collections;
 import java.util.EnumMap;
 import java.util.Map;
 
@@ -12,10 +13,11 @@ public final class Policies {
 
     private static final Policies DEFAULTS = new Policies(new EnumMap<>(PolicySwitch.class));
 
-    private final EnumMap<PolicySwitch, String> values;
+    /** The switches set so far; unmodifiable (a copy is made for every change). */
+    private final Map<PolicySwitch, String> values;
 
     private Policies(EnumMap<PolicySwitch, String> values) {
-        this.values = values;
+        this.values = Collections.unmodifiableMap(values);
     }
 
     /** Every switch at its fixed default. */
@@ -53,7 +55,8 @@ public final class Policies {
             throw new IllegalArgumentException("policy " + sw.key() + " has no value '" + value + "'; accepted: fixed, "
                     + String.join(", ", sw.choices()));
         }
-        EnumMap<PolicySwitch, String> copy = new EnumMap<>(values);
+        EnumMap<PolicySwitch, String> copy = new EnumMap<>(PolicySwitch.class);
+        copy.putAll(values);
         copy.put(sw, v);
         return new Policies(copy);
     }

@@ -34,7 +34,10 @@ public final class Task {
     Task waitNext;
     Task waitPrev;
 
-    private final Object[] slots = new Object[TaskSlot.MAX];
+    // Per-task slots: keys and values side by side, at most TaskSlot.MAX, found by identity.
+    private final TaskSlot<?>[] slotKeys = new TaskSlot<?>[TaskSlot.MAX];
+    private final Object[] slotValues = new Object[TaskSlot.MAX];
+    private int slotCount;
     private final NoioScope noioScope = new NoioScope();
     private final Plug plug = new Plug();
     private int noioDepth;
@@ -132,15 +135,32 @@ public final class Task {
 
     // ---- per-task slots ----------------------------------------------------------------------
 
-    /** Reads a slot owned by a layer above the kernel. */
+    /** Reads a slot owned by a layer above the kernel; null if the task never set it. */
     @SuppressWarnings("unchecked")
     public <T> T get(TaskSlot<T> slot) {
-        return (T) slots[slot.index];
+        for (int i = 0, n = slotCount; i < n; i++) {
+            if (slotKeys[i] == slot) {
+                return (T) slotValues[i];
+            }
+        }
+        return null;
     }
 
-    /** Writes a slot owned by a layer above the kernel. */
+    /** Writes a slot owned by a layer above the kernel; only the task itself writes its slots. */
     public <T> void set(TaskSlot<T> slot, T value) {
-        slots[slot.index] = value;
+        int n = slotCount;
+        for (int i = 0; i < n; i++) {
+            if (slotKeys[i] == slot) {
+                slotValues[i] = value;
+                return;
+            }
+        }
+        if (n == TaskSlot.MAX) {
+            throw new IllegalStateException("task " + this + " has " + n + " slots, the most there may be; cannot add " + slot);
+        }
+        slotValues[n] = value;
+        slotKeys[n] = slot;
+        slotCount = n + 1;
     }
 
     // ---- scoped noio -------------------------------------------------------------------------

@@ -11,8 +11,6 @@ public final class Page {
     public static final int SIZE = 4096;
     public static final int SHIFT = 12;
 
-    private static final byte[] ZEROES = new byte[SIZE];
-
     private final PageAllocator allocator;
     private final int index;
     private final ByteBuffer buffer;
@@ -47,7 +45,7 @@ public final class Page {
 
     /** Fills {@code length} bytes at {@code offset} with zero. */
     public void zero(int offset, int length) {
-        buffer.put(offset, ZEROES, 0, length);
+        buffer.put(offset, allocator.zeroes, 0, length);
     }
 
     /** Copies {@code length} bytes from another page. */

@@ -33,6 +33,8 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
 
     private final Kernel kernel;
     private final Page[] pages;
+    /** A page of zeroes that {@link Page#zero} copies from; never written. */
+    final byte[] zeroes = new byte[Page.SIZE];
     private final ByteBuffer arena;
     private final int[] freeStack;
     private final SpinLock lock = new SpinLock("page allocator");

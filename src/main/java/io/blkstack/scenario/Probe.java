@@ -15,7 +15,7 @@ import java.util.concurrent.atomic.AtomicLong;
  * timer stops re-arming when they are full, so a deadlocked run is not kept "alive" by the probe
  * (the checker would otherwise see a timer firing forever). The timer callback only reads levels
  * and writes into the arrays: it never blocks and never allocates from a pool (rule 2 of
- * DESIGN.md section 1). {@link #NONE} does nothing, for campaigns.
+ * DESIGN.md section 1). {@link #none()} does nothing, for campaigns.
  */
 public final class Probe {
 
@@ -26,8 +26,6 @@ public final class Probe {
     /** Pools watched at most. */
     public static final int POOLS_MAX = 4;
 
-    /** A probe that records nothing. */
-    public static final Probe NONE = new Probe(0);
 
     private final long periodNanos;
     private final long[] times = new long[SAMPLES_MAX];
@@ -49,6 +47,11 @@ public final class Probe {
             throw new IllegalArgumentException("probe period must not be negative: " + periodNanos + " ns");
         }
         this.periodNanos = periodNanos;
+    }
+
+    /** A probe that records nothing (a new one each time: a probe holds its run's samples). */
+    public static Probe none() {
+        return new Probe(0);
     }
 
     /** Adds a pool whose reserve level is sampled; call before {@link #start}. */

@@ -1,6 +1,7 @@
 package io.blkstack.scenario;
 
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -8,27 +9,25 @@ import java.util.Map;
 /**
  * The seed scenarios by name, in seed order. Scenarios for the later seeds ({@code bufio-shrinker}
  * for 003, {@code split-worker} for 004) implement {@link Scenario} and are added to
- * {@link #SCENARIOS} with one line each.
+ * {@link #SCENARIOS} with one word each.
  */
 public final class ScenarioRegistry {
 
-    private static final Map<String, Scenario> SCENARIOS = new LinkedHashMap<>();
-
-    static {
-        add(new BiosetRescuerScenario());
-        add(new DmDepthFirstScenario());
-        add(new MapSgBounceScenario());
-        add(new BufioShrinkerScenario());
-        add(new SplitWorkerScenario());
-    }
+    private static final Map<String, Scenario> SCENARIOS = byName(new BiosetRescuerScenario(),
+            new DmDepthFirstScenario(), new MapSgBounceScenario(), new BufioShrinkerScenario(), new SplitWorkerScenario());
 
     private ScenarioRegistry() {
     }
 
-    private static void add(Scenario s) {
-        if (SCENARIOS.putIfAbsent(s.name(), s) != null) {
-            throw new IllegalStateException("scenario " + s.name() + " registered twice");
+    /** The scenarios by name, in the given order; unmodifiable. */
+    private static Map<String, Scenario> byName(Scenario... scenarios) {
+        Map<String, Scenario> map = new LinkedHashMap<>();
+        for (Scenario s : scenarios) {
+            if (map.putIfAbsent(s.name(), s) != null) {
+                throw new IllegalStateException("scenario " + s.name() + " registered twice");
+            }
         }
+        return Collections.unmodifiableMap(map);
     }
 
     /** Every scenario in seed order. */

@@ -1,10 +1,9 @@
 package io.blkstack.scenario;
 
+import io.blkstack.sim.Coverage;
 import io.blkstack.sim.SimConfig;
 import io.blkstack.sim.SimResult;
 import io.blkstack.sim.SimRunner;
-import java.util.LinkedHashMap;
-import java.util.List;
 import java.util.Map;
 import java.util.function.Consumer;
 
@@ -15,11 +14,6 @@ import java.util.function.Consumer;
  * schedule and reports the coverage counters that show the reserves and rescuers were used.
  */
 public final class SimEngine {
-
-    /** The counters that prove a campaign reached the conditions the scenario is about. */
-    public static final List<String> COVERAGE_COUNTERS = List.of("mempool.reserve-used", "mempool.waits",
-            "bioset.rescuer-punts", "wq.maydays", "wq.rescuer-runs", "pages.alloc-failures", "scenario.bounces",
-            "scenario.private-bounces");
 
     private SimEngine() {
     }
@@ -38,11 +32,8 @@ public final class SimEngine {
             Consumer<SimResult> afterEach) {
         SimRunner runner = new SimRunner(config(scenario, variant));
         SimRunner.CampaignResult c = runner.campaign(masterSeed, schedules, true, false,
-                scenario.workload(Scenario.Engine.SIM, Probe.NONE), afterEach);
-        Map<String, Long> coverage = new LinkedHashMap<>();
-        for (String name : COVERAGE_COUNTERS) {
-            coverage.put(name, c.counters().getOrDefault(name, 0L));
-        }
+                scenario.workload(Scenario.Engine.SIM, Probe.none()), afterEach);
+        Map<String, Long> coverage = Coverage.of(c.counters());
         SimResult first = c.firstFinding();
         if (first == null) {
             long reserveUsed = coverage.get("mempool.reserve-used");
@@ -61,7 +52,7 @@ public final class SimEngine {
 
     /** Replays one schedule from its seed. */
     public static SimResult replay(Scenario scenario, Scenario.Variant variant, long seed) {
-        return new SimRunner(config(scenario, variant)).runOnce(seed, scenario.workload(Scenario.Engine.SIM, Probe.NONE));
+        return new SimRunner(config(scenario, variant)).runOnce(seed, scenario.workload(Scenario.Engine.SIM, Probe.none()));
     }
 
     /** Runs one schedule with a probe and returns its samples (virtual time) and result. */

@@ -3,8 +3,8 @@ package io.blkstack.scenario;
 import io.blkstack.kernel.HungTaskWatchdog;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.TaskKind;
+import io.blkstack.sim.Coverage;
 import java.time.Duration;
-import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
@@ -55,7 +55,7 @@ public final class ThreadsEngine {
         int made = 0;
         while (made < attempts) {
             made++;
-            last = attempt(scenario, variant, Probe.NONE);
+            last = attempt(scenario, variant, Probe.none());
             if (!last.outcome.equals("OK")) {
                 break;
             }
@@ -177,10 +177,7 @@ public final class ThreadsEngine {
 
     private static Map<String, Long> coverage(Kernel kernel) {
         Map<String, Long> all = kernel.counters().snapshot();
-        Map<String, Long> out = new LinkedHashMap<>();
-        for (String name : SimEngine.COVERAGE_COUNTERS) {
-            out.put(name, all.getOrDefault(name, 0L));
-        }
+        Map<String, Long> out = Coverage.of(all);
         out.put("watchdog.hung-tasks", all.getOrDefault("watchdog.hung-tasks", 0L));
         return out;
     }

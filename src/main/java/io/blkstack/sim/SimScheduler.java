@@ -36,14 +36,13 @@ import java.util.concurrent.locks.LockSupport;
  */
 public final class SimScheduler implements Scheduler {
 
-    /** Unwinds a torn-down task; caught by the task wrapper only. */
+    /** Unwinds a torn-down task; caught by the task wrapper only. Thrown new each time (it takes no stack trace). */
     private static final class Killed extends Error {
         Killed() {
             super("simulated task torn down", null, false, false);
         }
     }
 
-    private static final Killed KILLED = new Killed();
 
     /** Data mismatch reports kept per run. */
     static final int DATA_MISMATCHES_MAX = 8;
@@ -209,7 +208,7 @@ public final class SimScheduler implements Scheduler {
     @Override
     public boolean sleep(Task self, long timeoutNanos) {
         if (killed) {
-            throw KILLED;
+            throw new Killed();
         }
         SimTask st = ownTask(self);
         if (st.permit) {
@@ -271,7 +270,7 @@ public final class SimScheduler implements Scheduler {
     @Override
     public void yieldNow(Task self) {
         if (killed) {
-            throw KILLED;
+            throw new Killed();
         }
         SimTask st = ownTask(self);
         strategy.onDemote(st);
@@ -490,13 +489,13 @@ public final class SimScheduler implements Scheduler {
     private void awaitGrant(SimTask self) {
         while (!self.granted) {
             if (killed) {
-                throw KILLED;
+                throw new Killed();
             }
             LockSupport.park(this);
         }
         self.granted = false;
         if (killed) {
-            throw KILLED;
+            throw new Killed();
         }
     }
 

@@ -11,6 +11,7 @@ import java.io.StringWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
+import java.util.Map;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
@@ -25,7 +26,10 @@ class CheckCommandTest {
     }
 
     private static Run run(String... args) {
-        CommandLine commandLine = Main.commandLine();
+        return run(Main.commandLine(), args);
+    }
+
+    private static Run run(CommandLine commandLine, String... args) {
         StringWriter out = new StringWriter();
         StringWriter err = new StringWriter();
         commandLine.setOut(new PrintWriter(out, true));
@@ -167,15 +171,17 @@ class CheckCommandTest {
         assertTrue(r.out().contains("not returned"), r.out());
     }
 
-    /** Registers a broken stack under {@code name}, runs one schedule of a small workload on it, unregisters it. */
+    /** Adds a broken stack under {@code name} to one command line and runs one schedule of a small workload on it. */
     private static Run runWithTestStack(String name, MisbehavingDevices.Fault fault) {
-        CheckCommand.STACKS.put(name, new CheckCommand.BuiltInStack("test: " + fault,
+        Map<String, CheckCommand.BuiltInStack> extra = Map.of(name, new CheckCommand.BuiltInStack("test: " + fault,
                 k -> MisbehavingDevices.over(k, new MemoryDevice(k, "mem0", 1 << 20, 10_000), fault), null));
-        try {
-            return run("check", "--stack", name, "--workload", "tasks=1,ops=2,mix=write:100,read:0,flush:0,size=4k,"
-                    + "region=0-64k,pressure=off", "--schedules", "1");
-        } finally {
-            CheckCommand.STACKS.remove(name);
-        }
+        CommandLine.IFactory factory = new CommandLine.IFactory() {
+            @Override
+            public <K> K create(Class<K> type) throws Exception {
+                return type == CheckCommand.class ? type.cast(new CheckCommand(extra)) : CommandLine.defaultFactory().create(type);
+            }
+        };
+        return run(Main.commandLine(factory), "check", "--stack", name, "--workload",
+                "tasks=1,ops=2,mix=write:100,read:0,flush:0,size=4k,region=0-64k,pressure=off", "--schedules", "1");
     }
 }

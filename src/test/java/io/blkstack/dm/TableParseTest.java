@@ -55,7 +55,7 @@ class TableParseTest {
 
     @Test
     void anUnknownTargetTypeListsTheRegisteredOnes() {
-        String known = String.join(", ", TargetRegistry.global().types());
+        String known = String.join(", ", TargetRegistry.withDefaults().types());
         assertTrue(known.contains("linear") && known.contains("striped"), known);
         assertEquals("line 1: 'frobnicate' is not a target type; known: " + known, error("0 8 frobnicate"));
     }

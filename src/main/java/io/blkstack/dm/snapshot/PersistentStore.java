@@ -50,7 +50,7 @@ import java.util.zip.CRC32C;
  */
 final class PersistentStore extends ExceptionStore {
 
-    static final byte[] MAGIC = "BLKSNAP1".getBytes(java.nio.charset.StandardCharsets.US_ASCII);
+    static final String MAGIC = "BLKSNAP1";
     static final int VERSION = 2;
     /** The format before checksums, refused with a message. */
     static final int VERSION_UNCHECKSUMMED = 1;
@@ -112,11 +112,11 @@ final class PersistentStore extends ExceptionStore {
     private void open() {
         requireOk(io(BioOp.READ, 0, 0, Bio.SECTOR_SIZE), "read of the header");
         ByteBuffer b = page.buffer().duplicate().order(ByteOrder.LITTLE_ENDIAN);
-        byte[] magic = new byte[MAGIC.length];
+        byte[] magic = new byte[MAGIC.length()];
         b.get(0, magic);
-        if (!Arrays.equals(magic, MAGIC)) {
+        if (!Arrays.equals(magic, magicBytes())) {
             int stored = b.getInt(HEADER_CHECKSUM);
-            b.put(0, MAGIC);
+            b.put(0, magicBytes());
             if (stored != 0 && stored == headerChecksum(b)) {
                 throw new IllegalArgumentException("COW device " + cow.name() + ": header (sector 0) of a snapshot store"
                         + " has a damaged magic; refusing to start a new store over it");
@@ -325,11 +325,16 @@ final class PersistentStore extends ExceptionStore {
         return writeHeader(false);
     }
 
+    /** The magic as the header stores it (a new array: callers may not share one). */
+    private static byte[] magicBytes() {
+        return MAGIC.getBytes(java.nio.charset.StandardCharsets.US_ASCII);
+    }
+
     /** Writes the header sector durably. */
     private BioStatus writeHeader(boolean valid) {
         ByteBuffer b = page.buffer().duplicate().order(ByteOrder.LITTLE_ENDIAN);
         page.zero(0, Bio.SECTOR_SIZE);
-        b.put(0, MAGIC);
+        b.put(0, magicBytes());
         b.putInt(8, VERSION);
         b.putInt(12, valid ? 1 : 0);
         b.putInt(16, chunkSectors);

@@ -142,7 +142,7 @@ public final class Snapshot implements Component {
             pending[i].link = freeList;
             freeList = pending[i];
         }
-        OriginRegistry.register(this);
+        OriginRegistry.of(kernel).register(this);
         registered = true;
         kernel.register(this);
         describable = true;
@@ -505,7 +505,7 @@ public final class Snapshot implements Component {
         }
         closed = true;
         if (registered) {
-            OriginRegistry.unregister(this);
+            OriginRegistry.of(kernel).unregister(this);
             registered = false;
         }
         if (describable) {

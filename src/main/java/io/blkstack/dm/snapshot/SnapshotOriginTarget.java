@@ -31,6 +31,8 @@ public final class SnapshotOriginTarget extends Target implements DeferredRemap 
 
     private final BlockDevice device;
     private final String deviceName;
+    /** The kernel's table of snapshots by origin device. */
+    private final OriginRegistry origins;
 
     /** Parses {@code <origin dev>}; the range must lie inside the device. */
     public SnapshotOriginTarget(TargetArgs args) throws TableException {
@@ -38,6 +40,7 @@ public final class SnapshotOriginTarget extends Target implements DeferredRemap 
         args.requireCount(1, "<origin dev>");
         this.device = args.device(1);
         this.deviceName = args.word(1);
+        this.origins = OriginRegistry.of(args.kernel());
         if (args.length() > device.capacitySectors()) {
             throw args.error(1, "has " + device.capacitySectors() + " sectors, fewer than the target's " + args.length());
         }
@@ -70,7 +73,7 @@ public final class SnapshotOriginTarget extends Target implements DeferredRemap 
 
     /** Whether every snapshot lets the write go now; false if the clone was queued on one. */
     private boolean snapshotsAllow(Bio clone, long sector) {
-        for (Snapshot s : OriginRegistry.snapshotsOf(device)) {
+        for (Snapshot s : origins.snapshotsOf(device)) {
             if (!s.originWrite(clone, sector)) {
                 return false;
             }
@@ -93,7 +96,7 @@ public final class SnapshotOriginTarget extends Target implements DeferredRemap 
     public long maxIoSectors(long offset) {
         long rest = length() - offset;
         int chunk = 0;
-        for (Snapshot s : OriginRegistry.snapshotsOf(device)) {
+        for (Snapshot s : origins.snapshotsOf(device)) {
             if (s.isActive() && (chunk == 0 || s.chunkSectors() < chunk)) {
                 chunk = s.chunkSectors();
             }

@@ -40,6 +40,8 @@ public final class ThinPoolTarget extends Target {
     private final List<String> words;
     private final BlockDevice dataDevice;
     private final boolean noSpaceTimeoutInTable;
+    /** The kernel's table of open pools. */
+    private final PoolRegistry registry;
     private Pool pool;
 
     /** Parses the arguments and binds (opening or formatting) the pool. */
@@ -60,7 +62,8 @@ public final class ThinPoolTarget extends Target {
         Pool.Features features = parseFeatures(args);
         this.noSpaceTimeoutInTable = words.stream().anyMatch(w -> w.startsWith(NO_SPACE_TIMEOUT_PREFIX));
         try {
-            this.pool = PoolRegistry.bind(args.kernel(), args.mappedDeviceName(), meta,
+            this.registry = PoolRegistry.of(args.kernel());
+            this.pool = registry.bind(args.mappedDeviceName(), meta,
                     () -> Pool.open(args.kernel(), args.mappedDeviceName(), meta, dataDevice, blockSectors, lowWater, features));
         } catch (IllegalArgumentException | io.blkstack.dm.thin.metadata.CorruptMetadataException e) {
             throw args.error(1, e.getMessage());
@@ -185,7 +188,7 @@ public final class ThinPoolTarget extends Target {
         if (pool != null) {
             Pool p = pool;
             pool = null;
-            PoolRegistry.release(p);
+            registry.release(p);
         }
     }
 }

@@ -42,6 +42,8 @@ public final class ThinTarget extends Target {
     private final String snapWord;
     private final int blockSectors;
     private final BlockDevice dataDevice;
+    /** The kernel's table of open pools. */
+    private final PoolRegistry registry;
     private Pool pool;
     private ThinDevice device;
 
@@ -74,7 +76,8 @@ public final class ThinTarget extends Target {
         } else {
             this.snapWord = null;
         }
-        this.pool = PoolRegistry.get(args.kernel(), poolDev.name());
+        this.registry = PoolRegistry.of(args.kernel());
+        this.pool = registry.get(poolDev.name());
         if (pool == null) {
             throw args.error(1, "is not a thin-pool device");
         }
@@ -213,7 +216,7 @@ public final class ThinTarget extends Target {
         if (pool != null) {
             Pool p = pool;
             pool = null;
-            PoolRegistry.release(p);
+            registry.release(p);
         }
     }
 }
