@@ -5,7 +5,6 @@ import static io.blkstack.nbd.NbdProtocol.*;
 import java.io.IOException;
 import java.nio.BufferUnderflowException;
 import java.nio.ByteBuffer;
-import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.util.List;
 
@@ -47,7 +46,7 @@ final class NbdHandshake {
     record Negotiated(Export export, boolean structuredReplies, boolean baseAllocation, boolean blockSizesKnown) {
     }
 
-    private final SocketChannel channel;
+    private final NbdTransport channel;
     private final List<Export> exports;
     private final ByteBuffer header = ByteBuffer.allocate(16);
     private final ByteBuffer scratch = ByteBuffer.allocate(8192);
@@ -57,7 +56,7 @@ final class NbdHandshake {
     private boolean metaAllocation;
     private boolean blockSizeRequested;
 
-    NbdHandshake(SocketChannel channel, List<Export> exports) {
+    NbdHandshake(NbdTransport channel, List<Export> exports) {
         this.channel = channel;
         this.exports = exports;
     }

@@ -473,7 +473,7 @@ public final class NbdServer implements Component {
         for (Export e : exports) {
             maxPayload = Math.max(maxPayload, e.maximumPayload());
         }
-        NbdConnection connection = new NbdConnection(this, channel, name, peer, options.inFlightPerConnection(),
+        NbdConnection connection = new NbdConnection(this, new SocketTransport(channel), name, peer, options.inFlightPerConnection(),
                 maxPayload);
         switch (admit(connection)) {
             case SERVE -> spawnOrDrop(connection, name + "-reader", connection::runReader);

@@ -3,10 +3,9 @@ package io.blkstack.nbd;
 import java.io.EOFException;
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.nio.channels.SocketChannel;
 
 /**
- * Whole-buffer reads and writes on a blocking socket channel: the NBD connection's "hardware".
+ * Whole-buffer reads and writes on a connection's {@link NbdTransport} (its "hardware").
  * A short read at end of stream is an {@link EOFException}, so a client vanishing mid-message is
  * one exception type for the caller.
  */
@@ -16,7 +15,7 @@ final class WireIo {
     }
 
     /** Fills the buffer's remaining bytes; EOF before the first byte returns false, later throws. */
-    static boolean readFullyOrEof(SocketChannel channel, ByteBuffer buffer) throws IOException {
+    static boolean readFullyOrEof(NbdTransport channel, ByteBuffer buffer) throws IOException {
         boolean first = true;
         while (buffer.hasRemaining()) {
             int n = channel.read(buffer);
@@ -34,14 +33,14 @@ final class WireIo {
     }
 
     /** Fills the buffer's remaining bytes or throws {@link EOFException}. */
-    static void readFully(SocketChannel channel, ByteBuffer buffer) throws IOException {
+    static void readFully(NbdTransport channel, ByteBuffer buffer) throws IOException {
         if (!readFullyOrEof(channel, buffer) && buffer.hasRemaining()) {
             throw new EOFException("peer closed before a message of " + buffer.remaining() + " byte(s)");
         }
     }
 
     /** Fills every buffer of a scatter array (from index 0 to count) or throws {@link EOFException}. */
-    static void readFully(SocketChannel channel, ByteBuffer[] buffers, int count) throws IOException {
+    static void readFully(NbdTransport channel, ByteBuffer[] buffers, int count) throws IOException {
         int idx = 0;
         while (idx < count) {
             if (!buffers[idx].hasRemaining()) {
@@ -56,19 +55,19 @@ final class WireIo {
     }
 
     /** Writes the buffer's remaining bytes. */
-    static void writeFully(SocketChannel channel, ByteBuffer buffer) throws IOException {
+    static void writeFully(NbdTransport channel, ByteBuffer buffer) throws IOException {
         while (buffer.hasRemaining()) {
             channel.write(buffer);
         }
     }
 
     /** Writes every buffer of a gather array (from index 0 to count). */
-    static void writeFully(SocketChannel channel, ByteBuffer[] buffers, int count) throws IOException {
+    static void writeFully(NbdTransport channel, ByteBuffer[] buffers, int count) throws IOException {
         writeFully(channel, buffers, 0, count);
     }
 
     /** Writes every buffer of {@code buffers[from..to)}. */
-    static void writeFully(SocketChannel channel, ByteBuffer[] buffers, int from, int to) throws IOException {
+    static void writeFully(NbdTransport channel, ByteBuffer[] buffers, int from, int to) throws IOException {
         int idx = from;
         while (idx < to) {
             if (!buffers[idx].hasRemaining()) {
@@ -80,7 +79,7 @@ final class WireIo {
     }
 
     /** Reads and drops {@code bytes} through a scratch buffer, storing nothing. */
-    static void skip(SocketChannel channel, ByteBuffer scratch, long bytes) throws IOException {
+    static void skip(NbdTransport channel, ByteBuffer scratch, long bytes) throws IOException {
         long left = bytes;
         while (left > 0) {
             scratch.clear().limit((int) Math.min(scratch.capacity(), left));

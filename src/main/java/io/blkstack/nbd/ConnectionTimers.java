@@ -1,0 +1,260 @@
+package io.blkstack.nbd;
+
+import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.SpinLock;
+import io.blkstack.kernel.Timer;
+import java.util.concurrent.atomic.AtomicInteger;
+
+/**
+ * A connection's phase and its three deadlines: the handshake timeout, the idle timeout and the
+ * reply timeout ({@link NbdConnection} says what each protects against).
+ *
+ * <p>All are kernel timers whose callbacks only flip the phase and shut the transport down, which
+ * never blocks (rule 2 of DESIGN.md section 1). The handshake timer is replaced by the idle timer
+ * when the client enters transmission; the idle and the reply timer are each re-armed from their
+ * own callback, so a request costs at most a clock read ({@link #noteActivity}), never a timer. The
+ * reader notes when it waits for a request ({@link #awaitingRequest}); the writer notes when it is
+ * sending and after every chunk it moved ({@link #beginSending}, {@link #noteSendProgress}).
+ *
+ * <p>The phase moves once out of {@code HANDSHAKE}, and at most once out of {@code TRANSMISSION};
+ * {@link #stop} ends every timer for good (no callback re-arms after it).
+ */
+final class ConnectionTimers {
+
+    /** Phases of a connection. */
+    static final int HANDSHAKE = 0;
+    static final int TRANSMISSION = 1;
+    static final int HANDSHAKE_TIMED_OUT = 2;
+    static final int IDLE_TIMED_OUT = 3;
+    static final int REPLY_TIMED_OUT = 4;
+    /** The shortest re-arm of the idle and reply timers, so a clock at the deadline cannot make them spin. */
+    private static final long RECHECK_NANOS_MIN = 1_000_000L;
+
+    private final NbdConnection connection;
+    private final NbdServer server;
+    private final Kernel kernel;
+    private final String name;
+    private final AtomicInteger phase = new AtomicInteger(HANDSHAKE);
+    private final SpinLock timerLock;
+    /** The handshake or idle timer; guarded by {@link #timerLock}. */
+    private Timer timer;
+    /** The reply timer (only with a reply timeout); guarded by {@link #timerLock}. */
+    private Timer replyTimer;
+    private boolean timersStopped;
+    private final long idleTimeoutNanos;
+    private volatile long lastActivityNanos;
+    private volatile boolean awaitingRequest;
+    private final long replyTimeoutNanos;
+    private final String replyTimerName;
+    private final Runnable replyTimerCallback = this::replyTimerFired;
+    /** Whether the writer is sending replies (between taking a batch and the end of its writes). */
+    private volatile boolean writerSending;
+    /** When the writer last moved a chunk of replies, or began sending; written before {@link #writerSending}. */
+    private volatile long lastSendProgressNanos;
+
+    ConnectionTimers(NbdConnection connection, NbdServer server, String name) {
+        this.connection = connection;
+        this.server = server;
+        this.kernel = server.kernel();
+        this.name = name;
+        this.timerLock = new SpinLock(name + " timers");
+        this.idleTimeoutNanos = server.options().idleTimeoutNanos();
+        this.replyTimeoutNanos = server.options().replyTimeoutNanos();
+        this.replyTimerName = name + " reply timeout";
+    }
+
+    /** The current phase. */
+    int phase() {
+        return phase.get();
+    }
+
+    /** Arms the handshake timer: past it, a client still haggling is cut off. */
+    void startHandshake() {
+        long timeout = server.options().handshakeTimeoutNanos();
+        arm(timeout, name + " handshake timeout", () -> {
+            if (phase.compareAndSet(HANDSHAKE, HANDSHAKE_TIMED_OUT)) {
+                connection.shutdownInput();
+                connection.shutdownOutput(); // a client that stopped reading must not hold a handshake write either
+            }
+        });
+    }
+
+    /**
+     * Moves to transmission and replaces the handshake timer with the idle timer (if the server has
+     * an idle timeout); false if the handshake timer fired first.
+     */
+    boolean enterTransmission() {
+        if (!phase.compareAndSet(HANDSHAKE, TRANSMISSION)) {
+            return false;
+        }
+        stopTimer();
+        if (idleTimeoutNanos > 0) {
+            lastActivityNanos = kernel.scheduler().nanoTime();
+            arm(idleTimeoutNanos, name + " idle timeout", this::idleTimerFired);
+        }
+        return true;
+    }
+
+    /**
+     * The idle timer: ends the connection if the reader waits for a request with no other request
+     * in flight (it holds one slot for the header it waits for) and nothing happened for the idle
+     * timeout; otherwise re-arms for when that could first be true.
+     */
+    private void idleTimerFired() {
+        long now = kernel.scheduler().nanoTime();
+        boolean quiet = awaitingRequest && connection.inFlight() == 1;
+        long idleNanos = now - lastActivityNanos;
+        if (quiet && idleNanos >= idleTimeoutNanos) {
+            if (phase.compareAndSet(TRANSMISSION, IDLE_TIMED_OUT)) {
+                connection.shutdownInput();
+            }
+            return;
+        }
+        long next = quiet ? idleTimeoutNanos - idleNanos : idleTimeoutNanos;
+        arm(Math.max(next, RECHECK_NANOS_MIN), name + " idle timeout", this::idleTimerFired);
+    }
+
+    /** Starts the reply timer, if the server has a reply timeout (the writer's first act). */
+    void startReplyTimer() {
+        if (replyTimeoutNanos > 0) {
+            armReplyTimer(replyTimeoutNanos);
+        }
+    }
+
+    /**
+     * The reply timer: cuts the connection if the writer has been sending and moved no chunk for
+     * the reply timeout; otherwise re-arms for when that could first be true. Only flips the
+     * phase and closes the transport, neither of which blocks (rule 2 of DESIGN.md section 1).
+     */
+    private void replyTimerFired() {
+        long now = kernel.scheduler().nanoTime();
+        boolean sending = writerSending;
+        long stalledNanos = sending ? now - lastSendProgressNanos : 0;
+        if (sending && stalledNanos >= replyTimeoutNanos) {
+            if (phase.compareAndSet(TRANSMISSION, REPLY_TIMED_OUT)) {
+                connection.closeSocket();
+            }
+            return;
+        }
+        armReplyTimer(Math.max(replyTimeoutNanos - stalledNanos, RECHECK_NANOS_MIN));
+    }
+
+    /** Sets the reply timer, unless the connection has ended. */
+    private void armReplyTimer(long delayNanos) {
+        timerLock.lock();
+        try {
+            if (!timersStopped) {
+                replyTimer = kernel.scheduler().addTimer(delayNanos, replyTimerName, replyTimerCallback);
+            }
+        } finally {
+            timerLock.unlock();
+        }
+    }
+
+    /** Sets the connection's one handshake-or-idle timer, unless the connection has ended. */
+    private void arm(long delayNanos, String what, Runnable callback) {
+        timerLock.lock();
+        try {
+            if (!timersStopped) {
+                timer = kernel.scheduler().addTimer(delayNanos, what, callback);
+            }
+        } finally {
+            timerLock.unlock();
+        }
+    }
+
+    /** Cancels the pending handshake or idle timer, if any. */
+    private void stopTimer() {
+        Timer t;
+        timerLock.lock();
+        try {
+            t = timer;
+            timer = null;
+        } finally {
+            timerLock.unlock();
+        }
+        if (t != null) {
+            t.cancel();
+        }
+    }
+
+    /** Cancels the pending reply timer, if any. */
+    private void stopReplyTimer() {
+        Timer t;
+        timerLock.lock();
+        try {
+            t = replyTimer;
+            replyTimer = null;
+        } finally {
+            timerLock.unlock();
+        }
+        if (t != null) {
+            t.cancel();
+        }
+    }
+
+    /** Stops every timer for good (the connection has ended: nothing re-arms). */
+    void stop() {
+        timerLock.lock();
+        try {
+            timersStopped = true;
+        } finally {
+            timerLock.unlock();
+        }
+        stopTimer();
+        stopReplyTimer();
+    }
+
+    /** Logs why the server cut this connection off in the handshake or for idleness, if a timer did. */
+    void logTimeout(String peer) {
+        switch (phase.get()) {
+            case HANDSHAKE_TIMED_OUT -> server.log(name + " (" + peer + "): disconnected: handshake not completed within "
+                    + NbdServer.formatNanos(server.options().handshakeTimeoutNanos()));
+            case IDLE_TIMED_OUT -> server.log(name + " (" + peer + "): disconnected: idle for "
+                    + NbdServer.formatNanos(idleTimeoutNanos) + " (idle timeout)");
+            default -> {
+            }
+        }
+    }
+
+    /**
+     * Logs a cut for unread replies. Called at the connection's end, not by the reader: the reader
+     * may have ended (a client that shut its output) before the timer cut the writer.
+     */
+    void logReplyTimeout(String peer) {
+        if (phase.get() == REPLY_TIMED_OUT) {
+            server.log(name + " (" + peer + "): disconnected: replies not read for "
+                    + NbdServer.formatNanos(replyTimeoutNanos) + " (reply timeout)");
+        }
+    }
+
+    /** Notes whether the reader waits for a request header (for the idle timer). */
+    void awaitingRequest(boolean value) {
+        awaitingRequest = value;
+    }
+
+    /** Notes traffic for the idle timer (only when there is one: a clock read per call). */
+    void noteActivity() {
+        if (idleTimeoutNanos > 0) {
+            lastActivityNanos = kernel.scheduler().nanoTime();
+        }
+    }
+
+    /** The writer starts sending a batch: progress counts from now. */
+    void beginSending() {
+        noteSendProgress();
+        writerSending = true;
+    }
+
+    /** The writer is done with a batch (sent, or failed). */
+    void endSending() {
+        writerSending = false;
+    }
+
+    /** Notes that the writer moved replies (only with a reply timeout: a clock read per chunk). */
+    void noteSendProgress() {
+        if (replyTimeoutNanos > 0) {
+            lastSendProgressNanos = kernel.scheduler().nanoTime();
+        }
+    }
+}

@@ -1,0 +1,396 @@
+package io.blkstack.nbd;
+
+import static io.blkstack.nbd.NbdProtocol.*;
+
+import io.blkstack.bio.Bio;
+import io.blkstack.bio.BioIter;
+import io.blkstack.block.SegmentViews;
+import io.blkstack.mem.Page;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.util.Arrays;
+import java.util.function.BooleanSupplier;
+
+/**
+ * A connection's writer task: takes finished requests off the reply ring, encodes their replies
+ * (simple, or structured chunks: data, holes, errors, block status) and writes them to the
+ * transport, then frees each request's pages and bios, returns its budget and its slot.
+ *
+ * <p>Replies leave in completion order, not request order. Each wake-up takes every finished reply
+ * (up to {@link #BATCH_MAX}) and sends them together, so a busy connection pays one gathering write
+ * for many replies; a READ's data goes out straight from its pages (views, no copy).
+ *
+ * <p><b>Reply timeout.</b> The writer sends at most {@link #WRITE_CHUNK_BYTES} per write call and
+ * notes the time after each ({@link ConnectionTimers}), so a client that reads slowly but steadily
+ * moves a chunk within the timeout and is never cut, while one that never reads is.
+ *
+ * <p>If the transport fails, the writer marks the connection broken, stops the reader and keeps
+ * draining completions without sending, so every request still returns its pages and budget.
+ * When the reader has ended and every slot is back, the writer finishes the connection.
+ */
+final class ReplyWriter {
+
+    /** Most finished replies the writer takes per wake-up. */
+    static final int BATCH_MAX = 64;
+    /** Most buffers (headers and page views) in one gathering write of replies. */
+    static final int GATHER_MAX = 1024;
+    /**
+     * Most bytes the writer hands to one write call: the unit in which it notes progress for the
+     * reply timeout, so a client must read at least this much (beyond what the socket buffers
+     * hold) per timeout. Small against any sane timeout, large enough that a 1 MiB reply costs
+     * only eight writes.
+     */
+    static final int WRITE_CHUNK_BYTES = 128 * 1024;
+    /** Bytes of one batched reply header (the larger of simple and structured, with its payload). */
+    private static final int BATCHED_HEADER_BYTES = 32;
+
+    private final NbdConnection connection;
+    private final RequestSlots slots;
+    private final ConnectionTimers timers;
+    private final NbdTransport transport;
+    private final RequestBios bios;
+    private final boolean structured;
+
+    private final ByteBuffer replyHeader = ByteBuffer.allocateDirect(STRUCTURED_HEADER_BYTES + 4
+            + 8 * NbdConnection.STATUS_EXTENTS_MAX);
+    private final ByteBuffer[] gather = new ByteBuffer[GATHER_MAX];
+    /** One buffer as a gather array, for {@link #writeReply}. */
+    private final ByteBuffer[] gatherOne = new ByteBuffer[1];
+    private final BioIter iter = new BioIter();
+    private final Page[] pages = new Page[Bio.VECS_MAX];
+    private final NbdRequest[] batch = new NbdRequest[BATCH_MAX];
+    private final ByteBuffer[] replyHeaders = new ByteBuffer[BATCH_MAX];
+    private final BooleanSupplier hasWork;
+
+    ReplyWriter(NbdConnection connection, RequestSlots slots, ConnectionTimers timers, NbdTransport transport,
+            RequestBios bios, boolean structured) {
+        this.connection = connection;
+        this.slots = slots;
+        this.timers = timers;
+        this.transport = transport;
+        this.bios = bios;
+        this.structured = structured;
+        this.hasWork = () -> slots.hasReplies() || (connection.readerDone && slots.inUse() == 0);
+        ByteBuffer headers = ByteBuffer.allocateDirect(BATCH_MAX * BATCHED_HEADER_BYTES);
+        for (int i = 0; i < BATCH_MAX; i++) {
+            replyHeaders[i] = headers.slice(i * BATCHED_HEADER_BYTES, BATCHED_HEADER_BYTES);
+        }
+    }
+
+    /** The writer task's body: send replies as requests finish; after the reader ends, drain and finish. */
+    void run() {
+        try {
+            timers.startReplyTimer();
+            while (true) {
+                slots.awaitWriterWork(hasWork, connection);
+                int n = slots.popReplies(batch);
+                if (n == 0) {
+                    if (connection.readerDone && slots.inUse() == 0) {
+                        return;
+                    }
+                    continue;
+                }
+                if (!connection.broken) {
+                    try {
+                        timers.beginSending();
+                        sendBatch(n);
+                        timers.noteActivity();
+                    } catch (IOException e) {
+                        connection.broken = true; // keep draining completions; stop the reader too
+                        connection.shutdownInput();
+                    } finally {
+                        timers.endSending();
+                    }
+                }
+                releaseBatch(n);
+            }
+        } finally {
+            connection.finish();
+        }
+    }
+
+    /** Frees what {@code batch[0..n)} held, returns the budget and slots of requests that are over. */
+    private void releaseBatch(int n) {
+        int budgetPages = 0;
+        for (int i = 0; i < n; i++) {
+            NbdRequest r = batch[i];
+            batch[i] = null;
+            boolean window = !r.lastWindow;
+            r.release(pages);
+            if (!window || (r.command == CMD_READ && r.errno() != 0)) {
+                // The request is over: its last window, or a READ that failed in an earlier one.
+                budgetPages += r.budgetPages;
+                r.budgetPages = 0;
+                slots.giveBack(r);
+            }
+            if (window) {
+                r.windowSent.complete(); // the reader goes on with the next window (or sees the end)
+            }
+        }
+        bios.returnBudget(budgetPages);
+    }
+
+    /**
+     * Sends the replies of {@code batch[0..n)}: simple replies, errors and single-extent reads are
+     * gathered (header and data views) into one array and written with as few writes as the array
+     * bound allows; anything else (hole chunks, block status, a reply larger than the array) flushes
+     * the gathered part first and is sent on its own, so replies keep their order on the wire.
+     */
+    private void sendBatch(int n) throws IOException {
+        int used = 0;
+        for (int i = 0; i < n; i++) {
+            NbdRequest r = batch[i];
+            int errno = r.errno();
+            boolean read = r.command == CMD_READ && errno == 0;
+            boolean gatherable;
+            if (read) {
+                boolean whole = r.lastWindow && !r.replyStarted && r.trimHead == 0 && r.trimTail == 0;
+                gatherable = whole && (structured ? r.extentCount == 1 && !r.extentHole[0] : true);
+            } else {
+                gatherable = r.lastWindow && (r.command != CMD_BLOCK_STATUS || errno != 0);
+            }
+            int segments = read ? dataSegments(r) : 0;
+            if (!gatherable || segments + 1 > GATHER_MAX) {
+                used = flushGather(used);
+                send(r);
+                continue;
+            }
+            if (used + segments + 1 > GATHER_MAX) {
+                used = flushGather(used);
+            }
+            ByteBuffer h = replyHeaders[i].clear();
+            if (structured && r.command == CMD_READ) {
+                if (errno != 0) {
+                    chunkHeader(h, r, REPLY_FLAG_DONE, REPLY_TYPE_ERROR, 6);
+                    h.putInt(errno).putShort((short) 0);
+                } else {
+                    chunkHeader(h, r, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, (int) (8 + r.extentBytes[0]));
+                    h.putLong(r.offset);
+                }
+            } else {
+                h.putInt(SIMPLE_REPLY_MAGIC).putInt(errno).putLong(r.cookie);
+            }
+            gather[used++] = h.flip();
+            if (read) {
+                for (int b = 0; b < r.bioCount; b++) {
+                    iter.resetAll(r.bios[b]);
+                    used = SegmentViews.fill(iter, gather, used);
+                }
+            }
+        }
+        flushGather(used);
+    }
+
+    /** Page segments of a finished READ's data bios. */
+    private static int dataSegments(NbdRequest r) {
+        int count = 0;
+        for (int b = 0; b < r.bioCount; b++) {
+            count += r.bios[b].vecCount();
+        }
+        return count;
+    }
+
+    /** Writes {@code gather[0..used)} fully and clears it; returns 0 (the new fill). */
+    private int flushGather(int used) throws IOException {
+        if (used == 0) {
+            return 0;
+        }
+        try {
+            writeReplies(gather, used);
+        } finally {
+            Arrays.fill(gather, 0, used, null);
+        }
+        return 0;
+    }
+
+    /** Sends the reply a finished request (or a READ's window) owes. */
+    private void send(NbdRequest r) throws IOException {
+        int errno = r.errno();
+        if (r.command == CMD_READ) {
+            if (structured) {
+                sendStructuredRead(r, errno);
+            } else {
+                sendSimpleRead(r, errno);
+            }
+            r.replyStarted = true;
+            return;
+        }
+        if (!r.lastWindow) {
+            return; // a window of a long WRITE: its one reply comes after the last window
+        }
+        if (r.command == CMD_BLOCK_STATUS && errno == 0) {
+            sendBlockStatus(r);
+            return;
+        }
+        sendSimple(r, errno);
+    }
+
+    private void sendSimple(NbdRequest r, int errno) throws IOException {
+        ByteBuffer h = replyHeader.clear();
+        h.putInt(SIMPLE_REPLY_MAGIC).putInt(errno).putLong(r.cookie).flip();
+        writeReply(h);
+    }
+
+    /**
+     * A simple READ reply or one window of it: the header with the first window, then the client's
+     * bytes of the window. An error after the header went out cannot be told in a simple reply:
+     * the spec's answer is a hard disconnect, which the thrown exception causes.
+     */
+    private void sendSimpleRead(NbdRequest r, int errno) throws IOException {
+        if (errno != 0) {
+            if (r.replyStarted) {
+                throw new IOException(r + ": error " + errno + " after the simple reply's header was sent");
+            }
+            sendSimple(r, errno);
+            return;
+        }
+        if (!r.replyStarted) {
+            sendSimple(r, 0);
+        }
+        long padded = r.windowEnd - r.windowStart;
+        sendData(r, 0, padded, r.trimHead, padded - r.trimHead - r.trimTail);
+    }
+
+    private static void chunkHeader(ByteBuffer h, NbdRequest r, int flags, int type, int length) {
+        h.putInt(STRUCTURED_REPLY_MAGIC).putShort((short) flags).putShort((short) type).putLong(r.cookie)
+                .putInt(length);
+    }
+
+    /**
+     * A structured READ reply, or one window of it: an error chunk, or data and hole chunks in
+     * offset order, cut to the client's range; the request's last chunk carries DONE.
+     */
+    private void sendStructuredRead(NbdRequest r, int errno) throws IOException {
+        ByteBuffer h = replyHeader.clear();
+        if (errno != 0) {
+            chunkHeader(h, r, REPLY_FLAG_DONE, REPLY_TYPE_ERROR, 6);
+            h.putInt(errno).putShort((short) 0).flip();
+            writeReply(h);
+            return;
+        }
+        if (r.extentCount == 0) {
+            chunkHeader(h, r, REPLY_FLAG_DONE, REPLY_TYPE_NONE, 0);
+            writeReply(h.flip());
+            return;
+        }
+        long low = r.windowStart + r.trimHead;
+        long high = r.windowEnd - r.trimTail;
+        int lastChunk = -1;
+        long position = r.windowStart;
+        for (int e = 0; e < r.extentCount; e++) {
+            long extentEnd = position + r.extentBytes[e];
+            if (Math.min(extentEnd, high) > Math.max(position, low)) {
+                lastChunk = e;
+            }
+            position = extentEnd;
+        }
+        position = r.windowStart;
+        int bio = 0;
+        for (int e = 0; e < r.extentCount; e++) {
+            long extentEnd = position + r.extentBytes[e];
+            long from = Math.max(position, low);
+            long to = Math.min(extentEnd, high);
+            int flags = r.lastWindow && e == lastChunk ? REPLY_FLAG_DONE : 0;
+            h.clear();
+            if (r.extentHole[e]) {
+                if (to > from) {
+                    chunkHeader(h, r, flags, REPLY_TYPE_OFFSET_HOLE, 12);
+                    h.putLong(from).putInt((int) (to - from)).flip();
+                    writeReply(h);
+                }
+            } else {
+                if (to > from) {
+                    chunkHeader(h, r, flags, REPLY_TYPE_OFFSET_DATA, (int) (8 + to - from));
+                    h.putLong(from).flip();
+                    writeReply(h);
+                }
+                bio = sendData(r, bio, extentEnd - position, Math.max(0, from - position), Math.max(0, to - from));
+            }
+            position = extentEnd;
+        }
+    }
+
+    /**
+     * Sends {@code bytes} bytes after the first {@code skip} of the request's data bios from
+     * {@code bio} on, which together cover exactly {@code paddedBytes}; returns the next bio's index.
+     */
+    private int sendData(NbdRequest r, int bio, long paddedBytes, long skip, long bytes) throws IOException {
+        for (long left = paddedBytes; left > 0; ) {
+            if (bio == r.bioCount) {
+                throw new IllegalStateException(r + ": data extent of " + paddedBytes + " bytes outruns its bios");
+            }
+            iter.resetAll(r.bios[bio++]);
+            int count = SegmentViews.fill(iter, gather, 0);
+            long size = 0;
+            for (int i = 0; i < count; i++) {
+                size += gather[i].remaining();
+            }
+            long skipHere = Math.min(skip, size);
+            long sendHere = Math.min(bytes, size - skipHere);
+            count = NbdConnection.trimViews(gather, count, skipHere, sendHere);
+            try {
+                writeReplies(gather, count);
+            } finally {
+                Arrays.fill(gather, 0, gather.length, null);
+            }
+            skip -= skipHere;
+            bytes -= sendHere;
+            left -= size;
+        }
+        return bio;
+    }
+
+    /** A BLOCK_STATUS reply: one chunk for {@code base:allocation}, DONE. */
+    private void sendBlockStatus(NbdRequest r) throws IOException {
+        ByteBuffer h = replyHeader.clear();
+        chunkHeader(h, r, REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, 4 + 8 * r.extentCount);
+        h.putInt(NbdHandshake.ALLOCATION_CONTEXT_ID);
+        for (int e = 0; e < r.extentCount; e++) {
+            h.putInt((int) r.extentBytes[e]).putInt(r.extentHole[e] ? STATE_HOLE | STATE_ZERO : 0);
+        }
+        writeReply(h.flip());
+    }
+
+    /** Writes the buffer's remaining bytes as {@link #writeReplies} does. */
+    private void writeReply(ByteBuffer buffer) throws IOException {
+        gatherOne[0] = buffer;
+        try {
+            writeReplies(gatherOne, 1);
+        } finally {
+            gatherOne[0] = null;
+        }
+    }
+
+    /**
+     * Writes every buffer of {@code buffers[0..count)}, at most {@link #WRITE_CHUNK_BYTES} per
+     * write call (a buffer larger than that is cut with its limit), noting progress after each
+     * call for the reply timer.
+     */
+    private void writeReplies(ByteBuffer[] buffers, int count) throws IOException {
+        int idx = 0;
+        while (idx < count) {
+            if (!buffers[idx].hasRemaining()) {
+                idx++;
+                continue;
+            }
+            ByteBuffer first = buffers[idx];
+            if (first.remaining() >= WRITE_CHUNK_BYTES) {
+                int limit = first.limit();
+                first.limit(first.position() + WRITE_CHUNK_BYTES);
+                try {
+                    WireIo.writeFully(transport, first);
+                } finally {
+                    first.limit(limit);
+                }
+            } else {
+                int end = idx + 1;
+                long bytes = first.remaining();
+                while (end < count && bytes + buffers[end].remaining() <= WRITE_CHUNK_BYTES) {
+                    bytes += buffers[end++].remaining();
+                }
+                WireIo.writeFully(transport, buffers, idx, end);
+            }
+            timers.noteSendProgress();
+        }
+    }
+}

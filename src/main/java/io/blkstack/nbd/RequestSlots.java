@@ -1,0 +1,163 @@
+package io.blkstack.nbd;
+
+import io.blkstack.kernel.SpinLock;
+import io.blkstack.kernel.WaitQueue;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.function.BooleanSupplier;
+
+/**
+ * A connection's in-flight slots and its reply ring: the two hand-overs between its tasks.
+ *
+ * <p><b>Slots.</b> The per-connection in-flight bound: the reader {@link #take takes} a slot per
+ * request (waiting when all are in use), the writer {@link #giveBack gives it back} once the reply
+ * is sent. A slot's {@link NbdRequest} is built on its first use and kept, so an idle connection
+ * costs a few KiB, not a full set of requests, and nothing is allocated per request.
+ *
+ * <p><b>Reply ring.</b> A request's last completion {@link #replyReady queues} it here and wakes
+ * the writer; it never blocks (rule 2 of DESIGN.md section 1) and cannot overflow, since the ring
+ * holds as many entries as there are slots. The writer {@link #popReplies pops} a batch at a time.
+ */
+final class RequestSlots {
+
+    private final NbdConnection connection;
+    private final String name;
+    private final int biosMax;
+    private final int extentsMax;
+
+    private final NbdRequest[] requests;
+    private final int[] freeSlots;
+    private int freeCount;
+    private final SpinLock slotLock;
+    private final WaitQueue slotWait;
+    private final AtomicInteger inUse = new AtomicInteger();
+    private final BooleanSupplier slotAvailable;
+
+    private final NbdRequest[] ring;
+    private int ringHead;
+    private int ringCount;
+    private final SpinLock ringLock;
+    private final WaitQueue writerWait;
+
+    RequestSlots(NbdConnection connection, String name, int inFlightMax, int biosMax, int extentsMax) {
+        if (inFlightMax < 1) {
+            throw new IllegalArgumentException("connection " + name + ": in-flight bound " + inFlightMax + " < 1");
+        }
+        this.connection = connection;
+        this.name = name;
+        this.biosMax = biosMax;
+        this.extentsMax = extentsMax;
+        this.requests = new NbdRequest[inFlightMax];
+        this.freeSlots = new int[inFlightMax];
+        for (int i = 0; i < inFlightMax; i++) {
+            freeSlots[i] = inFlightMax - 1 - i;
+        }
+        this.freeCount = inFlightMax;
+        this.slotAvailable = () -> inUse.get() < inFlightMax;
+        this.slotLock = new SpinLock(name + " slots");
+        this.slotWait = new WaitQueue(name + " in-flight bound");
+        this.ring = new NbdRequest[inFlightMax];
+        this.ringLock = new SpinLock(name + " replies");
+        this.writerWait = new WaitQueue(name + " replies");
+    }
+
+    /** Requests taken and not yet given back. */
+    int inUse() {
+        return inUse.get();
+    }
+
+    /** The slots' requests (null where a slot was never used), for descriptions. */
+    NbdRequest[] requests() {
+        return requests;
+    }
+
+    /** Waits for a free in-flight slot (the per-connection bound) and takes it. */
+    NbdRequest take() {
+        slotWait.waitEvent(slotAvailable, connection);
+        int slot;
+        slotLock.lock();
+        try {
+            if (freeCount == 0) {
+                throw new IllegalStateException(name + ": no free slot although " + inUse.get() + " of "
+                        + requests.length + " are in use");
+            }
+            inUse.incrementAndGet();
+            slot = freeSlots[--freeCount];
+        } finally {
+            slotLock.unlock();
+        }
+        NbdRequest r = requests[slot];
+        if (r == null) {
+            // First use of this slot: built once, kept for the connection's life (bounded by the
+            // slots). Only the reader takes slots, and a request reaches the writer through the
+            // reply ring's lock, so the writer sees it built.
+            r = new NbdRequest(connection, slot, biosMax, extentsMax);
+            requests[slot] = r;
+        }
+        return r;
+    }
+
+    /** Returns a slot and wakes the reader (waiting for a slot) and the writer (waiting to finish). */
+    void giveBack(NbdRequest r) {
+        slotLock.lock();
+        try {
+            freeSlots[freeCount++] = r.slot;
+        } finally {
+            slotLock.unlock();
+        }
+        inUse.decrementAndGet();
+        slotWait.wakeOne();
+        writerWait.wakeOne();
+    }
+
+    /** Queues a finished request for the writer; called from completions, never blocks. */
+    void replyReady(NbdRequest r) {
+        ringLock.lock();
+        try {
+            if (ringCount == ring.length) {
+                throw new IllegalStateException(name + ": reply ring full (" + ringCount + ") at " + r);
+            }
+            ring[(ringHead + ringCount) % ring.length] = r;
+            ringCount++;
+        } finally {
+            ringLock.unlock();
+        }
+        writerWait.wakeOne();
+    }
+
+    /** Whether a finished request waits for the writer. */
+    boolean hasReplies() {
+        ringLock.lock();
+        try {
+            return ringCount > 0;
+        } finally {
+            ringLock.unlock();
+        }
+    }
+
+    /** The writer waits here until {@code hasWork} holds (as an idle task: it owes nothing while it waits). */
+    void awaitWriterWork(BooleanSupplier hasWork, Object what) {
+        writerWait.waitEventTimeout(hasWork, what, -1, true);
+    }
+
+    /** Wakes every task waiting for the writer's work (the reader has ended). */
+    void wakeWriter() {
+        writerWait.wakeAll();
+    }
+
+    /** Moves up to {@code batch.length} finished requests from the ring into {@code batch}; returns how many. */
+    int popReplies(NbdRequest[] batch) {
+        ringLock.lock();
+        try {
+            int n = Math.min(ringCount, batch.length);
+            for (int i = 0; i < n; i++) {
+                batch[i] = ring[ringHead];
+                ring[ringHead] = null;
+                ringHead = (ringHead + 1) % ring.length;
+            }
+            ringCount -= n;
+            return n;
+        } finally {
+            ringLock.unlock();
+        }
+    }
+}
