@@ -16,7 +16,7 @@ import picocli.CommandLine.ParameterException;
  * {@code scenario} there. An unknown word is a usage error that names it.
  */
 @Command(name = "help", helpCommand = true,
-        description = "Print the usage of blkstack, or of the command the words name (e.g. help scenario run).")
+        description = "Print the usage of blkstack or of the named (sub)command.")
 final class NestedHelpCommand implements IHelpCommandInitializable2, Runnable {
 
     @Parameters(paramLabel = "COMMAND", arity = "0..*", description = "The command and subcommands to describe.")
