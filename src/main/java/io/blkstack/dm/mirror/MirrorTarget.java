@@ -28,9 +28,10 @@ import java.util.concurrent.atomic.AtomicLong;
 /**
  * {@code mirror core <#log args> <region size> [sync|nosync] <#mirrors> [<dev> <offset>]+
  * [<#features> handle_errors]}: RAID-1 over N legs (dm-raid1 with an in-memory {@code core} log).
- * This class owns the table line, the data path (map, per-leg clones, their completions, read
- * retries), the status and the teardown; the legs' health is {@link MirrorLegs}, the region log
- * {@link RegionLog}, the rebuild and its write fence {@link MirrorResync}.
+ * This class owns the data path (map, per-leg clones, their completions, read retries), the
+ * status and the teardown; the table line is {@link MirrorTable}, the legs' health
+ * {@link MirrorLegs}, the region log {@link RegionLog}, the rebuild and its write fence
+ * {@link MirrorResync}.
  *
  * <p><b>Writes</b> (and discards, write-zeroes) go to every leg that is not failed, one clone per
  * leg from this target's bio set, each submitted before the next is allocated (the set has a
@@ -63,8 +64,7 @@ public final class MirrorTarget extends Target {
     /** Read retries one work run handles before requeueing itself. */
     static final int RETRY_BATCH_MAX = 16;
 
-    private final String syncWord;
-    private final boolean handleErrors;
+    private final MirrorTable table;
     private final MirrorLegs legs;
     private final RegionLog log;
     private final SpinLock lock;
@@ -95,55 +95,14 @@ public final class MirrorTarget extends Target {
         int epoch;
     }
 
-    /** Parses the table line strictly, then builds the pools and workqueues. */
+    /** Parses the table line strictly ({@link MirrorTable}), then builds the pools and workqueues. */
     @SuppressWarnings("this-escape")
     public MirrorTarget(TargetArgs args) throws TableException {
         super(args);
-        String usage = "core <#log args> <region size> [sync|nosync] <#mirrors> [<dev> <offset>]+ [<#features> handle_errors]";
-        args.requireCountAtLeast(5, usage);
-        if (!"core".equals(args.word(1))) {
-            throw args.error(1, "is not a supported log type (only core)");
-        }
-        int logArgs = args.intInRange(2, 1, 2, "the number of log arguments");
-        long regionSectors = args.unsigned(3, "is not a region size in sectors");
-        if (regionSectors == 0 || Long.bitCount(regionSectors) != 1) {
-            throw args.error(3, "region size must be a power of two number of sectors");
-        }
-        int next = 4;
-        if (logArgs == 2) {
-            String w = args.word(4);
-            if (!w.equals("sync") && !w.equals("nosync")) {
-                throw args.error(4, "is not a core log argument (sync or nosync)");
-            }
-            this.syncWord = w;
-            next = 5;
-        } else {
-            this.syncWord = null;
-        }
-        if (args.count() < next + 1) {
-            throw args.error(args.count() + " argument(s): missing <#mirrors>: " + usage);
-        }
-        int legCount = args.intInRange(next, 2, LEGS_MAX, "the number of mirrors");
-        int firstDev = next + 1;
-        int afterLegs = firstDev + 2 * legCount; // the 1-based index of <#features>, if present
-        if (args.count() < afterLegs - 1) {
-            throw args.error(args.count() + " argument(s), expected " + (afterLegs - 1) + " for " + legCount
-                    + " mirror(s): " + usage);
-        }
-        BlockDevice[] devices = new BlockDevice[legCount];
-        String[] names = new String[legCount];
-        long[] offsets = new long[legCount];
-        for (int i = 0; i < legCount; i++) {
-            int devArg = firstDev + 2 * i;
-            devices[i] = args.device(devArg);
-            names[i] = args.word(devArg);
-            offsets[i] = args.sector(devArg + 1);
-            args.requireArea(devArg + 1, devices[i], offsets[i], args.length());
-        }
-        this.handleErrors = parseFeatures(args, afterLegs);
-        this.legs = new MirrorLegs(devices, names, offsets);
+        this.table = MirrorTable.parse(args);
+        this.legs = new MirrorLegs(table.devices, table.names, table.offsets);
         // nosync declares the legs in sync from the start, which is what a new, empty log says anyway.
-        this.log = new RegionLog(regionSectors, args.length());
+        this.log = new RegionLog(table.regionSectors, args.length());
         Kernel kernel = args.kernel();
         String name = args.mappedDeviceName() + "@" + args.begin();
         this.lock = new SpinLock("mirror " + name);
@@ -159,22 +118,6 @@ public final class MirrorTarget extends Target {
             close();
             throw e;
         }
-    }
-
-    /** Parses the optional {@code <#features> handle_errors} that starts at {@code afterLegs}. */
-    private static boolean parseFeatures(TargetArgs args, int afterLegs) throws TableException {
-        if (args.count() < afterLegs) {
-            return false;
-        }
-        int features = args.intInRange(afterLegs, 0, 1, "the number of features");
-        if (args.count() != afterLegs + features) {
-            throw args.error(args.count() + " argument(s), expected " + (afterLegs + features) + " with "
-                    + features + " feature(s)");
-        }
-        if (features == 1 && !"handle_errors".equals(args.word(afterLegs + 1))) {
-            throw args.error(afterLegs + 1, "is not a supported feature (handle_errors)");
-        }
-        return features == 1;
     }
 
     // ---- data path ---------------------------------------------------------------------------
@@ -369,21 +312,10 @@ public final class MirrorTarget extends Target {
         return sb.append(legs.healthChars()).append(" 1 core").toString();
     }
 
+    /** The table line's arguments exactly as given. */
     @Override
     public String statusTable() {
-        StringBuilder sb = new StringBuilder("core ").append(syncWord == null ? 1 : 2).append(' ')
-                .append(log.regionSectors());
-        if (syncWord != null) {
-            sb.append(' ').append(syncWord);
-        }
-        sb.append(' ').append(legs.count());
-        for (int i = 0; i < legs.count(); i++) {
-            sb.append(' ').append(legs.name(i)).append(' ').append(legs.offset(i));
-        }
-        if (handleErrors) {
-            sb.append(" 1 handle_errors");
-        }
-        return sb.toString();
+        return table.format();
     }
 
     /** Regions no leg missed a write to. */
