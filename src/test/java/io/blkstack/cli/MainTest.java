@@ -58,6 +58,26 @@ class MainTest {
     }
 
     @Test
+    void helpFollowsNestedSubcommands() {
+        Run r = run("help", "scenario", "run");
+        assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.err());
+        assertTrue(r.out().startsWith("Usage: blkstack scenario run "), r.out());
+        assertTrue(r.out().contains("--policy"), r.out());
+        Run scenario = run("help", "scenario");
+        assertEquals(ExitCodes.SUCCESS, scenario.exitCode(), scenario.err());
+        assertTrue(scenario.out().startsWith("Usage: blkstack scenario "), scenario.out());
+        assertEquals(run("scenario", "run", "--help").out(), r.out());
+        assertEquals(run("--help").out(), run("help").out());
+    }
+
+    @Test
+    void helpOfAnUnknownSubcommandIsAUsageErrorNamingIt() {
+        Run r = run("help", "scenario", "no-such-command");
+        assertEquals(ExitCodes.USAGE, r.exitCode());
+        assertTrue(r.err().contains("'no-such-command'"), r.err());
+    }
+
+    @Test
     void benchHelpListsStack() {
         Run r = run("bench", "--help");
         assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.err());
