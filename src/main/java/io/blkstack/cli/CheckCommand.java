@@ -6,6 +6,7 @@ import io.blkstack.config.ConfigException;
 import io.blkstack.config.StackConfig;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.Policies;
+import io.blkstack.kernel.Reserves;
 import io.blkstack.scenario.BioSetSplitStack;
 import io.blkstack.sim.Outcome;
 import io.blkstack.sim.SimConfig;
@@ -127,6 +128,8 @@ final class CheckCommand implements Callable<Integer> {
 
     /** The devices the workload drives, resolved from --export and --device. */
     private List<ConfigStack.Drive> drives = List.of();
+    /** The configuration's reserve sizes, or the kernel's defaults without --config. */
+    private Reserves reserves = Reserves.DEFAULTS;
 
     @Option(names = "--workload", paramLabel = "SPEC",
             description = "Workload with a data check: key=value list (e.g. " + WorkloadSpec.DEFAULT_TEXT
@@ -280,6 +283,7 @@ final class CheckCommand implements Callable<Integer> {
             found.add(new ConfigStack.Drive(top, false));
         }
         drives = List.copyOf(found);
+        reserves = config.reserves();
         return config;
     }
 
@@ -298,7 +302,7 @@ final class CheckCommand implements Callable<Integer> {
     private SimConfig buildConfig() {
         try {
             return SimConfig.builder().memory(memoryBytes).strategy(strategy).faults(effectiveFaults())
-                    .pctStepBound(pctBound).policies(Policies.parse(policies)).build();
+                    .pctStepBound(pctBound).policies(Policies.parse(policies)).reserves(reserves).build();
         } catch (IllegalArgumentException e) {
             throw usage(e.getMessage());
         }
@@ -414,10 +418,12 @@ final class CheckCommand implements Callable<Integer> {
         for (String name : COVERAGE_COUNTERS) {
             coverage.append(' ').append(name).append('=').append(c.counters().getOrDefault(name, 0L));
         }
-        long refused = c.counters().getOrDefault("workload.stack-refused", 0L);
-        if (refused > 0) {
-            coverage.append(" workload.stack-refused=").append(refused);
-        }
+        // The workload's own counters (operation kinds, control events, a refused stack), when they happened.
+        c.counters().forEach((name, value) -> {
+            if (name.startsWith("workload.") && value > 0) {
+                coverage.append(' ').append(name).append('=').append(value);
+            }
+        });
         out.println(coverage);
         out.println("fault fires: " + (c.faultFires().isEmpty() ? "none" : c.faultFires()));
         long reserveUsed = c.counters().getOrDefault("mempool.reserve-used", 0L);
