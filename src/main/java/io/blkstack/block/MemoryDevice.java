@@ -65,6 +65,11 @@ public final class MemoryDevice extends BlockDevice {
         this.latencyFaultSite = "latency:" + name;
     }
 
+    /** A chunk of zeros, for comparisons only (never written to). */
+    static byte[] zeroChunk() {
+        return ZERO_CHUNK;
+    }
+
     static long checkedSectors(String name, long sizeBytes) {
         if (sizeBytes <= 0 || sizeBytes % Bio.SECTOR_SIZE != 0) {
             throw new IllegalArgumentException("device " + name + ": size " + sizeBytes

@@ -62,6 +62,11 @@ public final class BufferCache implements Shrinker, AutoCloseable {
             return new Config(4, 16, 300_000_000_000L, 30_000_000_000L);
         }
 
+        /** The same with {@code buffers} in reserve. */
+        public Config withReserve(int buffers) {
+            return new Config(buffers, writesInFlightMax, maxAgeNanos, ageCheckNanos);
+        }
+
         /** The same with the periodic eviction check every {@code checkNanos} (0 disables it). */
         public Config withAge(long maxAge, long checkNanos) {
             return new Config(reserveBuffers, writesInFlightMax, maxAge, checkNanos);
@@ -175,7 +180,7 @@ public final class BufferCache implements Shrinker, AutoCloseable {
 
     /** A cache with {@link Config#defaults()}. */
     public BufferCache(BlockDevice device, int blockSize) {
-        this(device, blockSize, Config.defaults());
+        this(device, blockSize, Config.defaults().withReserve(device.kernel().reserves().bufioBuffers()));
     }
 
     /** The device the blocks live on. */

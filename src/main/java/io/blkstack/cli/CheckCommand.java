@@ -3,10 +3,10 @@ package io.blkstack.cli;
 import io.blkstack.block.BlockDevice;
 import io.blkstack.block.MemoryDevice;
 import io.blkstack.config.ConfigException;
-import io.blkstack.config.Stack;
 import io.blkstack.config.StackConfig;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.Policies;
+import io.blkstack.kernel.Reserves;
 import io.blkstack.scenario.BioSetSplitStack;
 import io.blkstack.sim.Coverage;
 import io.blkstack.sim.Outcome;
@@ -14,6 +14,7 @@ import io.blkstack.sim.SimConfig;
 import io.blkstack.sim.SimResult;
 import io.blkstack.sim.SimRunner;
 import io.blkstack.scenario.SplittingDevice;
+import io.blkstack.sim.workload.ConfigStack;
 import io.blkstack.sim.workload.Workload;
 import io.blkstack.sim.workload.WorkloadSpec;
 import java.io.IOException;
@@ -44,8 +45,9 @@ import picocli.CommandLine.Spec;
  * (DESIGN.md section 7) for a number of seeded schedules, and reports deadlocks, livelocks,
  * misuse and data mismatches with a replay command for each and the wait-for knot of the first.
  *
- * <p>The stack is a built-in one ({@code --stack}) or a YAML configuration ({@code --config}, the
- * shape of DESIGN.md section 8, memory and null devices only); the workload is the stack's
+ * <p>The stack is a built-in one ({@code --stack}) or a YAML configuration ({@code --config}, any
+ * configuration {@code serve} accepts: file devices become simulated devices of the same size, see
+ * {@link ConfigStack}); the workload is the stack's
  * built-in one or a {@link WorkloadSpec} ({@code --workload}), which checks every read against a
  * reference model. A campaign that never used a pool reserve and never fired a fault is flagged
  * VACUOUS: it did not reach the conditions the checker exists to explore. Exit 3 when something was
@@ -118,12 +120,23 @@ final class CheckCommand implements Callable<Integer> {
     String stack;
 
     @Option(names = "--config", paramLabel = "FILE",
-            description = "YAML configuration (memory and null devices); replaces --stack.")
+            description = "YAML configuration as serve takes it (file devices are simulated: same size, in memory,"
+                    + " seeded latency and faults); replaces --stack.")
     Path configFile;
 
     @Option(names = "--device", paramLabel = "NAME",
-            description = "With --config: the device the workload drives (default: the first export's device).")
-    String deviceName;
+            description = "With --config: a device the workload drives (repeatable; default: the first export's device).")
+    List<String> deviceNames = new ArrayList<>();
+
+    @Option(names = "--export", paramLabel = "NAME",
+            description = "With --config: an export whose device the workload drives, read-only if the export is"
+                    + " (repeatable, with --device too; tasks take the devices in turn).")
+    List<String> exportNames = new ArrayList<>();
+
+    /** The devices the workload drives, resolved from --export and --device. */
+    private List<ConfigStack.Drive> drives = List.of();
+    /** The configuration's reserve sizes, or the kernel's defaults without --config. */
+    private Reserves reserves = Reserves.DEFAULTS;
 
     @Option(names = "--workload", paramLabel = "SPEC",
             description = "Workload with a data check: key=value list (e.g. " + WorkloadSpec.DEFAULT_TEXT
@@ -224,8 +237,12 @@ final class CheckCommand implements Callable<Integer> {
             }
         }
         if (configFile != null) {
-            Workload.StackBuilder devices = configStack(loadConfig());
-            return new Workload(devices, workloadSpec == null ? WorkloadSpec.defaults() : workloadSpec);
+            StackConfig config = loadConfig();
+            return Workload.driving(ConfigStack.builder(config, drives),
+                    workloadSpec == null ? WorkloadSpec.defaults() : workloadSpec);
+        }
+        if (!deviceNames.isEmpty() || !exportNames.isEmpty()) {
+            throw usage("--device and --export need --config");
         }
         BuiltInStack builtIn = stacks.get(stack);
         if (builtIn == null) {
@@ -237,7 +254,7 @@ final class CheckCommand implements Callable<Integer> {
         return new Workload(builtIn.devices(), workloadSpec == null ? WorkloadSpec.defaults() : workloadSpec);
     }
 
-    /** Reads the configuration; only memory and null devices can run under the simulator. */
+    /** Reads the configuration and resolves the devices to drive (--export, --device, else the first export). */
     private StackConfig loadConfig() {
         StackConfig config;
         try {
@@ -247,20 +264,33 @@ final class CheckCommand implements Callable<Integer> {
         } catch (IOException e) {
             throw usage("--config: cannot read " + configFile + ": " + e.getMessage());
         }
-        for (StackConfig.DeviceSpec d : config.devices()) {
-            if (d instanceof StackConfig.FileSpec f) {
-                throw usage(configFile + ":" + f.line() + ": devices." + f.name() + ": check runs on memory and null"
-                        + " devices only (a file device would do real I/O outside the simulator)");
-            }
-        }
         if (!spec.commandLine().getParseResult().hasMatchedOption("--memory")) {
             memoryBytes = config.memoryBytes();
         }
-        String top = deviceName != null ? deviceName : defaultDevice(config);
-        if (top == null) {
-            throw usage("--config: " + configFile + " has no devices");
+        List<ConfigStack.Drive> found = new ArrayList<>();
+        for (String name : exportNames) {
+            StackConfig.ExportSpec export = config.exports().stream().filter(e -> e.name().equals(name)).findFirst()
+                    .orElseThrow(() -> usage("--export: '" + name + "' is not an export of " + configFile + "; known: "
+                            + String.join(", ", config.exports().stream().map(StackConfig.ExportSpec::name).toList())));
+            found.add(new ConfigStack.Drive(export.device(), export.readOnly()));
         }
-        deviceName = top;
+        for (String name : deviceNames) {
+            boolean known = config.devices().stream().anyMatch(d -> d.name().equals(name))
+                    || config.mapped().stream().anyMatch(m -> m.name().equals(name));
+            if (!known) {
+                throw usage("--device: '" + name + "' is not a device or mapped device of " + configFile);
+            }
+            found.add(new ConfigStack.Drive(name, false));
+        }
+        if (found.isEmpty()) {
+            String top = defaultDevice(config);
+            if (top == null) {
+                throw usage("--config: " + configFile + " has no devices");
+            }
+            found.add(new ConfigStack.Drive(top, false));
+        }
+        drives = List.copyOf(found);
+        reserves = config.reserves();
         return config;
     }
 
@@ -275,29 +305,11 @@ final class CheckCommand implements Callable<Integer> {
         return config.devices().isEmpty() ? null : config.devices().get(config.devices().size() - 1).name();
     }
 
-    /** Builds the configured stack inside each run and returns the workload's device. */
-    private Workload.StackBuilder configStack(StackConfig config) {
-        String top = deviceName;
-        return kernel -> {
-            Stack built;
-            try {
-                built = Stack.build(kernel, config, Stack.Mode.SERVE);
-            } catch (ConfigException | IOException e) {
-                throw new IllegalStateException(e.getMessage(), e);
-            }
-            BlockDevice dev = built.device(top);
-            if (dev == null) {
-                throw new IllegalArgumentException("--device: '" + top + "' is not a device of " + config.source());
-            }
-            return dev;
-        };
-    }
-
     /** The simulator configuration from the options; bad values are usage errors. */
     private SimConfig buildConfig() {
         try {
             return SimConfig.builder().memory(memoryBytes).strategy(strategy).faults(effectiveFaults())
-                    .pctStepBound(pctBound).policies(Policies.parse(policies)).build();
+                    .pctStepBound(pctBound).policies(Policies.parse(policies)).reserves(reserves).build();
         } catch (IllegalArgumentException e) {
             throw usage(e.getMessage());
         }
@@ -316,7 +328,16 @@ final class CheckCommand implements Callable<Integer> {
     }
 
     private String stackLabel() {
-        return configFile != null ? "config " + configFile + " (device " + deviceName + ")" : "stack " + stack;
+        return configFile != null ? "config " + configFile + " (" + drivesLabel() + ")" : "stack " + stack;
+    }
+
+    /** The driven devices as {@code device NAME} or {@code devices A, B (read-only)}. */
+    private String drivesLabel() {
+        List<String> names = new ArrayList<>();
+        for (ConfigStack.Drive d : drives) {
+            names.add(d.device() + (d.readOnly() ? " (read-only)" : ""));
+        }
+        return (names.size() == 1 ? "device " : "devices ") + String.join(", ", names);
     }
 
     private String workloadLabel() {
@@ -404,10 +425,12 @@ final class CheckCommand implements Callable<Integer> {
         for (String name : Coverage.COUNTERS) {
             coverage.append(' ').append(name).append('=').append(c.counters().getOrDefault(name, 0L));
         }
-        long refused = c.counters().getOrDefault("workload.stack-refused", 0L);
-        if (refused > 0) {
-            coverage.append(" workload.stack-refused=").append(refused);
-        }
+        // The workload's own counters (operation kinds, control events, a refused stack), when they happened.
+        c.counters().forEach((name, value) -> {
+            if (name.startsWith("workload.") && value > 0) {
+                coverage.append(' ').append(name).append('=').append(value);
+            }
+        });
         out.println(coverage);
         out.println("fault fires: " + (c.faultFires().isEmpty() ? "none" : c.faultFires()));
         long reserveUsed = c.counters().getOrDefault("mempool.reserve-used", 0L);
@@ -427,7 +450,13 @@ final class CheckCommand implements Callable<Integer> {
     private String replayCommand(SimResult r) {
         StringBuilder sb = new StringBuilder("blkstack check");
         if (configFile != null) {
-            sb.append(" --config ").append(configFile).append(" --device ").append(deviceName);
+            sb.append(" --config ").append(configFile);
+            for (String e : exportNames) {
+                sb.append(" --export ").append(e);
+            }
+            for (String d : deviceNames) {
+                sb.append(" --device ").append(d);
+            }
         } else {
             sb.append(" --stack ").append(stack);
         }

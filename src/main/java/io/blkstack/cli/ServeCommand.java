@@ -185,7 +185,7 @@ final class ServeCommand implements Callable<Integer> {
         }
         Kernel kernel;
         try {
-            Kernel.Builder builder = Kernel.builder().name("blkstack-serve").memory(memory);
+            Kernel.Builder builder = Kernel.builder().name("blkstack-serve").memory(memory).reserves(config.reserves());
             if (hungTaskTimeoutNanos > 0) {
                 builder.watchdog(Duration.ofNanos(hungTaskTimeoutNanos), report -> {
                     err.print("blkstack serve: " + report.describe());

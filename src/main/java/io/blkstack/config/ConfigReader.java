@@ -7,6 +7,7 @@ import io.blkstack.config.StackConfig.FileSpec;
 import io.blkstack.config.StackConfig.MappedSpec;
 import io.blkstack.config.StackConfig.MemorySpec;
 import io.blkstack.config.StackConfig.NullSpec;
+import io.blkstack.kernel.Reserves;
 import io.blkstack.nbd.NbdServer;
 import io.blkstack.units.Durations;
 import io.blkstack.units.Sizes;
@@ -51,7 +52,8 @@ final class ConfigReader {
     static final int DESCRIPTION_CHARS_MAX = 1024;
 
     private static final Set<String> TOP_KEYS = Set.of("memory", "listen", "max-connections", "handshake-timeout",
-            "idle-timeout", "reply-timeout", "devices", "mapped", "exports", "no-space-timeout", "drain-timeout");
+            "idle-timeout", "reply-timeout", "devices", "mapped", "exports", "no-space-timeout", "drain-timeout", "reserves");
+    private static final Set<String> RESERVE_KEYS = Set.of("dm-clones", "target-bios", "bufio-buffers");
     private static final Set<String> EXPORT_KEYS = Set.of("device", "readonly", "description");
     private static final Set<String> DEVICE_KINDS = Set.of("file", "memory", "null");
     private static final Set<String> FILE_KEYS = Set.of("file", "size", "direct", "io-tasks", "queue-depth");
@@ -97,8 +99,20 @@ final class ConfigReader {
             throw new ConfigException(source, line(root), "", null, "has no 'exports': name at least one device to serve");
         }
         List<ExportSpec> exports = exports(top.get("exports"), devices, mapped);
+        Reserves reserves = top.containsKey("reserves") ? reserves(top.get("reserves")) : Reserves.DEFAULTS;
         return new StackConfig(source, memory, listen, devices, mapped, exports, connections, noSpaceTimeout,
-                drainTimeout);
+                drainTimeout, reserves);
+    }
+
+    /** {@code reserves:}: a map of reserve sizes, each a whole number in 1..Reserves.MAX; keys not given keep the defaults. */
+    private Reserves reserves(NodeTuple entry) throws ConfigException {
+        MappingNode map = mapping(entry.getValueNode(), "reserves", "a map such as { dm-clones: 1, target-bios: 1,"
+                + " bufio-buffers: 1 }");
+        Map<String, NodeTuple> keys = entries(map, "reserves", RESERVE_KEYS);
+        Reserves d = Reserves.DEFAULTS;
+        return new Reserves(intIn(keys, "reserves", "dm-clones", d.dmClones(), 1, Reserves.MAX),
+                intIn(keys, "reserves", "target-bios", d.targetBios(), 1, Reserves.MAX),
+                intIn(keys, "reserves", "bufio-buffers", d.bufioBuffers(), 1, Reserves.MAX));
     }
 
     /** An optional top-level timeout (0 allowed), up to a day. */

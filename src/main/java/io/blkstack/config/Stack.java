@@ -58,6 +58,16 @@ public final class Stack implements AutoCloseable {
         DRY
     }
 
+    /**
+     * Builds a bottom device in place of the configured one: the checker gives every file device a
+     * simulated device of the same size ({@code blkstack check --config}), so nothing on disk is touched.
+     */
+    @FunctionalInterface
+    public interface DeviceStandIn {
+        /** A device named and sized as {@code spec}, built on {@code kernel}; null to build it as configured. */
+        BlockDevice build(Kernel kernel, DeviceSpec spec);
+    }
+
     /** Flush bios in the reserve of the stack's own bio set (one flush at a time). */
     static final int FLUSH_POOL_SIZE = 2;
 
@@ -83,11 +93,35 @@ public final class Stack implements AutoCloseable {
      * @throws IOException a backing file that cannot be created or opened (also with file and line)
      */
     public static Stack build(Kernel kernel, StackConfig config, Mode mode) throws ConfigException, IOException {
+        return build(kernel, config, mode, null);
+    }
+
+    /**
+     * Builds the stack as {@link Mode#SERVE} does, except that every bottom device for which
+     * {@code standIn} gives one is that device; {@code standIn} must give one for every file device.
+     */
+    public static Stack build(Kernel kernel, StackConfig config, DeviceStandIn standIn) throws ConfigException, IOException {
+        if (standIn == null) {
+            throw new IllegalArgumentException("no stand-in for the bottom devices");
+        }
+        return build(kernel, config, Mode.SERVE, standIn);
+    }
+
+    private static Stack build(Kernel kernel, StackConfig config, Mode mode, DeviceStandIn standIn)
+            throws ConfigException, IOException {
         Stack stack = new Stack(kernel, config);
         try {
             for (DeviceSpec spec : config.devices()) {
-                stack.addBottom(mode == Mode.DRY ? new NullDevice(kernel, spec.name(), spec.sizeBytes(), 0)
-                        : stack.open(spec));
+                BlockDevice device = null;
+                if (mode == Mode.DRY) {
+                    device = new NullDevice(kernel, spec.name(), spec.sizeBytes(), 0);
+                } else if (standIn != null) {
+                    device = standIn.build(kernel, spec);
+                    if (device == null && spec instanceof FileSpec) {
+                        throw new IllegalStateException("devices." + spec.name() + ": the stand-in gave no device for a file");
+                    }
+                }
+                stack.addBottom(device != null ? device : stack.open(spec));
             }
             for (int i = 0; i < config.mapped().size(); i++) {
                 stack.addMapped(i);

@@ -1,5 +1,6 @@
 package io.blkstack.config;
 
+import io.blkstack.kernel.Reserves;
 import io.blkstack.nbd.NbdServer;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
@@ -28,10 +29,12 @@ import java.util.List;
  *     not set one (YAML {@code no-space-timeout}); 0 waits for ever
  * @param drainTimeoutNanos how long {@code serve} lets open requests finish when it stops (YAML
  *     {@code drain-timeout})
+ * @param reserves the reserve sizes of the kernel that serves (or checks) the stack (YAML
+ *     {@code reserves:}); the kernel's defaults unless the file says
  */
 public record StackConfig(String source, long memoryBytes, ListenAddress listen, List<DeviceSpec> devices,
         List<MappedSpec> mapped, List<ExportSpec> exports, Connections connections, long noSpaceTimeoutNanos,
-        long drainTimeoutNanos) {
+        long drainTimeoutNanos, Reserves reserves) {
 
     /** The page arena when the file does not say. */
     public static final long DEFAULT_MEMORY_BYTES = 64L << 20;
@@ -70,6 +73,17 @@ public record StackConfig(String source, long memoryBytes, ListenAddress listen,
         if (connections == null) {
             throw new IllegalArgumentException(source + ": no connection settings");
         }
+        if (reserves == null) {
+            throw new IllegalArgumentException(source + ": no reserve sizes");
+        }
+    }
+
+    /** A configuration with the kernel's default reserves. */
+    public StackConfig(String source, long memoryBytes, ListenAddress listen, List<DeviceSpec> devices,
+            List<MappedSpec> mapped, List<ExportSpec> exports, Connections connections, long noSpaceTimeoutNanos,
+            long drainTimeoutNanos) {
+        this(source, memoryBytes, listen, devices, mapped, exports, connections, noSpaceTimeoutNanos, drainTimeoutNanos,
+                Reserves.DEFAULTS);
     }
 
     /** A configuration with the default connection settings, no-space-timeout and drain-timeout. */

@@ -53,7 +53,7 @@ import java.util.concurrent.atomic.AtomicLong;
  */
 public final class MappedDevice extends BlockDevice {
 
-    /** Clones in the reserve of the device's bio set. */
+    /** Clones in the reserve of the device's bio set unless the kernel's reserves say otherwise. */
     public static final int CLONE_POOL_SIZE = 16;
     /** Flush parents (PREFLUSH with data) in reserve. */
     public static final int FLUSH_POOL_SIZE = 4;
@@ -86,9 +86,12 @@ public final class MappedDevice extends BlockDevice {
     private Table inactive; // guarded by control
     private boolean closed;
 
-    /** Creates the device over {@code table}, which it now owns; the size is the table's. */
+    /**
+     * Creates the device over {@code table}, which it now owns; the size is the table's, the clone
+     * reserve the kernel's ({@link io.blkstack.kernel.Reserves#dmClones}).
+     */
     public MappedDevice(Kernel kernel, String name, Table table) {
-        this(kernel, name, table, CLONE_POOL_SIZE);
+        this(kernel, name, table, kernel.reserves().dmClones());
     }
 
     /**

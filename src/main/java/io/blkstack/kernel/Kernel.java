@@ -23,6 +23,7 @@ public final class Kernel implements AutoCloseable {
     private final String name;
     private final Scheduler scheduler;
     private final Policies policies;
+    private final Reserves reserves;
     private final Faults faults;
     private final Tracer tracer;
     private final Counters counters = new Counters();
@@ -40,6 +41,7 @@ public final class Kernel implements AutoCloseable {
         this.name = b.name;
         this.scheduler = b.scheduler != null ? b.scheduler : new RealScheduler();
         this.policies = b.policies;
+        this.reserves = b.reserves;
         this.faults = b.faults;
         this.tracer = b.tracer;
         scheduler.bind(this);
@@ -74,6 +76,11 @@ public final class Kernel implements AutoCloseable {
 
     public Policies policies() {
         return policies;
+    }
+
+    /** The reserve sizes components take (YAML {@code reserves:}). */
+    public Reserves reserves() {
+        return reserves;
     }
 
     public Faults faults() {
@@ -262,6 +269,7 @@ public final class Kernel implements AutoCloseable {
         private long memoryBytes = 64L << 20;
         private Scheduler scheduler;
         private Policies policies = Policies.defaults();
+        private Reserves reserves = Reserves.DEFAULTS;
         private Faults faults = Faults.NONE;
         private Tracer tracer = Tracer.NONE;
         private long watchdogThresholdNanos;
@@ -287,6 +295,14 @@ public final class Kernel implements AutoCloseable {
 
         public Builder policies(Policies value) {
             this.policies = value;
+            return this;
+        }
+
+        public Builder reserves(Reserves value) {
+            if (value == null) {
+                throw new IllegalArgumentException("reserves: null");
+            }
+            this.reserves = value;
             return this;
         }
 

@@ -1,6 +1,7 @@
 package io.blkstack.sim;
 
 import io.blkstack.kernel.Policies;
+import io.blkstack.kernel.Reserves;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -13,6 +14,7 @@ public final class SimConfig {
 
     private final long memoryBytes;
     private final Policies policies;
+    private final Reserves reserves;
     private final StrategySpec strategy;
     private final SimFaults.Spec faults;
     private final long maxSteps;
@@ -27,6 +29,7 @@ public final class SimConfig {
     private SimConfig(Builder b) {
         this.memoryBytes = b.memoryBytes;
         this.policies = b.policies;
+        this.reserves = b.reserves;
         this.strategy = b.strategy;
         this.faults = b.faults;
         this.maxSteps = b.maxSteps;
@@ -50,6 +53,11 @@ public final class SimConfig {
 
     public Policies policies() {
         return policies;
+    }
+
+    /** The reserve sizes of the run's kernel (a configuration's {@code reserves:}). */
+    public Reserves reserves() {
+        return reserves;
     }
 
     public StrategySpec strategy() {
@@ -115,6 +123,7 @@ public final class SimConfig {
         Builder b = new Builder();
         b.memoryBytes = memoryBytes;
         b.policies = policies;
+        b.reserves = reserves;
         b.strategy = strategy;
         b.faults = faults;
         b.maxSteps = maxSteps;
@@ -132,6 +141,7 @@ public final class SimConfig {
     public static final class Builder {
         private long memoryBytes = 1L << 20;
         private Policies policies = Policies.defaults();
+        private Reserves reserves = Reserves.DEFAULTS;
         private StrategySpec strategy = StrategySpec.parse("random");
         private SimFaults.Spec faults = SimFaults.Spec.NONE;
         private long maxSteps = 1_000_000;
@@ -148,6 +158,14 @@ public final class SimConfig {
                 throw new IllegalArgumentException("simulated memory must be at least one page: " + bytes + " bytes");
             }
             this.memoryBytes = bytes;
+            return this;
+        }
+
+        public Builder reserves(Reserves value) {
+            if (value == null) {
+                throw new IllegalArgumentException("reserves: null");
+            }
+            this.reserves = value;
             return this;
         }
 

@@ -71,7 +71,7 @@ public final class SimRunner {
             SimFaults faults = new SimFaults(config.faults(), random, trace);
             SimScheduler scheduler = new SimScheduler(config, random, strategy, trace);
             Kernel kernel = Kernel.builder().name("sim").memory(config.memoryBytes()).policies(config.policies())
-                    .faults(faults).tracer(trace).scheduler(scheduler).startTasks(false).build();
+                    .reserves(config.reserves()).faults(faults).tracer(trace).scheduler(scheduler).startTasks(false).build();
             scheduler.spawn("main", TaskKind.USER, () -> runMain(kernel, workload));
             SimScheduler.Finding finding = null;
             String explanation = "";

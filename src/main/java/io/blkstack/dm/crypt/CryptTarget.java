@@ -63,8 +63,6 @@ public final class CryptTarget extends Target {
     public static final String CIPHER = "aes-xts-plain64";
     /** Pages in one encrypted write piece, and in the page pool's reserve (64 KiB). */
     public static final int PIECE_PAGES = 16;
-    /** Bios in reserve in the target's bio set. */
-    static final int BIO_POOL_SIZE = 16;
     /** Clones one work run handles before requeueing itself. */
     static final int WORK_BATCH_MAX = 16;
 
@@ -164,7 +162,7 @@ public final class CryptTarget extends Target {
         this.writeWork = new Work("kcryptd write " + name, this::runWrites);
         this.readWork = new Work("kcryptd read " + name, this::runReads);
         try {
-            this.bioSet = new BioSet(kernel, "crypt-" + name, BIO_POOL_SIZE, 2, null, true);
+            this.bioSet = new BioSet(kernel, "crypt-" + name, kernel.reserves().targetBios(), 2, null, true);
             this.pagePool = new Mempool<>(kernel, "crypt-" + name + "-pages", PIECE_PAGES, kernel.pages());
             this.writeQueue = Workqueue.create(kernel, "kcryptd-write/" + name, Workqueue.MEM_RECLAIM, 1);
             this.readQueue = Workqueue.create(kernel, "kcryptd/" + name, Workqueue.MEM_RECLAIM, 1);

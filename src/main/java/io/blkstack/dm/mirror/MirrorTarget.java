@@ -59,8 +59,6 @@ public final class MirrorTarget extends Target {
     public static final int LEGS_MAX = 9;
     /** Pages the rebuild copies per bio (64 KiB), held in the target's page pool. */
     public static final int REBUILD_PAGES = 16;
-    /** Bios in reserve in the target's bio set. */
-    static final int BIO_POOL_SIZE = 16;
     /** Read retries one work run handles before requeueing itself. */
     static final int RETRY_BATCH_MAX = 16;
 
@@ -108,7 +106,7 @@ public final class MirrorTarget extends Target {
         this.lock = new SpinLock("mirror " + name);
         this.retryWork = new Work("kmirrord " + name, this::runRetries);
         try {
-            this.bioSet = new BioSet(kernel, "mirror-" + name, BIO_POOL_SIZE, 1, LegIo::new, true);
+            this.bioSet = new BioSet(kernel, "mirror-" + name, kernel.reserves().targetBios(), 1, LegIo::new, true);
             this.pagePool = new Mempool<>(kernel, "mirror-" + name + "-pages", REBUILD_PAGES, kernel.pages());
             this.retryQueue = Workqueue.create(kernel, "kmirrord/" + name, Workqueue.MEM_RECLAIM, 1);
             this.rebuildQueue = Workqueue.create(kernel, "kmirror-rebuild/" + name, Workqueue.MEM_RECLAIM, 1);

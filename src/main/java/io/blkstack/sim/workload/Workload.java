@@ -1,6 +1,7 @@
 package io.blkstack.sim.workload;
 
 import io.blkstack.bio.Bio;
+import io.blkstack.bio.BioFlags;
 import io.blkstack.bio.BioOp;
 import io.blkstack.bio.BioSet;
 import io.blkstack.bio.BioStatus;
@@ -14,6 +15,7 @@ import io.blkstack.mem.Page;
 import io.blkstack.sim.SimFaults;
 import io.blkstack.sim.SimScheduler;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 import java.util.SplittableRandom;
@@ -40,6 +42,21 @@ import java.util.function.Consumer;
  * refused to start, which is the right answer (a pool that cannot read its superblock): the run
  * counts {@code workload.stack-refused} and ends without tasks, and still goes through the kernel's
  * leak checks. Without an injected I/O error a construction failure stays a crash.
+ *
+ * <p><b>Every operation.</b> Besides reads, writes and flushes the mix may hold FUA writes,
+ * discards and write-zeroes (with and without {@code NOUNMAP}, NBD's {@code NO_HOLE}). The model
+ * takes a write-zeroes as zeros, a discard as "unknown" (what a discarded range reads is the
+ * device's business). Sectors the top device maps to a {@code zero} target always read zeros;
+ * sectors under an {@code error} target or a flakey target that drops or corrupts are never compared
+ * ({@link DrivenStack#sectorClass}).
+ *
+ * <p><b>Control events</b> ({@link WorkloadSpec.Events}) need a {@link DrivenStack} that offers
+ * them. Table reloads and thin snapshots run on a {@code ctl} task among the I/O tasks (each after
+ * a seeded virtual delay), so a suspend meets bios in flight. A crash cuts the run into phases: at
+ * the end of a phase every I/O task has finished its share of operations, the stack loses what was
+ * never flushed and is built again from the media, the thin pools' metadata is checked, and every
+ * task reads its whole slice back: a write whose completion was followed by a completed flush (or
+ * that had FUA) must be there. Each task keeps a second model for that, of what is durable.
  */
 public final class Workload implements Consumer<Kernel> {
 
@@ -49,30 +66,49 @@ public final class Workload implements Consumer<Kernel> {
         BlockDevice build(Kernel kernel);
     }
 
+    /** Builds a stack in a kernel as the workload drives it: its devices and its control events. */
+    @FunctionalInterface
+    public interface DrivenStackBuilder {
+        DrivenStack build(Kernel kernel);
+    }
+
     /** The name of the workload's bio set. */
     public static final String BIO_SET = "workload";
+    /** The first thin device id the snapshot events use (far above the ids a configuration names). */
+    public static final long SNAPSHOT_ID_BASE = 1L << 20;
+    /** The longest seeded delay before a control event. */
+    static final long EVENT_DELAY_NANOS_MAX = 2_000_000;
     /** Bytes of a pattern word. */
     private static final int WORD = Long.BYTES;
 
-    private final StackBuilder stack;
+    private final DrivenStackBuilder stack;
     private final WorkloadSpec spec;
 
-    /** A workload of {@code spec} against the top device {@code stack} builds. */
+    /** A workload of {@code spec} against the top device {@code stack} builds (no control events). */
     public Workload(StackBuilder stack, WorkloadSpec spec) {
+        this(spec, k -> DrivenStack.of(stack.build(k)));
+    }
+
+    private Workload(WorkloadSpec spec, DrivenStackBuilder stack) {
         this.stack = stack;
         this.spec = spec;
+    }
+
+    /** A workload of {@code spec} against the devices of the stack {@code stack} builds, with its control events. */
+    public static Workload driving(DrivenStackBuilder stack, WorkloadSpec spec) {
+        return new Workload(spec, stack);
     }
 
     public WorkloadSpec spec() {
         return spec;
     }
 
-    /** Builds the stack, takes pages, applies pressure, runs the tasks, waits for them and gives memory back. */
+    /** Builds the stack, takes pages, applies pressure, runs the phases, waits for them and gives memory back. */
     @Override
     public void accept(Kernel kernel) {
-        BlockDevice top;
+        DrivenStack driven;
         try {
-            top = stack.build(kernel);
+            driven = stack.build(kernel);
         } catch (RuntimeException e) {
             if (!ioFaultFired(kernel)) {
                 throw e;
@@ -85,10 +121,7 @@ public final class Workload implements Consumer<Kernel> {
             kernel.tracer().event(Task.currentOrNull(), "stack-refused", String.valueOf(e.getMessage()));
             return;
         }
-        if (spec.regionEndBytes() > top.capacityBytes()) {
-            throw new IllegalArgumentException("workload region " + spec.regionStartBytes() + "-" + spec.regionEndBytes()
-                    + " ends past device " + top.name() + " of " + top.capacityBytes() + " bytes");
-        }
+        checkStack(driven);
         BioSet bioSet = new BioSet(kernel, BIO_SET, spec.tasks(), spec.tasks(), null, false);
         List<List<Page>> pages = new ArrayList<>();
         List<Page> hoard = new ArrayList<>();
@@ -103,18 +136,164 @@ public final class Workload implements Consumer<Kernel> {
             if (spec.pressure()) {
                 exhaust(kernel, hoard);
             }
-            List<Task> tasks = new ArrayList<>();
+            List<TaskRun> runs = new ArrayList<>();
             for (int t = 0; t < spec.tasks(); t++) {
-                TaskRun run = new TaskRun(kernel, top, bioSet, pages.get(t), t, randomSeed(kernel, t));
-                tasks.add(kernel.spawn("io" + t, TaskKind.USER, run::run));
+                runs.add(new TaskRun(kernel, driven, bioSet, pages.get(t), t, randomSeed(kernel, t)));
             }
-            for (Task t : tasks) {
-                kernel.scheduler().join(t);
-            }
+            runPhases(kernel, driven, runs, hoard);
         } finally {
             hoard.forEach(kernel.pages()::free);
             pages.forEach(list -> list.forEach(kernel.pages()::free));
         }
+    }
+
+    /** The region must fit every device, and the events need a stack that offers them. */
+    private void checkStack(DrivenStack driven) {
+        List<BlockDevice> devices = driven.devices();
+        if (devices.isEmpty() || devices.size() > spec.tasks()) {
+            throw new IllegalArgumentException("workload: " + devices.size() + " devices to drive with " + spec.tasks()
+                    + " tasks (each device needs at least one task)");
+        }
+        for (BlockDevice top : devices) {
+            if (spec.regionEndBytes() > top.capacityBytes()) {
+                throw new IllegalArgumentException("workload region " + spec.regionStartBytes() + "-"
+                        + spec.regionEndBytes() + " ends past device " + top.name() + " of " + top.capacityBytes()
+                        + " bytes");
+            }
+        }
+        WorkloadSpec.Events events = spec.events();
+        if (events.reloads() > 0 && driven.reloadCandidates() == 0) {
+            throw new IllegalArgumentException("workload: reload events need a stack with mapped devices");
+        }
+        if (events.snapshots() > 0 && thinIndexes(driven).isEmpty()) {
+            throw new IllegalArgumentException("workload: snap events need a thin device among the driven devices");
+        }
+        if (events.crashes() > 0 && !driven.canRestart()) {
+            throw new IllegalArgumentException("workload: crash events need a stack that can restart (a --config stack)");
+        }
+    }
+
+    private static List<Integer> thinIndexes(DrivenStack driven) {
+        List<Integer> thin = new ArrayList<>();
+        for (int i = 0; i < driven.devices().size(); i++) {
+            if (driven.isThin(i)) {
+                thin.add(i);
+            }
+        }
+        return thin;
+    }
+
+    /**
+     * Runs the operations in {@code crashes + 1} phases. In each, the I/O tasks run their share of
+     * operations while a {@code ctl} task runs the reloads and snapshots drawn for the phase; between
+     * phases the stack crashes and restarts, and every task reads its slice back.
+     */
+    private void runPhases(Kernel kernel, DrivenStack driven, List<TaskRun> runs, List<Page> hoard) {
+        WorkloadSpec.Events events = spec.events();
+        int phases = events.crashes() + 1;
+        // Drawn only when there are events, so that runs without them replay as they always did.
+        SplittableRandom plan = new SplittableRandom(events.isEmpty() ? 0 : randomSeed(kernel, spec.tasks()));
+        List<List<Character>> phaseEvents = new ArrayList<>();
+        for (int p = 0; p < phases; p++) {
+            phaseEvents.add(new ArrayList<>());
+        }
+        for (int i = 0; i < events.reloads(); i++) {
+            phaseEvents.get(plan.nextInt(phases)).add('r');
+        }
+        for (int i = 0; i < events.snapshots(); i++) {
+            phaseEvents.get(plan.nextInt(phases)).add('s');
+        }
+        long[] nextSnapId = {SNAPSHOT_ID_BASE};
+        for (int p = 0; p < phases; p++) {
+            int from = (int) ((long) spec.opsPerTask() * p / phases);
+            int to = (int) ((long) spec.opsPerTask() * (p + 1) / phases);
+            List<Task> tasks = new ArrayList<>();
+            for (TaskRun run : runs) {
+                tasks.add(kernel.spawn("io" + run.index + (p == 0 ? "" : "." + p), TaskKind.USER, () -> run.run(from, to)));
+            }
+            List<Character> mine = phaseEvents.get(p);
+            if (!mine.isEmpty()) {
+                SplittableRandom ctlRandom = plan.split();
+                tasks.add(kernel.spawn("ctl" + (p == 0 ? "" : "." + p), TaskKind.USER,
+                        () -> controlEvents(kernel, driven, mine, ctlRandom, nextSnapId)));
+            }
+            for (Task t : tasks) {
+                kernel.scheduler().join(t);
+            }
+            if (p + 1 < phases && !restart(kernel, driven, runs, hoard)) {
+                return;
+            }
+        }
+    }
+
+    /** The {@code ctl} task: each event after a seeded delay; a failure caused by an injected I/O error is counted. */
+    private static void controlEvents(Kernel kernel, DrivenStack driven, List<Character> events, SplittableRandom random,
+            long[] nextSnapId) {
+        List<Integer> thin = thinIndexes(driven);
+        for (char e : events) {
+            Task.current().sleepFor(random.nextLong(EVENT_DELAY_NANOS_MAX));
+            try {
+                if (e == 'r') {
+                    String name = driven.reload(random.nextInt(driven.reloadCandidates()));
+                    kernel.counters().get("workload.reloads").incrementAndGet();
+                    kernel.tracer().event(Task.current(), "reload", name);
+                } else {
+                    int index = thin.get(random.nextInt(thin.size()));
+                    long id = nextSnapId[0]++;
+                    driven.thinMessage(index, "create_snap", Long.toString(id), Long.toString(driven.thinId(index)));
+                    kernel.tracer().event(Task.current(), "thin-message", "create_snap " + id);
+                    Task.current().sleepFor(random.nextLong(EVENT_DELAY_NANOS_MAX));
+                    driven.thinMessage(index, "delete", Long.toString(id));
+                    kernel.tracer().event(Task.current(), "thin-message", "delete " + id);
+                    kernel.counters().get("workload.thin-snapshots").incrementAndGet();
+                }
+            } catch (RuntimeException ex) {
+                if (!ioFaultFired(kernel)) {
+                    throw ex;
+                }
+                kernel.counters().get("workload.events-failed").incrementAndGet();
+                kernel.tracer().event(Task.current(), "event-failed", String.valueOf(ex.getMessage()));
+            }
+        }
+    }
+
+    /**
+     * Crashes and restarts the stack with the arena's pages given back (building a stack needs
+     * memory), checks the reopened metadata, and has every task read its slice back against what
+     * it made durable; false if that found a problem (already reported).
+     */
+    private boolean restart(Kernel kernel, DrivenStack driven, List<TaskRun> runs, List<Page> hoard) {
+        for (TaskRun run : runs) {
+            if (run.failed) {
+                return false;
+            }
+        }
+        hoard.forEach(kernel.pages()::free);
+        hoard.clear();
+        List<String> problems = driven.crashAndRestart();
+        kernel.counters().get("workload.restarts").incrementAndGet();
+        kernel.tracer().event(Task.current(), "restart", problems.isEmpty() ? "clean" : problems.toString());
+        if (!problems.isEmpty()) {
+            report(kernel, "after a crash and restart the reopened metadata fails its check: " + String.join("; ", problems));
+            return false;
+        }
+        if (spec.pressure()) {
+            exhaust(kernel, hoard);
+        }
+        List<Task> tasks = new ArrayList<>();
+        for (TaskRun run : runs) {
+            run.crashed();
+            tasks.add(kernel.spawn("verify" + run.index, TaskKind.USER, run::verifySlice));
+        }
+        for (Task t : tasks) {
+            kernel.scheduler().join(t);
+        }
+        for (TaskRun run : runs) {
+            if (run.failed) {
+                return false;
+            }
+        }
+        return true;
     }
 
     /** Whether an injected I/O error ({@code io:<device>} fault site) fired in this run so far. */
@@ -153,10 +332,25 @@ public final class Workload implements Consumer<Kernel> {
         }
     }
 
-    /** One task: its slice, its pages, its random stream and its reference model. */
+    /** Reports a finding of the data check: to the simulated scheduler, else as an exception. */
+    private static void report(Kernel kernel, String what) {
+        if (kernel.scheduler() instanceof SimScheduler sim) {
+            sim.reportDataMismatch(Task.current(), what);
+        } else {
+            throw new IllegalStateException(what);
+        }
+    }
+
+    /** The operations of the mix, in the order their shares are drawn. */
+    private enum Op {
+        WRITE, READ, FLUSH, FUA, DISCARD, ZEROES, ZEROES_NOHOLE
+    }
+
+    /** One task: its device, slice, pages, random stream, and its models of what reads return now and after a crash. */
     private final class TaskRun {
         private final Kernel kernel;
-        private final BlockDevice dev;
+        private final DrivenStack driven;
+        private final int deviceIndex;
         private final BioSet bioSet;
         private final List<Page> pages;
         private final int index;
@@ -164,11 +358,18 @@ public final class Workload implements Consumer<Kernel> {
         private final long sliceStart;
         private final byte[] expected;
         private final boolean[] known;
+        private final byte[] durable;
+        private final boolean[] durableKnown;
+        private final int[] shares;
+        private BlockDevice dev;
         private int dataOps;
+        private volatile boolean failed;
 
-        TaskRun(Kernel kernel, BlockDevice dev, BioSet bioSet, List<Page> pages, int index, long seed) {
+        TaskRun(Kernel kernel, DrivenStack driven, BioSet bioSet, List<Page> pages, int index, long seed) {
             this.kernel = kernel;
-            this.dev = dev;
+            this.driven = driven;
+            this.deviceIndex = index % driven.devices().size();
+            this.dev = driven.devices().get(deviceIndex);
             this.bioSet = bioSet;
             this.pages = pages;
             this.index = index;
@@ -176,22 +377,42 @@ public final class Workload implements Consumer<Kernel> {
             this.sliceStart = spec.regionStartBytes() + index * spec.sliceBytes();
             this.expected = new byte[Math.toIntExact(spec.sliceBytes())];
             this.known = new boolean[expected.length / Bio.SECTOR_SIZE];
+            boolean crashes = spec.events().crashes() > 0;
+            this.durable = crashes ? new byte[expected.length] : null;
+            this.durableKnown = crashes ? new boolean[known.length] : null;
+            this.shares = new int[] {spec.writePercent(), spec.readPercent(), spec.flushPercent(), spec.fuaPercent(),
+                spec.discardPercent(), spec.zeroesPercent(), spec.zeroesNoHolePercent()};
         }
 
-        /** Issues the task's operations one at a time; stops at the first mismatch. */
-        void run() {
-            for (int op = 0; op < spec.opsPerTask(); op++) {
-                int draw = random.nextInt(100);
-                boolean ok;
-                if (draw < spec.writePercent()) {
-                    ok = write(op);
-                } else if (draw < spec.writePercent() + spec.readPercent()) {
-                    ok = read(op);
-                } else {
-                    flush();
-                    continue;
+        /** Draws an operation by the mix's shares; a read-only device reads instead of changing data. */
+        private Op draw() {
+            int d = random.nextInt(100);
+            Op op = Op.FLUSH;
+            for (int i = 0, sum = 0; i < shares.length; i++) {
+                sum += shares[i];
+                if (d < sum) {
+                    op = Op.values()[i];
+                    break;
                 }
-                if (!ok) {
+            }
+            boolean changesData = op != Op.READ && op != Op.FLUSH;
+            return changesData && driven.readOnly(deviceIndex) ? Op.READ : op;
+        }
+
+        /** Issues operations {@code from} (inclusive) to {@code to} one at a time; stops at the first mismatch. */
+        void run(int from, int to) {
+            for (int op = from; op < to && !failed; op++) {
+                Op kind = draw();
+                switch (kind) {
+                    case FLUSH -> {
+                        flush();
+                        continue;
+                    }
+                    case READ -> read(op);
+                    case WRITE, FUA -> write(kind == Op.FUA);
+                    case DISCARD, ZEROES, ZEROES_NOHOLE -> noDataRange(kind);
+                }
+                if (failed) {
                     return;
                 }
                 dataOps++;
@@ -211,10 +432,10 @@ public final class Workload implements Consumer<Kernel> {
         }
 
         /** A bio over the task's pages for {@code size} bytes at slice offset {@code offset}. */
-        private Bio dataBio(BioOp op, long offset, int size) {
+        private Bio dataBio(BioOp op, int flags, long offset, int size) {
             int n = (size + Page.SIZE - 1) / Page.SIZE;
             Bio bio = bioSet.alloc(Gfp.NOIO, n);
-            bio.init(dev, op, 0, (sliceStart + offset) >>> Bio.SECTOR_SHIFT);
+            bio.init(dev, op, flags, (sliceStart + offset) >>> Bio.SECTOR_SHIFT);
             for (int i = 0; i < n; i++) {
                 int len = Math.min(Page.SIZE, size - i * Page.SIZE);
                 if (!bio.addPage(pages.get(i), len, 0)) {
@@ -224,13 +445,16 @@ public final class Workload implements Consumer<Kernel> {
             return bio;
         }
 
-        /** Writes a fresh pattern; on success the model takes it, on failure the range becomes unknown. */
-        private boolean write(int op) {
+        /**
+         * Writes a fresh pattern; on success the model takes it (and, with FUA, the durable model
+         * too), on failure the range becomes unknown. Until a flush completes after it, a plain
+         * write leaves the durable state of its range unknown (old or new data may survive a crash).
+         */
+        private void write(boolean fua) {
             long[] r = pickRange();
             long offset = r[0];
             int size = (int) r[1];
             long stamp = random.nextLong();
-            // The model takes the pattern now; "known" (set after the completion) decides whether it counts.
             for (int pos = 0; pos < size; pos += WORD) {
                 long word = pattern(stamp, sliceStart + offset + pos);
                 Page page = pages.get(pos / Page.SIZE);
@@ -240,62 +464,128 @@ public final class Workload implements Consumer<Kernel> {
                     page.buffer().put(pos % Page.SIZE + b, v);
                 }
             }
-            Bio bio = dataBio(BioOp.WRITE, offset, size);
+            Bio bio = dataBio(BioOp.WRITE, fua ? BioFlags.FUA : 0, offset, size);
             BioStatus status = Submit.submitAndWaitStatus(bio);
             bio.put();
             boolean ok = status == BioStatus.OK;
-            for (int s = 0; s < size / Bio.SECTOR_SIZE; s++) {
-                known[(int) (offset / Bio.SECTOR_SIZE) + s] = ok;
+            if (fua) {
+                kernel.counters().get("workload.fua-writes").incrementAndGet();
             }
-            return true;
+            int first = (int) (offset / Bio.SECTOR_SIZE);
+            for (int s = 0; s < size / Bio.SECTOR_SIZE; s++) {
+                known[first + s] = ok;
+            }
+            if (durable != null) {
+                boolean nowDurable = ok && fua;
+                if (nowDurable) {
+                    System.arraycopy(expected, (int) offset, durable, (int) offset, size);
+                }
+                Arrays.fill(durableKnown, first, first + size / Bio.SECTOR_SIZE, nowDurable);
+            }
         }
 
-        /** Reads a range and compares every known sector with the model. */
-        private boolean read(int op) {
+        /** A discard (the range becomes unknown) or a write-zeroes (zeros on success, else unknown). */
+        private void noDataRange(Op kind) {
             long[] r = pickRange();
             long offset = r[0];
             int size = (int) r[1];
+            BioOp op = kind == Op.DISCARD ? BioOp.DISCARD : BioOp.WRITE_ZEROES;
+            Bio bio = bioSet.alloc(Gfp.NOIO, 0);
+            bio.init(dev, op, kind == Op.ZEROES_NOHOLE ? BioFlags.NOUNMAP : 0, (sliceStart + offset) >>> Bio.SECTOR_SHIFT);
+            bio.setSizeBytes(size);
+            BioStatus status = Submit.submitAndWaitStatus(bio);
+            bio.put();
+            kernel.counters().get(kind == Op.DISCARD ? "workload.discards" : "workload.write-zeroes").incrementAndGet();
+            boolean zeros = op == BioOp.WRITE_ZEROES && status == BioStatus.OK;
+            int first = (int) (offset / Bio.SECTOR_SIZE);
+            int sectors = size / Bio.SECTOR_SIZE;
+            if (zeros) {
+                Arrays.fill(expected, (int) offset, (int) offset + size, (byte) 0);
+            }
+            Arrays.fill(known, first, first + sectors, zeros);
+            if (durableKnown != null) {
+                Arrays.fill(durableKnown, first, first + sectors, false);
+            }
+        }
+
+        /** Reads a range and compares every known sector with the model. */
+        private void read(int op) {
+            long[] r = pickRange();
+            readAndCompare(op, r[0], (int) r[1], "");
+        }
+
+        /** Reads {@code size} bytes at slice offset {@code offset} and compares them; false after a mismatch. */
+        private boolean readAndCompare(int op, long offset, int size, String when) {
             for (int i = 0; i * Page.SIZE < size; i++) {
                 pages.get(i).zero(0, Page.SIZE);
             }
-            Bio bio = dataBio(BioOp.READ, offset, size);
+            Bio bio = dataBio(BioOp.READ, 0, offset, size);
             BioStatus status = Submit.submitAndWaitStatus(bio);
             bio.put();
             if (status != BioStatus.OK) {
                 return true; // an injected I/O error: nothing to compare
             }
+            DrivenStack.SectorClass c = DrivenStack.SectorClass.DATA;
             for (int pos = 0; pos < size; pos++) {
                 int at = (int) (offset + pos);
-                if (!known[at / Bio.SECTOR_SIZE]) {
+                if (pos % Bio.SECTOR_SIZE == 0) {
+                    c = driven.sectorClass(deviceIndex, (sliceStart + at) >>> Bio.SECTOR_SHIFT);
+                }
+                byte want;
+                if (c == DrivenStack.SectorClass.ZERO) {
+                    want = 0;
+                } else if (c == DrivenStack.SectorClass.UNCHECKED || !known[at / Bio.SECTOR_SIZE]) {
                     continue;
+                } else {
+                    want = expected[at];
                 }
                 byte actual = pages.get(pos / Page.SIZE).buffer().get(pos % Page.SIZE);
-                if (actual != expected[at]) {
-                    mismatch(op, sliceStart + at, expected[at], actual, size);
+                if (actual != want) {
+                    mismatch(op, sliceStart + at, want, actual, size, when);
                     return false;
                 }
             }
             return true;
         }
 
-        /** Flushes the device and waits. */
+        /** Flushes the device and waits; on success everything this task wrote is durable. */
         private void flush() {
             Bio bio = bioSet.alloc(Gfp.NOIO, 0);
             bio.init(dev, BioOp.FLUSH, 0, 0);
-            Submit.submitAndWaitStatus(bio);
+            BioStatus status = Submit.submitAndWaitStatus(bio);
             bio.put();
+            if (status == BioStatus.OK && durable != null) {
+                System.arraycopy(expected, 0, durable, 0, expected.length);
+                System.arraycopy(known, 0, durableKnown, 0, known.length);
+            }
+        }
+
+        /** After a crash: the device is the restarted one, and what reads return is what was durable. */
+        void crashed() {
+            dev = driven.devices().get(deviceIndex);
+            System.arraycopy(durable, 0, expected, 0, expected.length);
+            System.arraycopy(durableKnown, 0, known, 0, known.length);
+        }
+
+        /** Reads the whole slice back after a restart, in pieces of the largest operation. */
+        void verifySlice() {
+            int piece = spec.sizeMaxBytes();
+            for (long offset = 0; offset < expected.length; offset += piece) {
+                int size = (int) Math.min(piece, expected.length - offset);
+                if (!readAndCompare(-1, offset, size, "after a crash and restart, ")) {
+                    return;
+                }
+            }
         }
 
         /** Reports a read that disagrees with the model. */
-        private void mismatch(int op, long deviceOffset, byte want, byte got, int size) {
-            String what = String.format("data mismatch on %s: operation %d of task io%d read %d bytes; byte at device"
-                    + " offset %d (sector %d) is 0x%02x, the last write there put 0x%02x", dev.name(), op, index, size,
-                    deviceOffset, deviceOffset >>> Bio.SECTOR_SHIFT, got & 0xff, want & 0xff);
-            if (kernel.scheduler() instanceof SimScheduler sim) {
-                sim.reportDataMismatch(Task.current(), what);
-            } else {
-                throw new IllegalStateException(what);
-            }
+        private void mismatch(int op, long deviceOffset, byte want, byte got, int size, String when) {
+            failed = true;
+            String what = String.format("data mismatch on %s: %s%s of task io%d read %d bytes; byte at device"
+                    + " offset %d (sector %d) is 0x%02x, the last %swrite there put 0x%02x", dev.name(), when,
+                    op < 0 ? "the read-back" : "operation " + op, index, size, deviceOffset, deviceOffset >>> Bio.SECTOR_SHIFT,
+                    got & 0xff, when.isEmpty() ? "" : "durable ", want & 0xff);
+            report(kernel, what);
         }
     }
 

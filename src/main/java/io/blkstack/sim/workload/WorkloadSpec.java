@@ -22,12 +22,17 @@ import java.util.Map;
  * {@code .workload} file.
  *
  * <p>Keys: {@code tasks} (1..64), {@code ops} per task (1..100000), {@code mix} (percentages of
- * {@code write}, {@code read}, {@code flush}; they must add up to 100), {@code size} (a range
+ * {@code write}, {@code read}, {@code flush}, {@code fua} (a write with FUA), {@code discard},
+ * {@code zeroes} (write-zeroes that may deallocate) and {@code zeroes-nohole} (write-zeroes with
+ * NOUNMAP); they must add up to 100, and operations not named get 0), {@code size} (a range
  * {@code MIN-MAX} or one size, multiples of 512 up to 1 MiB), {@code region} ({@code START-END},
  * cut into one equal slice per task, each slice a multiple of 4 KiB), {@code flushEvery} (a flush
  * after every N data operations of a task, 0 for none beyond the mix), {@code pressure}
  * ({@code on}: after setting up, the run takes every free page so that every later allocation
- * lives on pool reserves; {@code off}) and {@code sparePages} (pages left free under pressure).
+ * lives on pool reserves; {@code off}), {@code sparePages} (pages left free under pressure) and
+ * {@code events} (control events per run among the operations: {@code reload:N} table reloads,
+ * {@code snap:N} thin snapshots created and deleted, {@code crash:N} crashes with a restart from
+ * what was flushed; {@code none} by default).
  *
  * @param tasks user tasks submitting at once
  * @param opsPerTask data and flush operations each task issues, one at a time
@@ -41,10 +46,67 @@ import java.util.Map;
  * @param flushEvery an extra flush after every this many data operations (0: none)
  * @param pressure whether the run exhausts free pages before the tasks start
  * @param sparePages pages left free under pressure
+ * @param fuaPercent share of writes with FUA
+ * @param discardPercent share of discards
+ * @param zeroesPercent share of write-zeroes that may deallocate
+ * @param zeroesNoHolePercent share of write-zeroes with NOUNMAP (NBD's NO_HOLE)
+ * @param events control events per run
  */
 public record WorkloadSpec(int tasks, int opsPerTask, int writePercent, int readPercent, int flushPercent,
         int sizeMinBytes, int sizeMaxBytes, long regionStartBytes, long regionEndBytes, int flushEvery, boolean pressure,
-        int sparePages) {
+        int sparePages, int fuaPercent, int discardPercent, int zeroesPercent, int zeroesNoHolePercent, Events events) {
+
+    /**
+     * Control events per run, scheduled among the operations.
+     *
+     * @param reloads table reloads (suspend, load the same table, resume)
+     * @param snapshots thin snapshots of a driven thin device, each created then deleted
+     * @param crashes crashes with a restart from what was flushed
+     */
+    public record Events(int reloads, int snapshots, int crashes) {
+        /** No events. */
+        public static final Events NONE = new Events(0, 0, 0);
+        /** Events of one kind per run at most. */
+        public static final int PER_KIND_MAX = 64;
+
+        public Events {
+            check(reloads >= 0 && reloads <= PER_KIND_MAX && snapshots >= 0 && snapshots <= PER_KIND_MAX
+                    && crashes >= 0 && crashes <= PER_KIND_MAX, "events", "reload:" + reloads + ",snap:" + snapshots
+                    + ",crash:" + crashes + " (each 0.." + PER_KIND_MAX + ")");
+        }
+
+        /** Whether there are none. */
+        public boolean isEmpty() {
+            return reloads + snapshots + crashes == 0;
+        }
+
+        /** The spec form, {@code none} or {@code reload:N,snap:N,crash:N} (kinds with 0 left out). */
+        @Override
+        public String toString() {
+            if (isEmpty()) {
+                return "none";
+            }
+            List<String> parts = new ArrayList<>();
+            if (reloads > 0) {
+                parts.add("reload:" + reloads);
+            }
+            if (snapshots > 0) {
+                parts.add("snap:" + snapshots);
+            }
+            if (crashes > 0) {
+                parts.add("crash:" + crashes);
+            }
+            return String.join(",", parts);
+        }
+    }
+
+    /** A spec of reads, writes and flushes only, without events. */
+    public WorkloadSpec(int tasks, int opsPerTask, int writePercent, int readPercent, int flushPercent,
+            int sizeMinBytes, int sizeMaxBytes, long regionStartBytes, long regionEndBytes, int flushEvery,
+            boolean pressure, int sparePages) {
+        this(tasks, opsPerTask, writePercent, readPercent, flushPercent, sizeMinBytes, sizeMaxBytes, regionStartBytes,
+                regionEndBytes, flushEvery, pressure, sparePages, 0, 0, 0, 0, Events.NONE);
+    }
 
     /** Upper bounds on the parameters. */
     public static final int TASKS_MAX = 64;
@@ -64,9 +126,13 @@ public record WorkloadSpec(int tasks, int opsPerTask, int writePercent, int read
     public WorkloadSpec {
         check(tasks >= 1 && tasks <= TASKS_MAX, "tasks", tasks + " (1.." + TASKS_MAX + ")");
         check(opsPerTask >= 1 && opsPerTask <= OPS_MAX, "ops", opsPerTask + " (1.." + OPS_MAX + ")");
-        check(writePercent >= 0 && readPercent >= 0 && flushPercent >= 0
-                && writePercent + readPercent + flushPercent == 100, "mix",
-                "write:" + writePercent + ",read:" + readPercent + ",flush:" + flushPercent + " (must add up to 100)");
+        check(writePercent >= 0 && readPercent >= 0 && flushPercent >= 0 && fuaPercent >= 0 && discardPercent >= 0
+                && zeroesPercent >= 0 && zeroesNoHolePercent >= 0, "mix", mixText(writePercent, readPercent, flushPercent,
+                fuaPercent, discardPercent, zeroesPercent, zeroesNoHolePercent) + " (no share may be negative)");
+        check(writePercent + readPercent + flushPercent + fuaPercent + discardPercent + zeroesPercent
+                + zeroesNoHolePercent == 100, "mix", mixText(writePercent, readPercent, flushPercent, fuaPercent,
+                discardPercent, zeroesPercent, zeroesNoHolePercent) + " (must add up to 100)");
+        check(events != null, "events", "null");
         check(sizeMinBytes >= Bio.SECTOR_SIZE && sizeMinBytes % Bio.SECTOR_SIZE == 0, "size",
                 sizeMinBytes + " (a positive multiple of " + Bio.SECTOR_SIZE + ")");
         check(sizeMaxBytes >= sizeMinBytes && sizeMaxBytes <= SIZE_MAX_BYTES && sizeMaxBytes % Bio.SECTOR_SIZE == 0,
@@ -81,6 +147,21 @@ public record WorkloadSpec(int tasks, int opsPerTask, int writePercent, int read
         check(flushEvery >= 0 && flushEvery <= OPS_MAX, "flushEvery", Integer.toString(flushEvery));
         check(sparePages >= 0, "sparePages", Integer.toString(sparePages));
     }
+
+    /** The mix as spec text: write, read and flush always, the other operations when not 0. */
+    private static String mixText(int write, int read, int flush, int fua, int discard, int zeroes, int zeroesNoHole) {
+        StringBuilder sb = new StringBuilder("write:" + write + ",read:" + read + ",flush:" + flush);
+        int[] more = {fua, discard, zeroes, zeroesNoHole};
+        for (int i = 0; i < more.length; i++) {
+            if (more[i] != 0) {
+                sb.append(',').append(MIX_EXTRA.get(i)).append(':').append(more[i]);
+            }
+        }
+        return sb.toString();
+    }
+
+    /** The operations of the mix beyond write, read and flush, in record order. */
+    private static final List<String> MIX_EXTRA = List.of("fua", "discard", "zeroes", "zeroes-nohole");
 
     private static void check(boolean ok, String key, String value) {
         if (!ok) {
@@ -162,6 +243,7 @@ public record WorkloadSpec(int tasks, int opsPerTask, int writePercent, int read
         values.putAll(split(DEFAULT_TEXT));
         values.put("pressure", "on");
         values.put("sparePages", "0");
+        values.put("events", "none");
         if (text != null && !text.isBlank()) {
             Map<String, String> given = split(text);
             for (String key : given.keySet()) {
@@ -184,7 +266,8 @@ public record WorkloadSpec(int tasks, int opsPerTask, int writePercent, int read
         }
         return new WorkloadSpec(parseInt("tasks", values.get("tasks")), parseInt("ops", values.get("ops")), mix[0], mix[1],
                 mix[2], (int) size[0], (int) size[1], region[0], region[1], parseInt("flushEvery", values.get("flushEvery")),
-                pressure.equals("on"), parseInt("sparePages", values.get("sparePages")));
+                pressure.equals("on"), parseInt("sparePages", values.get("sparePages")), mix[3], mix[4], mix[5], mix[6],
+                parseEvents(values.get("events")));
     }
 
     /** Splits {@code k=v,...}; a piece without '=' continues the previous value ({@code mix=write:60,read:40}). */
@@ -210,23 +293,55 @@ public record WorkloadSpec(int tasks, int opsPerTask, int writePercent, int read
         return map;
     }
 
+    /** The mix: write, read, flush, fua, discard, zeroes, zeroes-nohole; operations not named get 0. */
     private static int[] parseMix(String text) {
-        int[] mix = new int[3];
+        int[] mix = new int[3 + MIX_EXTRA.size()];
         for (String part : text.split(",")) {
             String[] kv = part.trim().split(":");
             if (kv.length != 2) {
-                throw new IllegalArgumentException("workload: bad mix entry '" + part + "' (write:P, read:P, flush:P)");
+                throw new IllegalArgumentException("workload: bad mix entry '" + part + "' (OPERATION:PERCENT)");
             }
             int p = parseInt("mix " + kv[0], kv[1]);
-            switch (kv[0].trim()) {
+            String op = kv[0].trim();
+            switch (op) {
                 case "write" -> mix[0] = p;
                 case "read" -> mix[1] = p;
                 case "flush" -> mix[2] = p;
-                default -> throw new IllegalArgumentException("workload: bad mix operation '" + kv[0]
-                        + "' (write, read or flush)");
+                default -> {
+                    int extra = MIX_EXTRA.indexOf(op);
+                    if (extra < 0) {
+                        throw new IllegalArgumentException("workload: bad mix operation '" + kv[0]
+                                + "' (write, read, flush, " + String.join(", ", MIX_EXTRA) + ")");
+                    }
+                    mix[3 + extra] = p;
+                }
             }
         }
         return mix;
+    }
+
+    /** {@code none} or {@code reload:N,snap:N,crash:N} in any order, kinds not named 0. */
+    private static Events parseEvents(String text) {
+        String t = text.trim();
+        if (t.equals("none") || t.isEmpty()) {
+            return Events.NONE;
+        }
+        int[] counts = new int[3];
+        for (String part : t.split(",")) {
+            String[] kv = part.trim().split(":");
+            if (kv.length != 2) {
+                throw new IllegalArgumentException("workload: bad events entry '" + part + "' (reload:N, snap:N, crash:N)");
+            }
+            int n = parseInt("events " + kv[0], kv[1]);
+            switch (kv[0].trim()) {
+                case "reload" -> counts[0] = n;
+                case "snap" -> counts[1] = n;
+                case "crash" -> counts[2] = n;
+                default -> throw new IllegalArgumentException("workload: bad event '" + kv[0]
+                        + "' (reload, snap or crash)");
+            }
+        }
+        return new Events(counts[0], counts[1], counts[2]);
     }
 
     private static long[] parseRange(String key, String text) {
@@ -277,9 +392,9 @@ public record WorkloadSpec(int tasks, int opsPerTask, int writePercent, int read
     /** The one-line form, which {@link #parse} reads back to an equal spec. */
     @Override
     public String toString() {
-        return "tasks=" + tasks + ",ops=" + opsPerTask + ",mix=write:" + writePercent + ",read:" + readPercent + ",flush:"
-                + flushPercent + ",size=" + sizeMinBytes + "-" + sizeMaxBytes + ",region=" + regionStartBytes + "-"
+        return "tasks=" + tasks + ",ops=" + opsPerTask + ",mix=" + mixText(writePercent, readPercent, flushPercent,
+                fuaPercent, discardPercent, zeroesPercent, zeroesNoHolePercent) + ",size=" + sizeMinBytes + "-" + sizeMaxBytes + ",region=" + regionStartBytes + "-"
                 + regionEndBytes + ",flushEvery=" + flushEvery + ",pressure=" + (pressure ? "on" : "off") + ",sparePages="
-                + sparePages;
+                + sparePages + (events.isEmpty() ? "" : ",events=" + events);
     }
 }

@@ -1,0 +1,412 @@
+package io.blkstack.block;
+
+import io.blkstack.bio.Bio;
+import io.blkstack.bio.BioFlags;
+import io.blkstack.bio.BioOp;
+import io.blkstack.bio.BioStatus;
+import io.blkstack.bio.BioVec;
+import io.blkstack.kernel.Faults;
+import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.SpinLock;
+import io.blkstack.mem.Page;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.Map;
+
+/**
+ * A sparse memory device with a volatile write cache: the checker's stand-in for a file device
+ * (DESIGN.md section 7, "simulated file devices"). Data lives on a {@link Media} that outlives the
+ * device, so a simulated crash can drop what was never flushed and a new stack can be built over
+ * what was.
+ *
+ * <p>The page cache is modelled as always hitting: a bio is served at submission (reads from the
+ * cache, else the stable data, else zeros; writes into the cache), and completed by a kernel timer
+ * after the latency, like {@link MemoryDevice}. A FLUSH (or PREFLUSH) makes everything cached
+ * stable; a FUA write is stable when served. DISCARD and WRITE_ZEROES zero the range in the cache.
+ * Nothing is on the heap until written: a 1 GiB device costs a map entry per written 4 KiB chunk.
+ * Fault sites are those of a memory device: {@code io:<name>} fails a bio without touching data,
+ * {@code latency:<name>} adds to its completion delay.
+ */
+public final class CachedMemoryDevice extends BlockDevice {
+
+    /** Bytes per storage chunk. */
+    public static final int CHUNK_SIZE = Page.SIZE;
+    private static final int CHUNK_SHIFT = Page.SHIFT;
+    /** A cached chunk that reads as zeros (a discarded or zeroed chunk not yet stable). */
+    private static final byte[] ZEROED = new byte[0];
+
+    /**
+     * The contents of one simulated disk: stable chunks and the volatile cache over them. It
+     * outlives the devices built over it (one at a time), which is how a crash and restart keep
+     * what was flushed. Guarded by its spin lock.
+     */
+    public static final class Media {
+        private final String name;
+        private final long sizeBytes;
+        private final SpinLock lock;
+        private final HashMap<Long, byte[]> stable = new HashMap<>();
+        private final HashMap<Long, byte[]> cache = new HashMap<>();
+        private final boolean writeThrough;
+        private boolean powerCut;
+        private long flushes;
+
+        /**
+         * Empty media of {@code sizeBytes} (a positive multiple of 512) for device {@code name};
+         * {@code writeThrough} media have no cache (every write is stable when served: a memory
+         * device, which a restart of the stack does not lose).
+         */
+        public Media(String name, long sizeBytes, boolean writeThrough) {
+            MemoryDevice.checkedSectors(name, sizeBytes);
+            this.name = name;
+            this.sizeBytes = sizeBytes;
+            this.writeThrough = writeThrough;
+            this.lock = new SpinLock("media " + name);
+        }
+
+        public String name() {
+            return name;
+        }
+
+        public long sizeBytes() {
+            return sizeBytes;
+        }
+
+        /**
+         * Cuts the power: the cache is lost, and until {@link #restorePower} every write and flush
+         * is dropped (what a dying stack writes on its way down never reaches the disk).
+         */
+        public void cutPower() {
+            lock.lock();
+            try {
+                cache.clear();
+                powerCut = true;
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        /** Ends a power cut: the media holds exactly what was stable when it began. */
+        public void restorePower() {
+            lock.lock();
+            try {
+                if (!powerCut) {
+                    throw new IllegalStateException("media " + name + ": power restored without a cut");
+                }
+                cache.clear();
+                powerCut = false;
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        /** Chunks not yet stable. */
+        public int cachedChunks() {
+            lock.lock();
+            try {
+                return cache.size();
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        /** Chunks holding stable data. */
+        public int stableChunks() {
+            lock.lock();
+            try {
+                return stable.size();
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        /** Makes the cache stable (a FLUSH). */
+        void flush() {
+            lock.lock();
+            try {
+                if (powerCut) {
+                    return;
+                }
+                for (Map.Entry<Long, byte[]> e : cache.entrySet()) {
+                    putStable(e.getKey(), e.getValue());
+                }
+                cache.clear();
+                flushes++;
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        private void putStable(long chunk, byte[] data) {
+            if (data == ZEROED || Arrays.equals(data, MemoryDevice.zeroChunk())) {
+                stable.remove(chunk);
+            } else {
+                stable.put(chunk, data);
+            }
+        }
+
+        /** The chunk as it reads now (cache over stable), or null for zeros; the caller holds the lock. */
+        private byte[] current(long chunk) {
+            byte[] c = cache.get(chunk);
+            if (c != null) {
+                return c == ZEROED ? null : c;
+            }
+            return stable.get(chunk);
+        }
+
+        void read(long chunk, int chunkOffset, Page page, int pageOffset, int n) {
+            lock.lock();
+            try {
+                byte[] data = current(chunk);
+                if (data == null) {
+                    page.zero(pageOffset, n);
+                } else {
+                    page.buffer().put(pageOffset, data, chunkOffset, n);
+                }
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        /** Writes a piece into the cache (copying the chunk on first write), and to stable too if {@code fua}. */
+        void write(long chunk, int chunkOffset, Page page, int pageOffset, int n, boolean fua) {
+            lock.lock();
+            try {
+                if (powerCut) {
+                    return;
+                }
+                if (writeThrough) {
+                    byte[] st = stable.get(chunk);
+                    if (st == null) {
+                        st = new byte[CHUNK_SIZE];
+                        stable.put(chunk, st);
+                    }
+                    page.buffer().get(pageOffset, st, chunkOffset, n);
+                    return;
+                }
+                byte[] c = cache.get(chunk);
+                if (c == null || c == ZEROED) {
+                    byte[] base = c == null ? stable.get(chunk) : null;
+                    c = base == null ? new byte[CHUNK_SIZE] : base.clone();
+                    cache.put(chunk, c);
+                }
+                page.buffer().get(pageOffset, c, chunkOffset, n);
+                if (fua) {
+                    // Only this piece is forced: the rest of the cached chunk may hold unflushed data.
+                    byte[] s = stable.get(chunk);
+                    s = s == null ? new byte[CHUNK_SIZE] : s.clone();
+                    System.arraycopy(c, chunkOffset, s, chunkOffset, n);
+                    putStable(chunk, s);
+                }
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        /** Zeroes a piece in the cache: a whole chunk becomes a zero marker. */
+        void zero(long chunk, int chunkOffset, int n) {
+            lock.lock();
+            try {
+                if (powerCut) {
+                    return;
+                }
+                if (writeThrough) {
+                    byte[] st = stable.get(chunk);
+                    if (n == CHUNK_SIZE || st == null) {
+                        stable.remove(chunk);
+                    } else {
+                        Arrays.fill(st, chunkOffset, chunkOffset + n, (byte) 0);
+                    }
+                    return;
+                }
+                if (n == CHUNK_SIZE) {
+                    cache.put(chunk, ZEROED);
+                    return;
+                }
+                byte[] data = current(chunk);
+                if (data == null) {
+                    cache.put(chunk, ZEROED);
+                    return;
+                }
+                byte[] c = cache.get(chunk) == data ? data : data.clone();
+                Arrays.fill(c, chunkOffset, chunkOffset + n, (byte) 0);
+                cache.put(chunk, c);
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        boolean present(long chunk) {
+            lock.lock();
+            try {
+                return current(chunk) != null;
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        @Override
+        public String toString() {
+            lock.lock();
+            try {
+                return "media " + name + ": " + stable.size() + " stable and " + cache.size() + " cached chunks, "
+                        + flushes + " flushes" + (powerCut ? ", power cut" : "");
+            } finally {
+                lock.unlock();
+            }
+        }
+    }
+
+    private final Media media;
+    private final long latencyNanos;
+    private final TimerCompletions timers;
+    private final String ioFaultSite;
+    private final String latencyFaultSite;
+
+    /**
+     * A device over {@code media} (named as the media) that completes after {@code latencyNanos}
+     * (0: at once, on the submitting task) with at most {@code queueDepth} bios awaiting their timers, with logical blocks of
+     * {@code logicalBlockSize} bytes (a file device opened for direct I/O has the file system's).
+     */
+    public CachedMemoryDevice(Kernel kernel, Media media, long latencyNanos, int queueDepth, int logicalBlockSize) {
+        super(kernel, media.name(), MemoryDevice.checkedSectors(media.name(), media.sizeBytes()),
+                QueueLimits.defaults().withLogicalBlockSize(logicalBlockSize));
+        if (latencyNanos < 0) {
+            throw new IllegalArgumentException("cached memory device " + media.name() + ": negative latency "
+                    + latencyNanos + " ns");
+        }
+        this.media = media;
+        this.latencyNanos = latencyNanos;
+        this.timers = new TimerCompletions(kernel, "cached memory device " + media.name(), queueDepth);
+        this.ioFaultSite = "io:" + media.name();
+        this.latencyFaultSite = "latency:" + media.name();
+    }
+
+    /** The media under the device. */
+    public Media media() {
+        return media;
+    }
+
+    /** Serves the bio now; completes it from a timer after the latency. */
+    @Override
+    protected void submitBio(Bio bio) {
+        Bio front = splitToLimits(bio);
+        Faults faults = kernel().faults();
+        long delay = latencyNanos + Math.max(0, faults.extraLatencyNanos(latencyFaultSite));
+        if (faults.shouldFail(ioFaultSite)) {
+            front.setStatus(BioStatus.IOERR);
+        } else {
+            serve(front);
+        }
+        if (delay == 0) {
+            front.endio();
+        } else if (!timers.complete(front, delay, !front.hasFlag(BioFlags.NOWAIT))) {
+            front.setStatus(BioStatus.AGAIN);
+            front.endio();
+        }
+    }
+
+    /** Moves the bio's data; flushes first for PREFLUSH. */
+    private void serve(Bio bio) {
+        if (bio.hasFlag(BioFlags.PREFLUSH)) {
+            media.flush();
+        }
+        switch (bio.op()) {
+            case READ, WRITE -> copySegments(bio);
+            case FLUSH -> media.flush();
+            case DISCARD, WRITE_ZEROES -> zeroRange(bio.sector() << Bio.SECTOR_SHIFT, bio.sizeBytes());
+        }
+    }
+
+    /** Walks the bio's segments and copies each, chunk piece by chunk piece. */
+    private void copySegments(Bio bio) {
+        boolean write = bio.op() == BioOp.WRITE;
+        boolean fua = write && bio.hasFlag(BioFlags.FUA);
+        BioVec[] vecs = bio.vecs();
+        int idx = bio.iterIndex();
+        int done = bio.iterBvecDone();
+        long position = bio.sector() << Bio.SECTOR_SHIFT;
+        for (int left = bio.sizeBytes(); left > 0; ) {
+            BioVec vec = vecs[idx];
+            int segment = Math.min(vec.length() - done, left);
+            Page page = vec.page();
+            int pageOffset = vec.offset() + done;
+            for (int segmentLeft = segment; segmentLeft > 0; ) {
+                long chunk = position >>> CHUNK_SHIFT;
+                int chunkOffset = (int) (position & (CHUNK_SIZE - 1));
+                int n = Math.min(segmentLeft, CHUNK_SIZE - chunkOffset);
+                if (write) {
+                    media.write(chunk, chunkOffset, page, pageOffset, n, fua);
+                } else {
+                    media.read(chunk, chunkOffset, page, pageOffset, n);
+                }
+                position += n;
+                pageOffset += n;
+                segmentLeft -= n;
+            }
+            left -= segment;
+            idx++;
+            done = 0;
+        }
+    }
+
+    private void zeroRange(long position, long length) {
+        long end = position + length;
+        for (long at = position; at < end; ) {
+            long chunk = at >>> CHUNK_SHIFT;
+            int chunkOffset = (int) (at & (CHUNK_SIZE - 1));
+            int n = (int) Math.min(end - at, CHUNK_SIZE - chunkOffset);
+            media.zero(chunk, chunkOffset, n);
+            at += n;
+        }
+    }
+
+    /** The device knows which chunks hold data (as a file system knows its holes). */
+    @Override
+    public boolean knowsAllocation() {
+        return true;
+    }
+
+    @Override
+    public long allocatedExtent(long sector, long maxSectors) {
+        if (sector < 0 || maxSectors <= 0 || sector >= capacitySectors()) {
+            throw new IllegalArgumentException("cached memory device " + name() + ": extent query at " + sector + " for "
+                    + maxSectors + " sectors outside capacity " + capacitySectors());
+        }
+        long end = Math.min(capacitySectors(), sector + maxSectors);
+        int chunkSectors = CHUNK_SIZE >>> Bio.SECTOR_SHIFT;
+        boolean allocated = media.present(sector / chunkSectors);
+        long at = sector;
+        while (at < end) {
+            long chunk = at / chunkSectors;
+            if (media.present(chunk) != allocated) {
+                break;
+            }
+            at = Math.min(end, (chunk + 1) * chunkSectors);
+        }
+        long run = at - sector;
+        return allocated ? run : -run;
+    }
+
+    /** Bios served and waiting for their completion timers. */
+    public int inFlight() {
+        return timers.inFlight();
+    }
+
+    @Override
+    public String describeState() {
+        return "cached memory device " + name() + ": " + media + ", " + timers.inFlight() + " awaiting completion";
+    }
+
+    /** Waits for the bios awaiting their timers, then closes the split set; the media stays. */
+    @Override
+    public void close() {
+        if (isClosed()) {
+            return;
+        }
+        try {
+            timers.drain();
+        } finally {
+            super.close();
+        }
+    }
+}
