@@ -4,6 +4,7 @@ import io.blkstack.mem.PageAllocator;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.Consumer;
@@ -28,6 +29,12 @@ public final class Kernel implements AutoCloseable {
     private final List<Component> components = new CopyOnWriteArrayList<>();
     private final List<String> misuses = new CopyOnWriteArrayList<>();
     private final List<String> crashes = new CopyOnWriteArrayList<>();
+    /**
+     * The one object of a type that a layer above keeps per kernel (the worker pool, the thin pool
+     * table). Kept here, not in a static, so a kernel that is never closed (a simulated run torn
+     * down after a finding) takes everything it owns with it when it becomes unreachable.
+     */
+    private final ConcurrentHashMap<Class<?>, Object> perKernel = new ConcurrentHashMap<>();
     private final PageAllocator pages;
     private final HungTaskWatchdog watchdog;
     private volatile boolean closed;
@@ -138,6 +145,25 @@ public final class Kernel implements AutoCloseable {
     /** The registered components, in registration order. */
     public List<Component> components() {
         return List.copyOf(components);
+    }
+
+    /** This kernel's object of {@code type}, or null if none was installed. */
+    public <T> T perKernel(Class<T> type) {
+        return type.cast(perKernel.get(type));
+    }
+
+    /**
+     * Installs {@code value} as this kernel's object of {@code type} unless one is already there;
+     * returns the one installed (so of two racing callers, both get the winner's).
+     */
+    public <T> T installPerKernel(Class<T> type, T value) {
+        Object previous = perKernel.putIfAbsent(type, type.cast(value));
+        return previous == null ? value : type.cast(previous);
+    }
+
+    /** Removes {@code value} as this kernel's object of {@code type}, if it is the one installed. */
+    public <T> void removePerKernel(Class<T> type, T value) {
+        perKernel.remove(type, value);
     }
 
     /** Records a misuse of a kernel object (blocking in atomic context, double free, leak). */

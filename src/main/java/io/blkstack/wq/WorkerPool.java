@@ -11,11 +11,9 @@ import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Page;
 import io.blkstack.mem.PageAllocator;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.List;
 import java.util.Objects;
 import java.util.concurrent.atomic.AtomicLong;
-import java.util.concurrent.atomic.AtomicReference;
 
 /**
  * The workers shared by every workqueue of one kernel: the kernel's {@code worker_pool}.
@@ -60,9 +58,6 @@ public final class WorkerPool implements Component {
     public static final int CREATE_GFP = Gfp.KERNEL | Gfp.NORETRY;
     /** The fault site that makes a worker creation fail. */
     public static final String FAULT_SITE = "worker-create";
-
-    /** The pool of each live kernel; copy-on-write, so lookups need no lock and no kernel task. */
-    private static final AtomicReference<WorkerPool[]> POOLS = new AtomicReference<>(new WorkerPool[0]);
 
     private final Kernel kernel;
     private final String name;
@@ -112,26 +107,22 @@ public final class WorkerPool implements Component {
      */
     public static WorkerPool of(Kernel kernel) {
         Objects.requireNonNull(kernel, "kernel");
-        while (true) {
-            WorkerPool[] current = POOLS.get();
-            for (WorkerPool p : current) {
-                if (p.kernel == kernel) {
-                    return p;
-                }
-            }
-            if (kernel.isClosed()) {
-                throw new IllegalStateException(kernel + " is closed; no worker pool");
-            }
-            WorkerPool fresh = new WorkerPool(kernel);
-            kernel.register(fresh);
-            WorkerPool[] next = Arrays.copyOf(current, current.length + 1);
-            next[current.length] = fresh;
-            if (POOLS.compareAndSet(current, next)) {
-                fresh.start();
-                return fresh;
-            }
-            kernel.unregister(fresh);
+        WorkerPool current = kernel.perKernel(WorkerPool.class);
+        if (current != null) {
+            return current;
         }
+        if (kernel.isClosed()) {
+            throw new IllegalStateException(kernel + " is closed; no worker pool");
+        }
+        WorkerPool fresh = new WorkerPool(kernel);
+        kernel.register(fresh);
+        WorkerPool installed = kernel.installPerKernel(WorkerPool.class, fresh);
+        if (installed != fresh) {
+            kernel.unregister(fresh);
+            return installed;
+        }
+        fresh.start();
+        return fresh;
     }
 
     /** Starts the manager task; a kick that came before it is kept in {@code managerKicked}. */
@@ -1020,26 +1011,9 @@ public final class WorkerPool implements Component {
         kernel.unregister(this);
     }
 
-    /** Removes this pool from the per-kernel table. */
+    /** Removes this pool from its kernel's table. */
     private void forget() {
-        while (true) {
-            WorkerPool[] current = POOLS.get();
-            int index = -1;
-            for (int i = 0; i < current.length; i++) {
-                if (current[i] == this) {
-                    index = i;
-                }
-            }
-            if (index < 0) {
-                return;
-            }
-            WorkerPool[] next = new WorkerPool[current.length - 1];
-            System.arraycopy(current, 0, next, 0, index);
-            System.arraycopy(current, index + 1, next, index, current.length - index - 1);
-            if (POOLS.compareAndSet(current, next)) {
-                return;
-            }
-        }
+        kernel.removePerKernel(WorkerPool.class, this);
     }
 
     @Override
