@@ -202,7 +202,7 @@ final class CheckCommand implements Callable<Integer> {
             writeTrace(config, traced, workload, out);
         }
         out.flush();
-        boolean found = !c.findings().isEmpty() || !c.nondeterministicSeeds().isEmpty();
+        boolean found = c.findingCount() > 0 || !c.nondeterministicSeeds().isEmpty();
         return found ? ExitCodes.DEADLOCK : ExitCodes.SUCCESS;
     }
 
@@ -381,9 +381,9 @@ final class CheckCommand implements Callable<Integer> {
         for (SimResult r : c.findings()) {
             byKind.computeIfAbsent(r.outcome(), k -> new ArrayList<>()).add(r);
         }
-        out.println("findings: " + c.findings().size());
+        out.println("findings: " + c.findingCount());
         for (Map.Entry<Outcome, List<SimResult>> e : byKind.entrySet()) {
-            out.println("  " + e.getKey() + ": " + e.getValue().size());
+            out.println("  " + e.getKey() + ": " + c.outcomes().get(e.getKey()));
             for (SimResult r : e.getValue().subList(0, Math.min(REPLAYS_SHOWN_MAX, e.getValue().size()))) {
                 out.println("    replay: " + replayCommand(r));
             }
