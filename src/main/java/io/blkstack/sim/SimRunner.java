@@ -91,7 +91,7 @@ public final class SimRunner {
         SimRandom random = new SimRandom(seed);
         try (SimTrace trace = new SimTrace(config.traceFile())) {
             Strategy strategy = config.strategy().start(random, bound);
-            SimFaults faults = new SimFaults(config.faults(), random, trace);
+            SimFaults faults = new SimFaults(config.faults(), random, trace, config.faultsAtSetup());
             SimScheduler scheduler = new SimScheduler(config, random, strategy, trace);
             Kernel kernel = Kernel.builder().name("sim").memory(config.memoryBytes()).policies(config.policies())
                     .faults(faults).tracer(trace).scheduler(scheduler).startTasks(false).build();
@@ -205,6 +205,9 @@ public final class SimRunner {
         sb.append(" --memory ").append(config.memoryBytes());
         if (!config.faults().isEmpty() || config.faults().swarm()) {
             sb.append(" --faults '").append(config.faults()).append('\'');
+        }
+        if (config.faultsAtSetup() && !config.faults().isEmpty()) {
+            sb.append(" --faults-at-setup");
         }
         return sb.toString();
     }

@@ -39,7 +39,9 @@ import java.util.function.Consumer;
  * <p>A stack whose construction fails after an injected I/O error ({@code io:<device>}) has
  * refused to start, which is the right answer (a pool that cannot read its superblock): the run
  * counts {@code workload.stack-refused} and ends without tasks, and still goes through the kernel's
- * leak checks. Without an injected I/O error a construction failure stays a crash.
+ * leak checks. Without an injected I/O error a construction failure stays a crash. Building the
+ * stack is marked as set-up ({@link SimFaults#setupBegins}): unless the run allows faults at set-up,
+ * none fire there.
  */
 public final class Workload implements Consumer<Kernel> {
 
@@ -71,6 +73,7 @@ public final class Workload implements Consumer<Kernel> {
     @Override
     public void accept(Kernel kernel) {
         BlockDevice top;
+        SimFaults.setupBegins(kernel);
         try {
             top = stack.build(kernel);
         } catch (RuntimeException e) {
@@ -84,6 +87,8 @@ public final class Workload implements Consumer<Kernel> {
             kernel.counters().get("workload.stack-refused").incrementAndGet();
             kernel.tracer().event(Task.currentOrNull(), "stack-refused", String.valueOf(e.getMessage()));
             return;
+        } finally {
+            SimFaults.setupEnds(kernel);
         }
         if (spec.regionEndBytes() > top.capacityBytes()) {
             throw new IllegalArgumentException("workload region " + spec.regionStartBytes() + "-" + spec.regionEndBytes()
