@@ -137,7 +137,7 @@ public final class CachedMemoryDevice extends BlockDevice {
         }
 
         private void putStable(long chunk, byte[] data) {
-            if (data == ZEROED || Arrays.equals(data, MemoryDevice.zeroChunk())) {
+            if (data == ZEROED || MemoryDevice.isAllZero(data)) {
                 stable.remove(chunk);
             } else {
                 stable.put(chunk, data);

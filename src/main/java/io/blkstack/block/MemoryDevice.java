@@ -65,11 +65,6 @@ public final class MemoryDevice extends BlockDevice {
         this.latencyFaultSite = "latency:" + name;
     }
 
-    /** A chunk of zeros, for comparisons only (never written to). */
-    static byte[] zeroChunk() {
-        return ZERO_CHUNK;
-    }
-
     static long checkedSectors(String name, long sizeBytes) {
         if (sizeBytes <= 0 || sizeBytes % Bio.SECTOR_SIZE != 0) {
             throw new IllegalArgumentException("device " + name + ": size " + sizeBytes
@@ -171,9 +166,8 @@ public final class MemoryDevice extends BlockDevice {
         }
     }
 
-    /** Makes a range read as zeros: whole chunks are dropped, partial ones zeroed in place. */
     /** Whether a chunk holds only zeroes (then it is dropped, as a hole). */
-    private static boolean isAllZero(byte[] data) {
+    static boolean isAllZero(byte[] data) {
         for (byte b : data) {
             if (b != 0) {
                 return false;
@@ -182,6 +176,7 @@ public final class MemoryDevice extends BlockDevice {
         return true;
     }
 
+    /** Makes a range read as zeros: whole chunks are dropped, partial ones zeroed in place. */
     private void zeroRange(long position, long length) {
         long end = position + length;
         for (long at = position; at < end; ) {

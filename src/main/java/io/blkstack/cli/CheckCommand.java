@@ -11,6 +11,7 @@ import io.blkstack.scenario.BioSetSplitStack;
 import io.blkstack.sim.Coverage;
 import io.blkstack.sim.Outcome;
 import io.blkstack.sim.SimConfig;
+import io.blkstack.sim.SimFaults;
 import io.blkstack.sim.SimResult;
 import io.blkstack.sim.SimRunner;
 import io.blkstack.scenario.SplittingDevice;
@@ -72,6 +73,8 @@ final class CheckCommand implements Callable<Integer> {
     /** Default faults: seeded extra latency on the bottom device. */
     static final String BUILT_IN_FAULTS = "latency:" + BioSetSplitStack.LOWER + "=0.5/200us";
     static final String WORKLOAD_FAULTS = "latency:" + MEMORY_DEVICE + "=0.5/200us";
+    /** Default faults of a --config run: swarm over the default fault set ({@link SimFaults.Spec#DEFAULT_SET}). */
+    static final String CONFIG_FAULTS = "swarm";
 
     /**
      * A built-in stack: its devices for a {@code --workload}, and its own workload (null: the
@@ -164,9 +167,15 @@ final class CheckCommand implements Callable<Integer> {
     long memoryBytes;
 
     @Option(names = "--faults", paramLabel = "SPEC",
-            description = "Fault rules: SITE=P, SITE@N, latency:DEV=P/MAX, swarm (each run enables a random half);"
-                    + " '' for none (default: extra latency on the bottom device).")
+            description = "Fault rules: SITE=P, SITE@N, latency:DEV=P/MAX, swarm (each run enables a random half;"
+                    + " alone: of the default set " + SimFaults.Spec.DEFAULT_SET + "); '' for none (default: swarm"
+                    + " with --config, else extra latency on the bottom device).")
     String faults;
+
+    @Option(names = "--faults-at-setup",
+            description = "Let faults fire while the stack is built too (default: off, so a run's faults hit the"
+                    + " running stack and a failed construction is not reported as a crash).")
+    boolean faultsAtSetup;
 
     @Option(names = "--policy", paramLabel = "NAME=VALUE",
             description = "Switch a mechanism to its old design, e.g. bioset-rescuer=legacy (repeatable).")
@@ -198,7 +207,7 @@ final class CheckCommand implements Callable<Integer> {
         PrintWriter out = spec.commandLine().getOut();
         SimRunner runner = new SimRunner(config);
         out.println("blkstack check: " + stackLabel() + ", workload " + workloadLabel() + ", strategy " + config.strategy()
-                + ", memory " + config.memoryBytes() + " bytes, faults '" + effectiveFaults() + "', policies "
+                + ", memory " + config.memoryBytes() + " bytes, faults " + faultsLabel(config) + ", policies "
                 + (policies.isEmpty() ? "default" : String.join(" ", policies)));
         if (replay != null) {
             return replayOne(runner, workload, out);
@@ -222,7 +231,7 @@ final class CheckCommand implements Callable<Integer> {
             writeTrace(config, traced, workload, out);
         }
         out.flush();
-        boolean found = !c.findings().isEmpty() || !c.nondeterministicSeeds().isEmpty();
+        boolean found = c.findingCount() > 0 || !c.nondeterministicSeeds().isEmpty();
         return found ? ExitCodes.DEADLOCK : ExitCodes.SUCCESS;
     }
 
@@ -309,22 +318,39 @@ final class CheckCommand implements Callable<Integer> {
     private SimConfig buildConfig() {
         try {
             return SimConfig.builder().memory(memoryBytes).strategy(strategy).faults(effectiveFaults())
-                    .pctStepBound(pctBound).policies(Policies.parse(policies)).reserves(reserves).build();
+                    .faultsAtSetup(faultsAtSetup).pctStepBound(pctBound).policies(Policies.parse(policies))
+                    .reserves(reserves).build();
         } catch (IllegalArgumentException e) {
             throw usage(e.getMessage());
         }
     }
 
-    /** The fault rules: as given, or seeded latency on the bottom device of the built-in stacks. */
+    /** The fault rules: as given, swarm over the default set for a configuration, or seeded latency on the bottom device of the built-in stacks. */
     private String effectiveFaults() {
         if (faults != null) {
             return faults;
         }
         if (configFile != null) {
-            return "";
+            return CONFIG_FAULTS;
         }
         BuiltInStack builtIn = stacks.get(stack);
         return workloadText == null && builtIn != null && builtIn.ownWorkload() != null ? BUILT_IN_FAULTS : WORKLOAD_FAULTS;
+    }
+
+    /** The faults as the summary names them: the text, what swarm stands for, whether they are the default, and set-up. */
+    private String faultsLabel(SimConfig config) {
+        SimFaults.Spec spec = config.faults();
+        String label = "'" + spec + "'";
+        if (spec.swarm() || spec.isEmpty()) {
+            label += " (" + spec.describe() + ")";
+        }
+        if (faults == null) {
+            label += configFile != null ? " [default for --config]" : " [default]";
+        }
+        if (!spec.isEmpty()) {
+            label += faultsAtSetup ? " also at set-up" : " after set-up";
+        }
+        return label;
     }
 
     private String stackLabel() {
@@ -409,9 +435,9 @@ final class CheckCommand implements Callable<Integer> {
         for (SimResult r : c.findings()) {
             byKind.computeIfAbsent(r.outcome(), k -> new ArrayList<>()).add(r);
         }
-        out.println("findings: " + c.findings().size());
+        out.println("findings: " + c.findingCount());
         for (Map.Entry<Outcome, List<SimResult>> e : byKind.entrySet()) {
-            out.println("  " + e.getKey() + ": " + e.getValue().size());
+            out.println("  " + e.getKey() + ": " + c.outcomes().get(e.getKey()));
             for (SimResult r : e.getValue().subList(0, Math.min(REPLAYS_SHOWN_MAX, e.getValue().size()))) {
                 out.println("    replay: " + replayCommand(r));
             }
@@ -465,6 +491,9 @@ final class CheckCommand implements Callable<Integer> {
         }
         sb.append(" --replay ").append(r.seed()).append(" --strategy ").append(strategy).append(" --memory ")
                 .append(memoryBytes).append(" --faults '").append(effectiveFaults()).append('\'');
+        if (faultsAtSetup) {
+            sb.append(" --faults-at-setup");
+        }
         if (r.pctStepBound() > 0) {
             sb.append(" --pct-bound ").append(r.pctStepBound());
         }

@@ -17,6 +17,7 @@ public final class SimConfig {
     private final Reserves reserves;
     private final StrategySpec strategy;
     private final SimFaults.Spec faults;
+    private final boolean faultsAtSetup;
     private final long maxSteps;
     private final long maxVirtualNanos;
     private final long uncontrolledBlockingNanos;
@@ -32,6 +33,7 @@ public final class SimConfig {
         this.reserves = b.reserves;
         this.strategy = b.strategy;
         this.faults = b.faults;
+        this.faultsAtSetup = b.faultsAtSetup;
         this.maxSteps = b.maxSteps;
         this.maxVirtualNanos = b.maxVirtualNanos;
         this.uncontrolledBlockingNanos = b.uncontrolledBlockingNanos;
@@ -66,6 +68,16 @@ public final class SimConfig {
 
     public SimFaults.Spec faults() {
         return faults;
+    }
+
+    /**
+     * Whether faults fire while a workload builds its stack (a phase it marks with
+     * {@link SimFaults#setupBegins}). True by default, so fault sweeps reach construction; {@code
+     * blkstack check} turns it off unless {@code --faults-at-setup}, so that a run's faults hit the
+     * stack's operation and a failure to build is not reported as a crash.
+     */
+    public boolean faultsAtSetup() {
+        return faultsAtSetup;
     }
 
     /** Scheduling steps after which a run ends as {@link Outcome#STEP_LIMIT}. */
@@ -126,6 +138,7 @@ public final class SimConfig {
         b.reserves = reserves;
         b.strategy = strategy;
         b.faults = faults;
+        b.faultsAtSetup = faultsAtSetup;
         b.maxSteps = maxSteps;
         b.maxVirtualNanos = maxVirtualNanos;
         b.uncontrolledBlockingNanos = uncontrolledBlockingNanos;
@@ -144,6 +157,7 @@ public final class SimConfig {
         private Reserves reserves = Reserves.DEFAULTS;
         private StrategySpec strategy = StrategySpec.parse("random");
         private SimFaults.Spec faults = SimFaults.Spec.NONE;
+        private boolean faultsAtSetup = true;
         private long maxSteps = 1_000_000;
         private long maxVirtualNanos = 24L * 3600 * 1_000_000_000L;
         private long uncontrolledBlockingNanos = 10_000_000_000L;
@@ -181,6 +195,11 @@ public final class SimConfig {
 
         public Builder faults(String spec) {
             this.faults = SimFaults.Spec.parse(spec);
+            return this;
+        }
+
+        public Builder faultsAtSetup(boolean value) {
+            this.faultsAtSetup = value;
             return this;
         }
 

@@ -1,6 +1,7 @@
 package io.blkstack.sim;
 
 import io.blkstack.kernel.Faults;
+import io.blkstack.kernel.Kernel;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
@@ -15,16 +16,45 @@ import java.util.TreeMap;
  *   <li>{@code SITE@N}: fail exactly the N-th attempt at SITE (1-based), for systematic sweeps;</li>
  *   <li>{@code latency:DEV=P/MAX}: with probability P add a latency uniform in [0, MAX]
  *       ({@code ns}, {@code us}, {@code ms} or {@code s});</li>
- *   <li>{@code swarm}: each run enables a random half of the rules, so rare combinations occur.</li>
+ *   <li>{@code swarm}: each run enables a random half of the rules, so rare combinations occur;
+ *       {@code swarm} alone does so over the {@link Spec#DEFAULT_SET default fault set}.</li>
  * </ul>
  * A SITE ending in {@code *} matches every site with that prefix ({@code alloc:*}). Sites no rule
  * matches draw nothing from the stream, so adding a site to the code does not change other runs.
  * Attempts and fires are counted per site for the campaign's coverage report.
+ *
+ * <p>A workload may mark the building of its stack ({@link #setupBegins}, {@link #setupEnds}); with
+ * faults off at set-up ({@link SimConfig#faultsAtSetup} false) every site answers "no fault" there,
+ * draws nothing and counts nothing, so {@code SITE@N} counts attempts after set-up.
  */
 public final class SimFaults implements Faults {
 
     /** One parsed rule. */
     record Rule(String pattern, double probability, long nth, long latencyMaxNanos) {
+
+        /** The rule as it would be written. */
+        String text() {
+            if (nth > 0) {
+                return pattern + "@" + nth;
+            }
+            return pattern + "=" + stripZeros(probability) + (isLatency() ? "/" + durationText(latencyMaxNanos) : "");
+        }
+
+        /** {@code 200us}, {@code 5ms}, {@code 2s} or nanoseconds, as {@link Spec#parseDuration} reads them. */
+        private static String durationText(long nanos) {
+            if (nanos % 1_000_000_000L == 0) {
+                return nanos / 1_000_000_000L + "s";
+            }
+            if (nanos % 1_000_000L == 0) {
+                return nanos / 1_000_000L + "ms";
+            }
+            return nanos % 1_000L == 0 ? nanos / 1_000L + "us" : nanos + "ns";
+        }
+
+        private static String stripZeros(double p) {
+            String s = Double.toString(p);
+            return s.endsWith(".0") ? s.substring(0, s.length() - 2) : s;
+        }
 
         boolean matches(String site) {
             return pattern.endsWith("*") ? site.startsWith(pattern.substring(0, pattern.length() - 1)) : site.equals(pattern);
@@ -39,6 +69,14 @@ public final class SimFaults implements Faults {
     public static final class Spec {
         /** No faults. */
         public static final Spec NONE = new Spec("", List.of(), false);
+
+        /**
+         * The default fault set, which {@code swarm} alone thins per run: non-blocking allocations
+         * fail now and then (pages and every pool), workqueue worker creation fails, device I/O fails
+         * rarely with EIO, and half the device I/Os take up to 200 us longer. Each is a condition the
+         * forward-progress rules must survive; none of them may turn into a finding on a correct stack.
+         */
+        public static final String DEFAULT_SET = "alloc:*=0.02,worker-create=0.05,io:*=0.001,latency:*=0.5/200us";
 
         private final String text;
         private final List<Rule> rules;
@@ -65,6 +103,11 @@ public final class SimFaults implements Faults {
                 if (entry.equals("swarm")) {
                     swarm = true;
                 } else {
+                    rules.add(parseRule(entry));
+                }
+            }
+            if (swarm && rules.isEmpty()) {
+                for (String entry : DEFAULT_SET.split(",")) {
                     rules.add(parseRule(entry));
                 }
             }
@@ -149,6 +192,26 @@ public final class SimFaults implements Faults {
             return rules.isEmpty();
         }
 
+        /** The text, and the rules {@code swarm} alone stands for: what a summary names. */
+        public String describe() {
+            if (rules.isEmpty()) {
+                return "none";
+            }
+            return swarm ? "swarm over " + ruleText() + " (a random half per run)" : text;
+        }
+
+        /** The rules as a specification without {@code swarm}. */
+        String ruleText() {
+            StringBuilder sb = new StringBuilder();
+            for (Rule r : rules) {
+                if (!sb.isEmpty()) {
+                    sb.append(',');
+                }
+                sb.append(r.text());
+            }
+            return sb.toString();
+        }
+
         @Override
         public String toString() {
             return text;
@@ -159,9 +222,17 @@ public final class SimFaults implements Faults {
     private final SimTrace trace;
     private final List<Rule> enabled;
     private final Map<String, long[]> counts = new TreeMap<>();
+    private final boolean atSetup;
+    private boolean inSetup;
 
-    /** The faults of one run; in swarm mode this draws which half of the rules is enabled. */
+    /** The faults of one run, firing at set-up too; in swarm mode this draws which half of the rules is enabled. */
     public SimFaults(Spec spec, SimRandom random, SimTrace trace) {
+        this(spec, random, trace, true);
+    }
+
+    /** As {@link #SimFaults(Spec, SimRandom, SimTrace)}; {@code atSetup} false keeps faults off while a stack is built. */
+    public SimFaults(Spec spec, SimRandom random, SimTrace trace, boolean atSetup) {
+        this.atSetup = atSetup;
         this.random = random;
         this.trace = trace;
         List<Rule> rules = new ArrayList<>(spec.rules());
@@ -182,8 +253,40 @@ public final class SimFaults implements Faults {
         this.enabled = List.copyOf(rules);
     }
 
+    /**
+     * Marks the start of {@code kernel}'s stack set-up (a no-op outside the simulator): until
+     * {@link #setupEnds}, faults are off unless the run allows them at set-up.
+     */
+    public static void setupBegins(Kernel kernel) {
+        if (kernel.faults() instanceof SimFaults f) {
+            f.setInSetup(true);
+        }
+    }
+
+    /** Marks the end of {@code kernel}'s stack set-up: faults fire from here on. */
+    public static void setupEnds(Kernel kernel) {
+        if (kernel.faults() instanceof SimFaults f) {
+            f.setInSetup(false);
+        }
+    }
+
+    private synchronized void setInSetup(boolean value) {
+        if (!atSetup && inSetup != value) {
+            trace.record("sim", value ? "faults-off" : "faults-on", "set-up");
+        }
+        inSetup = value;
+    }
+
+    /** Whether faults are held off now (set-up in progress and not allowed there). */
+    private boolean heldOff() {
+        return inSetup && !atSetup;
+    }
+
     @Override
     public synchronized boolean shouldFail(String site) {
+        if (heldOff()) {
+            return false;
+        }
         long[] c = counts.computeIfAbsent(site, s -> new long[2]);
         long attempt = ++c[0];
         for (Rule r : enabled) {
@@ -202,6 +305,9 @@ public final class SimFaults implements Faults {
 
     @Override
     public synchronized long extraLatencyNanos(String site) {
+        if (heldOff()) {
+            return 0;
+        }
         long[] c = counts.computeIfAbsent(site, s -> new long[2]);
         c[0]++;
         for (Rule r : enabled) {

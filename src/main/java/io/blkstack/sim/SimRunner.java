@@ -26,7 +26,19 @@ import java.util.function.Consumer;
  */
 public final class SimRunner {
 
-    /** A campaign's summary. */
+    /**
+     * Findings kept in full per kind of outcome. A campaign counts every finding in
+     * {@link CampaignResult#outcomes}, but keeps the result (seed, kind, trace hash, knot text) of
+     * only the first few of each kind, so its memory stays flat however many schedules it runs.
+     */
+    public static final int FINDINGS_KEPT_PER_KIND = 16;
+
+    /**
+     * A campaign's summary.
+     *
+     * @param findings the first {@link #FINDINGS_KEPT_PER_KIND} findings of each kind, in the order found
+     * @param outcomes how many schedules ended each way (every finding counted)
+     */
     public record CampaignResult(long masterSeed, int schedules, List<SimResult> findings, Map<Outcome, Integer> outcomes,
             long steps, long decisions, long elapsedNanos, Map<String, Long> faultFires, Map<String, Long> counters,
             List<Long> nondeterministicSeeds) {
@@ -39,6 +51,17 @@ public final class SimRunner {
         /** Scheduling decisions per second of real time. */
         public double decisionsPerSecond() {
             return elapsedNanos == 0 ? 0 : decisions * 1e9 / elapsedNanos;
+        }
+
+        /** How many schedules ended in a finding (more than {@link #findings} keeps on long campaigns). */
+        public long findingCount() {
+            long n = 0;
+            for (Map.Entry<Outcome, Integer> e : outcomes.entrySet()) {
+                if (e.getKey().isFinding()) {
+                    n += e.getValue();
+                }
+            }
+            return n;
         }
 
         /** The first finding, or null. */
@@ -68,7 +91,7 @@ public final class SimRunner {
         SimRandom random = new SimRandom(seed);
         try (SimTrace trace = new SimTrace(config.traceFile())) {
             Strategy strategy = config.strategy().start(random, bound);
-            SimFaults faults = new SimFaults(config.faults(), random, trace);
+            SimFaults faults = new SimFaults(config.faults(), random, trace, config.faultsAtSetup());
             SimScheduler scheduler = new SimScheduler(config, random, strategy, trace);
             Kernel kernel = Kernel.builder().name("sim").memory(config.memoryBytes()).policies(config.policies())
                     .reserves(config.reserves()).faults(faults).tracer(trace).scheduler(scheduler).startTasks(false).build();
@@ -160,7 +183,9 @@ public final class SimRunner {
             r.faultFires().forEach((k, v) -> fires.merge(k, v, Long::sum));
             r.counters().forEach((k, v) -> counters.merge(k, v, Long::sum));
             if (r.isFinding()) {
-                findings.add(r);
+                if (outcomes.get(r.outcome()) <= FINDINGS_KEPT_PER_KIND) {
+                    findings.add(r);
+                }
                 if (stopAtFirst) {
                     break;
                 }
@@ -180,6 +205,9 @@ public final class SimRunner {
         sb.append(" --memory ").append(config.memoryBytes());
         if (!config.faults().isEmpty() || config.faults().swarm()) {
             sb.append(" --faults '").append(config.faults()).append('\'');
+        }
+        if (config.faultsAtSetup() && !config.faults().isEmpty()) {
+            sb.append(" --faults-at-setup");
         }
         return sb.toString();
     }

@@ -184,4 +184,61 @@ class CheckCommandTest {
         return run(Main.commandLine(factory), "check", "--stack", name, "--workload",
                 "tasks=1,ops=2,mix=write:100,read:0,flush:0,size=4k,region=0-64k,pressure=off", "--schedules", "1");
     }
+
+    /** A thin pool over memory devices: its construction reads and writes metadata on {@code meta}. */
+    private static final String THIN_OVER_MEMORY = """
+            memory: 8MiB
+            devices:
+              meta: { memory: 1MiB }
+              data: { memory: 8MiB }
+            mapped:
+              pool: |
+                0 16384 thin-pool meta data 128 16
+              vol0: |
+                0 16384 thin pool 0
+            exports:
+              vol0: { device: vol0 }
+            """;
+
+    // Proves a --config run without --faults gets the default fault set, swarm-thinned, and that the
+    // summary names it: the header spells out the rules and says it is the default, and faults fired.
+    @Test
+    void configRunsGetTheDefaultFaultSetNamed(@TempDir Path dir) throws Exception {
+        Path config = dir.resolve("thin.yaml");
+        Files.writeString(config, THIN_OVER_MEMORY);
+        Run r = run("check", "--config", config.toString(), "--schedules", "4", "--no-progress");
+        assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.out() + r.err());
+        String header = r.out().lines().findFirst().orElseThrow();
+        assertTrue(header.contains("faults 'swarm' (swarm over " + io.blkstack.sim.SimFaults.Spec.DEFAULT_SET), header);
+        assertTrue(header.contains("[default for --config]"), header);
+        assertFalse(r.out().contains("fault fires: none"), r.out());
+        assertTrue(r.out().matches("(?s).*fault fires: \\{.*=[1-9].*"), r.out());
+    }
+
+    // Proves faults stay off while the stack is built unless --faults-at-setup: failing the first
+    // metadata I/O of a thin pool makes the pool refuse to start when faults reach set-up (the run
+    // counts workload.stack-refused), while without the flag the first I/O after set-up fails and the
+    // stack was built (no refusal). Both exit 0: neither is a finding.
+    @Test
+    void faultsAtSetUpOnlyWhenAsked(@TempDir Path dir) throws Exception {
+        Path config = dir.resolve("thin.yaml");
+        Files.writeString(config, THIN_OVER_MEMORY);
+        Run atSetup = run("check", "--config", config.toString(), "--schedules", "2", "--faults", "io:meta@1",
+                "--faults-at-setup", "--no-progress");
+        assertEquals(ExitCodes.SUCCESS, atSetup.exitCode(), atSetup.out() + atSetup.err());
+        assertTrue(atSetup.out().contains("workload.stack-refused=2"), atSetup.out());
+        Run after = run("check", "--config", config.toString(), "--schedules", "2", "--faults", "io:meta@1", "--no-progress");
+        assertTrue(after.out().contains("faults 'io:meta@1' after set-up"), after.out());
+        assertFalse(after.out().contains("workload.stack-refused"), after.out());
+        assertTrue(after.out().contains("io:meta=2"), "the first metadata I/O after set-up fails in each run: " + after.out());
+    }
+
+    // Proves --faults swarm alone injects faults (it used to thin an empty list and inject nothing).
+    @Test
+    void swarmAloneInjectsFaults() {
+        Run r = run("check", "--stack", "memory", "--workload", SMALL, "--faults", "swarm", "--schedules", "10",
+                "--no-progress");
+        assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.out() + r.err());
+        assertTrue(r.out().matches("(?s).*fault fires: \\{.*=[1-9].*"), r.out());
+    }
 }

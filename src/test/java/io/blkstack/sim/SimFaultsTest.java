@@ -113,4 +113,50 @@ class SimFaultsTest {
         assertEquals(3, r.faultFires().get("alloc:p"));
         assertEquals(3, r.counters().get("mempool.reserve-used"));
     }
+
+    // Proves "swarm" alone stands for the default fault set (it used to thin an empty list and inject
+    // nothing): the spec has the default set's rules, its description names them, and over 20 seeds
+    // each run enables half of them and some run fails a non-blocking allocation.
+    @Test
+    void swarmAloneUsesTheDefaultSet() {
+        SimFaults.Spec spec = SimFaults.Spec.parse("swarm");
+        assertFalse(spec.isEmpty());
+        assertEquals(SimFaults.Spec.DEFAULT_SET, spec.ruleText());
+        assertTrue(spec.describe().contains(SimFaults.Spec.DEFAULT_SET), spec.describe());
+        int rules = SimFaults.Spec.DEFAULT_SET.split(",").length;
+        long allocFires = 0;
+        for (int seed = 0; seed < 20; seed++) {
+            SimFaults f = faults("swarm", seed);
+            assertEquals((rules + 1) / 2, f.enabledSites().size());
+            for (int i = 0; i < 200; i++) {
+                f.shouldFail("alloc:pages");
+            }
+            allocFires += f.fires().get("alloc:pages");
+        }
+        assertTrue(allocFires > 0, "swarm alone never failed an allocation");
+        assertEquals("alloc:x=0.5", SimFaults.Spec.parse("swarm,alloc:x=0.5").ruleText(),
+                "swarm with rules thins those rules only");
+    }
+
+    // Proves faults are held off while a stack is built unless allowed at set-up: with a rule that
+    // always fails, a run whose workload marks its set-up sees no failure and no attempt counted
+    // inside it and a failure right after it; with faults allowed at set-up the same attempt fails.
+    @Test
+    void faultsAreOffDuringSetUpUnlessAllowed() {
+        for (boolean atSetup : new boolean[] {false, true}) {
+            boolean[] inside = new boolean[1];
+            boolean[] after = new boolean[1];
+            SimConfig config = SimConfig.builder().faults("alloc:x=1").faultsAtSetup(atSetup).build();
+            SimResult r = new SimRunner(config).runOnce(5, k -> {
+                SimFaults.setupBegins(k);
+                inside[0] = k.faults().shouldFail("alloc:x");
+                SimFaults.setupEnds(k);
+                after[0] = k.faults().shouldFail("alloc:x");
+            });
+            assertEquals(Outcome.OK, r.outcome(), r.explanation());
+            assertEquals(atSetup, inside[0], "at set-up, faults allowed: " + atSetup);
+            assertTrue(after[0], "after set-up the rule must fire");
+            assertEquals(atSetup ? 2L : 1L, r.faultFires().get("alloc:x"));
+        }
+    }
 }

@@ -199,6 +199,11 @@ public final class Pool {
         this.noSpaceTimeoutNanos = features.noSpaceTimeoutNanos();
     }
 
+    /** The kernel this pool lives in (the registry's table is per kernel). */
+    Kernel kernel() {
+        return kernel;
+    }
+
     /**
      * Opens the pool's metadata (formatting it if the metadata device's block 0 is all zeros),
      * builds the allocation groups, the workqueue and the copy buffer. Waits for I/O: control path.

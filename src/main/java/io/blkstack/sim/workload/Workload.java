@@ -41,7 +41,9 @@ import java.util.function.Consumer;
  * <p>A stack whose construction fails after an injected I/O error ({@code io:<device>}) has
  * refused to start, which is the right answer (a pool that cannot read its superblock): the run
  * counts {@code workload.stack-refused} and ends without tasks, and still goes through the kernel's
- * leak checks. Without an injected I/O error a construction failure stays a crash.
+ * leak checks. Without an injected I/O error a construction failure stays a crash. Building the
+ * stack is marked as set-up ({@link SimFaults#setupBegins}): unless the run allows faults at set-up,
+ * none fire there.
  *
  * <p><b>Every operation.</b> Besides reads, writes and flushes the mix may hold FUA writes,
  * discards and write-zeroes (with and without {@code NOUNMAP}, NBD's {@code NO_HOLE}). The model
@@ -107,6 +109,7 @@ public final class Workload implements Consumer<Kernel> {
     @Override
     public void accept(Kernel kernel) {
         DrivenStack driven;
+        SimFaults.setupBegins(kernel);
         try {
             driven = stack.build(kernel);
         } catch (RuntimeException e) {
@@ -120,6 +123,8 @@ public final class Workload implements Consumer<Kernel> {
             kernel.counters().get("workload.stack-refused").incrementAndGet();
             kernel.tracer().event(Task.currentOrNull(), "stack-refused", String.valueOf(e.getMessage()));
             return;
+        } finally {
+            SimFaults.setupEnds(kernel);
         }
         checkStack(driven);
         BioSet bioSet = new BioSet(kernel, BIO_SET, spec.tasks(), spec.tasks(), null, false);
