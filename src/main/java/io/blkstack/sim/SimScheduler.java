@@ -243,7 +243,11 @@ public final class SimScheduler implements Scheduler {
             st.timeout = new SimTimer(deadline, timerSequence++, "timeout", null, st);
             timers.add(st.timeout);
         }
-        trace.record(self.toString(), "sleep", timeoutNanos < 0 ? "" : Long.toString(timeoutNanos));
+        if (timeoutNanos < 0) {
+            trace.record(self.toString(), "sleep", "");
+        } else {
+            trace.record(self.toString(), "sleep", "", "", timeoutNanos);
+        }
         reschedule(st);
         boolean woken = !st.timedOut;
         st.timedOut = false;
@@ -315,7 +319,7 @@ public final class SimScheduler implements Scheduler {
             return timer;
         }
         timers.add(timer);
-        trace.record(taskName(), "add-timer", name + " +" + delayNanos);
+        trace.record(taskName(), "add-timer", name, " +", delayNanos);
         return timer;
     }
 
@@ -537,7 +541,7 @@ public final class SimScheduler implements Scheduler {
         }
         decisions++;
         SimTask chosen = strategy.choose(scratch, decisions);
-        trace.record("sim", "pick", chosen.task + "/" + scratch.size());
+        trace.record("sim", "pick", chosen.task.toString(), "/", scratch.size());
         return chosen;
     }
 
