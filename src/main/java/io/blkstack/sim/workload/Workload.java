@@ -13,7 +13,12 @@ import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Page;
 import io.blkstack.sim.SimFaults;
 import io.blkstack.sim.SimScheduler;
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 import java.util.SplittableRandom;
@@ -53,6 +58,9 @@ public final class Workload implements Consumer<Kernel> {
     public static final String BIO_SET = "workload";
     /** Bytes of a pattern word. */
     private static final int WORD = Long.BYTES;
+
+    /** The model's bytes viewed as words, least significant byte first (the pattern's byte order). */
+    private static final VarHandle EXPECTED_WORDS = MethodHandles.byteArrayViewVarHandle(long[].class, ByteOrder.LITTLE_ENDIAN);
 
     private final StackBuilder stack;
     private final WorkloadSpec spec;
@@ -164,6 +172,8 @@ public final class Workload implements Consumer<Kernel> {
         private final long sliceStart;
         private final byte[] expected;
         private final boolean[] known;
+        /** One sector read back from a page, to compare with the model. */
+        private final byte[] sector = new byte[Bio.SECTOR_SIZE];
         private int dataOps;
 
         TaskRun(Kernel kernel, BlockDevice dev, BioSet bioSet, List<Page> pages, int index, long seed) {
@@ -231,14 +241,12 @@ public final class Workload implements Consumer<Kernel> {
             int size = (int) r[1];
             long stamp = random.nextLong();
             // The model takes the pattern now; "known" (set after the completion) decides whether it counts.
+            // A word at a time, its bytes least significant first, in the model and in the page.
             for (int pos = 0; pos < size; pos += WORD) {
                 long word = pattern(stamp, sliceStart + offset + pos);
-                Page page = pages.get(pos / Page.SIZE);
-                for (int b = 0; b < WORD; b++) {
-                    byte v = (byte) (word >>> (8 * b));
-                    expected[(int) (offset + pos + b)] = v;
-                    page.buffer().put(pos % Page.SIZE + b, v);
-                }
+                ByteBuffer buffer = pages.get(pos / Page.SIZE).buffer();
+                EXPECTED_WORDS.set(expected, (int) (offset + pos), word);
+                buffer.putLong(pos % Page.SIZE, buffer.order() == ByteOrder.LITTLE_ENDIAN ? word : Long.reverseBytes(word));
             }
             Bio bio = dataBio(BioOp.WRITE, offset, size);
             BioStatus status = Submit.submitAndWaitStatus(bio);
@@ -264,14 +272,16 @@ public final class Workload implements Consumer<Kernel> {
             if (status != BioStatus.OK) {
                 return true; // an injected I/O error: nothing to compare
             }
-            for (int pos = 0; pos < size; pos++) {
+            // A sector at a time (offset and size are whole sectors, so a sector never spans pages).
+            for (int pos = 0; pos < size; pos += Bio.SECTOR_SIZE) {
                 int at = (int) (offset + pos);
                 if (!known[at / Bio.SECTOR_SIZE]) {
                     continue;
                 }
-                byte actual = pages.get(pos / Page.SIZE).buffer().get(pos % Page.SIZE);
-                if (actual != expected[at]) {
-                    mismatch(op, sliceStart + at, expected[at], actual, size);
+                pages.get(pos / Page.SIZE).buffer().get(pos % Page.SIZE, sector, 0, Bio.SECTOR_SIZE);
+                int differs = Arrays.mismatch(sector, 0, Bio.SECTOR_SIZE, expected, at, at + Bio.SECTOR_SIZE);
+                if (differs >= 0) {
+                    mismatch(op, sliceStart + at + differs, expected[at + differs], sector[differs], size);
                     return false;
                 }
             }
