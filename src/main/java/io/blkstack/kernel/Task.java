@@ -21,6 +21,8 @@ public final class Task {
     private final long id;
     private final String name;
     private final TaskKind kind;
+    /** {@code name#id}, built once: the simulator's trace names a task at every scheduling step. */
+    private final String label;
     private volatile Thread thread;
 
     /** A pending wake-up (the scheduler's permit). */
@@ -60,6 +62,7 @@ public final class Task {
         this.id = id;
         this.name = name;
         this.kind = kind;
+        this.label = name + "#" + id;
         this.waitBegun = new WaitQueue("wait start of " + name);
     }
 
@@ -345,6 +348,6 @@ public final class Task {
 
     @Override
     public String toString() {
-        return name + "#" + id;
+        return label;
     }
 }

@@ -18,8 +18,8 @@ import java.util.function.Consumer;
  * and starts one task, {@code main}, which starts the kernel's own tasks, runs the workload (which
  * builds components and spawns its tasks), waits for every {@link TaskKind#USER} task the workload
  * started, and closes the kernel — all inside the simulation, so shutdown is checked too (pages and
- * pool elements must come back). The calling thread becomes the simulation's controller for the
- * length of the run; it must not itself be a kernel task.
+ * pool elements must come back). The calling thread watches the run (the simulation's tasks and
+ * its controller are virtual threads) and must not itself be a kernel task.
  *
  * <p>A runner keeps one thing across runs: PCT's decision bound, learned from the runs so far.
  * Each result records the bound it used, and {@link #replayArguments} includes it.
@@ -85,7 +85,7 @@ public final class SimRunner {
     public SimResult runOnce(long seed, Consumer<Kernel> workload) {
         if (Task.currentOrNull() != null) {
             throw new IllegalStateException("runOnce called from kernel task " + Task.currentOrNull()
-                    + ": the caller becomes the simulation's controller and must not be a task");
+                    + ": the caller watches the simulation and must not be a task");
         }
         long bound = config.pctStepBound() > 0 ? config.pctStepBound() : learnedBound;
         SimRandom random = new SimRandom(seed);
@@ -99,10 +99,8 @@ public final class SimRunner {
             SimScheduler.Finding finding = null;
             String explanation = "";
             try {
-                finding = scheduler.run();
-                if (finding.outcome().isFinding()) {
-                    explanation = Knot.explain(kernel, scheduler, finding, config.describers());
-                }
+                finding = scheduler.run(f -> Knot.explain(kernel, scheduler, f, config.describers()));
+                explanation = scheduler.explanation();
             } finally {
                 scheduler.tearDown(finding == null ? null : finding.culprit());
             }

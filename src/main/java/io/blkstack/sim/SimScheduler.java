@@ -12,25 +12,37 @@ import java.util.PriorityQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.LockSupport;
+import java.util.function.Function;
 
 /**
- * The deterministic scheduler: every task is a platform thread, but exactly one holds the token and
+ * The deterministic scheduler: every task is a virtual thread, but exactly one holds the token and
  * runs at a time. The token passes only at scheduling points — {@link #sleep}, {@link #yieldNow},
  * {@link #preemptionPoint} and task exit — to the task a seeded {@link Strategy} picks, so a seed
  * replays the same interleaving.
  *
- * <p>The thread that calls {@link #run} is the <em>controller</em>. It is bound to the kernel's
- * timer task and fires timers there in atomic context (so a callback that blocks is reported as
- * misuse, exactly as under the real scheduler), advances the virtual clock to the next timer when
- * no task can run, and detects the findings: deadlock (no task can run, no timer can wake one, and
- * some task owes work), livelock (only retry timers fire and a fingerprint of tasks' waits,
- * components and free pages does not change over several rounds), misuse and crashes (the kernel's
- * reports), and uncontrolled blocking (the running task reached no scheduling point within a
- * real-time bound). Tasks hand the token straight to each other while the controller is not
- * needed, so a switch costs one thread hand-over.
+ * <p>The <em>controller</em> is a virtual thread too, started by {@link #run}. It is bound to the
+ * kernel's timer task and fires timers there in atomic context (so a callback that blocks is
+ * reported as misuse, exactly as under the real scheduler), advances the virtual clock to the next
+ * timer when no task can run, and detects the findings: deadlock (no task can run, no timer can
+ * wake one, and some task owes work), livelock (only retry timers fire and a fingerprint of tasks'
+ * waits, components and free pages does not change over several rounds), misuse and crashes (the
+ * kernel's reports). Tasks hand the token straight to each other while the controller is not
+ * needed.
+ *
+ * <p>Why virtual threads: a hand-over is "unpark exactly the next one, then park". Between platform
+ * threads both halves are system calls and a sleep/wake-up of the OS scheduler; between virtual
+ * threads the unparked one is queued on the carrier pool (a carrier that runs a virtual thread
+ * queues it locally, without waking another carrier) and the parking one unmounts, so the carrier
+ * picks the next up at once: no system call per switch. Only one of them ever runs, so the carrier
+ * pool's parallelism changes nothing in the trace. What must block is always a kernel primitive (a
+ * scheduling point): JDK 24 and later no longer pin a virtual thread inside {@code synchronized}.
+ *
+ * <p>The thread that calls {@link #run} stays a platform thread and is the watchdog: it waits for
+ * the controller to finish and, if the running task reaches no scheduling point within a real-time
+ * bound, reports uncontrolled blocking (the task blocks outside the kernel primitives, or spins).
  *
  * <p>All scheduler state is touched only by the token holder; the volatile token flags order the
- * hand-overs. After a finding the controller tears the run down: every task thread is unparked with
+ * hand-overs. After a run the caller tears it down: every task thread is unparked with
  * a "killed" signal that makes its scheduling point throw a private {@link Error}, which unwinds
  * the task to its wrapper, and every thread is joined.
  */
@@ -132,6 +144,11 @@ public final class SimScheduler implements Scheduler {
     private boolean mainExited;
     private boolean closed;
     private Thread controller;
+    /** Set by the watchdog when the running task went silent; the controller then ends the run. */
+    private volatile boolean silenced;
+    private Finding controllerFinding;
+    private Throwable controllerFailure;
+    private String explanation = "";
     private volatile boolean killed;
     private volatile boolean controllerTurn;
     private volatile SimTask running;
@@ -176,8 +193,7 @@ public final class SimScheduler implements Scheduler {
         all.add(st);
         strategy.onSpawn(st);
         trace.record(taskName(), "spawn", task.toString());
-        Thread thread = new Thread(() -> taskMain(st, body), "sim-" + random.seed() + "/" + task);
-        thread.setDaemon(true);
+        Thread thread = Thread.ofVirtual().name("sim-" + random.seed() + "/" + task).unstarted(() -> taskMain(st, body));
         st.thread = thread;
         if (main == null) {
             main = st;
@@ -226,7 +242,11 @@ public final class SimScheduler implements Scheduler {
             st.timeout = new SimTimer(deadline, timerSequence++, "timeout", null, st);
             timers.add(st.timeout);
         }
-        trace.record(self.toString(), "sleep", timeoutNanos < 0 ? "" : Long.toString(timeoutNanos));
+        if (timeoutNanos < 0) {
+            trace.record(self.toString(), "sleep", "");
+        } else {
+            trace.record(self.toString(), "sleep", "", "", timeoutNanos);
+        }
         reschedule(st);
         boolean woken = !st.timedOut;
         st.timedOut = false;
@@ -298,7 +318,7 @@ public final class SimScheduler implements Scheduler {
             return timer;
         }
         timers.add(timer);
-        trace.record(taskName(), "add-timer", name + " +" + delayNanos);
+        trace.record(taskName(), "add-timer", name, " +", delayNanos);
         return timer;
     }
 
@@ -381,6 +401,11 @@ public final class SimScheduler implements Scheduler {
     /** Steps at which more than one task could run. */
     public long decisions() {
         return decisions;
+    }
+
+    /** What the run's explainer said about its finding; empty after a clean run. */
+    String explanation() {
+        return explanation;
     }
 
     /** Task threads that did not exit at teardown. */
@@ -515,27 +540,84 @@ public final class SimScheduler implements Scheduler {
         }
         decisions++;
         SimTask chosen = strategy.choose(scratch, decisions);
-        trace.record("sim", "pick", chosen.task + "/" + scratch.size());
+        trace.record("sim", "pick", chosen.task.toString(), "/", scratch.size());
         return chosen;
     }
 
     // ---- the controller ----------------------------------------------------------------------
 
     /**
-     * Runs the simulation on the calling thread until the main task and everything it waited for
-     * finished, or until a finding. Returns what ended the run; tasks are still parked where they
-     * blocked, so the caller can explain, then must call {@link #tearDown}.
+     * Runs the simulation until the main task and everything it waited for finished, or until a
+     * finding. The controller runs on a virtual thread; the calling thread watches it (see
+     * {@link #watch}). When the run ends in a finding, the controller calls {@code explain} while
+     * every task is still parked where it blocked and it is still the timer task (explanations take
+     * the kernel's spin locks); the text is then {@link #explanation()}. Returns what ended the
+     * run; the caller must then call {@link #tearDown}.
      */
-    Finding run() {
+    Finding run(Function<Finding, String> explain) {
         if (controller != null) {
             throw new IllegalStateException("a simulated scheduler runs once");
         }
         if (main == null) {
             throw new IllegalStateException("no task to run: spawn the main task first");
         }
-        controller = Thread.currentThread();
+        if (Thread.currentThread().isVirtual()) {
+            throw new IllegalStateException("the simulation's watchdog must be a platform thread, not "
+                    + Thread.currentThread());
+        }
+        controller = Thread.ofVirtual().name("sim-" + random.seed() + "/controller").unstarted(() -> controllerMain(explain));
+        controller.start();
+        watch();
+        if (controllerFailure != null) {
+            throw new IllegalStateException("simulation controller failed: " + controllerFailure, controllerFailure);
+        }
+        if (controllerFinding == null) {
+            throw new IllegalStateException("simulation controller ended without an outcome");
+        }
+        return controllerFinding;
+    }
+
+    /** Body of the controller thread: bound to the timer task for the length of the run. */
+    private void controllerMain(Function<Finding, String> explain) {
         timerTask.bindToCurrentThread();
-        return loop();
+        try {
+            Finding f = loop();
+            if (f.outcome().isFinding()) {
+                explanation = explain.apply(f);
+            }
+            controllerFinding = f;
+        } catch (Throwable t) {
+            controllerFailure = t;
+        } finally {
+            timerTask.unbindFromCurrentThread();
+        }
+    }
+
+    /**
+     * The watchdog, on the caller's platform thread: waits for the controller to end, waking up only
+     * once per real-time bound. When a task has held the token for longer than
+     * {@link SimConfig#uncontrolledBlockingNanos} without reaching a scheduling point, tells the
+     * controller to end the run as {@link Outcome#UNCONTROLLED_BLOCKING}.
+     */
+    private void watch() {
+        long bound = config.uncontrolledBlockingNanos();
+        long waitNanos = bound;
+        try {
+            while (!controller.join(java.time.Duration.ofNanos(waitNanos))) {
+                long last = lastPointNanos;
+                long silent = System.nanoTime() - last;
+                waitNanos = Math.max(bound - silent, bound / 16);
+                if (!silenced && running != null && silent >= bound && last == lastPointNanos) {
+                    silenced = true;
+                    LockSupport.unpark(controller);
+                    waitNanos = bound;
+                }
+            }
+        } catch (InterruptedException e) {
+            killed = true;
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted while the simulation ran", e);
+        }
     }
 
     private Finding loop() {
@@ -599,15 +681,13 @@ public final class SimScheduler implements Scheduler {
         return null;
     }
 
-    /** Waits for the token to come back to the controller; false if the running task went silent. */
+    /** Waits for the token to come back to the controller; false if the watchdog found the running task silent. */
     private boolean awaitController() {
-        long bound = config.uncontrolledBlockingNanos();
         while (!controllerTurn) {
-            long silent = System.nanoTime() - lastPointNanos;
-            if (silent >= bound) {
+            if (silenced) {
                 return false;
             }
-            LockSupport.parkNanos(this, Math.min(bound - silent, 1_000_000_000L));
+            LockSupport.park(this);
         }
         return true;
     }
@@ -746,6 +826,7 @@ public final class SimScheduler implements Scheduler {
         if (uncontrolled != null) {
             uncontrolled.thread.interrupt();
         }
+        joinController();
         for (SimTask st : all) {
             try {
                 st.thread.join(JOIN_MILLIS);
@@ -761,8 +842,17 @@ public final class SimScheduler implements Scheduler {
                 leakedThreads++;
             }
         }
-        if (Task.currentOrNull() == timerTask) {
-            timerTask.unbindFromCurrentThread();
+    }
+
+    /** Waits for the controller thread to end (it has, unless {@link #run} failed half-way). */
+    private void joinController() {
+        if (controller == null) {
+            return;
+        }
+        try {
+            controller.join(java.time.Duration.ofMillis(JOIN_MILLIS));
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
         }
     }
 

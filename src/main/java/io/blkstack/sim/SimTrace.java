@@ -29,7 +29,15 @@ public final class SimTrace implements Tracer, AutoCloseable {
     private static final long FNV_OFFSET = 0xcbf29ce484222325L;
     private static final long FNV_PRIME = 0x100000001b3L;
 
-    private final String[] recent = new String[RECENT_MAX];
+    /** The last events' parts; lines are built only when {@link #recent} asks. */
+    private final long[] recentNow = new long[RECENT_MAX];
+    private final String[] recentWho = new String[RECENT_MAX];
+    private final String[] recentType = new String[RECENT_MAX];
+    private final String[] recentDetail = new String[RECENT_MAX];
+    private final String[] recentSeparator = new String[RECENT_MAX];
+    private final long[] recentNumber = new long[RECENT_MAX];
+    /** Scratch for the decimal digits of one number. */
+    private final char[] digits = new char[20];
     private final BufferedWriter json;
     private LongSupplier clock = () -> 0;
     private long hash = FNV_OFFSET;
@@ -62,24 +70,72 @@ public final class SimTrace implements Tracer, AutoCloseable {
 
     /** Records one event of {@code who} (a task name or "sim"). */
     public synchronized void record(String who, String type, String detail) {
+        record(who, type, detail == null ? "" : detail, null, 0);
+    }
+
+    /**
+     * Records one event whose detail is {@code detail + separator + number}, the same event as
+     * {@code record(who, type, detail + separator + number)} but without building the string: the
+     * scheduler records one for every scheduling step.
+     */
+    public synchronized void record(String who, String type, String detail, String separator, long number) {
         if (frozen) {
             return;
         }
         long now = clock.getAsLong();
-        String line = now + " " + who + " " + type + (detail == null || detail.isEmpty() ? "" : " " + detail);
-        long h = hash;
-        for (int i = 0; i < line.length(); i++) {
-            h ^= line.charAt(i);
-            h *= FNV_PRIME;
+        // The hash is FNV-1a over the line "NOW WHO TYPE[ DETAIL]\n", fed piece by piece.
+        long h = hashNumber(hash, now);
+        h = hashChars(hashChars(hashChars(h, " "), who), " ");
+        h = hashChars(h, type);
+        if (separator != null || !detail.isEmpty()) {
+            h = hashChars(hashChars(h, " "), detail);
+            if (separator != null) {
+                h = hashNumber(hashChars(h, separator), number);
+            }
         }
         h ^= '\n';
         h *= FNV_PRIME;
         hash = h;
-        recent[(int) (count % RECENT_MAX)] = line;
+        int slot = (int) (count % RECENT_MAX);
+        recentNow[slot] = now;
+        recentWho[slot] = who;
+        recentType[slot] = type;
+        recentDetail[slot] = detail;
+        recentSeparator[slot] = separator;
+        recentNumber[slot] = number;
         count++;
         if (json != null) {
-            writeJson(now, who, type, detail);
+            writeJson(now, who, type, separator == null ? detail : detail + separator + number);
         }
+    }
+
+    private static long hashChars(long hash, String s) {
+        long h = hash;
+        for (int i = 0; i < s.length(); i++) {
+            h ^= s.charAt(i);
+            h *= FNV_PRIME;
+        }
+        return h;
+    }
+
+    /** Folds the decimal form of {@code value} into {@code hash}, as {@code Long.toString} spells it. */
+    private long hashNumber(long hash, long value) {
+        int at = digits.length;
+        long rest = value < 0 ? value : -value; // negative, so Long.MIN_VALUE works too
+        do {
+            digits[--at] = (char) ('0' - rest % 10);
+            rest /= 10;
+        } while (rest != 0);
+        long h = hash;
+        if (value < 0) {
+            h ^= '-';
+            h *= FNV_PRIME;
+        }
+        for (int i = at; i < digits.length; i++) {
+            h ^= digits[i];
+            h *= FNV_PRIME;
+        }
+        return h;
     }
 
     private void writeJson(long now, String who, String type, String detail) {
@@ -127,7 +183,10 @@ public final class SimTrace implements Tracer, AutoCloseable {
         List<String> list = new ArrayList<>(RECENT_MAX);
         long first = Math.max(0, count - RECENT_MAX);
         for (long i = first; i < count; i++) {
-            list.add(recent[(int) (i % RECENT_MAX)]);
+            int slot = (int) (i % RECENT_MAX);
+            String detail = recentSeparator[slot] == null ? recentDetail[slot]
+                    : recentDetail[slot] + recentSeparator[slot] + recentNumber[slot];
+            list.add(recentNow[slot] + " " + recentWho[slot] + " " + recentType[slot] + (detail.isEmpty() ? "" : " " + detail));
         }
         return list;
     }

@@ -14,6 +14,10 @@ import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Page;
 import io.blkstack.sim.SimFaults;
 import io.blkstack.sim.SimScheduler;
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -82,6 +86,9 @@ public final class Workload implements Consumer<Kernel> {
     static final long EVENT_DELAY_NANOS_MAX = 2_000_000;
     /** Bytes of a pattern word. */
     private static final int WORD = Long.BYTES;
+
+    /** The model's bytes viewed as words, least significant byte first (the pattern's byte order). */
+    private static final VarHandle EXPECTED_WORDS = MethodHandles.byteArrayViewVarHandle(long[].class, ByteOrder.LITTLE_ENDIAN);
 
     private final DrivenStackBuilder stack;
     private final WorkloadSpec spec;
@@ -366,6 +373,8 @@ public final class Workload implements Consumer<Kernel> {
         private final byte[] durable;
         private final boolean[] durableKnown;
         private final int[] shares;
+        /** One sector read back from a page, to compare with the model. */
+        private final byte[] sector = new byte[Bio.SECTOR_SIZE];
         private BlockDevice dev;
         private int dataOps;
         private volatile boolean failed;
@@ -460,14 +469,13 @@ public final class Workload implements Consumer<Kernel> {
             long offset = r[0];
             int size = (int) r[1];
             long stamp = random.nextLong();
+            // The model takes the pattern now; "known" (set after the completion) decides whether it counts.
+            // A word at a time, its bytes least significant first, in the model and in the page.
             for (int pos = 0; pos < size; pos += WORD) {
                 long word = pattern(stamp, sliceStart + offset + pos);
-                Page page = pages.get(pos / Page.SIZE);
-                for (int b = 0; b < WORD; b++) {
-                    byte v = (byte) (word >>> (8 * b));
-                    expected[(int) (offset + pos + b)] = v;
-                    page.buffer().put(pos % Page.SIZE + b, v);
-                }
+                ByteBuffer buffer = pages.get(pos / Page.SIZE).buffer();
+                EXPECTED_WORDS.set(expected, (int) (offset + pos), word);
+                buffer.putLong(pos % Page.SIZE, buffer.order() == ByteOrder.LITTLE_ENDIAN ? word : Long.reverseBytes(word));
             }
             Bio bio = dataBio(BioOp.WRITE, fua ? BioFlags.FUA : 0, offset, size);
             BioStatus status = Submit.submitAndWaitStatus(bio);
@@ -530,27 +538,34 @@ public final class Workload implements Consumer<Kernel> {
             if (status != BioStatus.OK) {
                 return true; // an injected I/O error: nothing to compare
             }
-            DrivenStack.SectorClass c = DrivenStack.SectorClass.DATA;
-            for (int pos = 0; pos < size; pos++) {
+            // A sector at a time (offset and size are whole sectors, so a sector never spans pages).
+            for (int pos = 0; pos < size; pos += Bio.SECTOR_SIZE) {
                 int at = (int) (offset + pos);
-                if (pos % Bio.SECTOR_SIZE == 0) {
-                    c = driven.sectorClass(deviceIndex, (sliceStart + at) >>> Bio.SECTOR_SHIFT);
-                }
-                byte want;
-                if (c == DrivenStack.SectorClass.ZERO) {
-                    want = 0;
-                } else if (c == DrivenStack.SectorClass.UNCHECKED || !known[at / Bio.SECTOR_SIZE]) {
+                DrivenStack.SectorClass c = driven.sectorClass(deviceIndex, (sliceStart + at) >>> Bio.SECTOR_SHIFT);
+                boolean zero = c == DrivenStack.SectorClass.ZERO;
+                if (!zero && (c == DrivenStack.SectorClass.UNCHECKED || !known[at / Bio.SECTOR_SIZE])) {
                     continue;
-                } else {
-                    want = expected[at];
                 }
-                byte actual = pages.get(pos / Page.SIZE).buffer().get(pos % Page.SIZE);
-                if (actual != want) {
-                    mismatch(op, sliceStart + at, want, actual, size, when);
+                pages.get(pos / Page.SIZE).buffer().get(pos % Page.SIZE, sector, 0, Bio.SECTOR_SIZE);
+                int differs = zero ? firstNonZero(sector)
+                        : Arrays.mismatch(sector, 0, Bio.SECTOR_SIZE, expected, at, at + Bio.SECTOR_SIZE);
+                if (differs >= 0) {
+                    mismatch(op, sliceStart + at + differs, zero ? 0 : expected[at + differs], sector[differs], size,
+                            when);
                     return false;
                 }
             }
             return true;
+        }
+
+        /** The index of the first byte of {@code bytes} that is not zero, or -1. */
+        private static int firstNonZero(byte[] bytes) {
+            for (int i = 0; i < bytes.length; i++) {
+                if (bytes[i] != 0) {
+                    return i;
+                }
+            }
+            return -1;
         }
 
         /** Flushes the device and waits; on success everything this task wrote is durable. */
