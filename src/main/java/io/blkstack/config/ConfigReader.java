@@ -51,7 +51,7 @@ final class ConfigReader {
     static final int DESCRIPTION_CHARS_MAX = 1024;
 
     private static final Set<String> TOP_KEYS = Set.of("memory", "listen", "max-connections", "handshake-timeout",
-            "idle-timeout", "reply-timeout", "devices", "mapped", "exports", "no-space-timeout", "drain-timeout");
+            "idle-timeout", "reply-timeout", "devices", "mapped", "exports", "no-space-timeout", "drain-timeout", "control");
     private static final Set<String> EXPORT_KEYS = Set.of("device", "readonly", "description");
     private static final Set<String> DEVICE_KINDS = Set.of("file", "memory", "null");
     private static final Set<String> FILE_KEYS = Set.of("file", "size", "direct", "io-tasks", "queue-depth");
@@ -97,8 +97,10 @@ final class ConfigReader {
             throw new ConfigException(source, line(root), "", null, "has no 'exports': name at least one device to serve");
         }
         List<ExportSpec> exports = exports(top.get("exports"), devices, mapped);
+        Path control = top.containsKey("control")
+                ? resolve(scalar(top.get("control").getValueNode(), "control"), "control") : null;
         return new StackConfig(source, memory, listen, devices, mapped, exports, connections, noSpaceTimeout,
-                drainTimeout);
+                drainTimeout, control);
     }
 
     /** An optional top-level timeout (0 allowed), up to a day. */

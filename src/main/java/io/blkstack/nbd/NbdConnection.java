@@ -265,6 +265,9 @@ final class NbdConnection {
             }
             startIdleTimer();
             export = negotiated.export();
+            if (!server.attach(this, export)) {
+                return; // the export was removed while this client negotiated it
+            }
             device = export.device();
             structured = negotiated.structuredReplies();
             baseAllocation = negotiated.baseAllocation();
