@@ -4,6 +4,8 @@ import io.blkstack.config.ConfigException;
 import io.blkstack.config.ListenAddress;
 import io.blkstack.config.Stack;
 import io.blkstack.config.StackConfig;
+import io.blkstack.control.ControlServer;
+import io.blkstack.control.LiveStack;
 import io.blkstack.kernel.Completion;
 import io.blkstack.bio.BioStatus;
 import io.blkstack.kernel.Kernel;
@@ -129,6 +131,17 @@ final class ServeCommand implements Callable<Integer> {
                     + " waiting are failed back to their clients, such as 30s or 1500ms (default: the configuration's"
                     + " drain-timeout, else 30s). A second signal ends the drain at once.")
     Long drainTimeoutNanos;
+
+    @Option(names = "--control", paramLabel = "PATH",
+            description = "The control socket (HTTP + JSON, mode 0600) that blkstack ctl talks to (default: the"
+                    + " configuration's control, else " + StackConfig.DEFAULT_CONTROL + " in the working directory).")
+    Path controlPath;
+
+    @Option(names = "--suspend-timeout", paramLabel = "DURATION", converter = DurationConverter.Positive.class,
+            defaultValue = "10s",
+            description = "How long a suspend (ctl suspend, reload) waits for the I/O in flight before it fails and"
+                    + " leaves the device running (default: ${DEFAULT-VALUE}; a request may give its own).")
+    long suspendTimeoutNanos;
 
     @Option(names = "--hung-task-timeout", paramLabel = "DURATION", converter = DurationConverter.class,
             defaultValue = "30s",
@@ -256,16 +269,47 @@ final class ServeCommand implements Callable<Integer> {
             server.close();
             return fail(err, ExitCodes.RUNTIME, "cannot listen on " + address + ": " + e.getMessage());
         }
+        long drain = drainTimeoutNanos != null ? drainTimeoutNanos : config.drainTimeoutNanos();
+        ControlServer control;
+        try {
+            control = startControl(kernel, config, stack, server, memory, drain, err);
+        } catch (IOException e) {
+            server.close();
+            return fail(err, ExitCodes.RUNTIME, e.getMessage());
+        }
         serving = server;
         previousHandlers = handleStopSignals(kernel);
-        long drain = drainTimeoutNanos != null ? drainTimeoutNanos : config.drainTimeoutNanos();
         announce(config, server, memory, drain, out);
+        out.println("control: " + control.path() + "  (blkstack ctl --socket " + control.path() + " ls)");
+        out.flush();
         stopWait.waitEventTimeout(() -> stopRequested, stopWait, -1, true);
+        control.close(); // no live change races the drain
         try {
             return stop(kernel, stack, server, drain, err);
         } finally {
             restoreSignals();
         }
+    }
+
+    /**
+     * Starts the control socket over the running stack: the configuration in effect (flags
+     * applied) is what {@code ctl dump} writes out.
+     */
+    private ControlServer startControl(Kernel kernel, StackConfig config, Stack stack, NbdServer server, long memory,
+            long drain, PrintWriter err) throws IOException {
+        NbdServer.Options o = server.options();
+        Path socket = controlPath != null ? controlPath.toAbsolutePath() : config.controlPath();
+        StackConfig effective = new StackConfig(config.source(), memory,
+                listenAddress != null ? ListenAddress.parse(listenAddress) : config.listen(), config.devices(),
+                config.mapped(), config.exports(), new StackConfig.Connections(o.connectionsMax(),
+                        o.handshakeTimeoutNanos(), o.idleTimeoutNanos(), o.replyTimeoutNanos()),
+                config.noSpaceTimeoutNanos(), drain, socket);
+        java.util.function.Consumer<String> log = line -> {
+            err.println("blkstack serve: control: " + line);
+            err.flush();
+        };
+        LiveStack live = new LiveStack(kernel, stack, server, effective, suspendTimeoutNanos, log);
+        return ControlServer.start(socket, live, log);
     }
 
     /**

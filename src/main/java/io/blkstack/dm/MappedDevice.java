@@ -538,6 +538,16 @@ public final class MappedDevice extends BlockDevice {
         }
     }
 
+    /** The table loaded to become live at the next {@link #resume}, or null. */
+    public Table inactiveTable() {
+        control.lock();
+        try {
+            return inactive;
+        } finally {
+            control.unlock();
+        }
+    }
+
     /** Whether a table waits to become live. */
     public boolean hasInactiveTable() {
         control.lock();
