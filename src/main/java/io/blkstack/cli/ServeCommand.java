@@ -67,6 +67,12 @@ import sun.misc.SignalHandler;
  * task blocked longer than that with the checker's wait-for explanation ({@link Knot#explainWait}):
  * what it waits on, and who holds it, down to a thin pool's out-of-data-space queue.
  *
+ * <p>Control: once the NBD server listens, a control socket ({@code --control}, else the
+ * configuration's {@code control}, else {@code blkstack-data/control.sock}) serves the live
+ * control plane ({@link ControlServer}, {@code blkstack ctl}); a path another live server answers
+ * on is refused (exit 2). It is closed first when the server stops, so no live change races the
+ * drain.
+ *
  * <p>Configuration errors exit 1 with the file, line and value; I/O errors (a backing file that
  * cannot be created, a port in use) exit 2.
  */
@@ -279,9 +285,7 @@ final class ServeCommand implements Callable<Integer> {
         }
         serving = server;
         previousHandlers = handleStopSignals(kernel);
-        announce(config, server, memory, drain, out);
-        out.println("control: " + control.path() + "  (blkstack ctl --socket " + control.path() + " ls)");
-        out.flush();
+        announce(config, server, memory, drain, control.path(), out);
         stopWait.waitEventTimeout(() -> stopRequested, stopWait, -1, true);
         control.close(); // no live change races the drain
         try {
@@ -395,7 +399,8 @@ final class ServeCommand implements Callable<Integer> {
     }
 
     /** Prints the exports' URIs, an nbdinfo example and the ready line. */
-    private void announce(StackConfig config, NbdServer server, long memory, long drainNanos, PrintWriter out) {
+    private void announce(StackConfig config, NbdServer server, long memory, long drainNanos, Path control,
+            PrintWriter out) {
         InetSocketAddress bound = server.localAddress();
         InetAddress shown = bound.getAddress().isAnyLocalAddress() ? InetAddress.getLoopbackAddress() : bound.getAddress();
         String base = "nbd://" + ListenAddress.uriHost(shown) + ":" + bound.getPort();
@@ -413,6 +418,7 @@ final class ServeCommand implements Callable<Integer> {
                 + (o.replyTimeoutNanos() == 0 ? "off" : NbdServer.formatNanos(o.replyTimeoutNanos())));
         out.println("try:  nbdinfo --list " + base);
         out.println("      nbdinfo " + base + "/" + server.exports().get(0).name());
+        out.println("control: " + control + "  (blkstack ctl --socket " + control + " ls)");
         out.println("stop: Ctrl-C or SIGTERM (drains connections for at most " + Durations.format(drainNanos)
                 + ", flushes every device; a second one skips the drain)");
         out.println(READY);

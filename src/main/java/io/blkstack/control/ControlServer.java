@@ -34,6 +34,7 @@ import org.eclipse.jetty.server.HttpConnectionFactory;
 import org.eclipse.jetty.server.Request;
 import org.eclipse.jetty.server.Response;
 import org.eclipse.jetty.server.Server;
+import org.eclipse.jetty.server.handler.ErrorHandler;
 import org.eclipse.jetty.server.handler.SizeLimitHandler;
 import org.eclipse.jetty.unixdomain.server.UnixDomainServerConnector;
 import org.eclipse.jetty.util.BlockingArrayQueue;
@@ -147,6 +148,7 @@ public final class ControlServer implements AutoCloseable {
             SizeLimitHandler limit = new SizeLimitHandler(BODY_BYTES_MAX, -1);
             limit.setHandler(new Routes());
             server.setHandler(limit);
+            server.setErrorHandler(new JsonErrors());
             try {
                 server.start();
             } catch (IOException e) {
@@ -367,6 +369,26 @@ public final class ControlServer implements AutoCloseable {
                         + e.getOriginalMessage() + (e.getLocation() == null ? "" : " at line "
                         + e.getLocation().getLineNr() + " column " + e.getLocation().getColumnNr()), null, line, null);
             }
+        }
+    }
+
+    /**
+     * Errors Jetty itself replies with (a body over {@link #BODY_BYTES_MAX}: 413; a request it
+     * cannot parse: 400) as the same JSON shape as every other error, code {@code http}.
+     */
+    private final class JsonErrors extends ErrorHandler {
+        @Override
+        protected void generateResponse(Request request, Response response, int code, String message,
+                Throwable cause, Callback callback) {
+            String text = message != null ? message : cause != null ? cause.getMessage() : "HTTP error " + code;
+            response.getHeaders().put(HttpHeader.CONTENT_TYPE, JSON + "; charset=utf-8");
+            String body;
+            try {
+                body = json.writeValueAsString(new ControlApi.ErrorReply(code, "http", text, null, null, null));
+            } catch (JsonProcessingException e) {
+                body = "{\"status\":" + code + ",\"error\":\"http\"}";
+            }
+            Content.Sink.write(response, true, body + "\n", callback);
         }
     }
 

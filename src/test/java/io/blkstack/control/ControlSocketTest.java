@@ -361,6 +361,11 @@ class ControlSocketTest {
         String busy = curl("-s", "-w", "%{http_code}", "--unix-socket", socket.toString(), "-X", "DELETE",
                 "http://localhost/v1/devices/vol0");
         assertTrue(busy.contains("busy: exported as vol0") && busy.endsWith("409"), busy);
+        Path huge = Files.writeString(tmp.resolve("huge.json"), "{\"name\":\"x\",\"table\":\""
+                + "0".repeat((int) ControlServer.BODY_BYTES_MAX) + "\"}");
+        String tooLarge = curl("-s", "-w", "%{http_code}", "--unix-socket", socket.toString(), "-X", "POST",
+                "--data-binary", "@" + huge, "http://localhost/v1/devices");
+        assertTrue(tooLarge.contains("\"error\":\"http\"") && tooLarge.endsWith("413"), tooLarge);
         String dump = curl("-s", "--unix-socket", socket.toString(), "http://localhost/v1/dump");
         assertTrue(dump.contains("c1: |\n    0 64 linear a 0"), dump);
     }
