@@ -20,7 +20,7 @@ import picocli.CommandLine.ParseResult;
         versionProvider = BlkstackVersion.class,
         description = "A user-space block layer for the JVM: device-mapper style stacks over files"
                 + " and memory, exported over NBD, with forward progress under bounded memory.",
-        subcommands = {ServeCommand.class, BenchCommand.class, CheckCommand.class, ScenarioCommand.class, TableCommand.class, LogWritesCommand.class, ThinCommand.class, NestedHelpCommand.class},
+        subcommands = {ServeCommand.class, BenchCommand.class, CheckCommand.class, ScenarioCommand.class, TableCommand.class, LogWritesCommand.class, ThinCommand.class, CtlCommand.class, NestedHelpCommand.class},
         exitCodeListHeading = "%nExit codes:%n",
         exitCodeList = {
             "0:success",

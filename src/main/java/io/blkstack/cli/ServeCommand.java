@@ -4,6 +4,8 @@ import io.blkstack.config.ConfigException;
 import io.blkstack.config.ListenAddress;
 import io.blkstack.config.Stack;
 import io.blkstack.config.StackConfig;
+import io.blkstack.control.ControlServer;
+import io.blkstack.control.LiveStack;
 import io.blkstack.kernel.Completion;
 import io.blkstack.bio.BioStatus;
 import io.blkstack.kernel.Kernel;
@@ -64,6 +66,12 @@ import sun.misc.SignalHandler;
  * deadlines, and a hung-task watchdog ({@code --hung-task-timeout}, 30 s by default) reports any
  * task blocked longer than that with the checker's wait-for explanation ({@link Knot#explainWait}):
  * what it waits on, and who holds it, down to a thin pool's out-of-data-space queue.
+ *
+ * <p>Control: once the NBD server listens, a control socket ({@code --control}, else the
+ * configuration's {@code control}, else {@code blkstack-data/control.sock}) serves the live
+ * control plane ({@link ControlServer}, {@code blkstack ctl}); a path another live server answers
+ * on is refused (exit 2). It is closed first when the server stops, so no live change races the
+ * drain.
  *
  * <p>Configuration errors exit 1 with the file, line and value; I/O errors (a backing file that
  * cannot be created, a port in use) exit 2.
@@ -129,6 +137,17 @@ final class ServeCommand implements Callable<Integer> {
                     + " waiting are failed back to their clients, such as 30s or 1500ms (default: the configuration's"
                     + " drain-timeout, else 30s). A second signal ends the drain at once.")
     Long drainTimeoutNanos;
+
+    @Option(names = "--control", paramLabel = "PATH",
+            description = "The control socket (HTTP + JSON, mode 0600) that blkstack ctl talks to (default: the"
+                    + " configuration's control, else " + StackConfig.DEFAULT_CONTROL + " in the working directory).")
+    Path controlPath;
+
+    @Option(names = "--suspend-timeout", paramLabel = "DURATION", converter = DurationConverter.Positive.class,
+            defaultValue = "10s",
+            description = "How long a suspend (ctl suspend, reload) waits for the I/O in flight before it fails and"
+                    + " leaves the device running (default: ${DEFAULT-VALUE}; a request may give its own).")
+    long suspendTimeoutNanos;
 
     @Option(names = "--hung-task-timeout", paramLabel = "DURATION", converter = DurationConverter.class,
             defaultValue = "30s",
@@ -256,16 +275,45 @@ final class ServeCommand implements Callable<Integer> {
             server.close();
             return fail(err, ExitCodes.RUNTIME, "cannot listen on " + address + ": " + e.getMessage());
         }
+        long drain = drainTimeoutNanos != null ? drainTimeoutNanos : config.drainTimeoutNanos();
+        ControlServer control;
+        try {
+            control = startControl(kernel, config, stack, server, memory, drain, err);
+        } catch (IOException e) {
+            server.close();
+            return fail(err, ExitCodes.RUNTIME, e.getMessage());
+        }
         serving = server;
         previousHandlers = handleStopSignals(kernel);
-        long drain = drainTimeoutNanos != null ? drainTimeoutNanos : config.drainTimeoutNanos();
-        announce(config, server, memory, drain, out);
+        announce(config, server, memory, drain, control.path(), out);
         stopWait.waitEventTimeout(() -> stopRequested, stopWait, -1, true);
+        control.close(); // no live change races the drain
         try {
             return stop(kernel, stack, server, drain, err);
         } finally {
             restoreSignals();
         }
+    }
+
+    /**
+     * Starts the control socket over the running stack: the configuration in effect (flags
+     * applied) is what {@code ctl dump} writes out.
+     */
+    private ControlServer startControl(Kernel kernel, StackConfig config, Stack stack, NbdServer server, long memory,
+            long drain, PrintWriter err) throws IOException {
+        NbdServer.Options o = server.options();
+        Path socket = controlPath != null ? controlPath.toAbsolutePath() : config.controlPath();
+        StackConfig effective = new StackConfig(config.source(), memory,
+                listenAddress != null ? ListenAddress.parse(listenAddress) : config.listen(), config.devices(),
+                config.mapped(), config.exports(), new StackConfig.Connections(o.connectionsMax(),
+                        o.handshakeTimeoutNanos(), o.idleTimeoutNanos(), o.replyTimeoutNanos()),
+                config.noSpaceTimeoutNanos(), drain, config.reserves(), socket);
+        java.util.function.Consumer<String> log = line -> {
+            err.println("blkstack serve: control: " + line);
+            err.flush();
+        };
+        LiveStack live = new LiveStack(kernel, stack, server, effective, suspendTimeoutNanos, log);
+        return ControlServer.start(socket, live, log);
     }
 
     /**
@@ -351,7 +399,8 @@ final class ServeCommand implements Callable<Integer> {
     }
 
     /** Prints the exports' URIs, an nbdinfo example and the ready line. */
-    private void announce(StackConfig config, NbdServer server, long memory, long drainNanos, PrintWriter out) {
+    private void announce(StackConfig config, NbdServer server, long memory, long drainNanos, Path control,
+            PrintWriter out) {
         InetSocketAddress bound = server.localAddress();
         InetAddress shown = bound.getAddress().isAnyLocalAddress() ? InetAddress.getLoopbackAddress() : bound.getAddress();
         String base = "nbd://" + ListenAddress.uriHost(shown) + ":" + bound.getPort();
@@ -369,6 +418,7 @@ final class ServeCommand implements Callable<Integer> {
                 + (o.replyTimeoutNanos() == 0 ? "off" : NbdServer.formatNanos(o.replyTimeoutNanos())));
         out.println("try:  nbdinfo --list " + base);
         out.println("      nbdinfo " + base + "/" + server.exports().get(0).name());
+        out.println("control: " + control + "  (blkstack ctl --socket " + control + " ls)");
         out.println("stop: Ctrl-C or SIGTERM (drains connections for at most " + Durations.format(drainNanos)
                 + ", flushes every device; a second one skips the drain)");
         out.println(READY);

@@ -52,7 +52,8 @@ final class ConfigReader {
     static final int DESCRIPTION_CHARS_MAX = 1024;
 
     private static final Set<String> TOP_KEYS = Set.of("memory", "listen", "max-connections", "handshake-timeout",
-            "idle-timeout", "reply-timeout", "devices", "mapped", "exports", "no-space-timeout", "drain-timeout", "reserves");
+            "idle-timeout", "reply-timeout", "devices", "mapped", "exports", "no-space-timeout", "drain-timeout", "reserves",
+            "control");
     private static final Set<String> RESERVE_KEYS = Set.of("dm-clones", "target-bios", "bufio-buffers");
     private static final Set<String> EXPORT_KEYS = Set.of("device", "readonly", "description");
     private static final Set<String> DEVICE_KINDS = Set.of("file", "memory", "null");
@@ -100,8 +101,10 @@ final class ConfigReader {
         }
         List<ExportSpec> exports = exports(top.get("exports"), devices, mapped);
         Reserves reserves = top.containsKey("reserves") ? reserves(top.get("reserves")) : Reserves.DEFAULTS;
+        Path control = top.containsKey("control")
+                ? resolve(scalar(top.get("control").getValueNode(), "control"), "control") : null;
         return new StackConfig(source, memory, listen, devices, mapped, exports, connections, noSpaceTimeout,
-                drainTimeout, reserves);
+                drainTimeout, reserves, control);
     }
 
     /** {@code reserves:}: a map of reserve sizes, each a whole number in 1..Reserves.MAX; keys not given keep the defaults. */

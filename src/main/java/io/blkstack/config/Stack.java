@@ -269,6 +269,31 @@ public final class Stack implements AutoCloseable {
     }
 
     /**
+     * Adds a mapped device built at run time (the control socket's {@code create}): the stack owns
+     * it from now on and closes it before the devices built earlier. The caller serialises changes.
+     */
+    public void addMapped(MappedDevice device) {
+        if (closed || devices.containsKey(device.name())) {
+            throw new IllegalArgumentException("stack: cannot add mapped device '" + device.name() + "': "
+                    + (closed ? "the stack is closed" : "the name is taken"));
+        }
+        mapped.add(device);
+        devices.put(device.name(), device);
+    }
+
+    /**
+     * Removes a mapped device and closes it (the control socket's {@code remove}); the caller has
+     * checked that no device, export or connection uses it, and serialises changes.
+     */
+    public void removeMapped(MappedDevice device) {
+        if (!mapped.remove(device)) {
+            throw new IllegalArgumentException("stack: '" + device.name() + "' is not a mapped device of this stack");
+        }
+        devices.remove(device.name());
+        device.close();
+    }
+
+    /**
      * Sends an empty FLUSH bio to every mapped device (top first) and then to every bottom device,
      * waiting for each, and returns the devices whose flush failed with the status (empty if all
      * succeeded). The caller must be a task outside the submit loop. One flush bio is out at a time,

@@ -31,10 +31,32 @@ import java.util.List;
  *     {@code drain-timeout})
  * @param reserves the reserve sizes of the kernel that serves (or checks) the stack (YAML
  *     {@code reserves:}); the kernel's defaults unless the file says
+ * @param control the control socket's path (YAML {@code control}, resolved against the file's
+ *     directory), or null for {@link #DEFAULT_CONTROL}
  */
 public record StackConfig(String source, long memoryBytes, ListenAddress listen, List<DeviceSpec> devices,
         List<MappedSpec> mapped, List<ExportSpec> exports, Connections connections, long noSpaceTimeoutNanos,
-        long drainTimeoutNanos, Reserves reserves) {
+        long drainTimeoutNanos, Reserves reserves, Path control) {
+
+    /**
+     * The control socket when neither the file nor {@code --control} says: {@code control.sock}
+     * in the embedded default's data directory, relative to the working directory (where
+     * {@code blkstack ctl} looks by default too).
+     */
+    public static final String DEFAULT_CONTROL = "blkstack-data/control.sock";
+
+    /** A configuration without a {@code control} key. */
+    public StackConfig(String source, long memoryBytes, ListenAddress listen, List<DeviceSpec> devices,
+            List<MappedSpec> mapped, List<ExportSpec> exports, Connections connections, long noSpaceTimeoutNanos,
+            long drainTimeoutNanos, Reserves reserves) {
+        this(source, memoryBytes, listen, devices, mapped, exports, connections, noSpaceTimeoutNanos,
+                drainTimeoutNanos, reserves, null);
+    }
+
+    /** The control socket to serve on: {@link #control}, else {@link #DEFAULT_CONTROL} in the working directory. */
+    public Path controlPath() {
+        return control != null ? control : Path.of(DEFAULT_CONTROL).toAbsolutePath();
+    }
 
     /** The page arena when the file does not say. */
     public static final long DEFAULT_MEMORY_BYTES = 64L << 20;

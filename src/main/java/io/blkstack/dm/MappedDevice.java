@@ -411,6 +411,17 @@ public final class MappedDevice extends BlockDevice {
      * kernel's {@code dm_suspend}); bios that arrive meanwhile are held until {@link #resume}.
      */
     public void suspend() {
+        suspend(-1);
+    }
+
+    /**
+     * {@link #suspend}, waiting at most {@code timeoutNanos} (negative: no limit) for the mapping
+     * calls and clones in flight. If they have not all finished by then, the suspend fails: the
+     * targets are resumed, the bios held meanwhile are resubmitted, and the device runs on as
+     * before (the kernel's {@code dm_suspend} undoing a failed presuspend). Returns whether the
+     * device is now suspended.
+     */
+    public boolean suspend(long timeoutNanos) {
         requireControlContext("suspend");
         control.lock();
         try {
@@ -424,12 +435,31 @@ public final class MappedDevice extends BlockDevice {
             for (Target t : table.targets()) {
                 t.presuspend();
             }
-            idle.waitEvent(() -> mappers.get() == 0 && inFlight.get() == 0, "suspend of dm " + name());
+            if (!idle.waitEventTimeout(() -> mappers.get() == 0 && inFlight.get() == 0, "suspend of dm " + name(),
+                    timeoutNanos, false)) {
+                undoSuspend(table);
+                return false;
+            }
             for (Target t : table.targets()) {
                 t.postsuspend();
             }
+            return true;
         } finally {
             control.unlock();
+        }
+    }
+
+    /** A suspend that timed out: the live table's targets run again and the held bios go out. */
+    private void undoSuspend(Table table) {
+        for (Target t : table.targets()) {
+            t.resume();
+        }
+        lock.lock();
+        suspended = false;
+        boolean held = !deferred.isEmpty() || !requeued.isEmpty();
+        lock.unlock();
+        if (held) {
+            workqueue.queue(deferredWork);
         }
     }
 
@@ -508,6 +538,16 @@ public final class MappedDevice extends BlockDevice {
         }
         if (old != null) {
             old.close();
+        }
+    }
+
+    /** The table loaded to become live at the next {@link #resume}, or null. */
+    public Table inactiveTable() {
+        control.lock();
+        try {
+            return inactive;
+        } finally {
+            control.unlock();
         }
     }
 

@@ -119,6 +119,14 @@ public abstract class Target {
         return List.of();
     }
 
+    /**
+     * The devices this target needs to exist while it does (dmsetup's {@code deps}): those it maps
+     * to, and any it reaches through another (a thin device's pool). Nothing may remove them first.
+     */
+    public List<BlockDevice> dependencies() {
+        return devices();
+    }
+
     /** Creates this target's per-bio data object; called once per bio object (see {@link TargetIo}). */
     protected Object newPerBioData() {
         return null;

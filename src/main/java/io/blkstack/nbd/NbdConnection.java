@@ -115,6 +115,9 @@ final class NbdConnection {
             if (negotiated == null || !timers.enterTransmission()) {
                 return;
             }
+            if (!server.attach(this, negotiated.export())) {
+                return; // the export was removed while this client negotiated it
+            }
             RequestInput input = new RequestInput(transport, timers);
             RequestBios bios = new RequestBios(server, negotiated.export().device(), budgetShare, endingCheck);
             RequestHandler handler = new RequestHandler(this, input, bios, negotiated);

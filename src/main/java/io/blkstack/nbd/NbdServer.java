@@ -17,8 +17,10 @@ import java.nio.channels.ClosedChannelException;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.HashSet;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.BooleanSupplier;
@@ -192,11 +194,14 @@ public final class NbdServer implements Component {
 
     private final Kernel kernel;
     private final Options options;
-    private final List<Export> exports;
+    /** The exports served now; replaced whole (copy on write) under {@link #lock} by {@link #addExport} and {@link #removeExport}. */
+    private volatile List<Export> exports;
     private final BioSet bioSet;
     private final PayloadBudget budget;
     private final SpinLock lock = new SpinLock("nbd server");
     private final Set<NbdConnection> connections = new HashSet<>();
+    /** The export each connection in transmission serves (guarded by {@link #lock}). */
+    private final Map<NbdConnection, Export> attached = new HashMap<>();
     private int refusing;
     private final WaitQueue acceptBackoff = new WaitQueue("nbd accept back-off");
     private final AtomicLong acceptFailures;
@@ -376,6 +381,129 @@ public final class NbdServer implements Component {
         return exports;
     }
 
+    /**
+     * Adds an export at run time (the control socket's {@code export add}); new clients can
+     * negotiate it at once. Its maximum payload is lowered to fit the payload budget as at
+     * construction, and never above what the budget was sized for. Returns the export as served.
+     *
+     * @throws IllegalArgumentException the name is taken, or the budget cannot hold one request of it
+     */
+    public Export addExport(Export export) {
+        Export fitted = fitToBudget(kernel, export, budget.totalPages());
+        long max = fitted.maximumPayload();
+        while (chargePages(max) > budget.requestPagesMax() && max / 2 >= fitted.preferredBlockSize()) {
+            max /= 2;
+        }
+        if (chargePages(max) > budget.requestPagesMax()) {
+            throw new IllegalArgumentException("export " + export.name() + ": a request of " + max
+                    + " bytes does not fit this server's payload budget");
+        }
+        fitted = fitted.withMaximumPayload((int) max);
+        lock.lock();
+        try {
+            for (Export e : exports) {
+                if (e.name().equals(export.name())) {
+                    throw new IllegalArgumentException("export '" + export.name() + "' exists (device "
+                            + e.device().name() + ")");
+                }
+            }
+            List<Export> next = new ArrayList<>(exports);
+            next.add(fitted);
+            exports = List.copyOf(next);
+        } finally {
+            lock.unlock();
+        }
+        return fitted;
+    }
+
+    /**
+     * Removes an export at run time: new clients can no longer negotiate it. Without
+     * {@code force} it is refused while clients are connected to it; with {@code force} their
+     * input is ended, so each connection finishes its in-flight requests, sends their replies and
+     * closes (as a drain does). Returns how many connections were told to close.
+     *
+     * @throws IllegalArgumentException no such export
+     * @throws IllegalStateException clients are connected and {@code force} is false (nothing changed)
+     */
+    public int removeExport(String name, boolean force) {
+        List<NbdConnection> clients = new ArrayList<>();
+        lock.lock();
+        try {
+            Export found = null;
+            for (Export e : exports) {
+                if (e.name().equals(name)) {
+                    found = e;
+                }
+            }
+            if (found == null) {
+                throw new IllegalArgumentException("no export '" + name + "'");
+            }
+            for (Map.Entry<NbdConnection, Export> a : attached.entrySet()) {
+                if (a.getValue() == found) {
+                    clients.add(a.getKey());
+                }
+            }
+            if (!clients.isEmpty() && !force) {
+                throw new IllegalStateException("export '" + name + "' has " + clients.size()
+                        + " client(s) connected; remove it with force to close them after their in-flight requests");
+            }
+            List<Export> next = new ArrayList<>(exports);
+            next.remove(found);
+            exports = List.copyOf(next);
+        } finally {
+            lock.unlock();
+        }
+        for (NbdConnection c : clients) {
+            c.shutdownInput();
+        }
+        return clients.size();
+    }
+
+    /** How many connections are serving export {@code name} now. */
+    public int clientCount(String name) {
+        lock.lock();
+        try {
+            int n = 0;
+            for (Export e : attached.values()) {
+                n += e.name().equals(name) ? 1 : 0;
+            }
+            return n;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** How many connections are serving an export of {@code device} now (also of exports already removed). */
+    public int clientCountOn(io.blkstack.block.BlockDevice device) {
+        lock.lock();
+        try {
+            int n = 0;
+            for (Export e : attached.values()) {
+                n += e.device() == device ? 1 : 0;
+            }
+            return n;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * A connection that negotiated {@code export} enters transmission: false if the export was
+     * removed meanwhile (the client negotiated from the list as it was), and the connection ends.
+     */
+    boolean attach(NbdConnection connection, Export export) {
+        lock.lock();
+        try {
+            if (!exports.contains(export)) {
+                return false;
+            }
+            attached.put(connection, export);
+            return true;
+        } finally {
+            lock.unlock();
+        }
+    }
+
     /** Connections currently open (served, and refusals under way). */
     public int connectionCount() {
         lock.lock();
@@ -547,6 +675,7 @@ public final class NbdServer implements Component {
             if (connections.remove(connection) && connection.refused) {
                 refusing--;
             }
+            attached.remove(connection);
         } finally {
             lock.unlock();
         }
@@ -851,6 +980,11 @@ public final class NbdServer implements Component {
 
         long totalPages() {
             return totalPages;
+        }
+
+        /** The largest request charge the budget was sized for. */
+        long requestPagesMax() {
+            return requestPagesMax;
         }
 
         @Override

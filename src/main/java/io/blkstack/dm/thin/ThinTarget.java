@@ -46,6 +46,8 @@ public final class ThinTarget extends Target {
     private final PoolRegistry registry;
     private Pool pool;
     private ThinDevice device;
+    /** The pool's mapped device, which must outlive this target. */
+    private final BlockDevice poolDevice;
 
     /** Parses the arguments, finds the pool and opens (or creates) the thin device. */
     public ThinTarget(TargetArgs args) throws TableException {
@@ -54,6 +56,7 @@ public final class ThinTarget extends Target {
             throw args.error(args.count() + " argument(s), expected: <pool dev> <dev id> [snap_of=<origin id>]");
         }
         BlockDevice poolDev = args.device(1);
+        this.poolDevice = poolDev;
         this.poolName = args.word(1);
         this.devId = args.unsigned(2, "is not a thin device id");
         if (devId > ThinMetadata.DEVICE_ID_MAX) {
@@ -195,6 +198,12 @@ public final class ThinTarget extends Target {
     @Override
     public List<BlockDevice> devices() {
         return List.of(dataDevice);
+    }
+
+    /** The pool device and the data device it maps to. */
+    @Override
+    public List<BlockDevice> dependencies() {
+        return List.of(poolDevice, dataDevice);
     }
 
     /** The thin device's index (tests). */

@@ -1,0 +1,88 @@
+package io.blkstack.control;
+
+import com.fasterxml.jackson.annotation.JsonInclude;
+import java.util.List;
+
+/**
+ * The control socket's request and reply bodies, as Jackson maps them to and from JSON (the
+ * README lists every route with its shapes). Field names are the JSON names; a request with a
+ * field not listed here is refused with {@code bad-json}.
+ */
+public final class ControlApi {
+
+    private ControlApi() {
+    }
+
+    /** The version prefix of every route. */
+    public static final String PREFIX = "/v1";
+
+    // ---- requests ----------------------------------------------------------------------------
+
+    /** {@code POST /v1/devices}: a new mapped device over {@code table} (dmsetup lines). */
+    public record CreateRequest(String name, String table) {
+    }
+
+    /**
+     * {@code PUT /v1/devices/NAME/table} (load) and {@code POST /v1/devices/NAME/reload}: the
+     * new table; {@code timeout} bounds reload's suspend (a duration such as {@code 5s}; absent:
+     * the server's default).
+     */
+    public record TableRequest(String table, String timeout) {
+    }
+
+    /** {@code POST /v1/devices/NAME/suspend} and {@code resume}: the suspend's bound, optional. */
+    public record SuspendRequest(String timeout) {
+    }
+
+    /** {@code POST /v1/devices/NAME/message}: {@code dmsetup message NAME SECTOR MESSAGE}. */
+    public record MessageRequest(Long sector, String message) {
+    }
+
+    /** {@code POST /v1/exports}: a new export of {@code device}. */
+    public record ExportRequest(String name, String device, Boolean readonly, String description) {
+    }
+
+    // ---- replies -----------------------------------------------------------------------------
+
+    /**
+     * One device: {@code kind} is {@code mapped}, {@code file}, {@code memory} or {@code null};
+     * {@code state} {@code ACTIVE} or {@code SUSPENDED}; {@code dependsOn} the devices its table
+     * maps to, {@code usedBy} the mapped devices whose live or loaded table maps to it,
+     * {@code exportedAs} its exports and {@code clients} the NBD connections on them.
+     */
+    @JsonInclude(JsonInclude.Include.NON_NULL)
+    public record DeviceInfo(String name, String kind, long sizeSectors, String state, Integer targets,
+            Boolean inactiveTable, List<String> dependsOn, List<String> usedBy, List<String> exportedAs,
+            int clients) {
+    }
+
+    /** An export: its device, mode, description, size and the clients connected now. */
+    public record ExportInfo(String name, String device, boolean readonly, String description, long sizeBytes,
+            int clients) {
+    }
+
+    /** {@code GET /v1/devices}: every device (bottom first, then mapped in build order) and every export. */
+    public record DeviceList(List<DeviceInfo> devices, List<ExportInfo> exports) {
+    }
+
+    /** {@code GET /v1/exports}. */
+    public record ExportList(List<ExportInfo> exports) {
+    }
+
+    /** {@code GET .../table} and {@code GET .../status}: one dmsetup line per target. */
+    public record Lines(String name, List<String> lines) {
+    }
+
+    /** {@code POST .../message}: the target's reply (often empty). */
+    public record MessageReply(String name, long sector, String message, String reply) {
+    }
+
+    /** {@code DELETE}: what was removed, and how many connections were told to close. */
+    public record Removed(String name, int connectionsClosed) {
+    }
+
+    /** Every error: the HTTP status again, a code, the message, and where it applies. */
+    @JsonInclude(JsonInclude.Include.NON_NULL)
+    public record ErrorReply(int status, String error, String message, String device, Integer line, String value) {
+    }
+}
