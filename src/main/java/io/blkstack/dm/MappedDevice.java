@@ -77,7 +77,6 @@ public final class MappedDevice extends BlockDevice {
 
     private final AtomicInteger mappers = new AtomicInteger();
     private final AtomicInteger inFlight = new AtomicInteger();
-    private final AtomicLong clonesMapped = new AtomicLong();
     private final AtomicLong frontSplits = new AtomicLong();
     private final AtomicLong submitCalls = new AtomicLong();
     private final AtomicLong heldTotal = new AtomicLong();
@@ -247,7 +246,6 @@ public final class MappedDevice extends BlockDevice {
         clone.setEndIo(cloneEndIo);
         original.incRemaining();
         inFlight.incrementAndGet();
-        clonesMapped.incrementAndGet();
         mapClone(clone, tio);
     }
 
@@ -493,21 +491,6 @@ public final class MappedDevice extends BlockDevice {
         }
     }
 
-    /** Drops the inactive table, if any ({@code dmsetup clear}). */
-    public void clearInactiveTable() {
-        Table old;
-        control.lock();
-        try {
-            old = inactive;
-            inactive = null;
-        } finally {
-            control.unlock();
-        }
-        if (old != null) {
-            old.close();
-        }
-    }
-
     /** Whether a table waits to become live. */
     public boolean hasInactiveTable() {
         control.lock();
@@ -581,11 +564,6 @@ public final class MappedDevice extends BlockDevice {
         return live;
     }
 
-    /** Whether the device is suspended. */
-    public boolean isSuspended() {
-        return suspended;
-    }
-
     /** Clones (and flush parents) not yet completed. */
     public int inFlight() {
         return inFlight.get();
@@ -599,11 +577,6 @@ public final class MappedDevice extends BlockDevice {
         } finally {
             lock.unlock();
         }
-    }
-
-    /** Clones mapped since creation. */
-    public long clonesMapped() {
-        return clonesMapped.get();
     }
 
     /** Front fragments split off (fixed design only). */

@@ -197,11 +197,6 @@ public final class ThinTarget extends Target {
         return List.of(dataDevice);
     }
 
-    /** The thin device's index (tests). */
-    public ThinDevice device() {
-        return device;
-    }
-
     /** The pool (tests). */
     public Pool pool() {
         return pool;

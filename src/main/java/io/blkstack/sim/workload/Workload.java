@@ -63,10 +63,6 @@ public final class Workload implements Consumer<Kernel> {
         this.spec = spec;
     }
 
-    public WorkloadSpec spec() {
-        return spec;
-    }
-
     /** Builds the stack, takes pages, applies pressure, runs the tasks, waits for them and gives memory back. */
     @Override
     public void accept(Kernel kernel) {
