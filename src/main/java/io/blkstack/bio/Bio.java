@@ -6,7 +6,6 @@ import io.blkstack.kernel.Task;
 import io.blkstack.mem.Page;
 import java.lang.invoke.MethodHandles;
 import java.lang.invoke.VarHandle;
-import java.nio.ByteBuffer;
 import java.util.concurrent.atomic.AtomicInteger;
 
 /**
@@ -149,11 +148,6 @@ public final class Bio {
         next = null;
         setState(BioState.FREE, pool);
         pool.free(this, ownVecs, ownCount);
-    }
-
-    /** The current reference count. */
-    public int refCount() {
-        return refs.get();
     }
 
     /** Throws (and reports misuse) if the bio is back in its pool. */
@@ -321,11 +315,6 @@ public final class Bio {
         return endIo == CHAIN_ENDIO;
     }
 
-    /** The parent this bio is chained to, or null. */
-    public Bio chainParent() {
-        return endIo == CHAIN_ENDIO ? (Bio) privateData : null;
-    }
-
     /** The bio set this bio came from. */
     public BioSet pool() {
         return pool;
@@ -370,11 +359,6 @@ public final class Bio {
 
     public BioState state() {
         return state;
-    }
-
-    /** Who holds the bio in its current state: a task, a device, a bio set. */
-    public Object holder() {
-        return holder;
     }
 
     /** Records where the bio is now; the block layer and drivers call it at each hand-over. */
@@ -634,8 +618,6 @@ public final class Bio {
 
     private static final SegmentCopy TO_ARRAY = (p, off, o, pos, n) -> p.buffer().get(off, (byte[]) o, pos, n);
     private static final SegmentCopy FROM_ARRAY = (p, off, o, pos, n) -> p.buffer().put(off, (byte[]) o, pos, n);
-    private static final SegmentCopy TO_BUFFER = (p, off, o, pos, n) -> ((ByteBuffer) o).put(pos, p.buffer(), off, n);
-    private static final SegmentCopy FROM_BUFFER = (p, off, o, pos, n) -> p.buffer().put(off, (ByteBuffer) o, pos, n);
     private static final SegmentCopy ZERO = (p, off, o, pos, n) -> p.zero(off, n);
 
     /** Walks the range's segments from the iterator, applying {@code op} with a running position in {@code other}. */
@@ -671,26 +653,6 @@ public final class Bio {
             throw new IllegalArgumentException("copyFrom: " + iterSize + " bytes at " + offset + " from " + src.length);
         }
         return walkSegments("copyFrom", FROM_ARRAY, src, offset);
-    }
-
-    /** Copies the range's data into {@code dst} at its position, advancing it. */
-    public int copyTo(ByteBuffer dst) {
-        if (dst.remaining() < iterSize) {
-            throw new IllegalArgumentException("copyTo: " + iterSize + " bytes into a buffer with " + dst.remaining());
-        }
-        int n = walkSegments("copyTo", TO_BUFFER, dst, dst.position());
-        dst.position(dst.position() + n);
-        return n;
-    }
-
-    /** Fills the range's pages from {@code src} at its position, advancing it. */
-    public int copyFrom(ByteBuffer src) {
-        if (src.remaining() < iterSize) {
-            throw new IllegalArgumentException("copyFrom: " + iterSize + " bytes from a buffer with " + src.remaining());
-        }
-        int n = walkSegments("copyFrom", FROM_BUFFER, src, src.position());
-        src.position(src.position() + n);
-        return n;
     }
 
     /** Zeroes the range's pages (a read of a hole). */

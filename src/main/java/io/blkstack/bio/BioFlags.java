@@ -20,11 +20,6 @@ public final class BioFlags {
     private BioFlags() {
     }
 
-    /** Whether {@code flags} has every bit of {@code flag}. */
-    public static boolean has(int flags, int flag) {
-        return (flags & flag) == flag;
-    }
-
     /** A readable form such as {@code FUA|PREFLUSH}, or {@code -} for none. */
     public static String describe(int flags) {
         if (flags == 0) {

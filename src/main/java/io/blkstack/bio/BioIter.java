@@ -20,7 +20,6 @@ public final class BioIter {
     private int done;
     private int left;
     private int consumed;
-    private long startSector;
     private Page page;
     private int offset;
     private int length;
@@ -36,7 +35,6 @@ public final class BioIter {
         this.done = bio.iterBvecDone();
         this.left = bio.op().hasData() ? bio.sizeBytes() : 0;
         this.consumed = 0;
-        this.startSector = bio.sector();
         this.page = null;
         this.offset = 0;
         this.length = 0;
@@ -63,7 +61,6 @@ public final class BioIter {
         this.done = 0;
         this.left = total;
         this.consumed = 0;
-        this.startSector = -1;
         this.page = null;
         this.offset = 0;
         this.length = 0;
@@ -115,13 +112,5 @@ public final class BioIter {
     /** Where the current segment starts, in bytes from the start of the bio's range. */
     public int bioOffset() {
         return segmentBioOffset;
-    }
-
-    /** The device byte position of the current segment's first byte (not after {@link #resetAll}). */
-    public long devicePosition() {
-        if (startSector < 0) {
-            throw new IllegalStateException("device position unknown after resetAll");
-        }
-        return (startSector << Bio.SECTOR_SHIFT) + segmentBioOffset;
     }
 }

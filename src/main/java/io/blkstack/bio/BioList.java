@@ -31,19 +31,6 @@ public final class BioList {
         size++;
     }
 
-    /** Inserts a bio at the front. */
-    public void addHead(Bio bio) {
-        if (bio.next != null || tail == bio) {
-            throw new IllegalStateException("bio " + bio + " is already on a list");
-        }
-        bio.next = head;
-        head = bio;
-        if (tail == null) {
-            tail = bio;
-        }
-        size++;
-    }
-
     /** Removes and returns the first bio, or null if the list is empty. */
     public Bio pop() {
         Bio bio = head;

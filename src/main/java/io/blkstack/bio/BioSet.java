@@ -270,11 +270,6 @@ public final class BioSet implements Component {
         return kernel;
     }
 
-    /** Whether this set has a rescuer. */
-    public boolean hasRescuer() {
-        return hasRescuer;
-    }
-
     /** Bios handed out and not yet freed. */
     public long outstanding() {
         return bioOut.get();

@@ -35,15 +35,4 @@ public enum BioStatus {
     public boolean isError() {
         return this != OK;
     }
-
-    /** The status for a positive errno, IOERR for unknown values (as {@code errno_to_blk_status}). */
-    public static BioStatus fromErrno(int errno) {
-        int e = Math.abs(errno);
-        for (BioStatus s : values()) {
-            if (s.errno == e) {
-                return s;
-            }
-        }
-        return IOERR;
-    }
 }

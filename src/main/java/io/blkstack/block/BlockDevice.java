@@ -97,11 +97,6 @@ public abstract class BlockDevice implements Component {
         return trackedRequests;
     }
 
-    /** The bio set {@link #splitToLimits} allocates fronts from. */
-    protected BioSet splitSet() {
-        return splitSet;
-    }
-
     /** Whether {@link #allocatedExtent} tells allocated ranges from holes (for NBD block status). */
     public boolean knowsAllocation() {
         return false;

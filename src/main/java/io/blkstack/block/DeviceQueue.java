@@ -275,39 +275,14 @@ public final class DeviceQueue<T> implements Plug.Kickable {
         return name;
     }
 
-    /** The queue depth: how many requests may be in flight. */
-    public int depth() {
-        return depth;
-    }
-
-    /** How many I/O tasks serve the ring. */
-    public int taskCount() {
-        return tasks.length;
-    }
-
     /** Requests admitted and not yet served to the end. */
     public int inFlight() {
         return inFlight;
     }
 
-    /** Requests waiting in the ring for an I/O task. */
-    public int queued() {
-        return queued;
-    }
-
     /** Requests served since the queue started. */
     public long served() {
         return served.get();
-    }
-
-    /** Whether {@link #stop} was called. */
-    public boolean isStopping() {
-        return stopping;
-    }
-
-    /** The I/O tasks, for explanations. */
-    public Task[] tasks() {
-        return tasks.clone();
     }
 
     /** A line for explanations: occupancy and the submitters waiting for a slot. */

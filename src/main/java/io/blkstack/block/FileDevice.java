@@ -647,10 +647,6 @@ public final class FileDevice extends BlockDevice {
         return path;
     }
 
-    public Options options() {
-        return options;
-    }
-
     /** Bytes to which direct (or forced-bounce) I/O must be aligned; 1 for none. */
     public int alignment() {
         return alignment;

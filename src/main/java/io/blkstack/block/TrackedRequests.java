@@ -44,11 +44,6 @@ public final class TrackedRequests {
             this.owner = owner;
         }
 
-        /** Whether the entry is registered right now. */
-        public boolean isTracked() {
-            return list != null;
-        }
-
         @Override
         public String toString() {
             return (serialising ? "serialising " : "") + "tracked request [" + startBytes + ", " + endBytes + ") of "

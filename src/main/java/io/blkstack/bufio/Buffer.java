@@ -43,11 +43,6 @@ public final class Buffer {
         return pages.length * Page.SIZE;
     }
 
-    /** Whether the last read or write of this buffer failed. */
-    public boolean hasIoError() {
-        return ioError;
-    }
-
     /** Reads a little-endian-free (big-endian, as ByteBuffer) long at byte {@code offset}. */
     public long getLong(int offset) {
         check(offset, 8);
@@ -72,32 +67,6 @@ public final class Buffer {
         pages[offset >>> Page.SHIFT].buffer().putInt(offset & (Page.SIZE - 1), value);
     }
 
-    /** Copies {@code length} bytes from byte {@code offset} into {@code dst}. */
-    public void getBytes(int offset, byte[] dst, int dstOffset, int length) {
-        check(offset, length);
-        int done = 0;
-        while (done < length) {
-            int at = offset + done;
-            int inPage = at & (Page.SIZE - 1);
-            int n = Math.min(length - done, Page.SIZE - inPage);
-            pages[at >>> Page.SHIFT].buffer().get(inPage, dst, dstOffset + done, n);
-            done += n;
-        }
-    }
-
-    /** Copies {@code length} bytes of {@code src} to byte {@code offset}. */
-    public void putBytes(int offset, byte[] src, int srcOffset, int length) {
-        check(offset, length);
-        int done = 0;
-        while (done < length) {
-            int at = offset + done;
-            int inPage = at & (Page.SIZE - 1);
-            int n = Math.min(length - done, Page.SIZE - inPage);
-            pages[at >>> Page.SHIFT].buffer().put(inPage, src, srcOffset + done, n);
-            done += n;
-        }
-    }
-
     /** Feeds {@code length} bytes from byte {@code offset} to {@code checksum} (metadata checksums), without copying. */
     public void updateChecksum(Checksum checksum, int offset, int length) {
         check(offset, length);
@@ -108,16 +77,6 @@ public final class Buffer {
             int n = Math.min(length - done, Page.SIZE - inPage);
             checksum.update(pages[at >>> Page.SHIFT].buffer().slice(inPage, n));
             done += n;
-        }
-    }
-
-    /** Copies the whole contents of {@code other} (same size) into this buffer. */
-    public void copyFrom(Buffer other) {
-        if (other.pages.length != pages.length) {
-            throw new IllegalArgumentException("copy between buffers of " + other.size() + " and " + size() + " bytes");
-        }
-        for (int i = 0; i < pages.length; i++) {
-            pages[i].copyFrom(0, other.pages[i], 0, Page.SIZE);
         }
     }
 

@@ -25,6 +25,7 @@ import java.io.UncheckedIOException;
 import java.lang.reflect.Method;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -103,7 +104,7 @@ final class CheckCommand implements Callable<Integer> {
                 + " over a 4 MiB memory device", splitOverMemory(8, true), null));
         all.put("memory", new BuiltInStack("a 4 MiB memory device", k -> memoryDevice(k), null));
         all.putAll(extra);
-        this.stacks = java.util.Collections.unmodifiableMap(all);
+        this.stacks = Collections.unmodifiableMap(all);
     }
 
     private static BlockDevice memoryDevice(Kernel kernel) {

@@ -243,11 +243,6 @@ public final class Stack implements AutoCloseable {
         }
     }
 
-    /** The configuration this stack was built from. */
-    public StackConfig config() {
-        return config;
-    }
-
     /** The exports, in file order. */
     public List<Export> exports() {
         return List.copyOf(exports);
@@ -261,11 +256,6 @@ public final class Stack implements AutoCloseable {
     /** The mapped devices, in build order. */
     public List<MappedDevice> mappedDevices() {
         return List.copyOf(mapped);
-    }
-
-    /** The bottom devices, in file order. */
-    public List<BlockDevice> bottomDevices() {
-        return List.copyOf(bottom);
     }
 
     /**

@@ -77,7 +77,6 @@ public final class MappedDevice extends BlockDevice {
 
     private final AtomicInteger mappers = new AtomicInteger();
     private final AtomicInteger inFlight = new AtomicInteger();
-    private final AtomicLong clonesMapped = new AtomicLong();
     private final AtomicLong frontSplits = new AtomicLong();
     private final AtomicLong submitCalls = new AtomicLong();
     private final AtomicLong heldTotal = new AtomicLong();
@@ -250,7 +249,6 @@ public final class MappedDevice extends BlockDevice {
         clone.setEndIo(cloneEndIo);
         original.incRemaining();
         inFlight.incrementAndGet();
-        clonesMapped.incrementAndGet();
         mapClone(clone, tio);
     }
 
@@ -624,11 +622,6 @@ public final class MappedDevice extends BlockDevice {
         return live;
     }
 
-    /** Whether the device is suspended. */
-    public boolean isSuspended() {
-        return suspended;
-    }
-
     /** Clones (and flush parents) not yet completed. */
     public int inFlight() {
         return inFlight.get();
@@ -642,11 +635,6 @@ public final class MappedDevice extends BlockDevice {
         } finally {
             lock.unlock();
         }
-    }
-
-    /** Clones mapped since creation. */
-    public long clonesMapped() {
-        return clonesMapped.get();
     }
 
     /** Front fragments split off (fixed design only). */

@@ -39,11 +39,6 @@ public final class TargetIo {
         this.counted = false;
     }
 
-    /** The bio of the mapped device's user this clone is a fragment of. */
-    public Bio original() {
-        return original;
-    }
-
     /** The target mapping the clone. */
     public Target target() {
         return target;
@@ -55,11 +50,6 @@ public final class TargetIo {
      */
     public int bioNumber() {
         return bioNumber;
-    }
-
-    /** The sector of the mapped device where this clone's fragment starts (before any remap). */
-    public long fragmentSector() {
-        return fragmentSector;
     }
 
     /**

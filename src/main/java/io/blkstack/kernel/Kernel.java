@@ -138,7 +138,9 @@ public final class Kernel implements AutoCloseable {
 
     /**
      * This kernel's value of {@code slot}, created on first use. Lookups after the first take no
-     * lock; the first one per slot creates the value exactly once, even when tasks race.
+     * lock; the first one per slot creates the value exactly once, even when tasks race. A racer
+     * waits on the map's internal bin lock only while the winner's factory runs, which never
+     * blocks (the {@link KernelSlot#of} contract), so this is no wait the checker needs to see.
      */
     public <T> T state(KernelSlot<T> slot) {
         Object value = state.get(slot);

@@ -25,7 +25,8 @@ public final class KernelSlot<T> {
 
     /**
      * Declares a slot; {@code create} builds the kernel's value on first use. It runs once per
-     * kernel, may register components and spawn tasks, and must not read another slot.
+     * kernel, may register components and spawn tasks, must not block (it runs inside the
+     * kernel's table update, see {@link Kernel#state}) and must not read another slot.
      */
     public static <T> KernelSlot<T> of(String name, Function<Kernel, T> create) {
         return new KernelSlot<>(name, create);

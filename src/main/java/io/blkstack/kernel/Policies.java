@@ -25,15 +25,6 @@ public final class Policies {
         return DEFAULTS;
     }
 
-    /** Every switch at {@code legacy}. */
-    public static Policies allLegacy() {
-        Policies p = DEFAULTS;
-        for (PolicySwitch s : PolicySwitch.values()) {
-            p = p.with(s, PolicySwitch.LEGACY);
-        }
-        return p;
-    }
-
     /** Parses assignments such as {@code submit-order=legacy}, applied over the defaults. */
     public static Policies parse(Collection<String> assignments) {
         Policies p = DEFAULTS;

@@ -275,11 +275,6 @@ public final class RealScheduler implements Scheduler {
         }
 
         @Override
-        public long deadlineNanos() {
-            return deadline;
-        }
-
-        @Override
         public int compareTo(RealTimer other) {
             int byDeadline = Long.compare(deadline - other.deadline, 0);
             return byDeadline != 0 ? byDeadline : Long.compare(sequence, other.sequence);

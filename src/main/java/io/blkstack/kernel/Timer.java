@@ -5,7 +5,4 @@ public interface Timer {
 
     /** Stops the timer; returns true if it had not fired yet. */
     boolean cancel();
-
-    /** The clock value at which the timer fires. */
-    long deadlineNanos();
 }

@@ -108,16 +108,8 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
         return freeCount;
     }
 
-    public int minPages() {
-        return minPages;
-    }
-
     public int lowPages() {
         return lowPages;
-    }
-
-    public int highPages() {
-        return highPages;
     }
 
     /** The background reclaim task ({@code kswapd}), or null before {@link #start}; for harnesses that watch its waits. */

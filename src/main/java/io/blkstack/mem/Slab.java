@@ -90,11 +90,6 @@ public final class Slab<T> implements Mempool.Allocator<T>, Shrinker, Component 
         }
     }
 
-    /** Objects allocated and not yet freed. */
-    public long objectsOut() {
-        return objectsOut;
-    }
-
     /** Pages this slab holds from the arena. */
     public int chargedPages() {
         return charged.size();

@@ -195,11 +195,6 @@ final class NbdRequest {
         extentCount++;
     }
 
-    /** Whether another distinct extent fits. */
-    boolean extentsFull() {
-        return extentCount == extentBytes.length;
-    }
-
     /** Frees the pages of every data bio, puts every bio; the writer calls this after the reply. */
     void release(Page[] scratch) {
         for (int i = 0; i < bioCount; i++) {

@@ -116,11 +116,6 @@ final class DmDepthFirstScenario implements Scenario {
         return "waits on mempool dm-" + MAPPED + "-bio";
     }
 
-    /** The phrase the knot shows for a clone held by the snapshot's pending exception. */
-    static String pendingExceptionResource() {
-        return "pending exception";
-    }
-
     @Override
     public Consumer<Kernel> workload(Engine engine, Probe probe) {
         int ops = engine == Engine.SIM ? 2 : 6;

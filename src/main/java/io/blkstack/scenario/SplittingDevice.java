@@ -70,16 +70,6 @@ public final class SplittingDevice extends BlockDevice {
         return bioSet;
     }
 
-    /** The device the pieces go to. */
-    public BlockDevice lower() {
-        return lower;
-    }
-
-    /** The largest piece sent down, in sectors. */
-    public int splitSectors() {
-        return splitSectors;
-    }
-
     @Override
     public String describeState() {
         return "splitting device " + name() + ": pieces of " + splitSectors + " sectors onto " + lower.name() + ", "

@@ -181,11 +181,4 @@ public final class ThreadsEngine {
         out.put("watchdog.hung-tasks", all.getOrDefault("watchdog.hung-tasks", 0L));
         return out;
     }
-
-    /** Runs once with a probe sampling in real time; for the report. */
-    static Probe.Series sample(Scenario scenario, Scenario.Variant variant, long periodNanos) {
-        Probe probe = new Probe(periodNanos);
-        attempt(scenario, variant, probe);
-        return probe.series();
-    }
 }

@@ -25,11 +25,6 @@ public final class SimRandom {
         return seed;
     }
 
-    /** How many values were drawn so far; part of a run's summary. */
-    public long draws() {
-        return draws;
-    }
-
     /** A uniform int in {@code [0, bound)}. */
     public int nextInt(int bound) {
         if (bound <= 0) {

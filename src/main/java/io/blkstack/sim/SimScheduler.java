@@ -94,11 +94,6 @@ public final class SimScheduler implements Scheduler {
         }
 
         @Override
-        public long deadlineNanos() {
-            return deadline;
-        }
-
-        @Override
         public int compareTo(SimTimer o) {
             int c = Long.compare(deadline, o.deadline);
             return c != 0 ? c : Long.compare(sequence, o.sequence);
@@ -416,11 +411,6 @@ public final class SimScheduler implements Scheduler {
     /** The live tasks, sorted by id (for explanations). */
     List<SimTask> liveTasks() {
         return List.copyOf(live);
-    }
-
-    /** The kernel's timer task, which the controller thread is bound to. */
-    Task timerTask() {
-        return timerTask;
     }
 
     // ---- the task side -----------------------------------------------------------------------

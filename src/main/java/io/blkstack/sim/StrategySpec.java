@@ -49,11 +49,6 @@ public final class StrategySpec {
         return pctDepth > 0;
     }
 
-    /** PCT's depth, 0 for the random walk. */
-    public int pctDepth() {
-        return pctDepth;
-    }
-
     @Override
     public String toString() {
         return text;

@@ -9,8 +9,6 @@ import io.blkstack.kernel.TaskKind;
 import io.blkstack.kernel.Timer;
 import io.blkstack.kernel.WaitQueue;
 import io.blkstack.mem.Gfp;
-import io.blkstack.mem.Page;
-import io.blkstack.mem.PageAllocator;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Objects;
@@ -164,16 +162,6 @@ public final class WorkerPool implements Component {
         lock.lock();
         try {
             return workers.size();
-        } finally {
-            lock.unlock();
-        }
-    }
-
-    /** Workers waiting for work now. */
-    public int idleCount() {
-        lock.lock();
-        try {
-            return idle.size();
         } finally {
             lock.unlock();
         }

@@ -177,11 +177,6 @@ public final class Workqueue implements Component {
         return rescuer;
     }
 
-    /** The pool this queue runs on. */
-    WorkerPool pool() {
-        return pool;
-    }
-
     /** The queue's contents for the checker: pending items in order, running items and their tasks. */
     @Override
     public String describeState() {

@@ -420,11 +420,6 @@ public final class CryptTarget extends Target {
         return sb.toString();
     }
 
-    /** The encryption unit in bytes. */
-    public int sectorSizeBytes() {
-        return unitBytes;
-    }
-
     /** Drains and destroys the workqueues, then the pools (which check that everything came back). */
     @Override
     public void close() {

@@ -27,7 +27,6 @@ public final class XtsCipher {
     private final Cipher dataEncrypt;
     private final Cipher dataDecrypt;
     private final Cipher tweakEncrypt;
-    private final int keyBytes;
     private final byte[] tweaks = new byte[UNIT_BYTES_MAX];
     private final byte[] tweak = new byte[BLOCK_SIZE];
 
@@ -40,7 +39,6 @@ public final class XtsCipher {
             throw new IllegalArgumentException("XTS-AES key must be 32 or 64 bytes, got "
                     + (key == null ? "null" : key.length));
         }
-        this.keyBytes = key.length;
         int half = key.length / 2;
         SecretKeySpec k1 = new SecretKeySpec(key, 0, half, "AES");
         SecretKeySpec k2 = new SecretKeySpec(key, half, half, "AES");
@@ -54,11 +52,6 @@ public final class XtsCipher {
         } catch (GeneralSecurityException e) {
             throw new IllegalStateException("the JDK has no usable AES/ECB/NoPadding", e);
         }
-    }
-
-    /** The key length in bytes (32 or 64). */
-    public int keyBytes() {
-        return keyBytes;
     }
 
     /** Encrypts {@code length} bytes at {@code offset} of {@code buf} in place as data unit {@code unit}. */

@@ -83,11 +83,6 @@ public final class LogReader {
         return checksums;
     }
 
-    /** The committed entries the super block counts. */
-    public long entryCount() {
-        return nrEntries;
-    }
-
     /** The log's block size. */
     public int sectorSize() {
         return sectorSize;

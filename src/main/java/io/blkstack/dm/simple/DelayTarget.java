@@ -102,8 +102,6 @@ public final class DelayTarget extends Target {
     private boolean mayDelay = true;
     private long armedDeadlineNanos = Long.MAX_VALUE;
     private int heldTotal;
-    private long overflowed;
-    private long released;
 
     /** Parses the 3-, 6- or 9-argument form; every range must lie inside its device. */
     public DelayTarget(TargetArgs args) throws TableException {
@@ -160,9 +158,6 @@ public final class DelayTarget extends Target {
         lock.lock();
         try {
             if (!mayDelay || heldTotal >= HELD_MAX) {
-                if (mayDelay) {
-                    overflowed++;
-                }
                 return MapResult.REMAPPED;
             }
             clone.setState(BioState.QUEUED, c.holder);
@@ -216,7 +211,6 @@ public final class DelayTarget extends Target {
                 }
                 releasing.add(next.held.pop());
                 heldTotal--;
-                released++;
             }
         } finally {
             lock.unlock();
@@ -304,26 +298,6 @@ public final class DelayTarget extends Target {
         lock.lock();
         try {
             return heldTotal;
-        } finally {
-            lock.unlock();
-        }
-    }
-
-    /** Clones sent down without delay because {@link #HELD_MAX} were held. */
-    public long overflowCount() {
-        lock.lock();
-        try {
-            return overflowed;
-        } finally {
-            lock.unlock();
-        }
-    }
-
-    /** Clones released after being held. */
-    public long releasedCount() {
-        lock.lock();
-        try {
-            return released;
         } finally {
             lock.unlock();
         }

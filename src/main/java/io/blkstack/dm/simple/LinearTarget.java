@@ -79,9 +79,4 @@ public final class LinearTarget extends Target {
     public BlockDevice device() {
         return device;
     }
-
-    /** The first device sector. */
-    public long offsetSectors() {
-        return offsetSectors;
-    }
 }

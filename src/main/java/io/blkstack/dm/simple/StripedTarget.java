@@ -150,14 +150,4 @@ public final class StripedTarget extends Target {
     public List<BlockDevice> devices() {
         return new ArrayList<>(List.of(devices));
     }
-
-    /** The number of stripes. */
-    public int stripes() {
-        return stripes;
-    }
-
-    /** The chunk size in sectors. */
-    public long chunkSectors() {
-        return chunkSectors;
-    }
 }

@@ -13,7 +13,6 @@ import io.blkstack.mem.Mempool;
 import io.blkstack.mem.Page;
 import io.blkstack.wq.Work;
 import io.blkstack.wq.Workqueue;
-import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * Copies regions between devices in the background (the kernel's {@code kcopyd}): each job reads
@@ -48,8 +47,6 @@ public final class CopyService implements AutoCloseable {
     private final SpinLock lock;
     private final BioEndIo readEndIo = this::readDone;
     private final BioEndIo writeEndIo = this::writeDone;
-    private final AtomicLong copies = new AtomicLong();
-    private final AtomicLong pageRetries = new AtomicLong();
 
     // Guarded by lock.
     private CopyJob head;
@@ -139,7 +136,6 @@ public final class CopyService implements AutoCloseable {
             }
             if (!takePages(job)) {
                 requeueHead(job);
-                pageRetries.incrementAndGet();
                 return;
             }
             startRead(job);
@@ -243,20 +239,9 @@ public final class CopyService implements AutoCloseable {
         } finally {
             lock.unlock();
         }
-        copies.incrementAndGet();
         BioStatus status = job.status;
         job.copyDone(status);
         workqueue.queue(dispatchWork);
-    }
-
-    /** Jobs finished since creation. */
-    public long copiesDone() {
-        return copies.get();
-    }
-
-    /** How often a job found the page reserve held by running jobs and waited its turn. */
-    public long pageRetries() {
-        return pageRetries.get();
     }
 
     /** Drains the workqueue and frees the reserves; every job must have finished. */

@@ -68,9 +68,6 @@ public abstract sealed class ExceptionStore permits TransientStore, PersistentSt
     /** Sectors of metadata (header and exception areas). */
     abstract long metadataSectors();
 
-    /** The table letter: {@code P} or {@code N}. */
-    abstract char mode();
-
     /** The COW device's size in sectors. */
     final long totalSectors() {
         return cow.capacitySectors();

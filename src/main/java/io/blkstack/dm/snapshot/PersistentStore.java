@@ -377,11 +377,6 @@ final class PersistentStore extends ExceptionStore {
     }
 
     @Override
-    char mode() {
-        return 'P';
-    }
-
-    @Override
     void close() {
         if (closed) {
             return;

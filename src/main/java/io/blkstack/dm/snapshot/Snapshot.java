@@ -16,7 +16,6 @@ import io.blkstack.kernel.WaitQueue;
 import io.blkstack.mem.Page;
 import io.blkstack.wq.Work;
 import io.blkstack.wq.Workqueue;
-import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * One snapshot of an origin device (dm-snapshot's {@code dm_snapshot}): its exception store on the
@@ -65,7 +64,6 @@ public final class Snapshot implements Component {
     private final int chunkShift;
     private final SpinLock lock;
     private final WaitQueue idle;
-    private final AtomicLong exceptionsMade = new AtomicLong();
 
     private ExceptionStore store;
     private CopyService copier;
@@ -86,7 +84,8 @@ public final class Snapshot implements Component {
     private String invalidReason;
     private volatile boolean valid = true;
     private volatile boolean active;
-    private boolean registered;
+    /** The kernel's origin table this snapshot is in; null until registered. */
+    private OriginRegistry origins;
     private boolean describable;
     private boolean closed;
 
@@ -142,8 +141,9 @@ public final class Snapshot implements Component {
             pending[i].link = freeList;
             freeList = pending[i];
         }
-        OriginRegistry.of(kernel).register(this);
-        registered = true;
+        OriginRegistry table = OriginRegistry.of(kernel);
+        table.register(this);
+        origins = table;
         kernel.register(this);
         describable = true;
     }
@@ -353,7 +353,6 @@ public final class Snapshot implements Component {
                 pe.link = null;
                 if (valid) {
                     store.insert(pe.oldChunk, pe.newChunk);
-                    exceptionsMade.incrementAndGet();
                     if (trackedReads[bucket(pe.oldChunk)] > 0) {
                         pe.waitingForReads = true;
                         continue;
@@ -431,16 +430,6 @@ public final class Snapshot implements Component {
         return valid;
     }
 
-    /** Why the snapshot became invalid, or null. */
-    public String invalidReason() {
-        lock.lock();
-        try {
-            return invalidReason;
-        } finally {
-            lock.unlock();
-        }
-    }
-
     /** {@code <sectors allocated>/<total sectors> <metadata sectors>}, or {@code Invalid}. */
     public String statusInfo() {
         lock.lock();
@@ -464,11 +453,6 @@ public final class Snapshot implements Component {
         }
     }
 
-    /** Exceptions committed since open. */
-    public long exceptionsMade() {
-        return exceptionsMade.get();
-    }
-
     public String name() {
         return name;
     }
@@ -490,11 +474,6 @@ public final class Snapshot implements Component {
         return active;
     }
 
-    /** The copy service, for its counters. */
-    public CopyService copier() {
-        return copier;
-    }
-
     /**
      * Leaves the origin, waits until no pending exception is in use, and releases the workqueue,
      * the copy service and the store. Copes with a half-built snapshot.
@@ -504,9 +483,9 @@ public final class Snapshot implements Component {
             return;
         }
         closed = true;
-        if (registered) {
-            OriginRegistry.of(kernel).unregister(this);
-            registered = false;
+        if (origins != null) {
+            origins.unregister(this);
+            origins = null;
         }
         if (describable) {
             kernel.unregister(this);

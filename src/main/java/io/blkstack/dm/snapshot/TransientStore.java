@@ -47,9 +47,4 @@ final class TransientStore extends ExceptionStore {
     long metadataSectors() {
         return 0;
     }
-
-    @Override
-    char mode() {
-        return 'N';
-    }
 }

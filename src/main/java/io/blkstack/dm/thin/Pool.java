@@ -1036,10 +1036,6 @@ public final class Pool {
         return blockSectors;
     }
 
-    public long lowWaterBlocks() {
-        return lowWaterBlocks;
-    }
-
     public BlockDevice metadataDevice() {
         return metadataDevice;
     }
@@ -1056,11 +1052,6 @@ public final class Pool {
     /** The metadata (tests). */
     public ThinMetadata metadata() {
         return metadata;
-    }
-
-    /** Free data blocks (allocatable now). */
-    public long freeDataBlocks() {
-        return groups.freeBlocks();
     }
 
     /** Bios waiting for data space. */

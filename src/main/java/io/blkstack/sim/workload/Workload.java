@@ -108,10 +108,6 @@ public final class Workload implements Consumer<Kernel> {
         return new Workload(spec, stack);
     }
 
-    public WorkloadSpec spec() {
-        return spec;
-    }
-
     /** Builds the stack, takes pages, applies pressure, runs the phases, waits for them and gives memory back. */
     @Override
     public void accept(Kernel kernel) {

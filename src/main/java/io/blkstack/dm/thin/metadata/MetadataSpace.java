@@ -85,11 +85,6 @@ public final class MetadataSpace {
         committed = (BitSet) current.clone();
     }
 
-    /** Forgets the current transaction (the committed state is what the device holds). */
-    public void rollback() {
-        current = (BitSet) committed.clone();
-    }
-
     /** Blocks in use by the current transaction, superblock included. */
     public long usedBlocks() {
         return current.cardinality();
