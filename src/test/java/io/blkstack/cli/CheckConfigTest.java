@@ -63,6 +63,10 @@ class CheckConfigTest {
                 "--faults", FAULTS, "--schedules", "3", "--no-progress");
         assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.out() + r.err());
         assertTrue(r.out().contains("findings: 0"), r.out());
+        for (String counter : thin ? List.of("reloads", "restarts", "thin-snapshots", "fua-writes", "write-zeroes")
+                : List.of("reloads", "restarts", "fua-writes", "write-zeroes")) {
+            assertTrue(r.out().matches("(?s).*workload\\." + counter + "=[1-9].*"), counter + ": " + r.out());
+        }
     }
 
     // Proves the legacy designs deadlock where the stack splits: the default stack (snapshot-origin
