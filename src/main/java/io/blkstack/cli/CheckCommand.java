@@ -254,6 +254,10 @@ final class CheckCommand implements Callable<Integer> {
         if (!deviceNames.isEmpty() || !exportNames.isEmpty()) {
             throw usage("--device and --export need --config");
         }
+        if (workloadSpec != null && !workloadSpec.events().isEmpty()) {
+            throw usage("--workload: events (" + workloadSpec.events() + ") need a --config stack, which offers"
+                    + " reloads, thin messages and restarts");
+        }
         BuiltInStack builtIn = stacks.get(stack);
         if (builtIn == null) {
             throw usage("--stack: '" + stack + "' is not a built-in stack; known: " + String.join(", ", stacks.keySet()));

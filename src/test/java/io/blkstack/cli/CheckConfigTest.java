@@ -63,6 +63,10 @@ class CheckConfigTest {
                 "--faults", FAULTS, "--schedules", "3", "--no-progress");
         assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.out() + r.err());
         assertTrue(r.out().contains("findings: 0"), r.out());
+        for (String counter : thin ? List.of("reloads", "restarts", "thin-snapshots", "fua-writes", "write-zeroes")
+                : List.of("reloads", "restarts", "fua-writes", "write-zeroes")) {
+            assertTrue(r.out().matches("(?s).*workload\\." + counter + "=[1-9].*"), counter + ": " + r.out());
+        }
     }
 
     // Proves the legacy designs deadlock where the stack splits: the default stack (snapshot-origin
@@ -151,13 +155,16 @@ class CheckConfigTest {
         assertTrue(r.out().contains("findings: 0"), r.out());
     }
 
-    // Proves the control events need a stack that offers them: --device and --export need
-    // --config, and an unknown export is a usage error naming it.
+    // Proves the options are checked: --device and --export need --config, control events need a
+    // --config stack, and an unknown export is a usage error naming it.
     @Test
     void exportsAndDevicesAreChecked() {
         Run r = run("check", "--stack", "memory", "--export", "x", "--schedules", "1");
         assertEquals(ExitCodes.USAGE, r.exitCode(), r.out() + r.err());
         assertTrue(r.err().contains("--device and --export need --config"), r.err());
+        r = run("check", "--stack", "memory", "--workload", "events=crash:1", "--schedules", "1");
+        assertEquals(ExitCodes.USAGE, r.exitCode(), r.out() + r.err());
+        assertTrue(r.err().contains("events (crash:1) need a --config stack"), r.err());
         r = run("check", "--config", "examples/thin.yaml", "--export", "nope", "--schedules", "1");
         assertEquals(ExitCodes.USAGE, r.exitCode(), r.out() + r.err());
         assertTrue(r.err().contains("'nope' is not an export"), r.err());

@@ -166,16 +166,31 @@ public final class ConfigStack implements DrivenStack {
         return SectorClass.DATA;
     }
 
-    /** Every mapped device can be reloaded. */
+    /**
+     * The mapped devices a reload may pick: all but those with a {@code snapshot} target, whose
+     * table cannot be loaded a second time over the same COW device while the first is live
+     * (dm-snapshot's handover of exceptions from the old table to the new is not implemented: the
+     * second constructor refuses a COW device in use).
+     */
+    private List<MappedDevice> reloadable() {
+        List<MappedDevice> out = new ArrayList<>();
+        for (MappedDevice md : stack.mappedDevices()) {
+            if (md.table().targets().stream().noneMatch(t -> t.type().equals("snapshot"))) {
+                out.add(md);
+            }
+        }
+        return out;
+    }
+
     @Override
     public int reloadCandidates() {
-        return stack.mappedDevices().size();
+        return reloadable().size();
     }
 
     /** Parses the device's configured table again, loads it, suspends and resumes (dmsetup reload + resume). */
     @Override
     public String reload(int candidate) {
-        MappedDevice md = stack.mappedDevices().get(candidate);
+        MappedDevice md = reloadable().get(candidate);
         StackConfig.MappedSpec spec = config.mapped().stream().filter(m -> m.name().equals(md.name())).findFirst()
                 .orElseThrow(() -> new IllegalStateException("mapped device " + md.name() + " is not in " + config.source()));
         Table table;

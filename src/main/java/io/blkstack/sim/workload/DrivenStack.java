@@ -13,6 +13,12 @@ import java.util.List;
  */
 public interface DrivenStack {
 
+    /**
+     * How a problem of {@link #crashAndRestart} ends when it is a leaked block (reference count
+     * without a mapping): non-fatal, as for {@code thin_check}; the workload counts it.
+     */
+    String LEAK_SUFFIX = "(leaked)";
+
     /** What a read of a sector must return, as far as the reference model can know. */
     enum SectorClass {
         /** What was last written there (if the model knows it). */
@@ -72,8 +78,8 @@ public interface DrivenStack {
     /**
      * Crashes the stack (everything not flushed to the bottom devices is lost, nothing the dying
      * stack writes on its way down lands), builds it again over the same bottom devices' contents
-     * and returns what checks of the reopened metadata found (empty: clean). The caller must have
-     * no I/O in flight.
+     * and returns what checks of the reopened metadata found (empty: clean; problems ending in
+     * {@link #LEAK_SUFFIX} are non-fatal). The caller must have no I/O in flight.
      */
     default List<String> crashAndRestart() {
         throw new UnsupportedOperationException("this stack cannot restart");
