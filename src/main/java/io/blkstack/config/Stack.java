@@ -258,6 +258,11 @@ public final class Stack implements AutoCloseable {
         return List.copyOf(mapped);
     }
 
+    /** The bottom devices, in file order. */
+    public List<BlockDevice> bottomDevices() {
+        return List.copyOf(bottom);
+    }
+
     /**
      * Adds a mapped device built at run time (the control socket's {@code create}): the stack owns
      * it from now on and closes it before the devices built earlier. The caller serialises changes.

@@ -622,6 +622,11 @@ public final class MappedDevice extends BlockDevice {
         return live;
     }
 
+    /** Whether the device is suspended. */
+    public boolean isSuspended() {
+        return suspended;
+    }
+
     /** Clones (and flush parents) not yet completed. */
     public int inFlight() {
         return inFlight.get();
