@@ -13,6 +13,7 @@ import io.blkstack.sim.SimConfig;
 import io.blkstack.sim.SimResult;
 import io.blkstack.sim.SimRunner;
 import io.blkstack.scenario.SplittingDevice;
+import io.blkstack.sim.workload.NbdWorkload;
 import io.blkstack.sim.workload.Workload;
 import io.blkstack.sim.workload.WorkloadSpec;
 import java.io.IOException;
@@ -123,6 +124,11 @@ final class CheckCommand implements Callable<Integer> {
                     + "), @FILE or a .workload file (default: the stack's own workload).")
     String workloadText;
 
+    @Option(names = "--via", paramLabel = "device|nbd", defaultValue = "device",
+            description = "Where the --workload enters: the top device (default), or nbd: each task is an NBD client"
+                    + " of an in-process connection to a server exporting the device (payload budget, bio set, replies).")
+    String via;
+
     @Option(names = "--schedules", paramLabel = "N", defaultValue = "200",
             description = "Schedules to explore (default: ${DEFAULT-VALUE}).")
     int schedules;
@@ -177,7 +183,8 @@ final class CheckCommand implements Callable<Integer> {
         SimConfig config = buildConfig();
         PrintWriter out = spec.commandLine().getOut();
         SimRunner runner = new SimRunner(config);
-        out.println("blkstack check: " + stackLabel() + ", workload " + workloadLabel() + ", strategy " + config.strategy()
+        out.println("blkstack check: " + stackLabel() + ", workload " + workloadLabel() + ("nbd".equals(via) ? " via nbd" : "")
+                + ", strategy " + config.strategy()
                 + ", memory " + config.memoryBytes() + " bytes, faults '" + effectiveFaults() + "', policies "
                 + (policies.isEmpty() ? "default" : String.join(" ", policies)));
         if (replay != null) {
@@ -216,18 +223,26 @@ final class CheckCommand implements Callable<Integer> {
                 throw usage("--workload: " + e.getMessage());
             }
         }
+        if (!"device".equals(via) && !"nbd".equals(via)) {
+            throw usage("--via: '" + via + "' is neither device nor nbd");
+        }
         if (configFile != null) {
             Workload.StackBuilder devices = configStack(loadConfig());
-            return new Workload(devices, workloadSpec == null ? WorkloadSpec.defaults() : workloadSpec);
+            return workloadOver(devices, workloadSpec == null ? WorkloadSpec.defaults() : workloadSpec);
         }
         BuiltInStack builtIn = STACKS.get(stack);
         if (builtIn == null) {
             throw usage("--stack: '" + stack + "' is not a built-in stack; known: " + String.join(", ", STACKS.keySet()));
         }
-        if (workloadSpec == null && builtIn.ownWorkload() != null) {
+        if (workloadSpec == null && builtIn.ownWorkload() != null && !"nbd".equals(via)) {
             return builtIn.ownWorkload();
         }
-        return new Workload(builtIn.devices(), workloadSpec == null ? WorkloadSpec.defaults() : workloadSpec);
+        return workloadOver(builtIn.devices(), workloadSpec == null ? WorkloadSpec.defaults() : workloadSpec);
+    }
+
+    /** The workload spec entering straight into the device, or through the NBD request path ({@code --via nbd}). */
+    private Consumer<Kernel> workloadOver(Workload.StackBuilder devices, WorkloadSpec workloadSpec) {
+        return "nbd".equals(via) ? new NbdWorkload(devices, workloadSpec) : new Workload(devices, workloadSpec);
     }
 
     /** Reads the configuration; only memory and null devices can run under the simulator. */
@@ -305,7 +320,8 @@ final class CheckCommand implements Callable<Integer> {
             return "";
         }
         BuiltInStack builtIn = STACKS.get(stack);
-        return workloadText == null && builtIn != null && builtIn.ownWorkload() != null ? BUILT_IN_FAULTS : WORKLOAD_FAULTS;
+        return workloadText == null && builtIn != null && builtIn.ownWorkload() != null && !"nbd".equals(via)
+                ? BUILT_IN_FAULTS : WORKLOAD_FAULTS;
     }
 
     private String stackLabel() {
@@ -317,7 +333,8 @@ final class CheckCommand implements Callable<Integer> {
             return "'" + workloadText + "'";
         }
         BuiltInStack builtIn = configFile == null ? STACKS.get(stack) : null;
-        return builtIn != null && builtIn.ownWorkload() != null ? "built-in" : "'" + WorkloadSpec.DEFAULT_TEXT + "'";
+        return builtIn != null && builtIn.ownWorkload() != null && !"nbd".equals(via) ? "built-in"
+                : "'" + WorkloadSpec.DEFAULT_TEXT + "'";
     }
 
     /** Runs one schedule seed and prints its outcome and knot. */
@@ -426,6 +443,9 @@ final class CheckCommand implements Callable<Integer> {
         }
         if (workloadText != null) {
             sb.append(" --workload '").append(workloadText).append('\'');
+        }
+        if ("nbd".equals(via)) {
+            sb.append(" --via nbd");
         }
         sb.append(" --replay ").append(r.seed()).append(" --strategy ").append(strategy).append(" --memory ")
                 .append(memoryBytes).append(" --faults '").append(effectiveFaults()).append('\'');
