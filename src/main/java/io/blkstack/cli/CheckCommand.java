@@ -16,6 +16,7 @@ import io.blkstack.sim.SimResult;
 import io.blkstack.sim.SimRunner;
 import io.blkstack.scenario.SplittingDevice;
 import io.blkstack.sim.workload.ConfigStack;
+import io.blkstack.sim.workload.NbdWorkload;
 import io.blkstack.sim.workload.Workload;
 import io.blkstack.sim.workload.WorkloadSpec;
 import java.io.IOException;
@@ -147,6 +148,11 @@ final class CheckCommand implements Callable<Integer> {
                     + "), @FILE or a .workload file (default: the stack's own workload).")
     String workloadText;
 
+    @Option(names = "--via", paramLabel = "device|nbd", defaultValue = "device",
+            description = "Where the --workload enters: the top device (default), or nbd: each task is an NBD client"
+                    + " of an in-process connection to a server exporting the device (payload budget, bio set, replies).")
+    String via;
+
     @Option(names = "--schedules", paramLabel = "N", defaultValue = "200",
             description = "Schedules to explore (default: ${DEFAULT-VALUE}).")
     int schedules;
@@ -207,7 +213,8 @@ final class CheckCommand implements Callable<Integer> {
         SimConfig config = buildConfig();
         PrintWriter out = spec.commandLine().getOut();
         SimRunner runner = new SimRunner(config);
-        out.println("blkstack check: " + stackLabel() + ", workload " + workloadLabel() + ", strategy " + config.strategy()
+        out.println("blkstack check: " + stackLabel() + ", workload " + workloadLabel() + ("nbd".equals(via) ? " via nbd" : "")
+                + ", strategy " + config.strategy()
                 + ", memory " + config.memoryBytes() + " bytes, faults " + faultsLabel(config) + ", policies "
                 + (policies.isEmpty() ? "default" : String.join(" ", policies)));
         if (replay != null) {
@@ -246,10 +253,21 @@ final class CheckCommand implements Callable<Integer> {
                 throw usage("--workload: " + e.getMessage());
             }
         }
+        if (!"device".equals(via) && !"nbd".equals(via)) {
+            throw usage("--via: '" + via + "' is neither device nor nbd");
+        }
         if (configFile != null) {
             StackConfig config = loadConfig();
-            return Workload.driving(ConfigStack.builder(config, drives),
-                    workloadSpec == null ? WorkloadSpec.defaults() : workloadSpec);
+            WorkloadSpec w = workloadSpec == null ? WorkloadSpec.defaults() : workloadSpec;
+            Workload.DrivenStackBuilder driven = ConfigStack.builder(config, drives);
+            if ("nbd".equals(via)) {
+                if (!w.events().isEmpty() || drives.size() > 1) {
+                    throw usage("--via nbd drives one export without events; drop --workload events or extra"
+                            + " --export/--device");
+                }
+                return new NbdWorkload(k -> driven.build(k).devices().get(0), w);
+            }
+            return Workload.driving(driven, w);
         }
         if (!deviceNames.isEmpty() || !exportNames.isEmpty()) {
             throw usage("--device and --export need --config");
@@ -262,10 +280,15 @@ final class CheckCommand implements Callable<Integer> {
         if (builtIn == null) {
             throw usage("--stack: '" + stack + "' is not a built-in stack; known: " + String.join(", ", stacks.keySet()));
         }
-        if (workloadSpec == null && builtIn.ownWorkload() != null) {
+        if (workloadSpec == null && builtIn.ownWorkload() != null && !"nbd".equals(via)) {
             return builtIn.ownWorkload();
         }
-        return new Workload(builtIn.devices(), workloadSpec == null ? WorkloadSpec.defaults() : workloadSpec);
+        return workloadOver(builtIn.devices(), workloadSpec == null ? WorkloadSpec.defaults() : workloadSpec);
+    }
+
+    /** The workload spec entering straight into the device, or through the NBD request path ({@code --via nbd}). */
+    private Consumer<Kernel> workloadOver(Workload.StackBuilder devices, WorkloadSpec workloadSpec) {
+        return "nbd".equals(via) ? new NbdWorkload(devices, workloadSpec) : new Workload(devices, workloadSpec);
     }
 
     /** Reads the configuration and resolves the devices to drive (--export, --device, else the first export). */
@@ -339,7 +362,8 @@ final class CheckCommand implements Callable<Integer> {
             return CONFIG_FAULTS;
         }
         BuiltInStack builtIn = stacks.get(stack);
-        return workloadText == null && builtIn != null && builtIn.ownWorkload() != null ? BUILT_IN_FAULTS : WORKLOAD_FAULTS;
+        return workloadText == null && builtIn != null && builtIn.ownWorkload() != null && !"nbd".equals(via)
+                ? BUILT_IN_FAULTS : WORKLOAD_FAULTS;
     }
 
     /** The faults as the summary names them: the text, what swarm stands for, whether they are the default, and set-up. */
@@ -376,7 +400,8 @@ final class CheckCommand implements Callable<Integer> {
             return "'" + workloadText + "'";
         }
         BuiltInStack builtIn = configFile == null ? stacks.get(stack) : null;
-        return builtIn != null && builtIn.ownWorkload() != null ? "built-in" : "'" + WorkloadSpec.DEFAULT_TEXT + "'";
+        return builtIn != null && builtIn.ownWorkload() != null && !"nbd".equals(via) ? "built-in"
+                : "'" + WorkloadSpec.DEFAULT_TEXT + "'";
     }
 
     /** Runs one schedule seed and prints its outcome and knot. */
@@ -493,6 +518,9 @@ final class CheckCommand implements Callable<Integer> {
         }
         if (workloadText != null) {
             sb.append(" --workload '").append(workloadText).append('\'');
+        }
+        if ("nbd".equals(via)) {
+            sb.append(" --via nbd");
         }
         sb.append(" --replay ").append(r.seed()).append(" --strategy ").append(strategy).append(" --memory ")
                 .append(memoryBytes).append(" --faults '").append(effectiveFaults()).append('\'');

@@ -20,7 +20,13 @@ public enum PolicySwitch {
     /** Seed 003: the bufio shrinker kicks a workqueue, or writes and waits inline. */
     BUFIO_SHRINKER("bufio-shrinker", "workqueue", "legacy"),
     /** Seed 004: offload B-tree splits only when holding a group with reserved space, or always. */
-    SPLIT_OFFLOAD("split-offload", "reserved-only", "legacy");
+    SPLIT_OFFLOAD("split-offload", "reserved-only", "legacy"),
+    /**
+     * The edges issue's over-commit: the NBD payload budget is what the arena has left once the
+     * stack is built (admission), or, as before the admission work, three quarters of the whole
+     * arena above its min watermark whatever the stack keeps (a checker switch, not a serve option).
+     */
+    NBD_BUDGET("nbd-budget", "admitted", "legacy");
 
     /** The value every switch accepts for its old design. */
     public static final String LEGACY = "legacy";

@@ -108,6 +108,11 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
         return freeCount;
     }
 
+    /** The min watermark: below it only emergency allocations succeed. */
+    public int minPages() {
+        return minPages;
+    }
+
     public int lowPages() {
         return lowPages;
     }

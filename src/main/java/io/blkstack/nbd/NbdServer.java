@@ -4,6 +4,7 @@ import io.blkstack.bio.BioSet;
 import io.blkstack.kernel.Completion;
 import io.blkstack.kernel.Component;
 import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.PolicySwitch;
 import io.blkstack.kernel.SpinLock;
 import io.blkstack.kernel.TaskKind;
 import io.blkstack.kernel.WaitQueue;
@@ -297,6 +298,9 @@ public final class NbdServer implements Component {
      * over-commit what is left is refused.
      */
     private static long admitBudget(Kernel kernel, long explicitBytes) {
+        if (kernel.policies().isLegacy(PolicySwitch.NBD_BUDGET)) {
+            return legacyBudget(kernel, explicitBytes);
+        }
         PageAllocator pages = kernel.pages();
         long left = pages.freePages() - pages.lowPages() - SERVER_RESERVE_PAGES;
         long computed = left - left / TRANSIENT_SHARE_DIVISOR;
@@ -309,6 +313,20 @@ public final class NbdServer implements Component {
                     + describeArena(kernel) + ", " + Math.max(0, computed) + " left for payload");
         }
         return explicitPages;
+    }
+
+    /**
+     * The budget as it was sized before admission (policy {@code nbd-budget=legacy}, for the
+     * checker only): three quarters of the whole arena above its min watermark, or the explicit
+     * budget unchecked, whatever the stack already keeps. With a stack that keeps a good part of the
+     * arena this promises pages that do not exist, and readers holding part of their pages wait in
+     * the page allocator for each other: the over-commit the checker must find.
+     */
+    private static long legacyBudget(Kernel kernel, long explicitBytes) {
+        PageAllocator pages = kernel.pages();
+        long bytes = explicitBytes != 0 ? explicitBytes
+                : (long) (pages.totalPages() - pages.minPages()) * Page.SIZE * 3 / 4;
+        return bytes / Page.SIZE;
     }
 
     /** The arena in numbers, for admission errors: its size, what the stack keeps, what reclaim keeps. */
@@ -327,6 +345,9 @@ public final class NbdServer implements Component {
      * the preferred block size fits.
      */
     private static Export fitToBudget(Kernel kernel, Export e, long budgetPages) {
+        if (kernel.policies().isLegacy(PolicySwitch.NBD_BUDGET)) {
+            return legacyFit(e, budgetPages * Page.SIZE);
+        }
         long requestPagesMax = budgetPages / 2; // room for a second connection's request (PayloadBudget)
         if (chargePagesWorst(e.maximumPayload()) <= requestPagesMax) {
             return e;
@@ -345,6 +366,19 @@ public final class NbdServer implements Component {
                     + " pages cannot hold one request of " + e.preferredBlockSize() + " bytes: " + describeArena(kernel)
                     + "; about " + Sizes.format(wanted) + " of memory would serve requests of "
                     + Sizes.format(REQUEST_BYTES_WANTED));
+        }
+        return e.withMaximumPayload((int) max);
+    }
+
+    /** The export with its maximum payload lowered to the largest power of two within the budget (legacy sizing). */
+    private static Export legacyFit(Export e, long budgetBytes) {
+        if (e.maximumPayload() <= budgetBytes) {
+            return e;
+        }
+        long max = Long.highestOneBit(Math.max(1, budgetBytes));
+        if (max < e.preferredBlockSize()) {
+            throw new MemoryAdmissionException("export " + e.name() + ": payload budget " + budgetBytes
+                    + " bytes is below the preferred block size " + e.preferredBlockSize());
         }
         return e.withMaximumPayload((int) max);
     }
@@ -619,6 +653,43 @@ public final class NbdServer implements Component {
             }
             case CLOSING -> closeQuietly(channel);
         }
+    }
+
+    /**
+     * Opens an in-process connection to {@code exportName}: a connection like an accepted client's
+     * (same reader, writer, payload budget and bio set), already in transmission, over a pair of
+     * kernel-wait pipes instead of a socket. The checker's NBD workloads enter through it; the
+     * server need not be {@link #start started}. Counts against the connection limit.
+     *
+     * @throws IllegalArgumentException for an unknown export
+     * @throws IllegalStateException when the server is closing or the connection limit is reached
+     */
+    public InProcessClient connectInProcess(String exportName) {
+        Export export = null;
+        for (Export e : exports) {
+            if (e.name().equals(exportName)) {
+                export = e;
+            }
+        }
+        if (export == null) {
+            throw new IllegalArgumentException("nbd server: no export '" + exportName + "'");
+        }
+        String name = "nbd-local-" + connectionIds.incrementAndGet();
+        InProcessClient client = new InProcessClient(name, export);
+        NbdConnection connection = new NbdConnection(this, client.serverEnd(), name, "in-process",
+                options.inFlightPerConnection(), export.maximumPayload());
+        client.attach(connection);
+        Admission admission = admit(connection);
+        if (admission != Admission.SERVE) {
+            if (admission == Admission.REFUSE) {
+                connectionEnded(connection);
+            }
+            throw new IllegalStateException("nbd server: in-process connection to " + exportName + " not served ("
+                    + admission + ")");
+        }
+        NbdHandshake.Negotiated negotiated = new NbdHandshake.Negotiated(export, false, false, false);
+        spawnOrDrop(connection, name + "-reader", () -> connection.runReader(negotiated));
+        return client;
     }
 
     /**
