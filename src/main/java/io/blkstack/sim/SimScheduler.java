@@ -659,6 +659,7 @@ public final class SimScheduler implements Scheduler {
      * timers that cannot wake anyone who owes work (idle tasks' timeouts) mean a deadlock, and
      * kernel timers that keep firing without changing anything mean a livelock after
      * {@link SimConfig#stallJumpsMax} jumps spanning at least {@link #STALL_NANOS_MIN} of virtual time.
+     * Before all that, {@link #stuckWaits} catches the stall whose fingerprint keeps changing.
      */
     private Finding stalled() {
         if (timers.isEmpty()) {
