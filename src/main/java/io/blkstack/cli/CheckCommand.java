@@ -427,6 +427,7 @@ final class CheckCommand implements Callable<Integer> {
             coverage.append(" workload.stack-refused=").append(refused);
         }
         out.println(coverage);
+        out.println("faults: " + faultsLabel(runner.config()));
         out.println("fault fires: " + (c.faultFires().isEmpty() ? "none" : c.faultFires()));
         long reserveUsed = c.counters().getOrDefault("mempool.reserve-used", 0L);
         long fires = c.faultFires().values().stream().mapToLong(Long::longValue).sum();
