@@ -488,6 +488,7 @@ final class CheckCommand implements Callable<Integer> {
             }
         });
         out.println(coverage);
+        out.println("faults: " + faultsLabel(runner.config()));
         out.println("fault fires: " + (c.faultFires().isEmpty() ? "none" : c.faultFires()));
         long reserveUsed = c.counters().getOrDefault("mempool.reserve-used", 0L);
         long fires = c.faultFires().values().stream().mapToLong(Long::longValue).sum();

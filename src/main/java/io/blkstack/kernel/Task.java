@@ -50,6 +50,10 @@ public final class Task {
     private volatile Object waitingOn;
     private volatile boolean waitIdle;
     private volatile long waitSinceNanos;
+    // What the task sleeps on right now: the innermost wait, where waitingOn is the outermost
+    // (a mempool's retry that enters reclaim and waits there for pages, a shrinker's wait for
+    // write-back inside an allocation's wait). Set only around the scheduler's sleep.
+    private volatile Object sleepingOn;
     private volatile boolean stopRequested;
     private volatile boolean exited;
     // Tasks waiting for this one to begin a wait (awaitWait); counted so a wait start costs
@@ -328,7 +332,20 @@ public final class Task {
         checkMayBlock(what);
         // A plugged task owes the device tasks their wake-ups; it must not sleep on them.
         plug.flush();
-        return kernel.scheduler().sleep(this, timeoutNanos);
+        sleepingOn = what;
+        try {
+            return kernel.scheduler().sleep(this, timeoutNanos);
+        } finally {
+            sleepingOn = null;
+        }
+    }
+
+    /**
+     * What the task sleeps on now (the {@code what} of the {@link #sleep} it is in), or null: the
+     * innermost of nested waits, where {@link #waitingOn} is the outermost.
+     */
+    public Object sleepingOn() {
+        return sleepingOn;
     }
 
     /** Sleeps for {@code nanos} of kernel time, ignoring wake-ups. */

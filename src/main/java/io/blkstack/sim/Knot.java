@@ -8,6 +8,7 @@ import io.blkstack.kernel.Mutex;
 import io.blkstack.kernel.Task;
 import io.blkstack.mem.Mempool;
 import io.blkstack.mem.PageAllocator;
+import io.blkstack.mem.Shrinker;
 import java.util.List;
 
 /**
@@ -42,7 +43,12 @@ public final class Knot {
         List<WaitDescriber> describers = new java.util.ArrayList<>(configured);
         describers.add(bioSetPools(kernel));
         StringBuilder sb = new StringBuilder();
-        sb.append(finding.outcome()).append(": ").append(finding.headline()).append('\n');
+        sb.append(finding.outcome()).append(": ").append(finding.headline());
+        String core = innermostOfKnot(scheduler, finding, describers);
+        if (core != null) {
+            sb.append("; innermost: ").append(core);
+        }
+        sb.append('\n');
         sb.append("virtual time ").append(scheduler.virtualNanos()).append(" ns, ").append(scheduler.steps())
                 .append(" steps, ").append(scheduler.decisions()).append(" decisions\n");
         List<SimTask> live = scheduler.liveTasks();
@@ -61,6 +67,9 @@ public final class Knot {
         if (finding.culprit() != null) {
             sb.append("running task (did not come back):\n");
             describeTask(sb, finding.culprit(), describers, true);
+        }
+        if (finding.outcome() == Outcome.STEP_LIMIT || finding.outcome() == Outcome.TIME_LIMIT) {
+            describeRunnable(sb, live, finding, describers);
         }
         StringBuilder others = new StringBuilder();
         for (SimTask t : live) {
@@ -100,17 +109,122 @@ public final class Knot {
     private static void describeTask(StringBuilder sb, SimTask t, List<WaitDescriber> describers, boolean fullStack) {
         Task task = t.task;
         Object what = task.waitingOn();
+        Object inner = task.sleepingOn();
+        List<StackTraceElement> stack = fullStack ? topOfStack(t.thread) : trimmedStack(t.thread);
         sb.append("  task ").append(task).append(" (").append(task.kind()).append(')');
         if (what != null) {
-            sb.append(" waits on ").append(describeTarget(what, describers))
-                    .append(" since ").append(task.waitSinceNanos()).append(" ns");
+            sb.append(" waits on ").append(describeTarget(innermost(what, inner), describers));
+            String shrinker = shrinkerFrame(t.thread);
+            if (shrinker != null) {
+                sb.append(" inside shrinker ").append(shrinker);
+            }
+            if (inner != null && inner != what) {
+                sb.append(", within its wait on ").append(describeTarget(what, describers));
+            }
+            sb.append(" since ").append(task.waitSinceNanos()).append(" ns");
         } else {
             sb.append(t.runnable() ? " is running" : " sleeps without a recorded wait");
         }
         sb.append(t.blockedWithTimeout && !t.runnable() ? " [retrying on a timeout]" : "").append('\n');
-        for (StackTraceElement e : fullStack ? topOfStack(t.thread) : trimmedStack(t.thread)) {
+        for (StackTraceElement e : stack) {
             sb.append("      at ").append(e).append('\n');
         }
+    }
+
+    /**
+     * The innermost wait of a task: what it sleeps on now when that is a known kernel object (a
+     * pool, a lock, the page allocator, a wait inside its logical wait), else its logical wait.
+     * Generic sleep labels (strings) say less than the logical wait they serve.
+     */
+    private static Object innermost(Object what, Object inner) {
+        return inner == null || inner instanceof String ? what : inner;
+    }
+
+    /**
+     * Every runnable task with its stack, for a run ended by a limit: a task that spins (yields or
+     * retries without blocking, so virtual time stands still) shows where it spins.
+     */
+    private static void describeRunnable(StringBuilder sb, List<SimTask> live, SimScheduler.Finding finding,
+            List<WaitDescriber> describers) {
+        sb.append("runnable tasks:\n");
+        int n = 0;
+        for (SimTask t : live) {
+            if (t.runnable() && t != finding.culprit()) {
+                n++;
+                describeTask(sb, t, describers, false);
+            }
+        }
+        if (n == 0) {
+            sb.append("  (none)\n");
+        }
+    }
+
+    /**
+     * One line naming the core of a stall: the first blocked task that owes work and waits inside a
+     * shrinker, else the first whose wait is not for another task's exit (the main task's join is
+     * never the core). Null when no blocked task owes work.
+     */
+    private static String innermostOfKnot(SimScheduler scheduler, SimScheduler.Finding finding,
+            List<WaitDescriber> describers) {
+        if (finding.outcome() != Outcome.DEADLOCK && finding.outcome() != Outcome.LIVELOCK) {
+            return null;
+        }
+        SimTask first = null;
+        for (SimTask t : scheduler.liveTasks()) {
+            if (t.runnable() || !SimScheduler.owesWork(t) || t.task.waitingOn() == null) {
+                continue;
+            }
+            String shrinker = shrinkerFrame(t.thread);
+            Object wait = innermost(t.task.waitingOn(), t.task.sleepingOn());
+            if (shrinker != null) {
+                return t.task + " waits on " + shortTarget(wait, describers) + " inside shrinker " + shrinker;
+            }
+            if (first == null && !(t.task.waitingOn() instanceof SimScheduler.JoinWait)) {
+                first = t;
+            }
+        }
+        if (first == null) {
+            return null;
+        }
+        return first.task + " waits on " + shortTarget(innermost(first.task.waitingOn(), first.task.sleepingOn()), describers);
+    }
+
+    /** A wait target's description up to its first parenthesis or comma: the pool or lock's name. */
+    private static String shortTarget(Object what, List<WaitDescriber> describers) {
+        String full = describeTarget(what, describers);
+        int cut = full.length();
+        for (char c : new char[] {'(', ','}) {
+            int i = full.indexOf(c);
+            if (i > 0 && i < cut) {
+                cut = i;
+            }
+        }
+        return full.substring(0, cut).trim();
+    }
+
+    /**
+     * The innermost frame of a {@link Shrinker}'s scan on {@code thread}'s whole stack (its class and
+     * method, e.g. {@code BufferCache.scanLegacy}), or null if the task is not inside a shrinker.
+     */
+    static String shrinkerFrame(Thread thread) {
+        if (thread == null) {
+            return null;
+        }
+        for (StackTraceElement e : thread.getStackTrace()) {
+            if (!e.getMethodName().startsWith("scan")) {
+                continue;
+            }
+            Class<?> type;
+            try {
+                type = Class.forName(e.getClassName(), false, Knot.class.getClassLoader());
+            } catch (ClassNotFoundException | LinkageError ex) {
+                continue;
+            }
+            if (Shrinker.class.isAssignableFrom(type)) {
+                return type.getSimpleName() + "." + e.getMethodName();
+            }
+        }
+        return null;
     }
 
     /**

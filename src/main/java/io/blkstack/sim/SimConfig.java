@@ -23,6 +23,7 @@ public final class SimConfig {
     private final long uncontrolledBlockingNanos;
     private final int livelockRounds;
     private final int stallJumpsMax;
+    private final long stuckWaitNanosMax;
     private final long pctStepBound;
     private final Path traceFile;
     private final List<Knot.WaitDescriber> describers;
@@ -39,6 +40,7 @@ public final class SimConfig {
         this.uncontrolledBlockingNanos = b.uncontrolledBlockingNanos;
         this.livelockRounds = b.livelockRounds;
         this.stallJumpsMax = b.stallJumpsMax;
+        this.stuckWaitNanosMax = b.stuckWaitNanosMax;
         this.pctStepBound = b.pctStepBound;
         this.traceFile = b.traceFile;
         this.describers = List.copyOf(b.describers);
@@ -105,6 +107,16 @@ public final class SimConfig {
         return stallJumpsMax;
     }
 
+    /**
+     * Virtual time after which, when nothing can run, a state in which no task that owes work has
+     * left its wait is a livelock even though timers keep changing other state (periodic work,
+     * nested retries): the stall the fingerprint comparison cannot see. 10 minutes by default, far
+     * beyond every timeout in the kernel (mempool retry 5 s, thin no-space 60 s).
+     */
+    public long stuckWaitNanosMax() {
+        return stuckWaitNanosMax;
+    }
+
     /** A fixed PCT decision bound (for replays), or 0 to learn it from earlier runs. */
     public long pctStepBound() {
         return pctStepBound;
@@ -144,6 +156,7 @@ public final class SimConfig {
         b.uncontrolledBlockingNanos = uncontrolledBlockingNanos;
         b.livelockRounds = livelockRounds;
         b.stallJumpsMax = stallJumpsMax;
+        b.stuckWaitNanosMax = stuckWaitNanosMax;
         b.pctStepBound = pctStepBound;
         b.traceFile = traceFile;
         b.describers.addAll(describers);
@@ -163,6 +176,7 @@ public final class SimConfig {
         private long uncontrolledBlockingNanos = 10_000_000_000L;
         private int livelockRounds = 3;
         private int stallJumpsMax = 16;
+        private long stuckWaitNanosMax = 600_000_000_000L;
         private long pctStepBound;
         private Path traceFile;
         private final List<Knot.WaitDescriber> describers = new ArrayList<>();
@@ -240,6 +254,14 @@ public final class SimConfig {
                 throw new IllegalArgumentException("stall jumps must be at least 1: " + value);
             }
             this.stallJumpsMax = value;
+            return this;
+        }
+
+        public Builder stuckWaitNanosMax(long value) {
+            if (value <= 0) {
+                throw new IllegalArgumentException("stuck-wait bound must be positive: " + value + " ns");
+            }
+            this.stuckWaitNanosMax = value;
             return this;
         }
 

@@ -100,6 +100,7 @@ public final class SimRunner {
             String explanation = "";
             try {
                 finding = scheduler.run(f -> Knot.explain(kernel, scheduler, f, config.describers()));
+                refuseHeapExhaustion(finding, kernel);
                 explanation = scheduler.explanation();
             } finally {
                 scheduler.tearDown(finding == null ? null : finding.culprit());
@@ -110,6 +111,22 @@ public final class SimRunner {
             return new SimResult(seed, finding.outcome(), explanation, trace.hash(), trace.count(), scheduler.steps(),
                     scheduler.decisions(), scheduler.virtualNanos(), config.strategy().isPct() ? bound : 0,
                     kernel.counters().snapshot(), faults.fires(), scheduler.leakedThreads());
+        }
+    }
+
+    /**
+     * A task that died of the checker's own heap exhaustion is not a crash of the stack: the run
+     * proves nothing, so the campaign stops with an error instead of reporting a false CRASH.
+     */
+    private static void refuseHeapExhaustion(SimScheduler.Finding finding, Kernel kernel) {
+        if (finding.outcome() != Outcome.CRASH) {
+            return;
+        }
+        for (String crash : kernel.crashes()) {
+            if (crash.contains(OutOfMemoryError.class.getName())) {
+                throw new IllegalStateException("the checker's JVM ran out of heap during a run (not a finding of the"
+                        + " stack; give the JVM more heap, e.g. -Xmx): " + crash.lines().findFirst().orElse(crash));
+            }
         }
     }
 

@@ -135,6 +135,11 @@ public final class SimScheduler implements Scheduler {
     private int stallJumps;
     /** When the current stall (unchanged fingerprint) began, in virtual time. */
     private long stallSinceNanos;
+    /** The waits of the tasks that owe work at the last stall check, and since when they are unchanged. */
+    private long owingWaits;
+    private long owingWaitsSinceNanos;
+    /** The timer sequence number when those waits were first seen: timeouts armed before it have not fired since. */
+    private long owingWaitsSinceSequence;
     private SimTask main;
     private boolean mainExited;
     private boolean closed;
@@ -723,10 +728,15 @@ public final class SimScheduler implements Scheduler {
      * timers that cannot wake anyone who owes work (idle tasks' timeouts) mean a deadlock, and
      * kernel timers that keep firing without changing anything mean a livelock after
      * {@link SimConfig#stallJumpsMax} jumps spanning at least {@link #STALL_NANOS_MIN} of virtual time.
+     * Before all that, {@link #stuckWaits} catches the stall whose fingerprint keeps changing.
      */
     private Finding stalled() {
         if (timers.isEmpty()) {
             return new Finding(Outcome.DEADLOCK, "no task can run and no timer is pending", null);
+        }
+        Finding stuck = stuckWaits();
+        if (stuck != null) {
+            return stuck;
         }
         long f = fingerprint();
         if (f != stallFingerprint) {
@@ -765,6 +775,58 @@ public final class SimScheduler implements Scheduler {
                     + " time jumps (virtual time " + now + " ns)", null);
         }
         return null;
+    }
+
+    /**
+     * The stall the fingerprint cannot see: timers keep changing something (periodic work such as a
+     * buffer cache's eviction, a nested retry's counters), but no task that owes work has left its
+     * logical wait for {@link SimConfig#stuckWaitNanosMax} of virtual time. If none of them waits
+     * with a timeout, no timer can wake them: a deadlock; else they retry in vain: a livelock.
+     * Without this such a run ran on to the time limit.
+     */
+    private Finding stuckWaits() {
+        long h = 17;
+        boolean anyOwing = false;
+        boolean anyRetrying = false;
+        for (SimTask t : live) {
+            if (owesWork(t)) {
+                anyOwing = true;
+                anyRetrying |= t.blockedWithTimeout;
+                h = h * 31 + t.id;
+                h = h * 31 + System.identityHashCode(t.task.waitingOn());
+                h = h * 31 + t.task.waitSinceNanos();
+            }
+        }
+        if (!anyOwing || h != owingWaits) {
+            owingWaits = h;
+            owingWaitsSinceNanos = now;
+            owingWaitsSinceSequence = timerSequence;
+            return null;
+        }
+        long stuckNanos = now - owingWaitsSinceNanos;
+        if (stuckNanos < config.stuckWaitNanosMax() || awaitsItsOwnTimeout()) {
+            return null;
+        }
+        String since = stuckNanos / 1_000_000_000L + " s of virtual time (virtual time " + now + " ns)";
+        return anyRetrying
+                ? new Finding(Outcome.LIVELOCK, "tasks that owe work retry on timeouts but none has left its wait for "
+                        + since, null)
+                : new Finding(Outcome.DEADLOCK, "tasks that owe work wait without a timeout and none has left its wait"
+                        + " for " + since + "; only other timers fire", null);
+    }
+
+    /**
+     * Whether a task that owes work sleeps on a timeout armed before its wait was first seen stuck
+     * and not yet fired: a long sleep (a delay, a no-space timeout) that ends by itself, not a retry.
+     */
+    private boolean awaitsItsOwnTimeout() {
+        for (SimTask t : live) {
+            SimTimer timeout = t.timeout;
+            if (owesWork(t) && timeout != null && timeout.pending && timeout.sequence < owingWaitsSinceSequence) {
+                return true;
+            }
+        }
+        return false;
     }
 
     /** Whether a pending timer could wake a task that owes work: a kernel callback or such a task's timeout. */

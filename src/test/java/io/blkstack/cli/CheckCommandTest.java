@@ -211,6 +211,7 @@ class CheckCommandTest {
         String header = r.out().lines().findFirst().orElseThrow();
         assertTrue(header.contains("faults 'swarm' (swarm over " + io.blkstack.sim.SimFaults.Spec.DEFAULT_SET), header);
         assertTrue(header.contains("[default for --config]"), header);
+        assertTrue(r.out().contains("\nfaults: 'swarm' (swarm over " + io.blkstack.sim.SimFaults.Spec.DEFAULT_SET), r.out());
         assertFalse(r.out().contains("fault fires: none"), r.out());
         assertTrue(r.out().matches("(?s).*fault fires: \\{.*=[1-9].*"), r.out());
     }

@@ -108,4 +108,21 @@ class CampaignMemoryTest {
         System.gc();
         return rt.totalMemory() - rt.freeMemory();
     }
+
+    // Proves heap exhaustion of the checker is not reported as a CRASH of the stack: a task that dies
+    // of OutOfMemoryError (thrown here, as a full heap would) makes the run throw with a message
+    // saying so, while a task that dies of another error is still a CRASH finding.
+    @Test
+    void heapExhaustionIsNotAFinding() {
+        SimRunner runner = new SimRunner(SimConfig.builder().build());
+        IllegalStateException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalStateException.class,
+                () -> runner.runOnce(1, k -> {
+                    throw new OutOfMemoryError("Java heap space (simulated)");
+                }));
+        assertTrue(e.getMessage().contains("ran out of heap"), e.getMessage());
+        SimResult crash = runner.runOnce(1, k -> {
+            throw new IllegalArgumentException("a real bug");
+        });
+        assertEquals(Outcome.CRASH, crash.outcome(), crash.explanation());
+    }
 }
