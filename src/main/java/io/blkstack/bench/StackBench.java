@@ -157,14 +157,24 @@ public final class StackBench {
 
     /** Runs every depth and prints a table with the ratio of each to the first. */
     public List<Result> runAll(List<Integer> layerCounts, PrintWriter out) {
+        return runAll(layerCounts, out, label -> { });
+    }
+
+    /**
+     * As {@link #runAll(List, PrintWriter)}, calling {@code afterEach} with a label after every run
+     * (the warm-up and each depth: {@code layerCounts.size() + 1} calls), for a progress bar.
+     */
+    public List<Result> runAll(List<Integer> layerCounts, PrintWriter out, java.util.function.Consumer<String> afterEach) {
         List<Result> results = new ArrayList<>();
         out.printf("blkstack bench stack: %s bottom device, %d-byte bios, %d submitters x %d in flight, %.1f s per run%n",
                 bottom.name().toLowerCase(), blockSizeBytes, submitters, depthPerSubmitter, runNanos / 1e9);
         run(layerCounts.get(0)); // warm-up: JIT and page faults, not reported
+        afterEach.accept("warm-up");
         out.printf("%8s %14s %14s %10s%n", "layers", "bios/s", "MiB/s", "ratio");
         for (int layers : layerCounts) {
             Result r = run(layers);
             results.add(r);
+            afterEach.accept(layers + " layers");
             double ratio = r.biosPerSecond() / results.get(0).biosPerSecond();
             out.printf("%8d %14.0f %14.1f %10.2f%n", layers, r.biosPerSecond(), r.bytesPerSecond() / (1 << 20), ratio);
             out.flush();

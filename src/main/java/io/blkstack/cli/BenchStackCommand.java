@@ -3,6 +3,7 @@ package io.blkstack.cli;
 import io.blkstack.bench.StackBench;
 import java.util.List;
 import java.util.concurrent.Callable;
+import me.tongfei.progressbar.ProgressBar;
 
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
@@ -56,12 +57,20 @@ final class BenchStackCommand implements Callable<Integer> {
             description = "Page arena for the data path (default: ${DEFAULT-VALUE}).")
     long memoryBytes;
 
+    @Option(names = "--no-progress", description = "No progress bar (it is shown only on a terminal anyway).")
+    boolean noProgress;
+
     @Override
     public Integer call() {
         checkOptions();
         StackBench bench = new StackBench(StackBench.Bottom.valueOf(device.name()), memoryBytes, (int) blockSizeBytes,
                 seconds * 1_000_000_000L, 2, 16);
-        bench.runAll(layerCounts, spec.commandLine().getOut());
+        ProgressBar bar = ProgressBars.open("bench stack", layerCounts.size() + 1L, noProgress);
+        try {
+            bench.runAll(layerCounts, spec.commandLine().getOut(), label -> ProgressBars.step(bar, label));
+        } finally {
+            ProgressBars.close(bar);
+        }
         return ExitCodes.SUCCESS;
     }
 

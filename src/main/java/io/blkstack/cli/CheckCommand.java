@@ -204,6 +204,11 @@ final class CheckCommand implements Callable<Integer> {
     @Option(names = "--no-progress", description = "No progress bar (it is shown only on a terminal anyway).")
     boolean noProgress;
 
+    @Option(names = "--engine", paramLabel = "sim|threads", defaultValue = "sim",
+            description = "sim: the deterministic checker (default); threads: the same stack and workload on real threads"
+                    + " with the hung-task watchdog, --schedules runs, stopping at the first that is not OK.")
+    String engine;
+
     @Override
     public Integer call() {
         if (schedules < 1 || schedules > SCHEDULES_MAX) {
@@ -212,6 +217,9 @@ final class CheckCommand implements Callable<Integer> {
         Consumer<Kernel> workload = buildWorkload();
         SimConfig config = buildConfig();
         PrintWriter out = spec.commandLine().getOut();
+        if (!"sim".equals(engine)) {
+            return callThreads(workload, config, out);
+        }
         SimRunner runner = new SimRunner(config);
         out.println("blkstack check: " + stackLabel() + ", workload " + workloadLabel() + ("nbd".equals(via) ? " via nbd" : "")
                 + ", strategy " + config.strategy()
@@ -241,6 +249,21 @@ final class CheckCommand implements Callable<Integer> {
         out.flush();
         boolean found = c.findingCount() > 0 || !c.nondeterministicSeeds().isEmpty();
         return found ? ExitCodes.DEADLOCK : ExitCodes.SUCCESS;
+    }
+
+    /** {@code --engine threads}: the workload on real threads, through {@link CheckThreadsRun}. */
+    private int callThreads(Consumer<Kernel> workload, SimConfig config, PrintWriter out) {
+        if (!"threads".equals(engine)) {
+            throw usage("--engine: '" + engine + "' is not sim or threads");
+        }
+        if (replay != null || traceFile != null || checkDeterminism) {
+            throw usage("--engine threads: --replay, --trace and --check-determinism need the simulator (--engine sim)");
+        }
+        out.println("blkstack check: " + stackLabel() + ", workload " + workloadLabel() + ", engine threads, memory "
+                + config.memoryBytes() + " bytes, policies " + (policies.isEmpty() ? "default" : String.join(" ", policies)));
+        int code = CheckThreadsRun.run(stackLabel(), workload, config.policies(), config.memoryBytes(), schedules, noProgress, out);
+        out.flush();
+        return code;
     }
 
     /** The stack's workload: its own, or the --workload spec against its (or the configuration's) top device. */

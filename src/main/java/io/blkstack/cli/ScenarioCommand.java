@@ -16,6 +16,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
+import me.tongfei.progressbar.ProgressBar;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
@@ -55,7 +56,10 @@ final class ScenarioCommand implements Callable<Integer> {
         public Integer call() {
             PrintWriter out = spec.commandLine().getOut();
             for (Scenario s : ScenarioRegistry.all()) {
-                out.printf("%-16s %s  %s%n", s.name(), s.seed(), s.description());
+                out.printf("%-21s %s  %s%n", s.name(), s.seed(), s.description());
+            }
+            for (Scenario s : ScenarioRegistry.hard()) {
+                out.printf("%-21s %s  %s%n", s.name(), s.seed(), s.description());
             }
             out.flush();
             return ExitCodes.SUCCESS;
@@ -68,7 +72,8 @@ final class ScenarioCommand implements Callable<Integer> {
         @Spec
         CommandSpec spec;
 
-        @Parameters(index = "0", paramLabel = "NAME|all", description = "A scenario name or all.")
+        @Parameters(index = "0", paramLabel = "NAME|all|hard",
+                description = "A scenario name (NAME-hard for its hard shape), all (the seed shapes) or hard (every hard shape).")
         String name;
 
         @Option(names = "--policy", defaultValue = "both", description = "legacy, fixed or both (default: ${DEFAULT-VALUE}).")
@@ -92,6 +97,9 @@ final class ScenarioCommand implements Callable<Integer> {
         @Option(names = "--report", paramLabel = "DIR", description = "Write report.md and one PNG plot per scenario to DIR.")
         Path report;
 
+        @Option(names = "--no-progress", description = "No progress bar (it is shown only on a terminal anyway).")
+        boolean noProgress;
+
         @Override
         public Integer call() throws IOException {
             PrintWriter out = spec.commandLine().getOut();
@@ -104,37 +112,21 @@ final class ScenarioCommand implements Callable<Integer> {
             if (schedules < 1 || schedules > CheckCommand.SCHEDULES_MAX) {
                 throw new ParameterException(spec.commandLine(), "--schedules must be in 1.." + CheckCommand.SCHEDULES_MAX);
             }
-            List<Scenario> scenarios;
-            try {
-                scenarios = "all".equals(name) ? ScenarioRegistry.all() : List.of(ScenarioRegistry.byName(name));
-            } catch (IllegalArgumentException e) {
-                throw new ParameterException(spec.commandLine(), e.getMessage());
-            }
+            List<Scenario> scenarios = scenarios(spec, name);
             if (replay != null) {
                 return replay(out, scenarios);
             }
             List<ScenarioRun> runs = new ArrayList<>();
             Map<String, List<ScenarioReport.Plot>> plots = new LinkedHashMap<>();
-            for (Scenario s : scenarios) {
-                for (Scenario.Variant v : selected(s)) {
-                    if (!"threads".equals(engine)) {
-                        ScenarioRun r = SimEngine.run(s, v, seed, schedules, x -> { });
-                        runs.add(r);
-                        out.println(line(r));
-                        out.flush();
-                        if (report != null) {
-                            long plotSeed = r.finding() ? seedOf(r) : io.blkstack.sim.SimRandom.deriveSeed(seed, 0);
-                            plots.computeIfAbsent(s.name(), k -> new ArrayList<>()).add(new ScenarioReport.Plot(v.label(),
-                                    SimEngine.sample(s, v, plotSeed, ScenarioReport.SAMPLE_PERIOD_NANOS).series()));
-                        }
-                    }
-                    if (!"sim".equals(engine)) {
-                        ScenarioRun r = ThreadsEngine.run(s, v);
-                        runs.add(r);
-                        out.println(line(r));
-                        out.flush();
-                    }
-                }
+            long simRows = "threads".equals(engine) ? 0 : scenarios.stream().mapToLong(s -> selected(s).size()).sum();
+            ProgressBar bar = ProgressBars.open("scenario", simRows * schedules, noProgress);
+            try {
+                runRows(out, scenarios, runs, plots, bar);
+            } finally {
+                ProgressBars.close(bar);
+            }
+            if (bar != null) {
+                runs.forEach(r -> out.println(line(r)));
             }
             String table = table(runs);
             out.println();
@@ -144,6 +136,47 @@ final class ScenarioCommand implements Callable<Integer> {
             }
             out.flush();
             return runs.stream().allMatch(ScenarioRun::asExpected) ? ExitCodes.SUCCESS : ExitCodes.DEADLOCK;
+        }
+
+        /**
+         * Runs every selected row, printing each as it ends (or, under a progress bar, after it).
+         * The bar counts schedules: a campaign that stops at its first finding jumps over the
+         * schedules it did not need.
+         */
+        private void runRows(PrintWriter out, List<Scenario> scenarios, List<ScenarioRun> runs,
+                Map<String, List<ScenarioReport.Plot>> plots, ProgressBar bar) {
+            for (Scenario s : scenarios) {
+                for (Scenario.Variant v : selected(s)) {
+                    if (!"threads".equals(engine)) {
+                        long before = bar == null ? 0 : bar.getCurrent();
+                        ScenarioRun r = SimEngine.run(s, v, seed, schedules,
+                                x -> ProgressBars.step(bar, s.name() + " " + v.label() + (x.isFinding() ? " found " + x.outcome() : "")));
+                        if (bar != null) {
+                            bar.stepTo(before + schedules);
+                        }
+                        runs.add(r);
+                        printRow(out, r, bar);
+                        if (report != null) {
+                            long plotSeed = r.finding() ? seedOf(r) : io.blkstack.sim.SimRandom.deriveSeed(seed, 0);
+                            plots.computeIfAbsent(s.name(), k -> new ArrayList<>()).add(new ScenarioReport.Plot(v.label(),
+                                    SimEngine.sample(s, v, plotSeed, ScenarioReport.SAMPLE_PERIOD_NANOS).series()));
+                        }
+                    }
+                    if (!"sim".equals(engine)) {
+                        ScenarioRun r = ThreadsEngine.run(s, v);
+                        runs.add(r);
+                        printRow(out, r, bar);
+                    }
+                }
+            }
+        }
+
+        /** Prints a finished row now, unless a progress bar holds the terminal (then the caller prints it after). */
+        private static void printRow(PrintWriter out, ScenarioRun r, ProgressBar bar) {
+            if (bar == null) {
+                out.println(line(r));
+                out.flush();
+            }
         }
 
         private List<Scenario.Variant> selected(Scenario s) {
@@ -193,8 +226,16 @@ final class ScenarioCommand implements Callable<Integer> {
         @Spec
         CommandSpec spec;
 
-        @Parameters(index = "0", paramLabel = "NAME|all", description = "A scenario name or all.")
+        @Parameters(index = "0", paramLabel = "NAME|all|hard",
+                description = "A scenario name (NAME-hard for its hard shape), all (the seed shapes) or hard (every hard shape).")
         String name;
+
+        @Option(names = "--strategy", paramLabel = "random|pct:D", split = ",", defaultValue = "random",
+                description = "Strategies, comma-separated; one row per strategy (default: ${DEFAULT-VALUE}).")
+        List<String> strategies;
+
+        @Option(names = "--no-progress", description = "No progress bar (it is shown only on a terminal anyway).")
+        boolean noProgress;
 
         @Option(names = "--seeds", defaultValue = "100", description = "Master seeds 1..N per legacy variant (default: ${DEFAULT-VALUE}).")
         int seeds;
@@ -225,26 +266,45 @@ final class ScenarioCommand implements Callable<Integer> {
             if (jobs < 1 || jobs > ScenarioStats.JOBS_MAX) {
                 throw new ParameterException(spec.commandLine(), "--jobs must be in 1.." + ScenarioStats.JOBS_MAX + ": " + jobs);
             }
-            List<Scenario> scenarios;
-            try {
-                scenarios = "all".equals(name) ? ScenarioRegistry.all() : List.of(ScenarioRegistry.byName(name));
-            } catch (IllegalArgumentException e) {
-                throw new ParameterException(spec.commandLine(), e.getMessage());
+            List<Scenario> scenarios = scenarios(spec, name);
+            for (String strategy : strategies) {
+                try {
+                    io.blkstack.sim.StrategySpec.parse(strategy);
+                } catch (IllegalArgumentException e) {
+                    throw new ParameterException(spec.commandLine(), "--strategy: " + e.getMessage());
+                }
+            }
+            long campaigns = 0;
+            for (Scenario s : scenarios) {
+                for (Scenario.Variant v : s.variants()) {
+                    campaigns += (long) (v.expectFinding() ? seeds : fixedSeeds) * strategies.size();
+                }
             }
             List<ScenarioStats.Row> rows = new ArrayList<>();
             boolean asExpected = true;
-            for (Scenario s : scenarios) {
-                for (Scenario.Variant v : s.variants()) {
-                    int n = v.expectFinding() ? seeds : fixedSeeds;
-                    if (n == 0) {
-                        continue;
+            ProgressBar bar = ProgressBars.open("stats", campaigns, noProgress);
+            try {
+                for (Scenario s : scenarios) {
+                    for (Scenario.Variant v : s.variants()) {
+                        int n = v.expectFinding() ? seeds : fixedSeeds;
+                        if (n == 0) {
+                            continue;
+                        }
+                        for (String strategy : strategies) {
+                            ScenarioStats.Row row = ScenarioStats.run(s, v, strategy, n, schedules, jobs,
+                                    r -> ProgressBars.step(bar, s.name() + " " + v.label() + " " + strategy));
+                            rows.add(row);
+                            asExpected &= v.expectFinding() ? row.found() == row.masterSeeds()
+                                    : row.found() + row.otherFindings() == 0;
+                            if (bar == null) {
+                                out.print(ScenarioStats.table(List.of(row)).lines().skip(1).findFirst().orElse("") + "\n");
+                                out.flush();
+                            }
+                        }
                     }
-                    ScenarioStats.Row row = ScenarioStats.run(s, v, n, schedules, jobs, r -> { });
-                    rows.add(row);
-                    asExpected &= v.expectFinding() ? row.found() == row.masterSeeds() : row.found() + row.otherFindings() == 0;
-                    out.print(ScenarioStats.table(List.of(row)).lines().skip(1).findFirst().orElse("") + "\n");
-                    out.flush();
                 }
+            } finally {
+                ProgressBars.close(bar);
             }
             out.println();
             out.print(ScenarioStats.table(rows));
@@ -253,10 +313,23 @@ final class ScenarioCommand implements Callable<Integer> {
         }
     }
 
+    /** The scenarios {@code name} selects: one by name, {@code all} seed shapes or every {@code hard} shape. */
+    static List<Scenario> scenarios(CommandSpec spec, String name) {
+        try {
+            return switch (name) {
+                case "all" -> ScenarioRegistry.all();
+                case "hard" -> ScenarioRegistry.hard();
+                default -> List.of(ScenarioRegistry.byName(name));
+            };
+        } catch (IllegalArgumentException e) {
+            throw new ParameterException(spec.commandLine(), e.getMessage());
+        }
+    }
+
     /** The closing table: one row per run. */
     static String table(List<ScenarioRun> runs) {
         StringBuilder sb = new StringBuilder();
-        String fmt = "%-15s %-4s %-22s %-7s %-9s %9s %9s %8s  %s%n";
+        String fmt = "%-20s %-4s %-22s %-7s %-9s %9s %9s %8s  %s%n";
         sb.append(String.format(fmt, "scenario", "seed", "variant", "engine", "outcome", "schedules", "1st find", "time", "as expected"));
         for (ScenarioRun r : runs) {
             sb.append(String.format(fmt, r.scenario(), r.seed(), r.variant(), r.engine().key(), r.outcome(), r.schedules(),

@@ -49,10 +49,20 @@ final class BufioShrinkerScenario implements Scenario {
     static final int HARNESS_MAPPINGS = 12;
     /** Bound on each wait of the forcing harness; generous, it only turns a broken harness into an error. */
     static final long HARNESS_WAIT_NANOS = 30_000_000_000L;
+    /** The hard shape: pages left in the arena after exhausting it, and mappings per round (the seed shape: 0 and 6). */
+    static final int HARD_SPARE_PAGES = 8;
+    static final int HARD_PER_ROUND = 3;
+
+    private final boolean hard;
+
+    /** The seed shape, or with {@code hard} the shape whose deadlock needs a specific interleaving. */
+    BufioShrinkerScenario(boolean hard) {
+        this.hard = hard;
+    }
 
     @Override
     public String name() {
-        return "bufio-shrinker";
+        return hard ? "bufio-shrinker-hard" : "bufio-shrinker";
     }
 
     @Override
@@ -62,6 +72,9 @@ final class BufioShrinkerScenario implements Scenario {
 
     @Override
     public String description() {
+        if (hard) {
+            return "as bufio-shrinker with " + HARD_SPARE_PAGES + " free pages and " + HARD_PER_ROUND + " mappings per commit";
+        }
         return "thin metadata in bufio, memory exhausted: kswapd runs the bufio shrinker while commits write dirty"
                 + " nodes back";
     }
@@ -95,15 +108,16 @@ final class BufioShrinkerScenario implements Scenario {
     @Override
     public Consumer<Kernel> workload(Engine engine, Probe probe) {
         int rounds = engine == Engine.SIM ? 2 : 10;
-        int perRound = engine == Engine.SIM ? 6 : 10;
+        int perRound = engine == Engine.SIM ? (hard ? HARD_PER_ROUND : 6) : 10;
+        int sparePages = hard ? HARD_SPARE_PAGES : 0;
         // On real threads the knot needs kswapd to reach the shrinker while a commit holds the
         // cache's mutex and cannot get a vec array: hoping for it lost about one run in five, so
         // the threads workload forces that interleaving first (see forceCommitUnderReclaim).
-        return kernel -> run(kernel, probe, rounds, perRound, engine == Engine.THREADS);
+        return kernel -> run(kernel, probe, rounds, perRound, sparePages, engine == Engine.THREADS);
     }
 
     /** Builds the cache and the metadata, exhausts memory, runs the metadata tasks, checks and tears down. */
-    private static void run(Kernel kernel, Probe probe, int rounds, int perRound, boolean forceInterleaving) {
+    private static void run(Kernel kernel, Probe probe, int rounds, int perRound, int sparePages, boolean forceInterleaving) {
         MemoryDevice meta = new MemoryDevice(kernel, META, META_BYTES, 50_000);
         BufferCache cache = new BufferCache(meta, Pool.METADATA_BLOCK_SIZE,
                 new BufferCache.Config(4, 16, Long.MAX_VALUE, 0));
@@ -115,7 +129,7 @@ final class BufioShrinkerScenario implements Scenario {
             md.createThin(HARNESS_DEVICE);
         }
         md.commit();
-        MemoryPressure pressure = MemoryPressure.exhaust(kernel, 0);
+        MemoryPressure pressure = MemoryPressure.exhaust(kernel, sparePages, 0);
         probe.watch("bufio write-back vec reserve", cache.bioSet().vecPool());
         probe.watch("bufio write-back bio reserve", cache.bioSet().bioPool());
         probe.start(kernel);

@@ -69,10 +69,20 @@ final class DmDepthFirstScenario implements Scenario {
     static final long LATENCY_NANOS = 50_000;
     /** The old contents of chunk {@code w} of the origin are all {@code OLD_BASE + w}. */
     static final int OLD_BASE = 0x40;
+    /** The hard shape: free slab clones left in {@code m}'s set and pages left in the arena (the seed shape: none). */
+    static final int HARD_SPARE_BIOS = 1;
+    static final int HARD_SPARE_PAGES = 0;
+
+    private final boolean hard;
+
+    /** The seed shape, or with {@code hard} the shape whose deadlock needs a specific interleaving. */
+    DmDepthFirstScenario(boolean hard) {
+        this.hard = hard;
+    }
 
     @Override
     public String name() {
-        return "dm-depth-first";
+        return hard ? "dm-depth-first-hard" : "dm-depth-first";
     }
 
     @Override
@@ -82,6 +92,9 @@ final class DmDepthFirstScenario implements Scenario {
 
     @Override
     public String description() {
+        if (hard) {
+            return "as dm-depth-first with " + HARD_SPARE_BIOS + " free clone besides the 3-clone reserve";
+        }
         return "a mapped device's bios span snapshot-origin and two linear targets; the snapshot's COW writes"
                 + " re-enter it; 3-clone reserve, memory exhausted";
     }
@@ -119,7 +132,9 @@ final class DmDepthFirstScenario implements Scenario {
     @Override
     public Consumer<Kernel> workload(Engine engine, Probe probe) {
         int ops = engine == Engine.SIM ? 2 : 6;
-        return kernel -> run(kernel, probe, ops);
+        int spareBios = hard ? HARD_SPARE_BIOS : 0;
+        int sparePages = hard ? HARD_SPARE_PAGES : 0;
+        return kernel -> run(kernel, probe, ops, sparePages, spareBios);
     }
 
     /** Where user write {@code w} starts on {@code m}, for windows laid out as the class comment says. */
@@ -158,7 +173,7 @@ final class DmDepthFirstScenario implements Scenario {
     }
 
     /** Builds the stack, fills the origin's old contents, exhausts memory, runs the tasks, checks the snapshot. */
-    private static void run(Kernel kernel, Probe probe, int ops) {
+    private static void run(Kernel kernel, Probe probe, int ops, int sparePages, int spareBios) {
         int windows = TASKS * ops;
         MemoryDevice lower = new MemoryDevice(kernel, LOWER, 2L * CHUNK_SECTORS * windows * Bio.SECTOR_SIZE, LATENCY_NANOS);
         MemoryDevice origin = new MemoryDevice(kernel, ORIGIN, (long) CHUNK_SECTORS * windows * Bio.SECTOR_SIZE, LATENCY_NANOS);
@@ -174,7 +189,7 @@ final class DmDepthFirstScenario implements Scenario {
         Map<String, BlockDevice> withM = Map.of(LOWER, lower, ORIGIN, origin, MAPPED, m);
         MappedDevice s = new MappedDevice(kernel, SNAPSHOT, table(kernel, SNAPSHOT, "0 " + CHUNK_SECTORS * windows
                 + " snapshot " + ORIGIN + " " + MAPPED + " N " + CHUNK_SECTORS + "\n", withM::get));
-        MemoryPressure pressure = MemoryPressure.exhaust(kernel, 0, m.cloneSet());
+        MemoryPressure pressure = MemoryPressure.exhaust(kernel, sparePages, spareBios, m.cloneSet());
         probe.watch("dm-" + MAPPED + " clone reserve", m.cloneSet().bioPool());
         probe.start(kernel);
         List<Task> workers = new ArrayList<>();

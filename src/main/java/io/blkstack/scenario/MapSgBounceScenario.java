@@ -41,10 +41,20 @@ final class MapSgBounceScenario implements Scenario {
     static final int ALIGNMENT = Page.SIZE;
     static final int TASKS = 2;
     static final int SHARED_RESERVE = TASKS * SEGMENTS;
+    /** The hard shape: free slab bios left in the shared set and pages left in the arena (the seed shape: none). */
+    static final int HARD_SPARE_BIOS = 5;
+    static final int HARD_SPARE_PAGES = 5;
+
+    private final boolean hard;
+
+    /** The seed shape, or with {@code hard} the shape whose deadlock needs a specific interleaving. */
+    MapSgBounceScenario(boolean hard) {
+        this.hard = hard;
+    }
 
     @Override
     public String name() {
-        return "map-sg-bounce";
+        return hard ? "map-sg-bounce-hard" : "map-sg-bounce";
     }
 
     @Override
@@ -54,6 +64,10 @@ final class MapSgBounceScenario implements Scenario {
 
     @Override
     public String description() {
+        if (hard) {
+            return "as map-sg-bounce with " + HARD_SPARE_BIOS + " free bios besides the shared reserve and "
+                    + HARD_SPARE_PAGES + " free pages";
+        }
         return "large requests mapped from a scatter list onto several bios, each bounced for direct-I/O alignment;"
                 + " shared reserve of 6, memory exhausted";
     }
@@ -89,11 +103,13 @@ final class MapSgBounceScenario implements Scenario {
     @Override
     public Consumer<Kernel> workload(Engine engine, Probe probe) {
         int requests = engine == Engine.SIM ? 2 : 40;
-        return kernel -> run(kernel, probe, requests);
+        int spareBios = hard ? HARD_SPARE_BIOS : 0;
+        int sparePages = hard ? HARD_SPARE_PAGES : 0;
+        return kernel -> run(kernel, probe, requests, sparePages, spareBios);
     }
 
     /** Builds the device, the shared pools and one mapper per task; exhausts memory; runs the tasks. */
-    private static void run(Kernel kernel, Probe probe, int requests) {
+    private static void run(Kernel kernel, Probe probe, int requests, int sparePages, int spareBios) {
         MemoryDevice dev = new MemoryDevice(kernel, LOWER, 1L << 20, 50_000);
         BioSet shared = new BioSet(kernel, SHARED, SHARED_RESERVE, SHARED_RESERVE, null, false);
         Mempool<Page> sharedPages = RequestMapper.pagePool(kernel, SHARED + "-pages", SHARED_RESERVE);
@@ -107,7 +123,7 @@ final class MapSgBounceScenario implements Scenario {
             }
             userPages.add(pages);
         }
-        MemoryPressure pressure = MemoryPressure.exhaust(kernel, 0, shared);
+        MemoryPressure pressure = MemoryPressure.exhaust(kernel, sparePages, spareBios, shared);
         probe.watch(SHARED + " bio reserve", shared.bioPool());
         probe.watch(SHARED + " page reserve", sharedPages);
         probe.start(kernel);

@@ -26,14 +26,26 @@ final class MemoryPressure {
 
     /** Exhausts the arena and the sets' slabs; call from a kernel task after building the stack. */
     static MemoryPressure exhaust(Kernel kernel, int spareBios, BioSet... sets) {
-        if (spareBios < 0) {
-            throw new IllegalArgumentException("spare bios must not be negative: " + spareBios);
+        return exhaust(kernel, 0, spareBios, sets);
+    }
+
+    /**
+     * As {@link #exhaust(Kernel, int, BioSet...)}, then gives {@code sparePages} pages back to the
+     * arena: memory is nearly exhausted, so the reserves are needed only when the tasks' own
+     * allocations use the spares up (the scenarios' hard shapes).
+     */
+    static MemoryPressure exhaust(Kernel kernel, int sparePages, int spareBios, BioSet... sets) {
+        if (spareBios < 0 || sparePages < 0) {
+            throw new IllegalArgumentException("spare bios and pages must not be negative: " + spareBios + ", " + sparePages);
         }
         MemoryPressure m = new MemoryPressure(kernel);
         m.takeFreePages();
         int pagesMax = kernel.pages().totalPages();
         for (BioSet set : sets) {
             m.takeSlabObjects(set, spareBios, (long) pagesMax * Page.SIZE);
+        }
+        for (int i = 0; i < sparePages && !m.pages.isEmpty(); i++) {
+            kernel.pages().free(m.pages.remove(m.pages.size() - 1));
         }
         return m;
     }

@@ -41,7 +41,7 @@ public final class ScenarioStats {
      * @param schedulesToFirst per master seed, the schedule (1-based) of the first finding, 0 for none
      * @param cleanSchedules schedules that ended without a finding, summed over the campaigns
      */
-    public record Row(String scenario, String seed, String variant, boolean expectFinding, int masterSeeds,
+    public record Row(String scenario, String seed, String variant, String strategy, boolean expectFinding, int masterSeeds,
             int schedulesBudget, int found, int otherFindings, int[] schedulesToFirst, long cleanSchedules,
             long elapsedNanos) {
 
@@ -77,6 +77,16 @@ public final class ScenarioStats {
     /** Runs {@code seeds} campaigns of {@code variant} from master seeds 1..seeds on {@code jobs} threads. */
     public static Row run(Scenario scenario, Scenario.Variant variant, int seeds, int schedules, int jobs,
             Consumer<ScenarioRun> afterEach) {
+        return run(scenario, variant, SimEngine.DEFAULT_STRATEGY, seeds, schedules, jobs, afterEach);
+    }
+
+    /**
+     * As {@link #run(Scenario, Scenario.Variant, int, int, int, Consumer)} under {@code strategy}
+     * ({@code random} or {@code pct:D}); {@code afterEach} is called on the caller's thread, in
+     * master-seed order.
+     */
+    public static Row run(Scenario scenario, Scenario.Variant variant, String strategy, int seeds, int schedules,
+            int jobs, Consumer<ScenarioRun> afterEach) {
         if (seeds < 1 || seeds > SEEDS_MAX) {
             throw new IllegalArgumentException("master seeds " + seeds + " not in 1.." + SEEDS_MAX);
         }
@@ -97,7 +107,7 @@ public final class ScenarioStats {
             List<Future<ScenarioRun>> futures = new ArrayList<>(seeds);
             for (int master = 1; master <= seeds; master++) {
                 long m = master;
-                futures.add(pool.submit(() -> SimEngine.run(scenario, variant, m, schedules, r -> { })));
+                futures.add(pool.submit(() -> SimEngine.run(scenario, variant, strategy, m, schedules, r -> { })));
             }
             for (Future<ScenarioRun> f : futures) {
                 ScenarioRun r = f.get();
@@ -113,7 +123,7 @@ public final class ScenarioStats {
         } finally {
             pool.shutdownNow();
         }
-        return summarize(scenario, variant, runs, schedules, System.nanoTime() - start);
+        return summarize(scenario, variant, strategy, runs, schedules, System.nanoTime() - start);
     }
 
     /** Whether a run's first finding is the seed's deadlock or livelock. */
@@ -124,6 +134,12 @@ public final class ScenarioStats {
 
     /** Counts the runs into a row. */
     static Row summarize(Scenario scenario, Scenario.Variant variant, List<ScenarioRun> runs, int schedules, long elapsedNanos) {
+        return summarize(scenario, variant, SimEngine.DEFAULT_STRATEGY, runs, schedules, elapsedNanos);
+    }
+
+    /** Counts the runs of a campaign under {@code strategy} into a row. */
+    static Row summarize(Scenario scenario, Scenario.Variant variant, String strategy, List<ScenarioRun> runs, int schedules,
+            long elapsedNanos) {
         int found = 0;
         int other = 0;
         long clean = 0;
@@ -142,19 +158,20 @@ public final class ScenarioStats {
                 clean += r.schedules();
             }
         }
-        return new Row(scenario.name(), scenario.seed(), variant.label(), variant.expectFinding(), runs.size(), schedules,
-                found, other, toFirst, clean, elapsedNanos);
+        return new Row(scenario.name(), scenario.seed(), variant.label(), strategy, variant.expectFinding(), runs.size(),
+                schedules, found, other, toFirst, clean, elapsedNanos);
     }
 
     /** The table of the closing note. */
     public static String table(List<Row> rows) {
         StringBuilder sb = new StringBuilder();
-        String fmt = "%-15s %-4s %-18s %6s %10s %9s %6s %8s %7s %13s %8s%n";
-        sb.append(String.format(fmt, "scenario", "seed", "variant", "seeds", "found", "fraction", "other", "median",
-                "max", "clean sched.", "time"));
+        String fmt = "%-20s %-4s %-18s %-8s %6s %10s %9s %6s %8s %7s %13s %8s%n";
+        sb.append(String.format(fmt, "scenario", "seed", "variant", "strategy", "seeds", "found", "fraction", "other",
+                "median", "max", "clean sched.", "time"));
         for (Row r : rows) {
             double median = r.medianToFirst();
-            sb.append(String.format(fmt, r.scenario(), r.seed(), r.variant(), r.masterSeeds(), r.found() + "/" + r.masterSeeds(),
+            sb.append(String.format(fmt, r.scenario(), r.seed(), r.variant(), r.strategy(), r.masterSeeds(),
+                    r.found() + "/" + r.masterSeeds(),
                     String.format("%.2f", (double) r.found() / r.masterSeeds()), r.otherFindings(),
                     median < 0 ? ">" + r.schedulesBudget() : String.format("%.1f", median),
                     r.maxToFirst() == 0 ? "-" : String.valueOf(r.maxToFirst()), r.cleanSchedules(),

@@ -18,9 +18,17 @@ public final class SimEngine {
     private SimEngine() {
     }
 
-    /** The checker configuration of a scenario's variant. */
+    /** The strategy of {@code scenario run} and of tests: the random walk. */
+    public static final String DEFAULT_STRATEGY = "random";
+
+    /** The checker configuration of a scenario's variant, under the random walk. */
     public static SimConfig config(Scenario scenario, Scenario.Variant variant) {
-        SimConfig.Builder b = SimConfig.builder().memory(scenario.memoryBytes()).policies(variant.policies());
+        return config(scenario, variant, DEFAULT_STRATEGY);
+    }
+
+    /** The checker configuration of a scenario's variant under {@code strategy} ({@code random} or {@code pct:D}). */
+    public static SimConfig config(Scenario scenario, Scenario.Variant variant, String strategy) {
+        SimConfig.Builder b = SimConfig.builder().memory(scenario.memoryBytes()).policies(variant.policies()).strategy(strategy);
         if (!scenario.faults().isEmpty()) {
             b.faults(scenario.faults());
         }
@@ -30,7 +38,13 @@ public final class SimEngine {
     /** Runs a campaign of {@code schedules} from {@code masterSeed}; legacy stops at the first finding. */
     public static ScenarioRun run(Scenario scenario, Scenario.Variant variant, long masterSeed, int schedules,
             Consumer<SimResult> afterEach) {
-        SimRunner runner = new SimRunner(config(scenario, variant));
+        return run(scenario, variant, DEFAULT_STRATEGY, masterSeed, schedules, afterEach);
+    }
+
+    /** As {@link #run(Scenario, Scenario.Variant, long, int, Consumer)} under {@code strategy}. */
+    public static ScenarioRun run(Scenario scenario, Scenario.Variant variant, String strategy, long masterSeed,
+            int schedules, Consumer<SimResult> afterEach) {
+        SimRunner runner = new SimRunner(config(scenario, variant, strategy));
         SimRunner.CampaignResult c = runner.campaign(masterSeed, schedules, true, false,
                 scenario.workload(Scenario.Engine.SIM, Probe.none()), afterEach);
         Map<String, Long> coverage = Coverage.of(c.counters());

@@ -53,10 +53,21 @@ final class SplitWorkerScenario implements Scenario {
     /** Thin device ids of the two paths. */
     static final int WRITE_DEV = 0;
     static final int CONVERT_DEV = 1;
+    /** The hard shape: pages left in the arena after exhausting it (the seed shape: none). */
+    static final int HARD_SPARE_PAGES = 32;
+    /** The hard shape's probability that creating a worker fails (the seed shape: always). */
+    static final String HARD_WORKER_CREATE_FAILURE = "0.2";
+
+    private final boolean hard;
+
+    /** The seed shape, or with {@code hard} the shape whose deadlock needs a specific interleaving. */
+    SplitWorkerScenario(boolean hard) {
+        this.hard = hard;
+    }
 
     @Override
     public String name() {
-        return "split-worker";
+        return hard ? "split-worker-hard" : "split-worker";
     }
 
     @Override
@@ -66,6 +77,10 @@ final class SplitWorkerScenario implements Scenario {
 
     @Override
     public String description() {
+        if (hard) {
+            return "as split-worker with " + HARD_SPARE_PAGES + " free pages and worker creation failing with probability "
+                    + HARD_WORKER_CREATE_FAILURE;
+        }
         return "thin B-tree splits offloaded to the alloc queue's rescuer (no workers can be created): a write path"
                 + " holding an allocation group and a completion path both split";
     }
@@ -88,7 +103,8 @@ final class SplitWorkerScenario implements Scenario {
 
     @Override
     public String faults() {
-        return WorkerPool.FAULT_SITE + "=1,latency:" + META + "=0.5/200us,latency:" + CONVERT_META + "=0.5/200us";
+        return WorkerPool.FAULT_SITE + "=" + (hard ? HARD_WORKER_CREATE_FAILURE : "1") + ",latency:" + META
+                + "=0.5/200us,latency:" + CONVERT_META + "=0.5/200us";
     }
 
     /** Real threads get the same fault: no worker can be created. */
@@ -117,14 +133,15 @@ final class SplitWorkerScenario implements Scenario {
         int rounds = engine == Engine.SIM ? 2 : 6;
         int perRound = engine == Engine.SIM ? 4 : 5;
         int conversions = engine == Engine.SIM ? 12 : 40;
-        return kernel -> run(kernel, probe, rounds, perRound, conversions);
+        int sparePages = hard ? HARD_SPARE_PAGES : 0;
+        return kernel -> run(kernel, probe, rounds, perRound, conversions, sparePages);
     }
 
     /**
      * Builds the pool metadata with its groups (group 1 full) and the second tree, both splitting
      * through the groups; runs both paths, checks both trees and tears down.
      */
-    private static void run(Kernel kernel, Probe probe, int rounds, int perRound, int conversions) {
+    private static void run(Kernel kernel, Probe probe, int rounds, int perRound, int conversions, int sparePages) {
         MemoryDevice meta = new MemoryDevice(kernel, META, META_BYTES, 50_000);
         BufferCache cache = new BufferCache(meta, Pool.METADATA_BLOCK_SIZE, new BufferCache.Config(4, 16, Long.MAX_VALUE, 0));
         ThinMetadata md = ThinMetadata.format(cache, DATA_BLOCKS, DATA_BLOCK_SECTORS, NODE_CAPACITY);
@@ -157,7 +174,7 @@ final class SplitWorkerScenario implements Scenario {
         }
         // Severe memory shortage: the arena is taken down to its floor (worker creation fails on its
         // own under it; the fault makes that certain), and metadata writes lean on the reserves.
-        MemoryPressure pressure = MemoryPressure.exhaust(kernel, 0);
+        MemoryPressure pressure = MemoryPressure.exhaust(kernel, sparePages, 0);
         probe.start(kernel);
         long[] written = new long[rounds * perRound];
         Task writer = kernel.spawn("provision", TaskKind.WORKER, () -> provision(md, groups, written, rounds, perRound, probe));
