@@ -177,10 +177,14 @@ public final class ControlServer implements AutoCloseable {
         return path;
     }
 
-    /** Stops serving (requests under way are given a moment) and removes the socket file if it is still ours. */
+    /**
+     * Stops serving, waits (bounded) for a request still under way in the stack, and removes the
+     * socket file if it is still ours. The caller must be a task of the stack's kernel.
+     */
     @Override
     public void close() {
         stopQuietly();
+        live.close();
         try {
             if (socketKey != null && Files.exists(path, LinkOption.NOFOLLOW_LINKS) && socketKey.equals(
                     Files.readAttributes(path, BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS).fileKey())) {
