@@ -123,6 +123,9 @@ public final class ControlServer implements AutoCloseable {
                     + " another path (--control)");
         }
         try (SocketChannel probe = SocketChannel.open(StandardProtocolFamily.UNIX)) {
+            // Non-blocking, so a server that answers but does not accept (a full backlog) cannot
+            // stall the start: a connect that is merely pending counts as a live owner too.
+            probe.configureBlocking(false);
             probe.connect(UnixDomainSocketAddress.of(path));
             throw new IOException("control socket " + path + " is in use: a running server answers on it"
                     + " (another blkstack serve?); stop it or choose another path (--control)");
