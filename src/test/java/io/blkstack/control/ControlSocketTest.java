@@ -559,6 +559,28 @@ class ControlSocketTest {
         assertEquals(List.of(0, "closed"), results, "the write in flight was answered, then the connection ended");
     }
 
+    /**
+     * A hung control client (it sent half a request and stops) stalls neither the data path nor
+     * the other control clients: NBD I/O and a full control request both complete while it hangs.
+     */
+    @Test
+    @Timeout(60)
+    void aHungControlClientStallsNothing() throws Exception {
+        try (java.nio.channels.SocketChannel hung = java.nio.channels.SocketChannel.open(StandardProtocolFamily.UNIX)) {
+            hung.connect(UnixDomainSocketAddress.of(socket));
+            hung.write(java.nio.ByteBuffer.wrap(("POST /v1/devices/lin/reload HTTP/1.1\r\nHost: localhost\r\n"
+                    + "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"table\":").getBytes(
+                    java.nio.charset.StandardCharsets.US_ASCII)));
+            byte[] data = pattern(21, 64 * 1024);
+            try (MiniNbdClient c = new MiniNbdClient(nbd(), "lin")) {
+                assertEquals(0, c.write(0, data));
+                assertArrayEquals(data, c.read(0, data.length));
+            }
+            assertEquals("0 16384 linear a 0\n", ok("table", "lin").out);
+            ok("reload", "lin", "--table", "0 16384 linear a 0");
+        }
+    }
+
     private static boolean installed(String program) {
         try {
             Process p = new ProcessBuilder(program, "--version").redirectErrorStream(true).start();
