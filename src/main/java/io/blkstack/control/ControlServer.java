@@ -58,7 +58,9 @@ import org.eclipse.jetty.util.thread.QueuedThreadPool;
  * <p><b>Never on the data path.</b> Requests run on the server's own bounded thread pool
  * ({@link #THREADS_MAX} threads, a job queue of at most {@link #QUEUE_MAX}), attached to the
  * kernel only for the operation; a slow or hung client holds one of these threads, never a
- * data-path task. Request bodies are limited to {@link #BODY_BYTES_MAX}.
+ * data-path task, and is cut after {@link #IDLE_TIMEOUT_MILLIS} of silence. Request bodies are
+ * limited to {@link #BODY_BYTES_MAX}; a body is read in full before the request waits for its turn,
+ * so a client that stops half-way holds no other request up.
  */
 public final class ControlServer implements AutoCloseable {
 
@@ -68,6 +70,8 @@ public final class ControlServer implements AutoCloseable {
     static final int QUEUE_MAX = 64;
     /** Largest request body accepted (a table of many lines fits easily). */
     static final long BODY_BYTES_MAX = 1L << 20;
+    /** A control connection that sends nothing for this long is closed (a hung client frees its thread). */
+    static final long IDLE_TIMEOUT_MILLIS = 30_000;
     /** The content type of JSON replies. */
     static final String JSON = "application/json";
 
@@ -123,6 +127,9 @@ public final class ControlServer implements AutoCloseable {
                     + " another path (--control)");
         }
         try (SocketChannel probe = SocketChannel.open(StandardProtocolFamily.UNIX)) {
+            // Non-blocking, so a server that answers but does not accept (a full backlog) cannot
+            // stall the start: a connect that is merely pending counts as a live owner too.
+            probe.configureBlocking(false);
             probe.connect(UnixDomainSocketAddress.of(path));
             throw new IOException("control socket " + path + " is in use: a running server answers on it"
                     + " (another blkstack serve?); stop it or choose another path (--control)");
@@ -144,6 +151,7 @@ public final class ControlServer implements AutoCloseable {
             UnixDomainServerConnector connector = new UnixDomainServerConnector(server, 1, 1,
                     new HttpConnectionFactory(http));
             connector.setUnixDomainPath(bound);
+            connector.setIdleTimeout(IDLE_TIMEOUT_MILLIS);
             server.addConnector(connector);
             SizeLimitHandler limit = new SizeLimitHandler(BODY_BYTES_MAX, -1);
             limit.setHandler(new Routes());
@@ -177,10 +185,14 @@ public final class ControlServer implements AutoCloseable {
         return path;
     }
 
-    /** Stops serving (requests under way are given a moment) and removes the socket file if it is still ours. */
+    /**
+     * Stops serving, waits (bounded) for a request still under way in the stack, and removes the
+     * socket file if it is still ours. The caller must be a task of the stack's kernel.
+     */
     @Override
     public void close() {
         stopQuietly();
+        live.close();
         try {
             if (socketKey != null && Files.exists(path, LinkOption.NOFOLLOW_LINKS) && socketKey.equals(
                     Files.readAttributes(path, BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS).fileKey())) {

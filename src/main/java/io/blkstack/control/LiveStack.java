@@ -75,6 +75,8 @@ public final class LiveStack {
     private final Consumer<String> log;
     private final AtomicBoolean busy = new AtomicBoolean();
     private final WaitQueue gate = new WaitQueue("control: one request at a time");
+    /** Set by {@link #close}: every later request is refused. */
+    private volatile boolean closed;
 
     /**
      * @param config the configuration in effect (command-line overrides applied): bottom devices
@@ -113,12 +115,31 @@ public final class LiveStack {
                         + Durations.format(gateTimeoutNanos) + "; try again", null);
             }
             try {
+                if (closed) {
+                    throw new ControlException(503, "stopping", "the server is stopping; no more changes", null);
+                }
                 return op.run();
             } finally {
                 busy.set(false);
                 gate.wakeAll();
             }
         }
+    }
+
+    /**
+     * Refuses every later request and waits (at most the gate's bound) for the one under way, so
+     * that the owner can drain and close the stack with no live change racing it. The caller must
+     * be a task of the kernel. Returns whether no request is under way any more.
+     */
+    public boolean close() {
+        if (!gate.waitEventTimeout(() -> busy.compareAndSet(false, true), gate, gateTimeoutNanos, false)) {
+            closed = true;
+            return false;
+        }
+        closed = true;
+        busy.set(false);
+        gate.wakeAll();
+        return true;
     }
 
     // ---- reads -------------------------------------------------------------------------------

@@ -81,6 +81,59 @@ class ServeControlTest {
         }
     }
 
+    /**
+     * The live thin workflow on a served pool over files: {@code create_snap 7 0}, a device for
+     * id 7 created, exported and listed, then unexported, removed and deleted; after the server
+     * stops, {@code thin check} finds the pool's metadata clean.
+     */
+    @Test
+    @Timeout(180)
+    void liveThinChangesLeaveCleanMetadata() throws Exception {
+        Path socket = tmp.resolve("thin.sock");
+        Path config = Files.writeString(tmp.resolve("thin.yaml"), """
+                memory: 16MiB
+                devices:
+                  meta: { file: thin-data/meta.img, size: 4MiB }
+                  data: { file: thin-data/data.img, size: 64MiB }
+                mapped:
+                  pool: "0 131072 thin-pool meta data 128 16"
+                  vol0: "0 131072 thin pool 0"
+                exports:
+                  vol0: { device: vol0 }
+                """);
+        Process server = start("thin.err", "serve", "--config", config.toString(), "--listen", "127.0.0.1:0",
+                "--control", socket.toString());
+        try {
+            awaitReady(server, "thin.err");
+            String[][] steps = {
+                {"message", "pool", "0", "create_snap 7 0"},
+                {"create", "snap7", "--table", "0 131072 thin pool 7"},
+                {"export", "add", "snap7", "--device", "snap7", "--readonly"},
+                {"export", "remove", "snap7"},
+                {"remove", "snap7"},
+                {"message", "pool", "0", "delete 7"},
+                {"message", "pool", "0", "create_thin 8"},
+            };
+            for (String[] step : steps) {
+                String[] r = ctl(socket, step);
+                assertEquals("0", r[0], String.join(" ", step) + ": " + r[2]);
+            }
+            String[] status = ctl(socket, "status", "pool");
+            assertTrue(status[1].startsWith("0 131072 thin-pool "), status[1]);
+            server.destroy();
+            assertTrue(server.waitFor(STOP_SECONDS_MAX, TimeUnit.SECONDS), "serve stopped");
+            assertEquals(0, server.exitValue(), Files.readString(tmp.resolve("thin.err")));
+        } finally {
+            server.destroyForcibly();
+        }
+        CommandLine check = Main.commandLine();
+        StringWriter out = new StringWriter();
+        check.setOut(new PrintWriter(out, true));
+        check.setErr(new PrintWriter(new StringWriter(), true));
+        assertEquals(0, check.execute("thin", "check", config.toString(), "--pool", "pool"), out.toString());
+        assertTrue(out.toString().contains("thin metadata clean"), out.toString());
+    }
+
     private Path config(String name) throws Exception {
         return Files.writeString(tmp.resolve(name), """
                 memory: 16MiB

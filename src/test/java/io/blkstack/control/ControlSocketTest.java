@@ -54,7 +54,7 @@ class ControlSocketTest {
             control: ctl.sock
             devices:
               a: { memory: 8MiB }
-              slow: { memory: 1MiB, latency: 3s }
+              slow: { memory: 1MiB, latency: 5s }
               meta: { memory: 4MiB }
               data: { memory: 16MiB }
             mapped:
@@ -478,7 +478,7 @@ class ControlSocketTest {
 
     /**
      * A suspend that cannot finish in time fails and leaves the device running: a write is in
-     * flight on a device whose memory answers after 3 s, the suspend may wait 100 ms, so it is
+     * flight on a device whose memory answers after 5 s, the suspend may wait 100 ms, so it is
      * refused with 503 timeout; the write then completes and the device is still ACTIVE.
      */
     @Test
@@ -505,6 +505,80 @@ class ControlSocketTest {
         assertTrue(ok("info", "slowlin").out.contains("State:             ACTIVE"));
         writer.join(TimeUnit.SECONDS.toMillis(30));
         assertEquals(List.of(0), results, "the write in flight completed");
+    }
+
+    /**
+     * {@code export remove --force} with a request in flight (on memory that answers after 5 s):
+     * without force it is refused; with force the export is gone for new clients at once, the
+     * request in flight still gets its successful reply, and then the connection ends. The
+     * control requests go through one started client, so they take milliseconds of the 5 s.
+     */
+    @Test
+    @Timeout(60)
+    void forcedExportRemoveFinishesTheRequestInFlightThenCloses() throws Exception {
+        MappedDevice slow = (MappedDevice) stack.device("slowlin");
+        List<Object> results = new CopyOnWriteArrayList<>();
+        CountDownLatch forced = new CountDownLatch(1);
+        ControlClient control = new ControlClient(socket, 60_000_000_000L);
+        assertEquals(200, control.send("GET", "/v1/exports", null).status(), "warm: the client is started");
+        assertEquals(404, control.send("DELETE", "/v1/exports/nosuch", null).status(), "warm: the refusal path too");
+        Thread client = new Thread(() -> {
+            try (MiniNbdClient c = new MiniNbdClient(nbd(), "slowlin")) {
+                results.add(c.write(0, pattern(4, 4096)));
+                forced.await(30, TimeUnit.SECONDS);
+                try {
+                    c.read(0, 4096);
+                    results.add("a read after the forced remove was served");
+                } catch (IOException e) {
+                    results.add("closed");
+                }
+            } catch (IOException | InterruptedException e) {
+                if (!results.contains("closed")) {
+                    results.add(e.toString()); // closing a connection the server ended may fail: not news
+                }
+            }
+        }, "forced-remove-client");
+        client.start();
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        while (slow.inFlight() == 0 && System.nanoTime() < deadline) {
+            Thread.onSpinWait();
+        }
+        assertTrue(slow.inFlight() > 0, "the write reached the device");
+        try (control) {
+            ControlClient.Reply refused = control.send("DELETE", "/v1/exports/slowlin", null);
+            assertEquals(409, refused.status(), refused.body());
+            assertTrue(refused.body().contains("1 client(s) connected"), refused.body());
+            ControlClient.Reply removed = control.send("DELETE", "/v1/exports/slowlin?force=true", null);
+            assertEquals(200, removed.status(), removed.body());
+            assertEquals(1, control.tree(removed).path("connectionsClosed").asInt(), removed.body());
+        }
+        assertEquals(List.of(), results, "the write was still in flight when the export was removed");
+        forced.countDown();
+        assertThrows(IOException.class, () -> new MiniNbdClient(nbd(), "slowlin"), "gone for new clients");
+        client.join(TimeUnit.SECONDS.toMillis(30));
+        assertEquals(List.of(0, "closed"), results, "the write in flight was answered, then the connection ended");
+    }
+
+    /**
+     * A hung control client (it sent half a request and stops) stalls neither the data path nor
+     * the other control clients: NBD I/O and a full control request both complete while it hangs.
+     */
+    @Test
+    @Timeout(60)
+    void aHungControlClientStallsNothing() throws Exception {
+        try (java.nio.channels.SocketChannel hung = java.nio.channels.SocketChannel.open(StandardProtocolFamily.UNIX)) {
+            hung.connect(UnixDomainSocketAddress.of(socket));
+            hung.write(java.nio.ByteBuffer.wrap(("POST /v1/devices/lin/reload HTTP/1.1\r\nHost: localhost\r\n"
+                    + "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"table\":").getBytes(
+                    java.nio.charset.StandardCharsets.US_ASCII)));
+            byte[] data = pattern(21, 64 * 1024);
+            try (MiniNbdClient c = new MiniNbdClient(nbd(), "lin")) {
+                assertEquals(0, c.write(0, data));
+                assertArrayEquals(data, c.read(0, data.length));
+            }
+            assertEquals("0 16384 linear a 0\n", ok("table", "lin").out);
+            ok("reload", "lin", "--table", "0 16384 linear a 0");
+        }
     }
 
     private static boolean installed(String program) {
