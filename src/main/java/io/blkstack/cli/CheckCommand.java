@@ -245,6 +245,10 @@ final class CheckCommand implements Callable<Integer> {
                 throw usage(configFile + ":" + f.line() + ": devices." + f.name() + ": check runs on memory and null"
                         + " devices only (a file device would do real I/O outside the simulator)");
             }
+            if (d instanceof StackConfig.RemoteSpec r) {
+                throw usage(configFile + ":" + r.line() + ": devices." + r.name() + ": check runs on memory and null"
+                        + " devices only (a remote device would do real network I/O outside the simulator)");
+            }
         }
         if (!spec.commandLine().getParseResult().hasMatchedOption("--memory")) {
             memoryBytes = config.memoryBytes();
