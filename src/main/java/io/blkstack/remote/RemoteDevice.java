@@ -52,7 +52,8 @@ import java.util.function.Consumer;
  * the commands it had in flight, reads and flushes are sent again on the new connection; writes
  * (WRITE, WRITE_ZEROES, TRIM) whose outcome is unknown fail with EIO, never silently lost; and if
  * the lost connection had acknowledged writes after its last acknowledged flush, the next flush
- * fails with EIO (the server may have lost them: the kernel's writeback error). Every bio has a
+ * fails with EIO (the server may have lost them: the kernel's writeback error; a device that goes
+ * on to fail drops it, as its failure already told everyone). Every bio has a
  * deadline ({@code timeout} after submission): past it the bio fails with EIO (a sent one by
  * cutting its connection first, so no task still touches its pages). With no connection for
  * {@code timeout} the device is failed: queued bios fail with EIO, new ones at once, and
@@ -1171,6 +1172,10 @@ public final class RemoteDevice extends BlockDevice {
             if (linksUp == 0 && !failed && now - allDownSinceNanos >= options.timeoutNanos()) {
                 failed = true;
                 newlyFailed = true;
+                // The failure supersedes a pending writeback error: from now on every bio fails, and
+                // an owner that re-adds the device after a reconnect resyncs it (a mirror's recover),
+                // so a flush after that must not report losses the resync has repaired.
+                writebackError = false;
             }
             for (Link link : links) {
                 for (RemoteRequest r = link.queueHead; r != null; ) {
