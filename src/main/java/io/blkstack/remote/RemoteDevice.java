@@ -134,7 +134,14 @@ public final class RemoteDevice extends BlockDevice {
     private final String label;
     private final SpinLock lock;
     private final WaitQueue slotWait;
+    /** The command slots; the last one is the BLOCK_STATUS query slot, never on the free list. */
     private final RemoteRequest[] slots;
+    private final int slotCount;
+    private final RemoteRequest statusQuery;
+    /** Allocation learned from BLOCK_STATUS, or null without {@code base:allocation}; guarded by lock. */
+    private final AllocationMap allocation;
+    /** Write bios (WRITE, WRITE_ZEROES, DISCARD) submitted and not completed; guarded by lock. */
+    private int writeBiosInFlight;
     private final Link[] links;
     private final long tickNanos;
     private final BooleanSupplier slotOrEnd;
@@ -210,7 +217,12 @@ public final class RemoteDevice extends BlockDevice {
         this.slotOrEnd = () -> freeCount > 0 || closing;
         this.tickNanos = Math.max(1_000_000L, Math.min(options.timeoutNanos() / 8, 500_000_000L));
         int depth = options.queueDepth() * connections;
-        this.slots = new RemoteRequest[depth];
+        this.slotCount = depth;
+        this.slots = new RemoteRequest[depth + 1];
+        this.statusQuery = new RemoteRequest(depth, 1);
+        statusQuery.leader = statusQuery;
+        slots[depth] = statusQuery;
+        this.allocation = info.allocationContextId() >= 0 ? new AllocationMap(capacityBytes()) : null;
         for (int i = depth - 1; i >= 0; i--) {
             slots[i] = new RemoteRequest(i, connections);
             slots[i].next = freeHead;
@@ -235,6 +247,14 @@ public final class RemoteDevice extends BlockDevice {
             throw e;
         }
         armWatchdog();
+        if (allocation != null) {
+            lock.lock();
+            try {
+                queueStatusQuery(0);
+            } finally {
+                lock.unlock();
+            }
+        }
     }
 
     /**
@@ -335,6 +355,12 @@ public final class RemoteDevice extends BlockDevice {
         try {
             refuse = closing || failed;
             if (!refuse) {
+                if (data && op.isWrite()) {
+                    writeBiosInFlight++;
+                    if (allocation != null) {
+                        allocation.invalidate(front.sector() << Bio.SECTOR_SHIFT, front.sizeBytes());
+                    }
+                }
                 startPhase(leader);
             }
         } finally {
@@ -572,6 +598,10 @@ public final class RemoteDevice extends BlockDevice {
      * the new head of that list.
      */
     private RemoteRequest partDone(RemoteRequest part, BioStatus status, RemoteRequest done) {
+        if (part == statusQuery) {
+            part.state = RemoteRequest.State.FREE; // the answer (if any) is in the map already
+            return done;
+        }
         RemoteRequest leader = part.leader;
         part.state = RemoteRequest.State.QUEUED; // owned by its leader until released
         if (status.isError() && !leader.status.isError()) {
@@ -600,6 +630,12 @@ public final class RemoteDevice extends BlockDevice {
         }
         if (leader.status == BioStatus.OK && isWriteCommand(part.command)) {
             links[part.connection].dirty = true;
+        }
+        if (leader.bio.op().isWrite() && leader.bio.op() != BioOp.FLUSH && leader.bio.sizeBytes() > 0) {
+            writeBiosInFlight--;
+            if (allocation != null) {
+                allocation.writeCompleted();
+            }
         }
         leader.phase = RemoteRequest.Phase.DONE;
         leader.doneNext = done;
@@ -654,6 +690,10 @@ public final class RemoteDevice extends BlockDevice {
                 if (!link.broken && !closing && sendable(link)) {
                     r = unlinkQueued(link, link.queueHead);
                     r.state = RemoteRequest.State.SENDING;
+                    if (r == statusQuery) {
+                        r.queryEpoch = allocation.epoch();
+                        r.queryClean = writeBiosInFlight == 0;
+                    }
                     linkSent(link, r);
                 }
             } finally {
@@ -1047,8 +1087,14 @@ public final class RemoteDevice extends BlockDevice {
                     r.replyStatus = status;
                 }
             }
+            case REPLY_TYPE_BLOCK_STATUS -> {
+                if (r != statusQuery || length < 4 || (length - 4) % 8 != 0) {
+                    throw new ProtocolException("BLOCK_STATUS chunk of " + length + " bytes to " + commandName(r.command));
+                }
+                receiveExtents(link, wire, r, length);
+            }
             default -> {
-                // BLOCK_STATUS and unknown types: not asked for by this client; an unknown error
+                // Unknown types: not asked for by this client; an unknown error
                 // type still makes the command fail, as the spec says.
                 WireBytes.skip(wire, link.scratch, length);
                 if ((type & 0x8000) != 0 && !r.replyStatus.isError()) {
@@ -1058,6 +1104,104 @@ public final class RemoteDevice extends BlockDevice {
         }
         if ((flags & REPLY_FLAG_DONE) != 0) {
             replyDone(link, r, r.replyStatus);
+        }
+    }
+
+    /**
+     * Reads a BLOCK_STATUS chunk's extents through the scratch buffer, a piece at a time, and applies
+     * each piece to the allocation map if no write moved its epoch since the query was sent.
+     */
+    private void receiveExtents(Link link, NbdTransport.Wire wire, RemoteRequest r, long length) throws IOException {
+        ByteBuffer s = link.scratch.clear().limit(4);
+        WireBytes.readFully(wire, s);
+        boolean ours = Integer.toUnsignedLong(s.getInt(0)) == info.allocationContextId();
+        lock.lock();
+        try {
+            allocation.beginApply(r.offset);
+        } finally {
+            lock.unlock();
+        }
+        for (long left = length - 4; left > 0; ) {
+            int piece = (int) Math.min(left, SCRATCH_BYTES / 8 * 8);
+            s.clear().limit(piece);
+            WireBytes.readFully(wire, s);
+            left -= piece;
+            lock.lock();
+            try {
+                if (!ours || !r.queryClean || allocation.epoch() != r.queryEpoch) {
+                    continue; // a write raced with the query: the reply may be older than it
+                }
+                for (int at = 0; at < piece; at += 8) {
+                    long extent = Integer.toUnsignedLong(s.getInt(at));
+                    allocation.applyExtent(extent, (s.getInt(at + 4) & STATE_HOLE) != 0);
+                }
+            } finally {
+                lock.unlock();
+            }
+        }
+    }
+
+    /**
+     * Queues a BLOCK_STATUS query from {@code offset} on the query slot, if it is free and a link is
+     * up (under lock; never waits). Covers up to 1 GiB; the server may answer less.
+     */
+    private void queueStatusQuery(long offset) {
+        if (allocation == null || statusQuery.state != RemoteRequest.State.FREE || closing || failed) {
+            return;
+        }
+        Link up = null;
+        for (Link link : links) {
+            if (link.up && !link.broken) {
+                up = link;
+                break;
+            }
+        }
+        if (up == null) {
+            return;
+        }
+        statusQuery.generation++;
+        statusQuery.command = CMD_BLOCK_STATUS;
+        statusQuery.commandFlags = 0;
+        statusQuery.offset = offset;
+        statusQuery.length = (int) Math.min(capacityBytes() - offset, 1L << 30);
+        statusQuery.deadlineNanos = kernel().scheduler().nanoTime() + options.timeoutNanos();
+        enqueue(up, statusQuery);
+    }
+
+    /** Whether the export offered {@code base:allocation}: then holes come from the server. */
+    @Override
+    public boolean knowsAllocation() {
+        return allocation != null;
+    }
+
+    /**
+     * The run at {@code sector} from what BLOCK_STATUS replies said (see {@link AllocationMap});
+     * never asks the server itself: an unknown range answers "allocated" and queues a query.
+     */
+    @Override
+    public long allocatedExtent(long sector, long maxSectors) {
+        if (allocation == null) {
+            return super.allocatedExtent(sector, maxSectors);
+        }
+        if (sector < 0 || maxSectors <= 0 || sector >= capacitySectors()) {
+            throw new IllegalArgumentException(label + ": extent query at " + sector + " for " + maxSectors
+                    + " sectors outside capacity " + capacitySectors());
+        }
+        lock.lock();
+        try {
+            long run = allocation.extent(sector << Bio.SECTOR_SHIFT,
+                    Math.min(maxSectors, capacitySectors() - sector) << Bio.SECTOR_SHIFT);
+            long miss = allocation.takeMiss();
+            if (miss >= 0) {
+                queueStatusQuery(miss);
+            }
+            long sectors = Math.abs(run) >>> Bio.SECTOR_SHIFT;
+            if (sectors == 0) {
+                throw new IllegalStateException(label + ": empty extent at sector " + sector);
+            }
+            return run < 0 ? -sectors : sectors;
+        } finally {
+            lock.unlock();
         }
     }
 
@@ -1275,7 +1419,7 @@ public final class RemoteDevice extends BlockDevice {
 
     /** Commands in flight or queued: slots taken. */
     public int inFlight() {
-        return slots.length - freeCount;
+        return slotCount - freeCount;
     }
 
     @Override
@@ -1283,7 +1427,7 @@ public final class RemoteDevice extends BlockDevice {
         lock.lock();
         try {
             return label + ": " + (failed ? "FAILED" : closing ? "closing" : "ok") + ", " + linksUp + "/" + links.length
-                    + " connections up, " + (slots.length - freeCount) + "/" + slots.length + " slots in use, "
+                    + " connections up, " + (slotCount - freeCount) + "/" + slotCount + " slots in use, "
                     + reconnects.get() + " reconnects, " + timeouts.get() + " timeouts, " + ioErrors.get() + " EIO"
                     + (lastError.isEmpty() ? "" : ", last error: " + lastError);
         } finally {

@@ -49,6 +49,12 @@ final class RemoteRequest {
     boolean preflush;
     boolean postflush;
 
+    // ---- a BLOCK_STATUS query (the device's one query slot) ------------------------------------
+    /** The allocation map's epoch when the query was sent. */
+    long queryEpoch;
+    /** Whether no write was in flight when it was sent (else its reply is not applied). */
+    boolean queryClean;
+
     // ---- links (intrusive, so queues allocate nothing) -----------------------------------------
     RemoteRequest next;
     RemoteRequest prev;

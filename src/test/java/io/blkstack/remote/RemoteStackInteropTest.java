@@ -136,6 +136,54 @@ class RemoteStackInteropTest {
         }
     }
 
+    /**
+     * {@code base:allocation} passes up: once the device has learned the export's map (a bounded
+     * wait on its own progress), {@code nbdinfo --map} through blkstack and a linear target shows
+     * the same extents as against nbdkit directly.
+     */
+    @Test
+    void blockStatusOfTheRemoteExportPassesUpThroughLinear() throws Exception {
+        assumeTrue(Nbdkit.installed() && installed("nbdinfo"), "nbdkit or nbdinfo is not installed");
+        try (Nbdkit a = new Nbdkit(tmp.resolve("a.sock"), "memory", "16M").start()) {
+            String yaml = """
+                    memory: 64MiB
+                    devices:
+                      r0: { nbd: "%s" }
+                    mapped:
+                      lin: |
+                        0 32768 linear r0 0
+                    exports:
+                      default: { device: lin }
+                    """.formatted(a.uri());
+            serve(yaml, (port, stack) -> {
+                RemoteDevice r0 = (RemoteDevice) stack.device("r0");
+                assertTrue(r0.knowsAllocation());
+                BioSet set = new BioSet(r0.kernel(), "write", 4, 4, null, false);
+                try {
+                    byte[] data = new byte[(int) MiB];
+                    java.util.Arrays.fill(data, (byte) 7);
+                    assertEquals(BioStatus.OK, RemoteIo.write(set, r0, 8 * MiB, data, 0));
+                } finally {
+                    set.close();
+                }
+                long sectors = 16 * MiB / 512;
+                long deadline = System.nanoTime() + 30 * SECOND_NANOS;
+                while (!(r0.allocatedExtent(0, sectors) == -(8 * MiB / 512)
+                        && r0.allocatedExtent(8 * MiB / 512, sectors) == MiB / 512
+                        && r0.allocatedExtent(9 * MiB / 512, sectors) == -(7 * MiB / 512))
+                        && System.nanoTime() < deadline) {
+                    Thread.sleep(2); // each call queues a query for what is still unknown
+                }
+                assertEquals(-(8 * MiB / 512), r0.allocatedExtent(0, sectors), r0.describeState());
+                assertEquals(MiB / 512, r0.allocatedExtent(8 * MiB / 512, sectors));
+                String ours = run("nbdinfo", "--map", "nbd://127.0.0.1:" + port + "/default");
+                String theirs = run("nbdinfo", "--map", a.uri());
+                assertEquals(theirs, ours, "blkstack maps the remote export as nbdkit does");
+                assertTrue(ours.contains("data") && ours.contains("hole"), ours);
+            });
+        }
+    }
+
     /** Reads both devices MiB by MiB and compares. */
     private static void assertLegsEqual(BlockDevice a, BlockDevice b, long bytes) {
         BioSet set = new BioSet(a.kernel(), "compare", 4, 4, null, false);
