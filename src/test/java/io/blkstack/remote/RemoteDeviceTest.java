@@ -171,6 +171,97 @@ class RemoteDeviceTest {
         }
     }
 
+    /**
+     * The server's block sizes become the device's limits: with nbdkit's blocksize-policy filter
+     * refusing anything under 4 KiB alignment or over 64 KiB, a 1 MiB write and read still succeed
+     * (split to 64 KiB commands, aligned), and the device's logical block size is 4 KiB.
+     */
+    @Test
+    void requestsAreSplitToTheServersBlockSizes() throws Exception {
+        assumeTrue(Nbdkit.installed(), "nbdkit is not installed");
+        try (Nbdkit server = new Nbdkit(tmp.resolve("d.sock"), "--filter=blocksize-policy", "memory", "16M",
+                "blocksize-minimum=4096", "blocksize-preferred=16384", "blocksize-maximum=65536",
+                "blocksize-error-policy=error").start();
+                TestKernel tk = new TestKernel("remote", 16 * MiB, Policies.defaults(), Faults.NONE)) {
+            RemoteDevice dev = RemoteDevice.open(tk.kernel, "r4", options(server, 1, 10 * SECOND_NANOS));
+            BioSet set = new BioSet(tk.kernel, "test", 4, 4, null, false);
+            try {
+                assertEquals(4096, dev.limits().logicalBlockSize());
+                assertEquals(16384, dev.limits().physicalBlockSize());
+                assertEquals(65536 / 512, dev.limits().maxSectors());
+                byte[] data = random((int) MiB, 11);
+                assertEquals(BioStatus.OK, RemoteIo.write(set, dev, 3 * 4096, data, 0), dev.describeState());
+                byte[] back = new byte[(int) MiB];
+                assertEquals(BioStatus.OK, RemoteIo.read(set, dev, 3 * 4096, back));
+                assertArrayEquals(data, back);
+            } finally {
+                set.close();
+                dev.close();
+            }
+        }
+    }
+
+    /**
+     * What the server lacks: without multi-conn the device uses one connection and says so; without
+     * WRITE_ZEROES a WRITE_ZEROES bio becomes a write of zeros.
+     */
+    @Test
+    void withoutMultiConnOrWriteZeroesTheDeviceFallsBack() throws Exception {
+        assumeTrue(Nbdkit.installed(), "nbdkit is not installed");
+        try (Nbdkit server = new Nbdkit(tmp.resolve("e.sock"), "--filter=multi-conn", "--filter=nozero", "memory",
+                "16M", "multi-conn-mode=disable").start();
+                TestKernel tk = new TestKernel("remote", 16 * MiB, Policies.defaults(), Faults.NONE)) {
+            RemoteDevice dev = RemoteDevice.open(tk.kernel, "r5", options(server, 4, 10 * SECOND_NANOS));
+            BioSet set = new BioSet(tk.kernel, "test", 4, 4, null, false);
+            try {
+                assertEquals(1, dev.connections());
+                assertTrue(log.stream().anyMatch(l -> l.contains("does not allow multi-conn")), log.toString());
+                assertFalse(dev.exportInfo().has(io.blkstack.nbd.NbdProtocol.FLAG_SEND_WRITE_ZEROES));
+                byte[] data = random(262144, 3);
+                assertEquals(BioStatus.OK, RemoteIo.write(set, dev, 0, data, 0));
+                assertEquals(BioStatus.OK, RemoteIo.range(set, dev, BioOp.WRITE_ZEROES, 4096, 131072, 0));
+                byte[] back = new byte[262144];
+                assertEquals(BioStatus.OK, RemoteIo.read(set, dev, 0, back));
+                Arrays.fill(data, 4096, 4096 + 131072, (byte) 0);
+                assertArrayEquals(data, back, "zeros were written where WRITE_ZEROES asked, nothing else");
+            } finally {
+                set.close();
+                dev.close();
+            }
+        }
+    }
+
+    /**
+     * FLUSH and FUA reach the server honestly (nbdkit's log filter records each command with its
+     * connection): a FLUSH bio over two connections is one flush on each of them, and a FUA write
+     * carries the FUA flag.
+     */
+    @Test
+    void aFlushGoesOnEveryConnectionAndFuaPassesThrough() throws Exception {
+        assumeTrue(Nbdkit.installed(), "nbdkit is not installed");
+        Path logFile = tmp.resolve("nbdkit.log");
+        try (Nbdkit server = new Nbdkit(tmp.resolve("f.sock"), "--filter=log", "memory", "16M",
+                "logfile=" + logFile).start();
+                TestKernel tk = new TestKernel("remote", 16 * MiB, Policies.defaults(), Faults.NONE)) {
+            RemoteDevice dev = RemoteDevice.open(tk.kernel, "r6", options(server, 2, 10 * SECOND_NANOS));
+            BioSet set = new BioSet(tk.kernel, "test", 4, 4, null, false);
+            try {
+                assertTrue(dev.awaitConnected(10 * SECOND_NANOS), dev.describeState());
+                assertEquals(BioStatus.OK, RemoteIo.write(set, dev, 0, random(4096, 1), BioFlags.FUA));
+                assertEquals(BioStatus.OK, RemoteIo.range(set, dev, BioOp.FLUSH, 0, 0, 0));
+            } finally {
+                set.close();
+                dev.close();
+            }
+            List<String> lines = java.nio.file.Files.readAllLines(logFile);
+            List<String> flushes = lines.stream().filter(l -> l.contains(" Flush id=") && l.endsWith("...")).toList();
+            assertEquals(2, flushes.size(), String.join("\n", lines));
+            assertNotEquals(flushes.get(0).replaceAll(".*connection=(\\d+).*", "$1"),
+                    flushes.get(1).replaceAll(".*connection=(\\d+).*", "$1"), String.join("\n", flushes));
+            assertTrue(lines.stream().anyMatch(l -> l.contains("Write") && l.contains("fua=1")), String.join("\n", lines));
+        }
+    }
+
     /** URIs: TCP with the default port, Unix sockets, TLS refused with a clear message. */
     @Test
     void urisParseAndTlsIsRefused() {
