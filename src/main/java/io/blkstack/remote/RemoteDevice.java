@@ -463,8 +463,12 @@ public final class RemoteDevice extends BlockDevice {
         if (leader.phase == RemoteRequest.Phase.DATA) {
             dataCommand(leader);
             leader.partsLeft = 1;
+            // Round robin over the links that are up; a bio waits for a down link only if all are.
             Link link = links[nextLink];
-            nextLink = (nextLink + 1) % links.length;
+            for (int i = 0; i < links.length && !(link.up && !link.broken); i++) {
+                link = links[(nextLink + i) % links.length];
+            }
+            nextLink = (link.index + 1) % links.length;
             enqueue(link, leader);
         } else {
             leader.partsLeft = links.length;

@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 import io.blkstack.bio.BioSet;
 import io.blkstack.bio.BioStatus;
 import io.blkstack.block.BlockDevice;
+import io.blkstack.block.MemoryDevice;
 import io.blkstack.block.TestKernel;
 import io.blkstack.config.Stack;
 import io.blkstack.config.StackConfig;
@@ -14,6 +15,7 @@ import io.blkstack.dm.StatusForm;
 import io.blkstack.dm.mirror.MirrorTarget;
 import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Policies;
+import io.blkstack.nbd.Export;
 import io.blkstack.nbd.NbdServer;
 import java.io.File;
 import java.net.InetSocketAddress;
@@ -72,6 +74,48 @@ class RemoteStackInteropTest {
                 assertEquals(0, r0.ioErrors(), r0.describeState());
             });
         }
+    }
+
+    /**
+     * The same over two remote devices exported by blkstack's own NBD server (memory devices in a
+     * second kernel, over TCP): blkstack as both the storage servers and the stack above them.
+     */
+    @Test
+    void fioVerifiesThroughStripedOverTwoBlkstackServers() throws Exception {
+        assumeTrue(installed("fio"), "fio is not installed");
+        MemoryDevice[] storage = new MemoryDevice[2];
+        serve(kernel -> {
+            // The storage side: two memory devices exported by a blkstack NBD server in the same kernel.
+            storage[0] = new MemoryDevice(kernel, "d0", 64 * MiB, 0);
+            storage[1] = new MemoryDevice(kernel, "d1", 64 * MiB, 0);
+            NbdServer servers = new NbdServer(kernel, List.of(new Export("d0", storage[0], false, ""),
+                    new Export("d1", storage[1], false, "")), new InetSocketAddress("127.0.0.1", 0));
+            servers.start();
+            int storagePort = servers.localAddress().getPort();
+            return """
+                    memory: 128MiB
+                    devices:
+                      r0: { nbd: "nbd://127.0.0.1:%d/d0", connections: 2, timeout: 10s }
+                      r1: { nbd: "nbd://127.0.0.1:%d/d1", connections: 2, timeout: 10s }
+                    mapped:
+                      default: |
+                        0 262144 striped 2 128 r0 0 r1 0
+                    exports:
+                      default: { device: default }
+                    """.formatted(storagePort, storagePort);
+        }, (port, stack) -> {
+            String out = run("fio", "--name=verify", "--ioengine=nbd", "--uri=nbd://127.0.0.1:" + port + "/default",
+                    "--rw=randwrite", "--bs=64k", "--size=128m", "--verify=crc32c", "--iodepth=16", "--do_verify=1",
+                    "--verify_fatal=1", "--randrepeat=1");
+            assertTrue(out.contains("err= 0"), "fio reported errors:\n" + out);
+            assertFalse(out.contains("verify: bad") || out.contains("crc32c: verify failed"), out);
+            RemoteDevice r0 = (RemoteDevice) stack.device("r0");
+            assertTrue(r0.knowsAllocation(), "blkstack's server offers base:allocation");
+            assertEquals(2, r0.connections(), r0.describeState());
+            assertEquals(0, r0.ioErrors(), r0.describeState());
+            assertTrue(storage[0].allocatedChunks() > 0 && storage[1].allocatedChunks() > 0,
+                    "both storage devices were written");
+        });
     }
 
     /**
@@ -205,13 +249,27 @@ class RemoteStackInteropTest {
         void run(int port, Stack stack) throws Exception;
     }
 
+    /** Makes the configuration once the kernel exists (to start servers in it first). */
+    @FunctionalInterface
+    interface Setup {
+        String yaml(io.blkstack.kernel.Kernel kernel) throws Exception;
+    }
+
     /** Builds the stack, serves it on an ephemeral port, runs the client, tears everything down. */
     private void serve(String yaml, Client client) throws Exception {
-        Path file = tmp.resolve("stack.yaml");
-        Files.writeString(file, yaml);
-        StackConfig config = StackConfig.load(file);
-        try (TestKernel tk = new TestKernel("remote-interop", config.memoryBytes(), Policies.defaults(), Faults.NONE);
-                Stack stack = Stack.build(tk.kernel, config, Stack.Mode.SERVE)) {
+        serve(kernel -> yaml, client);
+    }
+
+    private void serve(Setup setup, Client client) throws Exception {
+        try (TestKernel tk = new TestKernel("remote-interop", 128 * MiB, Policies.defaults(), Faults.NONE)) {
+            Path file = tmp.resolve("stack.yaml");
+            Files.writeString(file, setup.yaml(tk.kernel));
+            serveIn(tk, StackConfig.load(file), client);
+        }
+    }
+
+    private void serveIn(TestKernel tk, StackConfig config, Client client) throws Exception {
+        try (Stack stack = Stack.build(tk.kernel, config, Stack.Mode.SERVE)) {
             NbdServer server = new NbdServer(tk.kernel, stack.exports(), new InetSocketAddress("127.0.0.1", 0));
             try {
                 server.start();
