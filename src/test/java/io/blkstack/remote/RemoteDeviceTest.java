@@ -153,6 +153,33 @@ class RemoteDeviceTest {
         }
     }
 
+    /**
+     * Closing the device ends a request waiting for a server that never answers (timeout one hour,
+     * so only the close can end it): the request fails with EIO and close returns.
+     */
+    @Test
+    void closeEndsARequestWaitingForAServerThatNeverAnswers() throws Exception {
+        assumeTrue(Nbdkit.installed(), "nbdkit is not installed");
+        try (Nbdkit server = new Nbdkit(tmp.resolve("g.sock"), "--filter=delay", "memory", "16M", "rdelay=3600")
+                .start();
+                TestKernel tk = new TestKernel("remote", 16 * MiB, Policies.defaults(), Faults.NONE)) {
+            RemoteDevice dev = RemoteDevice.open(tk.kernel, "r7", options(server, 1, 3600 * SECOND_NANOS));
+            BioSet set = new BioSet(tk.kernel, "test", 4, 4, null, false);
+            java.util.concurrent.atomic.AtomicReference<BioStatus> status = new java.util.concurrent.atomic.AtomicReference<>();
+            io.blkstack.kernel.Task reader = tk.kernel.spawn("reader", io.blkstack.kernel.TaskKind.USER,
+                    () -> status.set(RemoteIo.read(set, dev, 0, new byte[4096])));
+            long deadline = System.nanoTime() + 30 * SECOND_NANOS;
+            while (dev.inFlight() == 0 && System.nanoTime() < deadline) {
+                Thread.sleep(1); // until the read holds its slot: a progress condition with a bound
+            }
+            assertEquals(1, dev.inFlight(), dev.describeState());
+            dev.close();
+            tk.kernel.scheduler().join(reader);
+            assertEquals(BioStatus.IOERR, status.get());
+            set.close();
+        }
+    }
+
     /** A server that accepts and never speaks: opening gives up after the timeout with a message. */
     @Test
     void silentServerFailsTheHandshakeAfterTheTimeout() throws Exception {
