@@ -69,6 +69,7 @@ class RemoteStackInteropTest {
                         "--verify_fatal=1", "--randrepeat=1");
                 assertTrue(out.contains("err= 0"), "fio reported errors:\n" + out);
                 assertFalse(out.contains("verify: bad") || out.contains("crc32c: verify failed"), out);
+                report("linear+striped over 2 nbdkit", out);
                 RemoteDevice r0 = (RemoteDevice) stack.device("r0");
                 assertEquals(2, r0.connections(), r0.describeState());
                 assertEquals(0, r0.ioErrors(), r0.describeState());
@@ -109,6 +110,7 @@ class RemoteStackInteropTest {
                     "--verify_fatal=1", "--randrepeat=1");
             assertTrue(out.contains("err= 0"), "fio reported errors:\n" + out);
             assertFalse(out.contains("verify: bad") || out.contains("crc32c: verify failed"), out);
+            report("striped over 2 blkstack servers", out);
             RemoteDevice r0 = (RemoteDevice) stack.device("r0");
             assertTrue(r0.knowsAllocation(), "blkstack's server offers base:allocation");
             assertEquals(2, r0.connections(), r0.describeState());
@@ -226,6 +228,12 @@ class RemoteStackInteropTest {
                 assertTrue(ours.contains("data") && ours.contains("hole"), ours);
             });
         }
+    }
+
+    /** Prints fio's bandwidth summary lines (for the record; nothing is asserted on them). */
+    private static void report(String what, String fioOutput) {
+        fioOutput.lines().filter(l -> l.trim().startsWith("READ:") || l.trim().startsWith("WRITE:"))
+                .forEach(l -> System.out.println(what + ": " + l.trim()));
     }
 
     /** Reads both devices MiB by MiB and compares. */
