@@ -35,4 +35,20 @@ public enum BioStatus {
     public boolean isError() {
         return this != OK;
     }
+
+    /**
+     * The status for an errno (either sign), IOERR for values without one (as the kernel's
+     * {@code errno_to_blk_status}); a switch, so an error reply allocates nothing.
+     */
+    public static BioStatus fromErrno(int errno) {
+        return switch (Math.abs(errno)) {
+            case 0 -> OK;
+            case 28 -> NOSPC;
+            case 22 -> INVAL;
+            case 95 -> NOTSUPP;
+            case 1 -> PERM;
+            case 11 -> AGAIN;
+            default -> IOERR;
+        };
+    }
 }

@@ -324,6 +324,12 @@ final class CheckCommand implements Callable<Integer> {
         } catch (IOException e) {
             throw usage("--config: cannot read " + configFile + ": " + e.getMessage());
         }
+        for (StackConfig.DeviceSpec d : config.devices()) {
+            if (d instanceof StackConfig.RemoteSpec r) {
+                throw usage(configFile + ":" + r.line() + ": devices." + r.name() + ": check cannot run a remote device"
+                        + " yet (it would do real network I/O outside the simulator; there is no simulated NBD server)");
+            }
+        }
         if (!spec.commandLine().getParseResult().hasMatchedOption("--memory")) {
             memoryBytes = config.memoryBytes();
         }

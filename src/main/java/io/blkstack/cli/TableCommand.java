@@ -132,6 +132,7 @@ final class TableCommand {
                 case FileSpec f -> "file " + f.written() + (f.direct() ? " (direct)" : "");
                 case MemorySpec m -> "memory" + (m.latencyNanos() > 0 ? ", latency " + m.latencyNanos() + " ns" : "");
                 case NullSpec n -> "null" + (n.latencyNanos() > 0 ? ", latency " + n.latencyNanos() + " ns" : "");
+                case StackConfig.RemoteSpec r -> "nbd " + r.uri();
             };
         }
     }

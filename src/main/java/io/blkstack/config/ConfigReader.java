@@ -7,6 +7,7 @@ import io.blkstack.config.StackConfig.FileSpec;
 import io.blkstack.config.StackConfig.MappedSpec;
 import io.blkstack.config.StackConfig.MemorySpec;
 import io.blkstack.config.StackConfig.NullSpec;
+import io.blkstack.config.StackConfig.RemoteSpec;
 import io.blkstack.kernel.Reserves;
 import io.blkstack.nbd.NbdServer;
 import io.blkstack.units.Durations;
@@ -56,12 +57,15 @@ final class ConfigReader {
             "control");
     private static final Set<String> RESERVE_KEYS = Set.of("dm-clones", "target-bios", "bufio-buffers");
     private static final Set<String> EXPORT_KEYS = Set.of("device", "readonly", "description");
-    private static final Set<String> DEVICE_KINDS = Set.of("file", "memory", "null");
+    private static final Set<String> DEVICE_KINDS = Set.of("file", "memory", "null", "nbd");
     private static final Set<String> FILE_KEYS = Set.of("file", "size", "direct", "io-tasks", "queue-depth");
     private static final Set<String> MEMORY_KEYS = Set.of("memory", "latency");
     private static final Set<String> NULL_KEYS = Set.of("null", "latency");
+    private static final Set<String> REMOTE_KEYS = Set.of("nbd", "connections", "timeout", "size", "tls");
+    /** Most connections of one remote device. */
+    static final int REMOTE_CONNECTIONS_MAX = 16;
     /** Every key some device kind takes; which kind may use which is checked once the kind is known. */
-    private static final Set<String> DEVICE_KEYS = union(FILE_KEYS, MEMORY_KEYS, NULL_KEYS);
+    private static final Set<String> DEVICE_KEYS = union(FILE_KEYS, MEMORY_KEYS, NULL_KEYS, REMOTE_KEYS);
 
     private final String source;
     private final Path baseDir;
@@ -209,8 +213,9 @@ final class ConfigReader {
         List<String> kinds = keys.keySet().stream().filter(DEVICE_KINDS::contains).toList();
         if (kinds.size() != 1) {
             throw error(map, path, null, kinds.isEmpty()
-                    ? "has no kind: give exactly one of file, memory, null"
-                    : "has " + kinds.size() + " kinds (" + String.join(", ", kinds) + "): give exactly one of file, memory, null");
+                    ? "has no kind: give exactly one of file, memory, null, nbd"
+                    : "has " + kinds.size() + " kinds (" + String.join(", ", kinds) + "): give exactly one of file, memory,"
+                    + " null, nbd");
         }
         String kind = kinds.get(0);
         int line = line(map);
@@ -235,6 +240,9 @@ final class ConfigReader {
                 long size = sectorMultiple(sizeNode, path + ".memory");
                 return new MemorySpec(name, size, latency(keys, path), line, line(sizeNode));
             }
+            case "nbd" -> {
+                return remote(name, keys, path, line);
+            }
             default -> {
                 only(keys, path, "null", NULL_KEYS);
                 Node sizeNode = keys.get("null").getValueNode();
@@ -242,6 +250,38 @@ final class ConfigReader {
                 return new NullSpec(name, size, latency(keys, path), line, line(sizeNode));
             }
         }
+    }
+
+    /** A remote device: an NBD URI, optional connections, timeout and expected size; no TLS yet. */
+    private RemoteSpec remote(String name, Map<String, NodeTuple> keys, String path, int line) throws ConfigException {
+        only(keys, path, "nbd", REMOTE_KEYS);
+        if (keys.containsKey("tls")) {
+            throw error(keys.get("tls").getKeyNode(), path + ".tls", null,
+                    "is not supported yet: remote devices connect without TLS (give nbd:// or nbd+unix://)");
+        }
+        ScalarNode uri = scalar(keys.get("nbd").getValueNode(), path + ".nbd");
+        try {
+            io.blkstack.remote.NbdUri.parse(uri.getValue());
+        } catch (IllegalArgumentException e) {
+            throw error(uri, path + ".nbd", uri.getValue(), e.getMessage());
+        }
+        int connections = intIn(keys, path, "connections", 1, 1, REMOTE_CONNECTIONS_MAX);
+        long timeout = RemoteSpec.TIMEOUT_DEFAULT_NANOS;
+        if (keys.containsKey("timeout")) {
+            timeout = duration(scalar(keys.get("timeout").getValueNode(), path + ".timeout"), path + ".timeout",
+                    TIMEOUT_NANOS_MAX, "1 day (86400s)");
+            if (timeout < 1_000_000) {
+                throw error(keys.get("timeout").getValueNode(), path + ".timeout", null, "must be at least 1ms");
+            }
+        }
+        long size = 0;
+        int sizeLine = line;
+        if (keys.containsKey("size")) {
+            Node sizeNode = keys.get("size").getValueNode();
+            size = sectorMultiple(sizeNode, path + ".size");
+            sizeLine = line(sizeNode);
+        }
+        return new RemoteSpec(name, uri.getValue(), connections, timeout, size, line, sizeLine);
     }
 
     @SafeVarargs

@@ -16,6 +16,7 @@ import io.blkstack.config.StackConfig.FileSpec;
 import io.blkstack.config.StackConfig.MappedSpec;
 import io.blkstack.config.StackConfig.MemorySpec;
 import io.blkstack.config.StackConfig.NullSpec;
+import io.blkstack.config.StackConfig.RemoteSpec;
 import io.blkstack.dm.MappedDevice;
 import io.blkstack.dm.Table;
 import io.blkstack.dm.TableException;
@@ -23,6 +24,8 @@ import io.blkstack.dm.thin.ThinPoolTarget;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.mem.Gfp;
 import io.blkstack.nbd.Export;
+import io.blkstack.remote.NbdUri;
+import io.blkstack.remote.RemoteDevice;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -114,7 +117,7 @@ public final class Stack implements AutoCloseable {
             for (DeviceSpec spec : config.devices()) {
                 BlockDevice device = null;
                 if (mode == Mode.DRY) {
-                    device = new NullDevice(kernel, spec.name(), spec.sizeBytes(), 0);
+                    device = stack.dry(spec);
                 } else if (standIn != null) {
                     device = standIn.build(kernel, spec);
                     if (device == null && spec instanceof FileSpec) {
@@ -143,10 +146,39 @@ public final class Stack implements AutoCloseable {
                 case FileSpec f -> openFile(f);
                 case MemorySpec m -> new MemoryDevice(kernel, m.name(), m.sizeBytes(), m.latencyNanos());
                 case NullSpec n -> new NullDevice(kernel, n.name(), n.sizeBytes(), n.latencyNanos());
+                case RemoteSpec r -> openRemote(r);
             };
         } catch (IllegalArgumentException e) {
             throw new ConfigException(config.source(), spec.sizeLine(), "devices." + spec.name(), null, e.getMessage());
         }
+    }
+
+    /** A dry run's stand-in: a null device of the configured size (a remote device must give its size). */
+    private BlockDevice dry(DeviceSpec spec) throws ConfigException {
+        if (spec instanceof RemoteSpec r && r.sizeBytes() == 0) {
+            throw new ConfigException(config.source(), r.line(), "devices." + r.name(), null,
+                    "is a remote device without 'size': a dry run does not connect, so give the export's size");
+        }
+        return new NullDevice(kernel, spec.name(), spec.sizeBytes(), 0);
+    }
+
+    /** Connects a remote device; its size must match the configured one, if given. */
+    private RemoteDevice openRemote(RemoteSpec r) throws IOException, ConfigException {
+        RemoteDevice.Options options = RemoteDevice.Options.of(NbdUri.parse(r.uri())).withConnections(r.connections())
+                .withTimeoutNanos(r.timeoutNanos());
+        RemoteDevice device;
+        try {
+            device = RemoteDevice.open(kernel, r.name(), options);
+        } catch (IOException e) {
+            throw new IOException(config.source() + ":" + r.line() + ": devices." + r.name() + ".nbd: " + e.getMessage(), e);
+        }
+        if (r.sizeBytes() != 0 && device.capacityBytes() != r.sizeBytes()) {
+            long actual = device.capacityBytes();
+            device.close();
+            throw new ConfigException(config.source(), r.sizeLine(), "devices." + r.name() + ".size", null,
+                    "is " + r.sizeBytes() + " bytes but the export has " + actual);
+        }
+        return device;
     }
 
     /** Opens a file device, creating the file (and its directory) sparse if missing. */

@@ -157,7 +157,7 @@ public record StackConfig(String source, long memoryBytes, ListenAddress listen,
     }
 
     /** A bottom device: the file, memory or null kind, with where it was written. */
-    public sealed interface DeviceSpec permits FileSpec, MemorySpec, NullSpec {
+    public sealed interface DeviceSpec permits FileSpec, MemorySpec, NullSpec, RemoteSpec {
         /** The device name tables and exports use. */
         String name();
 
@@ -195,6 +195,20 @@ public record StackConfig(String source, long memoryBytes, ListenAddress listen,
     /** A null device (reads zeros, writes vanish), optionally with a completion latency. */
     public record NullSpec(String name, long sizeBytes, long latencyNanos, int line, int sizeLine)
             implements DeviceSpec {
+    }
+
+    /**
+     * A device on another NBD server (a remote device), reached by an NBD URI.
+     *
+     * @param uri the URI as written ({@code nbd://host:port/export} or {@code nbd+unix:///export?socket=PATH})
+     * @param connections connections wanted (used only if the server allows multi-conn)
+     * @param timeoutNanos a request's deadline, and how long the device may be without a connection
+     * @param sizeBytes the size the export must have, or 0 to take the server's (a dry run needs it)
+     */
+    public record RemoteSpec(String name, String uri, int connections, long timeoutNanos, long sizeBytes, int line,
+            int sizeLine) implements DeviceSpec {
+        /** The request timeout unless the configuration says otherwise: 30 s. */
+        public static final long TIMEOUT_DEFAULT_NANOS = 30_000_000_000L;
     }
 
     /**

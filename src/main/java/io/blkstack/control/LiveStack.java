@@ -549,6 +549,7 @@ public final class LiveStack {
                     case FileSpec f -> "file";
                     case MemorySpec m -> "memory";
                     case NullSpec n -> "null";
+                    case StackConfig.RemoteSpec r -> "nbd";
                 };
             }
         }

@@ -107,6 +107,14 @@ final class StackDump {
                     d.put("latency", n.latencyNanos() / 1000 + "us");
                 }
             }
+            case StackConfig.RemoteSpec r -> {
+                d.put("nbd", r.uri());
+                d.put("connections", r.connections());
+                d.put("timeout", Durations.format(r.timeoutNanos()));
+                if (r.sizeBytes() > 0) {
+                    d.put("size", Sizes.format(r.sizeBytes()));
+                }
+            }
         }
         return d;
     }

@@ -108,6 +108,8 @@ public final class ConfigStack implements DrivenStack {
             case StackConfig.MemorySpec m -> new CachedMemoryDevice(k, media(m.name(), m.sizeBytes(), true),
                     m.latencyNanos(), MemoryDevice.DEFAULT_QUEUE_DEPTH, Bio.SECTOR_SIZE);
             case StackConfig.NullSpec n -> null;
+            case StackConfig.RemoteSpec r -> throw new IllegalArgumentException("devices." + r.name()
+                    + ": check cannot run a remote device yet");
         };
     }
 
