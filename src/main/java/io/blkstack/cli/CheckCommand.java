@@ -72,6 +72,8 @@ final class CheckCommand implements Callable<Integer> {
     static final String MEMORY_DEVICE = "mem0";
     static final long MEMORY_DEVICE_BYTES = 4L << 20;
     static final long MEMORY_LATENCY_NANOS = 50_000;
+    /** The arena of a --via nbd run on a built-in stack when --memory is not given: the smallest serve accepts. */
+    static final long NBD_MEMORY_DEFAULT_BYTES = 4L << 20;
     /** Default faults: seeded extra latency on the bottom device. */
     static final String BUILT_IN_FAULTS = "latency:" + BioSetSplitStack.LOWER + "=0.5/200us";
     static final String WORKLOAD_FAULTS = "latency:" + MEMORY_DEVICE + "=0.5/200us";
@@ -170,7 +172,8 @@ final class CheckCommand implements Callable<Integer> {
     long pctBound;
 
     @Option(names = "--memory", paramLabel = "SIZE", defaultValue = "256KiB", converter = SizeConverter.class,
-            description = "Simulated page arena (default: ${DEFAULT-VALUE}; with --config, the file's memory unless given).")
+            description = "Simulated page arena (default: ${DEFAULT-VALUE}, 4MiB with --via nbd; with --config, the"
+                    + " file's memory unless given).")
     long memoryBytes;
 
     @Option(names = "--faults", paramLabel = "SPEC",
@@ -373,6 +376,9 @@ final class CheckCommand implements Callable<Integer> {
 
     /** The simulator configuration from the options; bad values are usage errors. */
     private SimConfig buildConfig() {
+        if ("nbd".equals(via) && configFile == null && !spec.commandLine().getParseResult().hasMatchedOption("--memory")) {
+            memoryBytes = NBD_MEMORY_DEFAULT_BYTES; // an NBD server needs room for its budget: 256 KiB holds no request
+        }
         try {
             return SimConfig.builder().memory(memoryBytes).strategy(strategy).faults(effectiveFaults())
                     .faultsAtSetup(faultsAtSetup).pctStepBound(pctBound).policies(Policies.parse(policies))

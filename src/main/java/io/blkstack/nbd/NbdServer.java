@@ -329,6 +329,21 @@ public final class NbdServer implements Component {
         return bytes / Page.SIZE;
     }
 
+    /**
+     * The fewest free arena pages with which a server of {@code export} is admitted: a payload
+     * budget that holds two of its worst-charged requests of the preferred block size, plus what
+     * admission sets aside (reclaim's low watermark, this server's reserves, the targets' share).
+     * The checker's pressure leaves this many, so that a run tests the smallest budget serve accepts.
+     */
+    public static int admissionFreePagesMin(Kernel kernel, Export export) {
+        long budget = 2 * chargePagesWorst(Math.max(export.preferredBlockSize(), export.minimumBlockSize()));
+        long left = budget;
+        while (left - left / TRANSIENT_SHARE_DIVISOR < budget) {
+            left++; // at most budget / 7 + 1 steps
+        }
+        return Math.toIntExact(left + kernel.pages().lowPages() + SERVER_RESERVE_PAGES);
+    }
+
     /** The arena in numbers, for admission errors: its size, what the stack keeps, what reclaim keeps. */
     private static String describeArena(Kernel kernel) {
         PageAllocator pages = kernel.pages();

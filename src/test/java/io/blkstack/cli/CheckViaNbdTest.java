@@ -60,4 +60,15 @@ class CheckViaNbdTest {
         assertTrue(r.out().contains("findings: 0"), r.out());
         assertTrue(r.out().contains("via nbd"), r.out());
     }
+
+    // Proves --via nbd works with nothing else given: the arena defaults to 4 MiB and the default
+    // workload's pressure leaves the fewest pages the server's admission accepts, so every run is
+    // admitted and clean (not a CRASH on a refused server).
+    @Test
+    void defaultWorkloadViaNbdIsAdmitted() {
+        Run r = run("check", "--stack", "memory", "--via", "nbd", "--schedules", "3", "--no-progress");
+        assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.out() + r.err());
+        assertTrue(r.out().contains("memory 4194304 bytes"), r.out());
+        assertTrue(r.out().contains("outcomes: {OK=3}"), r.out());
+    }
 }

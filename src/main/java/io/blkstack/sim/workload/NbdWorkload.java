@@ -11,6 +11,7 @@ import io.blkstack.nbd.Export;
 import io.blkstack.nbd.InProcessClient;
 import io.blkstack.nbd.NbdProtocol;
 import io.blkstack.nbd.NbdServer;
+import io.blkstack.sim.SimFaults;
 import io.blkstack.sim.SimScheduler;
 import java.io.IOException;
 import java.net.InetAddress;
@@ -18,6 +19,7 @@ import java.net.InetSocketAddress;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.SplittableRandom;
 import java.util.function.Consumer;
 
@@ -34,8 +36,9 @@ import java.util.function.Consumer;
  * <p>The data check is {@link Workload}'s: each task owns one slice of the region and has one
  * request in flight at a time, writes carry a pattern of a per-write stamp and the byte's offset,
  * and every read is compared with what the task last wrote (a request that fails makes its range
- * unknown). With {@code pressure=on}, every free page but {@code sparePages} is taken after the
- * stack is built and <em>before</em> the server, so the server's admission sees what is really
+ * unknown). With {@code pressure=on}, every free page is taken after the stack is built and
+ * <em>before</em> the server, but {@code sparePages} or, if more, the fewest the server's admission
+ * accepts ({@link NbdServer#admissionFreePagesMin}): the server's admission sees what is really
  * left, as it would in {@code serve} with a stack that keeps part of the arena. The server runs
  * with no idle and no reply timeout (clients here always read their replies).
  */
@@ -64,20 +67,32 @@ public final class NbdWorkload implements Consumer<Kernel> {
     /** Builds the stack, applies pressure, builds the server, runs the clients, closes the server and gives memory back. */
     @Override
     public void accept(Kernel kernel) {
-        BlockDevice top = stack.build(kernel);
+        BlockDevice top;
+        try {
+            top = stack.build(kernel);
+        } catch (RuntimeException e) {
+            if (!ioFaultFired(kernel)) {
+                throw e;
+            }
+            // As in Workload: a stack refusing to start after an injected I/O error is the right answer.
+            kernel.counters().get("workload.stack-refused").incrementAndGet();
+            kernel.tracer().event(Task.currentOrNull(), "stack-refused", String.valueOf(e.getMessage()));
+            return;
+        }
         if (spec.regionEndBytes() > top.capacityBytes()) {
             throw new IllegalArgumentException("workload region " + spec.regionStartBytes() + "-" + spec.regionEndBytes()
                     + " ends past device " + top.name() + " of " + top.capacityBytes() + " bytes");
         }
         List<Page> hoard = new ArrayList<>();
+        Export export = new Export(EXPORT, top, false, "checker workload");
         try {
             if (spec.pressure()) {
-                exhaust(kernel, hoard);
+                exhaust(kernel, hoard, Math.max(spec.sparePages(), NbdServer.admissionFreePagesMin(kernel, export)));
             }
             NbdServer.Options options = new NbdServer.Options(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0),
                     WorkloadSpec.TASKS_MAX, IN_FLIGHT_PER_CONNECTION, 0).withReplyTimeoutNanos(0).withIdleTimeoutNanos(0)
                     .withLog(line -> kernel.tracer().event(Task.currentOrNull(), "nbd-log", line));
-            NbdServer server = new NbdServer(kernel, List.of(new Export(EXPORT, top, false, "checker workload")), options);
+            NbdServer server = new NbdServer(kernel, List.of(export), options);
             try {
                 List<Task> tasks = new ArrayList<>();
                 for (int t = 0; t < spec.tasks(); t++) {
@@ -96,6 +111,18 @@ public final class NbdWorkload implements Consumer<Kernel> {
         }
     }
 
+    /** Whether an injected I/O error ({@code io:<device>} fault site) fired in this run so far. */
+    private static boolean ioFaultFired(Kernel kernel) {
+        if (kernel.faults() instanceof SimFaults faults) {
+            for (Map.Entry<String, Long> e : faults.fires().entrySet()) {
+                if (e.getKey().startsWith("io:") && e.getValue() > 0) {
+                    return true;
+                }
+            }
+        }
+        return false;
+    }
+
     /** A task's seed: drawn from the run's stream when simulated, fixed otherwise. */
     private static long randomSeed(Kernel kernel, int taskIndex) {
         if (kernel.scheduler() instanceof SimScheduler sim) {
@@ -105,9 +132,9 @@ public final class NbdWorkload implements Consumer<Kernel> {
     }
 
     /** Takes every free page but {@code sparePages} without waiting. */
-    private void exhaust(Kernel kernel, List<Page> hoard) {
+    private static void exhaust(Kernel kernel, List<Page> hoard, int sparePages) {
         int pagesMax = kernel.pages().totalPages();
-        while (kernel.pages().freePages() > spec.sparePages()) {
+        while (kernel.pages().freePages() > sparePages) {
             Page p = kernel.pages().alloc(Gfp.NOWAIT);
             if (p == null) {
                 break;
