@@ -240,6 +240,12 @@ public final class BioSet implements Component {
             return;
         }
         punts.addAndGet(moved);
+        BioRescuerPuntEvent event = new BioRescuerPuntEvent();
+        if (event.shouldCommit()) {
+            event.bioSet = name;
+            event.bios = moved;
+            event.commit();
+        }
         rescuer.kick();
     }
 

@@ -103,8 +103,10 @@ public final class Mempool<T> implements Component {
                     element = element(--currNr);
                     reserve[currNr] = null;
                     changes++;
+                    int left = currNr;
                     lock.unlock();
                     reserveUsed.incrementAndGet();
+                    recordReserveUse(left);
                     return taken(element);
                 }
                 if (gfpTemp != gfpMask) {
@@ -135,6 +137,17 @@ public final class Mempool<T> implements Component {
             if (self != null) {
                 self.endWait(waitStarted);
             }
+        }
+    }
+
+    /** JFR: a reserve element was given out, {@code left} remain (nothing is built unless a recording wants it). */
+    private void recordReserveUse(int left) {
+        MempoolReserveEvent event = new MempoolReserveEvent();
+        if (event.shouldCommit()) {
+            event.pool = name;
+            event.reserveLeft = left;
+            event.reserveSize = reserve.length;
+            event.commit();
         }
     }
 

@@ -1,6 +1,7 @@
 package io.blkstack.nbd;
 
 import io.blkstack.bio.BioSet;
+import io.blkstack.block.IoErrorLog;
 import io.blkstack.kernel.Completion;
 import io.blkstack.kernel.Component;
 import io.blkstack.kernel.Kernel;
@@ -26,6 +27,7 @@ import java.util.Set;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.BooleanSupplier;
 import java.util.function.Consumer;
+import jdk.jfr.EventType;
 
 /**
  * An NBD server (fixed newstyle, {@code doc/proto.md} of the NBD project) serving named
@@ -195,6 +197,10 @@ public final class NbdServer implements Component {
 
     private final Kernel kernel;
     private final Options options;
+    /** One line per failed request. */
+    private final IoErrorLog ioErrors = new IoErrorLog();
+    /** JFR's handle on the request latency event: asked before one is built. */
+    private final EventType requestEventType = EventType.getEventType(NbdRequestEvent.class);
     /** The exports served now; replaced whole (copy on write) under {@link #lock} by {@link #addExport} and {@link #removeExport}. */
     private volatile List<Export> exports;
     private final BioSet bioSet;
@@ -563,6 +569,16 @@ public final class NbdServer implements Component {
     /** The options the server runs with. */
     public Options options() {
         return options;
+    }
+
+    /** The log line of each failed request (non-blocking; see {@link IoErrorLog}). */
+    IoErrorLog ioErrors() {
+        return ioErrors;
+    }
+
+    /** Whether a JFR recording wants {@link NbdRequestEvent}s now: a flag read, nothing allocated. */
+    boolean requestEventsEnabled() {
+        return requestEventType.isEnabled();
     }
 
     /** Writes one line to the server's log. */
