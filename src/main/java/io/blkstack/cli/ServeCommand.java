@@ -210,7 +210,7 @@ final class ServeCommand implements Callable<Integer> {
             return fail(err, ExitCodes.USAGE, "--log-level: '" + level + "' is not one of "
                     + String.join(", ", StackConfig.LOG_LEVELS));
         }
-        LogLevel.apply(level);
+        LogLevel.apply("blkstack serve", level);
         if (maxConnections != null && (maxConnections < 1 || maxConnections > NbdServer.Options.CONNECTIONS_MAX)) {
             return fail(err, ExitCodes.USAGE, "--max-connections: " + maxConnections + " is not in 1.."
                     + NbdServer.Options.CONNECTIONS_MAX);
