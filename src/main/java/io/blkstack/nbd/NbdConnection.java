@@ -130,7 +130,7 @@ final class NbdConnection {
                 return; // the export was removed while this client negotiated it
             }
             openedExport = negotiated.export().name();
-            server.log(name + " (" + peer + "): opened export " + openedExport + " ("
+            server.logConnection(name + " (" + peer + "): opened export " + openedExport + " ("
                     + (negotiated.structuredReplies() ? "structured replies" : "simple replies")
                     + (negotiated.baseAllocation() ? ", base:allocation" : "")
                     + (negotiated.blockSizesKnown() ? ", block sizes" : "") + ")");
@@ -322,7 +322,7 @@ final class NbdConnection {
         timers.logReplyTimeout(peer);
         String export = openedExport;
         if (export != null) {
-            server.log(name + " (" + peer + "): closed export " + export);
+            server.logConnection(name + " (" + peer + "): closed export " + export);
         }
         server.connectionEnded(this);
         done.completeAll();

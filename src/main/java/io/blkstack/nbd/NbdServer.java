@@ -28,6 +28,8 @@ import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.BooleanSupplier;
 import java.util.function.Consumer;
 import jdk.jfr.EventType;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * An NBD server (fixed newstyle, {@code doc/proto.md} of the NBD project) serving named
@@ -196,7 +198,12 @@ public final class NbdServer implements Component {
     private static final long MiB = 1L << 20;
 
     private final Kernel kernel;
+    /** The SLF4J logger of the connections' open and close lines. */
+    public static final String CONNECTION_LOGGER = "io.blkstack.nbd.connection";
+
     private final Options options;
+    /** One line per connection opened and closed. */
+    private final Logger connectionLog = LoggerFactory.getLogger(CONNECTION_LOGGER);
     /** One line per failed request. */
     private final IoErrorLog ioErrors = new IoErrorLog();
     /** JFR's handle on the request latency event: asked before one is built. */
@@ -579,6 +586,15 @@ public final class NbdServer implements Component {
     /** Whether a JFR recording wants {@link NbdRequestEvent}s now: a flag read, nothing allocated. */
     boolean requestEventsEnabled() {
         return requestEventType.isEnabled();
+    }
+
+    /**
+     * Logs a connection opening or closing (SLF4J logger {@link #CONNECTION_LOGGER}, info). Not
+     * through {@link Options#log}: that one carries what went wrong, and every client's coming and
+     * going would drown it.
+     */
+    void logConnection(String line) {
+        connectionLog.info("nbd: {}", line);
     }
 
     /** Writes one line to the server's log. */

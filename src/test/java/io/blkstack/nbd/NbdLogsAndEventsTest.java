@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import ch.qos.logback.classic.Logger;
 import ch.qos.logback.classic.spi.ILoggingEvent;
+import ch.qos.logback.core.AppenderBase;
 import ch.qos.logback.core.read.ListAppender;
 import io.blkstack.block.IoErrorLog;
 import io.blkstack.block.MemoryDevice;
@@ -50,6 +51,15 @@ class NbdLogsAndEventsTest {
     private final List<String> log = new CopyOnWriteArrayList<>();
     private final BlockingQueue<String> logLines = new LinkedBlockingQueue<>();
 
+    /** Takes the connection logger's lines as they are logged, for waiting on one. */
+    private final class LineAppender extends AppenderBase<ILoggingEvent> {
+        @Override
+        protected void append(ILoggingEvent event) {
+            log.add(event.getFormattedMessage());
+            logLines.add(event.getFormattedMessage());
+        }
+    }
+
     // Proves: the open and close lines name the peer, the export and the options; a write and a
     // read each leave one blkstack.NbdRequest event with their command, offset, length, export and
     // error 0; a write to the error device leaves an event with EIO and one I/O error line naming
@@ -61,6 +71,10 @@ class NbdLogsAndEventsTest {
         ListAppender<ILoggingEvent> errorLines = new ListAppender<>();
         errorLines.start();
         ioErrors.addAppender(errorLines);
+        Logger connections = (Logger) LoggerFactory.getLogger(NbdServer.CONNECTION_LOGGER);
+        LineAppender connectionLines = new LineAppender();
+        connectionLines.start();
+        connections.addAppender(connectionLines);
         Path file = tmp.resolve("nbd.jfr");
         try (TestKernel tk = new TestKernel("nbd-events", 64L << 20, Policies.defaults(), Faults.NONE);
                 Recording recording = new Recording()) {
@@ -70,10 +84,7 @@ class NbdLogsAndEventsTest {
                     Table.parse(tk.kernel, "broken", "0 2048 error\n", name -> null));
             NbdServer server = new NbdServer(tk.kernel, List.of(new Export("a", memory, false, ""),
                     new Export("bad", broken, false, "")),
-                    NbdServer.Options.defaults(new InetSocketAddress("127.0.0.1", 0)).withLog(line -> {
-                        log.add(line);
-                        logLines.add(line);
-                    }));
+                    NbdServer.Options.defaults(new InetSocketAddress("127.0.0.1", 0)));
             recording.start();
             try {
                 server.start();
@@ -99,6 +110,7 @@ class NbdLogsAndEventsTest {
             recording.dump(file);
         } finally {
             ioErrors.detachAppender(errorLines);
+            connections.detachAppender(connectionLines);
         }
         List<RecordedEvent> events = RecordingFile.readAllEvents(file).stream()
                 .filter(e -> e.getEventType().getName().equals("blkstack.NbdRequest")).toList();
