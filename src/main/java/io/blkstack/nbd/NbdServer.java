@@ -126,10 +126,10 @@ public final class NbdServer implements Component {
             }
         }
 
-        /** The four basic settings with the default timeouts and log (standard error). */
+        /** The four basic settings with the default timeouts and log (the SLF4J logger {@code io.blkstack.nbd}, info). */
         public Options(InetSocketAddress listen, int connectionsMax, int inFlightPerConnection, long payloadBudgetBytes) {
             this(listen, connectionsMax, inFlightPerConnection, payloadBudgetBytes, HANDSHAKE_TIMEOUT_DEFAULT_NANOS, 0,
-                    REPLY_TIMEOUT_DEFAULT_NANOS, line -> System.err.println("blkstack: " + line));
+                    REPLY_TIMEOUT_DEFAULT_NANOS, line -> LoggerFactory.getLogger("io.blkstack.nbd").info(line));
         }
 
         /**
