@@ -230,7 +230,8 @@ final class ServeCommand implements Callable<Integer> {
             Kernel.Builder builder = Kernel.builder().name("blkstack-serve").memory(memory).reserves(config.reserves());
             if (hungTaskTimeoutNanos > 0) {
                 Logger hung = LoggerFactory.getLogger("io.blkstack.kernel.HungTaskWatchdog");
-                builder.watchdog(Duration.ofNanos(hungTaskTimeoutNanos), report -> hung.warn(report.describe().stripTrailing())).watchdogExplainer(task -> Knot.explainWait(task.kernel(), task));
+                builder.watchdog(Duration.ofNanos(hungTaskTimeoutNanos), report -> hung.warn(report.describe().stripTrailing()))
+                        .watchdogExplainer(task -> Knot.explainWait(task.kernel(), task));
             }
             kernel = builder.build();
         } catch (IllegalArgumentException e) {
