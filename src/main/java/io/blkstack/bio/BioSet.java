@@ -18,6 +18,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.Supplier;
+import jdk.jfr.EventType;
 
 /**
  * A source of bios with a guaranteed reserve (the kernel's {@code bio_set}): a {@link Mempool} of
@@ -57,6 +58,8 @@ public final class BioSet implements Component {
     private final SpinLock rescueLock;
     private final BioList rescueList = new BioList();
     private final AtomicLong punts;
+    /** JFR's handle on {@link BioRescuerPuntEvent}: asked before one is built. */
+    private final EventType puntEvents = EventType.getEventType(BioRescuerPuntEvent.class);
     private final AtomicLong bioOut = new AtomicLong();
     private final SpinLock registryLock;
     private final List<WeakReference<Bio>> constructed = new ArrayList<>();
@@ -240,7 +243,20 @@ public final class BioSet implements Component {
             return;
         }
         punts.addAndGet(moved);
+        if (puntEvents.isEnabled()) {
+            recordPunt(moved);
+        }
         rescuer.kick();
+    }
+
+    /** JFR: {@code moved} bios were punted to the rescuer. */
+    private void recordPunt(int moved) {
+        BioRescuerPuntEvent event = new BioRescuerPuntEvent();
+        if (event.shouldCommit()) {
+            event.bioSet = name;
+            event.bios = moved;
+            event.commit();
+        }
     }
 
     /** Takes the next punted bio, or null; the rescue work calls this in a loop. */

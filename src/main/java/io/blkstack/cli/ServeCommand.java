@@ -30,6 +30,8 @@ import java.time.Duration;
 import java.util.concurrent.Callable;
 import java.util.concurrent.atomic.AtomicInteger;
 
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
@@ -75,6 +77,14 @@ import sun.misc.SignalHandler;
  *
  * <p>Configuration errors exit 1 with the file, line and value; I/O errors (a backing file that
  * cannot be created, a port in use) exit 2.
+ *
+ * <p>Logs: what happens while serving (warnings, the NBD server's lines, the control plane's
+ * changes, hung-task reports, the shutdown steps) goes through SLF4J loggers below
+ * {@code io.blkstack} at the level of {@code --log-level} (else the configuration's
+ * {@code log-level}, else info); {@code logback.xml} prints them on standard error as
+ * {@code blkstack serve: MESSAGE}, the lines serve always printed. The message that ends the
+ * command with an error code is the command's result, not a log line: it goes to the command's
+ * error stream like picocli's usage errors, whatever the level.
  */
 @Command(
         name = "serve",
@@ -155,6 +165,14 @@ final class ServeCommand implements Callable<Integer> {
                     + " (default: ${DEFAULT-VALUE}; 0s turns the watchdog off).")
     long hungTaskTimeoutNanos;
 
+    @Option(names = "--log-level", paramLabel = "LEVEL",
+            description = "How much to log: error, warn, info, debug or trace (default: the configuration's"
+                    + " log-level, else info).")
+    String logLevel;
+
+    /** Serve's own lines: warnings and the shutdown steps. */
+    private final Logger log = LoggerFactory.getLogger("io.blkstack.serve");
+
     /**
      * Where the serving task waits for the first stop signal. An idle wait (it owes nothing to
      * anyone), so the hung-task watchdog does not report a server that simply runs for long.
@@ -187,6 +205,12 @@ final class ServeCommand implements Callable<Integer> {
         } catch (IOException e) {
             return fail(err, ExitCodes.USAGE, configFile + ": cannot read: " + e);
         }
+        String level = logLevel != null ? logLevel : config.logLevelOrDefault();
+        if (!StackConfig.LOG_LEVELS.contains(level)) {
+            return fail(err, ExitCodes.USAGE, "--log-level: '" + level + "' is not one of "
+                    + String.join(", ", StackConfig.LOG_LEVELS));
+        }
+        LogLevel.apply("blkstack serve", level);
         if (maxConnections != null && (maxConnections < 1 || maxConnections > NbdServer.Options.CONNECTIONS_MAX)) {
             return fail(err, ExitCodes.USAGE, "--max-connections: " + maxConnections + " is not in 1.."
                     + NbdServer.Options.CONNECTIONS_MAX);
@@ -198,18 +222,16 @@ final class ServeCommand implements Callable<Integer> {
                     + " (the smallest page arena serve accepts is " + Sizes.format(StackConfig.MEMORY_BYTES_MIN) + ")");
         }
         if (!address.getAddress().isLoopbackAddress()) {
-            err.println("blkstack serve: warning: listening on " + address + ", beyond loopback: NBD has no"
-                    + " authentication, so anyone who can reach this port can read and write the exports");
-            err.flush();
+            log.warn("warning: listening on {}, beyond loopback: NBD has no authentication, so anyone who can"
+                    + " reach this port can read and write the exports", address);
         }
         Kernel kernel;
         try {
             Kernel.Builder builder = Kernel.builder().name("blkstack-serve").memory(memory).reserves(config.reserves());
             if (hungTaskTimeoutNanos > 0) {
-                builder.watchdog(Duration.ofNanos(hungTaskTimeoutNanos), report -> {
-                    err.print("blkstack serve: " + report.describe());
-                    err.flush();
-                }).watchdogExplainer(task -> Knot.explainWait(task.kernel(), task));
+                Logger hung = LoggerFactory.getLogger("io.blkstack.kernel.HungTaskWatchdog");
+                builder.watchdog(Duration.ofNanos(hungTaskTimeoutNanos), report -> hung.warn(report.describe().stripTrailing()))
+                        .watchdogExplainer(task -> Knot.explainWait(task.kernel(), task));
             }
             kernel = builder.build();
         } catch (IllegalArgumentException e) {
@@ -254,8 +276,7 @@ final class ServeCommand implements Callable<Integer> {
             }
         }
         if (code == ExitCodes.SUCCESS) {
-            err.println("blkstack serve: stopped; every device flushed and closed");
-            err.flush();
+            log.info("stopped; every device flushed and closed");
         }
         return code;
     }
@@ -265,7 +286,7 @@ final class ServeCommand implements Callable<Integer> {
             PrintWriter out, PrintWriter err) {
         NbdServer server;
         try {
-            server = new NbdServer(kernel, stack.exports(), serverOptions(config, address, err));
+            server = new NbdServer(kernel, stack.exports(), serverOptions(config, address));
         } catch (IllegalArgumentException e) {
             return fail(err, ExitCodes.USAGE, e.getMessage());
         }
@@ -307,13 +328,12 @@ final class ServeCommand implements Callable<Integer> {
                 listenAddress != null ? ListenAddress.parse(listenAddress) : config.listen(), config.devices(),
                 config.mapped(), config.exports(), new StackConfig.Connections(o.connectionsMax(),
                         o.handshakeTimeoutNanos(), o.idleTimeoutNanos(), o.replyTimeoutNanos()),
-                config.noSpaceTimeoutNanos(), drain, config.reserves(), socket);
-        java.util.function.Consumer<String> log = line -> {
-            err.println("blkstack serve: control: " + line);
-            err.flush();
-        };
-        LiveStack live = new LiveStack(kernel, stack, server, effective, suspendTimeoutNanos, log);
-        return ControlServer.start(socket, live, log);
+                config.noSpaceTimeoutNanos(), drain, config.reserves(), socket,
+                logLevel != null ? logLevel : config.logLevel());
+        Logger controlLog = LoggerFactory.getLogger("io.blkstack.control");
+        java.util.function.Consumer<String> changes = line -> controlLog.info("control: {}", line);
+        LiveStack live = new LiveStack(kernel, stack, server, effective, suspendTimeoutNanos, changes);
+        return ControlServer.start(socket, live, changes);
     }
 
     /**
@@ -322,30 +342,25 @@ final class ServeCommand implements Callable<Integer> {
      * Returns the exit code; sets {@link #abandoned} when devices still hold requests.
      */
     private int stop(Kernel kernel, Stack stack, NbdServer server, long drainNanos, PrintWriter err) {
-        err.println("blkstack serve: stopping: no new connections, draining " + server.connectionCount()
-                + " connection(s) for at most " + Durations.format(drainNanos)
-                + " (a second SIGINT or SIGTERM skips the drain)");
-        err.flush();
+        log.info("stopping: no new connections, draining {} connection(s) for at most {} (a second SIGINT or"
+                + " SIGTERM skips the drain)", server.connectionCount(), Durations.format(drainNanos));
         boolean failedAny = false;
         if (!server.drain(drainNanos, true)) {
-            err.println("blkstack serve: " + (stopSignals.get() > 1 ? "second signal: skipping the drain"
-                    : "drain deadline of " + Durations.format(drainNanos) + " passed") + " with "
-                    + server.connectionCount() + " connection(s) open: " + server.describeConnections());
+            log.warn("{} with {} connection(s) open: {}", stopSignals.get() > 1 ? "second signal: skipping the drain"
+                    : "drain deadline of " + Durations.format(drainNanos) + " passed", server.connectionCount(),
+                    server.describeConnections());
             int failed = stack.failWaiting(BioStatus.IOERR);
             if (failed > 0) {
                 failedAny = true;
-                err.println("blkstack serve: failed " + failed + " request(s) waiting in devices with EIO");
+                log.warn("failed {} request(s) waiting in devices with EIO", failed);
             }
-            err.flush();
             if (!server.drain(REPLY_GRACE_NANOS, false)) {
                 failedAny = true;
                 List<String> cut = server.cutConnections();
-                err.println("blkstack serve: closed " + cut.size() + " connection(s) whose requests are still held: "
-                        + String.join("; ", cut));
-                err.flush();
+                log.warn("closed {} connection(s) whose requests are still held: {}", cut.size(), String.join("; ", cut));
             }
         }
-        List<String> failures = flushWithin(kernel, stack, Math.max(drainNanos, FLUSH_TIMEOUT_MIN_NANOS), err);
+        List<String> failures = flushWithin(kernel, stack, Math.max(drainNanos, FLUSH_TIMEOUT_MIN_NANOS));
         if (failures == null || server.connectionCount() > 0) {
             abandoned = true;
             return fail(err, ExitCodes.RUNTIME, "exiting with devices still holding requests ("
@@ -363,24 +378,22 @@ final class ServeCommand implements Callable<Integer> {
     }
 
     /** The server's options: the configuration's connection settings, overridden by the flags. */
-    private NbdServer.Options serverOptions(StackConfig config, InetSocketAddress address, PrintWriter err) {
+    private NbdServer.Options serverOptions(StackConfig config, InetSocketAddress address) {
         StackConfig.Connections c = config.connections();
+        Logger nbdLog = LoggerFactory.getLogger("io.blkstack.nbd");
         return NbdServer.Options.defaults(address)
                 .withConnectionsMax(maxConnections != null ? maxConnections : c.max())
                 .withHandshakeTimeoutNanos(handshakeTimeoutNanos != null ? handshakeTimeoutNanos : c.handshakeTimeoutNanos())
                 .withIdleTimeoutNanos(idleTimeoutNanos != null ? idleTimeoutNanos : c.idleTimeoutNanos())
                 .withReplyTimeoutNanos(replyTimeoutNanos != null ? replyTimeoutNanos : c.replyTimeoutNanos())
-                .withLog(line -> {
-                    err.println("blkstack serve: " + line);
-                    err.flush();
-                });
+                .withLog(nbdLog::info);
     }
 
     /**
      * Flushes every device ({@link Stack#flushAll}) on a task of its own and waits at most
      * {@code timeoutNanos}; returns the failures, or null if the flush did not finish in time.
      */
-    private static List<String> flushWithin(Kernel kernel, Stack stack, long timeoutNanos, PrintWriter err) {
+    private List<String> flushWithin(Kernel kernel, Stack stack, long timeoutNanos) {
         Completion flushed = new Completion("serve final flush");
         List<List<String>> result = new ArrayList<>(1);
         kernel.spawn("serve-flush", TaskKind.USER, () -> {
@@ -391,8 +404,7 @@ final class ServeCommand implements Callable<Integer> {
             }
         });
         if (!flushed.await(timeoutNanos)) {
-            err.println("blkstack serve: the final flush did not finish within " + Durations.format(timeoutNanos));
-            err.flush();
+            log.warn("the final flush did not finish within {}", Durations.format(timeoutNanos));
             return null;
         }
         return result.isEmpty() ? List.of("internal error in the flush task") : result.get(0);

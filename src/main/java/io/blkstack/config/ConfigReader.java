@@ -54,7 +54,7 @@ final class ConfigReader {
 
     private static final Set<String> TOP_KEYS = Set.of("memory", "listen", "max-connections", "handshake-timeout",
             "idle-timeout", "reply-timeout", "devices", "mapped", "exports", "no-space-timeout", "drain-timeout", "reserves",
-            "control");
+            "control", "log-level");
     private static final Set<String> RESERVE_KEYS = Set.of("dm-clones", "target-bios", "bufio-buffers");
     private static final Set<String> EXPORT_KEYS = Set.of("device", "readonly", "description");
     private static final Set<String> DEVICE_KINDS = Set.of("file", "memory", "null", "nbd");
@@ -107,8 +107,19 @@ final class ConfigReader {
         Reserves reserves = top.containsKey("reserves") ? reserves(top.get("reserves")) : Reserves.DEFAULTS;
         Path control = top.containsKey("control")
                 ? resolve(scalar(top.get("control").getValueNode(), "control"), "control") : null;
+        String logLevel = top.containsKey("log-level") ? logLevel(top.get("log-level")) : null;
         return new StackConfig(source, memory, listen, devices, mapped, exports, connections, noSpaceTimeout,
-                drainTimeout, reserves, control);
+                drainTimeout, reserves, control, logLevel);
+    }
+
+    /** {@code log-level:}: one of {@link StackConfig#LOG_LEVELS}. */
+    private String logLevel(NodeTuple entry) throws ConfigException {
+        ScalarNode node = scalar(entry.getValueNode(), "log-level");
+        String level = node.getValue();
+        if (!StackConfig.LOG_LEVELS.contains(level)) {
+            throw error(node, "log-level", level, "is not one of " + String.join(", ", StackConfig.LOG_LEVELS));
+        }
+        return level;
     }
 
     /** {@code reserves:}: a map of reserve sizes, each a whole number in 1..Reserves.MAX; keys not given keep the defaults. */

@@ -33,10 +33,30 @@ import java.util.List;
  *     {@code reserves:}); the kernel's defaults unless the file says
  * @param control the control socket's path (YAML {@code control}, resolved against the file's
  *     directory), or null for {@link #DEFAULT_CONTROL}
+ * @param logLevel {@code serve}'s log level (YAML {@code log-level}: one of {@link #LOG_LEVELS}), or
+ *     null for {@link #DEFAULT_LOG_LEVEL}
  */
 public record StackConfig(String source, long memoryBytes, ListenAddress listen, List<DeviceSpec> devices,
         List<MappedSpec> mapped, List<ExportSpec> exports, Connections connections, long noSpaceTimeoutNanos,
-        long drainTimeoutNanos, Reserves reserves, Path control) {
+        long drainTimeoutNanos, Reserves reserves, Path control, String logLevel) {
+
+    /** The log levels {@code log-level} and {@code serve --log-level} take, least verbose first (SLF4J's). */
+    public static final List<String> LOG_LEVELS = List.of("error", "warn", "info", "debug", "trace");
+    /** The log level when neither the file nor {@code --log-level} says. */
+    public static final String DEFAULT_LOG_LEVEL = "info";
+
+    /** A configuration without a {@code log-level} key. */
+    public StackConfig(String source, long memoryBytes, ListenAddress listen, List<DeviceSpec> devices,
+            List<MappedSpec> mapped, List<ExportSpec> exports, Connections connections, long noSpaceTimeoutNanos,
+            long drainTimeoutNanos, Reserves reserves, Path control) {
+        this(source, memoryBytes, listen, devices, mapped, exports, connections, noSpaceTimeoutNanos,
+                drainTimeoutNanos, reserves, control, null);
+    }
+
+    /** The log level to serve with: {@link #logLevel}, else {@link #DEFAULT_LOG_LEVEL}. */
+    public String logLevelOrDefault() {
+        return logLevel != null ? logLevel : DEFAULT_LOG_LEVEL;
+    }
 
     /**
      * The control socket when neither the file nor {@code --control} says: {@code control.sock}
@@ -97,6 +117,9 @@ public record StackConfig(String source, long memoryBytes, ListenAddress listen,
         }
         if (reserves == null) {
             throw new IllegalArgumentException(source + ": no reserve sizes");
+        }
+        if (logLevel != null && !LOG_LEVELS.contains(logLevel)) {
+            throw new IllegalArgumentException(source + ": log level '" + logLevel + "' is not one of " + LOG_LEVELS);
         }
     }
 

@@ -49,6 +49,9 @@ final class StackDump {
         root.put("reply-timeout", offOr(c.replyTimeoutNanos()));
         root.put("no-space-timeout", Durations.format(config.noSpaceTimeoutNanos()));
         root.put("drain-timeout", Durations.format(config.drainTimeoutNanos()));
+        if (config.logLevel() != null) {
+            root.put("log-level", config.logLevel());
+        }
         Map<String, Object> devices = new LinkedHashMap<>();
         for (DeviceSpec spec : config.devices()) {
             devices.put(spec.name(), device(spec));

@@ -147,6 +147,13 @@ public final class HungTaskWatchdog {
             Thread thread = t.thread();
             StackTraceElement[] stack = thread == null ? new StackTraceElement[0] : thread.getStackTrace();
             kernel.counters().get("watchdog.hung-tasks").incrementAndGet();
+            HungTaskEvent event = new HungTaskEvent();
+            if (event.shouldCommit()) {
+                event.task = t.toString();
+                event.waitingOn = String.valueOf(what);
+                event.blocked = blocked;
+                event.commit();
+            }
             listener.accept(new Report(t, String.valueOf(what), blocked, stack, explain(t)));
         }
     }

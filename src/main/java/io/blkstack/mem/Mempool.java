@@ -6,6 +6,7 @@ import io.blkstack.kernel.SpinLock;
 import io.blkstack.kernel.Task;
 import io.blkstack.kernel.WaitQueue;
 import java.util.concurrent.atomic.AtomicLong;
+import jdk.jfr.EventType;
 
 /**
  * A reserve of {@code minNr} preallocated elements in front of an allocator: the kernel's
@@ -45,6 +46,8 @@ public final class Mempool<T> implements Component {
     private final int minNr;
     private final Allocator<T> allocator;
     private final Object[] reserve;
+    /** JFR's handle on {@link MempoolReserveEvent}: asked before one is built, so no recording allocates nothing. */
+    private final EventType reserveEvents = EventType.getEventType(MempoolReserveEvent.class);
     private final SpinLock lock;
     private final WaitQueue waiters;
     private final AtomicLong reserveUsed;
@@ -103,8 +106,10 @@ public final class Mempool<T> implements Component {
                     element = element(--currNr);
                     reserve[currNr] = null;
                     changes++;
+                    int left = currNr;
                     lock.unlock();
                     reserveUsed.incrementAndGet();
+                    recordReserveUse(left);
                     return taken(element);
                 }
                 if (gfpTemp != gfpMask) {
@@ -135,6 +140,20 @@ public final class Mempool<T> implements Component {
             if (self != null) {
                 self.endWait(waitStarted);
             }
+        }
+    }
+
+    /** JFR: a reserve element was given out, {@code left} remain (nothing is built unless a recording wants it). */
+    private void recordReserveUse(int left) {
+        if (!reserveEvents.isEnabled()) {
+            return;
+        }
+        MempoolReserveEvent event = new MempoolReserveEvent();
+        if (event.shouldCommit()) {
+            event.pool = name;
+            event.reserveLeft = left;
+            event.reserveSize = reserve.length;
+            event.commit();
         }
     }
 

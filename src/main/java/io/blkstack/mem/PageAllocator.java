@@ -352,7 +352,17 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
         for (Shrinker s : shrinkers) {
             long count = s.count();
             if (count > 0) {
-                freed += s.scan(Math.min(count, target), flags);
+                ShrinkerScanEvent event = new ShrinkerScanEvent();
+                event.begin();
+                long toScan = Math.min(count, target);
+                long scanned = s.scan(toScan, flags);
+                freed += scanned;
+                if (event.shouldCommit()) {
+                    event.shrinker = s.name();
+                    event.toScan = toScan;
+                    event.freed = scanned;
+                    event.commit();
+                }
             }
         }
         return freed;

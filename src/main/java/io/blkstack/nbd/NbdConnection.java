@@ -69,6 +69,8 @@ final class NbdConnection {
     /** Set once the connection is ending (input shut, transport closed): a budget wait gives up. */
     private volatile boolean ending;
     private final BooleanSupplier endingCheck = () -> ending;
+    /** The export this client opened (set once it is attached), for the "closed" log line; else null. */
+    private volatile String openedExport;
 
     NbdConnection(NbdServer server, NbdTransport transport, String name, String peer, int inFlightMax,
             int maxPayloadMax) {
@@ -85,6 +87,15 @@ final class NbdConnection {
 
     String name() {
         return name;
+    }
+
+    NbdServer server() {
+        return server;
+    }
+
+    /** The export this client opened, or null before it is attached. */
+    String openedExport() {
+        return openedExport;
     }
 
     Kernel kernel() {
@@ -118,6 +129,11 @@ final class NbdConnection {
             if (!server.attach(this, negotiated.export())) {
                 return; // the export was removed while this client negotiated it
             }
+            openedExport = negotiated.export().name();
+            server.logConnection(name + " (" + peer + "): opened export " + openedExport + " ("
+                    + (negotiated.structuredReplies() ? "structured replies" : "simple replies")
+                    + (negotiated.baseAllocation() ? ", base:allocation" : "")
+                    + (negotiated.blockSizesKnown() ? ", block sizes" : "") + ")");
             RequestInput input = new RequestInput(transport, timers);
             RequestBios bios = new RequestBios(server, negotiated.export().device(), budgetShare, endingCheck);
             RequestHandler handler = new RequestHandler(this, input, bios, negotiated);
@@ -304,6 +320,10 @@ final class NbdConnection {
         // Logged here, not by the reader: the reader may have ended (a client that shut its output)
         // before the timer cut the writer. By now every request's budget is back.
         timers.logReplyTimeout(peer);
+        String export = openedExport;
+        if (export != null) {
+            server.logConnection(name + " (" + peer + "): closed export " + export);
+        }
         server.connectionEnded(this);
         done.completeAll();
     }

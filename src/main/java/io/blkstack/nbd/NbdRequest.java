@@ -35,8 +35,8 @@ final class NbdRequest {
     static final BioEndIo END_IO = bio -> {
         NbdRequest request = (NbdRequest) bio.privateData();
         int errno = NbdProtocol.errnoOf(bio.status());
-        if (errno != 0) {
-            request.fail(errno);
+        if (errno != 0 && request.fail(errno)) {
+            request.logIoError(bio);
         }
         request.put();
     };
@@ -76,6 +76,8 @@ final class NbdRequest {
     TrackedRequests tracker;
 
     private final AtomicInteger errno = new AtomicInteger();
+    /** The JFR latency event of the request in this slot, or null when no recording wants it. */
+    private NbdRequestEvent event;
     final AtomicInteger remaining = new AtomicInteger();
 
     NbdRequest(NbdConnection connection, int slot, int biosMax, int extentsMax) {
@@ -109,6 +111,7 @@ final class NbdRequest {
         windowSent.reinit();
         errno.set(0);
         remaining.set(1);
+        beginEvent();
     }
 
     /** Sets the window the next bios cover (device bytes) and how much of it is padding. */
@@ -144,9 +147,48 @@ final class NbdRequest {
         tracker = list;
     }
 
-    /** Records an error; the first one wins. */
-    void fail(int value) {
-        errno.compareAndSet(0, value);
+    /** Records an error; the first one wins (and true is returned for it). */
+    boolean fail(int value) {
+        return errno.compareAndSet(0, value);
+    }
+
+    /**
+     * Logs the request's first failed bio: the device, the current window's sectors, the
+     * operation and status ({@link io.blkstack.block.IoErrorLog}: never blocks, completion context).
+     */
+    private void logIoError(Bio bio) {
+        connection.server().ioErrors().failed(bio.device().name(), bio.op(), windowStart >>> 9,
+                (windowEnd - windowStart) >>> 9, bio.status(), connection.name());
+    }
+
+    /** JFR: begins this request's latency event if a recording wants it (the reader, on its header). */
+    private void beginEvent() {
+        if (connection.server().requestEventsEnabled()) {
+            NbdRequestEvent e = new NbdRequestEvent();
+            e.begin();
+            event = e;
+        } else {
+            event = null;
+        }
+    }
+
+    /** JFR: commits the latency event begun for this request, if any (the writer, once the reply is sent). */
+    void commitEvent() {
+        NbdRequestEvent e = event;
+        if (e == null) {
+            return;
+        }
+        event = null;
+        e.end();
+        if (e.shouldCommit()) {
+            e.connection = connection.name();
+            e.export = connection.openedExport();
+            e.command = NbdProtocol.commandName(command);
+            e.offset = offset;
+            e.length = length;
+            e.errno = errno.get();
+            e.commit();
+        }
     }
 
     /** The outcome: 0 or an NBD error value. */

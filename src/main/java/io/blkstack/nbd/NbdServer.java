@@ -1,6 +1,7 @@
 package io.blkstack.nbd;
 
 import io.blkstack.bio.BioSet;
+import io.blkstack.block.IoErrorLog;
 import io.blkstack.kernel.Completion;
 import io.blkstack.kernel.Component;
 import io.blkstack.kernel.Kernel;
@@ -26,6 +27,9 @@ import java.util.Set;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.BooleanSupplier;
 import java.util.function.Consumer;
+import jdk.jfr.EventType;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * An NBD server (fixed newstyle, {@code doc/proto.md} of the NBD project) serving named
@@ -122,10 +126,10 @@ public final class NbdServer implements Component {
             }
         }
 
-        /** The four basic settings with the default timeouts and log (standard error). */
+        /** The four basic settings with the default timeouts and log (the SLF4J logger {@code io.blkstack.nbd}, info). */
         public Options(InetSocketAddress listen, int connectionsMax, int inFlightPerConnection, long payloadBudgetBytes) {
             this(listen, connectionsMax, inFlightPerConnection, payloadBudgetBytes, HANDSHAKE_TIMEOUT_DEFAULT_NANOS, 0,
-                    REPLY_TIMEOUT_DEFAULT_NANOS, line -> System.err.println("blkstack: " + line));
+                    REPLY_TIMEOUT_DEFAULT_NANOS, line -> LoggerFactory.getLogger("io.blkstack.nbd").info(line));
         }
 
         /**
@@ -194,7 +198,16 @@ public final class NbdServer implements Component {
     private static final long MiB = 1L << 20;
 
     private final Kernel kernel;
+    /** The SLF4J logger of the connections' open and close lines. */
+    public static final String CONNECTION_LOGGER = "io.blkstack.nbd.connection";
+
     private final Options options;
+    /** One line per connection opened and closed. */
+    private final Logger connectionLog = LoggerFactory.getLogger(CONNECTION_LOGGER);
+    /** One line per failed request. */
+    private final IoErrorLog ioErrors = new IoErrorLog();
+    /** JFR's handle on the request latency event: asked before one is built. */
+    private final EventType requestEventType = EventType.getEventType(NbdRequestEvent.class);
     /** The exports served now; replaced whole (copy on write) under {@link #lock} by {@link #addExport} and {@link #removeExport}. */
     private volatile List<Export> exports;
     private final BioSet bioSet;
@@ -578,6 +591,25 @@ public final class NbdServer implements Component {
     /** The options the server runs with. */
     public Options options() {
         return options;
+    }
+
+    /** The log line of each failed request (non-blocking; see {@link IoErrorLog}). */
+    IoErrorLog ioErrors() {
+        return ioErrors;
+    }
+
+    /** Whether a JFR recording wants {@link NbdRequestEvent}s now: a flag read, nothing allocated. */
+    boolean requestEventsEnabled() {
+        return requestEventType.isEnabled();
+    }
+
+    /**
+     * Logs a connection opening or closing (SLF4J logger {@link #CONNECTION_LOGGER}, info). Not
+     * through {@link Options#log}: that one carries what went wrong, and every client's coming and
+     * going would drown it.
+     */
+    void logConnection(String line) {
+        connectionLog.info("nbd: {}", line);
     }
 
     /** Writes one line to the server's log. */

@@ -36,6 +36,12 @@ final class PoolMayday {
                     wq.maydayRequested = true;
                     pool.maydays.incrementAndGet();
                     wq.rescuerWait.wakeAll();
+                    WorkqueueMaydayEvent event = new WorkqueueMaydayEvent();
+                    if (event.shouldCommit()) {
+                        event.workqueue = wq.name();
+                        event.pool = pool.name;
+                        event.commit();
+                    }
                 }
             }
             pool.maydayArmed = true;

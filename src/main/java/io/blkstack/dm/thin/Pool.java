@@ -31,6 +31,8 @@ import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * The runtime of one thin pool (dm-thin's {@code struct pool}): its metadata (through a
@@ -159,6 +161,8 @@ public final class Pool {
     private boolean dirty;
 
     private volatile Mode mode = Mode.RW;
+    /** Mode changes, no-space and metadata trouble: one line each (SLF4J, {@code io.blkstack.dm.thin.Pool}). */
+    private final Logger log = LoggerFactory.getLogger(Pool.class);
     /**
      * Whether writes that need a block fail at once when there is none: the table's
      * {@code error_if_no_space}, or set when {@code no_space_timeout} expired (as dm-thin flips
@@ -265,7 +269,7 @@ public final class Pool {
             mode = Mode.READ_ONLY;
         } else if (metadata.needsCheck()) {
             mode = Mode.READ_ONLY;
-            System.err.println("blkstack: thin-pool " + name + ": metadata on " + metadataDevice.name() + " has needs_check"
+            log.warn("thin-pool " + name + ": metadata on " + metadataDevice.name() + " has needs_check"
                     + " set (a metadata error was hit); serving read-only until 'blkstack thin check"
                     + " --clear-needs-check' passes");
         }
@@ -287,7 +291,7 @@ public final class Pool {
                     + "; refusing to open pool " + name + " (run 'blkstack thin check' on it)", e);
         }
         if (md.migratedFrom() != 0) {
-            System.err.println("blkstack: thin-pool " + name + ": metadata on " + metadataDevice.name() + " migrated from"
+            log.warn("thin-pool " + name + ": metadata on " + metadataDevice.name() + " migrated from"
                     + " format " + md.migratedFrom() + " to format " + ThinMetadata.VERSION + " (crc32c checksums on every"
                     + " block); blkstack versions before it cannot open it any more");
         }
@@ -643,6 +647,7 @@ public final class Pool {
             mode = Mode.OUT_OF_DATA_SPACE;
             outOfSpaceSinceNanos = kernel.scheduler().nanoTime();
             entered = true;
+            logModeChange(Mode.RW, Mode.OUT_OF_DATA_SPACE, "no free data block");
         }
         boolean fail;
         lock.lock();
@@ -658,7 +663,7 @@ public final class Pool {
         }
         if (!noSpaceLogged) {
             noSpaceLogged = true;
-            System.err.println("blkstack: thin-pool " + name + ": out of data space: "
+            log.warn("thin-pool " + name + ": out of data space: "
                     + (fail ? "failing writes that need a block with ENOSPC"
                             : timeout > 0 ? "queueing writes that need a block for at most " + seconds(timeout)
                                     + " s (no_space_timeout)"
@@ -697,7 +702,7 @@ public final class Pool {
             return;
         }
         kernel.counters().get("thin.no-space-timeouts").incrementAndGet();
-        System.err.println("blkstack: thin-pool " + name + ": no_space_timeout of " + seconds(noSpaceTimeoutNanos)
+        log.warn("thin-pool " + name + ": no_space_timeout of " + seconds(noSpaceTimeoutNanos)
                 + " s expired: failing " + expired.size() + " queued write(s) and new ones that need space with ENOSPC");
         for (Bio b = expired.pop(); b != null; b = expired.pop()) {
             fail(b, BioStatus.NOSPC);
@@ -853,12 +858,16 @@ public final class Pool {
                 b.setState(BioState.IN_FLIGHT, this);
                 deferred.add(b);
             }
-            if (mode == Mode.OUT_OF_DATA_SPACE) {
+            boolean backToRw = mode == Mode.OUT_OF_DATA_SPACE;
+            if (backToRw) {
                 mode = Mode.RW;
                 errorIfNoSpace = features.errorIfNoSpace();
                 noSpaceLogged = false;
             }
             lock.unlock();
+            if (backToRw) {
+                logModeChange(Mode.OUT_OF_DATA_SPACE, Mode.RW, freed.size() + " data block(s) freed");
+            }
             noSpaceTimer.cancelTimer();
             if (waiting) {
                 workqueue.queue(work);
@@ -887,20 +896,26 @@ public final class Pool {
      */
     private void metadataFailed(RuntimeException e) {
         if (mode != Mode.READ_ONLY) {
+            logModeChange(mode, Mode.READ_ONLY, "metadata failure");
             mode = Mode.READ_ONLY;
-            System.err.println("blkstack: thin-pool " + name + ": metadata failure, switching to read-only: " + e.getMessage());
+            log.warn("thin-pool " + name + ": metadata failure, switching to read-only: " + e.getMessage());
             try {
                 metadata.setNeedsCheck(true);
             } catch (MetadataIoException | CorruptMetadataException again) {
-                System.err.println("blkstack: thin-pool " + name + ": could not set needs_check: " + again.getMessage());
+                log.warn("thin-pool " + name + ": could not set needs_check: " + again.getMessage());
             }
         }
+    }
+
+    /** One log line per mode change, in dm-thin's status words. */
+    private void logModeChange(Mode from, Mode to, String why) {
+        log.info("thin-pool {}: mode {} -> {} ({})", name, from.word(), to.word(), why);
     }
 
     private void checkLowWater() {
         boolean below = groups.freeBlocks() <= lowWaterBlocks;
         if (below && !belowLowWater) {
-            System.err.println("blkstack: thin-pool " + name + ": reached low water mark of " + lowWaterBlocks
+            log.warn("thin-pool " + name + ": reached low water mark of " + lowWaterBlocks
                     + " free data blocks (" + groups.freeBlocks() + " free)");
         }
         belowLowWater = below;
