@@ -33,10 +33,20 @@ import java.util.List;
  *     {@code reserves:}); the kernel's defaults unless the file says
  * @param control the control socket's path (YAML {@code control}, resolved against the file's
  *     directory), or null for {@link #DEFAULT_CONTROL}
+ * @param metrics where {@code serve} serves Prometheus {@code /metrics} (YAML {@code metrics}), or
+ *     null for none
  */
 public record StackConfig(String source, long memoryBytes, ListenAddress listen, List<DeviceSpec> devices,
         List<MappedSpec> mapped, List<ExportSpec> exports, Connections connections, long noSpaceTimeoutNanos,
-        long drainTimeoutNanos, Reserves reserves, Path control) {
+        long drainTimeoutNanos, Reserves reserves, Path control, ListenAddress metrics) {
+
+    /** A configuration without a {@code metrics} key. */
+    public StackConfig(String source, long memoryBytes, ListenAddress listen, List<DeviceSpec> devices,
+            List<MappedSpec> mapped, List<ExportSpec> exports, Connections connections, long noSpaceTimeoutNanos,
+            long drainTimeoutNanos, Reserves reserves, Path control) {
+        this(source, memoryBytes, listen, devices, mapped, exports, connections, noSpaceTimeoutNanos,
+                drainTimeoutNanos, reserves, control, null);
+    }
 
     /**
      * The control socket when neither the file nor {@code --control} says: {@code control.sock}

@@ -119,6 +119,11 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
         return lowPages;
     }
 
+    /** The high watermark: the background reclaim stops once this many pages are free. */
+    public int highPages() {
+        return highPages;
+    }
+
     /** The background reclaim task ({@code kswapd}), or null before {@link #start}; for harnesses that watch its waits. */
     public Task reclaimTask() {
         return reclaimTask;
