@@ -197,16 +197,17 @@ final class ServeCommand implements Callable<Integer> {
             return fail(err, ExitCodes.USAGE, configFile + ": cannot read: " + e);
         }
         InetSocketAddress metrics;
+        ListenAddress metricsListen;
         try {
-            ListenAddress m = metricsAddress != null ? ListenAddress.parse(metricsAddress) : config.metrics();
-            metrics = m == null ? null : m.resolve();
+            metricsListen = metricsAddress != null ? ListenAddress.parse(metricsAddress) : config.metrics();
+            metrics = metricsListen == null ? null : metricsListen.resolve();
         } catch (IllegalArgumentException e) {
             return fail(err, ExitCodes.USAGE, "--metrics: " + e.getMessage());
         } catch (UnknownHostException e) {
             return fail(err, ExitCodes.USAGE, "--metrics: '" + metricsAddress + "': unknown host " + e.getMessage());
         }
         if (metrics != null && !metrics.getAddress().isLoopbackAddress()) {
-            err.println("blkstack serve: warning: metrics on " + metrics + ", beyond loopback: /metrics has no"
+            err.println("blkstack serve: warning: metrics on " + metricsListen + ", beyond loopback: /metrics has no"
                     + " authentication, so anyone who can reach this port can read the stack's names and counters");
             err.flush();
         }
