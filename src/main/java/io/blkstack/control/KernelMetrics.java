@@ -4,6 +4,13 @@ import io.blkstack.bio.BioOp;
 import io.blkstack.bio.BioStatus;
 import io.blkstack.block.BlockDevice;
 import io.blkstack.block.DeviceStats;
+import io.blkstack.dm.MappedDevice;
+import io.blkstack.dm.Target;
+import io.blkstack.dm.mirror.MirrorTarget;
+import io.blkstack.dm.snapshot.SnapshotTarget;
+import io.blkstack.dm.thin.Pool;
+import io.blkstack.dm.thin.ThinPoolTarget;
+import io.blkstack.dm.thin.metadata.ThinMetadata;
 import io.blkstack.kernel.Component;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.mem.Mempool;
@@ -86,6 +93,7 @@ final class KernelMetrics implements MultiCollector {
             arena(kernel.pages(), out);
             mempools(pools, out);
             connections(servers, out);
+            targets(devices, out);
             counters(out);
             return new MetricSnapshots(out);
         }
@@ -95,7 +103,10 @@ final class KernelMetrics implements MultiCollector {
     private static final Set<String> OWN_NAMES = Set.of("device_ios", "device_sectors", "device_errors",
             "device_in_flight", "device_latency_seconds", "pages", "pages_free", "pages_used", "pages_watermark",
             "mempool_reserve", "mempool_reserve_min", "mempool_outstanding", "mempool_pool_waits",
-            "nbd_connections", "nbd_export_clients");
+            "nbd_connections", "nbd_export_clients", "thin_pool_data_blocks", "thin_pool_data_blocks_used",
+            "thin_pool_metadata_blocks", "thin_pool_metadata_blocks_used", "thin_pool_mode", "snapshot_sectors",
+            "snapshot_sectors_allocated", "snapshot_metadata_sectors", "snapshot_valid", "mirror_regions",
+            "mirror_regions_in_sync", "mirror_legs_healthy");
 
     private static void devices(List<BlockDevice> devices, List<MetricSnapshot> out) {
         CounterSnapshot.Builder ios = counter("device_ios", "Bios completed by the device, by operation.");
@@ -208,6 +219,80 @@ final class KernelMetrics implements MultiCollector {
         }
         out.add(connections.build());
         out.add(clients.build());
+    }
+
+    /**
+     * What the targets of live tables show in their status lines, as numbers: thin pools' data and
+     * metadata use and mode, snapshots' use, mirrors' sync. Thin pools are read without their
+     * metadata lock (plain reads of in-memory counts, possibly a moment old); a snapshot's status
+     * takes its short spin lock; a mirror's status reads atomics.
+     */
+    private static void targets(List<BlockDevice> devices, List<MetricSnapshot> out) {
+        GaugeSnapshot.Builder dataBlocks = gauge("thin_pool_data_blocks", "Data blocks of the thin pool.");
+        GaugeSnapshot.Builder dataUsed = gauge("thin_pool_data_blocks_used", "Data blocks of the thin pool in use.");
+        GaugeSnapshot.Builder metaBlocks = gauge("thin_pool_metadata_blocks", "Metadata blocks of the thin pool.");
+        GaugeSnapshot.Builder metaUsed = gauge("thin_pool_metadata_blocks_used", "Metadata blocks in use.");
+        GaugeSnapshot.Builder mode = gauge("thin_pool_mode", "1 for the thin pool's mode (rw, ro, out_of_data_space).");
+        GaugeSnapshot.Builder snapSectors = gauge("snapshot_sectors", "Sectors of the snapshot's COW device.");
+        GaugeSnapshot.Builder snapUsed = gauge("snapshot_sectors_allocated", "COW sectors holding exceptions.");
+        GaugeSnapshot.Builder snapMeta = gauge("snapshot_metadata_sectors", "COW sectors holding metadata.");
+        GaugeSnapshot.Builder snapValid = gauge("snapshot_valid", "1 while the snapshot serves I/O, 0 once Invalid.");
+        GaugeSnapshot.Builder regions = gauge("mirror_regions", "Regions of the mirror.");
+        GaugeSnapshot.Builder inSync = gauge("mirror_regions_in_sync", "Regions no leg missed a write to.");
+        GaugeSnapshot.Builder healthy = gauge("mirror_legs_healthy", "Legs of the mirror serving reads.");
+        Set<String> seen = new HashSet<>();
+        for (BlockDevice d : devices) {
+            if (!(d instanceof MappedDevice m) || !seen.add(m.name())) {
+                continue;
+            }
+            List<Target> targets = m.table().targets();
+            for (int i = 0; i < targets.size(); i++) {
+                Labels labels = Labels.of("device", m.name(), "target", Integer.toString(i));
+                switch (targets.get(i)) {
+                    case ThinPoolTarget t -> {
+                        ThinMetadata meta = t.pool().metadata();
+                        try {
+                            dataBlocks.dataPoint(point(labels, meta.dataBlockCount()));
+                            dataUsed.dataPoint(point(labels, meta.usedDataBlocks()));
+                            metaBlocks.dataPoint(point(labels, meta.metadataBlockCount()));
+                            metaUsed.dataPoint(point(labels, meta.usedMetadataBlocks()));
+                        } catch (RuntimeException e) {
+                            // a count read while the worker resizes it: this scrape goes without it
+                        }
+                        Pool.Mode now = t.pool().mode();
+                        for (Pool.Mode each : Pool.Mode.values()) {
+                            mode.dataPoint(point(Labels.of("device", m.name(), "target", Integer.toString(i), "mode",
+                                    each.word()), each == now ? 1 : 0));
+                        }
+                    }
+                    case SnapshotTarget t -> {
+                        String status = t.snapshot().statusInfo();
+                        snapValid.dataPoint(point(labels, status.equals("Invalid") ? 0 : 1));
+                        String[] words = status.split("[ /]");
+                        if (words.length == 3) {
+                            snapUsed.dataPoint(point(labels, Long.parseLong(words[0])));
+                            snapSectors.dataPoint(point(labels, Long.parseLong(words[1])));
+                            snapMeta.dataPoint(point(labels, Long.parseLong(words[2])));
+                        }
+                    }
+                    case MirrorTarget t -> {
+                        // <#legs> <leg>... <in-sync>/<regions> 1 <A|D per leg> 1 core
+                        String[] words = t.statusInfo().split(" ");
+                        int legs = Integer.parseInt(words[0]);
+                        String[] ratio = words[legs + 1].split("/");
+                        inSync.dataPoint(point(labels, Long.parseLong(ratio[0])));
+                        regions.dataPoint(point(labels, Long.parseLong(ratio[1])));
+                        healthy.dataPoint(point(labels, words[legs + 3].chars().filter(c -> c == 'A').count()));
+                    }
+                    default -> {
+                    }
+                }
+            }
+        }
+        for (GaugeSnapshot.Builder b : List.of(dataBlocks, dataUsed, metaBlocks, metaUsed, mode, snapSectors, snapUsed,
+                snapMeta, snapValid, regions, inSync, healthy)) {
+            out.add(b.build());
+        }
     }
 
     /** Every kernel counter, as {@code blkstack_<name with . and - as _>_total}. */

@@ -32,7 +32,8 @@ import picocli.CommandLine;
  * {@code serve --metrics} and {@code ctl stats} as a user meets them: a separate JVM serves a
  * linear device over memory with metrics on a free loopback port; an NBD client issues a known
  * number of reads, writes and a flush of known sizes; {@code /metrics}, parsed strictly, counts
- * exactly that I/O on the exported device, and {@code ctl stats} prints the same numbers. A bad
+ * exactly that I/O on the exported device, and {@code ctl stats} prints the same numbers; an idle
+ * thin pool shows its size, no data used, and mode rw. A bad
  * {@code --metrics} value is a usage error naming it; an address beyond loopback warns.
  */
 class ServeMetricsTest {
@@ -51,11 +52,14 @@ class ServeMetricsTest {
     void metricsAndCtlStatsCountExactlyTheIoIssued() throws Exception {
         Path socket = tmp.resolve("ctl.sock");
         Path config = Files.writeString(tmp.resolve("m.yaml"), """
-                memory: 16MiB
+                memory: 32MiB
                 devices:
                   m: { memory: 16MiB }
+                  meta: { memory: 4MiB }
+                  tdata: { memory: 16MiB }
                 mapped:
                   lin: "0 32768 linear m 0"
+                  pool: "0 32768 thin-pool meta tdata 128 16"
                 exports:
                   disk: { device: lin }
                 """);
@@ -115,6 +119,11 @@ class ServeMetricsTest {
                     assertTrue(metrics.value(counter) >= 0, counter);
                 }
                 assertTrue(metrics.has("blkstack_mempool_reserve"), "every mempool's reserve is shown");
+                assertEquals(32768 / 128, metrics.value("blkstack_thin_pool_data_blocks", "device", "pool", "target", "0"));
+                assertEquals(0, metrics.value("blkstack_thin_pool_data_blocks_used", "device", "pool", "target", "0"));
+                assertEquals(1, metrics.value("blkstack_thin_pool_mode", "device", "pool", "target", "0", "mode", "rw"));
+                assertEquals(0, metrics.value("blkstack_thin_pool_mode", "device", "pool", "target", "0",
+                        "mode", "out_of_data_space"));
 
                 String[] stats = ctl(socket, "stats", "lin");
                 assertEquals("0", stats[0], stats[2]);
