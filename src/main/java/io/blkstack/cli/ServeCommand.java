@@ -74,6 +74,11 @@ import sun.misc.SignalHandler;
  * on is refused (exit 2). It is closed first when the server stops, so no live change races the
  * drain.
  *
+ * <p>Metrics: with {@code --metrics ADDR:PORT} (else the configuration's {@code metrics}) a
+ * Prometheus {@code /metrics} endpoint ({@link MetricsServer}) serves the devices' statistics and
+ * the kernel's counters, announced before the ready line; beyond loopback it warns as the NBD
+ * listener does. It is closed after the drain, so the drain can be watched.
+ *
  * <p>Configuration errors exit 1 with the file, line and value; I/O errors (a backing file that
  * cannot be created, a port in use) exit 2.
  */

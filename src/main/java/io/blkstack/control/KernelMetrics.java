@@ -63,6 +63,8 @@ final class KernelMetrics implements MultiCollector {
             "pages.direct-reclaims", "pages.alloc-failures");
     private static final Pattern NOT_NAME = Pattern.compile("[^a-zA-Z0-9_]");
     private static final double NANOS_PER_SECOND = 1e9;
+    /** How {@link Mempool#name} starts; the label is the pool's own name. */
+    private static final String MEMPOOL_PREFIX = "mempool ";
 
     private final Kernel kernel;
 
@@ -187,9 +189,10 @@ final class KernelMetrics implements MultiCollector {
         CounterSnapshot.Builder waits = counter("mempool_pool_waits", "Times a caller slept waiting for an element.");
         Set<String> seen = new HashSet<>();
         for (Mempool<?> m : pools) {
-            String name = m.name();
+            String pool = m.name().startsWith(MEMPOOL_PREFIX) ? m.name().substring(MEMPOOL_PREFIX.length()) : m.name();
+            String name = pool;
             for (int i = 2; !seen.add(name); i++) {
-                name = m.name() + "#" + i; // pools of one name (several devices' sets): each its own series
+                name = pool + "#" + i; // pools of one name (several devices' sets): each its own series
             }
             Labels labels = Labels.of("pool", name);
             reserve.dataPoint(point(labels, m.reserveLevel()));
@@ -204,20 +207,20 @@ final class KernelMetrics implements MultiCollector {
     }
 
     private static void connections(List<NbdServer> servers, List<MetricSnapshot> out) {
-        GaugeSnapshot.Builder connections = gauge("nbd_connections", "Open NBD connections (served and being refused).");
         GaugeSnapshot.Builder clients = gauge("nbd_export_clients", "NBD connections serving each export.");
         Set<String> seen = new HashSet<>();
+        int open = 0;
         for (NbdServer s : servers) {
-            if (!seen.add(s.name())) {
-                continue;
-            }
-            connections.dataPoint(point(Labels.of("server", s.name()), s.connectionCount()));
+            open += s.connectionCount();
             for (Export e : s.exports()) {
-                clients.dataPoint(point(Labels.of("export", e.name(), "device", e.device().name()),
-                        s.clientCount(e.name())));
+                if (seen.add(e.name())) {
+                    clients.dataPoint(point(Labels.of("export", e.name(), "device", e.device().name()),
+                            s.clientCount(e.name())));
+                }
             }
         }
-        out.add(connections.build());
+        out.add(gauge("nbd_connections", "Open NBD connections (served and being refused).")
+                .dataPoint(point(Labels.EMPTY, open)).build());
         out.add(clients.build());
     }
 

@@ -110,6 +110,8 @@ class ServeMetricsTest {
                 assertEquals(writes, metrics.value("blkstack_device_latency_seconds_bucket", "device", "lin",
                         "class", "write", "le", "+Inf"));
                 assertEquals(1, metrics.value("blkstack_nbd_export_clients", "export", "disk", "device", "lin"));
+                assertEquals(1, metrics.value("blkstack_nbd_connections"));
+                assertEquals(0, metrics.value("blkstack_mempool_pool_waits_total", "pool", "nbd-bio"));
                 assertTrue(metrics.value("blkstack_pages_free") > 0);
                 assertEquals(metrics.value("blkstack_pages"),
                         metrics.value("blkstack_pages_free") + metrics.value("blkstack_pages_used"));
