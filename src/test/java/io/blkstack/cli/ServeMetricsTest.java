@@ -2,7 +2,10 @@ package io.blkstack.cli;
 
 import static org.junit.jupiter.api.Assertions.*;
 
+import io.blkstack.config.ConfigException;
+import io.blkstack.config.ListenAddress;
 import io.blkstack.config.MiniNbdClient;
+import io.blkstack.config.StackConfig;
 import io.blkstack.control.PrometheusText;
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
@@ -134,6 +137,8 @@ class ServeMetricsTest {
                 // NAME READS READ_SECT WRITES WRITE_SECT FLUSHES DISCARDS DISCARD_SECT WZEROES WZERO_SECT INFLIGHT ERRORS
                 assertEquals(List.of("lin", "3", "48", "5", "40", "1", "0", "0", "0", "0", "0", "0"),
                         List.of(cols), stats[1]);
+                String[] dump = ctl(socket, "dump");
+                assertTrue(dump[1].contains("metrics: 127.0.0.1:0\n"), "dump keeps the metrics address: " + dump[1]);
                 String[] all = ctl(socket, "stats");
                 assertEquals("0", all[0], all[2]);
                 assertTrue(all[1].lines().anyMatch(s -> s.startsWith("m ")), "every device is listed: " + all[1]);
@@ -145,6 +150,23 @@ class ServeMetricsTest {
         } finally {
             server.destroyForcibly();
         }
+    }
+
+    @Test
+    void yamlMetricsIsAnAddressCheckedWithItsLine() throws Exception {
+        String stack = """
+                devices:
+                  m: { memory: 1MiB }
+                exports:
+                  disk: { device: m }
+                """;
+        StackConfig good = StackConfig.parse("s.yaml", "metrics: 127.0.0.1:9109\n" + stack, tmp);
+        assertEquals(new ListenAddress("127.0.0.1", 9109), good.metrics());
+        assertNull(StackConfig.parse("s.yaml", stack, tmp).metrics(), "off unless asked");
+        ConfigException e = assertThrows(ConfigException.class,
+                () -> StackConfig.parse("s.yaml", "memory: 16MiB\nmetrics: 9109\n" + stack, tmp));
+        assertEquals(2, e.line(), e.getMessage());
+        assertTrue(e.getMessage().contains("metrics") && e.getMessage().contains("'9109'"), e.getMessage());
     }
 
     @Test
