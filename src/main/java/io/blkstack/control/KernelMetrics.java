@@ -45,9 +45,10 @@ import java.util.regex.Pattern;
  *
  * <p><b>Never in the data path's way.</b> A scrape reads adders, atomics and fields, copies the
  * devices' histograms (wait-free for the writers) and walks the kernel's copy-on-write component
- * list. The only lock it takes is the NBD server's short spin lock for the connection counts,
- * which no data-path task holds across I/O. It runs on the metrics server's own thread, attached
- * to the kernel for that.
+ * list. The only locks it takes are spin locks held for a few field reads (the NBD server's for
+ * the connection counts, each snapshot's for its status), which nothing holds across I/O; a thin
+ * pool's metadata lock, which is held across metadata I/O, is not taken. It runs on the metrics
+ * server's own thread, attached to the kernel for that.
  */
 final class KernelMetrics implements MultiCollector {
 
