@@ -1,6 +1,7 @@
 package io.blkstack.bio;
 
 import io.blkstack.block.BlockDevice;
+import io.blkstack.block.DeviceStats;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.Task;
 import io.blkstack.mem.Page;
@@ -82,6 +83,12 @@ public final class Bio {
     private volatile BioState state = BioState.FREE;
     private volatile Object holder;
 
+    // The device statistics this bio is counted in, from its first dispatch until endio.
+    private DeviceStats accountingStats;
+    private long accountingStartNanos;
+    private BioOp accountingOp;
+    private int accountingSectors;
+
     /** Creates a pooled bio; only a bio set's slab calls this. */
     Bio(BioSet pool, Object frontPad) {
         this.pool = pool;
@@ -112,6 +119,8 @@ public final class Bio {
         status = BioStatus.OK;
         chained = false;
         next = null;
+        accountingStats = null;
+        accountingOp = null;
         remaining.set(1);
         refs.set(1);
         setState(BioState.ALLOCATED, owner);
@@ -562,6 +571,7 @@ public final class Bio {
             if (!bio.remainingDone()) {
                 return;
             }
+            bio.endAccounting();
             BioEndIo callback = bio.endIo;
             if (callback == CHAIN_ENDIO) {
                 Bio parent = (Bio) bio.privateData;
@@ -589,6 +599,35 @@ public final class Bio {
             }
             return;
         }
+    }
+
+    /**
+     * Starts counting this bio in {@code stats} (the submit loop does, on the bio's first
+     * dispatch): its operation and size now, its latency from {@code startNanos} to {@link #endio}.
+     */
+    public void startAccounting(DeviceStats stats, long startNanos) {
+        if (accountingStats != null) {
+            throw new IllegalStateException(this + " is already counted in the statistics of " + accountingStats.name());
+        }
+        accountingStats = stats;
+        accountingStartNanos = startNanos;
+        accountingOp = op;
+        accountingSectors = iterSize >>> SECTOR_SHIFT;
+    }
+
+    /** The statistics this bio is counted in until it completes, or null. */
+    public DeviceStats accountingStats() {
+        return accountingStats;
+    }
+
+    /** Ends the accounting started by {@link #startAccounting}, once: no lock, no allocation. */
+    private void endAccounting() {
+        DeviceStats stats = accountingStats;
+        if (stats == null) {
+            return;
+        }
+        accountingStats = null;
+        stats.done(accountingOp, accountingSectors, status(), System.nanoTime() - accountingStartNanos);
     }
 
     /** Counts one completion down; true when none is owed any more (the kernel's {@code bio_remaining_done}). */

@@ -29,6 +29,7 @@ public abstract class BlockDevice implements Component {
     private final QueueLimits limits;
     private final BioSet splitSet;
     private final TrackedRequests trackedRequests;
+    private final DeviceStats stats;
     private boolean closed;
 
     /**
@@ -54,6 +55,7 @@ public abstract class BlockDevice implements Component {
         this.limits = limits;
         this.splitSet = new BioSet(kernel, name + "-split", SPLIT_POOL_SIZE, 0, null, false);
         this.trackedRequests = new TrackedRequests(name);
+        this.stats = new DeviceStats(name);
         kernel.register(this);
     }
 
@@ -95,6 +97,11 @@ public abstract class BlockDevice implements Component {
      */
     public TrackedRequests trackedRequests() {
         return trackedRequests;
+    }
+
+    /** The bios this device completed, by operation and status, with their latencies ({@code ctl stats}). */
+    public DeviceStats stats() {
+        return stats;
     }
 
     /** Whether {@link #allocatedExtent} tells allocated ranges from holes (for NBD block status). */

@@ -118,6 +118,12 @@ public final class Submit {
         if (dev == null) {
             throw new IllegalStateException("pending " + bio + " lost its device");
         }
+        if (bio.accountingStats() == null) {
+            // First time on a device: its statistics count the bio until Bio.endio (DeviceStats).
+            DeviceStats stats = dev.stats();
+            stats.start();
+            bio.startAccounting(stats, System.nanoTime());
+        }
         if (!rangeValid(bio, dev)) {
             bio.setStatus(BioStatus.INVAL);
             bio.setState(BioState.IN_FLIGHT, dev);

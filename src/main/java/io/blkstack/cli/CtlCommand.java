@@ -26,7 +26,7 @@ import picocli.CommandLine.Spec;
  * ({@link io.blkstack.control.ControlServer}), with dmsetup's verbs and, where dmsetup has one,
  * its output format: {@code ls}, {@code info}, {@code table}, {@code status}, {@code create},
  * {@code load}, {@code suspend}, {@code resume}, {@code reload}, {@code remove}, {@code message},
- * plus {@code export ls|add|remove} and {@code dump}. Changes print nothing on success, as
+ * plus {@code export ls|add|remove}, {@code stats} and {@code dump}. Changes print nothing on success, as
  * dmsetup's do. A refusal prints the server's message and exits 1 (the request was wrong: a bad
  * table, a busy device) or 2 (the server could not do it: a suspend that timed out, no server).
  */
@@ -38,7 +38,7 @@ import picocli.CommandLine.Spec;
         subcommands = {CtlCommand.Ls.class, CtlCommand.Info.class, CtlCommand.TableVerb.class, CtlCommand.Status.class,
             CtlCommand.Create.class, CtlCommand.Load.class, CtlCommand.Suspend.class, CtlCommand.Resume.class,
             CtlCommand.Reload.class, CtlCommand.Remove.class, CtlCommand.Message.class, CtlCommand.ExportVerb.class,
-            CtlCommand.Dump.class})
+            CtlCommand.Stats.class, CtlCommand.Dump.class})
 final class CtlCommand {
 
     @Option(names = "--socket", paramLabel = "PATH",
@@ -383,6 +383,56 @@ final class CtlCommand {
                     out.println("closing " + closed + " connection(s) once their in-flight requests finish");
                 }
             }
+        }
+    }
+
+    @Command(name = "stats", description = "Print the I/O statistics of every device, or of NAME (as dmstats"
+            + " report): completed bios and sectors per operation, errors, in flight, latency percentiles.")
+    static final class Stats extends Verb {
+        @Parameters(index = "0", arity = "0..1", paramLabel = "NAME", description = "One device (default: all).")
+        String name;
+
+        @Override
+        public Integer call() {
+            return request("GET", ControlApi.PREFIX + "/stats" + (name == null ? ""
+                    : "/" + URLEncoder.encode(name, StandardCharsets.UTF_8).replace("+", "%20")), null);
+        }
+
+        @Override
+        void print(ControlClient client, ControlClient.Reply reply, PrintWriter out) throws IOException {
+            List<ControlApi.DeviceStatsReply> devices = name == null
+                    ? client.read(reply, ControlApi.StatsList.class).devices()
+                    : List.of(client.read(reply, ControlApi.DeviceStatsReply.class));
+            out.printf("%-16s %10s %12s %10s %12s %8s %8s %12s %8s %12s %8s  %s%n", "NAME", "READS", "READ_SECT",
+                    "WRITES", "WRITE_SECT", "FLUSHES", "DISCARDS", "DISCARD_SECT", "WZEROES", "WZERO_SECT",
+                    "INFLIGHT", "ERRORS");
+            for (ControlApi.DeviceStatsReply d : devices) {
+                out.printf("%-16s %10d %12d %10d %12d %8d %8d %12d %8d %12d %8d  %s%n", d.name(), d.reads(),
+                        d.readSectors(), d.writes(), d.writtenSectors(), d.flushes(), d.discards(),
+                        d.discardedSectors(), d.writeZeroes(), d.zeroedSectors(), d.inFlight(), errors(d));
+            }
+            out.println();
+            out.printf("%-16s %-6s %10s %10s %10s %10s %10s %10s%n", "NAME", "CLASS", "COUNT", "P50_US", "P90_US",
+                    "P99_US", "P99.9_US", "MAX_US");
+            for (ControlApi.DeviceStatsReply d : devices) {
+                d.latency().forEach((c, l) -> {
+                    if (l.count() > 0) {
+                        out.printf("%-16s %-6s %10d %10.1f %10.1f %10.1f %10.1f %10.1f%n", d.name(), c, l.count(),
+                                l.p50Micros(), l.p90Micros(), l.p99Micros(), l.p999Micros(), l.maxMicros());
+                    }
+                });
+            }
+        }
+
+        /** {@code 0}, or the statuses seen with their counts, such as {@code EIO=3,ENOSPC=1}. */
+        private static String errors(ControlApi.DeviceStatsReply d) {
+            StringBuilder b = new StringBuilder();
+            d.errors().forEach((status, n) -> {
+                if (n > 0) {
+                    b.append(b.isEmpty() ? "" : ",").append(status).append('=').append(n);
+                }
+            });
+            return b.isEmpty() ? "0" : b.toString();
         }
     }
 

@@ -6,6 +6,7 @@ import io.blkstack.config.Stack;
 import io.blkstack.config.StackConfig;
 import io.blkstack.control.ControlServer;
 import io.blkstack.control.LiveStack;
+import io.blkstack.control.MetricsServer;
 import io.blkstack.kernel.Completion;
 import io.blkstack.bio.BioStatus;
 import io.blkstack.kernel.Kernel;
@@ -74,6 +75,11 @@ import sun.misc.SignalHandler;
  * control plane ({@link ControlServer}, {@code blkstack ctl}); a path another live server answers
  * on is refused (exit 2). It is closed first when the server stops, so no live change races the
  * drain.
+ *
+ * <p>Metrics: with {@code --metrics ADDR:PORT} (else the configuration's {@code metrics}) a
+ * Prometheus {@code /metrics} endpoint ({@link MetricsServer}) serves the devices' statistics and
+ * the kernel's counters, announced before the ready line; beyond loopback it warns as the NBD
+ * listener does. It is closed after the drain, so the drain can be watched.
  *
  * <p>Configuration errors exit 1 with the file, line and value; I/O errors (a backing file that
  * cannot be created, a port in use) exit 2.
@@ -153,6 +159,11 @@ final class ServeCommand implements Callable<Integer> {
                     + " configuration's control, else " + StackConfig.DEFAULT_CONTROL + " in the working directory).")
     Path controlPath;
 
+    @Option(names = "--metrics", paramLabel = "ADDR:PORT",
+            description = "Serve Prometheus metrics on http://ADDR:PORT/metrics (default: the configuration's"
+                    + " metrics, else none), such as 127.0.0.1:9109; port 0 picks a free port.")
+    String metricsAddress;
+
     @Option(names = "--suspend-timeout", paramLabel = "DURATION", converter = DurationConverter.Positive.class,
             defaultValue = "10s",
             description = "How long a suspend (ctl suspend, reload) waits for the I/O in flight before it fails and"
@@ -185,6 +196,9 @@ final class ServeCommand implements Callable<Integer> {
     private volatile NbdServer serving;
     /** The handlers SIGINT and SIGTERM had before serve took them. */
     private volatile List<SignalHandler> previousHandlers;
+    /** Where to serve {@code /metrics}, or null; the URL once it listens. */
+    private InetSocketAddress metricsBind;
+    private String metricsUrl;
     /** Set when devices still hold requests at exit: then the stack and the kernel are left open. */
     private boolean abandoned;
 
@@ -211,6 +225,21 @@ final class ServeCommand implements Callable<Integer> {
                     + String.join(", ", StackConfig.LOG_LEVELS));
         }
         LogLevel.apply("blkstack serve", level);
+        InetSocketAddress metrics;
+        ListenAddress metricsListen;
+        try {
+            metricsListen = metricsAddress != null ? ListenAddress.parse(metricsAddress) : config.metrics();
+            metrics = metricsListen == null ? null : metricsListen.resolve();
+        } catch (IllegalArgumentException e) {
+            return fail(err, ExitCodes.USAGE, "--metrics: " + e.getMessage());
+        } catch (UnknownHostException e) {
+            return fail(err, ExitCodes.USAGE, "--metrics: '" + metricsAddress + "': unknown host " + e.getMessage());
+        }
+        if (metrics != null && !metrics.getAddress().isLoopbackAddress()) {
+            log.warn("warning: metrics on {}, beyond loopback: /metrics has no authentication, so anyone who can"
+                    + " reach this port can read the stack's names and counters", metricsListen);
+        }
+        metricsBind = metrics;
         if (maxConnections != null && (maxConnections < 1 || maxConnections > NbdServer.Options.CONNECTIONS_MAX)) {
             return fail(err, ExitCodes.USAGE, "--max-connections: " + maxConnections + " is not in 1.."
                     + NbdServer.Options.CONNECTIONS_MAX);
@@ -304,6 +333,19 @@ final class ServeCommand implements Callable<Integer> {
             server.close();
             return fail(err, ExitCodes.RUNTIME, e.getMessage());
         }
+        MetricsServer metrics = null;
+        if (metricsBind != null) {
+            try {
+                metrics = MetricsServer.start(kernel, metricsBind);
+            } catch (IOException e) {
+                control.close();
+                server.close();
+                return fail(err, ExitCodes.RUNTIME, e.getMessage());
+            }
+            InetAddress shown = metricsBind.getAddress().isAnyLocalAddress() ? InetAddress.getLoopbackAddress()
+                    : metricsBind.getAddress();
+            metricsUrl = "http://" + ListenAddress.uriHost(shown) + ":" + metrics.port() + "/metrics";
+        }
         serving = server;
         previousHandlers = handleStopSignals(kernel);
         announce(config, server, memory, drain, control.path(), out);
@@ -313,6 +355,9 @@ final class ServeCommand implements Callable<Integer> {
             return stop(kernel, stack, server, drain, err);
         } finally {
             restoreSignals();
+            if (metrics != null) {
+                metrics.close();
+            }
         }
     }
 
@@ -329,7 +374,8 @@ final class ServeCommand implements Callable<Integer> {
                 config.mapped(), config.exports(), new StackConfig.Connections(o.connectionsMax(),
                         o.handshakeTimeoutNanos(), o.idleTimeoutNanos(), o.replyTimeoutNanos()),
                 config.noSpaceTimeoutNanos(), drain, config.reserves(), socket,
-                logLevel != null ? logLevel : config.logLevel());
+                logLevel != null ? logLevel : config.logLevel(),
+                metricsAddress != null ? ListenAddress.parse(metricsAddress) : config.metrics());
         Logger controlLog = LoggerFactory.getLogger("io.blkstack.control");
         java.util.function.Consumer<String> changes = line -> controlLog.info("control: {}", line);
         LiveStack live = new LiveStack(kernel, stack, server, effective, suspendTimeoutNanos, changes);
@@ -431,6 +477,9 @@ final class ServeCommand implements Callable<Integer> {
         out.println("try:  nbdinfo --list " + base);
         out.println("      nbdinfo " + base + "/" + server.exports().get(0).name());
         out.println("control: " + control + "  (blkstack ctl --socket " + control + " ls)");
+        if (metricsUrl != null) {
+            out.println("metrics: " + metricsUrl + "  (curl -s " + metricsUrl + " | grep blkstack_)");
+        }
         out.println("stop: Ctrl-C or SIGTERM (drains connections for at most " + Durations.format(drainNanos)
                 + ", flushes every device; a second one skips the drain)");
         out.println(READY);

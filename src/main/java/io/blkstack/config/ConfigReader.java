@@ -54,7 +54,7 @@ final class ConfigReader {
 
     private static final Set<String> TOP_KEYS = Set.of("memory", "listen", "max-connections", "handshake-timeout",
             "idle-timeout", "reply-timeout", "devices", "mapped", "exports", "no-space-timeout", "drain-timeout", "reserves",
-            "control", "log-level");
+            "control", "log-level", "metrics");
     private static final Set<String> RESERVE_KEYS = Set.of("dm-clones", "target-bios", "bufio-buffers");
     private static final Set<String> EXPORT_KEYS = Set.of("device", "readonly", "description");
     private static final Set<String> DEVICE_KINDS = Set.of("file", "memory", "null", "nbd");
@@ -108,8 +108,17 @@ final class ConfigReader {
         Path control = top.containsKey("control")
                 ? resolve(scalar(top.get("control").getValueNode(), "control"), "control") : null;
         String logLevel = top.containsKey("log-level") ? logLevel(top.get("log-level")) : null;
+        ListenAddress metrics = null;
+        if (top.containsKey("metrics")) {
+            ScalarNode node = scalar(top.get("metrics").getValueNode(), "metrics");
+            try {
+                metrics = ListenAddress.parse(node.getValue());
+            } catch (IllegalArgumentException e) {
+                throw error(node, "metrics", null, e.getMessage());
+            }
+        }
         return new StackConfig(source, memory, listen, devices, mapped, exports, connections, noSpaceTimeout,
-                drainTimeout, reserves, control, logLevel);
+                drainTimeout, reserves, control, logLevel, metrics);
     }
 
     /** {@code log-level:}: one of {@link StackConfig#LOG_LEVELS}. */

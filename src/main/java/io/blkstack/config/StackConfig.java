@@ -35,22 +35,24 @@ import java.util.List;
  *     directory), or null for {@link #DEFAULT_CONTROL}
  * @param logLevel {@code serve}'s log level (YAML {@code log-level}: one of {@link #LOG_LEVELS}), or
  *     null for {@link #DEFAULT_LOG_LEVEL}
+ * @param metrics where {@code serve} serves Prometheus {@code /metrics} (YAML {@code metrics}), or
+ *     null for none
  */
 public record StackConfig(String source, long memoryBytes, ListenAddress listen, List<DeviceSpec> devices,
         List<MappedSpec> mapped, List<ExportSpec> exports, Connections connections, long noSpaceTimeoutNanos,
-        long drainTimeoutNanos, Reserves reserves, Path control, String logLevel) {
+        long drainTimeoutNanos, Reserves reserves, Path control, String logLevel, ListenAddress metrics) {
 
     /** The log levels {@code log-level} and {@code serve --log-level} take, least verbose first (SLF4J's). */
     public static final List<String> LOG_LEVELS = List.of("error", "warn", "info", "debug", "trace");
     /** The log level when neither the file nor {@code --log-level} says. */
     public static final String DEFAULT_LOG_LEVEL = "info";
 
-    /** A configuration without a {@code log-level} key. */
+    /** A configuration without {@code log-level} and {@code metrics} keys. */
     public StackConfig(String source, long memoryBytes, ListenAddress listen, List<DeviceSpec> devices,
             List<MappedSpec> mapped, List<ExportSpec> exports, Connections connections, long noSpaceTimeoutNanos,
             long drainTimeoutNanos, Reserves reserves, Path control) {
         this(source, memoryBytes, listen, devices, mapped, exports, connections, noSpaceTimeoutNanos,
-                drainTimeoutNanos, reserves, control, null);
+                drainTimeoutNanos, reserves, control, null, null);
     }
 
     /** The log level to serve with: {@link #logLevel}, else {@link #DEFAULT_LOG_LEVEL}. */

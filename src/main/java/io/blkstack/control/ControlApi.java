@@ -2,6 +2,7 @@ package io.blkstack.control;
 
 import com.fasterxml.jackson.annotation.JsonInclude;
 import java.util.List;
+import java.util.Map;
 
 /**
  * The control socket's request and reply bodies, as Jackson maps them to and from JSON (the
@@ -79,6 +80,28 @@ public final class ControlApi {
 
     /** {@code DELETE}: what was removed, and how many connections were told to close. */
     public record Removed(String name, int connectionsClosed) {
+    }
+
+    /**
+     * {@code GET /v1/stats[/NAME]}: one device's completed bios by operation, sectors each way,
+     * errors by status (errno names, every status listed), bios in flight, and latency per class
+     * ({@code read}, {@code write}, {@code other}). {@code exportedAs} names the exports serving it.
+     */
+    public record DeviceStatsReply(String name, long reads, long writes, long flushes, long discards,
+            long writeZeroes, long readSectors, long writtenSectors, long discardedSectors, long zeroedSectors,
+            long inFlight, Map<String, Long> errors, Map<String, LatencyReply> latency, List<String> exportedAs) {
+    }
+
+    /**
+     * One latency class: bios recorded, their exact total, and percentiles and maximum from the
+     * HdrHistogram (1 % precision, 1 µs resolution), all in microseconds.
+     */
+    public record LatencyReply(long count, double sumMicros, double p50Micros, double p90Micros, double p99Micros,
+            double p999Micros, double maxMicros) {
+    }
+
+    /** {@code GET /v1/stats}: every device, bottom first, then mapped in build order. */
+    public record StatsList(List<DeviceStatsReply> devices) {
     }
 
     /** Every error: the HTTP status again, a code, the message, and where it applies. */

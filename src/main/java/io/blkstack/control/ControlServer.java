@@ -266,6 +266,14 @@ public final class ControlServer implements AutoCloseable {
             return switch (head) {
                 case "devices" -> devices(request, method, parts);
                 case "exports" -> exports(request, method, parts);
+                case "stats" -> {
+                    allow(method, path, "GET");
+                    if (parts.size() == 1) {
+                        yield Reply.ok(live.stats());
+                    }
+                    requireParts(parts, 2, method, path);
+                    yield Reply.ok(live.stats(parts.get(1)));
+                }
                 case "dump" -> {
                     requireParts(parts, 1, method, path);
                     allow(method, path, "GET");
@@ -424,7 +432,8 @@ public final class ControlServer implements AutoCloseable {
     private static ControlException unknownRoute(String method, String path) {
         return new ControlException(404, "unknown-route", "no route " + method + " " + path + " (routes: "
                 + ControlApi.PREFIX + "/devices[/NAME[/table|status|suspend|resume|reload|message]], "
-                + ControlApi.PREFIX + "/exports[/NAME], " + ControlApi.PREFIX + "/dump; see the README)",
+                + ControlApi.PREFIX + "/exports[/NAME], " + ControlApi.PREFIX + "/stats[/NAME], " + ControlApi.PREFIX
+                + "/dump; see the README)",
                 null, null, path);
     }
 

@@ -1,6 +1,9 @@
 package io.blkstack.control;
 
+import io.blkstack.bio.BioOp;
+import io.blkstack.bio.BioStatus;
 import io.blkstack.block.BlockDevice;
+import io.blkstack.block.DeviceStats;
 import io.blkstack.config.Stack;
 import io.blkstack.config.StackConfig;
 import io.blkstack.config.StackConfig.DeviceSpec;
@@ -171,6 +174,50 @@ public final class LiveStack {
     /** {@code status NAME}: each live target's status line. */
     public Lines status(String name) throws ControlException {
         return exclusive("status", () -> new Lines(name, mapped(name).status(StatusForm.INFO)));
+    }
+
+    /** {@code stats}: every device's statistics. */
+    public ControlApi.StatsList stats() throws ControlException {
+        return exclusive("stats", () -> {
+            List<ControlApi.DeviceStatsReply> out = new ArrayList<>();
+            for (BlockDevice d : stack.bottomDevices()) {
+                out.add(statsOf(d));
+            }
+            for (MappedDevice d : stack.mappedDevices()) {
+                out.add(statsOf(d));
+            }
+            return new ControlApi.StatsList(out);
+        });
+    }
+
+    /** {@code stats NAME}. */
+    public ControlApi.DeviceStatsReply stats(String name) throws ControlException {
+        return exclusive("stats", () -> statsOf(device(name)));
+    }
+
+    private ControlApi.DeviceStatsReply statsOf(BlockDevice d) {
+        DeviceStats.Snapshot s = d.stats().snapshot();
+        java.util.Map<String, Long> errors = new java.util.LinkedHashMap<>();
+        for (BioStatus status : BioStatus.values()) {
+            if (status.isError()) {
+                errors.put(status.errnoName(), s.errors(status));
+            }
+        }
+        java.util.Map<String, ControlApi.LatencyReply> latency = new java.util.LinkedHashMap<>();
+        for (DeviceStats.LatencyClass c : DeviceStats.LatencyClass.values()) {
+            DeviceStats.Latency l = s.latency(c);
+            latency.put(c.name().toLowerCase(java.util.Locale.ROOT), new ControlApi.LatencyReply(l.count(),
+                    micros(l.sumNanos()), micros(l.percentileNanos(50)), micros(l.percentileNanos(90)),
+                    micros(l.percentileNanos(99)), micros(l.percentileNanos(99.9)),
+                    micros(l.count() == 0 ? 0 : l.histogram().getMaxValue())));
+        }
+        return new ControlApi.DeviceStatsReply(d.name(), s.ios(BioOp.READ), s.ios(BioOp.WRITE), s.ios(BioOp.FLUSH),
+                s.ios(BioOp.DISCARD), s.ios(BioOp.WRITE_ZEROES), s.sectors(BioOp.READ), s.sectors(BioOp.WRITE),
+                s.sectors(BioOp.DISCARD), s.sectors(BioOp.WRITE_ZEROES), s.inFlight(), errors, latency, exportsOf(d));
+    }
+
+    private static double micros(long nanos) {
+        return nanos / 1000.0;
     }
 
     /** {@code export ls}. */

@@ -42,6 +42,9 @@ final class StackDump {
         root.put("memory", Sizes.format(config.memoryBytes()));
         root.put("listen", config.listen().toString());
         root.put("control", config.controlPath().toString());
+        if (config.metrics() != null) {
+            root.put("metrics", config.metrics().toString());
+        }
         StackConfig.Connections c = config.connections();
         root.put("max-connections", c.max());
         root.put("handshake-timeout", Durations.format(c.handshakeTimeoutNanos()));

@@ -52,6 +52,8 @@ public final class Mempool<T> implements Component {
     private final WaitQueue waiters;
     private final AtomicLong reserveUsed;
     private final AtomicLong waits;
+    /** This pool's own waits (the kernel's counter sums every pool's), for {@code /metrics}. */
+    private final AtomicLong poolWaits = new AtomicLong();
     private final AtomicLong outstanding = new AtomicLong();
     private volatile int currNr;
     private long changes;
@@ -133,6 +135,7 @@ public final class Mempool<T> implements Component {
                 }
                 lock.unlock();
                 waits.incrementAndGet();
+                poolWaits.incrementAndGet();
                 self.sleep(this, RETRY_NANOS);
                 waiters.finishWait(self);
             }
@@ -211,6 +214,11 @@ public final class Mempool<T> implements Component {
     /** Elements in the reserve now. */
     public int reserveLevel() {
         return currNr;
+    }
+
+    /** How often a caller of this pool went to sleep waiting for an element. */
+    public long waitCount() {
+        return poolWaits.get();
     }
 
     /** Elements handed out and not yet freed. */

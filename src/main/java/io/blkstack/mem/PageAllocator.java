@@ -44,6 +44,7 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
     private final List<Shrinker> shrinkers = new CopyOnWriteArrayList<>();
     private final AtomicLong failures;
     private final AtomicLong directReclaims;
+    private final AtomicLong shrinkerScans;
     private final AtomicLong reclaimWaits;
     private volatile int freeCount;
     private int minPages;
@@ -78,6 +79,7 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
         setWatermarks(min, min + Math.max(1, min / 4), min + Math.max(2, min / 2));
         this.failures = kernel.counters().get("pages.alloc-failures");
         this.directReclaims = kernel.counters().get("pages.direct-reclaims");
+        this.shrinkerScans = kernel.counters().get("pages.shrinker-scans");
         this.reclaimWaits = kernel.counters().get("pages.reclaim-waits");
     }
 
@@ -115,6 +117,11 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
 
     public int lowPages() {
         return lowPages;
+    }
+
+    /** The high watermark: the background reclaim stops once this many pages are free. */
+    public int highPages() {
+        return highPages;
     }
 
     /** The background reclaim task ({@code kswapd}), or null before {@link #start}; for harnesses that watch its waits. */
@@ -352,6 +359,7 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
         for (Shrinker s : shrinkers) {
             long count = s.count();
             if (count > 0) {
+                shrinkerScans.incrementAndGet();
                 ShrinkerScanEvent event = new ShrinkerScanEvent();
                 event.begin();
                 long toScan = Math.min(count, target);
