@@ -50,18 +50,18 @@ public final class DeviceStats {
         }
     }
 
-    private static final BioOp[] OPS = BioOp.values();
-    private static final BioStatus[] STATUSES = BioStatus.values();
-    private static final LatencyClass[] CLASSES = LatencyClass.values();
+    private static final List<BioOp> OPS = List.of(BioOp.values());
+    private static final List<BioStatus> STATUSES = List.of(BioStatus.values());
+    private static final List<LatencyClass> CLASSES = List.of(LatencyClass.values());
 
     private final String name;
-    private final LongAdder[] ios = adders(OPS.length);
-    private final LongAdder[] sectors = adders(OPS.length);
-    private final LongAdder[] errors = adders(STATUSES.length);
+    private final LongAdder[] ios = adders(OPS.size());
+    private final LongAdder[] sectors = adders(OPS.size());
+    private final LongAdder[] errors = adders(STATUSES.size());
     private final LongAdder started = new LongAdder();
     private final LongAdder completed = new LongAdder();
-    private final LongAdder[] latencyNanosSum = adders(CLASSES.length);
-    private final ConcurrentHistogram[] latency = new ConcurrentHistogram[CLASSES.length];
+    private final LongAdder[] latencyNanosSum = adders(CLASSES.size());
+    private final ConcurrentHistogram[] latency = new ConcurrentHistogram[CLASSES.size()];
 
     /** Statistics of the device {@code name}, all at zero. */
     public DeviceStats(String name) {
@@ -111,17 +111,17 @@ public final class DeviceStats {
 
     /** A consistent-enough copy for a reader: counters read once each, histograms copied. */
     public Snapshot snapshot() {
-        long[] opIos = new long[OPS.length];
-        long[] opSectors = new long[OPS.length];
-        for (int i = 0; i < OPS.length; i++) {
+        long[] opIos = new long[OPS.size()];
+        long[] opSectors = new long[OPS.size()];
+        for (int i = 0; i < OPS.size(); i++) {
             opIos[i] = ios[i].sum();
             opSectors[i] = sectors[i].sum();
         }
-        long[] statusErrors = new long[STATUSES.length];
-        for (int i = 0; i < STATUSES.length; i++) {
+        long[] statusErrors = new long[STATUSES.size()];
+        for (int i = 0; i < STATUSES.size(); i++) {
             statusErrors[i] = errors[i].sum();
         }
-        List<Latency> latencies = new ArrayList<>(CLASSES.length);
+        List<Latency> latencies = new ArrayList<>(CLASSES.size());
         for (LatencyClass c : CLASSES) {
             latencies.add(new Latency(c, latency[c.ordinal()].copy(), latencyNanosSum[c.ordinal()].sum()));
         }

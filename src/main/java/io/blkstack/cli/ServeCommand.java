@@ -236,8 +236,10 @@ final class ServeCommand implements Callable<Integer> {
             return fail(err, ExitCodes.USAGE, "--metrics: '" + metricsAddress + "': unknown host " + e.getMessage());
         }
         if (metrics != null && !metrics.getAddress().isLoopbackAddress()) {
-            log.warn("warning: metrics on {}, beyond loopback: /metrics has no authentication, so anyone who can"
-                    + " reach this port can read the stack's names and counters", metricsListen);
+            // On the command's stderr, as the check that follows may end serve before any logger is set up.
+            err.println("blkstack serve: warning: metrics on " + metricsListen + ", beyond loopback: /metrics has no"
+                    + " authentication, so anyone who can reach this port can read the stack's names and counters");
+            err.flush();
         }
         metricsBind = metrics;
         if (maxConnections != null && (maxConnections < 1 || maxConnections > NbdServer.Options.CONNECTIONS_MAX)) {

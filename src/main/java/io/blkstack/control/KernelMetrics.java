@@ -55,9 +55,8 @@ final class KernelMetrics implements MultiCollector {
     /** Every exported name starts with this. */
     static final String PREFIX = "blkstack_";
     /** Upper bounds of the latency histograms' buckets, in seconds (+Inf is added). */
-    static final double[] LATENCY_BUCKETS_SECONDS = {
-        50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5, 5, 10
-    };
+    static final List<Double> LATENCY_BUCKETS_SECONDS = List.of(
+        50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1.0, 2.5, 5.0, 10.0);
     /** Kernel counters made at zero up front, so that they are exported before they first count. */
     static final List<String> KNOWN_COUNTERS = List.of("bioset.rescuer-punts", "wq.maydays", "wq.rescuer-runs",
             "pages.shrinker-scans", "watchdog.hung-tasks", "mempool.reserve-used", "mempool.waits",
@@ -152,13 +151,13 @@ final class KernelMetrics implements MultiCollector {
 
     /** One latency class as classic buckets (per-bucket counts, as the model wants them; the writer sums them). */
     private static HistogramDataPointSnapshot histogramPoint(DeviceStats.Latency l, Labels labels) {
-        int n = LATENCY_BUCKETS_SECONDS.length;
+        int n = LATENCY_BUCKETS_SECONDS.size();
         double[] bounds = new double[n + 1];
         long[] counts = new long[n + 1];
         long below = 0;
         for (int i = 0; i < n; i++) {
-            bounds[i] = LATENCY_BUCKETS_SECONDS[i];
-            long atOrBelow = l.countAtOrBelow((long) (LATENCY_BUCKETS_SECONDS[i] * NANOS_PER_SECOND));
+            bounds[i] = LATENCY_BUCKETS_SECONDS.get(i);
+            long atOrBelow = l.countAtOrBelow((long) (LATENCY_BUCKETS_SECONDS.get(i) * NANOS_PER_SECOND));
             counts[i] = atOrBelow - below;
             below = atOrBelow;
         }
