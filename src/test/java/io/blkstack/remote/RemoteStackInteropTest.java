@@ -3,6 +3,7 @@ package io.blkstack.remote;
 import static org.junit.jupiter.api.Assertions.*;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
+import io.blkstack.Programs;
 import io.blkstack.bio.BioSet;
 import io.blkstack.bio.BioStatus;
 import io.blkstack.block.BlockDevice;
@@ -17,7 +18,6 @@ import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Policies;
 import io.blkstack.nbd.Export;
 import io.blkstack.nbd.NbdServer;
-import java.io.File;
 import java.net.InetSocketAddress;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -46,7 +46,7 @@ class RemoteStackInteropTest {
     /** fio through a linear part over one remote device and a striped part over two. */
     @Test
     void fioVerifiesThroughLinearAndStripedOverTwoRemotes() throws Exception {
-        assumeTrue(Nbdkit.installed() && installed("fio"), "nbdkit or fio is not installed");
+        assumeTrue(Nbdkit.installed() && Programs.installed("fio"), "nbdkit or fio is not installed");
         try (Nbdkit a = new Nbdkit(tmp.resolve("a.sock"), "memory", "64M").start();
                 Nbdkit b = new Nbdkit(tmp.resolve("b.sock"), "memory", "64M").start()) {
             String yaml = """
@@ -83,7 +83,7 @@ class RemoteStackInteropTest {
      */
     @Test
     void fioVerifiesThroughStripedOverTwoBlkstackServers() throws Exception {
-        assumeTrue(installed("fio"), "fio is not installed");
+        assumeTrue(Programs.installed("fio"), "fio is not installed");
         MemoryDevice[] storage = new MemoryDevice[2];
         serve(kernel -> {
             // The storage side: two memory devices exported by a blkstack NBD server in the same kernel.
@@ -127,7 +127,7 @@ class RemoteStackInteropTest {
      */
     @Test
     void mirrorOverTwoRemotesSurvivesAKilledServerAndRecovers() throws Exception {
-        assumeTrue(Nbdkit.installed() && installed("fio"), "nbdkit or fio is not installed");
+        assumeTrue(Nbdkit.installed() && Programs.installed("fio"), "nbdkit or fio is not installed");
         try (Nbdkit a = new Nbdkit(tmp.resolve("a.sock"), "memory", "32M").start();
                 Nbdkit b = new Nbdkit(tmp.resolve("b.sock"), "memory", "32M").start()) {
             String yaml = """
@@ -189,7 +189,7 @@ class RemoteStackInteropTest {
      */
     @Test
     void blockStatusOfTheRemoteExportPassesUpThroughLinear() throws Exception {
-        assumeTrue(Nbdkit.installed() && installed("nbdinfo"), "nbdkit or nbdinfo is not installed");
+        assumeTrue(Nbdkit.installed() && Programs.installed("nbdinfo"), "nbdkit or nbdinfo is not installed");
         try (Nbdkit a = new Nbdkit(tmp.resolve("a.sock"), "memory", "16M").start()) {
             String yaml = """
                     memory: 64MiB
@@ -289,25 +289,8 @@ class RemoteStackInteropTest {
         }
     }
 
-    private static boolean installed(String program) {
-        for (String dir : System.getenv().getOrDefault("PATH", "").split(File.pathSeparator)) {
-            if (Files.isExecutable(Path.of(dir, program))) {
-                return true;
-            }
-        }
-        return false;
-    }
-
+    /** Runs a program in the test's directory, within the bound; see {@link Programs#run}. */
     private String run(String... command) throws Exception {
-        Path log = Files.createTempFile(tmp, "program", ".txt");
-        Process p = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(log.toFile()).start();
-        boolean ended = p.waitFor(PROGRAM_SECONDS_MAX, TimeUnit.SECONDS);
-        if (!ended) {
-            p.destroyForcibly();
-        }
-        String text = Files.readString(log, StandardCharsets.UTF_8);
-        assertTrue(ended, String.join(" ", command) + " ran over " + PROGRAM_SECONDS_MAX + " s:\n" + text);
-        assertEquals(0, p.exitValue(), String.join(" ", command) + " failed:\n" + text);
-        return text;
+        return Programs.run(tmp, PROGRAM_SECONDS_MAX, command);
     }
 }
