@@ -39,7 +39,6 @@ public final class CachedMemoryDevice extends LatencyDevice {
     public static final class Media extends ChunkStore {
         private final String name;
         private final long sizeBytes;
-        private final SpinLock lock;
         private final HashMap<Long, byte[]> stable = new HashMap<>();
         private final HashMap<Long, byte[]> cache = new HashMap<>();
         private final boolean writeThrough;
@@ -52,11 +51,11 @@ public final class CachedMemoryDevice extends LatencyDevice {
          * device, which a restart of the stack does not lose).
          */
         public Media(String name, long sizeBytes, boolean writeThrough) {
-            checkedSectors(name, sizeBytes);
+            super(new SpinLock("media " + name));
+            LatencyDevice.checkedSectors(name, sizeBytes);
             this.name = name;
             this.sizeBytes = sizeBytes;
             this.writeThrough = writeThrough;
-            this.lock = new SpinLock("media " + name);
         }
 
         public String name() {
@@ -97,22 +96,12 @@ public final class CachedMemoryDevice extends LatencyDevice {
 
         /** Chunks not yet stable. */
         public int cachedChunks() {
-            lock.lock();
-            try {
-                return cache.size();
-            } finally {
-                lock.unlock();
-            }
+            return size(cache);
         }
 
         /** Chunks holding stable data. */
         public int stableChunks() {
-            lock.lock();
-            try {
-                return stable.size();
-            } finally {
-                lock.unlock();
-            }
+            return size(stable);
         }
 
         /** Makes the cache stable (a FLUSH). */
@@ -141,27 +130,13 @@ public final class CachedMemoryDevice extends LatencyDevice {
         }
 
         /** The chunk as it reads now (cache over stable), or null for zeros; the caller holds the lock. */
-        private byte[] current(long chunk) {
+        @Override
+        byte[] current(long chunk) {
             byte[] c = cache.get(chunk);
             if (c != null) {
                 return c == ZEROED ? null : c;
             }
             return stable.get(chunk);
-        }
-
-        @Override
-        void read(long chunk, int chunkOffset, Page page, int pageOffset, int n) {
-            lock.lock();
-            try {
-                byte[] data = current(chunk);
-                if (data == null) {
-                    page.zero(pageOffset, n);
-                } else {
-                    page.buffer().put(pageOffset, data, chunkOffset, n);
-                }
-            } finally {
-                lock.unlock();
-            }
         }
 
         /** Writes a piece into the cache (copying the chunk on first write), and to stable too if {@code fua}. */
@@ -173,12 +148,7 @@ public final class CachedMemoryDevice extends LatencyDevice {
                     return;
                 }
                 if (writeThrough) {
-                    byte[] st = stable.get(chunk);
-                    if (st == null) {
-                        st = new byte[CHUNK_SIZE];
-                        stable.put(chunk, st);
-                    }
-                    page.buffer().get(pageOffset, st, chunkOffset, n);
+                    page.buffer().get(pageOffset, chunkIn(stable, chunk), chunkOffset, n);
                     return;
                 }
                 byte[] c = cache.get(chunk);
@@ -229,16 +199,6 @@ public final class CachedMemoryDevice extends LatencyDevice {
                 byte[] c = cache.get(chunk) == data ? data : data.clone();
                 Arrays.fill(c, chunkOffset, chunkOffset + n, (byte) 0);
                 cache.put(chunk, c);
-            } finally {
-                lock.unlock();
-            }
-        }
-
-        @Override
-        boolean present(long chunk) {
-            lock.lock();
-            try {
-                return current(chunk) != null;
             } finally {
                 lock.unlock();
             }

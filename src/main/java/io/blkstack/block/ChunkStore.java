@@ -3,13 +3,16 @@ package io.blkstack.block;
 import io.blkstack.bio.Bio;
 import io.blkstack.bio.BioOp;
 import io.blkstack.bio.BioVec;
+import io.blkstack.kernel.SpinLock;
 import io.blkstack.mem.Page;
+import java.util.HashMap;
 
 /**
  * Device contents in 4 KiB chunks, addressed by chunk number, and the walks the memory and cached
  * memory devices share: a bio's segments or a zeroed range cut into pieces that never cross a
- * chunk, and the allocated or hole run at a sector. A subclass says how one piece is read, written
- * or zeroed and whether a chunk holds data; it guards its own state (the walks take no lock).
+ * chunk, and the allocated or hole run at a sector. A subclass says what a chunk reads as now and
+ * how a piece is written or zeroed. Its state is guarded by {@link #lock}, taken once per piece
+ * (the walks hold no lock between pieces).
  */
 abstract class ChunkStore {
 
@@ -19,8 +22,15 @@ abstract class ChunkStore {
     private static final int CHUNK_SHIFT = Page.SHIFT;
     private static final int CHUNK_SECTORS = CHUNK_SIZE >>> Bio.SECTOR_SHIFT;
 
-    /** Copies {@code n} bytes of the chunk from {@code chunkOffset} into the page (zeros if absent). */
-    abstract void read(long chunk, int chunkOffset, Page page, int pageOffset, int n);
+    /** Guards the subclass's chunks. */
+    final SpinLock lock;
+
+    ChunkStore(SpinLock lock) {
+        this.lock = lock;
+    }
+
+    /** The chunk as it reads now, or null for zeros; the caller holds {@link #lock}. */
+    abstract byte[] current(long chunk);
 
     /** Copies {@code n} bytes of the page into the chunk at {@code chunkOffset}; {@code fua}: stable now. */
     abstract void write(long chunk, int chunkOffset, Page page, int pageOffset, int n, boolean fua);
@@ -28,8 +38,50 @@ abstract class ChunkStore {
     /** Makes {@code n} bytes of the chunk from {@code chunkOffset} read as zeros. */
     abstract void zero(long chunk, int chunkOffset, int n);
 
+    /** Copies {@code n} bytes of the chunk from {@code chunkOffset} into the page (zeros if absent). */
+    final void read(long chunk, int chunkOffset, Page page, int pageOffset, int n) {
+        lock.lock();
+        try {
+            byte[] data = current(chunk);
+            if (data == null) {
+                page.zero(pageOffset, n);
+            } else {
+                page.buffer().put(pageOffset, data, chunkOffset, n);
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
     /** Whether the chunk holds data (not a hole). */
-    abstract boolean present(long chunk);
+    final boolean present(long chunk) {
+        lock.lock();
+        try {
+            return current(chunk) != null;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Chunks in {@code map}, under {@link #lock}. */
+    final int size(HashMap<Long, byte[]> map) {
+        lock.lock();
+        try {
+            return map.size();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** The chunk's bytes in {@code map}, a zeroed chunk put there first if absent; the caller holds {@link #lock}. */
+    static byte[] chunkIn(HashMap<Long, byte[]> map, long chunk) {
+        byte[] data = map.get(chunk);
+        if (data == null) {
+            data = new byte[CHUNK_SIZE];
+            map.put(chunk, data);
+        }
+        return data;
+    }
 
     /** Whether a chunk holds only zeroes (then it is dropped, as a hole). */
     static boolean isAllZero(byte[] data) {

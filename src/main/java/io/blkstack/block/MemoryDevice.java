@@ -83,28 +83,17 @@ public final class MemoryDevice extends LatencyDevice {
                 + " chunks allocated, " + inFlight() + " awaiting completion";
     }
 
-    /** The chunk map, guarded by a spin lock taken per piece; an all-zero chunk is dropped as a hole. */
+    /** The chunk map, guarded by the store's lock taken per piece; an all-zero chunk is dropped as a hole. */
     private static final class Chunks extends ChunkStore {
         private final HashMap<Long, byte[]> map = new HashMap<>();
-        private final SpinLock lock;
 
         Chunks(SpinLock lock) {
-            this.lock = lock;
+            super(lock);
         }
 
         @Override
-        void read(long chunk, int chunkOffset, Page page, int pageOffset, int n) {
-            lock.lock();
-            try {
-                byte[] data = map.get(chunk);
-                if (data == null) {
-                    page.zero(pageOffset, n);
-                } else {
-                    page.buffer().put(pageOffset, data, chunkOffset, n);
-                }
-            } finally {
-                lock.unlock();
-            }
+        byte[] current(long chunk) {
+            return map.get(chunk);
         }
 
         /** Writes a piece; every write is stable when served, so {@code fua} changes nothing. */
@@ -112,12 +101,7 @@ public final class MemoryDevice extends LatencyDevice {
         void write(long chunk, int chunkOffset, Page page, int pageOffset, int n, boolean fua) {
             lock.lock();
             try {
-                byte[] data = map.get(chunk);
-                if (data == null) {
-                    data = new byte[CHUNK_SIZE];
-                    map.put(chunk, data);
-                }
-                page.buffer().get(pageOffset, data, chunkOffset, n);
+                page.buffer().get(pageOffset, chunkIn(map, chunk), chunkOffset, n);
             } finally {
                 lock.unlock();
             }
@@ -144,23 +128,8 @@ public final class MemoryDevice extends LatencyDevice {
             }
         }
 
-        @Override
-        boolean present(long chunk) {
-            lock.lock();
-            try {
-                return map.containsKey(chunk);
-            } finally {
-                lock.unlock();
-            }
-        }
-
         int size() {
-            lock.lock();
-            try {
-                return map.size();
-            } finally {
-                lock.unlock();
-            }
+            return size(map);
         }
     }
 }

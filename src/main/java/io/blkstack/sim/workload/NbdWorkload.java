@@ -114,9 +114,6 @@ public final class NbdWorkload implements Consumer<Kernel> {
         private final int index;
         private final SplittableRandom random;
         private final SliceModel slice;
-        private final long sliceStart;
-        private final byte[] expected;
-        private final boolean[] known;
         private final ByteBuffer header = ByteBuffer.allocate(NbdProtocol.REQUEST_HEADER_BYTES);
         private final ByteBuffer reply = ByteBuffer.allocate(SIMPLE_REPLY_BYTES);
         private final ByteBuffer data;
@@ -130,9 +127,6 @@ public final class NbdWorkload implements Consumer<Kernel> {
             this.index = index;
             this.random = new SplittableRandom(seed);
             this.slice = new SliceModel(spec, index, random);
-            this.sliceStart = slice.start;
-            this.expected = slice.expected;
-            this.known = slice.known;
             this.data = ByteBuffer.allocate(spec.sizeMaxBytes());
         }
 
@@ -173,8 +167,8 @@ public final class NbdWorkload implements Consumer<Kernel> {
             int size = (int) r[1];
             long stamp = random.nextLong();
             slice.takePattern(stamp, offset, size);
-            data.clear().put(expected, (int) offset, size);
-            sendHeader(NbdProtocol.CMD_WRITE, sliceStart + offset, size);
+            data.clear().put(slice.expected, (int) offset, size);
+            sendHeader(NbdProtocol.CMD_WRITE, slice.start + offset, size);
             client.send(data.flip());
             slice.setKnown(offset, size, receiveReply() == 0);
             return true;
@@ -185,7 +179,7 @@ public final class NbdWorkload implements Consumer<Kernel> {
             long[] r = slice.pickRange();
             long offset = r[0];
             int size = (int) r[1];
-            sendHeader(NbdProtocol.CMD_READ, sliceStart + offset, size);
+            sendHeader(NbdProtocol.CMD_READ, slice.start + offset, size);
             if (receiveReply() != 0) {
                 return true; // an error reply carries no data: nothing to compare
             }
@@ -193,12 +187,12 @@ public final class NbdWorkload implements Consumer<Kernel> {
             client.receive(data);
             for (int pos = 0; pos < size; pos++) {
                 int at = (int) (offset + pos);
-                if (!known[at / Bio.SECTOR_SIZE]) {
+                if (!slice.known[at / Bio.SECTOR_SIZE]) {
                     continue;
                 }
                 byte actual = data.get(pos);
-                if (actual != expected[at]) {
-                    mismatch(op, sliceStart + at, expected[at], actual, size);
+                if (actual != slice.expected[at]) {
+                    mismatch(op, slice.start + at, slice.expected[at], actual, size);
                     return false;
                 }
             }
