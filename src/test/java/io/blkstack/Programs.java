@@ -52,6 +52,17 @@ public final class Programs {
         return text;
     }
 
+    /**
+     * The fio command line of job {@code name} that writes {@code size} at random in blocks of
+     * {@code blockSize} over the NBD export at {@code uri}, 16 deep, then reads it all back
+     * against crc32c checksums and stops at the first mismatch (the same random sequence each run).
+     */
+    public static String[] fioVerify(String name, String uri, String blockSize, String size) {
+        return new String[] {"fio", "--name=" + name, "--ioengine=nbd", "--uri=" + uri, "--rw=randwrite",
+            "--bs=" + blockSize, "--size=" + size, "--verify=crc32c", "--iodepth=16", "--do_verify=1",
+            "--verify_fatal=1", "--randrepeat=1"};
+    }
+
     /** The SHA-256 of {@code file}'s contents, in lower-case hex. */
     public static String sha256(Path file) throws Exception {
         MessageDigest sha = MessageDigest.getInstance("SHA-256");

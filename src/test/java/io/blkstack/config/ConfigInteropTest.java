@@ -55,9 +55,7 @@ class ConfigInteropTest {
                   default: { device: default }
                 """;
         serve(yaml, (port, unused) -> {
-            String out = run("fio", "--name=verify", "--ioengine=nbd", "--uri=nbd://127.0.0.1:" + port + "/default",
-                    "--rw=randwrite", "--bs=4k", "--size=64m", "--verify=crc32c", "--iodepth=16", "--do_verify=1",
-                    "--verify_fatal=1", "--randrepeat=1", "--norandommap=0");
+            String out = run(Programs.fioVerify("verify", "nbd://127.0.0.1:" + port + "/default", "4k", "64m"));
             assertTrue(out.contains("WRITE:"), out);
             assertFalse(out.toLowerCase().contains("verify: bad") || out.contains("crc32c: verify failed"), out);
             assertTrue(out.contains("err= 0"), "fio reported errors:\n" + out);

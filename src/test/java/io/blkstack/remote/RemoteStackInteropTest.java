@@ -64,9 +64,7 @@ class RemoteStackInteropTest {
                       default: { device: default }
                     """.formatted(a.uri(), b.uri());
             serve(yaml, (port, stack) -> {
-                String out = run("fio", "--name=verify", "--ioengine=nbd", "--uri=nbd://127.0.0.1:" + port + "/default",
-                        "--rw=randwrite", "--bs=4k", "--size=80m", "--verify=crc32c", "--iodepth=16", "--do_verify=1",
-                        "--verify_fatal=1", "--randrepeat=1");
+                String out = run(Programs.fioVerify("verify", "nbd://127.0.0.1:" + port + "/default", "4k", "80m"));
                 assertTrue(out.contains("err= 0"), "fio reported errors:\n" + out);
                 assertFalse(out.contains("verify: bad") || out.contains("crc32c: verify failed"), out);
                 report("linear+striped over 2 nbdkit", out);
@@ -105,9 +103,7 @@ class RemoteStackInteropTest {
                       default: { device: default }
                     """.formatted(storagePort, storagePort);
         }, (port, stack) -> {
-            String out = run("fio", "--name=verify", "--ioengine=nbd", "--uri=nbd://127.0.0.1:" + port + "/default",
-                    "--rw=randwrite", "--bs=64k", "--size=128m", "--verify=crc32c", "--iodepth=16", "--do_verify=1",
-                    "--verify_fatal=1", "--randrepeat=1");
+            String out = run(Programs.fioVerify("verify", "nbd://127.0.0.1:" + port + "/default", "64k", "128m"));
             assertTrue(out.contains("err= 0"), "fio reported errors:\n" + out);
             assertFalse(out.contains("verify: bad") || out.contains("crc32c: verify failed"), out);
             report("striped over 2 blkstack servers", out);
@@ -144,9 +140,7 @@ class RemoteStackInteropTest {
             serve(yaml, (port, stack) -> {
                 RemoteDevice r1 = (RemoteDevice) stack.device("r1");
                 Path log = tmp.resolve("fio.txt");
-                Process fio = new ProcessBuilder("fio", "--name=verify", "--ioengine=nbd",
-                        "--uri=nbd://127.0.0.1:" + port + "/default", "--rw=randwrite", "--bs=4k", "--size=32m",
-                        "--verify=crc32c", "--iodepth=16", "--do_verify=1", "--verify_fatal=1", "--randrepeat=1")
+                Process fio = new ProcessBuilder(Programs.fioVerify("verify", "nbd://127.0.0.1:" + port + "/default", "4k", "32m"))
                         .redirectErrorStream(true).redirectOutput(log.toFile()).start();
                 // Kill leg r1's server once it has served part of the run: a progress condition
                 // checked against a bound, not a timing assumption.

@@ -89,9 +89,7 @@ class ThinInteropTest {
             try {
                 server.start();
                 String base = "nbd://127.0.0.1:" + server.localAddress().getPort() + "/";
-                String out = run("fio", "--name=thin-verify", "--ioengine=nbd", "--uri=" + base + "vol0",
-                        "--rw=randwrite", "--bs=4k", "--size=64m", "--verify=crc32c", "--iodepth=16",
-                        "--do_verify=1", "--verify_fatal=1", "--randrepeat=1", "--norandommap=0");
+                String out = run(Programs.fioVerify("thin-verify", base + "vol0", "4k", "64m"));
                 assertTrue(out.contains("WRITE:"), out);
                 assertFalse(out.toLowerCase().contains("verify: bad") || out.contains("crc32c: verify failed"), out);
                 assertTrue(out.contains("err= 0"), "fio reported errors:\n" + out);
