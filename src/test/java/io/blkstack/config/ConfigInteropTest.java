@@ -7,9 +7,7 @@ import io.blkstack.Programs;
 import io.blkstack.block.TestKernel;
 import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Policies;
-import io.blkstack.nbd.NbdServer;
 import java.io.OutputStream;
-import java.net.InetSocketAddress;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.security.MessageDigest;
@@ -144,27 +142,13 @@ class ConfigInteropTest {
         return Long.parseLong(run("stat", "-c", "%b", file.toString()).trim());
     }
 
-    /** A client run against a served stack. */
-    @FunctionalInterface
-    interface Client {
-        void run(int port, Stack stack) throws Exception;
-    }
-
     /** Builds {@code yaml}'s stack, serves it on an ephemeral port, runs the client, tears down. */
-    private void serve(String yaml, Client client) throws Exception {
+    private void serve(String yaml, ServedStack.Client client) throws Exception {
         Path file = tmp.resolve("stack.yaml");
         Files.writeString(file, yaml);
         StackConfig config = StackConfig.load(file);
-        try (TestKernel tk = new TestKernel("config-interop", config.memoryBytes(), Policies.defaults(), Faults.NONE);
-                Stack stack = Stack.build(tk.kernel, config, Stack.Mode.SERVE)) {
-            NbdServer server = new NbdServer(tk.kernel, stack.exports(), new InetSocketAddress("127.0.0.1", 0));
-            try {
-                server.start();
-                client.run(server.localAddress().getPort(), stack);
-            } finally {
-                server.close();
-            }
-            assertEquals(List.of(), stack.flushAll());
+        try (TestKernel tk = new TestKernel("config-interop", config.memoryBytes(), Policies.defaults(), Faults.NONE)) {
+            ServedStack.serve(tk, config, client);
         }
     }
 

@@ -9,7 +9,7 @@ import io.blkstack.bio.BioStatus;
 import io.blkstack.block.BlockDevice;
 import io.blkstack.block.MemoryDevice;
 import io.blkstack.block.TestKernel;
-import io.blkstack.config.Stack;
+import io.blkstack.config.ServedStack;
 import io.blkstack.config.StackConfig;
 import io.blkstack.dm.MappedDevice;
 import io.blkstack.dm.StatusForm;
@@ -246,11 +246,6 @@ class RemoteStackInteropTest {
         }
     }
 
-    @FunctionalInterface
-    interface Client {
-        void run(int port, Stack stack) throws Exception;
-    }
-
     /** Makes the configuration once the kernel exists (to start servers in it first). */
     @FunctionalInterface
     interface Setup {
@@ -258,28 +253,15 @@ class RemoteStackInteropTest {
     }
 
     /** Builds the stack, serves it on an ephemeral port, runs the client, tears everything down. */
-    private void serve(String yaml, Client client) throws Exception {
+    private void serve(String yaml, ServedStack.Client client) throws Exception {
         serve(kernel -> yaml, client);
     }
 
-    private void serve(Setup setup, Client client) throws Exception {
+    private void serve(Setup setup, ServedStack.Client client) throws Exception {
         try (TestKernel tk = new TestKernel("remote-interop", 128 * MiB, Policies.defaults(), Faults.NONE)) {
             Path file = tmp.resolve("stack.yaml");
             Files.writeString(file, setup.yaml(tk.kernel));
-            serveIn(tk, StackConfig.load(file), client);
-        }
-    }
-
-    private void serveIn(TestKernel tk, StackConfig config, Client client) throws Exception {
-        try (Stack stack = Stack.build(tk.kernel, config, Stack.Mode.SERVE)) {
-            NbdServer server = new NbdServer(tk.kernel, stack.exports(), new InetSocketAddress("127.0.0.1", 0));
-            try {
-                server.start();
-                client.run(server.localAddress().getPort(), stack);
-            } finally {
-                server.close();
-            }
-            assertEquals(List.of(), stack.flushAll());
+            ServedStack.serve(tk, StackConfig.load(file), client);
         }
     }
 
