@@ -3,9 +3,6 @@ package io.blkstack.block;
 import io.blkstack.bio.Bio;
 import io.blkstack.bio.BioFlags;
 import io.blkstack.bio.BioOp;
-import io.blkstack.bio.BioStatus;
-import io.blkstack.bio.BioVec;
-import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.SpinLock;
 import io.blkstack.mem.Page;
@@ -27,11 +24,10 @@ import java.util.Map;
  * Fault sites are those of a memory device: {@code io:<name>} fails a bio without touching data,
  * {@code latency:<name>} adds to its completion delay.
  */
-public final class CachedMemoryDevice extends BlockDevice {
+public final class CachedMemoryDevice extends LatencyDevice {
 
     /** Bytes per storage chunk. */
-    public static final int CHUNK_SIZE = Page.SIZE;
-    private static final int CHUNK_SHIFT = Page.SHIFT;
+    public static final int CHUNK_SIZE = ChunkStore.CHUNK_SIZE;
     /** A cached chunk that reads as zeros (a discarded or zeroed chunk not yet stable). */
     private static final byte[] ZEROED = new byte[0];
 
@@ -40,10 +36,9 @@ public final class CachedMemoryDevice extends BlockDevice {
      * outlives the devices built over it (one at a time), which is how a crash and restart keep
      * what was flushed. Guarded by its spin lock.
      */
-    public static final class Media {
+    public static final class Media extends ChunkStore {
         private final String name;
         private final long sizeBytes;
-        private final SpinLock lock;
         private final HashMap<Long, byte[]> stable = new HashMap<>();
         private final HashMap<Long, byte[]> cache = new HashMap<>();
         private final boolean writeThrough;
@@ -56,11 +51,11 @@ public final class CachedMemoryDevice extends BlockDevice {
          * device, which a restart of the stack does not lose).
          */
         public Media(String name, long sizeBytes, boolean writeThrough) {
-            MemoryDevice.checkedSectors(name, sizeBytes);
+            super(new SpinLock("media " + name));
+            LatencyDevice.checkedSectors(name, sizeBytes);
             this.name = name;
             this.sizeBytes = sizeBytes;
             this.writeThrough = writeThrough;
-            this.lock = new SpinLock("media " + name);
         }
 
         public String name() {
@@ -101,22 +96,12 @@ public final class CachedMemoryDevice extends BlockDevice {
 
         /** Chunks not yet stable. */
         public int cachedChunks() {
-            lock.lock();
-            try {
-                return cache.size();
-            } finally {
-                lock.unlock();
-            }
+            return size(cache);
         }
 
         /** Chunks holding stable data. */
         public int stableChunks() {
-            lock.lock();
-            try {
-                return stable.size();
-            } finally {
-                lock.unlock();
-            }
+            return size(stable);
         }
 
         /** Makes the cache stable (a FLUSH). */
@@ -137,7 +122,7 @@ public final class CachedMemoryDevice extends BlockDevice {
         }
 
         private void putStable(long chunk, byte[] data) {
-            if (data == ZEROED || MemoryDevice.isAllZero(data)) {
+            if (data == ZEROED || isAllZero(data)) {
                 stable.remove(chunk);
             } else {
                 stable.put(chunk, data);
@@ -145,7 +130,8 @@ public final class CachedMemoryDevice extends BlockDevice {
         }
 
         /** The chunk as it reads now (cache over stable), or null for zeros; the caller holds the lock. */
-        private byte[] current(long chunk) {
+        @Override
+        byte[] current(long chunk) {
             byte[] c = cache.get(chunk);
             if (c != null) {
                 return c == ZEROED ? null : c;
@@ -153,21 +139,8 @@ public final class CachedMemoryDevice extends BlockDevice {
             return stable.get(chunk);
         }
 
-        void read(long chunk, int chunkOffset, Page page, int pageOffset, int n) {
-            lock.lock();
-            try {
-                byte[] data = current(chunk);
-                if (data == null) {
-                    page.zero(pageOffset, n);
-                } else {
-                    page.buffer().put(pageOffset, data, chunkOffset, n);
-                }
-            } finally {
-                lock.unlock();
-            }
-        }
-
         /** Writes a piece into the cache (copying the chunk on first write), and to stable too if {@code fua}. */
+        @Override
         void write(long chunk, int chunkOffset, Page page, int pageOffset, int n, boolean fua) {
             lock.lock();
             try {
@@ -175,12 +148,7 @@ public final class CachedMemoryDevice extends BlockDevice {
                     return;
                 }
                 if (writeThrough) {
-                    byte[] st = stable.get(chunk);
-                    if (st == null) {
-                        st = new byte[CHUNK_SIZE];
-                        stable.put(chunk, st);
-                    }
-                    page.buffer().get(pageOffset, st, chunkOffset, n);
+                    page.buffer().get(pageOffset, chunkIn(stable, chunk), chunkOffset, n);
                     return;
                 }
                 byte[] c = cache.get(chunk);
@@ -203,6 +171,7 @@ public final class CachedMemoryDevice extends BlockDevice {
         }
 
         /** Zeroes a piece in the cache: a whole chunk becomes a zero marker. */
+        @Override
         void zero(long chunk, int chunkOffset, int n) {
             lock.lock();
             try {
@@ -235,15 +204,6 @@ public final class CachedMemoryDevice extends BlockDevice {
             }
         }
 
-        boolean present(long chunk) {
-            lock.lock();
-            try {
-                return current(chunk) != null;
-            } finally {
-                lock.unlock();
-            }
-        }
-
         @Override
         public String toString() {
             lock.lock();
@@ -257,10 +217,6 @@ public final class CachedMemoryDevice extends BlockDevice {
     }
 
     private final Media media;
-    private final long latencyNanos;
-    private final TimerCompletions timers;
-    private final String ioFaultSite;
-    private final String latencyFaultSite;
 
     /**
      * A device over {@code media} (named as the media) that completes after {@code latencyNanos}
@@ -268,17 +224,9 @@ public final class CachedMemoryDevice extends BlockDevice {
      * {@code logicalBlockSize} bytes (a file device opened for direct I/O has the file system's).
      */
     public CachedMemoryDevice(Kernel kernel, Media media, long latencyNanos, int queueDepth, int logicalBlockSize) {
-        super(kernel, media.name(), MemoryDevice.checkedSectors(media.name(), media.sizeBytes()),
-                QueueLimits.defaults().withLogicalBlockSize(logicalBlockSize));
-        if (latencyNanos < 0) {
-            throw new IllegalArgumentException("cached memory device " + media.name() + ": negative latency "
-                    + latencyNanos + " ns");
-        }
+        super(kernel, "cached memory device", media.name(), media.sizeBytes(),
+                QueueLimits.defaults().withLogicalBlockSize(logicalBlockSize), latencyNanos, queueDepth);
         this.media = media;
-        this.latencyNanos = latencyNanos;
-        this.timers = new TimerCompletions(kernel, "cached memory device " + media.name(), queueDepth);
-        this.ioFaultSite = "io:" + media.name();
-        this.latencyFaultSite = "latency:" + media.name();
     }
 
     /** The media under the device. */
@@ -286,77 +234,16 @@ public final class CachedMemoryDevice extends BlockDevice {
         return media;
     }
 
-    /** Serves the bio now; completes it from a timer after the latency. */
-    @Override
-    protected void submitBio(Bio bio) {
-        Bio front = splitToLimits(bio);
-        Faults faults = kernel().faults();
-        long delay = latencyNanos + Math.max(0, faults.extraLatencyNanos(latencyFaultSite));
-        if (faults.shouldFail(ioFaultSite)) {
-            front.setStatus(BioStatus.IOERR);
-        } else {
-            serve(front);
-        }
-        if (delay == 0) {
-            front.endio();
-        } else if (!timers.complete(front, delay, !front.hasFlag(BioFlags.NOWAIT))) {
-            front.setStatus(BioStatus.AGAIN);
-            front.endio();
-        }
-    }
-
     /** Moves the bio's data; flushes first for PREFLUSH. */
-    private void serve(Bio bio) {
+    @Override
+    void serve(Bio bio) {
         if (bio.hasFlag(BioFlags.PREFLUSH)) {
             media.flush();
         }
         switch (bio.op()) {
-            case READ, WRITE -> copySegments(bio);
+            case READ, WRITE -> media.copySegments(bio, bio.op() == BioOp.WRITE && bio.hasFlag(BioFlags.FUA));
             case FLUSH -> media.flush();
-            case DISCARD, WRITE_ZEROES -> zeroRange(bio.sector() << Bio.SECTOR_SHIFT, bio.sizeBytes());
-        }
-    }
-
-    /** Walks the bio's segments and copies each, chunk piece by chunk piece. */
-    private void copySegments(Bio bio) {
-        boolean write = bio.op() == BioOp.WRITE;
-        boolean fua = write && bio.hasFlag(BioFlags.FUA);
-        BioVec[] vecs = bio.vecs();
-        int idx = bio.iterIndex();
-        int done = bio.iterBvecDone();
-        long position = bio.sector() << Bio.SECTOR_SHIFT;
-        for (int left = bio.sizeBytes(); left > 0; ) {
-            BioVec vec = vecs[idx];
-            int segment = Math.min(vec.length() - done, left);
-            Page page = vec.page();
-            int pageOffset = vec.offset() + done;
-            for (int segmentLeft = segment; segmentLeft > 0; ) {
-                long chunk = position >>> CHUNK_SHIFT;
-                int chunkOffset = (int) (position & (CHUNK_SIZE - 1));
-                int n = Math.min(segmentLeft, CHUNK_SIZE - chunkOffset);
-                if (write) {
-                    media.write(chunk, chunkOffset, page, pageOffset, n, fua);
-                } else {
-                    media.read(chunk, chunkOffset, page, pageOffset, n);
-                }
-                position += n;
-                pageOffset += n;
-                segmentLeft -= n;
-            }
-            left -= segment;
-            idx++;
-            done = 0;
-        }
-    }
-
-    private void zeroRange(long position, long length) {
-        long end = position + length;
-        for (long at = position; at < end; ) {
-            long chunk = at >>> CHUNK_SHIFT;
-            int chunkOffset = (int) (at & (CHUNK_SIZE - 1));
-            int n = (int) Math.min(end - at, CHUNK_SIZE - chunkOffset);
-            media.zero(chunk, chunkOffset, n);
-            at += n;
+            case DISCARD, WRITE_ZEROES -> media.zeroRange(bio.sector() << Bio.SECTOR_SHIFT, bio.sizeBytes());
         }
     }
 
@@ -368,45 +255,11 @@ public final class CachedMemoryDevice extends BlockDevice {
 
     @Override
     public long allocatedExtent(long sector, long maxSectors) {
-        if (sector < 0 || maxSectors <= 0 || sector >= capacitySectors()) {
-            throw new IllegalArgumentException("cached memory device " + name() + ": extent query at " + sector + " for "
-                    + maxSectors + " sectors outside capacity " + capacitySectors());
-        }
-        long end = Math.min(capacitySectors(), sector + maxSectors);
-        int chunkSectors = CHUNK_SIZE >>> Bio.SECTOR_SHIFT;
-        boolean allocated = media.present(sector / chunkSectors);
-        long at = sector;
-        while (at < end) {
-            long chunk = at / chunkSectors;
-            if (media.present(chunk) != allocated) {
-                break;
-            }
-            at = Math.min(end, (chunk + 1) * chunkSectors);
-        }
-        long run = at - sector;
-        return allocated ? run : -run;
-    }
-
-    /** Bios served and waiting for their completion timers. */
-    public int inFlight() {
-        return timers.inFlight();
+        return media.allocatedExtent(this, "cached memory device", sector, maxSectors);
     }
 
     @Override
     public String describeState() {
-        return "cached memory device " + name() + ": " + media + ", " + timers.inFlight() + " awaiting completion";
-    }
-
-    /** Waits for the bios awaiting their timers, then closes the split set; the media stays. */
-    @Override
-    public void close() {
-        if (isClosed()) {
-            return;
-        }
-        try {
-            timers.drain();
-        } finally {
-            super.close();
-        }
+        return "cached memory device " + name() + ": " + media + ", " + inFlight() + " awaiting completion";
     }
 }

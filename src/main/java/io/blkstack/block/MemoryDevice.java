@@ -1,11 +1,6 @@
 package io.blkstack.block;
 
 import io.blkstack.bio.Bio;
-import io.blkstack.bio.BioFlags;
-import io.blkstack.bio.BioOp;
-import io.blkstack.bio.BioStatus;
-import io.blkstack.bio.BioVec;
-import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.SpinLock;
 import io.blkstack.mem.Page;
@@ -28,21 +23,14 @@ import java.util.HashMap;
  * {@code io:<name>} fails a bio with IOERR (without touching the data), {@code latency:<name>}
  * adds to the completion delay.
  */
-public final class MemoryDevice extends BlockDevice {
+public final class MemoryDevice extends LatencyDevice {
 
     /** Bytes per storage chunk. */
-    public static final int CHUNK_SIZE = Page.SIZE;
+    public static final int CHUNK_SIZE = ChunkStore.CHUNK_SIZE;
     /** Bios that may wait for their completion timers at once, unless the constructor says otherwise. */
     public static final int DEFAULT_QUEUE_DEPTH = 128;
 
-    private static final int CHUNK_SHIFT = Page.SHIFT;
-
-    private final HashMap<Long, byte[]> chunks = new HashMap<>();
-    private final SpinLock lock;
-    private final long latencyNanos;
-    private final TimerCompletions timers;
-    private final String ioFaultSite;
-    private final String latencyFaultSite;
+    private final Chunks chunks;
 
     /** A memory device of {@code sizeBytes} that completes after {@code latencyNanos} (0: at once). */
     public MemoryDevice(Kernel kernel, String name, long sizeBytes, long latencyNanos) {
@@ -54,152 +42,18 @@ public final class MemoryDevice extends BlockDevice {
      * {@code latencyNanos}, with at most {@code queueDepth} bios awaiting their timers.
      */
     public MemoryDevice(Kernel kernel, String name, long sizeBytes, long latencyNanos, int queueDepth) {
-        super(kernel, name, checkedSectors(name, sizeBytes), QueueLimits.defaults());
-        if (latencyNanos < 0) {
-            throw new IllegalArgumentException("memory device " + name + ": negative latency " + latencyNanos + " ns");
-        }
-        this.lock = new SpinLock("memory device " + name);
-        this.latencyNanos = latencyNanos;
-        this.timers = new TimerCompletions(kernel, "memory device " + name, queueDepth);
-        this.ioFaultSite = "io:" + name;
-        this.latencyFaultSite = "latency:" + name;
-    }
-
-    static long checkedSectors(String name, long sizeBytes) {
-        if (sizeBytes <= 0 || sizeBytes % Bio.SECTOR_SIZE != 0) {
-            throw new IllegalArgumentException("device " + name + ": size " + sizeBytes
-                    + " is not a positive multiple of " + Bio.SECTOR_SIZE);
-        }
-        return sizeBytes >>> Bio.SECTOR_SHIFT;
-    }
-
-    /** Serves the bio now; completes it now or from a timer after the latency. */
-    @Override
-    protected void submitBio(Bio bio) {
-        Bio front = splitToLimits(bio);
-        Faults faults = kernel().faults();
-        long delay = latencyNanos + Math.max(0, faults.extraLatencyNanos(latencyFaultSite));
-        if (faults.shouldFail(ioFaultSite)) {
-            front.setStatus(BioStatus.IOERR);
-        } else {
-            serve(front);
-        }
-        if (delay == 0) {
-            front.endio();
-        } else if (!timers.complete(front, delay, !front.hasFlag(BioFlags.NOWAIT))) {
-            // Served already, but a NOWAIT bio may not wait for a completion slot: report AGAIN.
-            front.setStatus(BioStatus.AGAIN);
-            front.endio();
-        }
+        super(kernel, "memory device", name, sizeBytes, QueueLimits.defaults(), latencyNanos, queueDepth);
+        this.chunks = new Chunks(new SpinLock("memory device " + name));
     }
 
     /** Moves the bio's data to or from the chunks. */
-    private void serve(Bio bio) {
-        long position = bio.sector() << Bio.SECTOR_SHIFT;
+    @Override
+    void serve(Bio bio) {
         switch (bio.op()) {
-            case READ, WRITE -> copySegments(bio);
+            case READ, WRITE -> chunks.copySegments(bio, false);
             case FLUSH -> {
             }
-            case DISCARD, WRITE_ZEROES -> zeroRange(position, bio.sizeBytes());
-        }
-    }
-
-    /**
-     * Walks the bio's segments (from its iterator, with locals only, so concurrent submitters
-     * share nothing) and copies each one, chunk piece by chunk piece.
-     */
-    private void copySegments(Bio bio) {
-        boolean write = bio.op() == BioOp.WRITE;
-        BioVec[] vecs = bio.vecs();
-        int idx = bio.iterIndex();
-        int done = bio.iterBvecDone();
-        long position = bio.sector() << Bio.SECTOR_SHIFT;
-        for (int left = bio.sizeBytes(); left > 0; ) {
-            BioVec vec = vecs[idx];
-            int segment = Math.min(vec.length() - done, left);
-            Page page = vec.page();
-            int pageOffset = vec.offset() + done;
-            for (int segmentLeft = segment; segmentLeft > 0; ) {
-                long chunk = position >>> CHUNK_SHIFT;
-                int chunkOffset = (int) (position & (CHUNK_SIZE - 1));
-                int n = Math.min(segmentLeft, CHUNK_SIZE - chunkOffset);
-                if (write) {
-                    writePiece(chunk, chunkOffset, page, pageOffset, n);
-                } else {
-                    readPiece(chunk, chunkOffset, page, pageOffset, n);
-                }
-                position += n;
-                pageOffset += n;
-                segmentLeft -= n;
-            }
-            left -= segment;
-            idx++;
-            done = 0;
-        }
-    }
-
-    private void readPiece(long chunk, int chunkOffset, Page page, int pageOffset, int n) {
-        lock.lock();
-        try {
-            byte[] data = chunks.get(chunk);
-            if (data == null) {
-                page.zero(pageOffset, n);
-            } else {
-                page.buffer().put(pageOffset, data, chunkOffset, n);
-            }
-        } finally {
-            lock.unlock();
-        }
-    }
-
-    private void writePiece(long chunk, int chunkOffset, Page page, int pageOffset, int n) {
-        lock.lock();
-        try {
-            byte[] data = chunks.get(chunk);
-            if (data == null) {
-                data = new byte[CHUNK_SIZE];
-                chunks.put(chunk, data);
-            }
-            page.buffer().get(pageOffset, data, chunkOffset, n);
-        } finally {
-            lock.unlock();
-        }
-    }
-
-    /** Whether a chunk holds only zeroes (then it is dropped, as a hole). */
-    static boolean isAllZero(byte[] data) {
-        for (byte b : data) {
-            if (b != 0) {
-                return false;
-            }
-        }
-        return true;
-    }
-
-    /** Makes a range read as zeros: whole chunks are dropped, partial ones zeroed in place. */
-    private void zeroRange(long position, long length) {
-        long end = position + length;
-        for (long at = position; at < end; ) {
-            long chunk = at >>> CHUNK_SHIFT;
-            int chunkOffset = (int) (at & (CHUNK_SIZE - 1));
-            int n = (int) Math.min(end - at, CHUNK_SIZE - chunkOffset);
-            lock.lock();
-            try {
-                if (n == CHUNK_SIZE) {
-                    chunks.remove(chunk);
-                } else {
-                    byte[] data = chunks.get(chunk);
-                    if (data != null) {
-                        Arrays.fill(data, chunkOffset, chunkOffset + n, (byte) 0);
-                        if (isAllZero(data)) {
-                            chunks.remove(chunk);
-                        }
-                    }
-                }
-            } finally {
-                lock.unlock();
-            }
-            at += n;
+            case DISCARD, WRITE_ZEROES -> chunks.zeroRange(bio.sector() << Bio.SECTOR_SHIFT, bio.sizeBytes());
         }
     }
 
@@ -215,73 +69,67 @@ public final class MemoryDevice extends BlockDevice {
      */
     @Override
     public long allocatedExtent(long sector, long maxSectors) {
-        if (sector < 0 || maxSectors <= 0 || sector >= capacitySectors()) {
-            throw new IllegalArgumentException("memory device " + name() + ": extent query at " + sector + " for "
-                    + maxSectors + " sectors outside capacity " + capacitySectors());
-        }
-        long end = Math.min(capacitySectors(), sector + maxSectors);
-        int chunkSectors = CHUNK_SIZE >>> Bio.SECTOR_SHIFT;
-        boolean allocated = chunkPresent(sector / chunkSectors);
-        long at = sector;
-        while (at < end) {
-            long chunk = at / chunkSectors;
-            if (chunkPresent(chunk) != allocated) {
-                break;
-            }
-            at = Math.min(end, (chunk + 1) * chunkSectors);
-        }
-        long run = at - sector;
-        if (run <= 0) {
-            throw new IllegalStateException("memory device " + name() + ": empty extent at " + sector);
-        }
-        return allocated ? run : -run;
-    }
-
-    private boolean chunkPresent(long chunk) {
-        lock.lock();
-        try {
-            return chunks.containsKey(chunk);
-        } finally {
-            lock.unlock();
-        }
+        return chunks.allocatedExtent(this, "memory device", sector, maxSectors);
     }
 
     /** Chunks holding data now. */
     public int allocatedChunks() {
-        lock.lock();
-        try {
-            return chunks.size();
-        } finally {
-            lock.unlock();
-        }
-    }
-
-    /** The completion latency without faults, in nanoseconds. */
-    public long latencyNanos() {
-        return latencyNanos;
-    }
-
-    /** Bios served and waiting for their completion timers. */
-    public int inFlight() {
-        return timers.inFlight();
+        return chunks.size();
     }
 
     @Override
     public String describeState() {
         return "memory device " + name() + ": " + capacitySectors() + " sectors, " + allocatedChunks()
-                + " chunks allocated, " + timers.inFlight() + " awaiting completion";
+                + " chunks allocated, " + inFlight() + " awaiting completion";
     }
 
-    /** Waits for the bios awaiting their timers, then closes the split set; the data goes with the object. */
-    @Override
-    public void close() {
-        if (isClosed()) {
-            return;
+    /** The chunk map, guarded by the store's lock taken per piece; an all-zero chunk is dropped as a hole. */
+    private static final class Chunks extends ChunkStore {
+        private final HashMap<Long, byte[]> map = new HashMap<>();
+
+        Chunks(SpinLock lock) {
+            super(lock);
         }
-        try {
-            timers.drain();
-        } finally {
-            super.close();
+
+        @Override
+        byte[] current(long chunk) {
+            return map.get(chunk);
+        }
+
+        /** Writes a piece; every write is stable when served, so {@code fua} changes nothing. */
+        @Override
+        void write(long chunk, int chunkOffset, Page page, int pageOffset, int n, boolean fua) {
+            lock.lock();
+            try {
+                page.buffer().get(pageOffset, chunkIn(map, chunk), chunkOffset, n);
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        /** A whole chunk is dropped, a partial one zeroed in place (and dropped if then all zero). */
+        @Override
+        void zero(long chunk, int chunkOffset, int n) {
+            lock.lock();
+            try {
+                if (n == CHUNK_SIZE) {
+                    map.remove(chunk);
+                } else {
+                    byte[] data = map.get(chunk);
+                    if (data != null) {
+                        Arrays.fill(data, chunkOffset, chunkOffset + n, (byte) 0);
+                        if (isAllZero(data)) {
+                            map.remove(chunk);
+                        }
+                    }
+                }
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        int size() {
+            return size(map);
         }
     }
 }

@@ -8,7 +8,9 @@ import io.blkstack.bio.BioFlags;
 import io.blkstack.bio.BioOp;
 import io.blkstack.bio.BioSet;
 import io.blkstack.bio.BioStatus;
+import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.Policies;
 import java.util.Arrays;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -23,23 +25,19 @@ class CachedMemoryDeviceTest {
     private static final long SIZE = 1L << 30;
 
     private Kernel kernel;
-    private Kernel.Attachment self;
+    private TestKernel tk;
     private BioSet set;
 
     @BeforeEach
     void start() {
-        kernel = Kernel.builder().name("cached-memory-test").memory(8L << 20).build();
-        self = kernel.attach("test");
+        tk = new TestKernel("cached-memory-test", 8L << 20, Policies.defaults(), Faults.NONE);
+        kernel = tk.kernel;
         set = new BioSet(kernel, "test", 4, 4, null, false);
     }
 
     @AfterEach
     void tearDown() {
-        try {
-            kernel.close();
-        } finally {
-            self.close();
-        }
+        tk.close();
     }
 
     private static byte[] filled(int length, int value) {

@@ -9,6 +9,7 @@ import io.blkstack.bio.BioSet;
 import io.blkstack.bio.BioStatus;
 import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.Policies;
 import io.blkstack.kernel.TaskKind;
 import java.util.Random;
 import org.junit.jupiter.api.AfterEach;
@@ -20,22 +21,18 @@ class MemoryDeviceTest {
     private static final long SIZE = 8L << 20;
 
     private Kernel kernel;
-    private Kernel.Attachment self;
+    private TestKernel tk;
     private BioSet set;
 
     private void start(Faults faults) {
-        kernel = Kernel.builder().name("memory-test").memory(8L << 20).faults(faults).build();
-        self = kernel.attach("test");
+        tk = new TestKernel("memory-test", 8L << 20, Policies.defaults(), faults);
+        kernel = tk.kernel;
         set = new BioSet(kernel, "test", 4, 4, null, false);
     }
 
     @AfterEach
     void tearDown() {
-        try {
-            kernel.close();
-        } finally {
-            self.close();
-        }
+        tk.close();
     }
 
     @Test

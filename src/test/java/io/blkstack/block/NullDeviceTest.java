@@ -10,7 +10,9 @@ import io.blkstack.bio.BioOp;
 import io.blkstack.bio.BioSet;
 import io.blkstack.bio.BioStatus;
 import io.blkstack.kernel.Completion;
+import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.Policies;
 import io.blkstack.kernel.Task;
 import io.blkstack.kernel.TaskKind;
 import io.blkstack.mem.Gfp;
@@ -23,23 +25,19 @@ import org.junit.jupiter.api.Test;
 class NullDeviceTest {
 
     private Kernel kernel;
-    private Kernel.Attachment self;
+    private TestKernel tk;
     private BioSet set;
 
     @BeforeEach
     void setUp() {
-        kernel = Kernel.builder().name("null-test").memory(4L << 20).build();
-        self = kernel.attach("test");
+        tk = new TestKernel("null-test", 4L << 20, Policies.defaults(), Faults.NONE);
+        kernel = tk.kernel;
         set = new BioSet(kernel, "test", 4, 4, null, false);
     }
 
     @AfterEach
     void tearDown() {
-        try {
-            kernel.close();
-        } finally {
-            self.close();
-        }
+        tk.close();
     }
 
     @Test

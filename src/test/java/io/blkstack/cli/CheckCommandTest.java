@@ -1,13 +1,12 @@
 package io.blkstack.cli;
 
+import static io.blkstack.cli.CommandRun.run;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.blkstack.block.MemoryDevice;
 import io.blkstack.scenario.BioSetSplitStack;
-import java.io.PrintWriter;
-import java.io.StringWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
@@ -21,29 +20,12 @@ import picocli.CommandLine;
 /** Runs {@code blkstack check} in-process on built-in stacks, workloads and deliberately broken devices. */
 class CheckCommandTest {
 
-    /** What one in-process run printed and returned. */
-    private record Run(int exitCode, String out, String err) {
-    }
-
-    private static Run run(String... args) {
-        return run(Main.commandLine(), args);
-    }
-
-    private static Run run(CommandLine commandLine, String... args) {
-        StringWriter out = new StringWriter();
-        StringWriter err = new StringWriter();
-        commandLine.setOut(new PrintWriter(out, true));
-        commandLine.setErr(new PrintWriter(err, true));
-        int exitCode = commandLine.execute(args);
-        return new Run(exitCode, out.toString(), err.toString());
-    }
-
     // Proves the command reports seed 000's deadlock: the stack without a rescuer under the legacy
     // policies exits 3, names the bio set in the knot and prints a replay command; running that
     // replay command exits 3 again and prints the same knot.
     @Test
     void legacyDeadlockExitsThreeWithKnotAndReplay() {
-        Run r = run("check", "--stack", "bioset-split-no-rescuer", "--schedules", "20", "--seed", "1",
+        CommandRun r = run("check", "--stack", "bioset-split-no-rescuer", "--schedules", "20", "--seed", "1",
                 "--policy", "submit-order=legacy", "--policy", "bioset-rescuer=legacy");
         assertEquals(ExitCodes.DEADLOCK, r.exitCode(), r.out() + r.err());
         assertTrue(r.out().contains(BioSetSplitStack.bioSetName()), r.out());
@@ -51,7 +33,7 @@ class CheckCommandTest {
         assertTrue(m.find(), r.out());
         assertFalse(r.out().contains("VACUOUS"), r.out());
         String[] args = ("check " + m.group(1).replace("'", "")).split(" ");
-        Run replay = run(args);
+        CommandRun replay = run(args);
         assertEquals(ExitCodes.DEADLOCK, replay.exitCode(), replay.out() + replay.err());
         String knot = r.out().substring(r.out().indexOf("wait-for knot:"));
         assertTrue(replay.out().contains(knot.substring(0, knot.indexOf("components:"))), replay.out());
@@ -60,7 +42,7 @@ class CheckCommandTest {
     // Proves the default policies with a rescuer pass: exit 0, no findings, coverage shows punts.
     @Test
     void defaultPoliciesExitZero() {
-        Run r = run("check", "--stack", "bioset-split", "--schedules", "30", "--seed", "7", "--strategy", "pct:3");
+        CommandRun r = run("check", "--stack", "bioset-split", "--schedules", "30", "--seed", "7", "--strategy", "pct:3");
         assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.out() + r.err());
         assertTrue(r.out().contains("findings: 0"), r.out());
         assertTrue(r.out().contains("schedules/s"), r.out());
@@ -71,7 +53,7 @@ class CheckCommandTest {
     // Proves bad options are usage errors (exit 1) that name the value.
     @Test
     void unknownStackIsUsageError() {
-        Run r = run("check", "--stack", "nope");
+        CommandRun r = run("check", "--stack", "nope");
         assertEquals(ExitCodes.USAGE, r.exitCode(), r.out() + r.err());
         assertTrue(r.err().contains("'nope'"), r.err());
     }
@@ -89,7 +71,7 @@ class CheckCommandTest {
     }
 
     /** Runs the replay command printed in {@code out} (quotes stripped, as a shell would). */
-    private static Run replayFrom(String out) {
+    private static CommandRun replayFrom(String out) {
         Matcher m = Pattern.compile("replay: blkstack check (.*)").matcher(out);
         assertTrue(m.find(), out);
         return run(("check " + m.group(1).replace("'", "")).split(" "));
@@ -101,15 +83,15 @@ class CheckCommandTest {
     // exits 0 with punts to the rescuer in the coverage line.
     @Test
     void workloadLegacyFindsKnotAndDefaultsPass() {
-        Run legacy = run("check", "--stack", "split-memory", "--workload", SPLIT_EXAMPLE, "--schedules", "30",
+        CommandRun legacy = run("check", "--stack", "split-memory", "--workload", SPLIT_EXAMPLE, "--schedules", "30",
                 "--policy", "bioset-rescuer=legacy", "--no-progress");
         assertEquals(ExitCodes.DEADLOCK, legacy.exitCode(), legacy.out() + legacy.err());
         assertTrue(legacy.out().contains("mempool splitter-bs-bio"), legacy.out());
         assertTrue(legacy.out().contains("submit list"), legacy.out());
-        Run replay = replayFrom(legacy.out());
+        CommandRun replay = replayFrom(legacy.out());
         assertEquals(ExitCodes.DEADLOCK, replay.exitCode(), replay.out() + replay.err());
         assertTrue(replay.out().contains(knot(legacy.out())), replay.out());
-        Run fixed = run("check", "--stack", "split-memory", "--workload", SPLIT_EXAMPLE, "--schedules", "30", "--no-progress");
+        CommandRun fixed = run("check", "--stack", "split-memory", "--workload", SPLIT_EXAMPLE, "--schedules", "30", "--no-progress");
         assertEquals(ExitCodes.SUCCESS, fixed.exitCode(), fixed.out() + fixed.err());
         assertTrue(fixed.out().contains("findings: 0"), fixed.out());
         assertTrue(fixed.out().matches("(?s).*bioset\\.rescuer-punts=[1-9].*"), fixed.out());
@@ -119,7 +101,7 @@ class CheckCommandTest {
     // campaign with faults in swarm mode (exit 0 and the determinism line).
     @Test
     void checkDeterminismFindsNoMismatch() {
-        Run r = run("check", "--stack", "split-memory", "--workload", SMALL, "--schedules", "10", "--check-determinism",
+        CommandRun r = run("check", "--stack", "split-memory", "--workload", SMALL, "--schedules", "10", "--check-determinism",
                 "--faults", "swarm,latency:mem0=0.5/200us,alloc:pages=0.2,io:mem0=0.05", "--strategy", "pct:3");
         assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.out() + r.err());
         assertTrue(r.out().contains("determinism: every seed ran twice with the same trace hash"), r.out());
@@ -129,7 +111,7 @@ class CheckCommandTest {
     // reserve nor fires a fault, and says so (exit 0: vacuous is not a finding).
     @Test
     void hugeMemoryNoFaultsIsVacuous() {
-        Run r = run("check", "--stack", "memory", "--workload", SMALL + ",pressure=off", "--memory", "16MiB",
+        CommandRun r = run("check", "--stack", "memory", "--workload", SMALL + ",pressure=off", "--memory", "16MiB",
                 "--faults", "", "--schedules", "5");
         assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.out() + r.err());
         assertTrue(r.out().contains("VACUOUS"), r.out());
@@ -140,7 +122,7 @@ class CheckCommandTest {
     @Test
     void traceIsWrittenAsJsonLines(@TempDir Path dir) throws Exception {
         Path trace = dir.resolve("trace.jsonl");
-        Run r = run("check", "--stack", "memory", "--workload", SMALL, "--schedules", "3", "--trace", trace.toString());
+        CommandRun r = run("check", "--stack", "memory", "--workload", SMALL, "--schedules", "3", "--trace", trace.toString());
         assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.out() + r.err());
         assertTrue(r.out().contains("(same trace hash as the campaign's run)"), r.out());
         List<String> lines = Files.readAllLines(trace);
@@ -154,7 +136,7 @@ class CheckCommandTest {
     // on a completion is reported as MISUSE (blocking in atomic context), exit 3.
     @Test
     void blockingCompletionCallbackIsMisuse() {
-        Run r = runWithTestStack("test-block-in-endio", MisbehavingDevices.Fault.BLOCK_IN_ENDIO);
+        CommandRun r = runWithTestStack("test-block-in-endio", MisbehavingDevices.Fault.BLOCK_IN_ENDIO);
         assertEquals(ExitCodes.DEADLOCK, r.exitCode(), r.out() + r.err());
         assertTrue(r.out().contains("MISUSE: 1"), r.out());
         assertTrue(r.out().contains("blocking in atomic context"), r.out());
@@ -164,7 +146,7 @@ class CheckCommandTest {
     // reported as MISUSE naming its bio set when the kernel closes at the end of the run.
     @Test
     void leakedBioIsMisuse() {
-        Run r = runWithTestStack("test-leak-clone", MisbehavingDevices.Fault.LEAK_CLONE);
+        CommandRun r = runWithTestStack("test-leak-clone", MisbehavingDevices.Fault.LEAK_CLONE);
         assertEquals(ExitCodes.DEADLOCK, r.exitCode(), r.out() + r.err());
         assertTrue(r.out().contains("MISUSE: 1"), r.out());
         assertTrue(r.out().contains("bad-leak_clone-bs"), r.out());
@@ -172,7 +154,7 @@ class CheckCommandTest {
     }
 
     /** Adds a broken stack under {@code name} to one command line and runs one schedule of a small workload on it. */
-    private static Run runWithTestStack(String name, MisbehavingDevices.Fault fault) {
+    private static CommandRun runWithTestStack(String name, MisbehavingDevices.Fault fault) {
         Map<String, CheckCommand.BuiltInStack> extra = Map.of(name, new CheckCommand.BuiltInStack("test: " + fault,
                 k -> MisbehavingDevices.over(k, new MemoryDevice(k, "mem0", 1 << 20, 10_000), fault), null));
         CommandLine.IFactory factory = new CommandLine.IFactory() {
@@ -206,7 +188,7 @@ class CheckCommandTest {
     void configRunsGetTheDefaultFaultSetNamed(@TempDir Path dir) throws Exception {
         Path config = dir.resolve("thin.yaml");
         Files.writeString(config, THIN_OVER_MEMORY);
-        Run r = run("check", "--config", config.toString(), "--schedules", "4", "--no-progress");
+        CommandRun r = run("check", "--config", config.toString(), "--schedules", "4", "--no-progress");
         assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.out() + r.err());
         String header = r.out().lines().findFirst().orElseThrow();
         assertTrue(header.contains("faults 'swarm' (swarm over " + io.blkstack.sim.SimFaults.Spec.DEFAULT_SET), header);
@@ -224,11 +206,11 @@ class CheckCommandTest {
     void faultsAtSetUpOnlyWhenAsked(@TempDir Path dir) throws Exception {
         Path config = dir.resolve("thin.yaml");
         Files.writeString(config, THIN_OVER_MEMORY);
-        Run atSetup = run("check", "--config", config.toString(), "--schedules", "2", "--faults", "io:meta@1",
+        CommandRun atSetup = run("check", "--config", config.toString(), "--schedules", "2", "--faults", "io:meta@1",
                 "--faults-at-setup", "--no-progress");
         assertEquals(ExitCodes.SUCCESS, atSetup.exitCode(), atSetup.out() + atSetup.err());
         assertTrue(atSetup.out().contains("workload.stack-refused=2"), atSetup.out());
-        Run after = run("check", "--config", config.toString(), "--schedules", "2", "--faults", "io:meta@1", "--no-progress");
+        CommandRun after = run("check", "--config", config.toString(), "--schedules", "2", "--faults", "io:meta@1", "--no-progress");
         assertTrue(after.out().contains("faults 'io:meta@1' after set-up"), after.out());
         assertFalse(after.out().contains("workload.stack-refused"), after.out());
         assertTrue(after.out().contains("io:meta=2"), "the first metadata I/O after set-up fails in each run: " + after.out());
@@ -237,7 +219,7 @@ class CheckCommandTest {
     // Proves --faults swarm alone injects faults (it used to thin an empty list and inject nothing).
     @Test
     void swarmAloneInjectsFaults() {
-        Run r = run("check", "--stack", "memory", "--workload", SMALL, "--faults", "swarm", "--schedules", "10",
+        CommandRun r = run("check", "--stack", "memory", "--workload", SMALL, "--faults", "swarm", "--schedules", "10",
                 "--no-progress");
         assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.out() + r.err());
         assertTrue(r.out().matches("(?s).*fault fires: \\{.*=[1-9].*"), r.out());

@@ -1,10 +1,9 @@
 package io.blkstack.cli;
 
+import static io.blkstack.cli.CommandRun.run;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.io.PrintWriter;
-import java.io.StringWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -20,20 +19,6 @@ import org.junit.jupiter.api.Test;
  * every example, file devices simulated, with every operation kind and the control events.
  */
 class CheckConfigTest {
-
-    /** What one in-process run printed and returned. */
-    private record Run(int exitCode, String out, String err) {
-    }
-
-    private static Run run(String... args) {
-        picocli.CommandLine commandLine = Main.commandLine();
-        StringWriter out = new StringWriter();
-        StringWriter err = new StringWriter();
-        commandLine.setOut(new PrintWriter(out, true));
-        commandLine.setErr(new PrintWriter(err, true));
-        int exitCode = commandLine.execute(args);
-        return new Run(exitCode, out.toString(), err.toString());
-    }
 
     /** Every operation kind in a small region. */
     static final String EVERY_OP = "tasks=2,ops=8,mix=write:30,read:30,flush:10,fua:10,discard:8,zeroes:6,zeroes-nohole:6,"
@@ -74,7 +59,7 @@ class CheckConfigTest {
         }
         assertTrue(!remote.isEmpty(), "no example over remote devices: drop this test and the filter above");
         for (Path p : remote) {
-            Run r = run("check", "--config", p.toString(), "--schedules", "1");
+            CommandRun r = run("check", "--config", p.toString(), "--schedules", "1");
             assertEquals(ExitCodes.USAGE, r.exitCode(), r.out() + r.err());
             assertTrue(r.err().contains("check cannot run a remote device yet"), r.err());
         }
@@ -88,7 +73,7 @@ class CheckConfigTest {
     void everyConfigurationPassesWithEveryOperation(Path config) {
         boolean thin = config.getFileName().toString().equals("thin.yaml");
         String events = thin ? ",events=reload:1,snap:1,crash:1" : ",events=reload:1,crash:1";
-        Run r = run("check", "--config", config.toString(), "--workload", EVERY_OP + events, "--memory", "2MiB",
+        CommandRun r = run("check", "--config", config.toString(), "--workload", EVERY_OP + events, "--memory", "2MiB",
                 "--faults", FAULTS, "--schedules", "3", "--no-progress");
         assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.out() + r.err());
         assertTrue(r.out().contains("findings: 0"), r.out());
@@ -109,12 +94,12 @@ class CheckConfigTest {
     void legacyDeadlocksWhereTheStackSplits(String config) {
         String[] common = {"check", "--config", config, "--workload", BIG_BIOS, "--memory", "8MiB", "--faults", FAULTS,
             "--schedules", "3", "--no-progress"};
-        Run legacy = run(concat(common, "--policy", "bioset-rescuer=legacy", "--policy", "dm-split=legacy"));
+        CommandRun legacy = run(concat(common, "--policy", "bioset-rescuer=legacy", "--policy", "dm-split=legacy"));
         assertEquals(ExitCodes.DEADLOCK, legacy.exitCode(), legacy.out() + legacy.err());
         assertTrue(legacy.out().matches("(?s).*waits on mempool dm-\\S+-bio .*submit list.*"), legacy.out());
         assertTrue(legacy.out().contains("mapAllFragments"), legacy.out());
         for (String policy : new String[] {"bioset-rescuer=legacy", "dm-split=legacy"}) {
-            Run one = run(concat(common, "--policy", policy));
+            CommandRun one = run(concat(common, "--policy", policy));
             assertEquals(ExitCodes.SUCCESS, one.exitCode(), policy + ": " + one.out() + one.err());
             assertTrue(one.out().contains("findings: 0"), one.out());
         }
@@ -133,7 +118,7 @@ class CheckConfigTest {
     // the thin example, whose stack offers them all, replays every seed with the same trace hash.
     @Test
     void everyOperationAndEventReplaysIdentically() {
-        Run r = run("check", "--config", "examples/thin.yaml", "--workload", EVERY_OP + ",events=reload:2,snap:1,crash:1",
+        CommandRun r = run("check", "--config", "examples/thin.yaml", "--workload", EVERY_OP + ",events=reload:2,snap:1,crash:1",
                 "--memory", "2MiB", "--faults", FAULTS, "--schedules", "3", "--check-determinism", "--no-progress");
         assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.out() + r.err());
         assertTrue(r.out().contains("determinism: every seed ran twice with the same trace hash"), r.out());
@@ -143,7 +128,7 @@ class CheckConfigTest {
     // exports (origin and read-only snapshot) are driven in one run and both show in the header.
     @Test
     void severalExportsInOneRun() {
-        Run r = run("check", "--config", "src/main/resources/default-stack.yaml", "--export", "default", "--export", "snap",
+        CommandRun r = run("check", "--config", "src/main/resources/default-stack.yaml", "--export", "default", "--export", "snap",
                 "--workload", EVERY_OP, "--memory", "2MiB", "--faults", FAULTS, "--schedules", "2", "--no-progress");
         assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.out() + r.err());
         assertTrue(r.out().contains("devices origin0, snap0 (read-only)"), r.out());
@@ -154,7 +139,7 @@ class CheckConfigTest {
     // a zero target; writes there succeed and vanish, reads return zeros, and that is no mismatch.
     @Test
     void zeroTargetReadsZeros() {
-        Run r = run("check", "--config", "examples/memory-mix.yaml", "--export", "concat", "--workload",
+        CommandRun r = run("check", "--config", "examples/memory-mix.yaml", "--export", "concat", "--workload",
                 "tasks=2,ops=10,mix=write:50,read:50,size=4k-16k,region=64m-65m", "--memory", "2MiB", "--faults", FAULTS,
                 "--schedules", "3", "--no-progress");
         assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.out() + r.err());
@@ -177,7 +162,7 @@ class CheckConfigTest {
                 exports:
                   half: { device: half }
                 """);
-        Run r = run("check", "--config", yaml.toString(), "--workload",
+        CommandRun r = run("check", "--config", yaml.toString(), "--workload",
                 "tasks=2,ops=12,mix=write:50,read:50,size=4k-16k,region=0-4m", "--memory", "1MiB", "--faults", "",
                 "--schedules", "3", "--no-progress");
         assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.out() + r.err());
@@ -188,7 +173,7 @@ class CheckConfigTest {
     // --config stack, and an unknown export is a usage error naming it.
     @Test
     void exportsAndDevicesAreChecked() {
-        Run r = run("check", "--stack", "memory", "--export", "x", "--schedules", "1");
+        CommandRun r = run("check", "--stack", "memory", "--export", "x", "--schedules", "1");
         assertEquals(ExitCodes.USAGE, r.exitCode(), r.out() + r.err());
         assertTrue(r.err().contains("--device and --export need --config"), r.err());
         r = run("check", "--stack", "memory", "--workload", "events=crash:1", "--schedules", "1");

@@ -1,36 +1,20 @@
 package io.blkstack.cli;
 
+import static io.blkstack.cli.CommandRun.run;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.io.PrintWriter;
-import java.io.StringWriter;
 import org.junit.jupiter.api.Test;
-import picocli.CommandLine;
 
 /** {@code check --engine sim|threads}: the same stack and workload on the checker or on real threads. */
 class CheckEngineTest {
-
-    /** What one in-process run printed and returned. */
-    private record Run(int exitCode, String out, String err) {
-    }
-
-    private static Run run(String... args) {
-        CommandLine commandLine = Main.commandLine();
-        StringWriter out = new StringWriter();
-        StringWriter err = new StringWriter();
-        commandLine.setOut(new PrintWriter(out, true));
-        commandLine.setErr(new PrintWriter(err, true));
-        int exitCode = commandLine.execute(args);
-        return new Run(exitCode, out.toString(), err.toString());
-    }
 
     // Proves the threads engine runs the check's own stack and workload on real threads: the
     // README's example under the default policies completes both runs with its data checks passed
     // and the kernel closed, and says so.
     @Test
     void threadsEngineRunsTheWorkloadOnRealThreads() {
-        Run r = run("check", "--engine", "threads", "--stack", "split-memory", "--workload",
+        CommandRun r = run("check", "--engine", "threads", "--stack", "split-memory", "--workload",
                 "examples/check-split.workload", "--schedules", "2");
         assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.out() + r.err());
         assertTrue(r.out().contains("engine threads"), r.out());
@@ -41,10 +25,10 @@ class CheckEngineTest {
     // Proves the engine is checked and that the simulator-only options are refused with threads.
     @Test
     void badEngineAndSimulatorOnlyOptionsAreUsageErrors() {
-        Run bad = run("check", "--engine", "fibers", "--stack", "memory");
+        CommandRun bad = run("check", "--engine", "fibers", "--stack", "memory");
         assertEquals(ExitCodes.USAGE, bad.exitCode(), bad.out() + bad.err());
         assertTrue(bad.err().contains("'fibers' is not sim or threads"), bad.err());
-        Run replay = run("check", "--engine", "threads", "--stack", "memory", "--replay", "7");
+        CommandRun replay = run("check", "--engine", "threads", "--stack", "memory", "--replay", "7");
         assertEquals(ExitCodes.USAGE, replay.exitCode(), replay.out() + replay.err());
         assertTrue(replay.err().contains("need the simulator"), replay.err());
     }

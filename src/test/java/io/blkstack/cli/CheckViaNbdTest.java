@@ -1,14 +1,12 @@
 package io.blkstack.cli;
 
+import static io.blkstack.cli.CommandRun.run;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.io.PrintWriter;
-import java.io.StringWriter;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
-import picocli.CommandLine;
 
 /** {@code blkstack check --via nbd}: the workload enters through the NBD server's request path. */
 class CheckViaNbdTest {
@@ -17,25 +15,12 @@ class CheckViaNbdTest {
     private static final String WORKLOAD = "tasks=3,ops=4,mix=write:50,read:40,flush:10,size=64k-1m,region=0-3m,"
             + "pressure=on,sparePages=360";
 
-    private record Run(int exitCode, String out, String err) {
-    }
-
-    private static Run run(String... args) {
-        CommandLine commandLine = Main.commandLine();
-        StringWriter out = new StringWriter();
-        StringWriter err = new StringWriter();
-        commandLine.setOut(new PrintWriter(out, true));
-        commandLine.setErr(new PrintWriter(err, true));
-        int exitCode = commandLine.execute(args);
-        return new Run(exitCode, out.toString(), err.toString());
-    }
-
     // Proves the old payload-budget sizing is a finding through the command: with
     // --policy nbd-budget=legacy the campaign exits 3 with NBD readers waiting for pages in the
     // knot and a replay command carrying --via nbd, which replays to the same outcome and hash.
     @Test
     void legacyBudgetOverCommitExitsThreeAndReplays() {
-        Run r = run("check", "--stack", "memory", "--via", "nbd", "--workload", WORKLOAD, "--memory", "4MiB",
+        CommandRun r = run("check", "--stack", "memory", "--via", "nbd", "--workload", WORKLOAD, "--memory", "4MiB",
                 "--schedules", "5", "--seed", "3", "--policy", "nbd-budget=legacy", "--no-progress");
         assertEquals(ExitCodes.DEADLOCK, r.exitCode(), r.out() + r.err());
         assertTrue(r.out().contains("-reader") && r.out().contains("waits on page allocator"), r.out());
@@ -44,7 +29,7 @@ class CheckViaNbdTest {
         assertTrue(m.group(1).contains("--via nbd"), m.group(1));
         Matcher summary = Pattern.compile("first finding, (\\w+) seed=(-?\\d+) hash=(\\w+)").matcher(r.out());
         assertTrue(summary.find(), r.out());
-        Run replay = run(("check " + m.group(1).replace("'", "")).split(" "));
+        CommandRun replay = run(("check " + m.group(1).replace("'", "")).split(" "));
         assertEquals(ExitCodes.DEADLOCK, replay.exitCode(), replay.out() + replay.err());
         assertTrue(replay.out().contains("replay: " + summary.group(1) + " seed=" + summary.group(2) + " hash="
                 + summary.group(3)), replay.out());
@@ -54,7 +39,7 @@ class CheckViaNbdTest {
     // exit 0, no findings, and the export's requests were windowed to what the budget left.
     @Test
     void admittedBudgetExitsZero() {
-        Run r = run("check", "--stack", "memory", "--via", "nbd", "--workload", WORKLOAD, "--memory", "4MiB",
+        CommandRun r = run("check", "--stack", "memory", "--via", "nbd", "--workload", WORKLOAD, "--memory", "4MiB",
                 "--schedules", "5", "--seed", "3", "--no-progress");
         assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.out() + r.err());
         assertTrue(r.out().contains("findings: 0"), r.out());
@@ -66,7 +51,7 @@ class CheckViaNbdTest {
     // admitted and clean (not a CRASH on a refused server).
     @Test
     void defaultWorkloadViaNbdIsAdmitted() {
-        Run r = run("check", "--stack", "memory", "--via", "nbd", "--schedules", "3", "--no-progress");
+        CommandRun r = run("check", "--stack", "memory", "--via", "nbd", "--schedules", "3", "--no-progress");
         assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.out() + r.err());
         assertTrue(r.out().contains("memory 4194304 bytes"), r.out());
         assertTrue(r.out().contains("outcomes: {OK=3}"), r.out());

@@ -1,19 +1,17 @@
 package io.blkstack.cli;
 
+import static io.blkstack.cli.CommandRun.run;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
-import java.io.PrintWriter;
-import java.io.StringWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 import org.junit.jupiter.api.Test;
-import picocli.CommandLine;
 
 /**
  * Runs the {@code blkstack} command line in-process and checks what a user sees: help lists the
@@ -21,20 +19,6 @@ import picocli.CommandLine;
  * and the exit codes follow DESIGN.md section 8.
  */
 class MainTest {
-
-    /** What one in-process run printed and returned. */
-    private record Run(int exitCode, String out, String err) {
-    }
-
-    private static Run run(String... args) {
-        CommandLine commandLine = Main.commandLine();
-        StringWriter out = new StringWriter();
-        StringWriter err = new StringWriter();
-        commandLine.setOut(new PrintWriter(out, true));
-        commandLine.setErr(new PrintWriter(err, true));
-        int exitCode = commandLine.execute(args);
-        return new Run(exitCode, out.toString(), err.toString());
-    }
 
     /** The project's own version, read from pom.xml rather than from the filtered resource. */
     private static String pomVersion() throws IOException {
@@ -48,7 +32,7 @@ class MainTest {
 
     @Test
     void helpListsTheSubcommandsAndExitCodes() {
-        Run r = run("--help");
+        CommandRun r = run("--help");
         assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.err());
         assertTrue(r.out().contains("Usage: blkstack"), r.out());
         assertTrue(r.out().matches("(?s).*\\n\\s+serve\\s+.*"), r.out());
@@ -59,11 +43,11 @@ class MainTest {
 
     @Test
     void helpFollowsNestedSubcommands() {
-        Run r = run("help", "scenario", "run");
+        CommandRun r = run("help", "scenario", "run");
         assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.err());
         assertTrue(r.out().startsWith("Usage: blkstack scenario run "), r.out());
         assertTrue(r.out().contains("--policy"), r.out());
-        Run scenario = run("help", "scenario");
+        CommandRun scenario = run("help", "scenario");
         assertEquals(ExitCodes.SUCCESS, scenario.exitCode(), scenario.err());
         assertTrue(scenario.out().startsWith("Usage: blkstack scenario "), scenario.out());
         assertEquals(run("scenario", "run", "--help").out(), r.out());
@@ -72,21 +56,21 @@ class MainTest {
 
     @Test
     void helpOfAnUnknownSubcommandIsAUsageErrorNamingIt() {
-        Run r = run("help", "scenario", "no-such-command");
+        CommandRun r = run("help", "scenario", "no-such-command");
         assertEquals(ExitCodes.USAGE, r.exitCode());
         assertTrue(r.err().contains("'no-such-command'"), r.err());
     }
 
     @Test
     void benchHelpListsStack() {
-        Run r = run("bench", "--help");
+        CommandRun r = run("bench", "--help");
         assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.err());
         assertTrue(r.out().matches("(?s).*\\n\\s+stack\\s+.*"), r.out());
     }
 
     @Test
     void serveHelpShowsDefaults() {
-        Run r = run("serve", "--help");
+        CommandRun r = run("serve", "--help");
         assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.err());
         assertTrue(r.out().contains("127.0.0.1:10809"), r.out());
         assertTrue(r.out().contains("64MiB"), r.out());
@@ -96,18 +80,18 @@ class MainTest {
     void versionIsTheProjectVersion() throws IOException {
         String version = pomVersion();
         assertNotEquals("unknown", BlkstackVersion.projectVersion());
-        Run r = run("--version");
+        CommandRun r = run("--version");
         assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.err());
         assertTrue(r.out().startsWith("blkstack " + version + System.lineSeparator()), r.out());
         assertEquals(version, BlkstackVersion.projectVersion());
-        Run sub = run("bench", "stack", "--version");
+        CommandRun sub = run("bench", "stack", "--version");
         assertEquals(ExitCodes.SUCCESS, sub.exitCode(), sub.err());
         assertEquals(r.out(), sub.out());
     }
 
     @Test
     void serveWithAMissingConfigIsAUsageError() {
-        Run r = run("serve", "--config", "no-such-config.yaml");
+        CommandRun r = run("serve", "--config", "no-such-config.yaml");
         assertEquals(ExitCodes.USAGE, r.exitCode());
         assertTrue(r.err().contains("no-such-config.yaml"), r.err());
     }
@@ -120,21 +104,21 @@ class MainTest {
 
     @Test
     void unknownOptionIsAUsageError() {
-        Run r = run("serve", "--no-such-option");
+        CommandRun r = run("serve", "--no-such-option");
         assertEquals(ExitCodes.USAGE, r.exitCode());
         assertTrue(r.err().contains("--no-such-option"), r.err());
     }
 
     @Test
     void badSizeIsAUsageErrorNamingTheValue() {
-        Run r = run("serve", "--memory", "64MB");
+        CommandRun r = run("serve", "--memory", "64MB");
         assertEquals(ExitCodes.USAGE, r.exitCode());
         assertTrue(r.err().contains("'64MB'"), r.err());
     }
 
     @Test
     void benchStackPrintsOneRowPerDepthWithItsRatioToTheFirst() {
-        Run r = run("bench", "stack", "--device", "memory", "--layers", "1,3", "--seconds", "1",
+        CommandRun r = run("bench", "stack", "--device", "memory", "--layers", "1,3", "--seconds", "1",
                 "--block-size", "64KiB", "--memory", "16MiB");
         assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.err());
         assertTrue(r.out().contains("65536-byte bios"), r.out());
@@ -144,13 +128,13 @@ class MainTest {
 
     @Test
     void benchStackRejectsOutOfRangeValuesAsUsageErrors() {
-        Run device = run("bench", "stack", "--device", "floppy");
+        CommandRun device = run("bench", "stack", "--device", "floppy");
         assertEquals(ExitCodes.USAGE, device.exitCode());
         assertTrue(device.err().contains("floppy"), device.err());
-        Run layers = run("bench", "stack", "--layers", "1,0");
+        CommandRun layers = run("bench", "stack", "--layers", "1,0");
         assertEquals(ExitCodes.USAGE, layers.exitCode());
         assertTrue(layers.err().contains("'0'"), layers.err());
-        Run blockSize = run("bench", "stack", "--block-size", "1000");
+        CommandRun blockSize = run("bench", "stack", "--block-size", "1000");
         assertEquals(ExitCodes.USAGE, blockSize.exitCode());
         assertTrue(blockSize.err().contains("'1000'"), blockSize.err());
     }

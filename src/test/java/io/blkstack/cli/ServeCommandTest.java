@@ -1,14 +1,13 @@
 package io.blkstack.cli;
 
+import static io.blkstack.cli.CommandRun.run;
 import static org.junit.jupiter.api.Assertions.*;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
+import io.blkstack.Programs;
 import java.io.BufferedReader;
-import java.io.File;
 import java.io.IOException;
 import java.io.InputStreamReader;
-import java.io.PrintWriter;
-import java.io.StringWriter;
 import java.net.InetSocketAddress;
 import java.nio.ByteBuffer;
 import java.nio.channels.SocketChannel;
@@ -26,7 +25,6 @@ import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
-import picocli.CommandLine;
 
 /**
  * {@code blkstack serve} as a user runs it: a separate JVM (the test's class path) in a scratch
@@ -44,19 +42,6 @@ class ServeCommandTest {
     @TempDir
     Path tmp;
 
-    private record Run(int exitCode, String out, String err) {
-    }
-
-    private static Run run(String... args) {
-        CommandLine commandLine = Main.commandLine();
-        StringWriter out = new StringWriter();
-        StringWriter err = new StringWriter();
-        commandLine.setOut(new PrintWriter(out, true));
-        commandLine.setErr(new PrintWriter(err, true));
-        int exitCode = commandLine.execute(args);
-        return new Run(exitCode, out.toString(), err.toString());
-    }
-
     @Test
     @Timeout(120)
     void defaultStackServesAndStopsCleanlyOnSigterm() throws Exception {
@@ -69,7 +54,7 @@ class ServeCommandTest {
         assertEquals(1L << 30, Files.size(tmp.resolve("blkstack-data/a.img")), "sparse backing file created");
         assertEquals(1L << 30, Files.size(tmp.resolve("blkstack-data/b.img")));
         assertEquals(1L << 30, Files.size(tmp.resolve("blkstack-data/cow.img")));
-        if (installed("nbdinfo")) {
+        if (Programs.installed("nbdinfo")) {
             String list = runProgram("nbdinfo", "--list", "nbd://127.0.0.1:" + port);
             assertTrue(list.contains("export=\"default\""), list);
             assertTrue(list.contains("export-size: 2147483648"), list);
@@ -101,7 +86,7 @@ class ServeCommandTest {
         int port = awaitReady(p, lines);
         assertNotEquals(1, port, "--listen overrides the configuration's listen");
         assertTrue(String.join("\n", lines).contains("page arena 16MiB"), lines.toString());
-        if (installed("nbdinfo")) {
+        if (Programs.installed("nbdinfo")) {
             String info = runProgram("nbdinfo", "nbd://127.0.0.1:" + port + "/disk");
             assertTrue(info.contains("export-size: 16777216"), info);
             assertTrue(info.contains("sixteen mebibytes"), info);
@@ -160,14 +145,14 @@ class ServeCommandTest {
         assertTrue(err.contains("blkstack serve: " + config + ":3: devices.meta.file: " + meta
                 + " is in use (locked by another process)"), err);
 
-        Run live = run("thin", "check", config.toString(), "--pool", "pool");
+        CommandRun live = run("thin", "check", config.toString(), "--pool", "pool");
         assertEquals(ExitCodes.RUNTIME, live.exitCode(), live.err());
         assertTrue(live.err().contains(meta + " is in use (locked by another process): the pool is live"), live.err());
 
         first.destroy();
         assertTrue(first.waitFor(STOP_SECONDS_MAX, TimeUnit.SECONDS), "serve did not stop after SIGTERM");
         assertEquals(0, first.exitValue(), Files.readString(stderrFile()));
-        Run stopped = run("thin", "check", config.toString(), "--pool", "pool");
+        CommandRun stopped = run("thin", "check", config.toString(), "--pool", "pool");
         assertEquals(0, stopped.exitCode(), stopped.err());
         assertTrue(stopped.out().contains("thin metadata clean"), stopped.out());
     }
@@ -183,7 +168,7 @@ class ServeCommandTest {
     @Test
     @Timeout(180)
     void acceptRecoversFromRealDescriptorExhaustion() throws Exception {
-        assumeTrue(installed("bash"), "bash is not installed");
+        assumeTrue(Programs.installed("bash"), "bash is not installed");
         Path config = tmp.resolve("mem.yaml");
         Files.writeString(config, """
                 memory: 16MiB
@@ -286,27 +271,27 @@ class ServeCommandTest {
 
     @Test
     void connectionFlagsAreCheckedBeforeAnythingStarts() {
-        Run zero = run("serve", "--max-connections", "0", "--listen", "127.0.0.1:0");
+        CommandRun zero = run("serve", "--max-connections", "0", "--listen", "127.0.0.1:0");
         assertEquals(ExitCodes.USAGE, zero.exitCode());
         assertTrue(zero.err().contains("--max-connections: 0 is not in 1..65536"), zero.err());
-        Run bare = run("serve", "--handshake-timeout", "10", "--listen", "127.0.0.1:0");
+        CommandRun bare = run("serve", "--handshake-timeout", "10", "--listen", "127.0.0.1:0");
         assertEquals(ExitCodes.USAGE, bare.exitCode());
         assertTrue(bare.err().contains("'10' is not a duration"), bare.err());
-        Run idle = run("serve", "--idle-timeout", "never", "--listen", "127.0.0.1:0");
+        CommandRun idle = run("serve", "--idle-timeout", "never", "--listen", "127.0.0.1:0");
         assertEquals(ExitCodes.USAGE, idle.exitCode());
         assertTrue(idle.err().contains("'never' is not a duration"), idle.err());
         assertTrue(idle.err().contains("or off"), idle.err());
-        Run reply = run("serve", "--reply-timeout", "0s", "--listen", "127.0.0.1:0");
+        CommandRun reply = run("serve", "--reply-timeout", "0s", "--listen", "127.0.0.1:0");
         assertEquals(ExitCodes.USAGE, reply.exitCode());
         assertTrue(reply.err().contains("'0s' is not a positive duration, or off"), reply.err());
     }
 
     @Test
     void badListenIsAUsageError() {
-        Run r = run("serve", "--listen", "127.0.0.1");
+        CommandRun r = run("serve", "--listen", "127.0.0.1");
         assertEquals(ExitCodes.USAGE, r.exitCode());
         assertTrue(r.err().contains("'127.0.0.1'"), r.err());
-        Run port = run("serve", "--listen", "127.0.0.1:70000");
+        CommandRun port = run("serve", "--listen", "127.0.0.1:70000");
         assertEquals(ExitCodes.USAGE, port.exitCode());
         assertTrue(port.err().contains("70000"), port.err());
     }
@@ -315,7 +300,7 @@ class ServeCommandTest {
     void brokenConfigIsAUsageErrorNamingTheLine() throws Exception {
         Path config = tmp.resolve("bad.yaml");
         Files.writeString(config, "devices:\n  m: { memory: 16MiB }\nexports:\n  disk: { device: nosuch }\n");
-        Run r = run("serve", "--config", config.toString(), "--listen", "127.0.0.1:0");
+        CommandRun r = run("serve", "--config", config.toString(), "--listen", "127.0.0.1:0");
         assertEquals(ExitCodes.USAGE, r.exitCode());
         assertTrue(r.err().contains(config + ":4: exports.disk.device: 'nosuch'"), r.err());
     }
@@ -367,18 +352,9 @@ class ServeCommandTest {
         return -1;
     }
 
-    private static boolean installed(String program) {
-        for (String dir : System.getenv().getOrDefault("PATH", "").split(File.pathSeparator)) {
-            if (Files.isExecutable(Path.of(dir, program))) {
-                return true;
-            }
-        }
-        return false;
-    }
-
     /** Runs a program to completion; fails on a non-zero exit. */
     private String runProgram(String... command) throws Exception {
-        assumeTrue(installed(command[0]), command[0] + " is not installed");
+        assumeTrue(Programs.installed(command[0]), command[0] + " is not installed");
         Path log = Files.createTempFile(tmp, "program", ".txt");
         Process p = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(log.toFile()).start();
         assertTrue(p.waitFor(60, TimeUnit.SECONDS), String.join(" ", command) + " did not finish");

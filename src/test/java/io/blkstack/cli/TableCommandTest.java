@@ -1,17 +1,15 @@
 package io.blkstack.cli;
 
+import static io.blkstack.cli.CommandRun.run;
 import static org.junit.jupiter.api.Assertions.*;
 
 import java.io.IOException;
-import java.io.PrintWriter;
-import java.io.StringWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
-import picocli.CommandLine;
 
 /**
  * {@code blkstack table check}: every example configuration in {@code examples/} is valid and its
@@ -20,21 +18,8 @@ import picocli.CommandLine;
  */
 class TableCommandTest {
 
-    private record Run(int exitCode, String out, String err) {
-    }
-
     @TempDir
     Path tmp;
-
-    private static Run run(String... args) {
-        CommandLine commandLine = Main.commandLine();
-        StringWriter out = new StringWriter();
-        StringWriter err = new StringWriter();
-        commandLine.setOut(new PrintWriter(out, true));
-        commandLine.setErr(new PrintWriter(err, true));
-        int exitCode = commandLine.execute(args);
-        return new Run(exitCode, out.toString(), err.toString());
-    }
 
     private static Path examples() {
         return Path.of(System.getProperty("basedir", "."), "examples");
@@ -48,7 +33,7 @@ class TableCommandTest {
         }
         assertFalse(files.isEmpty(), "no examples in " + examples());
         for (Path f : files) {
-            Run r = run("table", "check", f.toString());
+            CommandRun r = run("table", "check", f.toString());
             assertEquals(ExitCodes.SUCCESS, r.exitCode(), f + ": " + r.err());
             assertTrue(r.out().contains(": valid"), r.out());
             assertTrue(r.out().contains("mapped:\n"), r.out());
@@ -72,7 +57,7 @@ class TableCommandTest {
                 exports:
                   x: { device: l, readonly: true, description: "a slice" }
                 """);
-        Run r = run("table", "check", f.toString());
+        CommandRun r = run("table", "check", f.toString());
         assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.err());
         assertTrue(r.out().contains("  s: 4096 sectors\n    0 4096 striped 2 128 a 0 b 0\n"), r.out());
         assertTrue(r.out().contains("  l: 1024 sectors\n    0 1024 linear s 2048\n"), r.out());
@@ -92,7 +77,7 @@ class TableCommandTest {
                 exports:
                   x: { device: s }
                 """);
-        Run r = run("table", "check", f.toString());
+        CommandRun r = run("table", "check", f.toString());
         assertEquals(ExitCodes.USAGE, r.exitCode());
         assertTrue(r.err().contains(f + ":6: "), r.err());
         assertTrue(r.err().contains("'zz'"), r.err());
@@ -101,7 +86,7 @@ class TableCommandTest {
 
     @Test
     void missingFileExitsOne() {
-        Run r = run("table", "check", tmp.resolve("nope.yaml").toString());
+        CommandRun r = run("table", "check", tmp.resolve("nope.yaml").toString());
         assertEquals(ExitCodes.USAGE, r.exitCode());
         assertTrue(r.err().contains("nope.yaml"), r.err());
     }

@@ -7,11 +7,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
+import io.blkstack.Programs;
 import java.io.BufferedReader;
-import java.io.File;
 import java.io.InputStreamReader;
-import java.io.PrintWriter;
-import java.io.StringWriter;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -23,7 +21,6 @@ import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
-import picocli.CommandLine;
 
 /**
  * {@code blkstack serve --config examples/thin.yaml} survives SIGKILL: a separate JVM serves a
@@ -51,8 +48,8 @@ class ThinServeCrashTest {
     @Test
     @Timeout(240)
     void sigkillMidWorkloadLeavesCleanMetadataAndKeepsFlushedWrites() throws Exception {
-        assumeTrue(installed("qemu-io"), "qemu-io is not installed");
-        assumeTrue(installed("stdbuf"), "stdbuf is not installed");
+        assumeTrue(Programs.installed("qemu-io"), "qemu-io is not installed");
+        assumeTrue(Programs.installed("stdbuf"), "stdbuf is not installed");
         Path config = tmp.resolve("thin.yaml");
         Files.copy(Path.of("examples/thin.yaml"), config);
 
@@ -126,14 +123,9 @@ class ThinServeCrashTest {
 
     /** Runs {@code blkstack thin check CONFIG --pool pool} in-process and expects exit 0. */
     private static void assertThinCheckClean(Path config, String when) {
-        CommandLine cl = Main.commandLine();
-        StringWriter out = new StringWriter();
-        StringWriter err = new StringWriter();
-        cl.setOut(new PrintWriter(out, true));
-        cl.setErr(new PrintWriter(err, true));
-        int code = cl.execute("thin", "check", config.toString(), "--pool", "pool");
-        assertEquals(ExitCodes.SUCCESS, code, "thin check " + when + ":\n" + out + err);
-        assertTrue(out.toString().contains("thin metadata clean"), out.toString());
+        CommandRun r = CommandRun.run("thin", "check", config.toString(), "--pool", "pool");
+        assertEquals(ExitCodes.SUCCESS, r.exitCode(), "thin check " + when + ":\n" + r.out() + r.err());
+        assertTrue(r.out().contains("thin metadata clean"), r.out());
     }
 
     /** Starts {@code blkstack serve --config CONFIG --listen 127.0.0.1:0} in a new JVM in the scratch directory. */
@@ -170,25 +162,6 @@ class ThinServeCrashTest {
             command.add("-c");
             command.add(c);
         }
-        Path log = Files.createTempFile(tmp, "qemu-io", ".txt");
-        Process p = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(log.toFile()).start();
-        boolean ended = p.waitFor(PROGRAM_SECONDS_MAX, TimeUnit.SECONDS);
-        if (!ended) {
-            p.destroyForcibly();
-        }
-        String text = Files.readString(log, StandardCharsets.UTF_8);
-        assertTrue(ended, String.join(" ", command) + " ran over " + PROGRAM_SECONDS_MAX + " s:\n" + text);
-        assertEquals(0, p.exitValue(), String.join(" ", command) + " failed:\n" + text);
-        return text;
-    }
-
-    /** Whether {@code program} is an executable on PATH. */
-    private static boolean installed(String program) {
-        for (String dir : System.getenv().getOrDefault("PATH", "").split(File.pathSeparator)) {
-            if (Files.isExecutable(Path.of(dir, program))) {
-                return true;
-            }
-        }
-        return false;
+        return Programs.run(tmp, PROGRAM_SECONDS_MAX, command.toArray(String[]::new));
     }
 }

@@ -3,21 +3,17 @@ package io.blkstack.config;
 import static org.junit.jupiter.api.Assertions.*;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
+import io.blkstack.Programs;
 import io.blkstack.block.TestKernel;
 import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Policies;
-import io.blkstack.nbd.NbdServer;
-import java.io.File;
 import java.io.OutputStream;
-import java.net.InetSocketAddress;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.security.MessageDigest;
 import java.util.HexFormat;
 import java.util.List;
 import java.util.Random;
-import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -40,7 +36,7 @@ class ConfigInteropTest {
     /** fio, random 4 KiB writes at depth 16 over a linear part and a striped part, verified. */
     @Test
     void fioVerifiesThroughLinearAndStriped() throws Exception {
-        assumeTrue(installed("fio"), "fio is not installed");
+        assumeTrue(Programs.installed("fio"), "fio is not installed");
         String yaml = """
                 memory: 64MiB
                 devices:
@@ -57,9 +53,7 @@ class ConfigInteropTest {
                   default: { device: default }
                 """;
         serve(yaml, (port, unused) -> {
-            String out = run("fio", "--name=verify", "--ioengine=nbd", "--uri=nbd://127.0.0.1:" + port + "/default",
-                    "--rw=randwrite", "--bs=4k", "--size=64m", "--verify=crc32c", "--iodepth=16", "--do_verify=1",
-                    "--verify_fatal=1", "--randrepeat=1", "--norandommap=0");
+            String out = run(Programs.fioVerify("verify", "nbd://127.0.0.1:" + port + "/default", "4k", "64m"));
             assertTrue(out.contains("WRITE:"), out);
             assertFalse(out.toLowerCase().contains("verify: bad") || out.contains("crc32c: verify failed"), out);
             assertTrue(out.contains("err= 0"), "fio reported errors:\n" + out);
@@ -69,7 +63,7 @@ class ConfigInteropTest {
     /** nbdcopy of 256 MiB of random data into a default-like stack and back out, checksums equal. */
     @Test
     void nbdcopyRoundTripThroughStripedFiles() throws Exception {
-        assumeTrue(installed("nbdcopy"), "nbdcopy is not installed");
+        assumeTrue(Programs.installed("nbdcopy"), "nbdcopy is not installed");
         String yaml = """
                 memory: 64MiB
                 devices:
@@ -90,7 +84,7 @@ class ConfigInteropTest {
             run("nbdcopy", uri, out.toString());
         });
         assertEquals(256 * MiB, Files.size(out));
-        assertEquals(inSum, sha256(out), "data read back through the stack differs from what was written");
+        assertEquals(inSum, Programs.sha256(out), "data read back through the stack differs from what was written");
         assertTrue(Files.size(tmp.resolve("data/a.img")) == 128 * MiB, "backing file keeps its size");
     }
 
@@ -102,7 +96,7 @@ class ConfigInteropTest {
      */
     @Test
     void sparseFileHolesMapLikeNbdkitAndDiscardsGiveSpaceBack() throws Exception {
-        assumeTrue(installed("nbdinfo") && installed("qemu-io") && installed("nbdkit") && installed("stat"),
+        assumeTrue(Programs.installed("nbdinfo") && Programs.installed("qemu-io") && Programs.installed("nbdkit") && Programs.installed("stat"),
                 "nbdinfo, qemu-io, nbdkit or stat is not installed");
         String yaml = """
                 memory: 64MiB
@@ -148,51 +142,14 @@ class ConfigInteropTest {
         return Long.parseLong(run("stat", "-c", "%b", file.toString()).trim());
     }
 
-    /** A client run against a served stack. */
-    @FunctionalInterface
-    interface Client {
-        void run(int port, Stack stack) throws Exception;
-    }
-
     /** Builds {@code yaml}'s stack, serves it on an ephemeral port, runs the client, tears down. */
-    private void serve(String yaml, Client client) throws Exception {
+    private void serve(String yaml, ServedStack.Client client) throws Exception {
         Path file = tmp.resolve("stack.yaml");
         Files.writeString(file, yaml);
         StackConfig config = StackConfig.load(file);
-        try (TestKernel tk = new TestKernel("config-interop", config.memoryBytes(), Policies.defaults(), Faults.NONE);
-                Stack stack = Stack.build(tk.kernel, config, Stack.Mode.SERVE)) {
-            NbdServer server = new NbdServer(tk.kernel, stack.exports(), new InetSocketAddress("127.0.0.1", 0));
-            try {
-                server.start();
-                client.run(server.localAddress().getPort(), stack);
-            } finally {
-                server.close();
-            }
-            assertEquals(List.of(), stack.flushAll());
+        try (TestKernel tk = new TestKernel("config-interop", config.memoryBytes(), Policies.defaults(), Faults.NONE)) {
+            ServedStack.serve(tk, config, client);
         }
-    }
-
-    private static boolean installed(String program) {
-        for (String dir : System.getenv().getOrDefault("PATH", "").split(File.pathSeparator)) {
-            if (Files.isExecutable(Path.of(dir, program))) {
-                return true;
-            }
-        }
-        return false;
-    }
-
-    /** Runs a program; returns stdout and stderr; fails on a non-zero exit or a run over the bound. */
-    private String run(String... command) throws Exception {
-        Path log = Files.createTempFile(tmp, "program", ".txt");
-        Process p = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(log.toFile()).start();
-        boolean ended = p.waitFor(PROGRAM_SECONDS_MAX, TimeUnit.SECONDS);
-        if (!ended) {
-            p.destroyForcibly();
-        }
-        String text = Files.readString(log, StandardCharsets.UTF_8);
-        assertTrue(ended, String.join(" ", command) + " ran over " + PROGRAM_SECONDS_MAX + " s:\n" + text);
-        assertEquals(0, p.exitValue(), String.join(" ", command) + " failed:\n" + text);
-        return text;
     }
 
     /** Writes {@code bytes} of seeded random data to {@code file}; returns its SHA-256. */
@@ -210,14 +167,8 @@ class ConfigInteropTest {
         return HexFormat.of().formatHex(sha.digest());
     }
 
-    private static String sha256(Path file) throws Exception {
-        MessageDigest sha = MessageDigest.getInstance("SHA-256");
-        byte[] block = new byte[(int) MiB];
-        try (var in = Files.newInputStream(file)) {
-            for (int n; (n = in.read(block)) > 0; ) {
-                sha.update(block, 0, n);
-            }
-        }
-        return HexFormat.of().formatHex(sha.digest());
+    /** Runs a program in the test's directory, within the bound; see {@link Programs#run}. */
+    private String run(String... command) throws Exception {
+        return Programs.run(tmp, PROGRAM_SECONDS_MAX, command);
     }
 }

@@ -3,6 +3,7 @@ package io.blkstack.config;
 import static org.junit.jupiter.api.Assertions.*;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
+import io.blkstack.Programs;
 import io.blkstack.block.TestKernel;
 import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Policies;
@@ -13,9 +14,7 @@ import java.net.InetSocketAddress;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.security.MessageDigest;
 import java.util.ArrayList;
-import java.util.HexFormat;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -294,7 +293,7 @@ class FilesystemInteropTest {
         for (var e : files.entrySet()) {
             Path back = out.resolve(e.getKey());
             assertTrue(Files.exists(back), label + ": debugfs could not read /d/" + e.getKey() + ":\n" + text);
-            assertEquals(sha256(e.getValue()), sha256(back), label + ": /d/" + e.getKey() + " reads back changed");
+            assertEquals(Programs.sha256(e.getValue()), Programs.sha256(back), label + ": /d/" + e.getKey() + " reads back changed");
         }
     }
 
@@ -399,16 +398,5 @@ class FilesystemInteropTest {
             }
         }
         return null;
-    }
-
-    private static String sha256(Path file) throws Exception {
-        MessageDigest sha = MessageDigest.getInstance("SHA-256");
-        byte[] block = new byte[(int) MiB];
-        try (var in = Files.newInputStream(file)) {
-            for (int n; (n = in.read(block)) > 0; ) {
-                sha.update(block, 0, n);
-            }
-        }
-        return HexFormat.of().formatHex(sha.digest());
     }
 }

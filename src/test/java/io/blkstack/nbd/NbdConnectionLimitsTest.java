@@ -4,6 +4,7 @@ import static io.blkstack.nbd.NbdProtocol.*;
 import static org.junit.jupiter.api.Assertions.*;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
+import io.blkstack.Programs;
 import io.blkstack.block.MemoryDevice;
 import io.blkstack.block.TestKernel;
 import io.blkstack.kernel.Faults;
@@ -202,7 +203,7 @@ class NbdConnectionLimitsTest {
     @Test
     @Timeout(120)
     void qemuImgPrintsTheRefusalMessage() throws Exception {
-        assumeTrue(installed("qemu-img"), "qemu-img is not installed");
+        assumeTrue(Programs.installed("qemu-img"), "qemu-img is not installed");
         InetSocketAddress addr = start(o -> o.withConnectionsMax(1), null);
         client(addr).greet();
         Process p = new ProcessBuilder("qemu-img", "info", "nbd://127.0.0.1:" + addr.getPort() + "/a")
@@ -212,15 +213,6 @@ class NbdConnectionLimitsTest {
         assertNotEquals(0, p.exitValue(), output);
         assertTrue(output.contains("too many connections (limit 1)"), output);
         assertTrue(logged("refused nbd-2 from /127.0.0.1:"), log.toString());
-    }
-
-    private static boolean installed(String program) {
-        for (String dir : System.getenv().getOrDefault("PATH", "").split(java.io.File.pathSeparator)) {
-            if (java.nio.file.Files.isExecutable(java.nio.file.Path.of(dir, program))) {
-                return true;
-            }
-        }
-        return false;
     }
 
     // ---- timeouts ------------------------------------------------------------------------------

@@ -3,20 +3,18 @@ package io.blkstack.nbd;
 import static org.junit.jupiter.api.Assertions.*;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
+import io.blkstack.Programs;
 import io.blkstack.block.MemoryDevice;
 import io.blkstack.block.NullDevice;
 import io.blkstack.block.TestKernel;
 import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Policies;
-import java.io.File;
 import java.io.IOException;
 import java.net.InetSocketAddress;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.security.MessageDigest;
 import java.util.ArrayList;
-import java.util.HexFormat;
 import java.util.List;
 import java.util.Random;
 import org.junit.jupiter.api.AfterEach;
@@ -33,6 +31,7 @@ import org.junit.jupiter.api.io.TempDir;
 class NbdInteropTest {
 
     private static final long MiB = 1L << 20;
+    private static final long PROGRAM_SECONDS_MAX = 120;
 
     private TestKernel tk;
     private NbdServer server;
@@ -60,32 +59,6 @@ class NbdInteropTest {
         } finally {
             tk.close();
         }
-    }
-
-    private static boolean installed(String program) {
-        for (String dir : System.getenv().getOrDefault("PATH", "").split(File.pathSeparator)) {
-            if (Files.isExecutable(Path.of(dir, program))) {
-                return true;
-            }
-        }
-        return false;
-    }
-
-    /** Runs a program to completion; returns its output (stdout and stderr), failing on a non-zero exit. */
-    private String run(String... command) throws Exception {
-        assumeTrue(installed(command[0]), command[0] + " is not installed");
-        Path out = Files.createTempFile(tmp, "out", ".txt");
-        Process p = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(out.toFile()).start();
-        int exit = p.waitFor();
-        String text = Files.readString(out, StandardCharsets.UTF_8);
-        assertEquals(0, exit, String.join(" ", command) + " failed:\n" + text);
-        return text;
-    }
-
-    private static String sha256(Path file) throws Exception {
-        MessageDigest md = MessageDigest.getInstance("SHA-256");
-        md.update(Files.readAllBytes(file));
-        return HexFormat.of().formatHex(md.digest());
     }
 
     private Path randomFile(String name, long bytes, long seed) throws IOException {
@@ -129,7 +102,7 @@ class NbdInteropTest {
         run("nbdcopy", in.toString(), base + "/copy");
         Path out = tmp.resolve("out.bin");
         run("nbdcopy", base + "/copy", out.toString());
-        assertEquals(sha256(in), sha256(out));
+        assertEquals(Programs.sha256(in), Programs.sha256(out));
     }
 
     @Test
@@ -141,7 +114,7 @@ class NbdInteropTest {
         run("qemu-img", "compare", "-f", "raw", "-F", "raw", in.toString(), base + "/mem");
         Path back = tmp.resolve("back.raw");
         run("qemu-img", "convert", "-f", "raw", "-O", "raw", base + "/mem", back.toString());
-        assertEquals(sha256(in), sha256(back));
+        assertEquals(Programs.sha256(in), Programs.sha256(back));
     }
 
     /**
@@ -187,7 +160,7 @@ class NbdInteropTest {
             check.addAll(List.of("-c", "read -P 0x5a " + (sector + 3) + " 101", "-c",
                     "read -P 0xa5 " + (sector + 300) + " 7"));
         }
-        assumeTrue(installed("qemu-io"));
+        assumeTrue(Programs.installed("qemu-io"));
         Process a = new ProcessBuilder(first).redirectErrorStream(true).redirectOutput(tmp.resolve("a.txt").toFile())
                 .start();
         Process b = new ProcessBuilder(second).redirectErrorStream(true).redirectOutput(tmp.resolve("b.txt").toFile())
@@ -214,12 +187,18 @@ class NbdInteropTest {
         assertFalse(out.contains("Pattern verification failed"), out);
         assertFalse(out.toLowerCase().contains("error"), out);
         // the read-only export refuses writes
-        assumeTrue(installed("qemu-io"));
+        assumeTrue(Programs.installed("qemu-io"));
         Process p = new ProcessBuilder("qemu-io", "-f", "raw", base + "/ro", "-c", "write -P 1 0 4k")
                 .redirectErrorStream(true).start();
         String text = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
         p.waitFor();
         assertTrue(text.toLowerCase().contains("read-only") || text.toLowerCase().contains("permission")
                 || text.toLowerCase().contains("not permitted"), text);
+    }
+
+    /** Runs a program in the test's directory, within the bound (skips the test if it is not installed). */
+    private String run(String... command) throws Exception {
+        assumeTrue(Programs.installed(command[0]), command[0] + " is not installed");
+        return Programs.run(tmp, PROGRAM_SECONDS_MAX, command);
     }
 }

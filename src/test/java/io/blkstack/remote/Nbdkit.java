@@ -1,6 +1,6 @@
 package io.blkstack.remote;
 
-import java.io.File;
+import io.blkstack.Programs;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -33,13 +33,9 @@ final class Nbdkit implements AutoCloseable {
         this.plugin = List.of(plugin);
     }
 
+    /** Whether nbdkit is on PATH. */
     static boolean installed() {
-        for (String dir : System.getenv().getOrDefault("PATH", "").split(File.pathSeparator)) {
-            if (Files.isExecutable(Path.of(dir, "nbdkit"))) {
-                return true;
-            }
-        }
-        return false;
+        return Programs.installed("nbdkit");
     }
 
     /** Starts the server and returns once it listens. */

@@ -3,12 +3,13 @@ package io.blkstack.remote;
 import static org.junit.jupiter.api.Assertions.*;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
+import io.blkstack.Programs;
 import io.blkstack.bio.BioSet;
 import io.blkstack.bio.BioStatus;
 import io.blkstack.block.BlockDevice;
 import io.blkstack.block.MemoryDevice;
 import io.blkstack.block.TestKernel;
-import io.blkstack.config.Stack;
+import io.blkstack.config.ServedStack;
 import io.blkstack.config.StackConfig;
 import io.blkstack.dm.MappedDevice;
 import io.blkstack.dm.StatusForm;
@@ -17,7 +18,6 @@ import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Policies;
 import io.blkstack.nbd.Export;
 import io.blkstack.nbd.NbdServer;
-import java.io.File;
 import java.net.InetSocketAddress;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -46,7 +46,7 @@ class RemoteStackInteropTest {
     /** fio through a linear part over one remote device and a striped part over two. */
     @Test
     void fioVerifiesThroughLinearAndStripedOverTwoRemotes() throws Exception {
-        assumeTrue(Nbdkit.installed() && installed("fio"), "nbdkit or fio is not installed");
+        assumeTrue(Nbdkit.installed() && Programs.installed("fio"), "nbdkit or fio is not installed");
         try (Nbdkit a = new Nbdkit(tmp.resolve("a.sock"), "memory", "64M").start();
                 Nbdkit b = new Nbdkit(tmp.resolve("b.sock"), "memory", "64M").start()) {
             String yaml = """
@@ -64,9 +64,7 @@ class RemoteStackInteropTest {
                       default: { device: default }
                     """.formatted(a.uri(), b.uri());
             serve(yaml, (port, stack) -> {
-                String out = run("fio", "--name=verify", "--ioengine=nbd", "--uri=nbd://127.0.0.1:" + port + "/default",
-                        "--rw=randwrite", "--bs=4k", "--size=80m", "--verify=crc32c", "--iodepth=16", "--do_verify=1",
-                        "--verify_fatal=1", "--randrepeat=1");
+                String out = run(Programs.fioVerify("verify", "nbd://127.0.0.1:" + port + "/default", "4k", "80m"));
                 assertTrue(out.contains("err= 0"), "fio reported errors:\n" + out);
                 assertFalse(out.contains("verify: bad") || out.contains("crc32c: verify failed"), out);
                 report("linear+striped over 2 nbdkit", out);
@@ -83,7 +81,7 @@ class RemoteStackInteropTest {
      */
     @Test
     void fioVerifiesThroughStripedOverTwoBlkstackServers() throws Exception {
-        assumeTrue(installed("fio"), "fio is not installed");
+        assumeTrue(Programs.installed("fio"), "fio is not installed");
         MemoryDevice[] storage = new MemoryDevice[2];
         serve(kernel -> {
             // The storage side: two memory devices exported by a blkstack NBD server in the same kernel.
@@ -105,9 +103,7 @@ class RemoteStackInteropTest {
                       default: { device: default }
                     """.formatted(storagePort, storagePort);
         }, (port, stack) -> {
-            String out = run("fio", "--name=verify", "--ioengine=nbd", "--uri=nbd://127.0.0.1:" + port + "/default",
-                    "--rw=randwrite", "--bs=64k", "--size=128m", "--verify=crc32c", "--iodepth=16", "--do_verify=1",
-                    "--verify_fatal=1", "--randrepeat=1");
+            String out = run(Programs.fioVerify("verify", "nbd://127.0.0.1:" + port + "/default", "64k", "128m"));
             assertTrue(out.contains("err= 0"), "fio reported errors:\n" + out);
             assertFalse(out.contains("verify: bad") || out.contains("crc32c: verify failed"), out);
             report("striped over 2 blkstack servers", out);
@@ -127,7 +123,7 @@ class RemoteStackInteropTest {
      */
     @Test
     void mirrorOverTwoRemotesSurvivesAKilledServerAndRecovers() throws Exception {
-        assumeTrue(Nbdkit.installed() && installed("fio"), "nbdkit or fio is not installed");
+        assumeTrue(Nbdkit.installed() && Programs.installed("fio"), "nbdkit or fio is not installed");
         try (Nbdkit a = new Nbdkit(tmp.resolve("a.sock"), "memory", "32M").start();
                 Nbdkit b = new Nbdkit(tmp.resolve("b.sock"), "memory", "32M").start()) {
             String yaml = """
@@ -144,9 +140,7 @@ class RemoteStackInteropTest {
             serve(yaml, (port, stack) -> {
                 RemoteDevice r1 = (RemoteDevice) stack.device("r1");
                 Path log = tmp.resolve("fio.txt");
-                Process fio = new ProcessBuilder("fio", "--name=verify", "--ioengine=nbd",
-                        "--uri=nbd://127.0.0.1:" + port + "/default", "--rw=randwrite", "--bs=4k", "--size=32m",
-                        "--verify=crc32c", "--iodepth=16", "--do_verify=1", "--verify_fatal=1", "--randrepeat=1")
+                Process fio = new ProcessBuilder(Programs.fioVerify("verify", "nbd://127.0.0.1:" + port + "/default", "4k", "32m"))
                         .redirectErrorStream(true).redirectOutput(log.toFile()).start();
                 // Kill leg r1's server once it has served part of the run: a progress condition
                 // checked against a bound, not a timing assumption.
@@ -189,7 +183,7 @@ class RemoteStackInteropTest {
      */
     @Test
     void blockStatusOfTheRemoteExportPassesUpThroughLinear() throws Exception {
-        assumeTrue(Nbdkit.installed() && installed("nbdinfo"), "nbdkit or nbdinfo is not installed");
+        assumeTrue(Nbdkit.installed() && Programs.installed("nbdinfo"), "nbdkit or nbdinfo is not installed");
         try (Nbdkit a = new Nbdkit(tmp.resolve("a.sock"), "memory", "16M").start()) {
             String yaml = """
                     memory: 64MiB
@@ -252,11 +246,6 @@ class RemoteStackInteropTest {
         }
     }
 
-    @FunctionalInterface
-    interface Client {
-        void run(int port, Stack stack) throws Exception;
-    }
-
     /** Makes the configuration once the kernel exists (to start servers in it first). */
     @FunctionalInterface
     interface Setup {
@@ -264,50 +253,20 @@ class RemoteStackInteropTest {
     }
 
     /** Builds the stack, serves it on an ephemeral port, runs the client, tears everything down. */
-    private void serve(String yaml, Client client) throws Exception {
+    private void serve(String yaml, ServedStack.Client client) throws Exception {
         serve(kernel -> yaml, client);
     }
 
-    private void serve(Setup setup, Client client) throws Exception {
+    private void serve(Setup setup, ServedStack.Client client) throws Exception {
         try (TestKernel tk = new TestKernel("remote-interop", 128 * MiB, Policies.defaults(), Faults.NONE)) {
             Path file = tmp.resolve("stack.yaml");
             Files.writeString(file, setup.yaml(tk.kernel));
-            serveIn(tk, StackConfig.load(file), client);
+            ServedStack.serve(tk, StackConfig.load(file), client);
         }
     }
 
-    private void serveIn(TestKernel tk, StackConfig config, Client client) throws Exception {
-        try (Stack stack = Stack.build(tk.kernel, config, Stack.Mode.SERVE)) {
-            NbdServer server = new NbdServer(tk.kernel, stack.exports(), new InetSocketAddress("127.0.0.1", 0));
-            try {
-                server.start();
-                client.run(server.localAddress().getPort(), stack);
-            } finally {
-                server.close();
-            }
-            assertEquals(List.of(), stack.flushAll());
-        }
-    }
-
-    private static boolean installed(String program) {
-        for (String dir : System.getenv().getOrDefault("PATH", "").split(File.pathSeparator)) {
-            if (Files.isExecutable(Path.of(dir, program))) {
-                return true;
-            }
-        }
-        return false;
-    }
-
+    /** Runs a program in the test's directory, within the bound; see {@link Programs#run}. */
     private String run(String... command) throws Exception {
-        Path log = Files.createTempFile(tmp, "program", ".txt");
-        Process p = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(log.toFile()).start();
-        boolean ended = p.waitFor(PROGRAM_SECONDS_MAX, TimeUnit.SECONDS);
-        if (!ended) {
-            p.destroyForcibly();
-        }
-        String text = Files.readString(log, StandardCharsets.UTF_8);
-        assertTrue(ended, String.join(" ", command) + " ran over " + PROGRAM_SECONDS_MAX + " s:\n" + text);
-        assertEquals(0, p.exitValue(), String.join(" ", command) + " failed:\n" + text);
-        return text;
+        return Programs.run(tmp, PROGRAM_SECONDS_MAX, command);
     }
 }

@@ -5,21 +5,17 @@ import io.blkstack.block.BlockDevice;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.Task;
 import io.blkstack.kernel.TaskKind;
-import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Page;
 import io.blkstack.nbd.Export;
 import io.blkstack.nbd.InProcessClient;
 import io.blkstack.nbd.NbdProtocol;
 import io.blkstack.nbd.NbdServer;
-import io.blkstack.sim.SimFaults;
-import io.blkstack.sim.SimScheduler;
 import java.io.IOException;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Map;
 import java.util.SplittableRandom;
 import java.util.function.Consumer;
 
@@ -48,7 +44,6 @@ public final class NbdWorkload implements Consumer<Kernel> {
     public static final String EXPORT = "check";
     /** Requests in flight per connection (each client keeps one). */
     private static final int IN_FLIGHT_PER_CONNECTION = 4;
-    private static final int WORD = Long.BYTES;
     /** Bytes of a simple reply header: magic, error, cookie. */
     private static final int SIMPLE_REPLY_BYTES = 16;
 
@@ -71,7 +66,7 @@ public final class NbdWorkload implements Consumer<Kernel> {
         try {
             top = stack.build(kernel);
         } catch (RuntimeException e) {
-            if (!ioFaultFired(kernel)) {
+            if (!Workload.ioFaultFired(kernel)) {
                 throw e;
             }
             // As in Workload: a stack refusing to start after an injected I/O error is the right answer.
@@ -87,7 +82,7 @@ public final class NbdWorkload implements Consumer<Kernel> {
         Export export = new Export(EXPORT, top, false, "checker workload");
         try {
             if (spec.pressure()) {
-                exhaust(kernel, hoard, Math.max(spec.sparePages(), NbdServer.admissionFreePagesMin(kernel, export)));
+                Workload.exhaust(kernel, hoard, Math.max(spec.sparePages(), NbdServer.admissionFreePagesMin(kernel, export)));
             }
             NbdServer.Options options = new NbdServer.Options(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0),
                     WorkloadSpec.TASKS_MAX, IN_FLIGHT_PER_CONNECTION, 0).withReplyTimeoutNanos(0).withIdleTimeoutNanos(0)
@@ -97,7 +92,7 @@ public final class NbdWorkload implements Consumer<Kernel> {
                 List<Task> tasks = new ArrayList<>();
                 for (int t = 0; t < spec.tasks(); t++) {
                     ClientRun run = new ClientRun(kernel, server.connectInProcess(EXPORT), top.name(), t,
-                            randomSeed(kernel, t));
+                            Workload.randomSeed(kernel, t));
                     tasks.add(kernel.spawn("nbd-client" + t, TaskKind.USER, run::run));
                 }
                 for (Task t : tasks) {
@@ -111,41 +106,6 @@ public final class NbdWorkload implements Consumer<Kernel> {
         }
     }
 
-    /** Whether an injected I/O error ({@code io:<device>} fault site) fired in this run so far. */
-    private static boolean ioFaultFired(Kernel kernel) {
-        if (kernel.faults() instanceof SimFaults faults) {
-            for (Map.Entry<String, Long> e : faults.fires().entrySet()) {
-                if (e.getKey().startsWith("io:") && e.getValue() > 0) {
-                    return true;
-                }
-            }
-        }
-        return false;
-    }
-
-    /** A task's seed: drawn from the run's stream when simulated, fixed otherwise. */
-    private static long randomSeed(Kernel kernel, int taskIndex) {
-        if (kernel.scheduler() instanceof SimScheduler sim) {
-            return sim.random().nextLong();
-        }
-        return 0x5eed_0000L + taskIndex;
-    }
-
-    /** Takes every free page but {@code sparePages} without waiting. */
-    private static void exhaust(Kernel kernel, List<Page> hoard, int sparePages) {
-        int pagesMax = kernel.pages().totalPages();
-        while (kernel.pages().freePages() > sparePages) {
-            Page p = kernel.pages().alloc(Gfp.NOWAIT);
-            if (p == null) {
-                break;
-            }
-            hoard.add(p);
-            if (hoard.size() > pagesMax) {
-                throw new IllegalStateException("took " + hoard.size() + " pages from an arena of " + pagesMax);
-            }
-        }
-    }
-
     /** One client: its connection, slice, random stream, buffers (heap, not the arena) and reference model. */
     private final class ClientRun {
         private final Kernel kernel;
@@ -153,9 +113,7 @@ public final class NbdWorkload implements Consumer<Kernel> {
         private final String deviceName;
         private final int index;
         private final SplittableRandom random;
-        private final long sliceStart;
-        private final byte[] expected;
-        private final boolean[] known;
+        private final SliceModel slice;
         private final ByteBuffer header = ByteBuffer.allocate(NbdProtocol.REQUEST_HEADER_BYTES);
         private final ByteBuffer reply = ByteBuffer.allocate(SIMPLE_REPLY_BYTES);
         private final ByteBuffer data;
@@ -168,9 +126,7 @@ public final class NbdWorkload implements Consumer<Kernel> {
             this.deviceName = deviceName;
             this.index = index;
             this.random = new SplittableRandom(seed);
-            this.sliceStart = spec.regionStartBytes() + index * spec.sliceBytes();
-            this.expected = new byte[Math.toIntExact(spec.sliceBytes())];
-            this.known = new boolean[expected.length / Bio.SECTOR_SIZE];
+            this.slice = new SliceModel(spec, index, random);
             this.data = ByteBuffer.allocate(spec.sizeMaxBytes());
         }
 
@@ -204,45 +160,26 @@ public final class NbdWorkload implements Consumer<Kernel> {
             client.awaitEnd();
         }
 
-        /** Picks a size and an offset inside the slice, both in whole sectors. */
-        private long[] pickRange() {
-            int sizeSteps = (spec.sizeMaxBytes() - spec.sizeMinBytes()) / Bio.SECTOR_SIZE;
-            int size = spec.sizeMinBytes() + random.nextInt(sizeSteps + 1) * Bio.SECTOR_SIZE;
-            long offsetSteps = (expected.length - size) / Bio.SECTOR_SIZE;
-            long offset = random.nextLong(offsetSteps + 1) * Bio.SECTOR_SIZE;
-            return new long[] {offset, size};
-        }
-
         /** Writes a fresh pattern; on success the model takes it, on failure the range becomes unknown. */
         private boolean write() throws IOException {
-            long[] r = pickRange();
+            long[] r = slice.pickRange();
             long offset = r[0];
             int size = (int) r[1];
             long stamp = random.nextLong();
-            data.clear();
-            for (int pos = 0; pos < size; pos += WORD) {
-                long word = Workload.pattern(stamp, sliceStart + offset + pos);
-                for (int b = 0; b < WORD; b++) {
-                    byte v = (byte) (word >>> (8 * b));
-                    expected[(int) (offset + pos + b)] = v;
-                    data.put(v);
-                }
-            }
-            sendHeader(NbdProtocol.CMD_WRITE, sliceStart + offset, size);
+            slice.takePattern(stamp, offset, size);
+            data.clear().put(slice.expected, (int) offset, size);
+            sendHeader(NbdProtocol.CMD_WRITE, slice.start + offset, size);
             client.send(data.flip());
-            boolean ok = receiveReply() == 0;
-            for (int s = 0; s < size / Bio.SECTOR_SIZE; s++) {
-                known[(int) (offset / Bio.SECTOR_SIZE) + s] = ok;
-            }
+            slice.setKnown(offset, size, receiveReply() == 0);
             return true;
         }
 
         /** Reads a range and compares every known sector with the model. */
         private boolean read(int op) throws IOException {
-            long[] r = pickRange();
+            long[] r = slice.pickRange();
             long offset = r[0];
             int size = (int) r[1];
-            sendHeader(NbdProtocol.CMD_READ, sliceStart + offset, size);
+            sendHeader(NbdProtocol.CMD_READ, slice.start + offset, size);
             if (receiveReply() != 0) {
                 return true; // an error reply carries no data: nothing to compare
             }
@@ -250,12 +187,12 @@ public final class NbdWorkload implements Consumer<Kernel> {
             client.receive(data);
             for (int pos = 0; pos < size; pos++) {
                 int at = (int) (offset + pos);
-                if (!known[at / Bio.SECTOR_SIZE]) {
+                if (!slice.known[at / Bio.SECTOR_SIZE]) {
                     continue;
                 }
                 byte actual = data.get(pos);
-                if (actual != expected[at]) {
-                    mismatch(op, sliceStart + at, expected[at], actual, size);
+                if (actual != slice.expected[at]) {
+                    mismatch(op, slice.start + at, slice.expected[at], actual, size);
                     return false;
                 }
             }
@@ -296,11 +233,7 @@ public final class NbdWorkload implements Consumer<Kernel> {
             String what = String.format("data mismatch on %s via nbd: operation %d of client %d read %d bytes; byte at"
                     + " device offset %d (sector %d) is 0x%02x, the last write there put 0x%02x", deviceName, op, index,
                     size, deviceOffset, deviceOffset >>> Bio.SECTOR_SHIFT, got & 0xff, want & 0xff);
-            if (kernel.scheduler() instanceof SimScheduler sim) {
-                sim.reportDataMismatch(Task.current(), what);
-            } else {
-                throw new IllegalStateException(what);
-            }
+            Workload.report(kernel, what);
         }
     }
 }

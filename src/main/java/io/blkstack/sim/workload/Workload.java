@@ -14,10 +14,6 @@ import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Page;
 import io.blkstack.sim.SimFaults;
 import io.blkstack.sim.SimScheduler;
-import java.lang.invoke.MethodHandles;
-import java.lang.invoke.VarHandle;
-import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -84,11 +80,6 @@ public final class Workload implements Consumer<Kernel> {
     public static final long SNAPSHOT_ID_BASE = 1L << 20;
     /** The longest seeded delay before a control event. */
     static final long EVENT_DELAY_NANOS_MAX = 2_000_000;
-    /** Bytes of a pattern word. */
-    private static final int WORD = Long.BYTES;
-
-    /** The model's bytes viewed as words, least significant byte first (the pattern's byte order). */
-    private static final VarHandle EXPECTED_WORDS = MethodHandles.byteArrayViewVarHandle(long[].class, ByteOrder.LITTLE_ENDIAN);
 
     private final DrivenStackBuilder stack;
     private final WorkloadSpec spec;
@@ -142,7 +133,7 @@ public final class Workload implements Consumer<Kernel> {
                 pages.add(own);
             }
             if (spec.pressure()) {
-                exhaust(kernel, hoard);
+                exhaust(kernel, hoard, spec.sparePages());
             }
             List<TaskRun> runs = new ArrayList<>();
             for (int t = 0; t < spec.tasks(); t++) {
@@ -271,7 +262,7 @@ public final class Workload implements Consumer<Kernel> {
                 kernel.tracer().event(Task.current(), "event-failed", String.valueOf(ex.getMessage()));
             } finally {
                 if (spec.pressure()) {
-                    exhaust(kernel, hoard);
+                    exhaust(kernel, hoard, spec.sparePages());
                 }
             }
         }
@@ -308,7 +299,7 @@ public final class Workload implements Consumer<Kernel> {
             return false;
         }
         if (spec.pressure()) {
-            exhaust(kernel, hoard);
+            exhaust(kernel, hoard, spec.sparePages());
         }
         List<Task> tasks = new ArrayList<>();
         for (TaskRun run : runs) {
@@ -327,7 +318,7 @@ public final class Workload implements Consumer<Kernel> {
     }
 
     /** Whether an injected I/O error ({@code io:<device>} fault site) fired in this run so far. */
-    private static boolean ioFaultFired(Kernel kernel) {
+    static boolean ioFaultFired(Kernel kernel) {
         if (!(kernel.faults() instanceof SimFaults faults)) {
             return false;
         }
@@ -340,7 +331,7 @@ public final class Workload implements Consumer<Kernel> {
     }
 
     /** A task's seed: drawn from the run's stream when simulated (so seeds vary the operations), fixed otherwise. */
-    private static long randomSeed(Kernel kernel, int taskIndex) {
+    static long randomSeed(Kernel kernel, int taskIndex) {
         if (kernel.scheduler() instanceof SimScheduler sim) {
             return sim.random().nextLong();
         }
@@ -348,9 +339,9 @@ public final class Workload implements Consumer<Kernel> {
     }
 
     /** Takes every free page but {@code sparePages} without waiting. */
-    private void exhaust(Kernel kernel, List<Page> hoard) {
+    static void exhaust(Kernel kernel, List<Page> hoard, int sparePages) {
         int pagesMax = kernel.pages().totalPages();
-        while (kernel.pages().freePages() > spec.sparePages()) {
+        while (kernel.pages().freePages() > sparePages) {
             Page p = kernel.pages().alloc(Gfp.NOWAIT);
             if (p == null) {
                 break;
@@ -363,7 +354,7 @@ public final class Workload implements Consumer<Kernel> {
     }
 
     /** Reports a finding of the data check: to the simulated scheduler, else as an exception. */
-    private static void report(Kernel kernel, String what) {
+    static void report(Kernel kernel, String what) {
         if (kernel.scheduler() instanceof SimScheduler sim) {
             sim.reportDataMismatch(Task.current(), what);
         } else {
@@ -385,6 +376,7 @@ public final class Workload implements Consumer<Kernel> {
         private final List<Page> pages;
         private final int index;
         private final SplittableRandom random;
+        private final SliceModel slice;
         private final long sliceStart;
         private final byte[] expected;
         private final boolean[] known;
@@ -406,9 +398,10 @@ public final class Workload implements Consumer<Kernel> {
             this.pages = pages;
             this.index = index;
             this.random = new SplittableRandom(seed);
-            this.sliceStart = spec.regionStartBytes() + index * spec.sliceBytes();
-            this.expected = new byte[Math.toIntExact(spec.sliceBytes())];
-            this.known = new boolean[expected.length / Bio.SECTOR_SIZE];
+            this.slice = new SliceModel(spec, index, random);
+            this.sliceStart = slice.start;
+            this.expected = slice.expected;
+            this.known = slice.known;
             boolean crashes = spec.events().crashes() > 0;
             this.durable = crashes ? new byte[expected.length] : null;
             this.durableKnown = crashes ? new boolean[known.length] : null;
@@ -454,15 +447,6 @@ public final class Workload implements Consumer<Kernel> {
             }
         }
 
-        /** Picks a size and an offset inside the slice, both in whole sectors. */
-        private long[] pickRange() {
-            int sizeSteps = (spec.sizeMaxBytes() - spec.sizeMinBytes()) / Bio.SECTOR_SIZE;
-            int size = spec.sizeMinBytes() + random.nextInt(sizeSteps + 1) * Bio.SECTOR_SIZE;
-            long offsetSteps = (expected.length - size) / Bio.SECTOR_SIZE;
-            long offset = random.nextLong(offsetSteps + 1) * Bio.SECTOR_SIZE;
-            return new long[] {offset, size};
-        }
-
         /** A bio over the task's pages for {@code size} bytes at slice offset {@code offset}. */
         private Bio dataBio(BioOp op, int flags, long offset, int size) {
             int n = (size + Page.SIZE - 1) / Page.SIZE;
@@ -483,17 +467,14 @@ public final class Workload implements Consumer<Kernel> {
          * write leaves the durable state of its range unknown (old or new data may survive a crash).
          */
         private void write(boolean fua) {
-            long[] r = pickRange();
+            long[] r = slice.pickRange();
             long offset = r[0];
             int size = (int) r[1];
             long stamp = random.nextLong();
             // The model takes the pattern now; "known" (set after the completion) decides whether it counts.
-            // A word at a time, its bytes least significant first, in the model and in the page.
-            for (int pos = 0; pos < size; pos += WORD) {
-                long word = pattern(stamp, sliceStart + offset + pos);
-                ByteBuffer buffer = pages.get(pos / Page.SIZE).buffer();
-                EXPECTED_WORDS.set(expected, (int) (offset + pos), word);
-                buffer.putLong(pos % Page.SIZE, buffer.order() == ByteOrder.LITTLE_ENDIAN ? word : Long.reverseBytes(word));
+            slice.takePattern(stamp, offset, size);
+            for (int pos = 0; pos < size; pos += Page.SIZE) {
+                pages.get(pos / Page.SIZE).buffer().put(0, expected, (int) (offset + pos), Math.min(Page.SIZE, size - pos));
             }
             Bio bio = dataBio(BioOp.WRITE, fua ? BioFlags.FUA : 0, offset, size);
             BioStatus status = Submit.submitAndWaitStatus(bio);
@@ -502,10 +483,8 @@ public final class Workload implements Consumer<Kernel> {
             if (fua) {
                 kernel.counters().get("workload.fua-writes").incrementAndGet();
             }
+            slice.setKnown(offset, size, ok);
             int first = (int) (offset / Bio.SECTOR_SIZE);
-            for (int s = 0; s < size / Bio.SECTOR_SIZE; s++) {
-                known[first + s] = ok;
-            }
             if (durable != null) {
                 boolean nowDurable = ok && fua;
                 if (nowDurable) {
@@ -517,7 +496,7 @@ public final class Workload implements Consumer<Kernel> {
 
         /** A discard (the range becomes unknown) or a write-zeroes (zeros on success, else unknown). */
         private void noDataRange(Op kind) {
-            long[] r = pickRange();
+            long[] r = slice.pickRange();
             long offset = r[0];
             int size = (int) r[1];
             BioOp op = kind == Op.DISCARD ? BioOp.DISCARD : BioOp.WRITE_ZEROES;
@@ -541,7 +520,7 @@ public final class Workload implements Consumer<Kernel> {
 
         /** Reads a range and compares every known sector with the model. */
         private void read(int op) {
-            long[] r = pickRange();
+            long[] r = slice.pickRange();
             readAndCompare(op, r[0], (int) r[1], "");
         }
 
@@ -625,13 +604,5 @@ public final class Workload implements Consumer<Kernel> {
                     got & 0xff, when.isEmpty() ? "" : "durable ", want & 0xff);
             report(kernel, what);
         }
-    }
-
-    /** The pattern word of a write stamped {@code stamp} at device byte offset {@code deviceOffset}. */
-    static long pattern(long stamp, long deviceOffset) {
-        long z = stamp + deviceOffset * 0x9E3779B97F4A7C15L;
-        z = (z ^ (z >>> 30)) * 0xBF58476D1CE4E5B9L;
-        z = (z ^ (z >>> 27)) * 0x94D049BB133111EBL;
-        return z ^ (z >>> 31);
     }
 }

@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
+import io.blkstack.Programs;
 import io.blkstack.block.TestKernel;
 import io.blkstack.cli.Main;
 import io.blkstack.config.Stack;
@@ -12,16 +13,13 @@ import io.blkstack.config.StackConfig;
 import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Policies;
 import io.blkstack.nbd.NbdServer;
-import java.io.File;
 import java.io.PrintWriter;
 import java.io.StringWriter;
 import java.net.InetSocketAddress;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
@@ -80,8 +78,8 @@ class ThinInteropTest {
     @Test
     @Timeout(120)
     void fioVerifiesThroughAThinVolumeAndNbdinfoMapsHoles() throws Exception {
-        assumeTrue(installed("fio"), "fio is not installed");
-        assumeTrue(installed("nbdinfo"), "nbdinfo is not installed");
+        assumeTrue(Programs.installed("fio"), "fio is not installed");
+        assumeTrue(Programs.installed("nbdinfo"), "nbdinfo is not installed");
         Path file = tmp.resolve("thin.yaml");
         Files.writeString(file, YAML);
         StackConfig config = StackConfig.load(file);
@@ -91,9 +89,7 @@ class ThinInteropTest {
             try {
                 server.start();
                 String base = "nbd://127.0.0.1:" + server.localAddress().getPort() + "/";
-                String out = run("fio", "--name=thin-verify", "--ioengine=nbd", "--uri=" + base + "vol0",
-                        "--rw=randwrite", "--bs=4k", "--size=64m", "--verify=crc32c", "--iodepth=16",
-                        "--do_verify=1", "--verify_fatal=1", "--randrepeat=1", "--norandommap=0");
+                String out = run(Programs.fioVerify("thin-verify", base + "vol0", "4k", "64m"));
                 assertTrue(out.contains("WRITE:"), out);
                 assertFalse(out.toLowerCase().contains("verify: bad") || out.contains("crc32c: verify failed"), out);
                 assertTrue(out.contains("err= 0"), "fio reported errors:\n" + out);
@@ -155,28 +151,8 @@ class ThinInteropTest {
         assertEquals(size, at, "extents do not reach the end of the export: " + extents);
     }
 
-    /** Whether {@code program} is an executable on PATH. */
-    private static boolean installed(String program) {
-        for (String dir : System.getenv().getOrDefault("PATH", "").split(File.pathSeparator)) {
-            if (Files.isExecutable(Path.of(dir, program))) {
-                return true;
-            }
-        }
-        return false;
-    }
-
-    /** Runs a program; returns stdout and stderr; fails on a non-zero exit or a run over the bound. */
+    /** Runs a program in the test's directory, within the bound; see {@link Programs#run}. */
     private String run(String... command) throws Exception {
-        Path log = Files.createTempFile(tmp, "program", ".txt");
-        Process p = new ProcessBuilder(command).directory(tmp.toFile()).redirectErrorStream(true)
-                .redirectOutput(log.toFile()).start();
-        boolean ended = p.waitFor(PROGRAM_SECONDS_MAX, TimeUnit.SECONDS);
-        if (!ended) {
-            p.destroyForcibly();
-        }
-        String text = Files.readString(log, StandardCharsets.UTF_8);
-        assertTrue(ended, String.join(" ", command) + " ran over " + PROGRAM_SECONDS_MAX + " s:\n" + text);
-        assertEquals(0, p.exitValue(), String.join(" ", command) + " failed:\n" + text);
-        return text;
+        return Programs.run(tmp, PROGRAM_SECONDS_MAX, command);
     }
 }

@@ -1,0 +1,93 @@
+package io.blkstack.block;
+
+import io.blkstack.bio.Bio;
+import io.blkstack.bio.BioFlags;
+import io.blkstack.bio.BioStatus;
+import io.blkstack.kernel.Faults;
+import io.blkstack.kernel.Kernel;
+
+/**
+ * What the memory, cached memory and null devices share: a bio is served at submission and
+ * completed there ({@code latencyNanos == 0}) or by a kernel timer after the latency, with at most
+ * {@code queueDepth} bios waiting for their timers. Fault sites: {@code io:<name>} fails a bio with
+ * IOERR without serving it, {@code latency:<name>} adds to its completion delay. A subclass says
+ * only how a bio is served.
+ */
+abstract class LatencyDevice extends BlockDevice {
+
+    private final long latencyNanos;
+    private final TimerCompletions timers;
+    private final String ioFaultSite;
+    private final String latencyFaultSite;
+
+    /**
+     * A device of {@code sizeBytes} (a positive multiple of 512); {@code kind} names the device
+     * kind in messages ("memory device").
+     */
+    LatencyDevice(Kernel kernel, String kind, String name, long sizeBytes, QueueLimits limits, long latencyNanos,
+            int queueDepth) {
+        super(kernel, name, checkedSectors(name, sizeBytes), limits);
+        if (latencyNanos < 0) {
+            throw new IllegalArgumentException(kind + " " + name + ": negative latency " + latencyNanos + " ns");
+        }
+        this.latencyNanos = latencyNanos;
+        this.timers = new TimerCompletions(kernel, kind + " " + name, queueDepth);
+        this.ioFaultSite = "io:" + name;
+        this.latencyFaultSite = "latency:" + name;
+    }
+
+    /** Sectors in {@code sizeBytes}, which must be a positive multiple of 512. */
+    static long checkedSectors(String name, long sizeBytes) {
+        if (sizeBytes <= 0 || sizeBytes % Bio.SECTOR_SIZE != 0) {
+            throw new IllegalArgumentException("device " + name + ": size " + sizeBytes
+                    + " is not a positive multiple of " + Bio.SECTOR_SIZE);
+        }
+        return sizeBytes >>> Bio.SECTOR_SHIFT;
+    }
+
+    /** Serves the bio (already split to the limits) on the submitting task. */
+    abstract void serve(Bio bio);
+
+    /** Serves the bio now; completes it now or from a timer after the latency. */
+    @Override
+    protected final void submitBio(Bio bio) {
+        Bio front = splitToLimits(bio);
+        Faults faults = kernel().faults();
+        long delay = latencyNanos + Math.max(0, faults.extraLatencyNanos(latencyFaultSite));
+        if (faults.shouldFail(ioFaultSite)) {
+            front.setStatus(BioStatus.IOERR);
+        } else {
+            serve(front);
+        }
+        if (delay == 0) {
+            front.endio();
+        } else if (!timers.complete(front, delay, !front.hasFlag(BioFlags.NOWAIT))) {
+            // Served already, but a NOWAIT bio may not wait for a completion slot: report AGAIN.
+            front.setStatus(BioStatus.AGAIN);
+            front.endio();
+        }
+    }
+
+    /** The completion latency without faults, in nanoseconds. */
+    public final long latencyNanos() {
+        return latencyNanos;
+    }
+
+    /** Bios served and waiting for their completion timers. */
+    public final int inFlight() {
+        return timers.inFlight();
+    }
+
+    /** Waits for the bios awaiting their timers, then closes the split set. */
+    @Override
+    public void close() {
+        if (isClosed()) {
+            return;
+        }
+        try {
+            timers.drain();
+        } finally {
+            super.close();
+        }
+    }
+}
