@@ -13,6 +13,7 @@ import io.blkstack.kernel.TaskKind;
 import io.blkstack.kernel.WaitQueue;
 import io.blkstack.sim.Knot;
 import io.blkstack.nbd.Export;
+import io.blkstack.nbd.Listener;
 import io.blkstack.nbd.NbdServer;
 import io.blkstack.units.Durations;
 import io.blkstack.units.Sizes;
@@ -21,6 +22,8 @@ import java.io.InputStream;
 import java.io.PrintWriter;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
+import java.net.SocketAddress;
+import java.net.UnixDomainSocketAddress;
 import java.net.UnknownHostException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
@@ -107,10 +110,10 @@ final class ServeCommand implements Callable<Integer> {
                     + " configuration's memory, else 64MiB).")
     Long memoryBytes;
 
-    @Option(names = "--listen", paramLabel = "ADDR:PORT",
-            description = "Address to listen on; port 0 picks a free port (default: the configuration's"
-                    + " listen, else 127.0.0.1:10809).")
-    String listenAddress;
+    @Option(names = "--listen", paramLabel = "ADDR:PORT|unix:PATH",
+            description = "Address to listen on, repeatable: HOST:PORT (port 0 picks a free port) or unix:PATH (a Unix"
+                    + " socket of mode 0600) (default: the configuration's listen, else 127.0.0.1:10809).")
+    List<String> listenAddresses;
 
     @Option(names = "--max-connections", paramLabel = "N",
             description = "Clients served at once; one more is refused with an NBD error saying so (default: the"
@@ -175,11 +178,13 @@ final class ServeCommand implements Callable<Integer> {
         PrintWriter out = spec.commandLine().getOut();
         PrintWriter err = spec.commandLine().getErr();
         StackConfig config;
-        InetSocketAddress address;
+        List<Listener> listeners = new ArrayList<>();
         try {
             config = configFile != null ? StackConfig.load(configFile) : defaultConfig();
-            ListenAddress listen = listenAddress != null ? ListenAddress.parse(listenAddress) : config.listen();
-            address = listen.resolve();
+            for (ListenAddress listen : listenAddresses(config)) {
+                listeners.add(listen.isUnix() ? Listener.unix(listen.socket(), listen.socketMode())
+                        : Listener.tcp(listen.resolve()));
+            }
         } catch (ConfigException | IllegalArgumentException e) {
             return fail(err, ExitCodes.USAGE, e.getMessage());
         } catch (UnknownHostException e) {
@@ -197,10 +202,12 @@ final class ServeCommand implements Callable<Integer> {
             return fail(err, ExitCodes.USAGE, "--memory: '" + Sizes.format(memory) + "' " + memoryProblem
                     + " (the smallest page arena serve accepts is " + Sizes.format(StackConfig.MEMORY_BYTES_MIN) + ")");
         }
-        if (!address.getAddress().isLoopbackAddress()) {
-            err.println("blkstack serve: warning: listening on " + address + ", beyond loopback: NBD has no"
-                    + " authentication, so anyone who can reach this port can read and write the exports");
-            err.flush();
+        for (Listener l : listeners) {
+            if (!l.isUnix() && !l.tcp().getAddress().isLoopbackAddress()) {
+                err.println("blkstack serve: warning: listening on " + l.tcp() + ", beyond loopback: NBD has no"
+                        + " authentication, so anyone who can reach this port can read and write the exports");
+                err.flush();
+            }
         }
         Kernel kernel;
         try {
@@ -218,7 +225,7 @@ final class ServeCommand implements Callable<Integer> {
         int code;
         try (Kernel.Attachment self = kernel.attach("serve")) {
             try {
-                code = serve(kernel, config, address, memory, out, err);
+                code = serve(kernel, config, listeners, memory, out, err);
             } catch (RuntimeException e) {
                 code = fail(err, ExitCodes.RUNTIME, "internal error while serving: " + e);
             }
@@ -235,7 +242,7 @@ final class ServeCommand implements Callable<Integer> {
     }
 
     /** Builds the stack, serves until asked to stop, then drains, flushes and closes. */
-    private int serve(Kernel kernel, StackConfig config, InetSocketAddress address, long memory, PrintWriter out,
+    private int serve(Kernel kernel, StackConfig config, List<Listener> listeners, long memory, PrintWriter out,
             PrintWriter err) {
         Stack stack;
         try {
@@ -247,7 +254,7 @@ final class ServeCommand implements Callable<Integer> {
         }
         int code;
         try {
-            code = serveStack(kernel, config, stack, address, memory, out, err);
+            code = serveStack(kernel, config, stack, listeners, memory, out, err);
         } finally {
             if (!abandoned) {
                 stack.close();
@@ -261,11 +268,11 @@ final class ServeCommand implements Callable<Integer> {
     }
 
     /** Serves {@code stack} until asked to stop, then stops within the deadlines; returns the exit code. */
-    private int serveStack(Kernel kernel, StackConfig config, Stack stack, InetSocketAddress address, long memory,
+    private int serveStack(Kernel kernel, StackConfig config, Stack stack, List<Listener> listeners, long memory,
             PrintWriter out, PrintWriter err) {
         NbdServer server;
         try {
-            server = new NbdServer(kernel, stack.exports(), serverOptions(config, address, err));
+            server = new NbdServer(kernel, stack.exports(), serverOptions(config, listeners, err));
         } catch (IllegalArgumentException e) {
             return fail(err, ExitCodes.USAGE, e.getMessage());
         }
@@ -273,7 +280,7 @@ final class ServeCommand implements Callable<Integer> {
             server.start();
         } catch (IOException e) {
             server.close();
-            return fail(err, ExitCodes.RUNTIME, "cannot listen on " + address + ": " + e.getMessage());
+            return fail(err, ExitCodes.RUNTIME, "cannot listen on " + listeners + ": " + e.getMessage());
         }
         long drain = drainTimeoutNanos != null ? drainTimeoutNanos : config.drainTimeoutNanos();
         ControlServer control;
@@ -304,7 +311,7 @@ final class ServeCommand implements Callable<Integer> {
         NbdServer.Options o = server.options();
         Path socket = controlPath != null ? controlPath.toAbsolutePath() : config.controlPath();
         StackConfig effective = new StackConfig(config.source(), memory,
-                listenAddress != null ? ListenAddress.parse(listenAddress) : config.listen(), config.devices(),
+                listenAddresses(config), config.devices(),
                 config.mapped(), config.exports(), new StackConfig.Connections(o.connectionsMax(),
                         o.handshakeTimeoutNanos(), o.idleTimeoutNanos(), o.replyTimeoutNanos()),
                 config.noSpaceTimeoutNanos(), drain, config.reserves(), socket);
@@ -362,10 +369,22 @@ final class ServeCommand implements Callable<Integer> {
         return ExitCodes.SUCCESS;
     }
 
+    /** The addresses to listen on: every {@code --listen}, else the configuration's. */
+    private List<ListenAddress> listenAddresses(StackConfig config) {
+        if (listenAddresses == null || listenAddresses.isEmpty()) {
+            return config.listeners();
+        }
+        List<ListenAddress> out = new ArrayList<>();
+        for (String text : listenAddresses) {
+            out.add(ListenAddress.parse(text));
+        }
+        return out;
+    }
+
     /** The server's options: the configuration's connection settings, overridden by the flags. */
-    private NbdServer.Options serverOptions(StackConfig config, InetSocketAddress address, PrintWriter err) {
+    private NbdServer.Options serverOptions(StackConfig config, List<Listener> listeners, PrintWriter err) {
         StackConfig.Connections c = config.connections();
-        return NbdServer.Options.defaults(address)
+        return NbdServer.Options.defaults(new InetSocketAddress(0)).withListeners(listeners)
                 .withConnectionsMax(maxConnections != null ? maxConnections : c.max())
                 .withHandshakeTimeoutNanos(handshakeTimeoutNanos != null ? handshakeTimeoutNanos : c.handshakeTimeoutNanos())
                 .withIdleTimeoutNanos(idleTimeoutNanos != null ? idleTimeoutNanos : c.idleTimeoutNanos())
@@ -401,28 +420,57 @@ final class ServeCommand implements Callable<Integer> {
     /** Prints the exports' URIs, an nbdinfo example and the ready line. */
     private void announce(StackConfig config, NbdServer server, long memory, long drainNanos, Path control,
             PrintWriter out) {
-        InetSocketAddress bound = server.localAddress();
-        InetAddress shown = bound.getAddress().isAnyLocalAddress() ? InetAddress.getLoopbackAddress() : bound.getAddress();
-        String base = "nbd://" + ListenAddress.uriHost(shown) + ":" + bound.getPort();
-        out.println("blkstack serve: " + config.source() + ", page arena " + Sizes.format(memory)
-                + ", listening on " + ListenAddress.uriHost(bound.getAddress()) + ":" + bound.getPort());
-        for (Export e : server.exports()) {
-            out.println("  " + base + "/" + e.name() + "  " + Sizes.format(e.sizeBytes())
-                    + (e.readOnly() ? " read-only" : " read-write")
-                    + (e.description().isEmpty() ? "" : "  " + e.description()));
+        List<String> shownAt = new ArrayList<>();
+        List<String> listFirst = new ArrayList<>();
+        for (SocketAddress bound : server.boundAddresses()) {
+            if (bound instanceof InetSocketAddress tcp) {
+                shownAt.add(ListenAddress.uriHost(tcp.getAddress()) + ":" + tcp.getPort());
+            } else {
+                shownAt.add(ListenAddress.UNIX_PREFIX + ((UnixDomainSocketAddress) bound).getPath());
+            }
         }
+        out.println("blkstack serve: " + config.source() + ", page arena " + Sizes.format(memory)
+                + ", listening on " + String.join(", ", shownAt));
+        for (SocketAddress bound : server.boundAddresses()) {
+            for (Export e : server.exports()) {
+                String uri = exportUri(bound, e.name());
+                listFirst.add(uri);
+                out.println("  " + uri + "  " + Sizes.format(e.sizeBytes())
+                        + (e.readOnly() ? " read-only" : " read-write")
+                        + (e.description().isEmpty() ? "" : "  " + e.description()));
+            }
+        }
+        String base = exportUri(server.boundAddresses().get(0), "");
+        base = base.endsWith("/") ? base.substring(0, base.length() - 1) : base;
         NbdServer.Options o = server.options();
         out.println("  at most " + o.connectionsMax() + " connections, handshake timeout "
                 + NbdServer.formatNanos(o.handshakeTimeoutNanos()) + ", idle timeout "
                 + (o.idleTimeoutNanos() == 0 ? "off" : NbdServer.formatNanos(o.idleTimeoutNanos())) + ", reply timeout "
                 + (o.replyTimeoutNanos() == 0 ? "off" : NbdServer.formatNanos(o.replyTimeoutNanos())));
-        out.println("try:  nbdinfo --list " + base);
-        out.println("      nbdinfo " + base + "/" + server.exports().get(0).name());
+        out.println("try:  nbdinfo --list " + shellWord(base));
+        out.println("      nbdinfo " + shellWord(listFirst.get(0)));
         out.println("control: " + control + "  (blkstack ctl --socket " + control + " ls)");
         out.println("stop: Ctrl-C or SIGTERM (drains connections for at most " + Durations.format(drainNanos)
                 + ", flushes every device; a second one skips the drain)");
         out.println(READY);
         out.flush();
+    }
+
+    /**
+     * The URI of an export at a bound address: {@code nbd://HOST:PORT/EXPORT} (a wildcard address
+     * shown as loopback) or {@code nbd+unix:///EXPORT?socket=PATH}, as libnbd and qemu write them.
+     */
+    static String exportUri(SocketAddress bound, String export) {
+        if (bound instanceof InetSocketAddress tcp) {
+            InetAddress shown = tcp.getAddress().isAnyLocalAddress() ? InetAddress.getLoopbackAddress() : tcp.getAddress();
+            return "nbd://" + ListenAddress.uriHost(shown) + ":" + tcp.getPort() + "/" + export;
+        }
+        return "nbd+unix:///" + export + "?socket=" + ((UnixDomainSocketAddress) bound).getPath();
+    }
+
+    /** A URI as one shell word: quoted when it has a {@code ?} (a Unix socket's). */
+    private static String shellWord(String uri) {
+        return uri.indexOf('?') >= 0 ? "'" + uri + "'" : uri;
     }
 
     /** Makes SIGTERM and SIGINT stop the server; returns the handlers they had. */

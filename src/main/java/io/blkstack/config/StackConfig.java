@@ -20,7 +20,8 @@ import java.util.List;
  *
  * @param source the file name used in messages
  * @param memoryBytes the page arena for the data path
- * @param listen the address to serve on
+ * @param listeners the addresses to serve on (YAML {@code listen}, one or a list), TCP and Unix
+ *     sockets; at least one
  * @param devices bottom devices in file order
  * @param mapped mapped devices in file order (build order)
  * @param exports exports in file order
@@ -34,7 +35,7 @@ import java.util.List;
  * @param control the control socket's path (YAML {@code control}, resolved against the file's
  *     directory), or null for {@link #DEFAULT_CONTROL}
  */
-public record StackConfig(String source, long memoryBytes, ListenAddress listen, List<DeviceSpec> devices,
+public record StackConfig(String source, long memoryBytes, List<ListenAddress> listeners, List<DeviceSpec> devices,
         List<MappedSpec> mapped, List<ExportSpec> exports, Connections connections, long noSpaceTimeoutNanos,
         long drainTimeoutNanos, Reserves reserves, Path control) {
 
@@ -44,6 +45,19 @@ public record StackConfig(String source, long memoryBytes, ListenAddress listen,
      * {@code blkstack ctl} looks by default too).
      */
     public static final String DEFAULT_CONTROL = "blkstack-data/control.sock";
+
+    /** A configuration with one listen address. */
+    public StackConfig(String source, long memoryBytes, ListenAddress listen, List<DeviceSpec> devices,
+            List<MappedSpec> mapped, List<ExportSpec> exports, Connections connections, long noSpaceTimeoutNanos,
+            long drainTimeoutNanos, Reserves reserves, Path control) {
+        this(source, memoryBytes, List.of(listen), devices, mapped, exports, connections, noSpaceTimeoutNanos,
+                drainTimeoutNanos, reserves, control);
+    }
+
+    /** The first listen address (the only one, unless {@code listen} is a list). */
+    public ListenAddress listen() {
+        return listeners.get(0);
+    }
 
     /** A configuration without a {@code control} key. */
     public StackConfig(String source, long memoryBytes, ListenAddress listen, List<DeviceSpec> devices,
@@ -89,6 +103,10 @@ public record StackConfig(String source, long memoryBytes, ListenAddress listen,
             throw new IllegalArgumentException("no-space-timeout " + noSpaceTimeoutNanos + " ns and drain-timeout "
                     + drainTimeoutNanos + " ns must not be negative");
         }
+        if (listeners == null || listeners.isEmpty()) {
+            throw new IllegalArgumentException(source + ": no listen address");
+        }
+        listeners = List.copyOf(listeners);
         devices = List.copyOf(devices);
         mapped = List.copyOf(mapped);
         exports = List.copyOf(exports);

@@ -11,6 +11,7 @@ import io.blkstack.kernel.Policies;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -98,6 +99,38 @@ class StackConfigTest {
                 "devices.a.queue-depth", "'deep'", "whole number");
         assertPlace(parseError("devices:\n  m: { memory: 1MiB, io-tasks: 2 }\nexports: {}\n"), 2,
                 "devices.m.io-tasks", "does not apply to a memory device");
+    }
+
+    // Proves listen takes one address or a list mixing TCP and Unix sockets: a Unix path resolves
+    // against the file's directory and gets mode 0600 unless a map gives another; a mode that is not
+    // octal, that opens execute bits or shuts the owner out, the same address twice and an empty
+    // list are errors naming the line and the bad value.
+    @Test
+    void listenTakesTcpAndUnixSocketsInAList() throws ConfigException {
+        String tail = "devices:\n  m: { memory: 1MiB }\nexports:\n  x: { device: m }\n";
+        StackConfig one = parse("listen: unix:run/nbd.sock\n" + tail);
+        assertEquals(List.of(ListenAddress.unix(Path.of("/base/run/nbd.sock"), ListenAddress.SOCKET_MODE_DEFAULT)),
+                one.listeners());
+        assertEquals("rw-------", one.listen().socketModeText());
+        StackConfig many = parse("""
+                listen:
+                  - 127.0.0.1:10809
+                  - unix:/run/blkstack/nbd.sock
+                  - { unix: group.sock, mode: "0660" }
+                """ + tail);
+        assertEquals(3, many.listeners().size());
+        assertEquals(new ListenAddress("127.0.0.1", 10809), many.listen());
+        assertEquals("unix:/run/blkstack/nbd.sock", many.listeners().get(1).toString());
+        assertEquals(Path.of("/base/group.sock"), many.listeners().get(2).socket());
+        assertEquals("rw-rw----", many.listeners().get(2).socketModeText());
+
+        assertPlace(parseError("listen:\n  - { unix: a.sock, mode: rw }\n" + tail), 2, "listen.mode", "'rw'", "octal");
+        assertPlace(parseError("listen:\n  - { unix: a.sock, mode: \"0755\" }\n" + tail), 2, "'0755'", "execute");
+        assertPlace(parseError("listen:\n  - { unix: a.sock, mode: \"0066\" }\n" + tail), 2, "'0066'", "owner");
+        assertPlace(parseError("listen:\n  - unix:a.sock\n  - unix:/base/a.sock\n" + tail), 3, "listen[1]",
+                "given twice");
+        assertPlace(parseError("listen: []\n" + tail), 1, "listen", "empty list");
+        assertPlace(parseError("listen: \"unix:\"\n" + tail), 1, "listen", "unix:PATH");
     }
 
     @Test
