@@ -110,18 +110,24 @@ final class NbdConnection {
         boolean writerStarted = false;
         try {
             timers.startHandshake();
-            NbdHandshake.Negotiated negotiated = preset != null ? preset
-                    : new NbdHandshake(transport, server.exports()).run();
+            NbdTransport io = transport;
+            NbdHandshake.Negotiated negotiated = preset;
+            if (preset == null) {
+                NbdHandshake handshake = new NbdHandshake(transport, server.exports(), server.options().tls(), name,
+                        server::log);
+                negotiated = handshake.run();
+                io = handshake.transport(); // TLS after STARTTLS
+            }
             if (negotiated == null || !timers.enterTransmission()) {
                 return;
             }
             if (!server.attach(this, negotiated.export())) {
                 return; // the export was removed while this client negotiated it
             }
-            RequestInput input = new RequestInput(transport, timers);
+            RequestInput input = new RequestInput(io, timers);
             RequestBios bios = new RequestBios(server, negotiated.export().device(), budgetShare, endingCheck);
             RequestHandler handler = new RequestHandler(this, input, bios, negotiated);
-            ReplyWriter writer = new ReplyWriter(this, slots, timers, transport, bios, negotiated.structuredReplies());
+            ReplyWriter writer = new ReplyWriter(this, slots, timers, io, bios, negotiated.structuredReplies());
             kernel.spawn(name + "-writer", TaskKind.USER, writer::run);
             writerStarted = true;
             // Plugged: the requests parsed from one read reach the device queues before their I/O

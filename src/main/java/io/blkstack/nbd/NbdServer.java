@@ -85,10 +85,12 @@ public final class NbdServer implements Component {
      *     its replies (a client not reading them) before the connection is cut; 0 for never
      * @param log where the server's log lines go (accept failures, refusals, timeouts); called
      *     from its tasks, it must not block on the kernel
+     * @param tls whether clients may or must use {@code STARTTLS}, with the certificates; null
+     *     for {@link ServerTls#OFF}
      */
     public record Options(List<Listener> listeners, int connectionsMax, int inFlightPerConnection,
             long payloadBudgetBytes, long handshakeTimeoutNanos, long idleTimeoutNanos, long replyTimeoutNanos,
-            Consumer<String> log) {
+            Consumer<String> log, ServerTls tls) {
 
         /** Default {@link #connectionsMax}. */
         public static final int CONNECTIONS_DEFAULT = 1024;
@@ -124,19 +126,22 @@ public final class NbdServer implements Component {
             if (log == null) {
                 throw new IllegalArgumentException("nbd server options: no log");
             }
+            if (tls == null) {
+                tls = ServerTls.OFF;
+            }
         }
 
         /** Settings for one TCP address. */
         public Options(InetSocketAddress listen, int connectionsMax, int inFlightPerConnection, long payloadBudgetBytes,
                 long handshakeTimeoutNanos, long idleTimeoutNanos, long replyTimeoutNanos, Consumer<String> log) {
             this(List.of(Listener.tcp(listen)), connectionsMax, inFlightPerConnection, payloadBudgetBytes,
-                    handshakeTimeoutNanos, idleTimeoutNanos, replyTimeoutNanos, log);
+                    handshakeTimeoutNanos, idleTimeoutNanos, replyTimeoutNanos, log, ServerTls.OFF);
         }
 
         /** The four basic settings with the default timeouts and log (standard error). */
         public Options(InetSocketAddress listen, int connectionsMax, int inFlightPerConnection, long payloadBudgetBytes) {
             this(List.of(Listener.tcp(listen)), connectionsMax, inFlightPerConnection, payloadBudgetBytes, HANDSHAKE_TIMEOUT_DEFAULT_NANOS, 0,
-                    REPLY_TIMEOUT_DEFAULT_NANOS, line -> System.err.println("blkstack: " + line));
+                    REPLY_TIMEOUT_DEFAULT_NANOS, line -> System.err.println("blkstack: " + line), ServerTls.OFF);
         }
 
         /**
@@ -149,35 +154,40 @@ public final class NbdServer implements Component {
 
         public Options withConnectionsMax(int value) {
             return new Options(listeners, value, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
-                    idleTimeoutNanos, replyTimeoutNanos, log);
+                    idleTimeoutNanos, replyTimeoutNanos, log, tls);
         }
 
         public Options withHandshakeTimeoutNanos(long value) {
             return new Options(listeners, connectionsMax, inFlightPerConnection, payloadBudgetBytes, value,
-                    idleTimeoutNanos, replyTimeoutNanos, log);
+                    idleTimeoutNanos, replyTimeoutNanos, log, tls);
         }
 
         /** 0 turns the idle timeout off. */
         public Options withIdleTimeoutNanos(long value) {
             return new Options(listeners, connectionsMax, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
-                    value, replyTimeoutNanos, log);
+                    value, replyTimeoutNanos, log, tls);
         }
 
         /** 0 turns the reply timeout off. */
         public Options withReplyTimeoutNanos(long value) {
             return new Options(listeners, connectionsMax, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
-                    idleTimeoutNanos, value, log);
+                    idleTimeoutNanos, value, log, tls);
         }
 
         /** The same settings on other listeners. */
         public Options withListeners(List<Listener> value) {
             return new Options(value, connectionsMax, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
-                    idleTimeoutNanos, replyTimeoutNanos, log);
+                    idleTimeoutNanos, replyTimeoutNanos, log, tls);
+        }
+
+        public Options withTls(ServerTls value) {
+            return new Options(listeners, connectionsMax, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
+                    idleTimeoutNanos, replyTimeoutNanos, log, value);
         }
 
         public Options withLog(Consumer<String> value) {
             return new Options(listeners, connectionsMax, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
-                    idleTimeoutNanos, replyTimeoutNanos, value);
+                    idleTimeoutNanos, replyTimeoutNanos, value, tls);
         }
     }
 
