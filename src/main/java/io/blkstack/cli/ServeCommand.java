@@ -14,6 +14,7 @@ import io.blkstack.kernel.WaitQueue;
 import io.blkstack.sim.Knot;
 import io.blkstack.nbd.Export;
 import io.blkstack.nbd.Listener;
+import io.blkstack.nbd.ServerTls;
 import io.blkstack.nbd.NbdServer;
 import io.blkstack.units.Durations;
 import io.blkstack.units.Sizes;
@@ -115,6 +116,21 @@ final class ServeCommand implements Callable<Integer> {
                     + " socket of mode 0600) (default: the configuration's listen, else 127.0.0.1:10809).")
     List<String> listenAddresses;
 
+    @Option(names = "--tls-mode", paramLabel = "off|on|require",
+            description = "NBD over TLS (STARTTLS): on serves TLS and plain clients, require refuses plain ones with"
+                    + " NBD_REP_ERR_TLS_REQD (default: the configuration's tls.mode, else off).")
+    String tlsMode;
+
+    @Option(names = "--tls-cert", paramLabel = "PEM", description = "The server's certificate (chain) in PEM.")
+    Path tlsCert;
+
+    @Option(names = "--tls-key", paramLabel = "PEM", description = "The server's private key in PEM (unencrypted).")
+    Path tlsKey;
+
+    @Option(names = "--tls-ca", paramLabel = "PEM",
+            description = "A CA in PEM: clients must present a certificate it signed (default: no client certificates).")
+    Path tlsCa;
+
     @Option(names = "--max-connections", paramLabel = "N",
             description = "Clients served at once; one more is refused with an NBD error saying so (default: the"
                     + " configuration's max-connections, else 1024).")
@@ -170,6 +186,9 @@ final class ServeCommand implements Callable<Integer> {
     private volatile NbdServer serving;
     /** The handlers SIGINT and SIGTERM had before serve took them. */
     private volatile List<SignalHandler> previousHandlers;
+    /** The TLS settings in effect (flags over the configuration) and the context loaded from them. */
+    private StackConfig.TlsSpec tlsInEffect = StackConfig.TlsSpec.OFF;
+    private ServerTls serverTls = ServerTls.OFF;
     /** Set when devices still hold requests at exit: then the stack and the kernel are left open. */
     private boolean abandoned;
 
@@ -191,6 +210,13 @@ final class ServeCommand implements Callable<Integer> {
             return fail(err, ExitCodes.USAGE, "--listen: unknown host " + e.getMessage());
         } catch (IOException e) {
             return fail(err, ExitCodes.USAGE, configFile + ": cannot read: " + e);
+        }
+        try {
+            tlsInEffect = tlsSpec(config);
+            serverTls = tlsInEffect.mode() == ServerTls.Mode.OFF ? ServerTls.OFF
+                    : ServerTls.load(tlsInEffect.mode(), tlsInEffect.cert(), tlsInEffect.key(), tlsInEffect.ca());
+        } catch (IllegalArgumentException | IOException e) {
+            return fail(err, ExitCodes.USAGE, e.getMessage());
         }
         if (maxConnections != null && (maxConnections < 1 || maxConnections > NbdServer.Options.CONNECTIONS_MAX)) {
             return fail(err, ExitCodes.USAGE, "--max-connections: " + maxConnections + " is not in 1.."
@@ -314,7 +340,7 @@ final class ServeCommand implements Callable<Integer> {
                 listenAddresses(config), config.devices(),
                 config.mapped(), config.exports(), new StackConfig.Connections(o.connectionsMax(),
                         o.handshakeTimeoutNanos(), o.idleTimeoutNanos(), o.replyTimeoutNanos()),
-                config.noSpaceTimeoutNanos(), drain, config.reserves(), socket);
+                config.noSpaceTimeoutNanos(), drain, config.reserves(), socket, tlsInEffect);
         java.util.function.Consumer<String> log = line -> {
             err.println("blkstack serve: control: " + line);
             err.flush();
@@ -381,10 +407,32 @@ final class ServeCommand implements Callable<Integer> {
         return out;
     }
 
+    /** The TLS settings: each {@code --tls-*} flag over the configuration's {@code tls}. */
+    private StackConfig.TlsSpec tlsSpec(StackConfig config) {
+        StackConfig.TlsSpec c = config.tls();
+        ServerTls.Mode mode = c.mode();
+        if (tlsMode != null) {
+            mode = switch (tlsMode) {
+                case "off" -> ServerTls.Mode.OFF;
+                case "on" -> ServerTls.Mode.ON;
+                case "require" -> ServerTls.Mode.REQUIRE;
+                default -> throw new IllegalArgumentException("--tls-mode: '" + tlsMode + "' is not off, on or require");
+            };
+        }
+        Path cert = tlsCert != null ? tlsCert.toAbsolutePath() : c.cert();
+        Path key = tlsKey != null ? tlsKey.toAbsolutePath() : c.key();
+        Path ca = tlsCa != null ? tlsCa.toAbsolutePath() : c.ca();
+        if (mode != ServerTls.Mode.OFF && (cert == null || key == null)) {
+            throw new IllegalArgumentException("--tls-mode " + mode.name().toLowerCase() + " needs --tls-cert and --tls-key"
+                    + " (or the configuration's tls.cert and tls.key)");
+        }
+        return new StackConfig.TlsSpec(mode, cert, key, ca);
+    }
+
     /** The server's options: the configuration's connection settings, overridden by the flags. */
     private NbdServer.Options serverOptions(StackConfig config, List<Listener> listeners, PrintWriter err) {
         StackConfig.Connections c = config.connections();
-        return NbdServer.Options.defaults(new InetSocketAddress(0)).withListeners(listeners)
+        return NbdServer.Options.defaults(new InetSocketAddress(0)).withListeners(listeners).withTls(serverTls)
                 .withConnectionsMax(maxConnections != null ? maxConnections : c.max())
                 .withHandshakeTimeoutNanos(handshakeTimeoutNanos != null ? handshakeTimeoutNanos : c.handshakeTimeoutNanos())
                 .withIdleTimeoutNanos(idleTimeoutNanos != null ? idleTimeoutNanos : c.idleTimeoutNanos())
@@ -447,6 +495,11 @@ final class ServeCommand implements Callable<Integer> {
                 + NbdServer.formatNanos(o.handshakeTimeoutNanos()) + ", idle timeout "
                 + (o.idleTimeoutNanos() == 0 ? "off" : NbdServer.formatNanos(o.idleTimeoutNanos())) + ", reply timeout "
                 + (o.replyTimeoutNanos() == 0 ? "off" : NbdServer.formatNanos(o.replyTimeoutNanos())));
+        if (serverTls.mode() != ServerTls.Mode.OFF) {
+            out.println("  " + serverTls + ": TLS clients use nbds:// (nbds+unix://), such as nbdinfo"
+                    + " 'nbds://HOST:PORT/EXPORT?tls-certificates=DIR'"
+                    + (serverTls.mode() == ServerTls.Mode.REQUIRE ? "; plain clients are refused" : ""));
+        }
         out.println("try:  nbdinfo --list " + shellWord(base));
         out.println("      nbdinfo " + shellWord(listFirst.get(0)));
         out.println("control: " + control + "  (blkstack ctl --socket " + control + " ls)");

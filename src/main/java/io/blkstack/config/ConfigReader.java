@@ -10,6 +10,7 @@ import io.blkstack.config.StackConfig.NullSpec;
 import io.blkstack.config.StackConfig.RemoteSpec;
 import io.blkstack.kernel.Reserves;
 import io.blkstack.nbd.NbdServer;
+import io.blkstack.nbd.ServerTls;
 import io.blkstack.units.Durations;
 import io.blkstack.units.Sizes;
 import java.io.StringReader;
@@ -57,7 +58,7 @@ final class ConfigReader {
 
     private static final Set<String> TOP_KEYS = Set.of("memory", "listen", "max-connections", "handshake-timeout",
             "idle-timeout", "reply-timeout", "devices", "mapped", "exports", "no-space-timeout", "drain-timeout", "reserves",
-            "control");
+            "control", "tls");
     private static final Set<String> RESERVE_KEYS = Set.of("dm-clones", "target-bios", "bufio-buffers");
     private static final Set<String> EXPORT_KEYS = Set.of("device", "readonly", "description");
     private static final Set<String> DEVICE_KINDS = Set.of("file", "memory", "null", "nbd");
@@ -105,8 +106,9 @@ final class ConfigReader {
         Reserves reserves = top.containsKey("reserves") ? reserves(top.get("reserves")) : Reserves.DEFAULTS;
         Path control = top.containsKey("control")
                 ? resolve(scalar(top.get("control").getValueNode(), "control"), "control") : null;
+        StackConfig.TlsSpec tls = top.containsKey("tls") ? tls(top.get("tls")) : StackConfig.TlsSpec.OFF;
         return new StackConfig(source, memory, listen, devices, mapped, exports, connections, noSpaceTimeout,
-                drainTimeout, reserves, control);
+                drainTimeout, reserves, control, tls);
     }
 
     /**
@@ -173,6 +175,35 @@ final class ConfigReader {
             rwx.append((bits >> shift & 4) != 0 ? 'r' : '-').append((bits >> shift & 2) != 0 ? 'w' : '-').append('-');
         }
         return PosixFilePermissions.fromString(rwx.toString());
+    }
+
+    /**
+     * {@code tls:}: {@code { mode: off|on|require, cert: PEM, key: PEM, ca: PEM }}; the mode is
+     * {@code on} unless given; on and require need cert and key; the files are read when serving.
+     */
+    private StackConfig.TlsSpec tls(NodeTuple entry) throws ConfigException {
+        MappingNode map = mapping(entry.getValueNode(), "tls", "a map such as { mode: require, cert: server-cert.pem,"
+                + " key: server-key.pem, ca: ca-cert.pem }");
+        Map<String, NodeTuple> keys = entries(map, "tls", Set.of("mode", "cert", "key", "ca"));
+        ServerTls.Mode mode = ServerTls.Mode.ON;
+        if (keys.containsKey("mode")) {
+            ScalarNode m = scalar(keys.get("mode").getValueNode(), "tls.mode");
+            mode = switch (m.getValue()) {
+                case "off" -> ServerTls.Mode.OFF;
+                case "on" -> ServerTls.Mode.ON;
+                case "require" -> ServerTls.Mode.REQUIRE;
+                default -> throw error(m, "tls.mode", m.getValue(), "is not off, on or require");
+            };
+        }
+        Path cert = keys.containsKey("cert") ? resolve(scalar(keys.get("cert").getValueNode(), "tls.cert"), "tls.cert")
+                : null;
+        Path key = keys.containsKey("key") ? resolve(scalar(keys.get("key").getValueNode(), "tls.key"), "tls.key") : null;
+        Path ca = keys.containsKey("ca") ? resolve(scalar(keys.get("ca").getValueNode(), "tls.ca"), "tls.ca") : null;
+        if (mode != ServerTls.Mode.OFF && (cert == null || key == null)) {
+            throw error(map, "tls", null, "has mode " + mode.name().toLowerCase() + " but no " + (cert == null ? "cert" : "key")
+                    + ": give the server's PEM certificate and key");
+        }
+        return new StackConfig.TlsSpec(mode, cert, key, ca);
     }
 
     /** {@code reserves:}: a map of reserve sizes, each a whole number in 1..Reserves.MAX; keys not given keep the defaults. */

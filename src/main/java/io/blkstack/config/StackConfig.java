@@ -2,6 +2,7 @@ package io.blkstack.config;
 
 import io.blkstack.kernel.Reserves;
 import io.blkstack.nbd.NbdServer;
+import io.blkstack.nbd.ServerTls;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -34,10 +35,12 @@ import java.util.List;
  *     {@code reserves:}); the kernel's defaults unless the file says
  * @param control the control socket's path (YAML {@code control}, resolved against the file's
  *     directory), or null for {@link #DEFAULT_CONTROL}
+ * @param tls NBD over TLS (YAML {@code tls}): the mode and the PEM files; {@link TlsSpec#OFF} unless
+ *     the file says
  */
 public record StackConfig(String source, long memoryBytes, List<ListenAddress> listeners, List<DeviceSpec> devices,
         List<MappedSpec> mapped, List<ExportSpec> exports, Connections connections, long noSpaceTimeoutNanos,
-        long drainTimeoutNanos, Reserves reserves, Path control) {
+        long drainTimeoutNanos, Reserves reserves, Path control, TlsSpec tls) {
 
     /**
      * The control socket when neither the file nor {@code --control} says: {@code control.sock}
@@ -51,7 +54,7 @@ public record StackConfig(String source, long memoryBytes, List<ListenAddress> l
             List<MappedSpec> mapped, List<ExportSpec> exports, Connections connections, long noSpaceTimeoutNanos,
             long drainTimeoutNanos, Reserves reserves, Path control) {
         this(source, memoryBytes, List.of(listen), devices, mapped, exports, connections, noSpaceTimeoutNanos,
-                drainTimeoutNanos, reserves, control);
+                drainTimeoutNanos, reserves, control, TlsSpec.OFF);
     }
 
     /** The first listen address (the only one, unless {@code listen} is a list). */
@@ -116,6 +119,9 @@ public record StackConfig(String source, long memoryBytes, List<ListenAddress> l
         if (reserves == null) {
             throw new IllegalArgumentException(source + ": no reserve sizes");
         }
+        if (tls == null) {
+            tls = TlsSpec.OFF;
+        }
     }
 
     /** A configuration with the kernel's default reserves. */
@@ -131,6 +137,29 @@ public record StackConfig(String source, long memoryBytes, List<ListenAddress> l
             List<MappedSpec> mapped, List<ExportSpec> exports) {
         this(source, memoryBytes, listen, devices, mapped, exports, Connections.DEFAULTS,
                 DEFAULT_NO_SPACE_TIMEOUT_NANOS, DEFAULT_DRAIN_TIMEOUT_NANOS);
+    }
+
+    /**
+     * NBD over TLS (YAML {@code tls: { mode, cert, key, ca }}): paths resolved against the file's
+     * directory; with mode on or require a certificate and a key are given.
+     *
+     * @param mode off, on (plain clients still served) or require
+     * @param cert the server's PEM certificate (chain), or null when off
+     * @param key the server's PEM private key, or null when off
+     * @param ca the PEM CA client certificates must be signed by, or null for no client certificates
+     */
+    public record TlsSpec(ServerTls.Mode mode, Path cert, Path key, Path ca) {
+
+        /** No TLS. */
+        public static final TlsSpec OFF = new TlsSpec(ServerTls.Mode.OFF, null, null, null);
+
+        /** Checks that TLS on has a certificate and a key. */
+        public TlsSpec {
+            if (mode == null || (mode != ServerTls.Mode.OFF && (cert == null || key == null))) {
+                throw new IllegalArgumentException("tls mode " + mode + " needs a certificate and a key, got " + cert
+                        + " and " + key);
+            }
+        }
     }
 
     /**

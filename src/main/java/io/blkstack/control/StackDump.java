@@ -60,6 +60,17 @@ final class StackDump {
         }
         root.put("listen", listen.size() == 1 ? listen.get(0) : listen);
         root.put("control", config.controlPath().toString());
+        StackConfig.TlsSpec tls = config.tls();
+        if (tls.mode() != io.blkstack.nbd.ServerTls.Mode.OFF) {
+            Map<String, Object> t = new LinkedHashMap<>();
+            t.put("mode", tls.mode().name().toLowerCase());
+            t.put("cert", tls.cert().toString());
+            t.put("key", tls.key().toString());
+            if (tls.ca() != null) {
+                t.put("ca", tls.ca().toString());
+            }
+            root.put("tls", t);
+        }
         StackConfig.Connections c = config.connections();
         root.put("max-connections", c.max());
         root.put("handshake-timeout", Durations.format(c.handshakeTimeoutNanos()));

@@ -141,6 +141,26 @@ class ServeCommandTest {
     }
 
     /**
+     * Proves TLS flags are checked before anything starts: an unknown mode, TLS on without a
+     * certificate and key, and a certificate file that is not PEM exit 1 naming the problem.
+     */
+    @Test
+    void badTlsSettingsExit1() throws Exception {
+        Run mode = run("serve", "--listen", "127.0.0.1:0", "--tls-mode", "maybe");
+        assertEquals(1, mode.exitCode(), mode.err());
+        assertTrue(mode.err().contains("--tls-mode: 'maybe' is not off, on or require"), mode.err());
+        Run noKey = run("serve", "--listen", "127.0.0.1:0", "--tls-mode", "require");
+        assertEquals(1, noKey.exitCode(), noKey.err());
+        assertTrue(noKey.err().contains("needs --tls-cert and --tls-key"), noKey.err());
+        Path junk = tmp.resolve("junk.pem");
+        Files.writeString(junk, "not a certificate\n");
+        Run notPem = run("serve", "--listen", "127.0.0.1:0", "--tls-mode", "on", "--tls-cert", junk.toString(),
+                "--tls-key", junk.toString());
+        assertEquals(1, notPem.exitCode(), notPem.err());
+        assertTrue(notPem.err().contains(junk + " holds no PEM certificate"), notPem.err());
+    }
+
+    /**
      * Proves a server owns its backing files: while one {@code serve} runs a thin pool (with the
      * connection flags, which it reports), a second {@code serve} of the same configuration exits 2
      * naming the locked metadata file, without ever becoming ready, and {@code thin check} says the

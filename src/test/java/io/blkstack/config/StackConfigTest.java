@@ -133,6 +133,26 @@ class StackConfigTest {
         assertPlace(parseError("listen: \"unix:\"\n" + tail), 1, "listen", "unix:PATH");
     }
 
+    // Proves the tls map: mode off|on|require (on unless given), PEM paths resolved against the
+    // file's directory, ca optional; off when absent; a mode that is not one of the three, TLS on
+    // without a key, and an unknown key are errors naming the line.
+    @Test
+    void tlsTakesModeAndPemFiles() throws ConfigException {
+        String tail = "devices:\n  m: { memory: 1MiB }\nexports:\n  x: { device: m }\n";
+        assertEquals(StackConfig.TlsSpec.OFF, parse(tail).tls());
+        StackConfig c = parse("tls: { mode: require, cert: pki/server-cert.pem, key: pki/server-key.pem, ca: /etc/ca.pem }\n"
+                + tail);
+        assertEquals(new StackConfig.TlsSpec(io.blkstack.nbd.ServerTls.Mode.REQUIRE, Path.of("/base/pki/server-cert.pem"),
+                Path.of("/base/pki/server-key.pem"), Path.of("/etc/ca.pem")), c.tls());
+        assertEquals(io.blkstack.nbd.ServerTls.Mode.ON, parse("tls: { cert: c.pem, key: k.pem }\n" + tail).tls().mode());
+        assertEquals(io.blkstack.nbd.ServerTls.Mode.OFF, parse("tls: { mode: off }\n" + tail).tls().mode());
+        assertPlace(parseError("tls: { mode: maybe, cert: c.pem, key: k.pem }\n" + tail), 1, "tls.mode", "'maybe'",
+                "off, on or require");
+        assertPlace(parseError("tls:\n  mode: on\n  cert: c.pem\n" + tail), 2, "tls", "no key");
+        assertPlace(parseError("tls: { mode: on, cert: c.pem, key: k.pem, verify: yes }\n" + tail), 1, "tls.verify",
+                "unknown key");
+    }
+
     @Test
     void defaultsWhenMemoryAndListenAreMissing() throws ConfigException {
         StackConfig c = parse("devices:\n  m: { memory: 1MiB }\nexports:\n  x: { device: m }\n");
