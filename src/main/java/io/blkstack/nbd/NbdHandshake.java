@@ -245,7 +245,7 @@ final class NbdHandshake {
             log.accept(name + ": TLS handshake failed: " + e.getMessage());
             return ABORTED;
         } catch (EOFException e) {
-            log.accept(name + ": TLS handshake ended: " + e.getMessage());
+            log.accept(name + ": TLS handshake ended: " + e.getMessage() + " (the client left, or the handshake timed out)");
             return ABORTED;
         }
         tlsActive = true;

@@ -107,12 +107,16 @@ class NbdTlsTest {
 
     /** Serves a 64 MiB memory export "mem" on 127.0.0.1 with TLS in {@code mode}; client certificates checked. */
     private String start(ServerTls.Mode mode) throws IOException {
+        return start(mode, NbdServer.Options.HANDSHAKE_TIMEOUT_DEFAULT_NANOS);
+    }
+
+    private String start(ServerTls.Mode mode, long handshakeTimeoutNanos) throws IOException {
         tk = new TestKernel("nbd-tls", 256 * MiB, Policies.defaults(), Faults.NONE);
         ServerTls tls = ServerTls.load(mode, pki.resolve("server-cert.pem"), pki.resolve("server-key.pem"),
                 pki.resolve("ca-cert.pem"));
         server = new NbdServer(tk.kernel, List.of(new Export("mem", new MemoryDevice(tk.kernel, "mem", 64 * MiB, 0),
                 false, "a memory disk")), NbdServer.Options.defaults(new InetSocketAddress("127.0.0.1", 0))
-                        .withTls(tls).withLog(log::add));
+                        .withTls(tls).withHandshakeTimeoutNanos(handshakeTimeoutNanos).withLog(log::add));
         server.start();
         return "127.0.0.1:" + server.localAddress().getPort();
     }
@@ -181,6 +185,29 @@ class NbdTlsTest {
         assertTrue(log.stream().anyMatch(l -> l.contains("TLS handshake failed")), log.toString());
         String info = run(tmp, "nbdinfo", tlsUri(address, goodClient));
         assertTrue(info.contains("export-size: " + 64 * MiB), info);
+    }
+
+    // Proves a stalled TLS handshake is cut by the handshake timeout: a client that sends STARTTLS,
+    // gets the ACK and then sends no ClientHello sees its connection closed, the log says why, and
+    // the server serves the next client.
+    @Test
+    void stalledTlsHandshakeIsCutByTheHandshakeTimeout() throws Exception {
+        start(ServerTls.Mode.REQUIRE, 300_000_000L);
+        try (SocketChannel c = SocketChannel.open(server.localAddress())) {
+            SocketTransport t = new SocketTransport(c);
+            WireIo.readFully(t, ByteBuffer.allocate(18));
+            WireIo.writeFully(t, ByteBuffer.allocate(4).putInt(NbdProtocol.FLAG_C_FIXED_NEWSTYLE).flip());
+            assertEquals(NbdProtocol.REP_ACK, optionReply(t, NbdProtocol.OPT_STARTTLS, ByteBuffer.allocate(0)));
+            assertEquals(-1, t.read(ByteBuffer.allocate(1)), "the server closes the stalled connection");
+        }
+        try (SocketChannel next = SocketChannel.open(server.localAddress())) {
+            ByteBuffer hello = ByteBuffer.allocate(8);
+            WireIo.readFully(new SocketTransport(next), hello);
+            assertEquals(NbdProtocol.NBDMAGIC, hello.flip().getLong());
+        }
+        assertTrue(server.drain(10_000_000_000L, false), "every connection ends"); // its log lines are written by then
+        assertTrue(log.stream().anyMatch(l -> l.contains("nbd-1") && l.contains("handshake not completed within")),
+                log.toString());
     }
 
     /** Sends one option and returns the type of its reply (the last, for a list of replies). */
