@@ -14,6 +14,8 @@ import io.blkstack.kernel.TaskKind;
 import io.blkstack.kernel.WaitQueue;
 import io.blkstack.sim.Knot;
 import io.blkstack.nbd.Export;
+import io.blkstack.nbd.Listener;
+import io.blkstack.nbd.ServerTls;
 import io.blkstack.nbd.NbdServer;
 import io.blkstack.units.Durations;
 import io.blkstack.units.Sizes;
@@ -22,6 +24,8 @@ import java.io.InputStream;
 import java.io.PrintWriter;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
+import java.net.SocketAddress;
+import java.net.UnixDomainSocketAddress;
 import java.net.UnknownHostException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
@@ -123,10 +127,25 @@ final class ServeCommand implements Callable<Integer> {
                     + " configuration's memory, else 64MiB).")
     Long memoryBytes;
 
-    @Option(names = "--listen", paramLabel = "ADDR:PORT",
-            description = "Address to listen on; port 0 picks a free port (default: the configuration's"
-                    + " listen, else 127.0.0.1:10809).")
-    String listenAddress;
+    @Option(names = "--listen", paramLabel = "ADDR:PORT|unix:PATH",
+            description = "Address to listen on, repeatable: HOST:PORT (port 0 picks a free port) or unix:PATH (a Unix"
+                    + " socket of mode 0600) (default: the configuration's listen, else 127.0.0.1:10809).")
+    List<String> listenAddresses;
+
+    @Option(names = "--tls-mode", paramLabel = "off|on|require",
+            description = "NBD over TLS (STARTTLS): on serves TLS and plain clients, require refuses plain ones with"
+                    + " NBD_REP_ERR_TLS_REQD (default: the configuration's tls.mode, else off).")
+    String tlsMode;
+
+    @Option(names = "--tls-cert", paramLabel = "PEM", description = "The server's certificate (chain) in PEM.")
+    Path tlsCert;
+
+    @Option(names = "--tls-key", paramLabel = "PEM", description = "The server's private key in PEM (unencrypted).")
+    Path tlsKey;
+
+    @Option(names = "--tls-ca", paramLabel = "PEM",
+            description = "A CA in PEM: clients must present a certificate it signed (default: no client certificates).")
+    Path tlsCa;
 
     @Option(names = "--max-connections", paramLabel = "N",
             description = "Clients served at once; one more is refused with an NBD error saying so (default: the"
@@ -199,6 +218,9 @@ final class ServeCommand implements Callable<Integer> {
     /** Where to serve {@code /metrics}, or null; the URL once it listens. */
     private InetSocketAddress metricsBind;
     private String metricsUrl;
+    /** The TLS settings in effect (flags over the configuration) and the context loaded from them. */
+    private StackConfig.TlsSpec tlsInEffect = StackConfig.TlsSpec.OFF;
+    private ServerTls serverTls = ServerTls.OFF;
     /** Set when devices still hold requests at exit: then the stack and the kernel are left open. */
     private boolean abandoned;
 
@@ -207,11 +229,13 @@ final class ServeCommand implements Callable<Integer> {
         PrintWriter out = spec.commandLine().getOut();
         PrintWriter err = spec.commandLine().getErr();
         StackConfig config;
-        InetSocketAddress address;
+        List<Listener> listeners = new ArrayList<>();
         try {
             config = configFile != null ? StackConfig.load(configFile) : defaultConfig();
-            ListenAddress listen = listenAddress != null ? ListenAddress.parse(listenAddress) : config.listen();
-            address = listen.resolve();
+            for (ListenAddress listen : listenAddresses(config)) {
+                listeners.add(listen.isUnix() ? Listener.unix(listen.socket(), listen.socketMode())
+                        : Listener.tcp(listen.resolve()));
+            }
         } catch (ConfigException | IllegalArgumentException e) {
             return fail(err, ExitCodes.USAGE, e.getMessage());
         } catch (UnknownHostException e) {
@@ -242,6 +266,13 @@ final class ServeCommand implements Callable<Integer> {
             err.flush();
         }
         metricsBind = metrics;
+        try {
+            tlsInEffect = tlsSpec(config);
+            serverTls = tlsInEffect.mode() == ServerTls.Mode.OFF ? ServerTls.OFF
+                    : ServerTls.load(tlsInEffect.mode(), tlsInEffect.cert(), tlsInEffect.key(), tlsInEffect.ca());
+        } catch (IllegalArgumentException | IOException e) {
+            return fail(err, ExitCodes.USAGE, e.getMessage());
+        }
         if (maxConnections != null && (maxConnections < 1 || maxConnections > NbdServer.Options.CONNECTIONS_MAX)) {
             return fail(err, ExitCodes.USAGE, "--max-connections: " + maxConnections + " is not in 1.."
                     + NbdServer.Options.CONNECTIONS_MAX);
@@ -252,9 +283,11 @@ final class ServeCommand implements Callable<Integer> {
             return fail(err, ExitCodes.USAGE, "--memory: '" + Sizes.format(memory) + "' " + memoryProblem
                     + " (the smallest page arena serve accepts is " + Sizes.format(StackConfig.MEMORY_BYTES_MIN) + ")");
         }
-        if (!address.getAddress().isLoopbackAddress()) {
-            log.warn("warning: listening on {}, beyond loopback: NBD has no authentication, so anyone who can"
-                    + " reach this port can read and write the exports", address);
+        for (Listener l : listeners) {
+            if (!l.isUnix() && !l.tcp().getAddress().isLoopbackAddress()) {
+                log.warn("warning: listening on {}, beyond loopback: NBD has no authentication, so anyone who can"
+                        + " reach this port can read and write the exports", l.tcp());
+            }
         }
         Kernel kernel;
         try {
@@ -271,7 +304,7 @@ final class ServeCommand implements Callable<Integer> {
         int code;
         try (Kernel.Attachment self = kernel.attach("serve")) {
             try {
-                code = serve(kernel, config, address, memory, out, err);
+                code = serve(kernel, config, listeners, memory, out, err);
             } catch (RuntimeException e) {
                 code = fail(err, ExitCodes.RUNTIME, "internal error while serving: " + e);
             }
@@ -288,7 +321,7 @@ final class ServeCommand implements Callable<Integer> {
     }
 
     /** Builds the stack, serves until asked to stop, then drains, flushes and closes. */
-    private int serve(Kernel kernel, StackConfig config, InetSocketAddress address, long memory, PrintWriter out,
+    private int serve(Kernel kernel, StackConfig config, List<Listener> listeners, long memory, PrintWriter out,
             PrintWriter err) {
         Stack stack;
         try {
@@ -300,7 +333,7 @@ final class ServeCommand implements Callable<Integer> {
         }
         int code;
         try {
-            code = serveStack(kernel, config, stack, address, memory, out, err);
+            code = serveStack(kernel, config, stack, listeners, memory, out, err);
         } finally {
             if (!abandoned) {
                 stack.close();
@@ -313,11 +346,11 @@ final class ServeCommand implements Callable<Integer> {
     }
 
     /** Serves {@code stack} until asked to stop, then stops within the deadlines; returns the exit code. */
-    private int serveStack(Kernel kernel, StackConfig config, Stack stack, InetSocketAddress address, long memory,
+    private int serveStack(Kernel kernel, StackConfig config, Stack stack, List<Listener> listeners, long memory,
             PrintWriter out, PrintWriter err) {
         NbdServer server;
         try {
-            server = new NbdServer(kernel, stack.exports(), serverOptions(config, address));
+            server = new NbdServer(kernel, stack.exports(), serverOptions(config, listeners));
         } catch (IllegalArgumentException e) {
             return fail(err, ExitCodes.USAGE, e.getMessage());
         }
@@ -325,7 +358,7 @@ final class ServeCommand implements Callable<Integer> {
             server.start();
         } catch (IOException e) {
             server.close();
-            return fail(err, ExitCodes.RUNTIME, "cannot listen on " + address + ": " + e.getMessage());
+            return fail(err, ExitCodes.RUNTIME, "cannot listen on " + listeners + ": " + e.getMessage());
         }
         long drain = drainTimeoutNanos != null ? drainTimeoutNanos : config.drainTimeoutNanos();
         ControlServer control;
@@ -372,12 +405,12 @@ final class ServeCommand implements Callable<Integer> {
         NbdServer.Options o = server.options();
         Path socket = controlPath != null ? controlPath.toAbsolutePath() : config.controlPath();
         StackConfig effective = new StackConfig(config.source(), memory,
-                listenAddress != null ? ListenAddress.parse(listenAddress) : config.listen(), config.devices(),
+                listenAddresses(config), config.devices(),
                 config.mapped(), config.exports(), new StackConfig.Connections(o.connectionsMax(),
                         o.handshakeTimeoutNanos(), o.idleTimeoutNanos(), o.replyTimeoutNanos()),
                 config.noSpaceTimeoutNanos(), drain, config.reserves(), socket,
                 logLevel != null ? logLevel : config.logLevel(),
-                metricsAddress != null ? ListenAddress.parse(metricsAddress) : config.metrics());
+                metricsAddress != null ? ListenAddress.parse(metricsAddress) : config.metrics(), tlsInEffect);
         Logger controlLog = LoggerFactory.getLogger("io.blkstack.control");
         java.util.function.Consumer<String> changes = line -> controlLog.info("control: {}", line);
         LiveStack live = new LiveStack(kernel, stack, server, effective, suspendTimeoutNanos, changes);
@@ -425,11 +458,45 @@ final class ServeCommand implements Callable<Integer> {
         return ExitCodes.SUCCESS;
     }
 
+    /** The addresses to listen on: every {@code --listen}, else the configuration's. */
+    private List<ListenAddress> listenAddresses(StackConfig config) {
+        if (listenAddresses == null || listenAddresses.isEmpty()) {
+            return config.listeners();
+        }
+        List<ListenAddress> out = new ArrayList<>();
+        for (String text : listenAddresses) {
+            out.add(ListenAddress.parse(text));
+        }
+        return out;
+    }
+
+    /** The TLS settings: each {@code --tls-*} flag over the configuration's {@code tls}. */
+    private StackConfig.TlsSpec tlsSpec(StackConfig config) {
+        StackConfig.TlsSpec c = config.tls();
+        ServerTls.Mode mode = c.mode();
+        if (tlsMode != null) {
+            mode = switch (tlsMode) {
+                case "off" -> ServerTls.Mode.OFF;
+                case "on" -> ServerTls.Mode.ON;
+                case "require" -> ServerTls.Mode.REQUIRE;
+                default -> throw new IllegalArgumentException("--tls-mode: '" + tlsMode + "' is not off, on or require");
+            };
+        }
+        Path cert = tlsCert != null ? tlsCert.toAbsolutePath() : c.cert();
+        Path key = tlsKey != null ? tlsKey.toAbsolutePath() : c.key();
+        Path ca = tlsCa != null ? tlsCa.toAbsolutePath() : c.ca();
+        if (mode != ServerTls.Mode.OFF && (cert == null || key == null)) {
+            throw new IllegalArgumentException("--tls-mode " + mode.name().toLowerCase() + " needs --tls-cert and --tls-key"
+                    + " (or the configuration's tls.cert and tls.key)");
+        }
+        return new StackConfig.TlsSpec(mode, cert, key, ca);
+    }
+
     /** The server's options: the configuration's connection settings, overridden by the flags. */
-    private NbdServer.Options serverOptions(StackConfig config, InetSocketAddress address) {
+    private NbdServer.Options serverOptions(StackConfig config, List<Listener> listeners) {
         StackConfig.Connections c = config.connections();
         Logger nbdLog = LoggerFactory.getLogger("io.blkstack.nbd");
-        return NbdServer.Options.defaults(address)
+        return NbdServer.Options.defaults(new InetSocketAddress(0)).withListeners(listeners).withTls(serverTls)
                 .withConnectionsMax(maxConnections != null ? maxConnections : c.max())
                 .withHandshakeTimeoutNanos(handshakeTimeoutNanos != null ? handshakeTimeoutNanos : c.handshakeTimeoutNanos())
                 .withIdleTimeoutNanos(idleTimeoutNanos != null ? idleTimeoutNanos : c.idleTimeoutNanos())
@@ -461,23 +528,40 @@ final class ServeCommand implements Callable<Integer> {
     /** Prints the exports' URIs, an nbdinfo example and the ready line. */
     private void announce(StackConfig config, NbdServer server, long memory, long drainNanos, Path control,
             PrintWriter out) {
-        InetSocketAddress bound = server.localAddress();
-        InetAddress shown = bound.getAddress().isAnyLocalAddress() ? InetAddress.getLoopbackAddress() : bound.getAddress();
-        String base = "nbd://" + ListenAddress.uriHost(shown) + ":" + bound.getPort();
-        out.println("blkstack serve: " + config.source() + ", page arena " + Sizes.format(memory)
-                + ", listening on " + ListenAddress.uriHost(bound.getAddress()) + ":" + bound.getPort());
-        for (Export e : server.exports()) {
-            out.println("  " + base + "/" + e.name() + "  " + Sizes.format(e.sizeBytes())
-                    + (e.readOnly() ? " read-only" : " read-write")
-                    + (e.description().isEmpty() ? "" : "  " + e.description()));
+        List<String> shownAt = new ArrayList<>();
+        List<String> listFirst = new ArrayList<>();
+        for (SocketAddress bound : server.boundAddresses()) {
+            if (bound instanceof InetSocketAddress tcp) {
+                shownAt.add(ListenAddress.uriHost(tcp.getAddress()) + ":" + tcp.getPort());
+            } else {
+                shownAt.add(ListenAddress.UNIX_PREFIX + ((UnixDomainSocketAddress) bound).getPath());
+            }
         }
+        out.println("blkstack serve: " + config.source() + ", page arena " + Sizes.format(memory)
+                + ", listening on " + String.join(", ", shownAt));
+        for (SocketAddress bound : server.boundAddresses()) {
+            for (Export e : server.exports()) {
+                String uri = exportUri(bound, e.name());
+                listFirst.add(uri);
+                out.println("  " + uri + "  " + Sizes.format(e.sizeBytes())
+                        + (e.readOnly() ? " read-only" : " read-write")
+                        + (e.description().isEmpty() ? "" : "  " + e.description()));
+            }
+        }
+        String base = exportUri(server.boundAddresses().get(0), "");
+        base = base.endsWith("/") ? base.substring(0, base.length() - 1) : base;
         NbdServer.Options o = server.options();
         out.println("  at most " + o.connectionsMax() + " connections, handshake timeout "
                 + NbdServer.formatNanos(o.handshakeTimeoutNanos()) + ", idle timeout "
                 + (o.idleTimeoutNanos() == 0 ? "off" : NbdServer.formatNanos(o.idleTimeoutNanos())) + ", reply timeout "
                 + (o.replyTimeoutNanos() == 0 ? "off" : NbdServer.formatNanos(o.replyTimeoutNanos())));
-        out.println("try:  nbdinfo --list " + base);
-        out.println("      nbdinfo " + base + "/" + server.exports().get(0).name());
+        if (serverTls.mode() != ServerTls.Mode.OFF) {
+            out.println("  " + serverTls + ": TLS clients use nbds:// (nbds+unix://), such as nbdinfo"
+                    + " 'nbds://HOST:PORT/EXPORT?tls-certificates=DIR'"
+                    + (serverTls.mode() == ServerTls.Mode.REQUIRE ? "; plain clients are refused" : ""));
+        }
+        out.println("try:  nbdinfo --list " + shellWord(base));
+        out.println("      nbdinfo " + shellWord(listFirst.get(0)));
         out.println("control: " + control + "  (blkstack ctl --socket " + control + " ls)");
         if (metricsUrl != null) {
             out.println("metrics: " + metricsUrl + "  (curl -s " + metricsUrl + " | grep blkstack_)");
@@ -486,6 +570,23 @@ final class ServeCommand implements Callable<Integer> {
                 + ", flushes every device; a second one skips the drain)");
         out.println(READY);
         out.flush();
+    }
+
+    /**
+     * The URI of an export at a bound address: {@code nbd://HOST:PORT/EXPORT} (a wildcard address
+     * shown as loopback) or {@code nbd+unix:///EXPORT?socket=PATH}, as libnbd and qemu write them.
+     */
+    static String exportUri(SocketAddress bound, String export) {
+        if (bound instanceof InetSocketAddress tcp) {
+            InetAddress shown = tcp.getAddress().isAnyLocalAddress() ? InetAddress.getLoopbackAddress() : tcp.getAddress();
+            return "nbd://" + ListenAddress.uriHost(shown) + ":" + tcp.getPort() + "/" + export;
+        }
+        return "nbd+unix:///" + export + "?socket=" + ((UnixDomainSocketAddress) bound).getPath();
+    }
+
+    /** A URI as one shell word: quoted when it has a {@code ?} (a Unix socket's). */
+    private static String shellWord(String uri) {
+        return uri.indexOf('?') >= 0 ? "'" + uri + "'" : uri;
     }
 
     /** Makes SIGTERM and SIGINT stop the server; returns the handlers they had. */

@@ -10,11 +10,14 @@ import io.blkstack.config.StackConfig.NullSpec;
 import io.blkstack.config.StackConfig.RemoteSpec;
 import io.blkstack.kernel.Reserves;
 import io.blkstack.nbd.NbdServer;
+import io.blkstack.nbd.ServerTls;
 import io.blkstack.units.Durations;
 import io.blkstack.units.Sizes;
 import java.io.StringReader;
 import java.nio.file.InvalidPathException;
 import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermission;
+import java.nio.file.attribute.PosixFilePermissions;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -30,6 +33,7 @@ import org.yaml.snakeyaml.nodes.MappingNode;
 import org.yaml.snakeyaml.nodes.Node;
 import org.yaml.snakeyaml.nodes.NodeTuple;
 import org.yaml.snakeyaml.nodes.ScalarNode;
+import org.yaml.snakeyaml.nodes.SequenceNode;
 
 /**
  * Reads a configuration's YAML into a {@link StackConfig}, strictly: it walks SnakeYAML's node
@@ -54,7 +58,7 @@ final class ConfigReader {
 
     private static final Set<String> TOP_KEYS = Set.of("memory", "listen", "max-connections", "handshake-timeout",
             "idle-timeout", "reply-timeout", "devices", "mapped", "exports", "no-space-timeout", "drain-timeout", "reserves",
-            "control", "log-level", "metrics");
+            "control", "log-level", "metrics", "tls");
     private static final Set<String> RESERVE_KEYS = Set.of("dm-clones", "target-bios", "bufio-buffers");
     private static final Set<String> EXPORT_KEYS = Set.of("device", "readonly", "description");
     private static final Set<String> DEVICE_KINDS = Set.of("file", "memory", "null", "nbd");
@@ -62,6 +66,8 @@ final class ConfigReader {
     private static final Set<String> MEMORY_KEYS = Set.of("memory", "latency");
     private static final Set<String> NULL_KEYS = Set.of("null", "latency");
     private static final Set<String> REMOTE_KEYS = Set.of("nbd", "connections", "timeout", "size", "tls");
+    /** Most listen addresses. */
+    static final int LISTENERS_MAX = 16;
     /** Most connections of one remote device. */
     static final int REMOTE_CONNECTIONS_MAX = 16;
     /** Every key some device kind takes; which kind may use which is checked once the kind is known. */
@@ -86,15 +92,8 @@ final class ConfigReader {
         if (top.containsKey("memory")) {
             memory = memory(top.get("memory").getValueNode());
         }
-        ListenAddress listen = ListenAddress.DEFAULT;
-        if (top.containsKey("listen")) {
-            ScalarNode node = scalar(top.get("listen").getValueNode(), "listen");
-            try {
-                listen = ListenAddress.parse(node.getValue());
-            } catch (IllegalArgumentException e) {
-                throw error(node, "listen", null, e.getMessage());
-            }
-        }
+        List<ListenAddress> listen = top.containsKey("listen") ? listeners(top.get("listen").getValueNode())
+                : List.of(ListenAddress.DEFAULT);
         StackConfig.Connections connections = connections(top);
         long noSpaceTimeout = timeout(top, "no-space-timeout", StackConfig.DEFAULT_NO_SPACE_TIMEOUT_NANOS);
         long drainTimeout = timeout(top, "drain-timeout", StackConfig.DEFAULT_DRAIN_TIMEOUT_NANOS);
@@ -117,8 +116,9 @@ final class ConfigReader {
                 throw error(node, "metrics", null, e.getMessage());
             }
         }
+        StackConfig.TlsSpec tls = top.containsKey("tls") ? tls(top.get("tls")) : StackConfig.TlsSpec.OFF;
         return new StackConfig(source, memory, listen, devices, mapped, exports, connections, noSpaceTimeout,
-                drainTimeout, reserves, control, logLevel, metrics);
+                drainTimeout, reserves, control, logLevel, metrics, tls);
     }
 
     /** {@code log-level:}: one of {@link StackConfig#LOG_LEVELS}. */
@@ -129,6 +129,101 @@ final class ConfigReader {
             throw error(node, "log-level", level, "is not one of " + String.join(", ", StackConfig.LOG_LEVELS));
         }
         return level;
+    }
+
+    /**
+     * {@code listen:}: one address ({@code HOST:PORT}, {@code unix:PATH}, or a map
+     * {@code { unix: PATH, mode: "0660" }}), or a list of them; Unix paths resolve against the
+     * file's directory; the same address twice is an error.
+     */
+    private List<ListenAddress> listeners(Node node) throws ConfigException {
+        List<Node> items = node instanceof SequenceNode list ? list.getValue() : List.of(node);
+        if (items.isEmpty()) {
+            throw error(node, "listen", null, "is an empty list: give at least one address");
+        }
+        if (items.size() > LISTENERS_MAX) {
+            throw error(node, "listen", null, "has " + items.size() + " addresses; at most " + LISTENERS_MAX);
+        }
+        List<ListenAddress> out = new ArrayList<>();
+        for (int i = 0; i < items.size(); i++) {
+            String path = items.size() == 1 ? "listen" : "listen[" + i + "]";
+            ListenAddress a = listener(items.get(i), path);
+            if (out.contains(a)) {
+                throw error(items.get(i), path, a.toString(), "is given twice");
+            }
+            out.add(a);
+        }
+        return out;
+    }
+
+    /** One listen address: a scalar, or a Unix socket's map with its mode. */
+    private ListenAddress listener(Node node, String path) throws ConfigException {
+        Path dir = baseDir != null ? baseDir : Path.of("").toAbsolutePath();
+        if (node instanceof ScalarNode s) {
+            try {
+                return ListenAddress.parse(s.getValue(), dir);
+            } catch (IllegalArgumentException e) {
+                throw error(s, path, null, e.getMessage());
+            }
+        }
+        MappingNode map = mapping(node, path, "an address such as 127.0.0.1:10809 or unix:PATH, or a map such as"
+                + " { unix: nbd.sock, mode: \"0660\" }");
+        Map<String, NodeTuple> keys = entries(map, path, Set.of("unix", "mode"));
+        if (!keys.containsKey("unix")) {
+            throw error(map, path, null, "has no 'unix': the socket's path");
+        }
+        Path socket = resolve(scalar(keys.get("unix").getValueNode(), path + ".unix"), path + ".unix");
+        Set<PosixFilePermission> mode = ListenAddress.SOCKET_MODE_DEFAULT;
+        if (keys.containsKey("mode")) {
+            mode = socketMode(scalar(keys.get("mode").getValueNode(), path + ".mode"), path + ".mode");
+        }
+        return ListenAddress.unix(socket, mode);
+    }
+
+    /** A socket file's mode in octal ({@code 0600}, {@code 0660}, {@code 0666}): read and write bits only. */
+    private Set<PosixFilePermission> socketMode(ScalarNode node, String path) throws ConfigException {
+        String text = node.getValue();
+        if (!text.matches("0?[0-7]{3}")) {
+            throw error(node, path, text, "is not an octal file mode such as 0600 or 0660 (quote it in YAML)");
+        }
+        int bits = Integer.parseInt(text, 8);
+        if ((bits & 0111) != 0 || (bits & 0600) != 0600) {
+            throw error(node, path, text, "must give the owner read and write and nobody execute, such as 0600 or 0660");
+        }
+        StringBuilder rwx = new StringBuilder();
+        for (int shift = 6; shift >= 0; shift -= 3) {
+            rwx.append((bits >> shift & 4) != 0 ? 'r' : '-').append((bits >> shift & 2) != 0 ? 'w' : '-').append('-');
+        }
+        return PosixFilePermissions.fromString(rwx.toString());
+    }
+
+    /**
+     * {@code tls:}: {@code { mode: off|on|require, cert: PEM, key: PEM, ca: PEM }}; the mode is
+     * {@code on} unless given; on and require need cert and key; the files are read when serving.
+     */
+    private StackConfig.TlsSpec tls(NodeTuple entry) throws ConfigException {
+        MappingNode map = mapping(entry.getValueNode(), "tls", "a map such as { mode: require, cert: server-cert.pem,"
+                + " key: server-key.pem, ca: ca-cert.pem }");
+        Map<String, NodeTuple> keys = entries(map, "tls", Set.of("mode", "cert", "key", "ca"));
+        ServerTls.Mode mode = ServerTls.Mode.ON;
+        if (keys.containsKey("mode")) {
+            ScalarNode m = scalar(keys.get("mode").getValueNode(), "tls.mode");
+            mode = switch (m.getValue()) {
+                case "off" -> ServerTls.Mode.OFF;
+                case "on" -> ServerTls.Mode.ON;
+                case "require" -> ServerTls.Mode.REQUIRE;
+                default -> throw error(m, "tls.mode", m.getValue(), "is not off, on or require");
+            };
+        }
+        Path cert = keys.containsKey("cert") ? resolve(scalar(keys.get("cert").getValueNode(), "tls.cert"), "tls.cert")
+                : null;
+        Path key = keys.containsKey("key") ? resolve(scalar(keys.get("key").getValueNode(), "tls.key"), "tls.key") : null;
+        Path ca = keys.containsKey("ca") ? resolve(scalar(keys.get("ca").getValueNode(), "tls.ca"), "tls.ca") : null;
+        if (mode != ServerTls.Mode.OFF && (cert == null || key == null)) {
+            throw error(map, "tls", null, "has mode " + mode.name().toLowerCase() + " but no " + (cert == null ? "cert" : "key")
+                    + ": give the server's PEM certificate and key");
+        }
+        return new StackConfig.TlsSpec(mode, cert, key, ca);
     }
 
     /** {@code reserves:}: a map of reserve sizes, each a whole number in 1..Reserves.MAX; keys not given keep the defaults. */

@@ -2,6 +2,7 @@ package io.blkstack.config;
 
 import io.blkstack.kernel.Reserves;
 import io.blkstack.nbd.NbdServer;
+import io.blkstack.nbd.ServerTls;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -20,7 +21,8 @@ import java.util.List;
  *
  * @param source the file name used in messages
  * @param memoryBytes the page arena for the data path
- * @param listen the address to serve on
+ * @param listeners the addresses to serve on (YAML {@code listen}, one or a list), TCP and Unix
+ *     sockets; at least one
  * @param devices bottom devices in file order
  * @param mapped mapped devices in file order (build order)
  * @param exports exports in file order
@@ -37,28 +39,18 @@ import java.util.List;
  *     null for {@link #DEFAULT_LOG_LEVEL}
  * @param metrics where {@code serve} serves Prometheus {@code /metrics} (YAML {@code metrics}), or
  *     null for none
+ * @param tls NBD over TLS (YAML {@code tls}): the mode and the PEM files; {@link TlsSpec#OFF} unless
+ *     the file says
  */
-public record StackConfig(String source, long memoryBytes, ListenAddress listen, List<DeviceSpec> devices,
+public record StackConfig(String source, long memoryBytes, List<ListenAddress> listeners, List<DeviceSpec> devices,
         List<MappedSpec> mapped, List<ExportSpec> exports, Connections connections, long noSpaceTimeoutNanos,
-        long drainTimeoutNanos, Reserves reserves, Path control, String logLevel, ListenAddress metrics) {
+        long drainTimeoutNanos, Reserves reserves, Path control, String logLevel, ListenAddress metrics,
+        TlsSpec tls) {
 
     /** The log levels {@code log-level} and {@code serve --log-level} take, least verbose first (SLF4J's). */
     public static final List<String> LOG_LEVELS = List.of("error", "warn", "info", "debug", "trace");
     /** The log level when neither the file nor {@code --log-level} says. */
     public static final String DEFAULT_LOG_LEVEL = "info";
-
-    /** A configuration without {@code log-level} and {@code metrics} keys. */
-    public StackConfig(String source, long memoryBytes, ListenAddress listen, List<DeviceSpec> devices,
-            List<MappedSpec> mapped, List<ExportSpec> exports, Connections connections, long noSpaceTimeoutNanos,
-            long drainTimeoutNanos, Reserves reserves, Path control) {
-        this(source, memoryBytes, listen, devices, mapped, exports, connections, noSpaceTimeoutNanos,
-                drainTimeoutNanos, reserves, control, null, null);
-    }
-
-    /** The log level to serve with: {@link #logLevel}, else {@link #DEFAULT_LOG_LEVEL}. */
-    public String logLevelOrDefault() {
-        return logLevel != null ? logLevel : DEFAULT_LOG_LEVEL;
-    }
 
     /**
      * The control socket when neither the file nor {@code --control} says: {@code control.sock}
@@ -66,6 +58,24 @@ public record StackConfig(String source, long memoryBytes, ListenAddress listen,
      * {@code blkstack ctl} looks by default too).
      */
     public static final String DEFAULT_CONTROL = "blkstack-data/control.sock";
+
+    /** A configuration with one listen address. */
+    public StackConfig(String source, long memoryBytes, ListenAddress listen, List<DeviceSpec> devices,
+            List<MappedSpec> mapped, List<ExportSpec> exports, Connections connections, long noSpaceTimeoutNanos,
+            long drainTimeoutNanos, Reserves reserves, Path control) {
+        this(source, memoryBytes, List.of(listen), devices, mapped, exports, connections, noSpaceTimeoutNanos,
+                drainTimeoutNanos, reserves, control, null, null, TlsSpec.OFF);
+    }
+
+    /** The log level to serve with: {@link #logLevel}, else {@link #DEFAULT_LOG_LEVEL}. */
+    public String logLevelOrDefault() {
+        return logLevel != null ? logLevel : DEFAULT_LOG_LEVEL;
+    }
+
+    /** The first listen address (the only one, unless {@code listen} is a list). */
+    public ListenAddress listen() {
+        return listeners.get(0);
+    }
 
     /** A configuration without a {@code control} key. */
     public StackConfig(String source, long memoryBytes, ListenAddress listen, List<DeviceSpec> devices,
@@ -111,6 +121,13 @@ public record StackConfig(String source, long memoryBytes, ListenAddress listen,
             throw new IllegalArgumentException("no-space-timeout " + noSpaceTimeoutNanos + " ns and drain-timeout "
                     + drainTimeoutNanos + " ns must not be negative");
         }
+        if (logLevel != null && !LOG_LEVELS.contains(logLevel)) {
+            throw new IllegalArgumentException(source + ": log level '" + logLevel + "' is not one of " + LOG_LEVELS);
+        }
+        if (listeners == null || listeners.isEmpty()) {
+            throw new IllegalArgumentException(source + ": no listen address");
+        }
+        listeners = List.copyOf(listeners);
         devices = List.copyOf(devices);
         mapped = List.copyOf(mapped);
         exports = List.copyOf(exports);
@@ -120,8 +137,8 @@ public record StackConfig(String source, long memoryBytes, ListenAddress listen,
         if (reserves == null) {
             throw new IllegalArgumentException(source + ": no reserve sizes");
         }
-        if (logLevel != null && !LOG_LEVELS.contains(logLevel)) {
-            throw new IllegalArgumentException(source + ": log level '" + logLevel + "' is not one of " + LOG_LEVELS);
+        if (tls == null) {
+            tls = TlsSpec.OFF;
         }
     }
 
@@ -138,6 +155,29 @@ public record StackConfig(String source, long memoryBytes, ListenAddress listen,
             List<MappedSpec> mapped, List<ExportSpec> exports) {
         this(source, memoryBytes, listen, devices, mapped, exports, Connections.DEFAULTS,
                 DEFAULT_NO_SPACE_TIMEOUT_NANOS, DEFAULT_DRAIN_TIMEOUT_NANOS);
+    }
+
+    /**
+     * NBD over TLS (YAML {@code tls: { mode, cert, key, ca }}): paths resolved against the file's
+     * directory; with mode on or require a certificate and a key are given.
+     *
+     * @param mode off, on (plain clients still served) or require
+     * @param cert the server's PEM certificate (chain), or null when off
+     * @param key the server's PEM private key, or null when off
+     * @param ca the PEM CA client certificates must be signed by, or null for no client certificates
+     */
+    public record TlsSpec(ServerTls.Mode mode, Path cert, Path key, Path ca) {
+
+        /** No TLS. */
+        public static final TlsSpec OFF = new TlsSpec(ServerTls.Mode.OFF, null, null, null);
+
+        /** Checks that TLS on has a certificate and a key. */
+        public TlsSpec {
+            if (mode == null || (mode != ServerTls.Mode.OFF && (cert == null || key == null))) {
+                throw new IllegalArgumentException("tls mode " + mode + " needs a certificate and a key, got " + cert
+                        + " and " + key);
+            }
+        }
     }
 
     /**

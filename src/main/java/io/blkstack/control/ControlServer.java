@@ -9,11 +9,8 @@ import io.blkstack.control.ControlApi.ExportRequest;
 import io.blkstack.control.ControlApi.MessageRequest;
 import io.blkstack.control.ControlApi.SuspendRequest;
 import io.blkstack.control.ControlApi.TableRequest;
+import io.blkstack.nbd.UnixSocketFile;
 import java.io.IOException;
-import java.net.ConnectException;
-import java.net.StandardProtocolFamily;
-import java.net.UnixDomainSocketAddress;
-import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.Files;
@@ -114,29 +111,7 @@ public final class ControlServer implements AutoCloseable {
 
     /** Refuses a path a live server answers on (or that is not a socket); removes a stale socket. */
     static void claim(Path path, Consumer<String> log) throws IOException {
-        if (!Files.exists(path, LinkOption.NOFOLLOW_LINKS)) {
-            Path parent = path.getParent();
-            if (parent != null) {
-                Files.createDirectories(parent);
-            }
-            return;
-        }
-        BasicFileAttributes attributes = Files.readAttributes(path, BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS);
-        if (!attributes.isOther()) {
-            throw new IOException("control socket " + path + " exists and is not a socket; remove it or choose"
-                    + " another path (--control)");
-        }
-        try (SocketChannel probe = SocketChannel.open(StandardProtocolFamily.UNIX)) {
-            // Non-blocking, so a server that answers but does not accept (a full backlog) cannot
-            // stall the start: a connect that is merely pending counts as a live owner too.
-            probe.configureBlocking(false);
-            probe.connect(UnixDomainSocketAddress.of(path));
-            throw new IOException("control socket " + path + " is in use: a running server answers on it"
-                    + " (another blkstack serve?); stop it or choose another path (--control)");
-        } catch (ConnectException stale) {
-            Files.delete(path);
-            log.accept("replaced the stale control socket " + path + " (nothing answered on it)");
-        }
+        UnixSocketFile.claim(path, "control socket", "--control", log);
     }
 
     /** Binds in a private directory, sets 0600, and renames the socket onto the path. */

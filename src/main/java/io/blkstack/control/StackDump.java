@@ -1,6 +1,7 @@
 package io.blkstack.control;
 
 import io.blkstack.block.BlockDevice;
+import io.blkstack.config.ListenAddress;
 import io.blkstack.config.StackConfig;
 import io.blkstack.config.StackConfig.DeviceSpec;
 import io.blkstack.config.StackConfig.FileSpec;
@@ -11,6 +12,8 @@ import io.blkstack.dm.StatusForm;
 import io.blkstack.nbd.Export;
 import io.blkstack.units.Durations;
 import io.blkstack.units.Sizes;
+import java.nio.file.attribute.PosixFilePermission;
+import java.nio.file.attribute.PosixFilePermissions;
 import java.util.ArrayList;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
@@ -36,14 +39,40 @@ final class StackDump {
     private StackDump() {
     }
 
+    /** A file mode in octal, as the configuration's {@code mode} takes it ({@code 0660}). */
+    private static String octal(Set<PosixFilePermission> mode) {
+        String rwx = PosixFilePermissions.toString(mode);
+        StringBuilder out = new StringBuilder("0");
+        for (int i = 0; i < 9; i += 3) {
+            out.append((rwx.charAt(i) == 'r' ? 4 : 0) + (rwx.charAt(i + 1) == 'w' ? 2 : 0) + (rwx.charAt(i + 2) == 'x' ? 1 : 0));
+        }
+        return out.toString();
+    }
+
     /** The YAML text. */
     static String yaml(StackConfig config, List<MappedDevice> mapped, List<Export> exports) {
         Map<String, Object> root = new LinkedHashMap<>();
         root.put("memory", Sizes.format(config.memoryBytes()));
-        root.put("listen", config.listen().toString());
+        List<Object> listen = new ArrayList<>();
+        for (ListenAddress l : config.listeners()) {
+            listen.add(!l.isUnix() || l.socketMode().equals(ListenAddress.SOCKET_MODE_DEFAULT) ? l.toString()
+                    : Map.of("unix", l.socket().toString(), "mode", octal(l.socketMode())));
+        }
+        root.put("listen", listen.size() == 1 ? listen.get(0) : listen);
         root.put("control", config.controlPath().toString());
         if (config.metrics() != null) {
             root.put("metrics", config.metrics().toString());
+        }
+        StackConfig.TlsSpec tls = config.tls();
+        if (tls.mode() != io.blkstack.nbd.ServerTls.Mode.OFF) {
+            Map<String, Object> t = new LinkedHashMap<>();
+            t.put("mode", tls.mode().name().toLowerCase());
+            t.put("cert", tls.cert().toString());
+            t.put("key", tls.key().toString());
+            if (tls.ca() != null) {
+                t.put("ca", tls.ca().toString());
+            }
+            root.put("tls", t);
         }
         StackConfig.Connections c = config.connections();
         root.put("max-connections", c.max());

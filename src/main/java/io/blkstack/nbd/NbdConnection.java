@@ -121,8 +121,14 @@ final class NbdConnection {
         boolean writerStarted = false;
         try {
             timers.startHandshake();
-            NbdHandshake.Negotiated negotiated = preset != null ? preset
-                    : new NbdHandshake(transport, server.exports()).run();
+            NbdTransport io = transport;
+            NbdHandshake.Negotiated negotiated = preset;
+            if (preset == null) {
+                NbdHandshake handshake = new NbdHandshake(transport, server.exports(), server.options().tls(), name,
+                        server::log);
+                negotiated = handshake.run();
+                io = handshake.transport(); // TLS after STARTTLS
+            }
             if (negotiated == null || !timers.enterTransmission()) {
                 return;
             }
@@ -134,10 +140,10 @@ final class NbdConnection {
                     + (negotiated.structuredReplies() ? "structured replies" : "simple replies")
                     + (negotiated.baseAllocation() ? ", base:allocation" : "")
                     + (negotiated.blockSizesKnown() ? ", block sizes" : "") + ")");
-            RequestInput input = new RequestInput(transport, timers);
+            RequestInput input = new RequestInput(io, timers);
             RequestBios bios = new RequestBios(server, negotiated.export().device(), budgetShare, endingCheck);
             RequestHandler handler = new RequestHandler(this, input, bios, negotiated);
-            ReplyWriter writer = new ReplyWriter(this, slots, timers, transport, bios, negotiated.structuredReplies());
+            ReplyWriter writer = new ReplyWriter(this, slots, timers, io, bios, negotiated.structuredReplies());
             kernel.spawn(name + "-writer", TaskKind.USER, writer::run);
             writerStarted = true;
             // Plugged: the requests parsed from one read reach the device queues before their I/O

@@ -2,11 +2,14 @@ package io.blkstack.nbd;
 
 import static io.blkstack.nbd.NbdProtocol.*;
 
+import java.io.EOFException;
 import java.io.IOException;
 import java.nio.BufferUnderflowException;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.util.List;
+import java.util.function.Consumer;
+import javax.net.ssl.SSLException;
 
 /**
  * The fixed newstyle handshake of one connection (option haggling), run by the connection's
@@ -14,13 +17,21 @@ import java.util.List;
  *
  * <p>Supported options: {@code EXPORT_NAME}, {@code ABORT}, {@code LIST}, {@code INFO},
  * {@code GO}, {@code STRUCTURED_REPLY}, {@code LIST_META_CONTEXT}, {@code SET_META_CONTEXT}
- * ({@code base:allocation}). Anything else (including {@code STARTTLS}: this server has no TLS)
+ * ({@code base:allocation}), and {@code STARTTLS} when TLS is on ({@link ServerTls}). Anything else
  * gets {@code NBD_REP_ERR_UNSUP} and haggling continues; option data whose lengths do not add up
  * gets {@code NBD_REP_ERR_INVALID}; an unknown export gets {@code NBD_REP_ERR_UNKNOWN} (or, after
  * {@code EXPORT_NAME}, which cannot carry an error, a hard disconnect). Option data is bounded:
  * more than {@link #OPTION_DATA_MAX} bytes is skipped (never stored) and answered with
  * {@code NBD_REP_ERR_TOO_BIG} (or {@code ERR_UNSUP} for an unknown option); more than
  * {@link #OPTION_SKIP_MAX} is treated as a denial of service and the connection is dropped.
+ *
+ * <p><b>TLS.</b> {@code STARTTLS} is acknowledged in plain text, then the TLS handshake runs on
+ * the same transport and haggling goes on over {@link TlsTransport} ({@link #transport}), with
+ * what was negotiated before forgotten (structured replies, meta contexts), as the spec asks. In
+ * {@link ServerTls.Mode#REQUIRE} every option before TLS but {@code STARTTLS} and {@code ABORT} gets
+ * {@code NBD_REP_ERR_TLS_REQD} ({@code EXPORT_NAME}, which cannot carry an error, a hard
+ * disconnect). A failed TLS handshake ends this connection alone, with its reason in the log; a
+ * stalled one is cut by the connection's handshake timeout, which covers the whole haggling.
  *
  * <p>The handshake is the control path: it uses small heap buffers per option, never pages.
  */
@@ -46,8 +57,12 @@ final class NbdHandshake {
     record Negotiated(Export export, boolean structuredReplies, boolean baseAllocation, boolean blockSizesKnown) {
     }
 
-    private final NbdTransport channel;
+    private NbdTransport channel;
     private final List<Export> exports;
+    private final ServerTls tls;
+    private final String name;
+    private final Consumer<String> log;
+    private boolean tlsActive;
     private final ByteBuffer header = ByteBuffer.allocate(16);
     private final ByteBuffer scratch = ByteBuffer.allocate(8192);
     private boolean noZeroes;
@@ -57,8 +72,36 @@ final class NbdHandshake {
     private boolean blockSizeRequested;
 
     NbdHandshake(NbdTransport channel, List<Export> exports) {
+        this(channel, exports, ServerTls.OFF, "nbd", line -> { });
+    }
+
+    /**
+     * A handshake that offers TLS as {@code tls} says.
+     *
+     * @param name the connection's name for log lines
+     * @param log where a failed TLS handshake is reported
+     */
+    NbdHandshake(NbdTransport channel, List<Export> exports, ServerTls tls, String name, Consumer<String> log) {
         this.channel = channel;
         this.exports = exports;
+        this.tls = tls;
+        this.name = name;
+        this.log = log;
+    }
+
+    /** The transport to go on with: the TLS one once {@code STARTTLS} succeeded, else the one given. */
+    NbdTransport transport() {
+        return channel;
+    }
+
+    /** Whether the session runs over TLS. */
+    boolean tlsActive() {
+        return tlsActive;
+    }
+
+    /** Whether options other than STARTTLS and ABORT must be refused until TLS is up. */
+    private boolean tlsRequired(int option) {
+        return tls.mode() == ServerTls.Mode.REQUIRE && !tlsActive && option != OPT_STARTTLS && option != OPT_ABORT;
     }
 
     /**
@@ -87,12 +130,20 @@ final class NbdHandshake {
                     return null;
                 }
                 WireIo.skip(channel, scratch, length);
-                reply(option, isKnown(option) ? REP_ERR_TOO_BIG : REP_ERR_UNSUP, null);
+                reply(option, tlsRequired(option) ? REP_ERR_TLS_REQD : isKnown(option) ? REP_ERR_TOO_BIG : REP_ERR_UNSUP,
+                        null);
                 continue;
             }
             ByteBuffer data = ByteBuffer.allocate((int) length);
             WireIo.readFully(channel, data);
             data.flip();
+            if (tlsRequired(option)) {
+                if (option == OPT_EXPORT_NAME) {
+                    return null; // cannot carry an error: the spec's hard disconnect
+                }
+                reply(option, REP_ERR_TLS_REQD, null);
+                continue;
+            }
             Negotiated done;
             try {
                 done = handle(option, data);
@@ -177,6 +228,34 @@ final class NbdHandshake {
         };
     }
 
+    /**
+     * {@code STARTTLS}: acknowledged in plain text, then the TLS handshake; haggling then goes on
+     * over TLS with the earlier negotiation forgotten. Returns ABORTED when the TLS handshake
+     * failed (logged), null to go on.
+     */
+    private Negotiated startTls(ByteBuffer data) throws IOException {
+        if (data.hasRemaining() || tlsActive) {
+            reply(OPT_STARTTLS, REP_ERR_INVALID, null); // data with it, or TLS twice
+            return null;
+        }
+        reply(OPT_STARTTLS, REP_ACK, null);
+        try {
+            channel = TlsTransport.handshake(channel, tls.newEngine(), name);
+        } catch (SSLException e) {
+            log.accept(name + ": TLS handshake failed: " + e.getMessage());
+            return ABORTED;
+        } catch (EOFException e) {
+            log.accept(name + ": TLS handshake ended: " + e.getMessage() + " (the client left, or the handshake timed out)");
+            return ABORTED;
+        }
+        tlsActive = true;
+        structured = false;
+        metaExport = null;
+        metaAllocation = false;
+        blockSizeRequested = false;
+        return null;
+    }
+
     /** Handles one option; returns the negotiated result to enter transmission, ABORTED, or null to go on. */
     private Negotiated handle(int option, ByteBuffer data) throws IOException {
         switch (option) {
@@ -225,6 +304,13 @@ final class NbdHandshake {
             case OPT_LIST_META_CONTEXT, OPT_SET_META_CONTEXT -> {
                 metaContext(option, data);
                 return null;
+            }
+            case OPT_STARTTLS -> {
+                if (tls.mode() == ServerTls.Mode.OFF) {
+                    reply(option, REP_ERR_UNSUP, null);
+                    return null;
+                }
+                return startTls(data);
             }
             default -> {
                 reply(option, REP_ERR_UNSUP, null);

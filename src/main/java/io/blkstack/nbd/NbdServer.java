@@ -14,6 +14,8 @@ import io.blkstack.mem.PageAllocator;
 import io.blkstack.units.Sizes;
 import java.io.IOException;
 import java.net.InetSocketAddress;
+import java.net.SocketAddress;
+import java.net.UnixDomainSocketAddress;
 import java.net.StandardSocketOptions;
 import java.nio.channels.ClosedChannelException;
 import java.nio.channels.ServerSocketChannel;
@@ -72,7 +74,8 @@ public final class NbdServer implements Component {
     /**
      * Server settings.
      *
-     * @param listen the address to bind (port 0 for an ephemeral port)
+     * @param listeners the addresses to bind, TCP (port 0 for an ephemeral port) and Unix sockets;
+     *     at least one
      * @param connectionsMax connections served at once; a client past the limit is refused with an
      *     {@code NBD_REP_ERR_POLICY} reply saying so (see {@link #REFUSALS_MAX})
      * @param inFlightPerConnection requests in flight per connection before the reader waits
@@ -86,10 +89,12 @@ public final class NbdServer implements Component {
      *     its replies (a client not reading them) before the connection is cut; 0 for never
      * @param log where the server's log lines go (accept failures, refusals, timeouts); called
      *     from its tasks, it must not block on the kernel
+     * @param tls whether clients may or must use {@code STARTTLS}, with the certificates; null
+     *     for {@link ServerTls#OFF}
      */
-    public record Options(InetSocketAddress listen, int connectionsMax, int inFlightPerConnection,
+    public record Options(List<Listener> listeners, int connectionsMax, int inFlightPerConnection,
             long payloadBudgetBytes, long handshakeTimeoutNanos, long idleTimeoutNanos, long replyTimeoutNanos,
-            Consumer<String> log) {
+            Consumer<String> log, ServerTls tls) {
 
         /** Default {@link #connectionsMax}. */
         public static final int CONNECTIONS_DEFAULT = 1024;
@@ -102,9 +107,10 @@ public final class NbdServer implements Component {
 
         /** Checks the bounds. */
         public Options {
-            if (listen == null) {
+            if (listeners == null || listeners.isEmpty()) {
                 throw new IllegalArgumentException("nbd server needs a listen address");
             }
+            listeners = List.copyOf(listeners);
             if (connectionsMax < 1 || connectionsMax > CONNECTIONS_MAX) {
                 throw new IllegalArgumentException("nbd server options: connections " + connectionsMax
                         + " not in 1.." + CONNECTIONS_MAX);
@@ -124,12 +130,23 @@ public final class NbdServer implements Component {
             if (log == null) {
                 throw new IllegalArgumentException("nbd server options: no log");
             }
+            if (tls == null) {
+                tls = ServerTls.OFF;
+            }
+        }
+
+        /** Settings for one TCP address. */
+        public Options(InetSocketAddress listen, int connectionsMax, int inFlightPerConnection, long payloadBudgetBytes,
+                long handshakeTimeoutNanos, long idleTimeoutNanos, long replyTimeoutNanos, Consumer<String> log) {
+            this(List.of(Listener.tcp(listen)), connectionsMax, inFlightPerConnection, payloadBudgetBytes,
+                    handshakeTimeoutNanos, idleTimeoutNanos, replyTimeoutNanos, log, ServerTls.OFF);
         }
 
         /** The four basic settings with the default timeouts and log (the SLF4J logger {@code io.blkstack.nbd}, info). */
         public Options(InetSocketAddress listen, int connectionsMax, int inFlightPerConnection, long payloadBudgetBytes) {
-            this(listen, connectionsMax, inFlightPerConnection, payloadBudgetBytes, HANDSHAKE_TIMEOUT_DEFAULT_NANOS, 0,
-                    REPLY_TIMEOUT_DEFAULT_NANOS, line -> LoggerFactory.getLogger("io.blkstack.nbd").info(line));
+            this(List.of(Listener.tcp(listen)), connectionsMax, inFlightPerConnection, payloadBudgetBytes,
+                    HANDSHAKE_TIMEOUT_DEFAULT_NANOS, 0, REPLY_TIMEOUT_DEFAULT_NANOS,
+                    line -> LoggerFactory.getLogger("io.blkstack.nbd").info(line), ServerTls.OFF);
         }
 
         /**
@@ -141,30 +158,41 @@ public final class NbdServer implements Component {
         }
 
         public Options withConnectionsMax(int value) {
-            return new Options(listen, value, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
-                    idleTimeoutNanos, replyTimeoutNanos, log);
+            return new Options(listeners, value, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
+                    idleTimeoutNanos, replyTimeoutNanos, log, tls);
         }
 
         public Options withHandshakeTimeoutNanos(long value) {
-            return new Options(listen, connectionsMax, inFlightPerConnection, payloadBudgetBytes, value,
-                    idleTimeoutNanos, replyTimeoutNanos, log);
+            return new Options(listeners, connectionsMax, inFlightPerConnection, payloadBudgetBytes, value,
+                    idleTimeoutNanos, replyTimeoutNanos, log, tls);
         }
 
         /** 0 turns the idle timeout off. */
         public Options withIdleTimeoutNanos(long value) {
-            return new Options(listen, connectionsMax, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
-                    value, replyTimeoutNanos, log);
+            return new Options(listeners, connectionsMax, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
+                    value, replyTimeoutNanos, log, tls);
         }
 
         /** 0 turns the reply timeout off. */
         public Options withReplyTimeoutNanos(long value) {
-            return new Options(listen, connectionsMax, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
-                    idleTimeoutNanos, value, log);
+            return new Options(listeners, connectionsMax, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
+                    idleTimeoutNanos, value, log, tls);
+        }
+
+        /** The same settings on other listeners. */
+        public Options withListeners(List<Listener> value) {
+            return new Options(value, connectionsMax, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
+                    idleTimeoutNanos, replyTimeoutNanos, log, tls);
+        }
+
+        public Options withTls(ServerTls value) {
+            return new Options(listeners, connectionsMax, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
+                    idleTimeoutNanos, replyTimeoutNanos, log, value);
         }
 
         public Options withLog(Consumer<String> value) {
-            return new Options(listen, connectionsMax, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
-                    idleTimeoutNanos, replyTimeoutNanos, value);
+            return new Options(listeners, connectionsMax, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
+                    idleTimeoutNanos, replyTimeoutNanos, value, tls);
         }
     }
 
@@ -221,7 +249,6 @@ public final class NbdServer implements Component {
     private final AtomicLong acceptFailures;
     private final AtomicLong refusals;
     private volatile Acceptor acceptor = ServerSocketChannel::accept;
-    private final Completion acceptDone = new Completion("nbd accept done");
     private final WaitQueue drainWait = new WaitQueue("nbd server drain");
     /** What a draining task waits on: names every open connection and its requests in flight. */
     private final Object drainTarget = new Object() {
@@ -232,8 +259,8 @@ public final class NbdServer implements Component {
     };
     private volatile boolean drainSkipped;
     private final AtomicLong connectionIds = new AtomicLong();
-    private ServerSocketChannel listener;
-    private InetSocketAddress boundAddress;
+    /** The listeners bound by {@link #start}, each with its accept task. */
+    private volatile List<BoundListener> bound = List.of();
     private boolean started;
     private boolean stopping;
     private boolean closed;
@@ -422,20 +449,102 @@ public final class NbdServer implements Component {
         } finally {
             lock.unlock();
         }
-        ServerSocketChannel channel = ServerSocketChannel.open();
-        channel.setOption(StandardSocketOptions.SO_REUSEADDR, true);
-        channel.bind(options.listen());
-        listener = channel;
-        boundAddress = (InetSocketAddress) channel.getLocalAddress();
-        kernel.spawn("nbd-accept", TaskKind.USER, this::acceptLoop);
+        List<BoundListener> all = new ArrayList<>();
+        try {
+            for (Listener l : options.listeners()) {
+                all.add(bind(l));
+            }
+        } catch (IOException | RuntimeException e) {
+            for (BoundListener b : all) {
+                b.close();
+            }
+            throw e;
+        }
+        bound = List.copyOf(all);
+        for (int i = 0; i < all.size(); i++) {
+            BoundListener b = all.get(i);
+            kernel.spawn(i == 0 ? "nbd-accept" : "nbd-accept-" + i, TaskKind.USER, () -> acceptLoop(b));
+        }
     }
 
-    /** The bound address (with the real port when the options asked for port 0). */
+    /**
+     * Binds one listener: a TCP address with {@code SO_REUSEADDR}, or a Unix socket file claimed
+     * first (a stale socket is replaced, a live one refused) and created with its mode.
+     */
+    private BoundListener bind(Listener l) throws IOException {
+        if (l.isUnix()) {
+            UnixSocketFile.claim(l.unixPath(), "nbd socket", "listen", this::log);
+            ServerSocketChannel channel = UnixSocketFile.bind(l.unixPath(), l.unixMode());
+            return new BoundListener(l, channel, UnixDomainSocketAddress.of(l.unixPath()),
+                    UnixSocketFile.fileKey(l.unixPath()));
+        }
+        ServerSocketChannel channel = ServerSocketChannel.open();
+        try {
+            channel.setOption(StandardSocketOptions.SO_REUSEADDR, true);
+            channel.bind(l.tcp());
+            return new BoundListener(l, channel, channel.getLocalAddress(), null);
+        } catch (IOException | RuntimeException e) {
+            channel.close();
+            throw new IOException(l + ": " + e.getMessage(), e);
+        }
+    }
+
+    /**
+     * One bound listener: its channel, the address clients reach (the real port of a TCP
+     * listener bound to port 0), the socket file's identity, and the end of its accept task.
+     */
+    private static final class BoundListener {
+        final Listener spec;
+        final ServerSocketChannel channel;
+        final SocketAddress address;
+        final Object fileKey;
+        final Completion acceptDone;
+
+        BoundListener(Listener spec, ServerSocketChannel channel, SocketAddress address, Object fileKey) {
+            this.spec = spec;
+            this.channel = channel;
+            this.address = address;
+            this.fileKey = fileKey;
+            this.acceptDone = new Completion("nbd accept done " + spec);
+        }
+
+        /** Closes the channel and removes the socket file if it is still the one bound. */
+        void close() {
+            try {
+                channel.close();
+            } catch (IOException e) {
+                // nothing to do
+            }
+            if (spec.isUnix()) {
+                UnixSocketFile.removeIfOurs(spec.unixPath(), fileKey);
+            }
+        }
+    }
+
+    /** The first TCP listener's bound address (with the real port when the options asked for port 0). */
     public InetSocketAddress localAddress() {
-        if (boundAddress == null) {
+        List<BoundListener> all = bound;
+        if (all.isEmpty()) {
             throw new IllegalStateException("nbd server not started");
         }
-        return boundAddress;
+        for (BoundListener b : all) {
+            if (b.address instanceof InetSocketAddress tcp) {
+                return tcp;
+            }
+        }
+        throw new IllegalStateException("nbd server listens on no TCP address: " + options.listeners());
+    }
+
+    /**
+     * Every bound address in the order of {@link Options#listeners}: an {@link InetSocketAddress}
+     * (with its real port) or a {@link UnixDomainSocketAddress}; empty before {@link #start}.
+     */
+    public List<SocketAddress> boundAddresses() {
+        List<SocketAddress> out = new ArrayList<>();
+        for (BoundListener b : bound) {
+            out.add(b.address);
+        }
+        return out;
     }
 
     /** The exports as served (maximum payload possibly lowered to the budget). */
@@ -632,14 +741,14 @@ public final class NbdServer implements Component {
      * client stays in the listen backlog, so once descriptors are free it is served. The back-off
      * is a kernel wait that {@link #close} cuts short.
      */
-    private void acceptLoop() {
+    private void acceptLoop(BoundListener listening) {
         long backoffNanos = 0;
         int failuresInRow = 0;
         try {
             while (!isClosed()) {
                 SocketChannel channel;
                 try {
-                    channel = acceptor.accept(listener);
+                    channel = acceptor.accept(listening.channel);
                 } catch (ClosedChannelException e) {
                     return; // close() closed the listener (AsynchronousCloseException is one too)
                 } catch (IOException e) {
@@ -660,23 +769,26 @@ public final class NbdServer implements Component {
                     failuresInRow = 0;
                     backoffNanos = 0;
                 }
-                serveAccepted(channel);
+                serveAccepted(listening, channel);
             }
         } finally {
-            acceptDone.completeAll();
+            listening.acceptDone.completeAll();
         }
     }
 
     /** Starts serving, or refusing, one accepted client; a failure here costs only that client. */
-    private void serveAccepted(SocketChannel channel) {
+    private void serveAccepted(BoundListener listening, SocketChannel channel) {
         String name = "nbd-" + connectionIds.incrementAndGet();
-        String peer = peerOf(channel);
-        try {
-            channel.setOption(StandardSocketOptions.TCP_NODELAY, true);
-        } catch (IOException e) {
-            log(name + " (" + peer + "): dropped: cannot set TCP_NODELAY: " + e.getMessage());
-            closeQuietly(channel);
-            return;
+        // A Unix client's address is unnamed: the socket it came in on says more.
+        String peer = listening.spec.isUnix() ? "unix:" + listening.spec.unixPath() : peerOf(channel);
+        if (!listening.spec.isUnix()) {
+            try {
+                channel.setOption(StandardSocketOptions.TCP_NODELAY, true);
+            } catch (IOException e) {
+                log(name + " (" + peer + "): dropped: cannot set TCP_NODELAY: " + e.getMessage());
+                closeQuietly(channel);
+                return;
+            }
         }
         int maxPayload = 0;
         for (Export e : exports) {
@@ -839,7 +951,15 @@ public final class NbdServer implements Component {
 
     @Override
     public String name() {
-        return "nbd server " + (boundAddress == null ? "(not started)" : boundAddress);
+        List<BoundListener> all = bound;
+        if (all.isEmpty()) {
+            return "nbd server (not started)";
+        }
+        StringBuilder sb = new StringBuilder("nbd server");
+        for (BoundListener b : all) {
+            sb.append(' ').append(b.spec.isUnix() ? "unix:" + b.spec.unixPath() : b.address);
+        }
+        return sb.toString();
     }
 
     @Override
@@ -882,14 +1002,13 @@ public final class NbdServer implements Component {
         } finally {
             lock.unlock();
         }
-        if (listener != null) {
-            try {
-                listener.close();
-            } catch (IOException e) {
-                // nothing to do
-            }
-            acceptBackoff.wakeAll();
-            acceptDone.await();
+        List<BoundListener> all = bound;
+        for (BoundListener b : all) {
+            b.close();
+        }
+        acceptBackoff.wakeAll();
+        for (BoundListener b : all) {
+            b.acceptDone.await();
         }
     }
 

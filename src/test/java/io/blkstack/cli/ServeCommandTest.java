@@ -14,6 +14,7 @@ import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.BlockingQueue;
@@ -94,6 +95,54 @@ class ServeCommandTest {
         p.destroy();
         assertTrue(p.waitFor(STOP_SECONDS_MAX, TimeUnit.SECONDS), "serve did not stop after SIGTERM");
         assertEquals(0, p.exitValue());
+    }
+
+    /**
+     * Proves {@code --listen} is repeatable and takes a Unix socket: one server listens on TCP and
+     * on {@code unix:PATH} at once, prints an {@code nbd+unix:///EXPORT?socket=PATH} URI for each
+     * export next to the TCP ones, creates the socket 0600, serves nbdinfo over it (when installed),
+     * and removes the socket file when it stops.
+     */
+    @Test
+    @Timeout(120)
+    void listenOnTcpAndUnixSocketAtOnce() throws Exception {
+        Path socket = tmp.resolve("nbd.sock");
+        Process p = start(List.of("serve", "--listen", "127.0.0.1:0", "--listen", "unix:" + socket));
+        List<String> lines = new ArrayList<>();
+        int port = awaitReady(p, lines);
+        String out = String.join("\n", lines);
+        assertTrue(out.contains("nbd://127.0.0.1:" + port + "/default"), out);
+        assertTrue(out.contains("nbd+unix:///default?socket=" + socket), out);
+        assertTrue(out.contains("nbd+unix:///snap?socket=" + socket), out);
+        assertEquals("rw-------", PosixFilePermissions.toString(Files.getPosixFilePermissions(socket)));
+        if (installed("nbdinfo")) {
+            String info = runProgram("nbdinfo", "nbd+unix:///default?socket=" + socket);
+            assertTrue(info.contains("export-size: 2147483648"), info);
+        }
+        p.destroy();
+        assertTrue(p.waitFor(STOP_SECONDS_MAX, TimeUnit.SECONDS), "serve did not stop after SIGTERM");
+        assertEquals(0, p.exitValue(), Files.readString(stderrFile()));
+        assertFalse(Files.exists(socket), "the socket file is removed on stop");
+    }
+
+    /**
+     * Proves TLS flags are checked before anything starts: an unknown mode, TLS on without a
+     * certificate and key, and a certificate file that is not PEM exit 1 naming the problem.
+     */
+    @Test
+    void badTlsSettingsExit1() throws Exception {
+        Run mode = run("serve", "--listen", "127.0.0.1:0", "--tls-mode", "maybe");
+        assertEquals(1, mode.exitCode(), mode.err());
+        assertTrue(mode.err().contains("--tls-mode: 'maybe' is not off, on or require"), mode.err());
+        Run noKey = run("serve", "--listen", "127.0.0.1:0", "--tls-mode", "require");
+        assertEquals(1, noKey.exitCode(), noKey.err());
+        assertTrue(noKey.err().contains("needs --tls-cert and --tls-key"), noKey.err());
+        Path junk = tmp.resolve("junk.pem");
+        Files.writeString(junk, "not a certificate\n");
+        Run notPem = run("serve", "--listen", "127.0.0.1:0", "--tls-mode", "on", "--tls-cert", junk.toString(),
+                "--tls-key", junk.toString());
+        assertEquals(1, notPem.exitCode(), notPem.err());
+        assertTrue(notPem.err().contains(junk + " holds no PEM certificate"), notPem.err());
     }
 
     /**

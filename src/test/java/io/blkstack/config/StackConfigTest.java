@@ -11,6 +11,7 @@ import io.blkstack.kernel.Policies;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -98,6 +99,58 @@ class StackConfigTest {
                 "devices.a.queue-depth", "'deep'", "whole number");
         assertPlace(parseError("devices:\n  m: { memory: 1MiB, io-tasks: 2 }\nexports: {}\n"), 2,
                 "devices.m.io-tasks", "does not apply to a memory device");
+    }
+
+    // Proves listen takes one address or a list mixing TCP and Unix sockets: a Unix path resolves
+    // against the file's directory and gets mode 0600 unless a map gives another; a mode that is not
+    // octal, that opens execute bits or shuts the owner out, the same address twice and an empty
+    // list are errors naming the line and the bad value.
+    @Test
+    void listenTakesTcpAndUnixSocketsInAList() throws ConfigException {
+        String tail = "devices:\n  m: { memory: 1MiB }\nexports:\n  x: { device: m }\n";
+        StackConfig one = parse("listen: unix:run/nbd.sock\n" + tail);
+        assertEquals(List.of(ListenAddress.unix(Path.of("/base/run/nbd.sock"), ListenAddress.SOCKET_MODE_DEFAULT)),
+                one.listeners());
+        assertEquals("rw-------", one.listen().socketModeText());
+        StackConfig many = parse("""
+                listen:
+                  - 127.0.0.1:10809
+                  - unix:/run/blkstack/nbd.sock
+                  - { unix: group.sock, mode: "0660" }
+                """ + tail);
+        assertEquals(3, many.listeners().size());
+        assertEquals(new ListenAddress("127.0.0.1", 10809), many.listen());
+        assertEquals("unix:/run/blkstack/nbd.sock", many.listeners().get(1).toString());
+        assertEquals(Path.of("/base/group.sock"), many.listeners().get(2).socket());
+        assertEquals("rw-rw----", many.listeners().get(2).socketModeText());
+
+        assertPlace(parseError("listen:\n  - { unix: a.sock, mode: rw }\n" + tail), 2, "listen.mode", "'rw'", "octal");
+        assertPlace(parseError("listen:\n  - { unix: a.sock, mode: \"0755\" }\n" + tail), 2, "'0755'", "execute");
+        assertPlace(parseError("listen:\n  - { unix: a.sock, mode: \"0066\" }\n" + tail), 2, "'0066'", "owner");
+        assertPlace(parseError("listen:\n  - unix:a.sock\n  - unix:/base/a.sock\n" + tail), 3, "listen[1]",
+                "given twice");
+        assertPlace(parseError("listen: []\n" + tail), 1, "listen", "empty list");
+        assertPlace(parseError("listen: \"unix:\"\n" + tail), 1, "listen", "unix:PATH");
+    }
+
+    // Proves the tls map: mode off|on|require (on unless given), PEM paths resolved against the
+    // file's directory, ca optional; off when absent; a mode that is not one of the three, TLS on
+    // without a key, and an unknown key are errors naming the line.
+    @Test
+    void tlsTakesModeAndPemFiles() throws ConfigException {
+        String tail = "devices:\n  m: { memory: 1MiB }\nexports:\n  x: { device: m }\n";
+        assertEquals(StackConfig.TlsSpec.OFF, parse(tail).tls());
+        StackConfig c = parse("tls: { mode: require, cert: pki/server-cert.pem, key: pki/server-key.pem, ca: /etc/ca.pem }\n"
+                + tail);
+        assertEquals(new StackConfig.TlsSpec(io.blkstack.nbd.ServerTls.Mode.REQUIRE, Path.of("/base/pki/server-cert.pem"),
+                Path.of("/base/pki/server-key.pem"), Path.of("/etc/ca.pem")), c.tls());
+        assertEquals(io.blkstack.nbd.ServerTls.Mode.ON, parse("tls: { cert: c.pem, key: k.pem }\n" + tail).tls().mode());
+        assertEquals(io.blkstack.nbd.ServerTls.Mode.OFF, parse("tls: { mode: off }\n" + tail).tls().mode());
+        assertPlace(parseError("tls: { mode: maybe, cert: c.pem, key: k.pem }\n" + tail), 1, "tls.mode", "'maybe'",
+                "off, on or require");
+        assertPlace(parseError("tls:\n  mode: on\n  cert: c.pem\n" + tail), 2, "tls", "no key");
+        assertPlace(parseError("tls: { mode: on, cert: c.pem, key: k.pem, verify: yes }\n" + tail), 1, "tls.verify",
+                "unknown key");
     }
 
     @Test

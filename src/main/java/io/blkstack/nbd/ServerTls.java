@@ -1,0 +1,165 @@
+package io.blkstack.nbd;
+
+import java.io.IOException;
+import java.io.Reader;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.GeneralSecurityException;
+import java.security.KeyStore;
+import java.security.PrivateKey;
+import java.security.cert.X509Certificate;
+import java.util.ArrayList;
+import java.util.List;
+import javax.net.ssl.KeyManagerFactory;
+import javax.net.ssl.SSLContext;
+import javax.net.ssl.SSLEngine;
+import javax.net.ssl.SSLParameters;
+import javax.net.ssl.TrustManagerFactory;
+import org.bouncycastle.asn1.pkcs.PrivateKeyInfo;
+import org.bouncycastle.cert.X509CertificateHolder;
+import org.bouncycastle.cert.jcajce.JcaX509CertificateConverter;
+import org.bouncycastle.openssl.PEMKeyPair;
+import org.bouncycastle.openssl.PEMParser;
+import org.bouncycastle.openssl.jcajce.JcaPEMKeyConverter;
+
+/**
+ * The server's TLS settings (NBD {@code STARTTLS} with X.509): the mode, and the JDK
+ * {@link SSLContext} built from PEM files read with BouncyCastle's PKIX (no hand-written parser).
+ * Every connection that asks for TLS gets its own {@link SSLEngine} from it, TLS 1.3 only; with a
+ * CA the server requires a client certificate signed by it.
+ *
+ * <p>Modes, as the NBD spec names them: {@link Mode#OFF} (no TLS: {@code STARTTLS} is
+ * unsupported), {@link Mode#ON} (TLS offered, plain clients still served) and
+ * {@link Mode#REQUIRE} (every option but {@code STARTTLS} and {@code ABORT} before TLS gets
+ * {@code NBD_REP_ERR_TLS_REQD}).
+ */
+public final class ServerTls {
+
+    /** Whether and how TLS is offered. */
+    public enum Mode { OFF, ON, REQUIRE }
+
+    /** No TLS. */
+    public static final ServerTls OFF = new ServerTls(Mode.OFF, null, false);
+    /** The only protocol offered: NBD's TLS profile asks for 1.2 or later; this server does 1.3. */
+    static final String PROTOCOL = "TLSv1.3";
+
+    private final Mode mode;
+    private final SSLContext context;
+    private final boolean clientCertificates;
+
+    private ServerTls(Mode mode, SSLContext context, boolean clientCertificates) {
+        this.mode = mode;
+        this.context = context;
+        this.clientCertificates = clientCertificates;
+    }
+
+    /**
+     * Loads the server's certificate chain and key, and the CA that client certificates must be
+     * signed by (optional), from PEM files.
+     *
+     * @param mode {@link Mode#ON} or {@link Mode#REQUIRE}
+     * @param ca null for no client certificates
+     * @throws IOException a file cannot be read or holds no certificate or key, naming it
+     */
+    public static ServerTls load(Mode mode, Path cert, Path key, Path ca) throws IOException {
+        if (mode == Mode.OFF || cert == null || key == null) {
+            throw new IllegalArgumentException("TLS mode " + mode + " needs a certificate and a key, got " + cert
+                    + " and " + key);
+        }
+        List<X509Certificate> chain = certificates(cert);
+        PrivateKey privateKey = privateKey(key);
+        try {
+            KeyStore keys = KeyStore.getInstance("PKCS12");
+            keys.load(null, null);
+            keys.setKeyEntry("server", privateKey, new char[0], chain.toArray(new X509Certificate[0]));
+            KeyManagerFactory kmf = KeyManagerFactory.getInstance(KeyManagerFactory.getDefaultAlgorithm());
+            kmf.init(keys, new char[0]);
+            TrustManagerFactory tmf = null;
+            if (ca != null) {
+                KeyStore trusted = KeyStore.getInstance("PKCS12");
+                trusted.load(null, null);
+                int i = 0;
+                for (X509Certificate c : certificates(ca)) {
+                    trusted.setCertificateEntry("ca" + i++, c);
+                }
+                tmf = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
+                tmf.init(trusted);
+            }
+            SSLContext context = SSLContext.getInstance(PROTOCOL);
+            context.init(kmf.getKeyManagers(), tmf == null ? null : tmf.getTrustManagers(), null);
+            return new ServerTls(mode, context, ca != null);
+        } catch (GeneralSecurityException e) {
+            throw new IOException("TLS: certificate " + cert + " and key " + key + " do not make a server context: "
+                    + e.getMessage(), e);
+        }
+    }
+
+    /** The mode. */
+    public Mode mode() {
+        return mode;
+    }
+
+    /** Whether client certificates are required (a CA was given). */
+    public boolean verifiesClients() {
+        return clientCertificates;
+    }
+
+    /** A new server-side engine for one connection: TLS 1.3, client certificates if a CA was given. */
+    SSLEngine newEngine() {
+        if (context == null) {
+            throw new IllegalStateException("TLS is off");
+        }
+        SSLEngine engine = context.createSSLEngine();
+        engine.setUseClientMode(false);
+        SSLParameters parameters = engine.getSSLParameters();
+        parameters.setProtocols(new String[] {PROTOCOL});
+        parameters.setNeedClientAuth(clientCertificates);
+        engine.setSSLParameters(parameters);
+        return engine;
+    }
+
+    /** Every certificate in a PEM file, in file order; at least one. */
+    private static List<X509Certificate> certificates(Path file) throws IOException {
+        List<X509Certificate> out = new ArrayList<>();
+        JcaX509CertificateConverter converter = new JcaX509CertificateConverter();
+        try (Reader reader = Files.newBufferedReader(file, StandardCharsets.US_ASCII);
+                PEMParser pem = new PEMParser(reader)) {
+            for (Object o = pem.readObject(); o != null; o = pem.readObject()) {
+                if (o instanceof X509CertificateHolder holder) {
+                    out.add(converter.getCertificate(holder));
+                }
+            }
+        } catch (GeneralSecurityException | RuntimeException e) {
+            throw new IOException("TLS: " + file + ": not a PEM certificate: " + e.getMessage(), e);
+        }
+        if (out.isEmpty()) {
+            throw new IOException("TLS: " + file + " holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
+        }
+        return out;
+    }
+
+    /** The first private key in a PEM file (PKCS#8, or a traditional RSA/EC key pair); unencrypted. */
+    private static PrivateKey privateKey(Path file) throws IOException {
+        JcaPEMKeyConverter converter = new JcaPEMKeyConverter();
+        try (Reader reader = Files.newBufferedReader(file, StandardCharsets.US_ASCII);
+                PEMParser pem = new PEMParser(reader)) {
+            for (Object o = pem.readObject(); o != null; o = pem.readObject()) {
+                if (o instanceof PrivateKeyInfo info) {
+                    return converter.getPrivateKey(info);
+                }
+                if (o instanceof PEMKeyPair pair) {
+                    return converter.getKeyPair(pair).getPrivate();
+                }
+            }
+        } catch (RuntimeException e) {
+            throw new IOException("TLS: " + file + ": not a PEM private key: " + e.getMessage(), e);
+        }
+        throw new IOException("TLS: " + file + " holds no unencrypted PEM private key (-----BEGIN PRIVATE KEY-----)");
+    }
+
+    @Override
+    public String toString() {
+        return "TLS " + mode.name().toLowerCase() + (clientCertificates ? " with client certificates" : "");
+    }
+}

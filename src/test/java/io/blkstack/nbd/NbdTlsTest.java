@@ -1,0 +1,270 @@
+package io.blkstack.nbd;
+
+import static org.junit.jupiter.api.Assertions.*;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import io.blkstack.block.MemoryDevice;
+import io.blkstack.block.TestKernel;
+import io.blkstack.kernel.Faults;
+import io.blkstack.kernel.Policies;
+import java.io.File;
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.MessageDigest;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.Random;
+import java.util.concurrent.CopyOnWriteArrayList;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * NBD over TLS ({@code STARTTLS}, X.509) with the real clients: a test CA, a server certificate
+ * for 127.0.0.1 and two client certificates (one from the CA, one from a stranger CA) are made at
+ * test time with {@code openssl}; libnbd reads them from a directory in GnuTLS's layout
+ * ({@code ca-cert.pem}, {@code client-cert.pem}, {@code client-key.pem}). Each test is skipped
+ * when openssl or the client it needs is not installed; {@code .ci/run} installs them.
+ */
+class NbdTlsTest {
+
+    private static final long MiB = 1L << 20;
+
+    private TestKernel tk;
+    private NbdServer server;
+    private final List<String> log = new CopyOnWriteArrayList<>();
+
+    @TempDir
+    Path tmp;
+
+    private Path pki;
+    /** libnbd's certificate directory with a client certificate the server's CA signed. */
+    private Path goodClient;
+    /** The same with a client certificate from another CA. */
+    private Path strangerClient;
+
+    @BeforeEach
+    void makeCertificates() throws Exception {
+        assumeTrue(installed("openssl"), "openssl is not installed");
+        pki = Files.createDirectories(tmp.resolve("pki"));
+        makeCa("ca", "blkstack test CA");
+        makeCa("stranger", "a stranger CA");
+        makeLeaf("server", "ca", "localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
+        makeLeaf("client", "ca", "client", "extendedKeyUsage=clientAuth\n");
+        makeLeaf("intruder", "stranger", "client", "extendedKeyUsage=clientAuth\n");
+        goodClient = clientDir("good", "client");
+        strangerClient = clientDir("stranger", "intruder");
+    }
+
+    @AfterEach
+    void stop() {
+        try {
+            if (server != null) {
+                server.close();
+            }
+        } finally {
+            if (tk != null) {
+                tk.close();
+            }
+        }
+    }
+
+    private void openssl(String... args) throws Exception {
+        String[] command = new String[args.length + 1];
+        command[0] = "openssl";
+        System.arraycopy(args, 0, command, 1, args.length);
+        run(pki, command);
+    }
+
+    private void makeCa(String name, String subject) throws Exception {
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+                name + "-key.pem", "-out", name + "-cert.pem", "-days", "2", "-subj", "/CN=" + subject);
+    }
+
+    private void makeLeaf(String name, String ca, String commonName, String extensions) throws Exception {
+        Files.writeString(pki.resolve(name + ".ext"), extensions);
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+                name + "-key.pem", "-out", name + ".csr", "-subj", "/CN=" + commonName);
+        openssl("x509", "-req", "-in", name + ".csr", "-CA", ca + "-cert.pem", "-CAkey", ca + "-key.pem",
+                "-set_serial", String.valueOf(Math.abs(name.hashCode())), "-out", name + "-cert.pem", "-days", "2",
+                "-extfile", name + ".ext");
+    }
+
+    /** A libnbd certificate directory: the server's CA, and a client certificate and key. */
+    private Path clientDir(String dir, String leaf) throws IOException {
+        Path d = Files.createDirectories(tmp.resolve(dir));
+        Files.copy(pki.resolve("ca-cert.pem"), d.resolve("ca-cert.pem"));
+        Files.copy(pki.resolve(leaf + "-cert.pem"), d.resolve("client-cert.pem"));
+        Files.copy(pki.resolve(leaf + "-key.pem"), d.resolve("client-key.pem"));
+        return d;
+    }
+
+    /** Serves a 64 MiB memory export "mem" on 127.0.0.1 with TLS in {@code mode}; client certificates checked. */
+    private String start(ServerTls.Mode mode) throws IOException {
+        return start(mode, NbdServer.Options.HANDSHAKE_TIMEOUT_DEFAULT_NANOS);
+    }
+
+    private String start(ServerTls.Mode mode, long handshakeTimeoutNanos) throws IOException {
+        tk = new TestKernel("nbd-tls", 256 * MiB, Policies.defaults(), Faults.NONE);
+        ServerTls tls = ServerTls.load(mode, pki.resolve("server-cert.pem"), pki.resolve("server-key.pem"),
+                pki.resolve("ca-cert.pem"));
+        server = new NbdServer(tk.kernel, List.of(new Export("mem", new MemoryDevice(tk.kernel, "mem", 64 * MiB, 0),
+                false, "a memory disk")), NbdServer.Options.defaults(new InetSocketAddress("127.0.0.1", 0))
+                        .withTls(tls).withHandshakeTimeoutNanos(handshakeTimeoutNanos).withLog(log::add));
+        server.start();
+        return "127.0.0.1:" + server.localAddress().getPort();
+    }
+
+    private String tlsUri(String address, Path certificates) {
+        return "nbds://" + address + "/mem?tls-certificates=" + certificates;
+    }
+
+    // Proves a TLS client with a certificate from the server's CA gets the export (nbdinfo), that
+    // 64 MiB (the whole export) copied in over TLS and back out come back with the same SHA-256 (nbdcopy), and that in
+    // mode "on" a plain client is still served.
+    @Test
+    void nbdinfoAndNbdcopyOverTlsAndPlainClientsStillServedInModeOn() throws Exception {
+        assumeTrue(installed("nbdinfo") && installed("nbdcopy"), "nbdinfo and nbdcopy are needed");
+        String address = start(ServerTls.Mode.ON);
+        String info = run(tmp, "nbdinfo", tlsUri(address, goodClient));
+        assertTrue(info.contains("export-size: " + 64 * MiB), info);
+        assertTrue(info.contains("a memory disk"), info);
+
+        byte[] data = new byte[(int) (64 * MiB)];
+        new Random(5).nextBytes(data);
+        Path in = tmp.resolve("in.bin");
+        Files.write(in, data);
+        run(tmp, "nbdcopy", in.toString(), tlsUri(address, goodClient));
+        Path out = tmp.resolve("out.bin");
+        run(tmp, "nbdcopy", tlsUri(address, goodClient), out.toString());
+        assertEquals(sha256(in), sha256(out));
+
+        String plain = run(tmp, "nbdinfo", "nbd://" + address + "/mem");
+        assertTrue(plain.contains("export-size: " + 64 * MiB), plain);
+    }
+
+    // Proves mode "require" as the spec words it: before TLS, an option other than STARTTLS and
+    // ABORT gets NBD_REP_ERR_TLS_REQD (checked on the wire), ABORT is acknowledged, and nbdinfo
+    // without TLS is refused while with TLS it is served.
+    @Test
+    void requireRefusesPlainClientsWithTlsRequired() throws Exception {
+        String address = start(ServerTls.Mode.REQUIRE);
+        try (SocketChannel c = SocketChannel.open(server.localAddress())) {
+            SocketTransport t = new SocketTransport(c);
+            ByteBuffer greeting = ByteBuffer.allocate(18);
+            WireIo.readFully(t, greeting);
+            WireIo.writeFully(t, ByteBuffer.allocate(4).putInt(NbdProtocol.FLAG_C_FIXED_NEWSTYLE).flip());
+            for (int option : new int[] {NbdProtocol.OPT_LIST, NbdProtocol.OPT_STRUCTURED_REPLY, NbdProtocol.OPT_GO}) {
+                ByteBuffer data = option == NbdProtocol.OPT_GO ? ByteBuffer.allocate(6) : ByteBuffer.allocate(0);
+                assertEquals(NbdProtocol.REP_ERR_TLS_REQD, optionReply(t, option, data), "option " + option);
+            }
+            assertEquals(NbdProtocol.REP_ACK, optionReply(t, NbdProtocol.OPT_ABORT, ByteBuffer.allocate(0)));
+        }
+        if (installed("nbdinfo")) {
+            String plain = runFailing(tmp, "nbdinfo", "nbd://" + address + "/mem");
+            assertTrue(plain.toLowerCase().contains("tls"), plain);
+            String info = run(tmp, "nbdinfo", tlsUri(address, goodClient));
+            assertTrue(info.contains("export-size: " + 64 * MiB), info);
+        }
+    }
+
+    // Proves client certificates are checked when the server has a CA: a certificate from another
+    // CA fails the handshake, that connection alone ends with the reason in the log, and a good
+    // client is served right after.
+    @Test
+    void clientCertificateFromAnotherCaIsRefused() throws Exception {
+        assumeTrue(installed("nbdinfo"), "nbdinfo is not installed");
+        String address = start(ServerTls.Mode.REQUIRE);
+        runFailing(tmp, "nbdinfo", tlsUri(address, strangerClient));
+        assertTrue(log.stream().anyMatch(l -> l.contains("TLS handshake failed")), log.toString());
+        String info = run(tmp, "nbdinfo", tlsUri(address, goodClient));
+        assertTrue(info.contains("export-size: " + 64 * MiB), info);
+    }
+
+    // Proves a stalled TLS handshake is cut by the handshake timeout: a client that sends STARTTLS,
+    // gets the ACK and then sends no ClientHello sees its connection closed, the log says why, and
+    // the server serves the next client.
+    @Test
+    void stalledTlsHandshakeIsCutByTheHandshakeTimeout() throws Exception {
+        start(ServerTls.Mode.REQUIRE, 300_000_000L);
+        try (SocketChannel c = SocketChannel.open(server.localAddress())) {
+            SocketTransport t = new SocketTransport(c);
+            WireIo.readFully(t, ByteBuffer.allocate(18));
+            WireIo.writeFully(t, ByteBuffer.allocate(4).putInt(NbdProtocol.FLAG_C_FIXED_NEWSTYLE).flip());
+            assertEquals(NbdProtocol.REP_ACK, optionReply(t, NbdProtocol.OPT_STARTTLS, ByteBuffer.allocate(0)));
+            assertEquals(-1, t.read(ByteBuffer.allocate(1)), "the server closes the stalled connection");
+        }
+        try (SocketChannel next = SocketChannel.open(server.localAddress())) {
+            ByteBuffer hello = ByteBuffer.allocate(8);
+            WireIo.readFully(new SocketTransport(next), hello);
+            assertEquals(NbdProtocol.NBDMAGIC, hello.flip().getLong());
+        }
+        assertTrue(server.drain(10_000_000_000L, false), "every connection ends"); // its log lines are written by then
+        assertTrue(log.stream().anyMatch(l -> l.contains("nbd-1") && l.contains("handshake not completed within")),
+                log.toString());
+    }
+
+    /** Sends one option and returns the type of its reply (the last, for a list of replies). */
+    private static int optionReply(SocketTransport t, int option, ByteBuffer data) throws IOException {
+        ByteBuffer header = ByteBuffer.allocate(16).putLong(NbdProtocol.IHAVEOPT).putInt(option)
+                .putInt(data.remaining()).flip();
+        WireIo.writeFully(t, header);
+        WireIo.writeFully(t, data);
+        ByteBuffer reply = ByteBuffer.allocate(20);
+        WireIo.readFully(t, reply);
+        reply.flip();
+        assertEquals(NbdProtocol.OPTION_REPLY_MAGIC, reply.getLong());
+        assertEquals(option, reply.getInt());
+        int type = reply.getInt();
+        int length = reply.getInt();
+        WireIo.readFully(t, ByteBuffer.allocate(length));
+        return type;
+    }
+
+    private static boolean installed(String program) {
+        for (String dir : System.getenv().getOrDefault("PATH", "").split(File.pathSeparator)) {
+            if (Files.isExecutable(Path.of(dir, program))) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    private static String sha256(Path file) throws Exception {
+        MessageDigest md = MessageDigest.getInstance("SHA-256");
+        md.update(Files.readAllBytes(file));
+        return HexFormat.of().formatHex(md.digest());
+    }
+
+    /** Runs a program in {@code dir}; returns its output, failing on a non-zero exit. */
+    private String run(Path dir, String... command) throws Exception {
+        Result r = exec(dir, command);
+        assertEquals(0, r.exit, String.join(" ", command) + " failed:\n" + r.output);
+        return r.output;
+    }
+
+    /** Runs a program expected to fail; returns its output. */
+    private String runFailing(Path dir, String... command) throws Exception {
+        Result r = exec(dir, command);
+        assertNotEquals(0, r.exit, String.join(" ", command) + " succeeded:\n" + r.output);
+        return r.output;
+    }
+
+    private record Result(int exit, String output) {
+    }
+
+    private Result exec(Path dir, String... command) throws Exception {
+        assumeTrue(installed(command[0]), command[0] + " is not installed");
+        Path out = Files.createTempFile(tmp, "out", ".txt");
+        Process p = new ProcessBuilder(command).directory(dir.toFile()).redirectErrorStream(true)
+                .redirectOutput(out.toFile()).start();
+        int exit = p.waitFor();
+        return new Result(exit, Files.readString(out, StandardCharsets.UTF_8));
+    }
+}
