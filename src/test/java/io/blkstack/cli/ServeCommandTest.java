@@ -115,7 +115,7 @@ class ServeCommandTest {
         assertTrue(out.contains("nbd+unix:///default?socket=" + socket), out);
         assertTrue(out.contains("nbd+unix:///snap?socket=" + socket), out);
         assertEquals("rw-------", PosixFilePermissions.toString(Files.getPosixFilePermissions(socket)));
-        if (installed("nbdinfo")) {
+        if (Programs.installed("nbdinfo")) {
             String info = runProgram("nbdinfo", "nbd+unix:///default?socket=" + socket);
             assertTrue(info.contains("export-size: 2147483648"), info);
         }
@@ -131,15 +131,15 @@ class ServeCommandTest {
      */
     @Test
     void badTlsSettingsExit1() throws Exception {
-        Run mode = run("serve", "--listen", "127.0.0.1:0", "--tls-mode", "maybe");
+        CommandRun mode = run("serve", "--listen", "127.0.0.1:0", "--tls-mode", "maybe");
         assertEquals(1, mode.exitCode(), mode.err());
         assertTrue(mode.err().contains("--tls-mode: 'maybe' is not off, on or require"), mode.err());
-        Run noKey = run("serve", "--listen", "127.0.0.1:0", "--tls-mode", "require");
+        CommandRun noKey = run("serve", "--listen", "127.0.0.1:0", "--tls-mode", "require");
         assertEquals(1, noKey.exitCode(), noKey.err());
         assertTrue(noKey.err().contains("needs --tls-cert and --tls-key"), noKey.err());
         Path junk = tmp.resolve("junk.pem");
         Files.writeString(junk, "not a certificate\n");
-        Run notPem = run("serve", "--listen", "127.0.0.1:0", "--tls-mode", "on", "--tls-cert", junk.toString(),
+        CommandRun notPem = run("serve", "--listen", "127.0.0.1:0", "--tls-mode", "on", "--tls-cert", junk.toString(),
                 "--tls-key", junk.toString());
         assertEquals(1, notPem.exitCode(), notPem.err());
         assertTrue(notPem.err().contains(junk + " holds no PEM certificate"), notPem.err());
