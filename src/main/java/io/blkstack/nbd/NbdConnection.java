@@ -4,6 +4,7 @@ import io.blkstack.bio.Bio;
 import io.blkstack.bio.BioState;
 import io.blkstack.kernel.Completion;
 import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.PolicySwitch;
 import io.blkstack.kernel.Plug;
 import io.blkstack.kernel.Task;
 import io.blkstack.kernel.TaskKind;
@@ -69,12 +70,20 @@ final class NbdConnection {
     /** Set once the connection is ending (input shut, transport closed): a budget wait gives up. */
     private volatile boolean ending;
     private final BooleanSupplier endingCheck = () -> ending;
+    /**
+     * Whether READs are offered by reference (DESIGN.md section 4): policy {@code read-references}
+     * on and a plain transport (TCP, or in-process), never an encrypting one, whose bytes must pass
+     * through memory anyway.
+     */
+    final boolean readReferences;
 
     NbdConnection(NbdServer server, NbdTransport transport, String name, String peer, int inFlightMax,
             int maxPayloadMax) {
         this.server = server;
         this.kernel = server.kernel();
         this.transport = transport;
+        this.readReferences = !kernel.policies().isLegacy(PolicySwitch.READ_REFERENCES)
+                && (transport instanceof SocketTransport || InProcessClient.isServerEnd(transport));
         this.name = name;
         this.peer = peer;
         this.done = new Completion(name + " done");
