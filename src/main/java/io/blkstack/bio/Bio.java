@@ -595,6 +595,10 @@ public final class Bio {
         Bio bio = this;
         while (true) {
             bio.checkLive("endio");
+            ReadReference reference = bio.readReference;
+            if (reference != null && bio.status() != BioStatus.OK) {
+                reference.abort(); // the READ fails: parts held elsewhere must not wait for a send (no-op once sent)
+            }
             if (!bio.remainingDone()) {
                 return;
             }

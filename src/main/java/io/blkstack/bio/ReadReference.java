@@ -40,6 +40,11 @@ import java.nio.channels.FileChannel;
  * task (which runs in process context), and completed; later parts get pages; the READ then
  * completes and replies from pages as today. So no READ ever mixes references with pages.
  *
+ * <p><b>Errors.</b> A part that completes with an error {@link #abort aborts} the offer: the READ
+ * fails anyway, so the held parts complete at once with an error rather than wait for a send. (So
+ * a target that recovers from a failed part, like mirror's retry on another leg, must not pass
+ * references: it would see the whole READ fail.)
+ *
  * <p>Bounded: at most {@link #EXTENTS_MAX} extents; a bottom bio beyond that gets pages (and
  * refuses, as above). One object per bio slot of the originator, reused.
  */
@@ -260,6 +265,27 @@ public final class ReadReference {
             }
         }
         completeHeld(n, BioStatus.OK);
+    }
+
+    /**
+     * A part of the READ failed (its bio completes with an error, {@link Bio#endio}): the READ
+     * fails, so the parts already held complete now with an error instead of waiting for a send
+     * that will not come; later parts get pages. Never blocks (it runs in completion context).
+     */
+    void abort() {
+        int n;
+        lock.lock();
+        try {
+            if (state != State.COLLECTING) {
+                return;
+            }
+            state = State.REFUSED;
+            n = count;
+            count = 0;
+        } finally {
+            lock.unlock();
+        }
+        completeHeld(n, BioStatus.IOERR);
     }
 
     private void completeHeld(int n, BioStatus status) {

@@ -488,10 +488,12 @@ public final class FileDevice extends BlockDevice {
      */
     private boolean holdByReference(Bio bio, long position) {
         ReadReference reference = bio.readReference();
-        if (reference == null || !readsByReference() || bio.hasFlag(BioFlags.PREFLUSH)) {
+        if (reference == null) {
             return false;
         }
-        if (!reference.tryHold(bio, file.channel(), position)) {
+        if (!readsByReference() || bio.hasFlag(BioFlags.PREFLUSH) || !reference.tryHold(bio, file.channel(), position)) {
+            // This part takes pages, so the whole READ must: parts held elsewhere are read now.
+            bio.refuseReadReference();
             return false;
         }
         readReferences.incrementAndGet();

@@ -121,12 +121,6 @@ public final class MirrorTarget extends Target {
     // ---- data path ---------------------------------------------------------------------------
 
     /** Flushes go to their leg; reads to the first healthy leg; writes to every live leg. */
-    /** Reads go to one healthy leg (a retry to another) unchanged: references pass through. */
-    @Override
-    public boolean passesReadReference() {
-        return true;
-    }
-
     @Override
     public MapResult map(Bio clone, TargetIo io) {
         if (clone.op() == BioOp.FLUSH) {
