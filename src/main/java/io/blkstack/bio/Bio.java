@@ -73,6 +73,8 @@ public final class Bio {
 
     private BioEndIo endIo;
     private Object privateData;
+    /** The originator's offer to take this READ by reference (null: pages only); clones and splits inherit it. */
+    private ReadReference readReference;
     @SuppressWarnings("unused") // accessed through STATUS
     private volatile BioStatus status = BioStatus.OK;
     private volatile boolean chained;
@@ -116,6 +118,7 @@ public final class Bio {
         ownsVecs = vecArray != null;
         endIo = null;
         privateData = null;
+        readReference = null;
         status = BioStatus.OK;
         chained = false;
         next = null;
@@ -153,6 +156,7 @@ public final class Bio {
         ownsVecs = false;
         endIo = null;
         privateData = null;
+        readReference = null;
         device = null;
         next = null;
         setState(BioState.FREE, pool);
@@ -319,6 +323,37 @@ public final class Bio {
         return this;
     }
 
+    /**
+     * The originator's offer to take this READ's data as file references instead of filled pages
+     * (DESIGN.md section 4, "Reads by reference"); null if the bio wants pages. Clones and splits
+     * inherit it, so remap targets pass it down with the remapped range and do nothing else.
+     */
+    public ReadReference readReference() {
+        return readReference;
+    }
+
+    /** Marks a READ that owns its pages as accepting references through {@code reference} (the originator only). */
+    public Bio offerReadReference(ReadReference reference) {
+        if (op != BioOp.READ || !ownsVecs || iterIdx != 0 || iterBvecDone != 0) {
+            throw new IllegalStateException("only an unstarted READ with its own pages can offer references: " + this);
+        }
+        this.readReference = reference;
+        return this;
+    }
+
+    /**
+     * Clears the mark: a target that must see or change the data (crypt, flakey's corruption, a
+     * table that cannot pass references) calls this on the bio it received before it clones or
+     * maps it. The whole originating READ then gets pages ({@link ReadReference#refuse}).
+     */
+    public void refuseReadReference() {
+        ReadReference reference = readReference;
+        if (reference != null) {
+            readReference = null;
+            reference.refuse();
+        }
+    }
+
     /** Whether this bio completes into a parent via {@link #chain}. */
     public boolean chainedToParent() {
         return endIo == CHAIN_ENDIO;
@@ -483,6 +518,7 @@ public final class Bio {
         vecCount = 0;
         vecMax = 0;
         ownsVecs = false;
+        readReference = src.readReference;
     }
 
     // ---- chain / split / clone -------------------------------------------------------------
@@ -568,6 +604,10 @@ public final class Bio {
         Bio bio = this;
         while (true) {
             bio.checkLive("endio");
+            ReadReference reference = bio.readReference;
+            if (reference != null && bio.status() != BioStatus.OK) {
+                reference.abort(); // the READ fails: parts held elsewhere must not wait for a send (no-op once sent)
+            }
             if (!bio.remainingDone()) {
                 return;
             }

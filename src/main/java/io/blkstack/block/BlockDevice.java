@@ -104,6 +104,16 @@ public abstract class BlockDevice implements Component {
         return stats;
     }
 
+    /**
+     * Whether every READ of this device can be completed by file references ({@link
+     * io.blkstack.bio.ReadReference}) when its originator offers it: true only for a buffered file
+     * and stacks that only remap onto such files. The default (memory, null, remote, direct files)
+     * is false: the originator then does not offer, and the device fills pages.
+     */
+    public boolean readsByReference() {
+        return false;
+    }
+
     /** Whether {@link #allocatedExtent} tells allocated ranges from holes (for NBD block status). */
     public boolean knowsAllocation() {
         return false;

@@ -5,6 +5,7 @@ import io.blkstack.bio.BioFlags;
 import io.blkstack.bio.BioIter;
 import io.blkstack.bio.BioOp;
 import io.blkstack.bio.BioStatus;
+import io.blkstack.bio.ReadReference;
 import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.Task;
@@ -163,6 +164,8 @@ public final class FileDevice extends BlockDevice {
         final MemorySegment errno;
         int segmentUsed;
         boolean haveSegment;
+        /** Set by {@link #perform} when it held the bio by reference: the bio must not complete now. */
+        boolean heldByReference;
 
         IoContext(ByteBuffer zeros, FileChannel cursor, MemorySegment errno) {
             this.zeros = zeros;
@@ -187,6 +190,7 @@ public final class FileDevice extends BlockDevice {
     private final AtomicLong ioErrors;
     private final AtomicLong again;
     private final AtomicLong punches;
+    private final AtomicLong readReferences;
     private final DeviceQueue<Bio> queue;
 
     private FileDevice(Kernel kernel, String name, long capacitySectors, QueueLimits limits, Path path,
@@ -206,6 +210,7 @@ public final class FileDevice extends BlockDevice {
         this.ioErrors = kernel.counters().get("file.io-errors");
         this.again = kernel.counters().get("file.again");
         this.punches = kernel.counters().get("file.punches");
+        this.readReferences = kernel.counters().get("file.read-references");
         PageAllocator pages = kernel.pages();
         this.bouncePool = new Mempool<>(kernel, name + "-bounce", options.ioTasks(), pages);
         // The device closes its own pool after its I/O tasks stop; the kernel must not close it first.
@@ -414,8 +419,13 @@ public final class FileDevice extends BlockDevice {
     /** Serves one bio on I/O task {@code taskIndex} and completes it there. */
     private void serve(Bio bio, int taskIndex) {
         BioStatus status;
+        IoContext ctx = contexts[taskIndex];
         try {
-            status = perform(bio, contexts[taskIndex]);
+            ctx.heldByReference = false;
+            status = perform(bio, ctx);
+            if (ctx.heldByReference) {
+                return; // completes when its reference is released, after the payload was sent
+            }
         } catch (IOException e) {
             status = BioStatus.IOERR;
         } catch (RuntimeException e) {
@@ -445,7 +455,13 @@ public final class FileDevice extends BlockDevice {
         }
         long position = bio.sector() << Bio.SECTOR_SHIFT;
         switch (bio.op()) {
-            case READ -> transfer(bio, ctx, position, false);
+            case READ -> {
+                if (holdByReference(bio, position)) {
+                    ctx.heldByReference = true;
+                    return BioStatus.OK;
+                }
+                transfer(bio, ctx, position, false);
+            }
             case WRITE -> transfer(bio, ctx, position, true);
             case FLUSH -> file.force();
             case DISCARD -> discard(position, bio.sizeBytes(), ctx);
@@ -461,6 +477,33 @@ public final class FileDevice extends BlockDevice {
             file.force();
         }
         return BioStatus.OK;
+    }
+
+    /**
+     * Hands a READ whose originator accepts references over as the extent (file, position, length)
+     * instead of reading it (DESIGN.md section 4, "Reads by reference"); true if held. The bio stays
+     * in flight until the reference is released after the send, so nothing may reuse the range
+     * before the payload has left. Only buffered files give references: a direct file's reads must
+     * go through aligned pages, and its data is not in the page cache that sendfile reads.
+     */
+    private boolean holdByReference(Bio bio, long position) {
+        ReadReference reference = bio.readReference();
+        if (reference == null) {
+            return false;
+        }
+        if (!readsByReference() || bio.hasFlag(BioFlags.PREFLUSH) || !reference.tryHold(bio, file.channel(), position)) {
+            // This part takes pages, so the whole READ must: parts held elsewhere are read now.
+            bio.refuseReadReference();
+            return false;
+        }
+        readReferences.incrementAndGet();
+        return true;
+    }
+
+    /** A buffered file with no forced bounce alignment gives references. */
+    @Override
+    public boolean readsByReference() {
+        return !options.direct() && alignment <= 1;
     }
 
     /** Moves a data bio's bytes: straight from its pages if aligned, else through a bounce page. */

@@ -32,7 +32,7 @@ public record ListenAddress(String host, int port, Path socket, Set<PosixFilePer
     /** The prefix of a Unix socket address. */
     public static final String UNIX_PREFIX = "unix:";
     /** A Unix socket's mode unless the configuration says otherwise: the owner only. */
-    public static final Set<PosixFilePermission> SOCKET_MODE_DEFAULT = PosixFilePermissions.fromString("rw-------");
+    public static final Set<PosixFilePermission> SOCKET_MODE_DEFAULT = Set.copyOf(PosixFilePermissions.fromString("rw-------"));
 
     /** A TCP address. */
     public ListenAddress(String host, int port) {

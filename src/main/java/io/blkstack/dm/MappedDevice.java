@@ -128,6 +128,27 @@ public final class MappedDevice extends BlockDevice {
         return limits.withChunkSectors(0);
     }
 
+    /** True if the live table only remaps reads onto devices that give references (checked at every map too). */
+    @Override
+    public boolean readsByReference() {
+        return passesReadReference(live);
+    }
+
+    /** Whether every target of {@code table} passes references and every device below gives them. */
+    private static boolean passesReadReference(Table table) {
+        for (Target t : table.targets()) {
+            if (!t.passesReadReference()) {
+                return false;
+            }
+            for (BlockDevice d : t.devices()) {
+                if (!d.readsByReference()) {
+                    return false;
+                }
+            }
+        }
+        return true;
+    }
+
     // ---- data path ---------------------------------------------------------------------------
 
     /** Holds the bio if suspended, else maps it against the live table. */
@@ -153,6 +174,9 @@ public final class MappedDevice extends BlockDevice {
 
     /** Sends a bio down the path its operation needs. */
     private void route(Bio bio, Table table) {
+        if (bio.readReference() != null && !passesReadReference(table)) {
+            bio.refuseReadReference(); // the table was reloaded since the originator's check
+        }
         boolean empty = bio.sizeBytes() == 0;
         if (bio.op() == BioOp.FLUSH || (empty && bio.hasFlag(BioFlags.PREFLUSH))) {
             sendFlush(bio, table);

@@ -114,6 +114,15 @@ public abstract class Target {
         return 0;
     }
 
+    /**
+     * Whether this target only remaps a READ onto its devices, never looking at or changing the
+     * data, so a READ offered by reference ({@link io.blkstack.bio.ReadReference}) may keep the
+     * offer (clones inherit it). False by default: a new target gets pages until it says otherwise.
+     */
+    public boolean passesReadReference() {
+        return false;
+    }
+
     /** The devices this target maps to, for limits and explanations. */
     public List<BlockDevice> devices() {
         return List.of();

@@ -26,7 +26,13 @@ public enum PolicySwitch {
      * stack is built (admission), or, as before the admission work, three quarters of the whole
      * arena above its min watermark whatever the stack keeps (a checker switch, not a serve option).
      */
-    NBD_BUDGET("nbd-budget", "admitted", "legacy");
+    NBD_BUDGET("nbd-budget", "admitted", "legacy"),
+    /**
+     * Issue 16's reads by reference: the NBD server offers each READ to be completed by file
+     * references and sends them with sendfile ({@code on}), or always reads into pages and sends
+     * those ({@code legacy}: the switch to turn references off, for comparison and tests).
+     */
+    READ_REFERENCES("read-references", "on", "legacy");
 
     /** The value every switch accepts for its old design. */
     public static final String LEGACY = "legacy";

@@ -77,6 +77,11 @@ public final class InProcessClient {
         connection.done.await();
     }
 
+    /** Whether {@code transport} is the server's end of an in-process client (plain bytes, like a socket). */
+    static boolean isServerEnd(NbdTransport transport) {
+        return transport instanceof ServerEnd;
+    }
+
     /** The server's side of the two pipes. */
     private final class ServerEnd implements NbdTransport {
 

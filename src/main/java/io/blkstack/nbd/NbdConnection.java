@@ -4,6 +4,7 @@ import io.blkstack.bio.Bio;
 import io.blkstack.bio.BioState;
 import io.blkstack.kernel.Completion;
 import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.PolicySwitch;
 import io.blkstack.kernel.Plug;
 import io.blkstack.kernel.Task;
 import io.blkstack.kernel.TaskKind;
@@ -71,6 +72,13 @@ final class NbdConnection {
     private final BooleanSupplier endingCheck = () -> ending;
     /** The export this client opened (set once it is attached), for the "closed" log line; else null. */
     private volatile String openedExport;
+    /**
+     * Whether READs are offered by reference (DESIGN.md section 4): policy {@code read-references}
+     * on and a plain transport (TCP, or in-process), never an encrypting one, whose bytes must pass
+     * through memory anyway. Decided on the transport the connection enters transmission with
+     * (after a STARTTLS, the TLS one), by the reader task, before it reads the first request.
+     */
+    volatile boolean readReferences;
 
     NbdConnection(NbdServer server, NbdTransport transport, String name, String peer, int inFlightMax,
             int maxPayloadMax) {
@@ -140,6 +148,8 @@ final class NbdConnection {
                     + (negotiated.structuredReplies() ? "structured replies" : "simple replies")
                     + (negotiated.baseAllocation() ? ", base:allocation" : "")
                     + (negotiated.blockSizesKnown() ? ", block sizes" : "") + ")");
+            readReferences = !kernel.policies().isLegacy(PolicySwitch.READ_REFERENCES)
+                    && (io instanceof SocketTransport || InProcessClient.isServerEnd(io));
             RequestInput input = new RequestInput(io, timers);
             RequestBios bios = new RequestBios(server, negotiated.export().device(), budgetShare, endingCheck);
             RequestHandler handler = new RequestHandler(this, input, bios, negotiated);

@@ -2,6 +2,8 @@ package io.blkstack.nbd;
 
 import io.blkstack.bio.Bio;
 import io.blkstack.bio.BioEndIo;
+import io.blkstack.bio.BioStatus;
+import io.blkstack.bio.ReadReference;
 import io.blkstack.bio.BioVec;
 import io.blkstack.block.TrackedRequests;
 import io.blkstack.kernel.Completion;
@@ -29,11 +31,20 @@ import java.util.concurrent.atomic.AtomicInteger;
  * {@link #rearm re-arms} the same slot for the next window. The payload budget is taken
  * once, for one window, so a request of any length holds at most one window of pages.
  */
-final class NbdRequest {
+final class NbdRequest implements ReadReference.Owner {
 
-    /** The completion of every bio of a request: count down, record the first error, never block. */
+    /**
+     * The completion of every bio of a request: count down, record the first error, never block.
+     * A READ whose every byte was held by reference was counted when it became ready; its own
+     * completion comes after the send, from the writer's release, and only records that.
+     */
     static final BioEndIo END_IO = bio -> {
         NbdRequest request = (NbdRequest) bio.privateData();
+        ReadReference reference = bio.readReference();
+        if (reference != null && reference.ownerTold()) {
+            request.referencedCompletions++;
+            return;
+        }
         int errno = NbdProtocol.errnoOf(bio.status());
         if (errno != 0 && request.fail(errno)) {
             request.logIoError(bio);
@@ -45,6 +56,12 @@ final class NbdRequest {
     final int slot;
     final Bio[] bios;
     int bioCount;
+    /** The read reference of each bio index (created on first use, then reused): see {@link ReadReference}. */
+    final ReadReference[] references;
+    /** Bio indexes below this one may have references armed (the writer releases those). */
+    int referencesArmed;
+    /** Completions of READ bios after their references were released (the writer checks all came back). */
+    int referencedCompletions;
     /** Extent lengths in bytes (read: data/hole runs; block status: descriptors). */
     final long[] extentBytes;
     /** Extent kind: true for a hole (reads as zero, not allocated). */
@@ -84,6 +101,7 @@ final class NbdRequest {
         this.connection = connection;
         this.slot = slot;
         this.bios = new Bio[biosMax];
+        this.references = new ReadReference[biosMax];
         this.extentBytes = new long[extentsMax];
         this.extentHole = new boolean[extentsMax];
         this.windowSent = new Completion("nbd request slot " + slot + " window sent");
@@ -203,6 +221,51 @@ final class NbdRequest {
         }
         bios[bioCount++] = bio;
         remaining.incrementAndGet();
+    }
+
+    /** Arms the read reference of the next bio index for {@code bio} (a READ with pages, not yet submitted). */
+    void offerReference(Bio bio) {
+        ReadReference reference = references[bioCount];
+        if (reference == null) {
+            reference = new ReadReference();
+            references[bioCount] = reference;
+        }
+        reference.arm(bio, this, null);
+        referencesArmed = bioCount + 1;
+    }
+
+    /** Every byte of one READ bio is held by reference: that bio's part of the request is ready. */
+    @Override
+    public void referencesReady(ReadReference reference) {
+        put();
+    }
+
+    /** The ready reference of bio {@code index}, or null if that bio carries pages. */
+    ReadReference readyReference(int index) {
+        ReadReference reference = index < referencesArmed ? references[index] : null;
+        return reference != null && reference.isReady() ? reference : null;
+    }
+
+    /**
+     * Ends every reference hold of the request (after its reply was sent, or dropped): the held
+     * bios complete now, up the stack. Their completions run here (remap targets complete in the
+     * caller), and the request's pages are freed only after all of them came back.
+     */
+    void releaseReferences(BioStatus status) {
+        int told = 0;
+        for (int i = 0; i < referencesArmed; i++) {
+            ReadReference reference = references[i];
+            if (reference != null) {
+                told += reference.ownerTold() ? 1 : 0;
+                reference.release(status);
+            }
+        }
+        if (referencedCompletions != told) {
+            throw new IllegalStateException(this + ": " + told + " READ bio(s) were sent by reference but "
+                    + referencedCompletions + " completed on release");
+        }
+        referencesArmed = 0;
+        referencedCompletions = 0;
     }
 
     /** Drops one hold; the last one queues the reply (from any context; never blocks). */

@@ -121,6 +121,8 @@ final class ReadWriteCommands {
     /** Submits the bios of the current window's data extents; false if the reader must stop. */
     private boolean submitReadWindow(NbdRequest r) {
         long position = r.windowStart;
+        // Checked per window: a table reload may change it (and the map checks again).
+        boolean byReference = connection.readReferences && device.readsByReference();
         for (int e = 0; e < r.extentCount; e++) {
             long extentEnd = position + r.extentBytes[e];
             if (r.extentHole[e]) {
@@ -132,6 +134,9 @@ final class ReadWriteCommands {
                 Bio bio = bios.allocDataBio(n);
                 if (bio == null) {
                     return bios.abandon(r);
+                }
+                if (byReference) {
+                    r.offerReference(bio);
                 }
                 bios.submit(r, bio, BioOp.READ, 0, position);
                 position += n;

@@ -4,11 +4,16 @@ import static io.blkstack.nbd.NbdProtocol.*;
 
 import io.blkstack.bio.Bio;
 import io.blkstack.bio.BioIter;
+import io.blkstack.bio.BioStatus;
+import io.blkstack.bio.ReadReference;
 import io.blkstack.block.SegmentViews;
 import io.blkstack.mem.Page;
 import java.io.IOException;
 import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.channels.WritableByteChannel;
 import java.util.Arrays;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.BooleanSupplier;
 
 /**
@@ -61,6 +66,11 @@ final class ReplyWriter {
     private final NbdRequest[] batch = new NbdRequest[BATCH_MAX];
     private final ByteBuffer[] replyHeaders = new ByteBuffer[BATCH_MAX];
     private final BooleanSupplier hasWork;
+    /** The socket for sendfile, or null for a transport that is not one (copied through {@link #copyBuffer}). */
+    private final WritableByteChannel socket;
+    private ByteBuffer copyBuffer;
+    /** Kernel counter {@code nbd.read-reference-bytes}: READ payload bytes sent from file references. */
+    private final AtomicLong referencedBytes;
 
     ReplyWriter(NbdConnection connection, RequestSlots slots, ConnectionTimers timers, NbdTransport transport,
             RequestBios bios, boolean structured) {
@@ -70,6 +80,8 @@ final class ReplyWriter {
         this.transport = transport;
         this.bios = bios;
         this.structured = structured;
+        this.socket = transport instanceof SocketTransport st ? st.channel() : null;
+        this.referencedBytes = connection.kernel().counters().get("nbd.read-reference-bytes");
         this.hasWork = () -> slots.hasReplies() || (connection.readerDone && slots.inUse() == 0);
         ByteBuffer headers = ByteBuffer.allocateDirect(BATCH_MAX * BATCHED_HEADER_BYTES);
         for (int i = 0; i < BATCH_MAX; i++) {
@@ -116,6 +128,8 @@ final class ReplyWriter {
             NbdRequest r = batch[i];
             batch[i] = null;
             boolean window = !r.lastWindow;
+            // Held READ bios complete now, after their payload left (or was dropped), then pages go.
+            r.releaseReferences(connection.broken ? BioStatus.IOERR : BioStatus.OK);
             r.release(pages);
             if (!window || (r.command == CMD_READ && r.errno() != 0)) {
                 // The request is over: its last window, or a READ that failed in an earlier one.
@@ -151,6 +165,9 @@ final class ReplyWriter {
                 gatherable = r.lastWindow && (r.command != CMD_BLOCK_STATUS || errno != 0);
             }
             int segments = read ? dataSegments(r) : 0;
+            if (read && r.referencesArmed > 0) {
+                gatherable = false; // file extents go out with transferTo, between headers
+            }
             if (!gatherable || segments + 1 > GATHER_MAX) {
                 used = flushGather(used);
                 send(r);
@@ -320,6 +337,18 @@ final class ReplyWriter {
             if (bio == r.bioCount) {
                 throw new IllegalStateException(r + ": data extent of " + paddedBytes + " bytes outruns its bios");
             }
+            ReadReference reference = r.readyReference(bio);
+            if (reference != null) {
+                bio++;
+                long size = reference.payloadBytes();
+                long skipHere = Math.min(skip, size);
+                long sendHere = Math.min(bytes, size - skipHere);
+                sendReferenced(reference, skipHere, sendHere);
+                skip -= skipHere;
+                bytes -= sendHere;
+                left -= size;
+                continue;
+            }
             iter.resetAll(r.bios[bio++]);
             int count = SegmentViews.fill(iter, gather, 0);
             long size = 0;
@@ -339,6 +368,69 @@ final class ReplyWriter {
             left -= size;
         }
         return bio;
+    }
+
+    /**
+     * Sends {@code bytes} of a READ held by reference, after its first {@code skip}: straight from
+     * the file to the socket with {@code transferTo} (sendfile), at most {@link #WRITE_CHUNK_BYTES}
+     * per call (noted for the reply timer); through a copy buffer for a transport that is not a
+     * socket. The bios stay held until {@link #releaseBatch}, so the file range cannot be reused
+     * while this runs.
+     */
+    private void sendReferenced(ReadReference reference, long skip, long bytes) throws IOException {
+        long toSkip = skip;
+        long left = bytes;
+        for (int e = 0; e < reference.extentCount() && left > 0; e++) {
+            long length = reference.length(e);
+            if (toSkip >= length) {
+                toSkip -= length;
+                continue;
+            }
+            long n = Math.min(length - toSkip, left);
+            sendExtent(reference.channel(e), reference.position(e) + toSkip, n);
+            toSkip = 0;
+            left -= n;
+        }
+        referencedBytes.addAndGet(bytes);
+    }
+
+    /** Sends {@code length} bytes of {@code file} at {@code position}; past the end of the file, zeroes. */
+    private void sendExtent(FileChannel file, long position, long length) throws IOException {
+        long pos = position;
+        long left = length;
+        while (left > 0) {
+            long chunk = Math.min(left, WRITE_CHUNK_BYTES);
+            long sent;
+            if (socket != null) {
+                sent = file.transferTo(pos, chunk, socket);
+            } else {
+                ByteBuffer buffer = copyBuffer().clear().limit((int) chunk);
+                sent = Math.max(0, file.read(buffer, pos));
+                writeReply(buffer.flip());
+            }
+            if (sent == 0) {
+                if (pos < file.size()) {
+                    throw new IOException("sendfile of " + chunk + " bytes at " + pos + " made no progress");
+                }
+                ByteBuffer zeros = copyBuffer().clear().limit((int) chunk);
+                while (zeros.hasRemaining()) {
+                    zeros.put((byte) 0);
+                }
+                writeReply(zeros.flip());
+                sent = chunk;
+            }
+            pos += sent;
+            left -= sent;
+            timers.noteSendProgress();
+        }
+    }
+
+    /** The copy buffer for transports without sendfile, allocated on first use. */
+    private ByteBuffer copyBuffer() {
+        if (copyBuffer == null) {
+            copyBuffer = ByteBuffer.allocateDirect(WRITE_CHUNK_BYTES);
+        }
+        return copyBuffer;
     }
 
     /** A BLOCK_STATUS reply: one chunk for {@code base:allocation}, DONE. */

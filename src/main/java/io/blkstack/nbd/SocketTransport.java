@@ -51,6 +51,11 @@ final class SocketTransport implements NbdTransport {
         channel.close();
     }
 
+    /** The socket, as the target of {@code FileChannel.transferTo} (reads by reference). */
+    SocketChannel channel() {
+        return channel;
+    }
+
     @Override
     public String toString() {
         return "socket transport " + channel;

@@ -24,7 +24,8 @@ import javax.net.ssl.SSLException;
  */
 final class TlsTransport implements NbdTransport {
 
-    private static final ByteBuffer EMPTY = ByteBuffer.allocate(0);
+    /** Nothing to wrap: handshake and close records carry no application data. */
+    private final ByteBuffer empty = ByteBuffer.allocate(0);
 
     private final NbdTransport plain;
     private final SSLEngine engine;
@@ -71,7 +72,7 @@ final class TlsTransport implements NbdTransport {
         HandshakeStatus status = engine.getHandshakeStatus();
         while (status != HandshakeStatus.FINISHED && status != HandshakeStatus.NOT_HANDSHAKING) {
             switch (status) {
-                case NEED_WRAP -> status = sendRecord(EMPTY);
+                case NEED_WRAP -> status = sendRecord(empty);
                 case NEED_TASK -> status = runTasks();
                 case NEED_UNWRAP, NEED_UNWRAP_AGAIN -> {
                     SSLEngineResult r = unwrap();
@@ -93,7 +94,7 @@ final class TlsTransport implements NbdTransport {
         try {
             engine.closeOutbound();
             recordsOut.clear();
-            engine.wrap(EMPTY, recordsOut);
+            engine.wrap(empty, recordsOut);
             recordsOut.flip();
             WireIo.writeFully(plain, recordsOut);
         } catch (IOException | RuntimeException e) {
@@ -224,7 +225,7 @@ final class TlsTransport implements NbdTransport {
                 case NEED_WRAP -> {
                     sendLock.lock();
                     try {
-                        status = sendRecord(EMPTY);
+                        status = sendRecord(empty);
                     } finally {
                         sendLock.unlock();
                     }

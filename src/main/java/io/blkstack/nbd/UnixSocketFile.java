@@ -30,7 +30,7 @@ public final class UnixSocketFile {
     /** Longest socket path in bytes (sun_path is 108 bytes with its terminating NUL). */
     public static final int PATH_BYTES_MAX = 107;
     /** The mode a socket file gets unless told otherwise: the owner only. */
-    public static final Set<PosixFilePermission> MODE_DEFAULT = PosixFilePermissions.fromString("rw-------");
+    public static final Set<PosixFilePermission> MODE_DEFAULT = Set.copyOf(PosixFilePermissions.fromString("rw-------"));
 
     private UnixSocketFile() {
     }

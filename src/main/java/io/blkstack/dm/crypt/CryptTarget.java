@@ -209,6 +209,7 @@ public final class CryptTarget extends Target {
     /** Flushes are remapped; reads and writes are taken over; anything else is killed. */
     @Override
     public MapResult map(Bio clone, TargetIo io) {
+        clone.refuseReadReference(); // decrypts in the READ's pages: must have them filled
         if (clone.op() == BioOp.FLUSH || (clone.sizeBytes() == 0 && clone.op() != BioOp.DISCARD
                 && clone.op() != BioOp.WRITE_ZEROES)) {
             clone.setDevice(device).setSector(0);

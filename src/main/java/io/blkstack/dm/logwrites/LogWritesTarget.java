@@ -178,6 +178,12 @@ public final class LogWritesTarget extends Target {
     // ---- data path -----------------------------------------------------------------------------
 
     /** Remaps to the data device; reserves and fills a log block for writes, discards and flushes. */
+    /** Reads are a plain remap to the data device (only writes are logged): references pass through. */
+    @Override
+    public boolean passesReadReference() {
+        return true;
+    }
+
     @Override
     public MapResult map(Bio clone, TargetIo io) {
         LogIo lio = io.perBioData();

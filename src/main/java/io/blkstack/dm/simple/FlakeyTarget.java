@@ -210,6 +210,7 @@ public final class FlakeyTarget extends Target {
     /** Remaps like linear; in the down interval errors, drops or corrupts as the features say. */
     @Override
     public MapResult map(Bio clone, TargetIo io) {
+        clone.refuseReadReference(); // may corrupt the READ's data in its pages at end-io
         FlakeyIo fio = io.perBioData();
         fio.page = null;
         clone.setDevice(device);

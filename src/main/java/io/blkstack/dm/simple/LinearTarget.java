@@ -38,6 +38,12 @@ public final class LinearTarget extends Target {
     }
 
     /** Points the clone at the device, at the same offset into the target plus this target's offset. */
+    /** A pure remap: reads by reference pass through. */
+    @Override
+    public boolean passesReadReference() {
+        return true;
+    }
+
     @Override
     public MapResult map(Bio clone, TargetIo io) {
         clone.setDevice(device);

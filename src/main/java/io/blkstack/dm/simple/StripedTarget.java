@@ -79,6 +79,12 @@ public final class StripedTarget extends Target {
     }
 
     /** Remaps the clone to its stripe; an empty flush goes to the stripe its number names. */
+    /** A pure remap: reads by reference pass through. */
+    @Override
+    public boolean passesReadReference() {
+        return true;
+    }
+
     @Override
     public MapResult map(Bio clone, TargetIo io) {
         if (clone.sizeBytes() == 0) {
