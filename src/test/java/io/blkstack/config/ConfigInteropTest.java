@@ -67,7 +67,7 @@ class ConfigInteropTest {
      */
     @Test
     void fioVerifiesReadsByReferenceThroughLinearOverAFile() throws Exception {
-        assumeTrue(installed("fio"), "fio is not installed");
+        assumeTrue(Programs.installed("fio"), "fio is not installed");
         String yaml = """
                 memory: 64MiB
                 devices:
