@@ -85,6 +85,18 @@ class HolesPassUpTest {
     }
 
     @Test
+    void mirrorReportsTheHolesOfTheLegItReadsFrom() throws TableException {
+        try (TestKernel tk = new TestKernel("holes-mirror"); TargetBench b = new TargetBench(tk.kernel)) {
+            MemoryDevice l0 = b.add("l0", new MemoryDevice(tk.kernel, "l0", SECTORS << 9, 0));
+            b.add("l1", new MemoryDevice(tk.kernel, "l1", SECTORS << 9, 0));
+            writeChunk(b, l0, 256 + 16); // leg 0 at its offset 256: target sectors 16..23
+            MappedDevice dm = b.mapped("0 1024 mirror core 2 64 nosync 2 l0 256 l1 0\n");
+            assertTrue(dm.knowsAllocation());
+            assertEquals(List.of(-16L, 8L, -1000L), map(dm, 0, 1024));
+        }
+    }
+
+    @Test
     void devicesThatKnowNoHolesMakeEverythingData() throws TableException {
         try (TestKernel tk = new TestKernel("holes-none"); TargetBench b = new TargetBench(tk.kernel)) {
             b.bottom("d", SECTORS);

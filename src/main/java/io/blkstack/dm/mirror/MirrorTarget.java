@@ -289,6 +289,23 @@ public final class MirrorTarget extends Target {
         return resync.message(args);
     }
 
+    /**
+     * Holes pass up from the leg reads are served from (the first healthy one), so block status
+     * says what a read of the range returns; with no healthy leg every range reads as data (and
+     * fails).
+     */
+    @Override
+    public boolean knowsAllocation() {
+        int leg = legs.firstHealthy();
+        return leg >= 0 && legs.device(leg).knowsAllocation();
+    }
+
+    @Override
+    public long allocatedExtent(long offset, long maxSectors) {
+        int leg = legs.firstHealthy();
+        return leg < 0 ? maxSectors : legs.device(leg).allocatedExtent(legs.offset(leg) + offset, maxSectors);
+    }
+
     @Override
     public int flushBioCount() {
         return legs.count();
