@@ -160,13 +160,8 @@ class ServeControlTest {
     }
 
     private Process start(String stderr, String... args) throws Exception {
-        List<String> command = new ArrayList<>();
-        command.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
-        command.add("-cp");
-        command.add(System.getProperty("java.class.path"));
-        command.add(Main.class.getName());
-        command.addAll(List.of(args));
-        return new ProcessBuilder(command).directory(tmp.toFile()).redirectError(tmp.resolve(stderr).toFile()).start();
+        return new ProcessBuilder(MainProcess.command(args)).directory(tmp.toFile())
+                .redirectError(tmp.resolve(stderr).toFile()).start();
     }
 
     private List<String> awaitReady(Process p, String stderr) throws Exception {
