@@ -1,6 +1,7 @@
 package io.blkstack.dm;
 
 import io.blkstack.bio.Bio;
+import io.blkstack.bio.BioOp;
 import io.blkstack.bio.BioStatus;
 import io.blkstack.block.BlockDevice;
 import io.blkstack.block.QueueLimits;
@@ -20,6 +21,7 @@ public final class FaultyDisk extends BlockDevice {
     private final SpinLock lock;
     private final AtomicLong handled = new AtomicLong();
     private volatile long failFrom = Long.MAX_VALUE;
+    private final java.util.concurrent.atomic.AtomicBoolean failNextFlush = new java.util.concurrent.atomic.AtomicBoolean();
 
     public FaultyDisk(Kernel kernel, String name, long capacitySectors) {
         super(kernel, name, capacitySectors, QueueLimits.defaults());
@@ -30,6 +32,14 @@ public final class FaultyDisk extends BlockDevice {
     /** Fails every data bio after the next {@code bios} ones. */
     public void failAfter(long bios) {
         failFrom = handled.get() + bios;
+    }
+
+    /**
+     * Fails the next FLUSH once, as a device does that lost acknowledged writes (the write-back
+     * error a remote device reports at its next flush after a lost connection).
+     */
+    public void failNextFlush() {
+        failNextFlush.set(true);
     }
 
     /** Stops failing (the disk was replaced); the contents stay as they were. */
@@ -56,7 +66,8 @@ public final class FaultyDisk extends BlockDevice {
     @Override
     protected void submitBio(Bio bio) {
         bio = splitToLimits(bio);
-        boolean fail = bio.sizeBytes() > 0 && handled.getAndIncrement() >= failFrom;
+        boolean fail = bio.op() == BioOp.FLUSH ? failNextFlush.getAndSet(false)
+                : bio.sizeBytes() > 0 && handled.getAndIncrement() >= failFrom;
         if (fail) {
             bio.setStatus(BioStatus.IOERR);
         } else {

@@ -63,6 +63,16 @@ public final class TargetTestIo {
         }
     }
 
+    /** Sends an empty FLUSH to {@code dev}; returns the status. */
+    public BioStatus flush(BlockDevice dev) {
+        Bio bio = set.alloc(Gfp.NOIO, 0).init(dev, BioOp.FLUSH, 0, 0);
+        try {
+            return Submit.submitAndWaitStatus(bio);
+        } finally {
+            bio.put();
+        }
+    }
+
     private Bio build(BlockDevice dev, BioOp op, long sector, int bytes, Random random) {
         Bio bio = set.alloc(Gfp.NOIO, Math.min(Bio.VECS_MAX, (bytes + 511) / 512));
         bio.init(dev, op, 0, sector);

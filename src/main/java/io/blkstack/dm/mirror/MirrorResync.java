@@ -171,12 +171,19 @@ final class MirrorResync {
 
     // ---- the copy ----------------------------------------------------------------------------
 
-    /** The rebuild work: copies the target chunk by chunk onto the recovering leg, then marks it healthy. */
+    /**
+     * The rebuild work: copies the target chunk by chunk onto the recovering leg, flushes the leg,
+     * then marks it healthy. It starts with a flush whose result is dropped: it takes the leg's
+     * stale write-back error (writes the leg lost before it failed, which a remote device reports
+     * once, at its next flush), which the copy repairs, so that the first user flush after the
+     * rebuild does not fail the leg again for a loss that is no longer there.
+     */
     private void run() {
         int leg = rebuildLeg;
         Page[] pages = new Page[MirrorTarget.REBUILD_PAGES];
         boolean ok = true;
         try {
+            flushLeg(leg);
             for (int i = 0; i < pages.length; i++) {
                 pages[i] = pagePool.alloc(Gfp.NOIO);
             }
@@ -189,6 +196,10 @@ final class MirrorResync {
                 if (ok && !legs.anyOtherDown(leg)) {
                     log.markInSync(pos, pos + n);
                 }
+            }
+            if (ok && flushLeg(leg).isError()) {
+                legs.markFailed(leg);
+                ok = false;
             }
         } finally {
             for (Page p : pages) {
@@ -252,6 +263,14 @@ final class MirrorResync {
             }
             return true;
         }
+    }
+
+    /** A synchronous flush of {@code leg}'s device. */
+    private BioStatus flushLeg(int leg) {
+        Bio bio = bioSet.alloc(Gfp.NOIO, 0).init(legs.device(leg), BioOp.FLUSH, 0, 0);
+        BioStatus status = Submit.submitAndWaitStatus(bio);
+        bio.put();
+        return status;
     }
 
     /** One synchronous bio of the copy over the rebuild pages. */

@@ -120,7 +120,11 @@ public final class MirrorTarget extends Target {
 
     // ---- data path ---------------------------------------------------------------------------
 
-    /** Flushes go to their leg; reads to the first healthy leg; writes to every live leg. */
+    /**
+     * Flushes go to their leg if it is healthy (a failed leg has nothing to make durable, and a
+     * recovering one is made durable by its resync's closing flush); reads to the first healthy
+     * leg; writes to every live leg.
+     */
     @Override
     public MapResult map(Bio clone, TargetIo io) {
         if (clone.op() == BioOp.FLUSH) {
@@ -128,8 +132,8 @@ public final class MirrorTarget extends Target {
             if (leg < 0 || leg >= legs.count()) {
                 throw new IllegalStateException("mirror: flush clone number " + leg + " of " + legs.count());
             }
-            if (legs.isFailed(leg)) {
-                clone.endio(); // a dead leg has nothing to make durable
+            if (!legs.isHealthy(leg)) {
+                clone.endio();
                 return MapResult.SUBMITTED;
             }
             clone.setDevice(legs.device(leg)).setSector(0);
@@ -153,6 +157,21 @@ public final class MirrorTarget extends Target {
         mio.epoch = admitted;
         issueWrite(clone, mio);
         return MapResult.SUBMITTED;
+    }
+
+    /**
+     * A leg's flush failed: the leg is failed (dm-raid1 counts it as a write error), and the flush
+     * succeeds while another leg is healthy, as a write does.
+     */
+    @Override
+    public void endIo(Bio clone, TargetIo io, BioStatus status) {
+        if (clone.op() != BioOp.FLUSH || !status.isError()) {
+            return;
+        }
+        legs.markFailed(io.bioNumber());
+        if (legs.firstHealthy() >= 0) {
+            clone.resetStatus();
+        }
     }
 
     @Override

@@ -217,6 +217,39 @@ class MirrorTargetTest {
         }
     }
 
+    /**
+     * A leg whose flush fails (it lost acknowledged writes) is failed and the flush still succeeds
+     * on the other leg; a rebuild of that leg repairs the loss, so a stale flush error the leg still
+     * holds when the rebuild starts does not fail it again at the next flush.
+     */
+    @Test
+    void failedLegFlushFailsTheLegAndARebuildTakesItsStaleError() throws TableException {
+        try (World w = new World()) {
+            MappedDevice md = w.mapped("0 1024 mirror core 1 64 2 a 0 b 0 1 handle_errors\n");
+            byte[] data = new byte[64 * 512];
+            new Random(5).nextBytes(data);
+            assertEquals(BioStatus.OK, w.io.write(md, 0, data, null));
+            w.disk("b").failNextFlush();
+            assertEquals(BioStatus.OK, w.io.flush(md), "leg a took the flush");
+            assertTrue(target(md).isLegHealthy(0));
+            assertFalse(target(md).isLegHealthy(1));
+            assertEquals(BioStatus.OK, w.io.flush(md), "a failed leg gets no flush");
+            // Leg b comes back still holding a write-back error from before; the rebuild takes it.
+            w.disk("b").failNextFlush();
+            assertEquals("", md.message(0, "recover"));
+            target(md).flushWork();
+            assertTrue(target(md).isLegHealthy(1), md.status(StatusForm.INFO).toString());
+            assertEquals(BioStatus.OK, w.io.flush(md));
+            assertTrue(target(md).isLegHealthy(1), "the flush after the rebuild leaves leg b healthy");
+            assertArrayEquals(data, w.disk("b").contents(0, 64));
+            // Both legs fail their flush: the flush fails.
+            w.disk("a").failNextFlush();
+            w.disk("b").failNextFlush();
+            assertEquals(BioStatus.IOERR, w.io.flush(md));
+            md.close();
+        }
+    }
+
     @Test
     void messagesAreChecked() throws TableException {
         try (World w = new World()) {
