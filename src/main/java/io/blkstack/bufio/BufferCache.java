@@ -12,6 +12,7 @@ import io.blkstack.kernel.Mutex;
 import io.blkstack.kernel.PolicySwitch;
 import io.blkstack.kernel.Task;
 import io.blkstack.kernel.WaitQueue;
+import io.blkstack.mem.Reservation;
 import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Page;
 import io.blkstack.mem.Shrinker;
@@ -95,6 +96,8 @@ public final class BufferCache implements Shrinker, AutoCloseable {
     private final DelayedWork evictWork;
     private final HashMap<Long, Buffer> map = new HashMap<>();
     private final Buffer[] reserve;
+    /** The reserve's line in the arena's ledger. */
+    private final Reservation ledgerLine;
     private int reserveCount;
 
     // LRU lists: head is the most recently used, tail the oldest. Guarded by the mutex.
@@ -169,6 +172,7 @@ public final class BufferCache implements Shrinker, AutoCloseable {
             }
             reserve[reserveCount++] = b;
         }
+        this.ledgerLine = kernel.pages().record("bufio " + name + " reserve", reserve.length * pagesPerBlock);
         this.workqueue = Workqueue.create(kernel, name, Workqueue.MEM_RECLAIM, 1);
         this.shrinkWork = new Work(name + " shrink", this::runShrinkWork);
         this.evictWork = new DelayedWork(name + " evict", this::runEvictWork);
@@ -896,6 +900,7 @@ public final class BufferCache implements Shrinker, AutoCloseable {
         }
         Task.current(); // must run on a kernel task
         kernel.pages().unregisterShrinker(this);
+        ledgerLine.close();
         closing = true;
         workqueue.flush();
         evictWork.cancelTimer();

@@ -38,6 +38,14 @@ public final class Mempool<T> implements Component {
 
         /** Gives an element back for good. */
         void free(T element);
+
+        /**
+         * The arena pages {@code elements} of these take at most, for the arena's ledger (0 for
+         * memory outside the arena).
+         */
+        default int pagesFor(int elements) {
+            return 0;
+        }
     }
 
     private final Kernel kernel;
@@ -58,6 +66,8 @@ public final class Mempool<T> implements Component {
     private volatile int currNr;
     private long changes;
     private boolean closed;
+    /** The reserve's line in the arena's ledger, or null if its elements take no arena pages. */
+    private final Reservation ledgerLine;
 
     /**
      * Creates the pool and fills its reserve with {@code minNr} elements allocated with
@@ -88,6 +98,8 @@ public final class Mempool<T> implements Component {
             }
             reserve[currNr++] = element;
         }
+        int reservePages = allocator.pagesFor(minNr);
+        this.ledgerLine = reservePages > 0 ? kernel.pages().record("mempool " + name, reservePages) : null;
         kernel.register(this);
     }
 
@@ -250,6 +262,9 @@ public final class Mempool<T> implements Component {
         }
         closed = true;
         kernel.unregister(this);
+        if (ledgerLine != null) {
+            ledgerLine.close();
+        }
         long out = outstanding.get();
         while (currNr > 0) {
             T element = element(--currNr);

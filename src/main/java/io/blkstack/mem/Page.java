@@ -15,6 +15,8 @@ public final class Page {
     private final int index;
     private final ByteBuffer buffer;
     boolean allocated;
+    /** The promise this page was allocated through, or null (guarded by the allocator's lock). */
+    Reservation reservation;
 
     Page(PageAllocator allocator, int index, ByteBuffer buffer) {
         this.allocator = allocator;

@@ -7,6 +7,7 @@ import io.blkstack.kernel.Task;
 import io.blkstack.kernel.TaskKind;
 import io.blkstack.kernel.WaitQueue;
 import java.nio.ByteBuffer;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.atomic.AtomicLong;
@@ -23,8 +24,17 @@ import java.util.concurrent.atomic.AtomicLong;
  * {@link Gfp#NORETRY} asked it to give up. Pages below {@code min} are kept for reclaim itself
  * (the reclaim task and anyone inside a shrinker).
  *
+ * <p><b>The ledger.</b> Consumers reserve their share when they are built ({@link Reservation}):
+ * a <i>promise</i> keeps free pages aside for one consumer, and every other allocation (slabs,
+ * caches, the reclaim task's emergency pages) sees only the free pages beyond the promises: the
+ * watermarks and waits above all count {@link #availablePages}. So pages promised to the NBD
+ * server's payload budget are there when an admitted request takes them, however far the caches
+ * have grown meanwhile, and the request never waits for memory it was promised. A <i>record</i>
+ * names pages a consumer already holds. A reservation that does not fit is refused with the
+ * ledger in the message ({@link MemoryAdmissionException}).
+ *
  * <p>The budget is never exceeded: pages exist up front, and {@link #checkInvariants} proves that
- * free plus allocated is the total.
+ * free plus allocated is the total and that the promises add up.
  */
 public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseable {
 
@@ -47,6 +57,10 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
     private final AtomicLong shrinkerScans;
     private final AtomicLong reclaimWaits;
     private volatile int freeCount;
+    /** Pages promised and not yet taken through their promise: off limits to everyone else. */
+    private volatile int promised;
+    /** Every open reservation, in the order they were made (guarded by {@code lock}). */
+    private final List<Reservation> ledger = new ArrayList<>();
     private int minPages;
     private int lowPages;
     private int highPages;
@@ -108,6 +122,170 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
 
     public int freePages() {
         return freeCount;
+    }
+
+    /** Free pages that are not promised to a reservation: what every other allocation can reach. */
+    public int availablePages() {
+        return freeCount - promised;
+    }
+
+    /** Pages promised to reservations and not yet taken through them. */
+    public int promisedPages() {
+        return promised;
+    }
+
+    /**
+     * Promises {@code count} free pages to {@code owner}, taken later through the reservation
+     * without waiting. Refused, with the ledger in the message, if that would leave fewer than the
+     * min watermark's pages to everyone else.
+     */
+    public Reservation reserve(String owner, int count) {
+        if (count < 0) {
+            throw new IllegalArgumentException(owner + ": reservation of " + count + " pages");
+        }
+        Reservation r = new Reservation(this, owner, count, true);
+        lock.lock();
+        try {
+            int left = freeCount - promised - minPages;
+            if (count > left) {
+                throw new MemoryAdmissionException(owner + ": cannot reserve " + count + " pages, only " + Math.max(0, left)
+                        + " are left above the min watermark of " + minPages + ": " + describeLedgerLocked());
+            }
+            promised += count;
+            ledger.add(r);
+        } finally {
+            lock.unlock();
+        }
+        return r;
+    }
+
+    /** Adds a line naming {@code count} pages that {@code owner} already holds (see {@link Reservation}). */
+    public Reservation record(String owner, int count) {
+        if (count < 0) {
+            throw new IllegalArgumentException(owner + ": record of " + count + " pages");
+        }
+        Reservation r = new Reservation(this, owner, count, false);
+        lock.lock();
+        try {
+            ledger.add(r);
+        } finally {
+            lock.unlock();
+        }
+        return r;
+    }
+
+    /** The open reservations, in the order they were made. */
+    public List<Reservation> ledger() {
+        lock.lock();
+        try {
+            return List.copyOf(ledger);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * The ledger for admission errors and explanations: the arena, each line, and the pages held
+     * that no line names (slab pages, cache buffers beyond their reserves, I/O in flight).
+     */
+    public String describeLedger() {
+        lock.lock();
+        try {
+            return describeLedgerLocked();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    private String describeLedgerLocked() {
+        StringBuilder b = new StringBuilder();
+        int named = 0;
+        b.append("arena of ").append(pages.length).append(" pages, ").append(freeCount).append(" free (")
+                .append(promised).append(" of them promised), min watermark ").append(minPages).append("; ledger:");
+        for (Reservation r : ledger) {
+            b.append(' ').append(r.owner()).append(' ').append(r.pages())
+                    .append(r.isPromise() ? " promised (" + r.held + " taken)," : " held,");
+            if (!r.isPromise()) {
+                named += r.pages();
+            }
+        }
+        if (ledger.isEmpty()) {
+            b.append(" empty,");
+        }
+        int unnamed = pages.length - freeCount - named;
+        for (Reservation r : ledger) {
+            if (r.isPromise()) {
+                unnamed -= r.held;
+            }
+        }
+        b.append(" other use ").append(Math.max(0, unnamed));
+        return b.toString();
+    }
+
+    int heldPages(Reservation r) {
+        lock.lock();
+        try {
+            return r.isPromise() ? r.held : r.pages();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Takes pages of promise {@code r} (see {@link Reservation#allocBulk}). */
+    int allocReserved(Reservation r, Page[] out, int count) {
+        if (!r.isPromise() || r.arena() != this) {
+            throw new IllegalArgumentException(r + " is not a promise of this arena");
+        }
+        if (count < 0 || count > out.length) {
+            throw new IllegalArgumentException("reserved allocation of " + count + " pages into an array of " + out.length);
+        }
+        int taken;
+        boolean wakeReclaim;
+        lock.lock();
+        try {
+            if (r.closed) {
+                throw new IllegalStateException(r.owner() + ": allocation through a closed reservation");
+            }
+            taken = Math.min(count, r.pages() - r.held);
+            if (taken > freeCount) {
+                throw new IllegalStateException("promise broken: " + r + " wants " + taken + " pages, " + freeCount
+                        + " free, " + promised + " promised");
+            }
+            for (int i = 0; i < taken; i++) {
+                Page page = takeLocked();
+                page.reservation = r;
+                out[i] = page;
+            }
+            r.held += taken;
+            promised -= taken;
+            wakeReclaim = requestReclaimLocked();
+        } finally {
+            lock.unlock();
+        }
+        if (wakeReclaim) {
+            reclaimWake.wakeAll();
+        }
+        return taken;
+    }
+
+    /** Closes a ledger line (see {@link Reservation#close}). */
+    void release(Reservation r) {
+        lock.lock();
+        try {
+            if (r.closed) {
+                return;
+            }
+            r.closed = true;
+            ledger.remove(r);
+            if (r.isPromise()) {
+                promised -= r.pages() - r.held; // pages still taken through it are no longer promised when freed
+            }
+        } finally {
+            lock.unlock();
+        }
+        if (r.isPromise() && pagesFreed.hasWaiters()) {
+            pagesFreed.wakeAll();
+        }
     }
 
     /** The min watermark: below it only emergency allocations succeed. */
@@ -177,11 +355,17 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
                     started = self.beginWait(this, false);
                 }
                 reclaimWaits.incrementAndGet();
-                pagesFreed.waitEventTimeout(() -> freeCount > minPages, this, RETRY_NANOS, false);
+                pagesFreed.waitEventTimeout(() -> freeCount - promised > minPages, this, RETRY_NANOS, false);
             }
         } finally {
             self.endWait(started);
         }
+    }
+
+    /** One page per element: a mempool of pages keeps its reserve here. */
+    @Override
+    public int pagesFor(int elements) {
+        return elements;
     }
 
     /** Returns a page to the arena and wakes anyone waiting for pages. */
@@ -221,7 +405,7 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
         boolean wakeReclaim = false;
         lock.lock();
         try {
-            taken = Math.max(0, Math.min(count, freeCount - minPages));
+            taken = Math.max(0, Math.min(count, freeCount - promised - minPages));
             for (int i = 0; i < taken; i++) {
                 out[i] = takeLocked();
             }
@@ -296,18 +480,30 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
      * yet; marks it asked, and the caller wakes the reclaim task once it has dropped {@code lock}.
      */
     private boolean requestReclaimLocked() {
-        if (freeCount < lowPages && !reclaimRequested) {
+        if (freeCount - promised < lowPages && !reclaimRequested) {
             reclaimRequested = true;
             return true;
         }
         return false;
     }
 
-    /** Puts an allocated page back on the free stack; the caller holds {@code lock}. */
+    /**
+     * Puts an allocated page back on the free stack; a page taken through a promise is promised to
+     * it again (so the owner frees with {@link #free} or {@link #freeBulk} like everyone else). The
+     * caller holds {@code lock}.
+     */
     private void releaseLocked(Page page) {
         if (!page.allocated) {
             kernel.reportMisuse(Task.currentOrNull(), "double free of " + page);
             throw new IllegalStateException("double free of " + page);
+        }
+        Reservation r = page.reservation;
+        if (r != null) {
+            page.reservation = null;
+            r.held--;
+            if (!r.closed) {
+                promised++;
+            }
         }
         page.allocated = false;
         freeStack[freeCount++] = page.index();
@@ -317,7 +513,7 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
     private Page tryTake(boolean reserveAccess, int flags) {
         Page page = null;
         boolean wakeReclaim = false;
-        int floor = reserveAccess ? 0 : minPages;
+        int floor = promised + (reserveAccess ? 0 : minPages);
         // A fault site for non-blocking attempts only: a blocking allocation that fails its first
         // try still reclaims and waits, which is what the fault should exercise.
         if (!Gfp.mayBlock(flags) && kernel.faults().shouldFail("alloc:pages")) {
@@ -347,7 +543,7 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
         }
         reclaimMutex.lock();
         try {
-            return shrinkAll(flags, Math.max(1, highPages - freeCount));
+            return shrinkAll(flags, Math.max(1, highPages - availablePages()));
         } finally {
             reclaimMutex.unlock();
         }
@@ -395,8 +591,8 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
             reclaimMutex.lock();
             try {
                 long freed = 1;
-                while (freed > 0 && freeCount < highPages && !self.stopRequested()) {
-                    freed = shrinkAll(Gfp.KERNEL, highPages - freeCount);
+                while (freed > 0 && availablePages() < highPages && !self.stopRequested()) {
+                    freed = shrinkAll(Gfp.KERNEL, highPages - availablePages());
                 }
             } finally {
                 reclaimMutex.unlock();
@@ -423,6 +619,25 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
                     throw new IllegalStateException("page " + freeStack[i] + " is on the free list and allocated");
                 }
             }
+            int owed = 0;
+            for (Reservation r : ledger) {
+                if (r.isPromise()) {
+                    int taken = 0;
+                    for (Page p : pages) {
+                        if (p.reservation == r) {
+                            taken++;
+                        }
+                    }
+                    if (taken != r.held) {
+                        throw new IllegalStateException(r + ": " + taken + " pages taken through it, it counts " + r.held);
+                    }
+                    owed += r.pages() - r.held;
+                }
+            }
+            if (owed != promised || promised > freeCount) {
+                throw new IllegalStateException("promises broken: " + owed + " owed, " + promised + " promised, "
+                        + freeCount + " free");
+            }
         } finally {
             lock.unlock();
         }
@@ -435,7 +650,7 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
 
     /** A line for explanations: levels and watermarks. */
     public String describeState() {
-        return "pages free " + freeCount + "/" + pages.length + " (min " + minPages + " low " + lowPages
+        return "pages free " + freeCount + "/" + pages.length + ", " + promised + " promised (min " + minPages + " low " + lowPages
                 + " high " + highPages + "), reclaim owner " + reclaimMutex.owner();
     }
 

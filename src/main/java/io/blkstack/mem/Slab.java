@@ -90,6 +90,12 @@ public final class Slab<T> implements Mempool.Allocator<T>, Shrinker, Component 
         }
     }
 
+    /** Pages {@code elements} objects take when they fill whole pages of this slab. */
+    @Override
+    public int pagesFor(int elements) {
+        return (elements + objectsPerPage - 1) / objectsPerPage;
+    }
+
     /** Pages this slab holds from the arena. */
     public int chargedPages() {
         return charged.size();

@@ -1,5 +1,7 @@
 package io.blkstack.nbd;
 
+import io.blkstack.mem.MemoryAdmissionException;
+import io.blkstack.mem.Reservation;
 import io.blkstack.bio.BioSet;
 import io.blkstack.block.IoErrorLog;
 import io.blkstack.kernel.Completion;
@@ -240,6 +242,11 @@ public final class NbdServer implements Component {
     private volatile List<Export> exports;
     private final BioSet bioSet;
     private final PayloadBudget budget;
+    /**
+     * The budget's pages, promised in the arena's ledger so that nothing else can take them (null
+     * under policy {@code nbd-budget=legacy}, whose budget over-commits on purpose).
+     */
+    private final Reservation payloadPages;
     private final SpinLock lock = new SpinLock("nbd server");
     private final Set<NbdConnection> connections = new HashSet<>();
     /** The export each connection in transmission serves (guarded by {@link #lock}). */
@@ -298,6 +305,8 @@ public final class NbdServer implements Component {
         }
         this.exports = List.copyOf(fitted);
         this.budget = new PayloadBudget(budgetPages, requestPagesMax);
+        this.payloadPages = kernel.policies().isLegacy(PolicySwitch.NBD_BUDGET) ? null
+                : kernel.pages().reserve("nbd payload budget", Math.toIntExact(budgetPages));
         this.bioSet = new BioSet(kernel, "nbd", BIO_POOL_SIZE, BIO_POOL_SIZE, null, false);
         this.acceptFailures = kernel.counters().get("nbd.accept-failures");
         this.refusals = kernel.counters().get("nbd.refusals");
@@ -342,7 +351,7 @@ public final class NbdServer implements Component {
             return legacyBudget(kernel, explicitBytes);
         }
         PageAllocator pages = kernel.pages();
-        long left = pages.freePages() - pages.lowPages() - SERVER_RESERVE_PAGES;
+        long left = pages.availablePages() - pages.lowPages() - SERVER_RESERVE_PAGES;
         long computed = left - left / TRANSIENT_SHARE_DIVISOR;
         if (explicitBytes == 0) {
             return Math.max(0, computed);
@@ -391,7 +400,7 @@ public final class NbdServer implements Component {
         int kept = total - pages.freePages();
         return "page arena of " + total + " pages (" + Sizes.format((long) total * Page.SIZE) + "), the stack keeps "
                 + kept + " (" + Sizes.format((long) kept * Page.SIZE) + "), reclaim keeps " + pages.lowPages()
-                + " free and this server's reserves take " + SERVER_RESERVE_PAGES;
+                + " free and this server's reserves take " + SERVER_RESERVE_PAGES + " (" + pages.describeLedger() + ")";
     }
 
     /**
@@ -695,6 +704,11 @@ public final class NbdServer implements Component {
 
     PayloadBudget budget() {
         return budget;
+    }
+
+    /** The promise the payload pages are taken through, or null under the legacy budget. */
+    Reservation payloadPages() {
+        return payloadPages;
     }
 
     /** The options the server runs with. */
@@ -1068,6 +1082,9 @@ public final class NbdServer implements Component {
         kernel.unregister(this);
         drain(-1, false);
         bioSet.close();
+        if (payloadPages != null) {
+            payloadPages.close();
+        }
     }
 
     /**

@@ -9,6 +9,7 @@ import io.blkstack.block.Submit;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Page;
+import io.blkstack.mem.Reservation;
 import java.util.function.BooleanSupplier;
 
 /**
@@ -18,10 +19,10 @@ import java.util.function.BooleanSupplier;
  * <p>Before any page of a request is allocated, the request takes its pages from the payload
  * budget ({@link #chargeBudget}), so connections holding pages for replies not yet sent can never
  * exhaust the arena against each other; the writer {@link #returnBudget returns} them once the
- * reply is sent. Bios come from the server's bio set and pages from the kernel's arena, with
- * {@link Gfp#NOIO}, so the reader waits for the reserve when memory is tight. The reader allocates
- * one bio, fills it and submits it before it allocates the next, so it never holds two unsubmitted
- * bios of one set (seed 002, rule 1 of DESIGN.md section 1).
+ * reply is sent. Bios come from the server's bio set (NOIO: the reader waits for the bio set's
+ * reserve when memory is tight) and pages from the budget's promise in the arena's ledger. The
+ * reader allocates one bio, fills it and submits it before it allocates the next, so it never
+ * holds two unsubmitted bios of one set (seed 002, rule 1 of DESIGN.md section 1).
  */
 final class RequestBios {
 
@@ -80,16 +81,31 @@ final class RequestBios {
         return true;
     }
 
-    /** A bio with {@code bytes} of fresh pages (NOIO: waits for the reserve); null only when the kernel closes. */
+    /**
+     * A bio with {@code bytes} of fresh pages; null only when the kernel closes. The pages come
+     * from the server's promise in the arena's ledger, all at once and without waiting: the
+     * request was charged for them in the budget first. (Under the legacy budget they come from
+     * the arena with NOIO, waiting for reclaim: the over-commit the checker finds.)
+     */
     Bio allocDataBio(int bytes) {
         int pages = (bytes + Page.SIZE - 1) >>> Page.SHIFT;
         Bio bio = server.bioSet().alloc(Gfp.NOIO, pages);
         if (bio == null) {
             return null;
         }
-        // Most pages in one bulk take under the arena's lock; the rest one by one (reclaim, waits).
         Page[] taken = readerPages;
-        int bulk = kernel.pages().allocBulk(Gfp.NOIO, taken, pages);
+        Reservation promise = server.payloadPages();
+        int bulk;
+        if (promise != null) {
+            bulk = promise.allocBulk(taken, pages);
+            if (bulk != pages) {
+                throw new IllegalStateException("nbd payload budget: " + pages + " pages charged, " + bulk
+                        + " left in its promise " + promise);
+            }
+        } else {
+            // Most pages in one bulk take under the arena's lock; the rest one by one (reclaim, waits).
+            bulk = kernel.pages().allocBulk(Gfp.NOIO, taken, pages);
+        }
         for (int i = 0; i < pages; i++) {
             Page page;
             if (i < bulk) {

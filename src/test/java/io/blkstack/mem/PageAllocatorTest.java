@@ -86,6 +86,57 @@ class PageAllocatorTest {
         }
     }
 
+    /**
+     * The ledger: a promise keeps its pages from everyone else (allocations stop at the min
+     * watermark above the promised pages), its owner takes them without waiting, a freed page is
+     * promised again, a reservation that does not fit is refused with the ledger in the message,
+     * and closing gives the pages back.
+     */
+    @Test
+    void aPromiseKeepsItsPagesFromEveryoneElse() {
+        try (Kernel kernel = Kernel.builder().memory(64 * Page.SIZE).build();
+                var self = kernel.attach("test")) {
+            PageAllocator pages = kernel.pages();
+            pages.setWatermarks(4, 6, 8);
+            Reservation promise = pages.reserve("payload", 20);
+            Reservation record = pages.record("copy buffer", 3);
+            assertEquals(20, pages.promisedPages());
+            assertEquals(44, pages.availablePages());
+            List<Page> taken = new ArrayList<>();
+            for (Page p = pages.alloc(Gfp.NOWAIT); p != null; p = pages.alloc(Gfp.NOWAIT)) {
+                taken.add(p);
+            }
+            assertEquals(40, taken.size(), "64 pages minus the 20 promised and the 4 kept below min");
+            MemoryAdmissionException refused = assertThrows(MemoryAdmissionException.class, () -> pages.reserve("late", 1));
+            assertTrue(refused.getMessage().contains("late: cannot reserve 1 pages, only 0 are left above the min watermark"
+                    + " of 4: arena of 64 pages, 24 free (20 of them promised), min watermark 4; ledger: payload 20 promised"
+                    + " (0 taken), copy buffer 3 held, other use 37"), refused.getMessage());
+            Page[] mine = new Page[24];
+            assertEquals(20, promise.allocBulk(mine, 24), "the whole promise, and no more");
+            assertEquals(20, promise.heldPages());
+            assertEquals(0, pages.promisedPages());
+            assertEquals(4, pages.freePages());
+            pages.checkInvariants();
+            pages.freeBulk(mine, 5);
+            assertEquals(5, pages.promisedPages(), "freed pages are promised to their owner again");
+            assertNull(pages.alloc(Gfp.NOWAIT), "and nobody else gets them");
+            assertEquals(5, promise.allocBulk(mine, 5));
+            pages.checkInvariants();
+            for (int i = 0; i < 20; i++) {
+                pages.free(mine[i]);
+            }
+            promise.close();
+            record.close();
+            assertEquals(0, pages.promisedPages());
+            assertTrue(pages.ledger().isEmpty());
+            Page again = pages.alloc(Gfp.NOWAIT);
+            assertNotNull(again, "closed: the pages are everyone's again");
+            pages.free(again);
+            taken.forEach(pages::free);
+            pages.checkInvariants();
+        }
+    }
+
     @Test
     void directReclaimRunsShrinkersWithTheCallersFlags() {
         try (Kernel kernel = Kernel.builder().memory(64 * Page.SIZE).build();

@@ -1,5 +1,6 @@
 package io.blkstack.nbd;
 
+import io.blkstack.mem.MemoryAdmissionException;
 import static io.blkstack.nbd.NbdProtocol.CMD_READ;
 import static io.blkstack.nbd.NbdProtocol.CMD_WRITE;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
@@ -143,8 +144,12 @@ class NbdMemoryAdmissionTest {
         StackConfig config = StackConfig.parse("lw4.yaml", four, Path.of("/base"));
         try (TestKernel tk = new TestKernel("admission-refused", 4 * MiB, Policies.defaults(), Faults.NONE)) {
             Exception e = assertThrows(Exception.class, () -> Stack.build(tk.kernel, config, Stack.Mode.SERVE).close());
-            assertTrue(e.getMessage().contains("no memory for the 256-page copy pool (page arena of 1024 pages"),
+            assertTrue(e.getMessage().contains("no memory for the 256-page copy pool (arena of 1024 pages"),
                     e.getMessage());
+            // The ledger in the message names what the three pools built before keep.
+            for (String built : new String[] {"lw0", "b", "c"}) {
+                assertTrue(e.getMessage().contains(" log-writes/" + built + "@0 copy pool 257 held,"), e.getMessage());
+            }
         }
     }
 
@@ -180,6 +185,49 @@ class NbdMemoryAdmissionTest {
                 clients.shutdownNow();
                 server.close();
             }
+        }
+    }
+
+    // Proves the budget is a promise in the arena's ledger, not a count of pages that happen to be
+    // free: once the server is built, a consumer that grows into every page it can get (a cache or
+    // a slab growing without waiting, here NOWAIT allocations until one fails) leaves the budget's
+    // pages alone, and a maximum-size write and its read-back complete at once. Before the ledger
+    // the grower took every page above the min watermark, and the admitted write waited in the page
+    // allocator for pages nothing would free (this test then ran into its timeout).
+    @Test
+    @Timeout(60)
+    void pagesPromisedToTheBudgetCannotBeTakenByAGrowingConsumer() throws Exception {
+        try (TestKernel tk = new TestKernel("admission-promise", 4 * MiB, Policies.defaults(), Faults.NONE);
+                Stack stack = Stack.build(tk.kernel, logWritesConfig(), Stack.Mode.SERVE)) {
+            PageAllocator pages = tk.kernel.pages();
+            NbdServer server = new NbdServer(tk.kernel, stack.exports(), new InetSocketAddress("127.0.0.1", 0));
+            List<io.blkstack.mem.Page> grown = new ArrayList<>();
+            try {
+                long budget = server.budget().totalPages();
+                assertEquals(budget, pages.promisedPages(), pages.describeLedger());
+                assertTrue(pages.describeLedger().contains("nbd payload budget " + budget + " promised (0 taken)"),
+                        pages.describeLedger());
+                for (io.blkstack.mem.Page p = pages.alloc(io.blkstack.mem.Gfp.NOWAIT); p != null;
+                        p = pages.alloc(io.blkstack.mem.Gfp.NOWAIT)) {
+                    grown.add(p);
+                }
+                assertEquals(budget, pages.promisedPages(), pages.describeState());
+                assertTrue(pages.freePages() >= budget, "the grower left the promised pages: " + pages.describeState());
+                server.start();
+                int max = server.exports().get(0).maximumPayload();
+                byte[] data = pattern(max, 1, 2, 3);
+                try (NbdTestClient nbd = new NbdTestClient(server.localAddress())) {
+                    nbd.greet();
+                    nbd.go("default");
+                    assertEquals(0, nbd.writeSync(0, data, 0));
+                    assertArrayEquals(data, nbd.readSync(0, max));
+                }
+                pages.checkInvariants();
+            } finally {
+                grown.forEach(pages::free);
+                server.close();
+            }
+            assertEquals(0, pages.promisedPages(), "the server's close gives its promise back");
         }
     }
 

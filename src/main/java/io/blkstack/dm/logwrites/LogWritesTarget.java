@@ -18,6 +18,7 @@ import io.blkstack.kernel.SpinLock;
 import io.blkstack.kernel.Task;
 import io.blkstack.kernel.WaitQueue;
 import io.blkstack.dm.logwrites.LogFormat;
+import io.blkstack.mem.Reservation;
 import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Page;
 import io.blkstack.wq.Work;
@@ -97,6 +98,8 @@ public final class LogWritesTarget extends Target {
     private final Page[] freePages = new Page[POOL_PAGES];
     private final LogBlock[] allBlocks = new LogBlock[BLOCKS_MAX];
     private Page headerPage;
+    /** The copy pool's and header page's line in the arena's ledger. */
+    private Reservation ledgerLine;
     private BioSet logBios;
     private Workqueue workqueue;
     private Work writerWork;
@@ -155,15 +158,16 @@ public final class LogWritesTarget extends Target {
                 // At start: one round of reclaim, then a clear error, never a wait for ever.
                 Page p = kernel.pages().alloc(Gfp.KERNEL | Gfp.NORETRY);
                 if (p == null) {
-                    throw args.error("no memory for the " + POOL_PAGES + "-page copy pool (page arena of "
-                            + kernel.pages().totalPages() + " pages, " + kernel.pages().freePages() + " free)");
+                    throw args.error("no memory for the " + POOL_PAGES + "-page copy pool ("
+                            + kernel.pages().describeLedger() + ")");
                 }
                 freePages[freePageCount++] = p;
             }
             headerPage = kernel.pages().alloc(Gfp.KERNEL | Gfp.NORETRY);
             if (headerPage == null) {
-                throw args.error("no memory for the log header page");
+                throw args.error("no memory for the log header page (" + kernel.pages().describeLedger() + ")");
             }
+            ledgerLine = kernel.pages().record(name + " copy pool", POOL_PAGES + 1);
             logBios = new BioSet(kernel, name, 2, 2, null, false);
             writerWork = new Work(name + " writer", this::writeLog);
             workqueue = Workqueue.create(kernel, name, Workqueue.MEM_RECLAIM, 1);
@@ -572,6 +576,9 @@ public final class LogWritesTarget extends Target {
                 ? "log-writes closed with " + queued + " entries queued and " + (BLOCKS_MAX - freeBlockCount)
                         + " blocks out (their pages are lost to the pool)"
                 : null;
+        if (ledgerLine != null) {
+            ledgerLine.close();
+        }
         for (int i = 0; i < freePageCount; i++) {
             kernel.pages().free(freePages[i]);
             freePages[i] = null;

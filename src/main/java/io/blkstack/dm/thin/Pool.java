@@ -17,6 +17,7 @@ import io.blkstack.dm.TargetIo;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.Mutex;
 import io.blkstack.kernel.SpinLock;
+import io.blkstack.mem.Reservation;
 import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Page;
 import io.blkstack.dm.thin.metadata.AllocationGroups;
@@ -141,6 +142,8 @@ public final class Pool {
     private Workqueue workqueue;
     private BioSet ioSet;
     private Page[] copyPages;
+    /** The copy buffer's line in the arena's ledger. */
+    private Reservation copyLedgerLine;
     private final Work work;
     private final DelayedWork commitTimer;
     private final DelayedWork noSpaceTimer;
@@ -261,10 +264,11 @@ public final class Pool {
             // round of reclaim is a pool that does not fit the memory, said at start.
             copyPages[i] = kernel.pages().alloc(Gfp.KERNEL | Gfp.NORETRY);
             if (copyPages[i] == null) {
-                throw new IllegalArgumentException("no memory for the " + pages + "-page copy buffer (page arena of "
-                        + kernel.pages().totalPages() + " pages, " + kernel.pages().freePages() + " free): give serve more memory");
+                throw new IllegalArgumentException("no memory for the " + pages + "-page copy buffer ("
+                        + kernel.pages().describeLedger() + "): give serve more memory");
             }
         }
+        copyLedgerLine = kernel.pages().record("thin-pool " + name + " copy buffer", pages);
         if (features.readOnly()) {
             mode = Mode.READ_ONLY;
         } else if (metadata.needsCheck()) {
@@ -1114,6 +1118,9 @@ public final class Pool {
         }
         if (groups != null) {
             groups.close();
+        }
+        if (copyLedgerLine != null) {
+            copyLedgerLine.close();
         }
         if (copyPages != null) {
             for (Page p : copyPages) {
