@@ -45,7 +45,7 @@ public final class Kernel implements AutoCloseable {
         this.faults = b.faults;
         this.tracer = b.tracer;
         scheduler.bind(this);
-        this.pages = new PageAllocator(this, b.memoryBytes);
+        this.pages = new PageAllocator(this, b.memoryBytes, b.mappedArena);
         this.watchdog = b.watchdogThresholdNanos > 0
                 ? new HungTaskWatchdog(this, b.watchdogThresholdNanos, b.watchdogListener, b.watchdogExplainer) : null;
     }
@@ -269,6 +269,7 @@ public final class Kernel implements AutoCloseable {
     public static final class Builder {
         private String name = "kernel";
         private long memoryBytes = 64L << 20;
+        private boolean mappedArena = true;
         private Scheduler scheduler;
         private Policies policies = Policies.defaults();
         private Reserves reserves = Reserves.DEFAULTS;
@@ -287,6 +288,15 @@ public final class Kernel implements AutoCloseable {
         /** The page arena's size; rounded down to whole 4 KiB pages. */
         public Builder memory(long bytes) {
             this.memoryBytes = bytes;
+            return this;
+        }
+
+        /**
+         * Whether the page arena may be an anonymous mapping (the default; zeroed lazily by the
+         * operating system) or must be direct memory zeroed up front (the plain-JDK path).
+         */
+        public Builder mappedArena(boolean value) {
+            this.mappedArena = value;
             return this;
         }
 

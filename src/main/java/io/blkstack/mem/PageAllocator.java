@@ -45,6 +45,7 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
     private final Page[] pages;
     /** A page of zeroes that {@link Page#zero} copies from; never written. */
     final byte[] zeroes = new byte[Page.SIZE];
+    private final ArenaMemory memory;
     private final ByteBuffer arena;
     private final int[] freeStack;
     private final SpinLock lock = new SpinLock("page allocator");
@@ -69,6 +70,15 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
     private volatile boolean closing;
 
     public PageAllocator(Kernel kernel, long bytes) {
+        this(kernel, bytes, true);
+    }
+
+    /**
+     * An arena of {@code bytes}; {@code mapped} asks for an anonymous mapping (pages zeroed by the
+     * operating system when first touched) where the platform has one, else (and always when false)
+     * direct memory zeroed up front ({@link ArenaMemory}).
+     */
+    public PageAllocator(Kernel kernel, long bytes, boolean mapped) {
         if (bytes < Page.SIZE) {
             throw new IllegalArgumentException("memory budget " + bytes + " bytes is smaller than one page");
         }
@@ -78,9 +88,9 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
         }
         this.kernel = kernel;
         int n = (int) count;
-        // One spare page so the arena can start on a 4 KiB boundary: O_DIRECT file I/O (the file
-        // device's direct mode) needs page-aligned buffers, and allocateDirect does not align.
-        ByteBuffer arena = ByteBuffer.allocateDirect((n + 1) * Page.SIZE).alignedSlice(Page.SIZE);
+        // Page-aligned either way: O_DIRECT file I/O (the file device's direct mode) needs it.
+        this.memory = ArenaMemory.allocate(n * Page.SIZE, mapped);
+        ByteBuffer arena = memory.buffer();
         this.arena = arena;
         this.pages = new Page[n];
         this.freeStack = new int[n];
@@ -643,6 +653,11 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
         }
     }
 
+    /** Whether the arena is an anonymous mapping (zeroed lazily) rather than direct memory. */
+    public boolean isMapped() {
+        return memory.isMapped();
+    }
+
     /** Pages currently handed out. */
     public int allocatedPages() {
         return pages.length - freeCount;
@@ -669,5 +684,6 @@ public final class PageAllocator implements Mempool.Allocator<Page>, AutoCloseab
             throw new IllegalStateException(leaked + " of " + pages.length + " pages were not returned to the arena of "
                     + kernel.name());
         }
+        memory.close(); // every page came back: nothing of ours can touch the memory any more
     }
 }

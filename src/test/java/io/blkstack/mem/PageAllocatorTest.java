@@ -137,6 +137,42 @@ class PageAllocatorTest {
         }
     }
 
+    /**
+     * Both kinds of arena memory: pages read as zeros before first written, keep what is written,
+     * and are page-aligned; a mapped arena is unmapped when the allocator closes (a buffer touched
+     * afterwards throws instead of reaching unmapped memory), direct memory stays with the
+     * garbage collector. On Linux the default is the mapping.
+     */
+    @Test
+    void mappedAndDirectArenasBehaveTheSame() {
+        for (boolean mapped : new boolean[] {true, false}) {
+            java.nio.ByteBuffer kept;
+            try (Kernel kernel = Kernel.builder().memory(16 * Page.SIZE).mappedArena(mapped).build();
+                    var self = kernel.attach("test")) {
+                PageAllocator pages = kernel.pages();
+                if (System.getProperty("os.name", "").toLowerCase(java.util.Locale.ROOT).startsWith("linux")) {
+                    assertEquals(mapped, pages.isMapped());
+                }
+                Page p = pages.alloc(Gfp.KERNEL);
+                for (int i = 0; i < Page.SIZE; i += 512) {
+                    assertEquals(0, p.buffer().get(i), "fresh memory reads as zeros");
+                }
+                p.buffer().put(100, (byte) 42);
+                assertEquals(42, p.slice(0, Page.SIZE).get(100));
+                java.nio.ByteBuffer run = pages.sliceRun(p, 0, Page.SIZE);
+                assertTrue(run.isDirect());
+                kept = p.buffer();
+                pages.free(p);
+            }
+            if (mapped && kept != null && System.getProperty("os.name", "").toLowerCase(java.util.Locale.ROOT).startsWith("linux")) {
+                java.nio.ByteBuffer gone = kept;
+                assertThrows(IllegalStateException.class, () -> gone.get(0), "unmapped at close");
+            } else {
+                assertEquals(42, kept.get(100), "direct memory lives while referenced");
+            }
+        }
+    }
+
     @Test
     void directReclaimRunsShrinkersWithTheCallersFlags() {
         try (Kernel kernel = Kernel.builder().memory(64 * Page.SIZE).build();
