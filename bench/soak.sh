@@ -145,7 +145,11 @@ start_server() {
     local stack=$1 memory=$2 dir=$work/$1
     local args=(serve --listen 127.0.0.1:0 --memory "$memory")
     [[ $stack != default ]] && args+=(--config stack.yaml)
-    (cd "$dir" && exec "$root/blkstack" "${args[@]}") >"$dir/serve.out" 2>"$dir/serve.err" &
+    # Emptied here, before the server starts: the background job's own redirection may run after
+    # the first check below, which would then read the previous server's "ready" and port.
+    : >"$dir/serve.out"
+    : >"$dir/serve.err"
+    (cd "$dir" && exec "$root/blkstack" "${args[@]}") >>"$dir/serve.out" 2>>"$dir/serve.err" &
     server_pid=$!
     for _ in $(seq 1 1200); do
         if grep -q '^blkstack serve: ready$' "$dir/serve.out" 2>/dev/null; then
