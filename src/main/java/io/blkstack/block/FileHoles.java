@@ -1,17 +1,16 @@
 package io.blkstack.block;
 
+import io.blkstack.mem.NativeCalls;
 import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.FunctionDescriptor;
 import java.lang.foreign.Linker;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.StructLayout;
-import java.lang.foreign.SymbolLookup;
 import java.lang.foreign.ValueLayout;
 import java.lang.invoke.MethodHandle;
 import java.lang.invoke.VarHandle;
 import java.nio.file.Path;
-import java.util.Locale;
 
 /**
  * The holes of a file device's file, from the file system: {@code lseek(SEEK_HOLE / SEEK_DATA)}
@@ -49,34 +48,20 @@ final class FileHoles implements AutoCloseable {
         static final Libc INSTANCE = bind();
 
         private static Libc bind() {
-            if (!System.getProperty("os.name", "").toLowerCase(Locale.ROOT).startsWith("linux")) {
-                return null;
+            StructLayout errnoLayout = Linker.Option.captureStateLayout();
+            Linker.Option errno = Linker.Option.captureCallState("errno");
+            MethodHandle open = NativeCalls.libc("open", FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS,
+                    ValueLayout.JAVA_INT, ValueLayout.JAVA_INT), errno, Linker.Option.firstVariadicArg(2));
+            MethodHandle lseek = NativeCalls.libc("lseek", FunctionDescriptor.of(ValueLayout.JAVA_LONG,
+                    ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG, ValueLayout.JAVA_INT));
+            MethodHandle fallocate = NativeCalls.libc("fallocate", FunctionDescriptor.of(ValueLayout.JAVA_INT,
+                    ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG, ValueLayout.JAVA_LONG), errno);
+            MethodHandle close = NativeCalls.libc("close", FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT));
+            if (open == null || lseek == null || fallocate == null || close == null) {
+                return null; // no usable native linker (a restricted JVM, an unusual platform): the plain-JDK path
             }
-            try {
-                Linker linker = Linker.nativeLinker();
-                SymbolLookup libc = linker.defaultLookup();
-                StructLayout errnoLayout = Linker.Option.captureStateLayout();
-                Linker.Option errno = Linker.Option.captureCallState("errno");
-                MethodHandle open = linker.downcallHandle(libc.find("open").orElseThrow(),
-                        FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT,
-                                ValueLayout.JAVA_INT),
-                        errno, Linker.Option.firstVariadicArg(2));
-                MethodHandle lseek = linker.downcallHandle(libc.find("lseek").orElseThrow(),
-                        FunctionDescriptor.of(ValueLayout.JAVA_LONG, ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG,
-                                ValueLayout.JAVA_INT));
-                MethodHandle fallocate = linker.downcallHandle(libc.find("fallocate").orElseThrow(),
-                        FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_INT,
-                                ValueLayout.JAVA_LONG, ValueLayout.JAVA_LONG),
-                        errno);
-                MethodHandle close = linker.downcallHandle(libc.find("close").orElseThrow(),
-                        FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT));
-                VarHandle errnoHandle = errnoLayout.varHandle(
-                        java.lang.foreign.MemoryLayout.PathElement.groupElement("errno"));
-                return new Libc(open, lseek, fallocate, close, errnoLayout, errnoHandle);
-            } catch (RuntimeException | LinkageError e) {
-                // No usable native linker (a restricted JVM, an unusual platform): the plain-JDK path.
-                return null;
-            }
+            VarHandle errnoHandle = errnoLayout.varHandle(java.lang.foreign.MemoryLayout.PathElement.groupElement("errno"));
+            return new Libc(open, lseek, fallocate, close, errnoLayout, errnoHandle);
         }
 
         int errno(MemorySegment state) {

@@ -2,13 +2,10 @@ package io.blkstack.mem;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.FunctionDescriptor;
-import java.lang.foreign.Linker;
 import java.lang.foreign.MemorySegment;
-import java.lang.foreign.SymbolLookup;
 import java.lang.foreign.ValueLayout;
 import java.lang.invoke.MethodHandle;
 import java.nio.ByteBuffer;
-import java.util.Locale;
 
 /**
  * The memory behind one page arena: page-aligned, direct, and released when the arena closes.
@@ -37,21 +34,12 @@ final class ArenaMemory implements AutoCloseable {
         static final Libc INSTANCE = bind();
 
         private static Libc bind() {
-            if (!System.getProperty("os.name", "").toLowerCase(Locale.ROOT).startsWith("linux")) {
-                return null;
-            }
-            try {
-                Linker linker = Linker.nativeLinker();
-                SymbolLookup libc = linker.defaultLookup();
-                MethodHandle mmap = linker.downcallHandle(libc.find("mmap").orElseThrow(),
-                        FunctionDescriptor.of(ValueLayout.ADDRESS, ValueLayout.ADDRESS, ValueLayout.JAVA_LONG,
-                                ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG));
-                MethodHandle munmap = linker.downcallHandle(libc.find("munmap").orElseThrow(),
-                        FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_LONG));
-                return new Libc(mmap, munmap);
-            } catch (RuntimeException | LinkageError e) {
-                return null; // no usable native linker: the plain-JDK path
-            }
+            MethodHandle mmap = NativeCalls.libc("mmap", FunctionDescriptor.of(ValueLayout.ADDRESS, ValueLayout.ADDRESS,
+                    ValueLayout.JAVA_LONG, ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_INT,
+                    ValueLayout.JAVA_LONG));
+            MethodHandle munmap = NativeCalls.libc("munmap",
+                    FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_LONG));
+            return mmap == null || munmap == null ? null : new Libc(mmap, munmap);
         }
     }
 
