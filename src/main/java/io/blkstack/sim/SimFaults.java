@@ -300,6 +300,15 @@ public final class SimFaults implements Faults {
         }
     }
 
+    /** Whether {@code kernel}'s stack set-up is marked as in progress now (false outside the simulator). */
+    public static boolean inSetup(Kernel kernel) {
+        return kernel.faults() instanceof SimFaults f && f.isInSetup();
+    }
+
+    private synchronized boolean isInSetup() {
+        return inSetup;
+    }
+
     private synchronized void setInSetup(boolean value) {
         if (!atSetup && inSetup != value) {
             trace.record("sim", value ? "faults-off" : "faults-on", "set-up");

@@ -17,6 +17,7 @@ import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.Task;
 import io.blkstack.remote.NbdUri;
 import io.blkstack.remote.RemoteDevice;
+import io.blkstack.sim.SimFaults;
 import io.blkstack.sim.nbd.SimNbdServer;
 import java.io.IOException;
 import java.util.ArrayList;
@@ -149,10 +150,20 @@ public final class ConfigStack implements DrivenStack {
         RemoteDevice.Options options = RemoteDevice.Options.of(uri).withTransport(server.transport())
                 .withConnections(r.connections()).withTimeoutNanos(r.timeoutNanos())
                 .withLog(line -> k.tracer().event(Task.currentOrNull(), "remote-log", line));
+        // Connecting is set-up, also when a restart after a crash connects again mid-run: a refused
+        // connect there would fail the whole rebuild, which serve cannot survive either.
+        boolean outside = !SimFaults.inSetup(k);
+        if (outside) {
+            SimFaults.setupBegins(k);
+        }
         try {
             return RemoteDevice.open(k, r.name(), options);
         } catch (IOException e) {
             throw new IllegalStateException("devices." + r.name() + ": " + e.getMessage(), e);
+        } finally {
+            if (outside) {
+                SimFaults.setupEnds(k);
+            }
         }
     }
 
