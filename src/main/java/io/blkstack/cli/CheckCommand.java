@@ -293,7 +293,8 @@ final class CheckCommand implements Callable<Integer> {
                     throw usage("--via nbd drives one export without events; drop --workload events or extra"
                             + " --export/--device");
                 }
-                return new NbdWorkload(k -> driven.build(k).devices().get(0), w);
+                boolean remote = config.devices().stream().anyMatch(d -> d instanceof StackConfig.RemoteSpec);
+                return new NbdWorkload(k -> driven.build(k).devices().get(0), w, remote);
             }
             return Workload.driving(driven, w);
         }

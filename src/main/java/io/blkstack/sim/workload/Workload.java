@@ -340,6 +340,19 @@ public final class Workload implements Consumer<Kernel> {
         return false;
     }
 
+    /** Whether a simulated NBD server has crashed and lost unflushed writes in this run so far. */
+    static boolean lossHappened(Kernel kernel) {
+        if (!(kernel.faults() instanceof SimFaults faults)) {
+            return false;
+        }
+        for (Map.Entry<String, Long> e : faults.fires().entrySet()) {
+            if (e.getKey().startsWith(SimNbdServer.LOSE_SITE) && e.getValue() > 0) {
+                return true;
+            }
+        }
+        return false;
+    }
+
     /** An I/O fault site: a device's {@code io:} error, or a simulated NBD server's drop, refusal or delay. */
     private static boolean isIoFault(String site) {
         return site.startsWith("io:") || site.startsWith(SimNbdServer.DROP_SITE) || site.startsWith(SimNbdServer.REFUSE_SITE)
@@ -571,7 +584,7 @@ public final class Workload implements Consumer<Kernel> {
                 pages.get(pos / Page.SIZE).buffer().get(pos % Page.SIZE, sector, 0, Bio.SECTOR_SIZE);
                 int differs = zero ? firstNonZero(sector)
                         : Arrays.mismatch(sector, 0, Bio.SECTOR_SIZE, expected, at, at + Bio.SECTOR_SIZE);
-                if (differs >= 0 && !zero && window != null && lossHappened() && window.accepts(sector, at)) {
+                if (differs >= 0 && !zero && window != null && lossHappened(kernel) && window.accepts(sector, at)) {
                     // Acknowledged, not yet flushed, and a server lost unflushed writes: the next flush
                     // must fail (else the strict reads after it catch the loss).
                     kernel.counters().get("workload.unflushed-lost-reads").incrementAndGet();
@@ -613,18 +626,7 @@ public final class Workload implements Consumer<Kernel> {
             }
         }
 
-        /** Whether a simulated NBD server has crashed and lost unflushed writes in this run so far. */
-        private boolean lossHappened() {
-            if (!(kernel.faults() instanceof SimFaults faults)) {
-                return false;
-            }
-            for (Map.Entry<String, Long> e : faults.fires().entrySet()) {
-                if (e.getKey().startsWith(SimNbdServer.LOSE_SITE) && e.getValue() > 0) {
-                    return true;
-                }
-            }
-            return false;
-        }
+
 
         /** After a crash: the device is the restarted one, and what reads return is what was durable. */
         void crashed() {
