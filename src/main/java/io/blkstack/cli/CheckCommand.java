@@ -15,6 +15,7 @@ import io.blkstack.sim.SimFaults;
 import io.blkstack.sim.SimResult;
 import io.blkstack.sim.SimRunner;
 import io.blkstack.scenario.SplittingDevice;
+import io.blkstack.sim.nbd.SimNbdServer;
 import io.blkstack.sim.workload.ConfigStack;
 import io.blkstack.sim.workload.NbdWorkload;
 import io.blkstack.sim.workload.Workload;
@@ -128,7 +129,8 @@ final class CheckCommand implements Callable<Integer> {
 
     @Option(names = "--config", paramLabel = "FILE",
             description = "YAML configuration as serve takes it (file devices are simulated: same size, in memory,"
-                    + " seeded latency and faults); replaces --stack.")
+                    + " seeded latency and faults; nbd: devices connect to a simulated NBD server of their size);"
+                    + " replaces --stack.")
     Path configFile;
 
     @Option(names = "--device", paramLabel = "NAME",
@@ -291,7 +293,8 @@ final class CheckCommand implements Callable<Integer> {
                     throw usage("--via nbd drives one export without events; drop --workload events or extra"
                             + " --export/--device");
                 }
-                return new NbdWorkload(k -> driven.build(k).devices().get(0), w);
+                boolean remote = config.devices().stream().anyMatch(d -> d instanceof StackConfig.RemoteSpec);
+                return new NbdWorkload(k -> driven.build(k).devices().get(0), w, remote);
             }
             return Workload.driving(driven, w);
         }
@@ -328,9 +331,9 @@ final class CheckCommand implements Callable<Integer> {
             throw usage("--config: cannot read " + configFile + ": " + e.getMessage());
         }
         for (StackConfig.DeviceSpec d : config.devices()) {
-            if (d instanceof StackConfig.RemoteSpec r) {
-                throw usage(configFile + ":" + r.line() + ": devices." + r.name() + ": check cannot run a remote device"
-                        + " yet (it would do real network I/O outside the simulator; there is no simulated NBD server)");
+            if (d instanceof StackConfig.RemoteSpec r && r.sizeBytes() == 0) {
+                throw usage(configFile + ":" + r.line() + ": devices." + r.name() + ": a remote device needs 'size' under"
+                        + " check: it is connected to a simulated NBD server of that size, not to " + r.uri());
             }
         }
         if (!spec.commandLine().getParseResult().hasMatchedOption("--memory")) {
@@ -516,9 +519,10 @@ final class CheckCommand implements Callable<Integer> {
         for (String name : Coverage.COUNTERS) {
             coverage.append(' ').append(name).append('=').append(c.counters().getOrDefault(name, 0L));
         }
-        // The workload's own counters (operation kinds, control events, a refused stack), when they happened.
+        // The workload's own counters (operation kinds, control events, a refused stack) and the
+        // simulated NBD servers' (connects, reconnects, drops, crashes, refusals, delays), when they happened.
         c.counters().forEach((name, value) -> {
-            if (name.startsWith("workload.") && value > 0) {
+            if ((name.startsWith("workload.") || name.startsWith(SimNbdServer.COUNTER_PREFIX)) && value > 0) {
                 coverage.append(' ').append(name).append('=').append(value);
             }
         });

@@ -16,9 +16,10 @@ import java.util.function.BooleanSupplier;
  * or -1 once the writer {@link #closeWrite closed} and the ring is drained, or at once after
  * {@link #shutdownRead} (later bytes are dropped, as after {@code shutdown(SHUT_RD)}); a write
  * moves what fits (at least one byte) and fails once the pipe is {@link #close closed}. Heap
- * memory, allocated once; nothing from the page arena.
+ * memory, allocated once; nothing from the page arena. Public for the checker's simulated NBD server
+ * ({@code io.blkstack.sim.nbd}), whose connections are pairs of these.
  */
-final class BytePipe {
+public final class BytePipe {
 
     private final String name;
     private final byte[] ring;
@@ -34,7 +35,7 @@ final class BytePipe {
     private final BooleanSupplier canRead = this::readReady;
     private final BooleanSupplier canWrite = this::writeReady;
 
-    BytePipe(String name, int capacityBytes) {
+    public BytePipe(String name, int capacityBytes) {
         if (capacityBytes < 1) {
             throw new IllegalArgumentException("pipe " + name + ": capacity " + capacityBytes + " < 1");
         }
@@ -64,7 +65,7 @@ final class BytePipe {
     }
 
     /** Reads into {@code dsts[offset..offset+length)}; at least one byte, or -1 at end of stream. */
-    long read(ByteBuffer[] dsts, int offset, int length) throws IOException {
+    public long read(ByteBuffer[] dsts, int offset, int length) throws IOException {
         readable.waitEventTimeout(canRead, this, -1, false);
         long moved = 0;
         lock.lock();
@@ -93,7 +94,7 @@ final class BytePipe {
     }
 
     /** Writes from {@code srcs[offset..offset+length)}; at least one byte (waits for room). */
-    long write(ByteBuffer[] srcs, int offset, int length) throws IOException {
+    public long write(ByteBuffer[] srcs, int offset, int length) throws IOException {
         writable.waitEventTimeout(canWrite, this, -1, false);
         long moved = 0;
         lock.lock();
@@ -124,7 +125,7 @@ final class BytePipe {
     }
 
     /** The writer is done: the reader sees end of stream once the ring is drained. */
-    void closeWrite() {
+    public void closeWrite() {
         lock.lock();
         try {
             writeClosed = true;
@@ -136,7 +137,7 @@ final class BytePipe {
     }
 
     /** The reader is done: reads return end of stream now, and later writes are dropped. */
-    void shutdownRead() {
+    public void shutdownRead() {
         lock.lock();
         try {
             readShut = true;
@@ -149,7 +150,7 @@ final class BytePipe {
     }
 
     /** Closes the pipe: blocked and later reads and writes fail. */
-    void close() {
+    public void close() {
         lock.lock();
         try {
             closed = true;

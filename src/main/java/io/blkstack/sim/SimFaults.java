@@ -30,7 +30,16 @@ import java.util.TreeMap;
 public final class SimFaults implements Faults {
 
     /** One parsed rule. */
-    record Rule(String pattern, double probability, long nth, long latencyMaxNanos) {
+    record Rule(String pattern, double probability, long nth, long latencyMaxNanos, boolean late) {
+
+        Rule(String pattern, double probability, long nth, long latencyMaxNanos) {
+            this(pattern, probability, nth, latencyMaxNanos, false);
+        }
+
+        /** The same rule, enabled or not by a swarm draw when its site is first asked. */
+        Rule asLate() {
+            return new Rule(pattern, probability, nth, latencyMaxNanos, true);
+        }
 
         /** The rule as it would be written. */
         String text() {
@@ -78,6 +87,17 @@ public final class SimFaults implements Faults {
          */
         public static final String DEFAULT_SET = "alloc:*=0.02,worker-create=0.05,io:*=0.001,latency:*=0.5/200us";
 
+        /**
+         * The simulated NBD server's faults, which {@code swarm} alone adds to the default set: a
+         * connection drops at one of the three points a request is asked at (before it is carried
+         * out, before its reply, in the middle of its reply), a drop is also a crash of the server
+         * that loses its unflushed writes, a connect is refused, and a reply is delayed by up to 15 s
+         * (past a remote device's timeout when that is shorter). Only stacks with {@code nbd:}
+         * devices have these sites. Each rule is enabled with probability 1/2, drawn when its site is
+         * first asked, so runs of stacks without them draw exactly as before.
+         */
+        public static final String REMOTE_SET = "nbd-drop:*=0.01,nbd-lose:*=0.3,nbd-refuse:*=0.5,latency:nbd:*=0.02/15s";
+
         private final String text;
         private final List<Rule> rules;
         private final boolean swarm;
@@ -109,6 +129,9 @@ public final class SimFaults implements Faults {
             if (swarm && rules.isEmpty()) {
                 for (String entry : DEFAULT_SET.split(",")) {
                     rules.add(parseRule(entry));
+                }
+                for (String entry : REMOTE_SET.split(",")) {
+                    rules.add(parseRule(entry).asLate());
                 }
             }
             return new Spec(text.trim(), List.copyOf(rules), swarm);
@@ -221,6 +244,8 @@ public final class SimFaults implements Faults {
     private final SimRandom random;
     private final SimTrace trace;
     private final List<Rule> enabled;
+    /** Late rules ({@link Rule#late}) by whether their swarm draw enabled them, once drawn. */
+    private final Map<Rule, Boolean> lateDraws = new java.util.IdentityHashMap<>();
     private final Map<String, long[]> counts = new TreeMap<>();
     private final boolean atSetup;
     private boolean inSetup;
@@ -235,7 +260,11 @@ public final class SimFaults implements Faults {
         this.atSetup = atSetup;
         this.random = random;
         this.trace = trace;
-        List<Rule> rules = new ArrayList<>(spec.rules());
+        List<Rule> rules = new ArrayList<>();
+        List<Rule> late = new ArrayList<>();
+        for (Rule r : spec.rules()) {
+            (r.late() ? late : rules).add(r);
+        }
         if (spec.swarm() && rules.size() > 1) {
             for (int i = rules.size() - 1; i > 0; i--) {
                 int j = random.nextInt(i + 1);
@@ -250,6 +279,7 @@ public final class SimFaults implements Faults {
             }
             trace.record("sim", "swarm", sb.toString().trim());
         }
+        rules.addAll(late);
         this.enabled = List.copyOf(rules);
     }
 
@@ -268,6 +298,15 @@ public final class SimFaults implements Faults {
         if (kernel.faults() instanceof SimFaults f) {
             f.setInSetup(false);
         }
+    }
+
+    /** Whether {@code kernel}'s stack set-up is marked as in progress now (false outside the simulator). */
+    public static boolean inSetup(Kernel kernel) {
+        return kernel.faults() instanceof SimFaults f && f.isInSetup();
+    }
+
+    private synchronized boolean isInSetup() {
+        return inSetup;
     }
 
     private synchronized void setInSetup(boolean value) {
@@ -290,7 +329,7 @@ public final class SimFaults implements Faults {
         long[] c = counts.computeIfAbsent(site, s -> new long[2]);
         long attempt = ++c[0];
         for (Rule r : enabled) {
-            if (r.isLatency() || !r.matches(site)) {
+            if (r.isLatency() || !r.matches(site) || !drawnOn(r, site)) {
                 continue;
             }
             boolean fail = r.nth() > 0 ? attempt == r.nth() : random.chance(r.probability());
@@ -311,7 +350,7 @@ public final class SimFaults implements Faults {
         long[] c = counts.computeIfAbsent(site, s -> new long[2]);
         c[0]++;
         for (Rule r : enabled) {
-            if (r.isLatency() && r.matches(site) && random.chance(r.probability())) {
+            if (r.isLatency() && r.matches(site) && drawnOn(r, site) && random.chance(r.probability())) {
                 long extra = random.latencyNanos(0, r.latencyMaxNanos());
                 c[1]++;
                 trace.record("sim", "latency", site + " +" + extra + "ns");
@@ -319,6 +358,20 @@ public final class SimFaults implements Faults {
             }
         }
         return 0;
+    }
+
+    /** Whether rule {@code r} is on: always for an ordinary rule; a late one draws its half the first time. */
+    private boolean drawnOn(Rule r, String site) {
+        if (!r.late()) {
+            return true;
+        }
+        Boolean on = lateDraws.get(r);
+        if (on == null) {
+            on = random.chance(0.5);
+            lateDraws.put(r, on);
+            trace.record("sim", "swarm-late", r.pattern() + (on ? " on" : " off") + " at " + site);
+        }
+        return on;
     }
 
     /** How often each site fired, by site name (sites asked but never fired show 0). */
@@ -335,11 +388,13 @@ public final class SimFaults implements Faults {
         return map;
     }
 
-    /** The rule patterns enabled in this run (all of them unless swarm). */
-    public List<String> enabledSites() {
+    /** The rule patterns enabled in this run (all of them unless swarm; a late rule once drawn on). */
+    public synchronized List<String> enabledSites() {
         List<String> list = new ArrayList<>();
         for (Rule r : enabled) {
-            list.add(r.pattern());
+            if (!r.late() || Boolean.TRUE.equals(lateDraws.get(r))) {
+                list.add(r.pattern());
+            }
         }
         return list;
     }

@@ -13,6 +13,7 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.MethodSource;
 import org.junit.jupiter.params.provider.ValueSource;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
 /**
  * {@code blkstack check --config} on the configurations serve takes: the embedded default stack and
@@ -27,17 +28,13 @@ class CheckConfigTest {
     static final String FAULTS = "latency:*=0.5/200us";
 
     /**
-     * The embedded default stack and every YAML example but those over remote NBD devices, which
-     * check refuses until it has a simulated NBD server ({@link #remoteDevicesAreRefusedByName}).
+     * The embedded default stack and every YAML example (remote NBD devices included: they connect
+     * to simulated NBD servers of their configured size).
      */
     static Stream<Path> configurations() throws Exception {
         List<Path> all = new ArrayList<>();
         all.add(Path.of("src/main/resources/default-stack.yaml"));
-        for (Path p : examples()) {
-            if (!Files.readString(p).contains(" nbd: ")) {
-                all.add(p);
-            }
-        }
+        all.addAll(examples());
         return all.stream();
     }
 
@@ -47,22 +44,20 @@ class CheckConfigTest {
         }
     }
 
-    // Proves the examples left out above are refused with the device, the line and the reason,
-    // not run half-way: a remote device would do real network I/O outside the simulator.
+    // Proves a remote device without 'size' is refused with the device, the line and the reason,
+    // not run half-way: check connects it to a simulated server of that size, never to the network.
     @Test
-    void remoteDevicesAreRefusedByName() throws Exception {
-        List<Path> remote = new ArrayList<>();
-        for (Path p : examples()) {
-            if (Files.readString(p).contains(" nbd: ")) {
-                remote.add(p);
-            }
-        }
-        assertTrue(!remote.isEmpty(), "no example over remote devices: drop this test and the filter above");
-        for (Path p : remote) {
-            CommandRun r = run("check", "--config", p.toString(), "--schedules", "1");
-            assertEquals(ExitCodes.USAGE, r.exitCode(), r.out() + r.err());
-            assertTrue(r.err().contains("check cannot run a remote device yet"), r.err());
-        }
+    void remoteDeviceWithoutSizeIsRefusedByName(@TempDir Path dir) throws Exception {
+        Path config = dir.resolve("remote.yaml");
+        Files.writeString(config, """
+                devices:
+                  r0: { nbd: "nbd://storage1/disk0" }
+                exports:
+                  default: { device: r0 }
+                """);
+        CommandRun r = run("check", "--config", config.toString(), "--schedules", "1");
+        assertEquals(ExitCodes.USAGE, r.exitCode(), r.out() + r.err());
+        assertTrue(r.err().contains(config + ":2: devices.r0: a remote device needs 'size' under check"), r.err());
     }
 
     // Proves every configuration serve takes runs under check with file devices simulated: every

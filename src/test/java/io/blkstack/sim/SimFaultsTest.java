@@ -121,7 +121,7 @@ class SimFaultsTest {
     void swarmAloneUsesTheDefaultSet() {
         SimFaults.Spec spec = SimFaults.Spec.parse("swarm");
         assertFalse(spec.isEmpty());
-        assertEquals(SimFaults.Spec.DEFAULT_SET, spec.ruleText());
+        assertEquals(SimFaults.Spec.DEFAULT_SET + "," + SimFaults.Spec.REMOTE_SET, spec.ruleText());
         assertTrue(spec.describe().contains(SimFaults.Spec.DEFAULT_SET), spec.describe());
         int rules = SimFaults.Spec.DEFAULT_SET.split(",").length;
         long allocFires = 0;

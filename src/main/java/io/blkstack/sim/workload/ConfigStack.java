@@ -14,6 +14,11 @@ import io.blkstack.dm.Target;
 import io.blkstack.dm.thin.ThinPoolTarget;
 import io.blkstack.dm.thin.ThinTarget;
 import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.Task;
+import io.blkstack.remote.NbdUri;
+import io.blkstack.remote.RemoteDevice;
+import io.blkstack.sim.SimFaults;
+import io.blkstack.sim.nbd.SimNbdServer;
 import java.io.IOException;
 import java.util.ArrayList;
 import java.util.HashMap;
@@ -32,6 +37,11 @@ import java.util.Map;
  * the same kind with their configured latency, so a restart keeps them as a ram disk survives a
  * reload; null devices stay as configured. The media live as long as the run, so a crash can
  * drop what was not flushed and build the stack again over what was.
+ *
+ * <p>A remote ({@code nbd:}) device is the real {@link RemoteDevice}, connected through in-process
+ * pipes to a {@link SimNbdServer} of the configured {@code size} (which must be given), with the
+ * server's seeded drops, crashes that lose unflushed writes, refused reconnects and delayed replies.
+ * The servers live as long as the run too: a crash of the stack restarts the client, not the server.
  *
  * <p>The reference model's sector classes come from the top table of each driven device: a
  * {@code zero} target reads zeros; an {@code error} target and a {@code flakey} target that drops
@@ -56,11 +66,14 @@ public final class ConfigStack implements DrivenStack {
     private final StackConfig config;
     private final List<Drive> drives;
     private final Map<String, CachedMemoryDevice.Media> media = new HashMap<>();
+    private final Map<String, SimNbdServer> servers = new HashMap<>();
+    private final boolean lyingServers;
     private Stack stack;
     private List<BlockDevice> devices;
     private List<long[]> classes;
 
-    private ConfigStack(Kernel kernel, StackConfig config, List<Drive> drives) {
+    private ConfigStack(Kernel kernel, StackConfig config, List<Drive> drives, boolean lyingServers) {
+        this.lyingServers = lyingServers;
         if (drives.isEmpty()) {
             throw new IllegalArgumentException(config.source() + ": no device to drive");
         }
@@ -71,9 +84,18 @@ public final class ConfigStack implements DrivenStack {
 
     /** A builder of the stack of {@code config} driving {@code drives}, one fresh stack per run. */
     public static Workload.DrivenStackBuilder builder(StackConfig config, List<Drive> drives) {
+        return builder(config, drives, false);
+    }
+
+    /**
+     * As {@link #builder(StackConfig, List)}; with {@code lyingServers} every simulated NBD server
+     * acknowledges FLUSH and FUA without making writes stable (a broken server, for the test that
+     * shows the checker catches what that loses).
+     */
+    public static Workload.DrivenStackBuilder builder(StackConfig config, List<Drive> drives, boolean lyingServers) {
         List<Drive> copy = List.copyOf(drives);
         return kernel -> {
-            ConfigStack s = new ConfigStack(kernel, config, copy);
+            ConfigStack s = new ConfigStack(kernel, config, copy, lyingServers);
             s.build();
             return s;
         };
@@ -108,9 +130,41 @@ public final class ConfigStack implements DrivenStack {
             case StackConfig.MemorySpec m -> new CachedMemoryDevice(k, media(m.name(), m.sizeBytes(), true),
                     m.latencyNanos(), MemoryDevice.DEFAULT_QUEUE_DEPTH, Bio.SECTOR_SIZE);
             case StackConfig.NullSpec n -> null;
-            case StackConfig.RemoteSpec r -> throw new IllegalArgumentException("devices." + r.name()
-                    + ": check cannot run a remote device yet");
+            case StackConfig.RemoteSpec r -> remote(k, r);
         };
+    }
+
+    /**
+     * A remote device connected to the simulated NBD server of its name (made the first time, of
+     * the configured size, and kept for the run like the media: a restart of the stack is a restart
+     * of the client, not of the server).
+     */
+    private RemoteDevice remote(Kernel k, StackConfig.RemoteSpec r) {
+        if (r.sizeBytes() == 0) {
+            throw new IllegalArgumentException("devices." + r.name() + ": a remote device needs 'size' under check"
+                    + " (the simulated server exports that size)");
+        }
+        NbdUri uri = NbdUri.parse(r.uri());
+        SimNbdServer server = servers.computeIfAbsent(r.name(),
+                n -> new SimNbdServer(k, n, uri.exportName(), r.sizeBytes(), lyingServers));
+        RemoteDevice.Options options = RemoteDevice.Options.of(uri).withTransport(server.transport())
+                .withConnections(r.connections()).withTimeoutNanos(r.timeoutNanos())
+                .withLog(line -> k.tracer().event(Task.currentOrNull(), "remote-log", line));
+        // Connecting is set-up, also when a restart after a crash connects again mid-run: a refused
+        // connect there would fail the whole rebuild, which serve cannot survive either.
+        boolean outside = !SimFaults.inSetup(k);
+        if (outside) {
+            SimFaults.setupBegins(k);
+        }
+        try {
+            return RemoteDevice.open(k, r.name(), options);
+        } catch (IOException e) {
+            throw new IllegalStateException("devices." + r.name() + ": " + e.getMessage(), e);
+        } finally {
+            if (outside) {
+                SimFaults.setupEnds(k);
+            }
+        }
     }
 
     private CachedMemoryDevice.Media media(String name, long sizeBytes, boolean writeThrough) {
@@ -242,6 +296,12 @@ public final class ConfigStack implements DrivenStack {
             throw new IllegalStateException("thin pool device " + poolName + " is not a mapped device");
         }
         pool.message(0, words);
+    }
+
+    /** Remote devices may: their simulated servers crash and lose what they had not flushed. */
+    @Override
+    public boolean mayLoseUnflushed() {
+        return !servers.isEmpty();
     }
 
     @Override

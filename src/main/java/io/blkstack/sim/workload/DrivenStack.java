@@ -70,6 +70,16 @@ public interface DrivenStack {
         throw new UnsupportedOperationException("device " + index + " is not a thin device");
     }
 
+    /**
+     * Whether a bottom device may lose writes it acknowledged but had not flushed while the stack
+     * runs (a remote device whose server crashes): then the reference model lets a read between a
+     * write and the next flush return an older value of the range, once such a loss has happened,
+     * and checks strictly again after a flush that succeeded.
+     */
+    default boolean mayLoseUnflushed() {
+        return false;
+    }
+
     /** Whether the stack can crash and be built again from what its bottom devices made durable. */
     default boolean canRestart() {
         return false;

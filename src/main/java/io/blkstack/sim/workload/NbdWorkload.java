@@ -49,10 +49,21 @@ public final class NbdWorkload implements Consumer<Kernel> {
 
     private final Workload.StackBuilder stack;
     private final WorkloadSpec spec;
+    private final boolean mayLoseUnflushed;
 
     public NbdWorkload(Workload.StackBuilder stack, WorkloadSpec spec) {
+        this(stack, spec, false);
+    }
+
+    /**
+     * As {@link #NbdWorkload(Workload.StackBuilder, WorkloadSpec)}; {@code mayLoseUnflushed} for a
+     * stack whose bottom devices may lose unflushed writes ({@link DrivenStack#mayLoseUnflushed}):
+     * each client then keeps an {@link UnflushedWindow}, as {@link Workload}'s tasks do.
+     */
+    public NbdWorkload(Workload.StackBuilder stack, WorkloadSpec spec, boolean mayLoseUnflushed) {
         this.stack = stack;
         this.spec = spec;
+        this.mayLoseUnflushed = mayLoseUnflushed;
     }
 
     public WorkloadSpec spec() {
@@ -117,6 +128,9 @@ public final class NbdWorkload implements Consumer<Kernel> {
         private final ByteBuffer header = ByteBuffer.allocate(NbdProtocol.REQUEST_HEADER_BYTES);
         private final ByteBuffer reply = ByteBuffer.allocate(SIMPLE_REPLY_BYTES);
         private final ByteBuffer data;
+        /** Writes since the last good flush, when the stack may lose unflushed writes; else null. */
+        private final UnflushedWindow window;
+        private final byte[] sector = new byte[Bio.SECTOR_SIZE];
         private long cookie;
         private int dataOps;
 
@@ -128,6 +142,7 @@ public final class NbdWorkload implements Consumer<Kernel> {
             this.random = new SplittableRandom(seed);
             this.slice = new SliceModel(spec, index, random);
             this.data = ByteBuffer.allocate(spec.sizeMaxBytes());
+            this.window = mayLoseUnflushed ? new UnflushedWindow(slice, spec.opsPerTask()) : null;
         }
 
         /** Issues the task's operations one at a time, then disconnects; stops at the first mismatch. */
@@ -171,6 +186,9 @@ public final class NbdWorkload implements Consumer<Kernel> {
             sendHeader(NbdProtocol.CMD_WRITE, slice.start + offset, size);
             client.send(data.flip());
             slice.setKnown(offset, size, receiveReply() == 0);
+            if (window != null) {
+                window.record(stamp, offset, size);
+            }
             return true;
         }
 
@@ -191,6 +209,15 @@ public final class NbdWorkload implements Consumer<Kernel> {
                     continue;
                 }
                 byte actual = data.get(pos);
+                if (actual != slice.expected[at] && window != null && Workload.lossHappened(kernel)) {
+                    int first = at / Bio.SECTOR_SIZE * Bio.SECTOR_SIZE;
+                    data.get(first - (int) offset, sector);
+                    if (window.accepts(sector, first)) {
+                        kernel.counters().get("workload.unflushed-lost-reads").incrementAndGet();
+                        pos = first - (int) offset + Bio.SECTOR_SIZE - 1; // the rest of this sector is accepted too
+                        continue;
+                    }
+                }
                 if (actual != slice.expected[at]) {
                     mismatch(op, slice.start + at, slice.expected[at], actual, size);
                     return false;
@@ -202,7 +229,11 @@ public final class NbdWorkload implements Consumer<Kernel> {
         /** Flushes the export and waits for the reply. */
         private void flush() throws IOException {
             sendHeader(NbdProtocol.CMD_FLUSH, 0, 0);
-            receiveReply();
+            boolean ok = receiveReply() == 0;
+            if (window != null) {
+                java.util.concurrent.atomic.AtomicLong failures = kernel.counters().get(Workload.FLUSH_FAILURES);
+                window.flushed(ok, ok ? failures.get() : failures.incrementAndGet());
+            }
         }
 
         /** Sends one request header with the next cookie. */

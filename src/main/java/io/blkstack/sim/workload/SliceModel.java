@@ -64,6 +64,16 @@ final class SliceModel {
         Arrays.fill(known, first, first + size / Bio.SECTOR_SIZE, isKnown);
     }
 
+    /** Whether the sector at slice offset {@code offset} read as {@code sector} holds the pattern of write {@code stamp}. */
+    boolean sectorIsPattern(byte[] sector, long stamp, long offset) {
+        for (int pos = 0; pos < sector.length; pos += WORD) {
+            if ((long) WORDS.get(sector, pos) != pattern(stamp, start + offset + pos)) {
+                return false;
+            }
+        }
+        return true;
+    }
+
     /** The pattern word of a write stamped {@code stamp} at device byte offset {@code deviceOffset}. */
     static long pattern(long stamp, long deviceOffset) {
         long z = stamp + deviceOffset * 0x9E3779B97F4A7C15L;

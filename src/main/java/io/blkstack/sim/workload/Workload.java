@@ -14,11 +14,13 @@ import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Page;
 import io.blkstack.sim.SimFaults;
 import io.blkstack.sim.SimScheduler;
+import io.blkstack.sim.nbd.SimNbdServer;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 import java.util.SplittableRandom;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.Consumer;
 
 /**
@@ -59,6 +61,12 @@ import java.util.function.Consumer;
  * never flushed and is built again from the media, the thin pools' metadata is checked, and every
  * task reads its whole slice back: a write whose completion was followed by a completed flush (or
  * that had FUA) must be there. Each task keeps a second model for that, of what is durable.
+ *
+ * <p><b>Lost unflushed writes.</b> On a stack whose bottom devices may lose acknowledged writes
+ * they had not flushed (remote devices whose simulated server crashes), each task also keeps an
+ * {@link UnflushedWindow}: once a loss happened, a read between a write and the next flush may
+ * return an older value of what the task wrote; after a flush that succeeded (and no flush failed
+ * meanwhile) the check is strict again, so a flush that hid a loss is caught by the next read.
  */
 public final class Workload implements Consumer<Kernel> {
 
@@ -76,6 +84,8 @@ public final class Workload implements Consumer<Kernel> {
 
     /** The name of the workload's bio set. */
     public static final String BIO_SET = "workload";
+    /** Flushes of the workload that failed, counted when the stack may lose unflushed writes. */
+    static final String FLUSH_FAILURES = "workload.flush-failures";
     /** The first thin device id the snapshot events use (far above the ids a configuration names). */
     public static final long SNAPSHOT_ID_BASE = 1L << 20;
     /** The longest seeded delay before a control event. */
@@ -317,17 +327,36 @@ public final class Workload implements Consumer<Kernel> {
         return true;
     }
 
-    /** Whether an injected I/O error ({@code io:<device>} fault site) fired in this run so far. */
+    /** Whether an injected I/O error ({@code io:<device>}, or a simulated NBD server's fault) fired in this run so far. */
     static boolean ioFaultFired(Kernel kernel) {
         if (!(kernel.faults() instanceof SimFaults faults)) {
             return false;
         }
         for (Map.Entry<String, Long> e : faults.fires().entrySet()) {
-            if (e.getKey().startsWith("io:") && e.getValue() > 0) {
+            if (isIoFault(e.getKey()) && e.getValue() > 0) {
                 return true;
             }
         }
         return false;
+    }
+
+    /** Whether a simulated NBD server has crashed and lost unflushed writes in this run so far. */
+    static boolean lossHappened(Kernel kernel) {
+        if (!(kernel.faults() instanceof SimFaults faults)) {
+            return false;
+        }
+        for (Map.Entry<String, Long> e : faults.fires().entrySet()) {
+            if (e.getKey().startsWith(SimNbdServer.LOSE_SITE) && e.getValue() > 0) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** An I/O fault site: a device's {@code io:} error, or a simulated NBD server's drop, refusal or delay. */
+    private static boolean isIoFault(String site) {
+        return site.startsWith("io:") || site.startsWith(SimNbdServer.DROP_SITE) || site.startsWith(SimNbdServer.REFUSE_SITE)
+                || site.startsWith(SimNbdServer.DELAY_SITE);
     }
 
     /** A task's seed: drawn from the run's stream when simulated (so seeds vary the operations), fixed otherwise. */
@@ -383,6 +412,8 @@ public final class Workload implements Consumer<Kernel> {
         private final byte[] durable;
         private final boolean[] durableKnown;
         private final int[] shares;
+        /** Writes since the last good flush, when the stack may lose unflushed writes; else null. */
+        private final UnflushedWindow window;
         /** One sector read back from a page, to compare with the model. */
         private final byte[] sector = new byte[Bio.SECTOR_SIZE];
         private BlockDevice dev;
@@ -405,6 +436,7 @@ public final class Workload implements Consumer<Kernel> {
             boolean crashes = spec.events().crashes() > 0;
             this.durable = crashes ? new byte[expected.length] : null;
             this.durableKnown = crashes ? new boolean[known.length] : null;
+            this.window = driven.mayLoseUnflushed() ? new UnflushedWindow(slice, spec.opsPerTask()) : null;
             this.shares = new int[] {spec.writePercent(), spec.readPercent(), spec.flushPercent(), spec.fuaPercent(),
                 spec.discardPercent(), spec.zeroesPercent(), spec.zeroesNoHolePercent()};
         }
@@ -484,6 +516,9 @@ public final class Workload implements Consumer<Kernel> {
                 kernel.counters().get("workload.fua-writes").incrementAndGet();
             }
             slice.setKnown(offset, size, ok);
+            if (window != null) {
+                window.record(stamp, offset, size);
+            }
             int first = (int) (offset / Bio.SECTOR_SIZE);
             if (durable != null) {
                 boolean nowDurable = ok && fua;
@@ -513,6 +548,9 @@ public final class Workload implements Consumer<Kernel> {
                 Arrays.fill(expected, (int) offset, (int) offset + size, (byte) 0);
             }
             Arrays.fill(known, first, first + sectors, zeros);
+            if (window != null) {
+                window.record(0, offset, size);
+            }
             if (durableKnown != null) {
                 Arrays.fill(durableKnown, first, first + sectors, false);
             }
@@ -546,6 +584,12 @@ public final class Workload implements Consumer<Kernel> {
                 pages.get(pos / Page.SIZE).buffer().get(pos % Page.SIZE, sector, 0, Bio.SECTOR_SIZE);
                 int differs = zero ? firstNonZero(sector)
                         : Arrays.mismatch(sector, 0, Bio.SECTOR_SIZE, expected, at, at + Bio.SECTOR_SIZE);
+                if (differs >= 0 && !zero && window != null && lossHappened(kernel) && window.accepts(sector, at)) {
+                    // Acknowledged, not yet flushed, and a server lost unflushed writes: the next flush
+                    // must fail (else the strict reads after it catch the loss).
+                    kernel.counters().get("workload.unflushed-lost-reads").incrementAndGet();
+                    continue;
+                }
                 if (differs >= 0) {
                     mismatch(op, sliceStart + at + differs, zero ? 0 : expected[at + differs], sector[differs], size,
                             when);
@@ -575,13 +619,23 @@ public final class Workload implements Consumer<Kernel> {
                 System.arraycopy(expected, 0, durable, 0, expected.length);
                 System.arraycopy(known, 0, durableKnown, 0, known.length);
             }
+            if (window != null) {
+                AtomicLong failures = kernel.counters().get(FLUSH_FAILURES);
+                long now = status == BioStatus.OK ? failures.get() : failures.incrementAndGet();
+                window.flushed(status == BioStatus.OK, now);
+            }
         }
+
+
 
         /** After a crash: the device is the restarted one, and what reads return is what was durable. */
         void crashed() {
             dev = driven.devices().get(deviceIndex);
             System.arraycopy(durable, 0, expected, 0, expected.length);
             System.arraycopy(durableKnown, 0, known, 0, known.length);
+            if (window != null) {
+                window.restart(kernel.counters().get(FLUSH_FAILURES).get());
+            }
         }
 
         /** Reads the whole slice back after a restart, in pieces of the largest operation. */
