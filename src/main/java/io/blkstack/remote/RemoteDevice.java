@@ -1320,10 +1320,9 @@ public final class RemoteDevice extends BlockDevice {
             if (linksUp == 0 && !failed && now - allDownSinceNanos >= options.timeoutNanos()) {
                 failed = true;
                 newlyFailed = true;
-                // The failure supersedes a pending writeback error: from now on every bio fails, and
-                // an owner that re-adds the device after a reconnect resyncs it (a mirror's recover),
-                // so a flush after that must not report losses the resync has repaired.
-                writebackError = false;
+                // A pending write-back error stays: the first flush after a reconnect still reports
+                // the loss. An owner that resyncs the device (a mirror's recover) takes it with the
+                // flush its rebuild opens with.
             }
             for (Link link : links) {
                 for (RemoteRequest r = link.queueHead; r != null; ) {
