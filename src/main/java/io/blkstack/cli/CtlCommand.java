@@ -12,6 +12,7 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.Callable;
 
 import picocli.CommandLine.ArgGroup;
@@ -386,48 +387,101 @@ final class CtlCommand {
         }
     }
 
-    @Command(name = "stats", description = "Print the I/O statistics of every device, or of NAME (as dmstats"
-            + " report): completed bios and sectors per operation, errors, in flight, latency percentiles.")
+    @Command(name = "stats", description = "Print the I/O statistics of every device and export, of device NAME,"
+            + " or of one export (--export): for devices (as dmstats report) completed bios and sectors per"
+            + " operation; for exports (as nbdkit's stats filter) NBD requests and bytes per command; errors,"
+            + " in flight and latency percentiles for both.")
     static final class Stats extends Verb {
         @Parameters(index = "0", arity = "0..1", paramLabel = "NAME", description = "One device (default: all).")
         String name;
 
+        @Option(names = "--export", paramLabel = "EXPORT", description = "One export instead of a device.")
+        String export;
+
         @Override
         public Integer call() {
-            return request("GET", ControlApi.PREFIX + "/stats" + (name == null ? ""
-                    : "/" + URLEncoder.encode(name, StandardCharsets.UTF_8).replace("+", "%20")), null);
+            if (name != null && export != null) {
+                spec.commandLine().getErr().println("blkstack ctl stats: name a device or --export, not both");
+                return ExitCodes.USAGE;
+            }
+            if (export != null) {
+                return request("GET", ControlApi.PREFIX + "/exports/" + encode(export) + "/stats", null);
+            }
+            return request("GET", ControlApi.PREFIX + "/stats" + (name == null ? "" : "/" + encode(name)), null);
+        }
+
+        private static String encode(String text) {
+            return URLEncoder.encode(text, StandardCharsets.UTF_8).replace("+", "%20");
         }
 
         @Override
         void print(ControlClient client, ControlClient.Reply reply, PrintWriter out) throws IOException {
-            List<ControlApi.DeviceStatsReply> devices = name == null
-                    ? client.read(reply, ControlApi.StatsList.class).devices()
-                    : List.of(client.read(reply, ControlApi.DeviceStatsReply.class));
+            if (export != null) {
+                printExports(List.of(client.read(reply, ControlApi.ExportStatsReply.class)), out);
+                return;
+            }
+            if (name != null) {
+                printDevices(List.of(client.read(reply, ControlApi.DeviceStatsReply.class)), out);
+                return;
+            }
+            ControlApi.StatsList all = client.read(reply, ControlApi.StatsList.class);
+            printDevices(all.devices(), out);
+            out.println();
+            printExports(all.exports(), out);
+        }
+
+        private static void printDevices(List<ControlApi.DeviceStatsReply> devices, PrintWriter out) {
             out.printf("%-16s %10s %12s %10s %12s %8s %8s %12s %8s %12s %8s  %s%n", "NAME", "READS", "READ_SECT",
                     "WRITES", "WRITE_SECT", "FLUSHES", "DISCARDS", "DISCARD_SECT", "WZEROES", "WZERO_SECT",
                     "INFLIGHT", "ERRORS");
             for (ControlApi.DeviceStatsReply d : devices) {
                 out.printf("%-16s %10d %12d %10d %12d %8d %8d %12d %8d %12d %8d  %s%n", d.name(), d.reads(),
                         d.readSectors(), d.writes(), d.writtenSectors(), d.flushes(), d.discards(),
-                        d.discardedSectors(), d.writeZeroes(), d.zeroedSectors(), d.inFlight(), errors(d));
+                        d.discardedSectors(), d.writeZeroes(), d.zeroedSectors(), d.inFlight(), errors(d.errors()));
             }
             out.println();
-            out.printf("%-16s %-6s %10s %10s %10s %10s %10s %10s%n", "NAME", "CLASS", "COUNT", "P50_US", "P90_US",
-                    "P99_US", "P99.9_US", "MAX_US");
+            printLatencyHeader(out, "NAME");
             for (ControlApi.DeviceStatsReply d : devices) {
-                d.latency().forEach((c, l) -> {
-                    if (l.count() > 0) {
-                        out.printf("%-16s %-6s %10d %10.1f %10.1f %10.1f %10.1f %10.1f%n", d.name(), c, l.count(),
-                                l.p50Micros(), l.p90Micros(), l.p99Micros(), l.p999Micros(), l.maxMicros());
-                    }
-                });
+                printLatency(out, d.name(), d.latency());
             }
         }
 
+        private static void printExports(List<ControlApi.ExportStatsReply> exports, PrintWriter out) {
+            out.printf("%-16s %-16s %10s %12s %10s %12s %8s %8s %12s %8s %12s %8s %8s  %s%n", "EXPORT", "DEVICE",
+                    "READS", "READ_BYTES", "WRITES", "WRITE_BYTES", "FLUSHES", "TRIMS", "TRIM_BYTES", "WZEROES",
+                    "WZERO_BYTES", "BSTATUS", "INFLIGHT", "ERRORS");
+            for (ControlApi.ExportStatsReply e : exports) {
+                out.printf("%-16s %-16s %10d %12d %10d %12d %8d %8d %12d %8d %12d %8d %8d  %s%n", e.name(), e.device(),
+                        e.reads(), e.readBytes(), e.writes(), e.writtenBytes(), e.flushes(), e.trims(),
+                        e.trimmedBytes(), e.writeZeroes(), e.zeroedBytes(), e.blockStatus(), e.inFlight(),
+                        errors(e.errors()));
+            }
+            out.println();
+            printLatencyHeader(out, "EXPORT");
+            for (ControlApi.ExportStatsReply e : exports) {
+                printLatency(out, e.name(), e.latency());
+            }
+        }
+
+        private static void printLatencyHeader(PrintWriter out, String first) {
+            out.printf("%-16s %-6s %10s %10s %10s %10s %10s %10s%n", first, "CLASS", "COUNT", "P50_US", "P90_US",
+                    "P99_US", "P99.9_US", "MAX_US");
+        }
+
+        /** One line per latency class that recorded anything. */
+        private static void printLatency(PrintWriter out, String name, Map<String, ControlApi.LatencyReply> latency) {
+            latency.forEach((c, l) -> {
+                if (l.count() > 0) {
+                    out.printf("%-16s %-6s %10d %10.1f %10.1f %10.1f %10.1f %10.1f%n", name, c, l.count(),
+                            l.p50Micros(), l.p90Micros(), l.p99Micros(), l.p999Micros(), l.maxMicros());
+                }
+            });
+        }
+
         /** {@code 0}, or the statuses seen with their counts, such as {@code EIO=3,ENOSPC=1}. */
-        private static String errors(ControlApi.DeviceStatsReply d) {
+        private static String errors(Map<String, Long> counts) {
             StringBuilder b = new StringBuilder();
-            d.errors().forEach((status, n) -> {
+            counts.forEach((status, n) -> {
                 if (n > 0) {
                     b.append(b.isEmpty() ? "" : ",").append(status).append('=').append(n);
                 }

@@ -100,8 +100,24 @@ public final class ControlApi {
             double p999Micros, double maxMicros) {
     }
 
-    /** {@code GET /v1/stats}: every device, bottom first, then mapped in build order. */
-    public record StatsList(List<DeviceStatsReply> devices) {
+    /**
+     * {@code GET /v1/exports/NAME/stats}: one export's NBD requests that are over, by command
+     * (answered or dropped with their connection; an error reply counts too), the bytes of those
+     * that succeeded (read: sent to the client; write: written; trim and write-zeroes: the range),
+     * error replies by NBD error name (every one listed), requests in flight, and latency per
+     * class ({@code read}, {@code write}, {@code other}) from header read to reply sent.
+     */
+    public record ExportStatsReply(String name, String device, long reads, long writes, long flushes, long trims,
+            long writeZeroes, long blockStatus, long cache, long other, long readBytes, long writtenBytes,
+            long trimmedBytes, long zeroedBytes, long inFlight, Map<String, Long> errors,
+            Map<String, LatencyReply> latency, int clients) {
+    }
+
+    /**
+     * {@code GET /v1/stats}: every device, bottom first, then mapped in build order; then every
+     * export in the order they were added.
+     */
+    public record StatsList(List<DeviceStatsReply> devices, List<ExportStatsReply> exports) {
     }
 
     /** Every error: the HTTP status again, a code, the message, and where it applies. */

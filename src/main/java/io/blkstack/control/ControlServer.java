@@ -321,6 +321,10 @@ public final class ControlServer implements AutoCloseable {
                 return new Reply(201, live.addExport(add.name(), add.device(), Boolean.TRUE.equals(add.readonly()),
                         add.description()), null);
             }
+            if (parts.size() == 3 && parts.get(2).equals("stats")) {
+                allow(method, path, "GET");
+                return Reply.ok(live.exportStats(parts.get(1)));
+            }
             if (parts.size() != 2) {
                 throw unknownRoute(method, path);
             }
@@ -407,7 +411,7 @@ public final class ControlServer implements AutoCloseable {
     private static ControlException unknownRoute(String method, String path) {
         return new ControlException(404, "unknown-route", "no route " + method + " " + path + " (routes: "
                 + ControlApi.PREFIX + "/devices[/NAME[/table|status|suspend|resume|reload|message]], "
-                + ControlApi.PREFIX + "/exports[/NAME], " + ControlApi.PREFIX + "/stats[/NAME], " + ControlApi.PREFIX
+                + ControlApi.PREFIX + "/exports[/NAME[/stats]], " + ControlApi.PREFIX + "/stats[/NAME], " + ControlApi.PREFIX
                 + "/dump; see the README)",
                 null, null, path);
     }

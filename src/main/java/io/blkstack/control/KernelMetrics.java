@@ -16,6 +16,7 @@ import io.blkstack.kernel.Kernel;
 import io.blkstack.mem.Mempool;
 import io.blkstack.mem.PageAllocator;
 import io.blkstack.nbd.Export;
+import io.blkstack.nbd.ExportStats;
 import io.blkstack.nbd.NbdServer;
 import io.prometheus.metrics.model.registry.MultiCollector;
 import io.prometheus.metrics.model.snapshots.ClassicHistogramBuckets;
@@ -38,7 +39,7 @@ import java.util.regex.Pattern;
 
 /**
  * What {@code /metrics} shows of one kernel, read at scrape time (a Prometheus
- * {@link MultiCollector}): each device's {@link DeviceStats}, the page arena, every mempool, the
+ * {@link MultiCollector}): each device's {@link DeviceStats}, each export's {@link ExportStats}, the page arena, every mempool, the
  * NBD server's connections, and every kernel counter ({@link Kernel#counters}: rescuer punts,
  * maydays, rescuer runs, shrinker scans, hung-task warnings, ...) as a counter named after it,
  * so a counter added anywhere in the kernel is exported without touching this class.
@@ -95,6 +96,7 @@ final class KernelMetrics implements MultiCollector {
             arena(kernel.pages(), out);
             mempools(pools, out);
             connections(servers, out);
+            exports(servers, out);
             targets(devices, out);
             counters(out);
             return new MetricSnapshots(out);
@@ -108,7 +110,8 @@ final class KernelMetrics implements MultiCollector {
             "nbd_connections", "nbd_export_clients", "thin_pool_data_blocks", "thin_pool_data_blocks_used",
             "thin_pool_metadata_blocks", "thin_pool_metadata_blocks_used", "thin_pool_mode", "snapshot_sectors",
             "snapshot_sectors_allocated", "snapshot_metadata_sectors", "snapshot_valid", "mirror_regions",
-            "mirror_regions_in_sync", "mirror_legs_healthy");
+            "mirror_regions_in_sync", "mirror_legs_healthy", "export_requests", "export_bytes", "export_errors",
+            "export_in_flight", "export_latency_seconds");
 
     private static void devices(List<BlockDevice> devices, List<MetricSnapshot> out) {
         CounterSnapshot.Builder ios = counter("device_ios", "Bios completed by the device, by operation.");
@@ -151,21 +154,76 @@ final class KernelMetrics implements MultiCollector {
 
     /** One latency class as classic buckets (per-bucket counts, as the model wants them; the writer sums them). */
     private static HistogramDataPointSnapshot histogramPoint(DeviceStats.Latency l, Labels labels) {
+        return histogramPoint(l::countAtOrBelow, l.count(), l.sumNanos(), labels);
+    }
+
+    private static HistogramDataPointSnapshot histogramPoint(ExportStats.Latency l, Labels labels) {
+        return histogramPoint(l::countAtOrBelow, l.count(), l.sumNanos(), labels);
+    }
+
+    private static HistogramDataPointSnapshot histogramPoint(java.util.function.LongUnaryOperator countAtOrBelow,
+            long count, long sumNanos, Labels labels) {
         int n = LATENCY_BUCKETS_SECONDS.size();
         double[] bounds = new double[n + 1];
         long[] counts = new long[n + 1];
         long below = 0;
         for (int i = 0; i < n; i++) {
             bounds[i] = LATENCY_BUCKETS_SECONDS.get(i);
-            long atOrBelow = l.countAtOrBelow((long) (LATENCY_BUCKETS_SECONDS.get(i) * NANOS_PER_SECOND));
+            long atOrBelow = countAtOrBelow.applyAsLong((long) (LATENCY_BUCKETS_SECONDS.get(i) * NANOS_PER_SECOND));
             counts[i] = atOrBelow - below;
             below = atOrBelow;
         }
         bounds[n] = Double.POSITIVE_INFINITY;
-        counts[n] = l.count() - below;
+        counts[n] = count - below;
         return HistogramDataPointSnapshot.builder().labels(labels)
                 .classicHistogramBuckets(ClassicHistogramBuckets.of(bounds, counts))
-                .sum(l.sumNanos() / NANOS_PER_SECOND).build();
+                .sum(sumNanos / NANOS_PER_SECOND).build();
+    }
+
+    /**
+     * Each export's {@link ExportStats}, labelled {@code export} (and {@code device}, the device it
+     * serves): requests and bytes by command, error replies by NBD error, in flight, latency.
+     */
+    private static void exports(List<NbdServer> servers, List<MetricSnapshot> out) {
+        CounterSnapshot.Builder requests = counter("export_requests", "NBD requests answered, by command.");
+        CounterSnapshot.Builder bytes = counter("export_bytes", "Bytes of NBD requests that succeeded, by command"
+                + " (read: sent to the client; write: received and written; trim, write_zeroes: the range).");
+        CounterSnapshot.Builder errors = counter("export_errors", "NBD requests answered with an error, by error.");
+        GaugeSnapshot.Builder inFlight = gauge("export_in_flight", "NBD requests read and not yet answered.");
+        HistogramSnapshot.Builder latency = HistogramSnapshot.builder().name(PREFIX + "export_latency_seconds")
+                .help("Time from an NBD request's header read to its reply sent, by class.");
+        Set<String> seen = new HashSet<>();
+        for (NbdServer server : servers) {
+            for (Export e : server.exports()) {
+                ExportStats stats = server.exportStats(e.name());
+                if (stats == null || !seen.add(e.name())) {
+                    continue;
+                }
+                ExportStats.Snapshot s = stats.snapshot();
+                String device = e.device().name();
+                for (ExportStats.Command c : ExportStats.Command.values()) {
+                    Labels labels = Labels.of("export", e.name(), "device", device, "command",
+                            c.name().toLowerCase(Locale.ROOT));
+                    requests.dataPoint(CounterDataPointSnapshot.builder().labels(labels).value(s.requests(c)).build());
+                    bytes.dataPoint(CounterDataPointSnapshot.builder().labels(labels).value(s.bytes(c)).build());
+                }
+                for (ExportStats.Error error : ExportStats.Error.values()) {
+                    errors.dataPoint(CounterDataPointSnapshot.builder()
+                            .labels(Labels.of("export", e.name(), "device", device, "error", error.name()))
+                            .value(s.errors(error)).build());
+                }
+                inFlight.dataPoint(point(Labels.of("export", e.name(), "device", device), s.inFlight()));
+                for (ExportStats.LatencyClass c : ExportStats.LatencyClass.values()) {
+                    latency.dataPoint(histogramPoint(s.latency(c), Labels.of("export", e.name(), "device", device,
+                            "class", c.name().toLowerCase(Locale.ROOT))));
+                }
+            }
+        }
+        out.add(requests.build());
+        out.add(bytes.build());
+        out.add(errors.build());
+        out.add(inFlight.build());
+        out.add(latency.build());
     }
 
     private static void arena(PageAllocator pages, List<MetricSnapshot> out) {

@@ -25,6 +25,7 @@ import io.blkstack.dm.thin.ThinPoolTarget;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.WaitQueue;
 import io.blkstack.nbd.Export;
+import io.blkstack.nbd.ExportStats;
 import io.blkstack.nbd.NbdServer;
 import io.blkstack.units.Durations;
 import java.util.ArrayDeque;
@@ -186,8 +187,51 @@ public final class LiveStack {
             for (MappedDevice d : stack.mappedDevices()) {
                 out.add(statsOf(d));
             }
-            return new ControlApi.StatsList(out);
+            List<ControlApi.ExportStatsReply> exports = new ArrayList<>();
+            for (Export e : server.exports()) {
+                ExportStats stats = server.exportStats(e.name());
+                if (stats != null) {
+                    exports.add(exportStatsOf(e, stats));
+                }
+            }
+            return new ControlApi.StatsList(out, exports);
         });
+    }
+
+    /** {@code stats --export NAME}: one export's request statistics. */
+    public ControlApi.ExportStatsReply exportStats(String name) throws ControlException {
+        return exclusive("stats", () -> {
+            for (Export e : server.exports()) {
+                ExportStats stats = server.exportStats(e.name());
+                if (e.name().equals(name) && stats != null) {
+                    return exportStatsOf(e, stats);
+                }
+            }
+            throw new ControlException(404, "no-export", "no export '" + name + "'", null, null, name);
+        });
+    }
+
+    private ControlApi.ExportStatsReply exportStatsOf(Export e, ExportStats stats) {
+        ExportStats.Snapshot s = stats.snapshot();
+        java.util.Map<String, Long> errors = new java.util.LinkedHashMap<>();
+        for (ExportStats.Error error : ExportStats.Error.values()) {
+            errors.put(error.name(), s.errors(error));
+        }
+        java.util.Map<String, ControlApi.LatencyReply> latency = new java.util.LinkedHashMap<>();
+        for (ExportStats.LatencyClass c : ExportStats.LatencyClass.values()) {
+            ExportStats.Latency l = s.latency(c);
+            latency.put(c.name().toLowerCase(java.util.Locale.ROOT), new ControlApi.LatencyReply(l.count(),
+                    micros(l.sumNanos()), micros(l.percentileNanos(50)), micros(l.percentileNanos(90)),
+                    micros(l.percentileNanos(99)), micros(l.percentileNanos(99.9)), micros(l.maxNanos())));
+        }
+        return new ControlApi.ExportStatsReply(e.name(), e.device().name(), s.requests(ExportStats.Command.READ),
+                s.requests(ExportStats.Command.WRITE), s.requests(ExportStats.Command.FLUSH),
+                s.requests(ExportStats.Command.TRIM), s.requests(ExportStats.Command.WRITE_ZEROES),
+                s.requests(ExportStats.Command.BLOCK_STATUS), s.requests(ExportStats.Command.CACHE),
+                s.requests(ExportStats.Command.OTHER), s.bytes(ExportStats.Command.READ),
+                s.bytes(ExportStats.Command.WRITE), s.bytes(ExportStats.Command.TRIM),
+                s.bytes(ExportStats.Command.WRITE_ZEROES), s.inFlight(), errors, latency,
+                server.clientCount(e.name()));
     }
 
     /** {@code stats NAME}. */

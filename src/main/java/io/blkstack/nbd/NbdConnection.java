@@ -72,6 +72,8 @@ final class NbdConnection {
     private final BooleanSupplier endingCheck = () -> ending;
     /** The export this client opened (set once it is attached), for the "closed" log line; else null. */
     private volatile String openedExport;
+    /** The statistics of the export this client opened: set by the reader before it reads the first request. */
+    ExportStats exportStats;
     /**
      * Whether READs are offered by reference (DESIGN.md section 4): policy {@code read-references}
      * on and a plain transport (TCP, or in-process), never an encrypting one, whose bytes must pass
@@ -140,9 +142,11 @@ final class NbdConnection {
             if (negotiated == null || !timers.enterTransmission()) {
                 return;
             }
-            if (!server.attach(this, negotiated.export())) {
+            ExportStats stats = server.attach(this, negotiated.export());
+            if (stats == null) {
                 return; // the export was removed while this client negotiated it
             }
+            exportStats = stats; // before the writer starts, which reads it too
             openedExport = negotiated.export().name();
             server.logConnection(name + " (" + peer + "): opened export " + openedExport + " ("
                     + (negotiated.structuredReplies() ? "structured replies" : "simple replies")

@@ -93,6 +93,8 @@ final class NbdRequest implements ReadReference.Owner {
     TrackedRequests tracker;
 
     private final AtomicInteger errno = new AtomicInteger();
+    /** When the request's header was read ({@link System#nanoTime}), for its export's latency. */
+    private long startNanos;
     /** The JFR latency event of the request in this slot, or null when no recording wants it. */
     private NbdRequestEvent event;
     final AtomicInteger remaining = new AtomicInteger();
@@ -129,6 +131,8 @@ final class NbdRequest implements ReadReference.Owner {
         windowSent.reinit();
         errno.set(0);
         remaining.set(1);
+        startNanos = System.nanoTime();
+        connection.exportStats.start();
         beginEvent();
     }
 
@@ -190,8 +194,17 @@ final class NbdRequest implements ReadReference.Owner {
         }
     }
 
-    /** JFR: commits the latency event begun for this request, if any (the writer, once the reply is sent). */
-    void commitEvent() {
+    /**
+     * The request is over (the writer, once its reply is sent or dropped): counts it in its
+     * export's statistics and commits its JFR event.
+     */
+    void finished() {
+        connection.exportStats.done(command, length, errno.get(), System.nanoTime() - startNanos);
+        commitEvent();
+    }
+
+    /** JFR: commits the latency event begun for this request, if any. */
+    private void commitEvent() {
         NbdRequestEvent e = event;
         if (e == null) {
             return;

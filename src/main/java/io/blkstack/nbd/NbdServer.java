@@ -240,6 +240,13 @@ public final class NbdServer implements Component {
     private final EventType requestEventType = EventType.getEventType(NbdRequestEvent.class);
     /** The exports served now; replaced whole (copy on write) under {@link #lock} by {@link #addExport} and {@link #removeExport}. */
     private volatile List<Export> exports;
+    /**
+     * The request statistics of each export served now, by name; replaced whole with
+     * {@link #exports}. A connection takes its export's object when it attaches and counts into it
+     * until it ends, also after a forced remove; an export added again under the same name starts
+     * from zero.
+     */
+    private volatile Map<String, ExportStats> exportStats;
     private final BioSet bioSet;
     private final PayloadBudget budget;
     /**
@@ -304,6 +311,11 @@ public final class NbdServer implements Component {
             requestPagesMax = Math.max(requestPagesMax, chargePages(f.maximumPayload()));
         }
         this.exports = List.copyOf(fitted);
+        Map<String, ExportStats> stats = new HashMap<>();
+        for (Export e : fitted) {
+            stats.put(e.name(), new ExportStats(e.name()));
+        }
+        this.exportStats = Map.copyOf(stats);
         this.budget = new PayloadBudget(budgetPages, requestPagesMax);
         this.payloadPages = kernel.policies().isLegacy(PolicySwitch.NBD_BUDGET) ? null
                 : kernel.pages().reserve("nbd payload budget", Math.toIntExact(budgetPages));
@@ -589,7 +601,10 @@ public final class NbdServer implements Component {
             }
             List<Export> next = new ArrayList<>(exports);
             next.add(fitted);
+            Map<String, ExportStats> stats = new HashMap<>(exportStats);
+            stats.put(fitted.name(), new ExportStats(fitted.name()));
             exports = List.copyOf(next);
+            exportStats = Map.copyOf(stats);
         } finally {
             lock.unlock();
         }
@@ -629,7 +644,10 @@ public final class NbdServer implements Component {
             }
             List<Export> next = new ArrayList<>(exports);
             next.remove(found);
+            Map<String, ExportStats> stats = new HashMap<>(exportStats);
+            stats.remove(name);
             exports = List.copyOf(next);
+            exportStats = Map.copyOf(stats);
         } finally {
             lock.unlock();
         }
@@ -668,20 +686,26 @@ public final class NbdServer implements Component {
     }
 
     /**
-     * A connection that negotiated {@code export} enters transmission: false if the export was
-     * removed meanwhile (the client negotiated from the list as it was), and the connection ends.
+     * A connection that negotiated {@code export} enters transmission, and gets the statistics it
+     * counts its requests into: null if the export was removed meanwhile (the client negotiated
+     * from the list as it was), and the connection ends.
      */
-    boolean attach(NbdConnection connection, Export export) {
+    ExportStats attach(NbdConnection connection, Export export) {
         lock.lock();
         try {
             if (!exports.contains(export)) {
-                return false;
+                return null;
             }
             attached.put(connection, export);
-            return true;
+            return exportStats.get(export.name());
         } finally {
             lock.unlock();
         }
+    }
+
+    /** The request statistics of the export {@code name} served now, or null if there is none. */
+    public ExportStats exportStats(String name) {
+        return exportStats.get(name);
     }
 
     /** Connections currently open (served, and refusals under way). */

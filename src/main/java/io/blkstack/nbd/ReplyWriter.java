@@ -135,7 +135,7 @@ final class ReplyWriter {
                 // The request is over: its last window, or a READ that failed in an earlier one.
                 budgetPages += r.budgetPages;
                 r.budgetPages = 0;
-                r.commitEvent(); // its reply is sent: the request's latency ends here
+                r.finished(); // its reply is sent: the request's latency ends here
                 slots.giveBack(r);
             }
             if (window) {

@@ -76,6 +76,16 @@ public final class MiniNbdClient implements AutoCloseable {
         return reply(0).error;
     }
 
+    /**
+     * Sends a request without payload ({@code NBD_CMD_TRIM}, {@code WRITE_ZEROES}, or a READ that
+     * is meant to fail) and returns the NBD error of its simple reply. A READ that succeeds would
+     * leave its data unread on the stream: use {@link #read} for those.
+     */
+    public int command(int command, long offset, int length) throws IOException {
+        request(command, offset, length, null);
+        return reply(0).error;
+    }
+
     private record Reply(int error, byte[] data) {
     }
 

@@ -342,6 +342,130 @@ class ControlSocketTest {
         }
     }
 
+    /**
+     * Malformed and refused requests of every kind change nothing: the dump, every device's
+     * info, table and status, and the export list are the same before and after, and no change
+     * was logged. Each refusal is a 4xx with an error code and a message.
+     */
+    @Test
+    @Timeout(300)
+    void malformedRequestsChangeNothing() throws Exception {
+        try (ControlClient client = new ControlClient(socket, 60_000_000_000L)) {
+            malformedRequestsChangeNothing(client);
+        }
+    }
+
+    private void malformedRequestsChangeNothing(ControlClient client) throws Exception {
+        String before = state(client);
+        int logged = log.size();
+        String[][] raw = {
+            {"POST", "/v1/devices", "[1, 2]"},
+            {"POST", "/v1/devices", "null"},
+            {"POST", "/v1/devices", "{\"name\":\"lin\",\"table\":\"0 8 linear a 0\"}"},
+            {"POST", "/v1/devices", "{\"name\":\"bad name\",\"table\":\"0 8 linear a 0\"}"},
+            {"POST", "/v1/devices", "{\"name\":\"n1\",\"table\":\"0 8 linear nosuch 0\"}"},
+            {"POST", "/v1/devices", "{\"name\":\"n1\",\"table\":\"0 8 frobnicate a 0\"}"},
+            {"POST", "/v1/devices", "{\"name\":\"n1\",\"table\":\"0 8 linear a\"}"},
+            {"POST", "/v1/devices", "{\"name\":\"n1\"}"},
+            {"PUT", "/v1/devices/lin/table", "{\"table\":\"0 8192 linear a 0\\n9000 7384 linear a 9000\"}"},
+            {"PUT", "/v1/devices/nosuch/table", "{\"table\":\"0 8 linear a 0\"}"},
+            {"POST", "/v1/devices/lin/reload", "{\"table\":\"0 16384 linear a 0\",\"timeout\":\"soon\"}"},
+            {"POST", "/v1/devices/lin/reload", "{\"table\":\"0 8192 linear a 0\"}"},
+            {"POST", "/v1/devices/lin/resume", "{\"timeout\":\"-1s\"}"},
+            {"POST", "/v1/devices/nosuch/suspend", ""},
+            {"POST", "/v1/devices/a/suspend", ""},
+            {"DELETE", "/v1/devices/a", null},
+            {"DELETE", "/v1/devices/pool", null},
+            {"POST", "/v1/devices/pool/message", "{\"sector\":0,\"message\":\"create_thin x\"}"},
+            {"POST", "/v1/devices/pool/message", "{\"sector\":0,\"message\":\"create_snap 9 99\"}"},
+            {"POST", "/v1/devices/pool/message", "{\"sector\":0,\"message\":\"set_transaction_id 5 6\"}"},
+            {"POST", "/v1/devices/pool/message", "{\"sector\":0,\"message\":\"delete 42\"}"},
+            {"POST", "/v1/devices/pool/message", "{\"sector\":99999999,\"message\":\"create_thin 9\"}"},
+            {"POST", "/v1/devices/pool/message", "{\"sector\":-1,\"message\":\"create_thin 9\"}"},
+            {"POST", "/v1/devices/pool/message", "{\"sector\":0,\"message\":\"  \"}"},
+            {"POST", "/v1/devices/lin/message", "{\"sector\":0,\"message\":\"hello\"}"},
+            {"POST", "/v1/exports", "{\"name\":\"e1\",\"device\":\"nosuch\"}"},
+            {"POST", "/v1/exports", "{\"name\":\"e1\"}"},
+            {"POST", "/v1/exports", "{\"name\":\"lin\",\"device\":\"a\"}"},
+            {"POST", "/v1/exports", "{\"name\":\"e1\",\"device\":\"a\",\"readonly\":\"maybe\"}"},
+            {"DELETE", "/v1/exports/nosuch", null},
+            {"DELETE", "/v1/exports/lin?force=perhaps", null},
+            {"GET", "/v1/exports/nosuch/stats", null},
+            {"GET", "/v1/stats/nosuch", null},
+            {"PUT", "/v1/dump", "{}"},
+            {"GET", "/v2/devices", null},
+        };
+        for (String[] r : raw) {
+            ControlClient.Reply reply = r[2] == null ? client.send(r[0], r[1], null) : client.sendRaw(r[0], r[1], r[2]);
+            String what = String.join(" ", r) + " -> " + reply.status() + " " + reply.body();
+            assertTrue(reply.status() >= 400 && reply.status() < 500, what);
+            JsonNode error = client.tree(reply);
+            assertEquals(reply.status(), error.path("status").asInt(), what);
+            assertFalse(error.path("error").asText().isEmpty(), what);
+            assertFalse(error.path("message").asText().isEmpty(), what);
+        }
+        assertEquals(before, state(client), "no refusal changed anything");
+        assertEquals(logged, log.size(), "no change was logged: " + log.subList(logged, log.size()));
+    }
+
+    /**
+     * Everything a request could change, as text: the dump, every device's info (state, tables,
+     * dependencies, exports), every export, and each mapped device's table and status.
+     */
+    private static String state(ControlClient client) throws IOException {
+        StringBuilder b = new StringBuilder();
+        for (String path : List.of("/v1/dump", "/v1/devices", "/v1/exports", "/v1/devices/lin/table",
+                "/v1/devices/pool/table", "/v1/devices/vol0/table", "/v1/devices/slowlin/table",
+                "/v1/devices/lin/status", "/v1/devices/pool/status", "/v1/devices/vol0/status",
+                "/v1/devices/slowlin/status")) {
+            ControlClient.Reply reply = client.send("GET", path, null);
+            assertEquals(200, reply.status(), path + ": " + reply.body());
+            b.append(reply.body());
+        }
+        return b.toString();
+    }
+
+    /**
+     * A request sent while the device is suspended is held, and after resume it is mapped by the
+     * table loaded before the suspend: a write to sector 0 of {@code win} (live table: a at 0;
+     * loaded: a at 8192) stays in flight on the export while suspended, completes after resume,
+     * and lands at sector 8192 of a, not at 0 (read back through {@code lin}, which maps all of a).
+     */
+    @Test
+    @Timeout(60)
+    void aRequestSentWhileSuspendedIsHeldThenMappedByTheLoadedTable() throws Exception {
+        ok("create", "win", "--table", "0 4096 linear a 0");
+        ok("export", "add", "win", "--device", "win");
+        ok("load", "win", "--table", "0 4096 linear a 8192");
+        ok("suspend", "win");
+        byte[] data = pattern(31, 4096);
+        List<Integer> results = new CopyOnWriteArrayList<>();
+        Thread writer = new Thread(() -> {
+            try (MiniNbdClient c = new MiniNbdClient(nbd(), "win")) {
+                results.add(c.write(0, data));
+            } catch (IOException e) {
+                results.add(-1);
+            }
+        }, "held-write");
+        writer.start();
+        io.blkstack.nbd.ExportStats stats = server.exportStats("win");
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        while (stats.snapshot().inFlight() == 0 && System.nanoTime() < deadline) {
+            java.util.concurrent.locks.LockSupport.parkNanos(200_000);
+        }
+        assertEquals(1, stats.snapshot().inFlight(), "the write reached the server");
+        assertEquals(List.of(), results, "held while suspended");
+        assertTrue(ok("info", "win").out.contains("State:             SUSPENDED"));
+        ok("resume", "win");
+        writer.join(TimeUnit.SECONDS.toMillis(30));
+        assertEquals(List.of(0), results, "completed after resume");
+        assertEquals("0 4096 linear a 8192\n", ok("table", "win").out);
+        try (MiniNbdClient c = new MiniNbdClient(nbd(), "lin")) {
+            assertArrayEquals(data, c.read(8192L * 512, data.length), "mapped by the loaded table");
+            assertArrayEquals(new byte[data.length], c.read(0, data.length), "not by the old one");
+        }
+    }
+
     /** {@code curl --unix-socket} reaches the same routes (when curl is installed). */
     @Test
     @Timeout(60)

@@ -393,7 +393,11 @@ public final class Pool {
         }
     }
 
-    /** Handles a pool message: {@code create_thin ID}, {@code create_snap ID ORIGIN_ID}, {@code delete ID}. */
+    /**
+     * Handles a pool message: {@code create_thin ID}, {@code create_snap ID ORIGIN_ID},
+     * {@code delete ID}, {@code set_transaction_id OLD NEW} (refused unless OLD is the current id);
+     * each is committed before the reply, as dm-thin's {@code pool_message} does.
+     */
     public String message(String[] args) {
         String verb = args[0];
         if (mode == Mode.READ_ONLY) {
@@ -415,8 +419,12 @@ public final class Pool {
                     requireWords(args, 2, "delete <dev id>");
                     deleteLocked(deviceId(args, 1));
                 }
+                case "set_transaction_id" -> {
+                    requireWords(args, 3, "set_transaction_id <current id> <new id>");
+                    metadata.setTransactionId(transactionId(args, 1), transactionId(args, 2));
+                }
                 default -> throw new IllegalArgumentException("thin-pool: unknown message '" + String.join(" ", args)
-                        + "' (create_thin, create_snap, delete)");
+                        + "' (create_thin, create_snap, delete, set_transaction_id)");
             }
             dirty = true;
         } finally {
@@ -468,6 +476,19 @@ public final class Pool {
             return id;
         } catch (NumberFormatException e) {
             throw new IllegalArgumentException("thin-pool: '" + args[i] + "' is not a device id (0.." + ThinMetadata.DEVICE_ID_MAX + ")");
+        }
+    }
+
+    private static long transactionId(String[] args, int i) {
+        try {
+            long id = Long.parseLong(args[i]);
+            if (id < 0) {
+                throw new NumberFormatException();
+            }
+            return id;
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException("thin-pool: '" + args[i] + "' is not a transaction id (0.."
+                    + Long.MAX_VALUE + ")");
         }
     }
 

@@ -31,10 +31,17 @@ import java.util.Map;
  * <p><b>Checksums</b> (format 2). Every tree block and the superblock carry a crc32c of the rest of
  * the block and its block number ({@link BlockChecksum}); every read of a node verifies it, so
  * corruption is an error ({@link CorruptMetadataException} naming the block), never a wrong
- * mapping. Superblock: magic (8 bytes), version, node capacity, transaction id, the three roots,
- * data blocks, data block sectors, time, then at byte 72 the checksum and at 76 the flags
- * ({@link #FLAG_NEEDS_CHECK}). Format 1 (no checksums) is migrated once, in place, when a pool
- * opens it.
+ * mapping. Superblock: magic (8 bytes), version, node capacity, commit count, the three roots,
+ * data blocks, data block sectors, time, then at byte 72 the checksum, at 76 the flags
+ * ({@link #FLAG_NEEDS_CHECK}) and at 80 the transaction id. Format 1 (no checksums) is migrated
+ * once, in place, when a pool opens it.
+ *
+ * <p><b>Transaction id</b> (dm-thin's {@code trans_id}): a number the user owns, 0 when formatted,
+ * changed only by {@link #setTransactionId} ({@code set_transaction_id OLD NEW}, refused unless
+ * OLD is the current id) and kept by every commit, so a volume manager can tell which of its
+ * changes reached the pool after a crash. The commit count (one more per commit) is separate; it
+ * says which commit a reopen found. Metadata written before the field existed has zeros there,
+ * which reads as id 0.
  *
  * <p>All operations run under one kernel {@link Mutex} (the kernel's {@code root_lock}); they do
  * metadata I/O and so must run on workers or control tasks, never in a completion or the submit loop.
@@ -57,7 +64,7 @@ public final class ThinMetadata {
     private static final int SB_MAGIC = 0;
     private static final int SB_VERSION = 8;
     private static final int SB_CAPACITY = 12;
-    private static final int SB_TRANSACTION = 16;
+    private static final int SB_COMMIT_COUNT = 16;
     private static final int SB_MAPPING_ROOT = 24;
     private static final int SB_REF_ROOT = 32;
     private static final int SB_DEVICE_ROOT = 40;
@@ -66,6 +73,7 @@ public final class ThinMetadata {
     private static final int SB_TIME = 64;
     private static final int SB_CHECKSUM = 72;
     private static final int SB_FLAGS = 76;
+    private static final int SB_TRANSACTION_ID = 80;
 
     private final BufferCache cache;
     private final MetadataSpace space;
@@ -78,6 +86,7 @@ public final class ThinMetadata {
     private long mappingRoot;
     private long refRoot;
     private long deviceRoot;
+    private long commitCount;
     private long transactionId;
     private long time;
     private long dataSearchHint;
@@ -113,8 +122,8 @@ public final class ThinMetadata {
     }
 
     /** The fields of a superblock as read, after its magic, version and checksum were checked. */
-    private record Superblock(int version, int capacity, long transactionId, long mappingRoot, long refRoot,
-            long deviceRoot, long dataBlocks, long dataBlockSectors, long time, int flags) {
+    private record Superblock(int version, int capacity, long commitCount, long mappingRoot, long refRoot,
+            long deviceRoot, long dataBlocks, long dataBlockSectors, long time, int flags, long transactionId) {
     }
 
     /**
@@ -139,9 +148,10 @@ public final class ThinMetadata {
             if (version == VERSION) {
                 BlockChecksum.verify(sb, SB_CHECKSUM, MetadataSpace.SUPERBLOCK, "superblock (metadata block 0)");
             }
-            return new Superblock(version, sb.getInt(SB_CAPACITY), sb.getLong(SB_TRANSACTION), sb.getLong(SB_MAPPING_ROOT),
+            return new Superblock(version, sb.getInt(SB_CAPACITY), sb.getLong(SB_COMMIT_COUNT), sb.getLong(SB_MAPPING_ROOT),
                     sb.getLong(SB_REF_ROOT), sb.getLong(SB_DEVICE_ROOT), sb.getLong(SB_DATA_BLOCKS),
-                    sb.getLong(SB_DATA_BLOCK_SECTORS), sb.getLong(SB_TIME), version == VERSION ? sb.getInt(SB_FLAGS) : 0);
+                    sb.getLong(SB_DATA_BLOCK_SECTORS), sb.getLong(SB_TIME), version == VERSION ? sb.getInt(SB_FLAGS) : 0,
+                    version == VERSION ? sb.getLong(SB_TRANSACTION_ID) : 0);
         } finally {
             cache.release(sb);
         }
@@ -163,7 +173,7 @@ public final class ThinMetadata {
     public static ThinMetadata open(BufferCache cache, boolean migrate) {
         Superblock sb = readSuperblock(cache);
         int capacity = sb.capacity();
-        long tx = sb.transactionId();
+        long commits = sb.commitCount();
         long mroot = sb.mappingRoot();
         long rroot = sb.refRoot();
         long droot = sb.deviceRoot();
@@ -176,7 +186,8 @@ public final class ThinMetadata {
         md.tree.setChecksums(sb.version() == VERSION);
         md.lock.lock();
         try {
-            md.transactionId = tx;
+            md.commitCount = commits;
+            md.transactionId = sb.transactionId();
             md.mappingRoot = mroot;
             md.refRoot = rroot;
             md.deviceRoot = droot;
@@ -541,7 +552,7 @@ public final class ThinMetadata {
             sb.putLong(SB_MAGIC, MAGIC);
             sb.putInt(SB_VERSION, VERSION);
             sb.putInt(SB_CAPACITY, tree.capacity());
-            sb.putLong(SB_TRANSACTION, transactionId + 1);
+            sb.putLong(SB_COMMIT_COUNT, commitCount + 1);
             sb.putLong(SB_MAPPING_ROOT, mappingRoot);
             sb.putLong(SB_REF_ROOT, refRoot);
             sb.putLong(SB_DEVICE_ROOT, deviceRoot);
@@ -549,6 +560,7 @@ public final class ThinMetadata {
             sb.putLong(SB_DATA_BLOCK_SECTORS, dataBlockSectors);
             sb.putLong(SB_TIME, time);
             sb.putInt(SB_FLAGS, needsCheck ? FLAG_NEEDS_CHECK : 0);
+            sb.putLong(SB_TRANSACTION_ID, transactionId);
             BlockChecksum.seal(sb, SB_CHECKSUM, MetadataSpace.SUPERBLOCK);
             cache.markDirty(sb);
         } finally {
@@ -556,14 +568,43 @@ public final class ThinMetadata {
         }
         cache.writeDirtyBuffersWait();
         cache.flushDevice(0);
-        transactionId++;
+        commitCount++;
         space.commit();
         dataUsedCommitted = (BitSet) dataUsedNow.clone();
     }
 
-    /** The id of the last commit. */
+    /** How many commits this metadata has had (one more per commit; says which commit a reopen found). */
+    public long commitCount() {
+        return commitCount;
+    }
+
+    /** The transaction id (dm-thin's, set by the user; kept by commits): committed or set in this transaction. */
     public long transactionId() {
         return transactionId;
+    }
+
+    /**
+     * dm-thin's {@code set_transaction_id OLD NEW}: the id becomes {@code newId} if it is
+     * {@code oldId} now; the next commit writes it to the superblock.
+     *
+     * @throws IllegalArgumentException naming the current id when {@code oldId} is not it, or
+     *     when an id is negative (ids are unsigned 63-bit here)
+     */
+    public void setTransactionId(long oldId, long newId) {
+        if (oldId < 0 || newId < 0) {
+            throw new IllegalArgumentException("transaction ids are 0.." + Long.MAX_VALUE + ", not " + oldId + " "
+                    + newId);
+        }
+        lock.lock();
+        try {
+            if (oldId != transactionId) {
+                throw new IllegalArgumentException("set_transaction_id " + oldId + " " + newId
+                        + ": the current transaction id is " + transactionId + ", not " + oldId);
+            }
+            transactionId = newId;
+        } finally {
+            lock.unlock();
+        }
     }
 
     public long dataBlockCount() {

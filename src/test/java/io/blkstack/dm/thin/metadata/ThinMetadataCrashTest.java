@@ -61,7 +61,7 @@ class ThinMetadataCrashTest {
                 model.devices().put(2L, true);
                 md.commit();
                 committed = model.copy();
-                committedTx = md.transactionId();
+                committedTx = md.commitCount();
                 long nextSnap = 10;
                 for (int r : script) {
                     int kind = r % 100;
@@ -93,7 +93,7 @@ class ThinMetadataCrashTest {
                     } else {
                         md.commit();
                         committed = model.copy();
-                        committedTx = md.transactionId();
+                        committedTx = md.commitCount();
                     }
                 }
                 assertEquals(List.of(), md.check(), "current transaction consistent");
@@ -101,7 +101,7 @@ class ThinMetadataCrashTest {
             }
             try (BufferCache cache = new BufferCache(meta, 4096, NO_AGING)) {
                 ThinMetadata md = ThinMetadata.open(cache);
-                assertEquals(committedTx, md.transactionId());
+                assertEquals(committedTx, md.commitCount());
                 assertEquals(List.of(), md.check(), "committed state consistent");
                 for (long dev : committed.devices().keySet()) {
                     assertTrue(md.deviceExists(dev), "device " + dev);
