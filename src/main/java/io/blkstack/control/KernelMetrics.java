@@ -238,6 +238,22 @@ final class KernelMetrics implements MultiCollector {
                 .dataPoint(point(Labels.of("level", "min"), pages.minPages()))
                 .dataPoint(point(Labels.of("level", "low"), pages.lowPages()))
                 .dataPoint(point(Labels.of("level", "high"), pages.highPages())).build());
+        out.add(gauge("pages_promised", "Free pages promised to a reservation (the NBD payload budget) and not yet"
+                + " taken: no other allocation may take them.").dataPoint(point(Labels.EMPTY, pages.promisedPages()))
+                .build());
+        GaugeSnapshot.Builder ledger = gauge("pages_ledger", "The arena's ledger: pages each consumer is owed"
+                + " (kind promise: kept free for it; kind record: taken at start) and of those held now.");
+        Set<String> seen = new HashSet<>();
+        for (io.blkstack.mem.Reservation r : pages.ledger()) {
+            String owner = r.owner();
+            for (int i = 2; !seen.add(owner); i++) {
+                owner = r.owner() + "#" + i;
+            }
+            String kind = r.isPromise() ? "promise" : "record";
+            ledger.dataPoint(point(Labels.of("owner", owner, "kind", kind, "state", "owed"), r.pages()));
+            ledger.dataPoint(point(Labels.of("owner", owner, "kind", kind, "state", "held"), r.heldPages()));
+        }
+        out.add(ledger.build());
     }
 
     private static void mempools(List<Mempool<?>> pools, List<MetricSnapshot> out) {
