@@ -7,6 +7,8 @@ import java.net.Socket;
 import java.net.SocketAddress;
 import java.nio.file.Path;
 import java.security.GeneralSecurityException;
+import java.security.cert.CertPathBuilderException;
+import java.security.cert.CertPathValidatorException;
 import java.security.cert.CertificateException;
 import java.security.cert.X509Certificate;
 import javax.net.ssl.KeyManager;
@@ -108,9 +110,14 @@ public final class ClientTls {
 
     /** A failed handshake in words: a refused server certificate says which CA it was checked against. */
     String explain(SSLException e) {
+        boolean noPath = false;
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            noPath |= t instanceof CertPathBuilderException || t instanceof CertPathValidatorException;
+        }
         for (Throwable t = e; t != null; t = t.getCause()) {
             if (t instanceof CertificateException) {
-                return "the server's certificate is not accepted with ca " + ca + ": " + t.getMessage();
+                return "the server's certificate is not accepted with ca " + ca + ": "
+                        + (noPath ? "that CA did not sign it (" + t.getMessage() + ")" : t.getMessage());
             }
         }
         String message = e.getMessage();

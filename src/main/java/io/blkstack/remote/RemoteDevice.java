@@ -295,9 +295,10 @@ public final class RemoteDevice extends BlockDevice {
             wire = n.wire();
             info = n.info();
         } catch (IOException | RuntimeException e) {
+            boolean timedOut = !cutter.cancel();
             plain.cut();
             plain.close();
-            throw new IOException(options.uri() + ": " + e.getMessage(), e);
+            throw new IOException(options.uri() + ": " + handshakeFailure(e, timedOut, options.timeoutNanos()), e);
         } finally {
             cutter.cancel();
         }
@@ -321,6 +322,15 @@ public final class RemoteDevice extends BlockDevice {
             wire.close();
             throw e;
         }
+    }
+
+    /** Why a handshake failed: the exception's message, or the timeout that cut it. */
+    private static String handshakeFailure(Exception e, boolean timedOut, long timeoutNanos) {
+        if (timedOut) {
+            return "no handshake (NBD options" + " and TLS, if any) within the timeout of " + timeoutNanos / 1_000_000
+                    + " ms" + (e.getMessage() == null ? "" : " (" + e.getMessage() + ")");
+        }
+        return e.getMessage() == null ? e.toString() : e.getMessage();
     }
 
     /** Queue limits from the server's block sizes: its minimum as logical block, its maximum as bio size. */
@@ -942,11 +952,11 @@ public final class RemoteDevice extends BlockDevice {
             wire = n.wire(); // TLS over the plain one for nbds; cutting it cuts the plain one
             again = n.info();
         } catch (IOException | RuntimeException e) {
+            String why = handshakeFailure(e, !cutter.cancel(), options.timeoutNanos());
             wire.cut();
             wire.close();
-            if (lastErrorOf("handshake failed: " + e.getMessage())) {
-                options.log().accept(label + ": connection " + link.index + " handshake failed: " + e.getMessage()
-                        + "; retrying");
+            if (lastErrorOf("handshake failed: " + why)) {
+                options.log().accept(label + ": connection " + link.index + " handshake failed: " + why + "; retrying");
             }
             return false;
         } finally {

@@ -192,6 +192,7 @@ class RemoteDeviceTest {
             });
             IOException e = assertThrows(IOException.class, () -> RemoteDevice.open(tk.kernel, "r3", o));
             assertTrue(e.getMessage().contains(uri.text()), e.getMessage());
+            assertTrue(e.getMessage().contains("within the timeout of 250 ms"), e.getMessage());
             try (SocketChannel accepted = listener.accept()) {
                 assertNotNull(accepted, "the client did connect");
             }
