@@ -226,6 +226,34 @@ final class ConfigReader {
         return new StackConfig.TlsSpec(mode, cert, key, ca);
     }
 
+    /**
+     * A remote device's {@code tls:}: {@code { ca: PEM, cert: PEM, key: PEM, verify-peer: true|false }};
+     * ca is required unless verify-peer is false (libnbd's and qemu's name for not checking the
+     * server); cert and key come together.
+     */
+    private StackConfig.RemoteTlsSpec remoteTls(NodeTuple entry, String path) throws ConfigException {
+        MappingNode map = mapping(entry.getValueNode(), path, "a map such as { ca: ca-cert.pem, cert: client-cert.pem,"
+                + " key: client-key.pem }");
+        Map<String, NodeTuple> keys = entries(map, path, Set.of("ca", "cert", "key", "verify-peer"));
+        Path ca = keys.containsKey("ca") ? resolve(scalar(keys.get("ca").getValueNode(), path + ".ca"), path + ".ca")
+                : null;
+        Path cert = keys.containsKey("cert")
+                ? resolve(scalar(keys.get("cert").getValueNode(), path + ".cert"), path + ".cert") : null;
+        Path key = keys.containsKey("key") ? resolve(scalar(keys.get("key").getValueNode(), path + ".key"), path + ".key")
+                : null;
+        boolean verifyPeer = !keys.containsKey("verify-peer")
+                || bool(keys.get("verify-peer").getValueNode(), path + ".verify-peer");
+        if ((cert == null) != (key == null)) {
+            throw error(map, path, null, "has a client " + (cert == null ? "key but no cert" : "cert but no key")
+                    + ": give both or neither");
+        }
+        if (ca == null && verifyPeer) {
+            throw error(map, path, null, "has no ca: give the CA that signed the server's certificate (ca: PEM),"
+                    + " or verify-peer: false to accept any server (encrypted, not authenticated)");
+        }
+        return new StackConfig.RemoteTlsSpec(ca, cert, key, verifyPeer);
+    }
+
     /** {@code reserves:}: a map of reserve sizes, each a whole number in 1..Reserves.MAX; keys not given keep the defaults. */
     private Reserves reserves(NodeTuple entry) throws ConfigException {
         MappingNode map = mapping(entry.getValueNode(), "reserves", "a map such as { dm-clones: 1, target-bios: 1,"
@@ -367,18 +395,29 @@ final class ConfigReader {
         }
     }
 
-    /** A remote device: an NBD URI, optional connections, timeout and expected size; no TLS yet. */
+    /**
+     * A remote device: an NBD URI, optional connections, timeout and expected size, and for the TLS
+     * schemes ({@code nbds://}, {@code nbds+unix://}) its {@code tls} map.
+     */
     private RemoteSpec remote(String name, Map<String, NodeTuple> keys, String path, int line) throws ConfigException {
         only(keys, path, "nbd", REMOTE_KEYS);
-        if (keys.containsKey("tls")) {
-            throw error(keys.get("tls").getKeyNode(), path + ".tls", null,
-                    "is not supported yet: remote devices connect without TLS (give nbd:// or nbd+unix://)");
-        }
         ScalarNode uri = scalar(keys.get("nbd").getValueNode(), path + ".nbd");
+        io.blkstack.remote.NbdUri parsed;
         try {
-            io.blkstack.remote.NbdUri.parse(uri.getValue());
+            parsed = io.blkstack.remote.NbdUri.parse(uri.getValue());
         } catch (IllegalArgumentException e) {
             throw error(uri, path + ".nbd", uri.getValue(), e.getMessage());
+        }
+        StackConfig.RemoteTlsSpec tls = null;
+        if (keys.containsKey("tls")) {
+            if (!parsed.tls()) {
+                throw error(keys.get("tls").getKeyNode(), path + ".tls", null, "is given but the URI '" + uri.getValue()
+                        + "' does not use TLS: write nbds:// or nbds+unix:// (nbd:// never uses TLS)");
+            }
+            tls = remoteTls(keys.get("tls"), path + ".tls");
+        } else if (parsed.tls()) {
+            throw error(uri, path + ".nbd", uri.getValue(), "uses TLS but the device has no tls map: add"
+                    + " tls: { ca: ca-cert.pem } (the CA that signed the server's certificate)");
         }
         int connections = intIn(keys, path, "connections", 1, 1, REMOTE_CONNECTIONS_MAX);
         long timeout = RemoteSpec.TIMEOUT_DEFAULT_NANOS;
@@ -396,7 +435,7 @@ final class ConfigReader {
             size = sectorMultiple(sizeNode, path + ".size");
             sizeLine = line(sizeNode);
         }
-        return new RemoteSpec(name, uri.getValue(), connections, timeout, size, line, sizeLine);
+        return new RemoteSpec(name, uri.getValue(), connections, timeout, size, line, sizeLine, tls);
     }
 
     @SafeVarargs

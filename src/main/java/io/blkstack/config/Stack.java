@@ -24,6 +24,7 @@ import io.blkstack.dm.thin.ThinPoolTarget;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.mem.Gfp;
 import io.blkstack.nbd.Export;
+import io.blkstack.remote.ClientTls;
 import io.blkstack.remote.NbdUri;
 import io.blkstack.remote.RemoteDevice;
 import java.io.IOException;
@@ -168,6 +169,9 @@ public final class Stack implements AutoCloseable {
                 .withTimeoutNanos(r.timeoutNanos());
         RemoteDevice device;
         try {
+            if (r.tls() != null) {
+                options = options.withTls(ClientTls.load(r.tls().ca(), r.tls().cert(), r.tls().key(), r.tls().verifyPeer()));
+            }
             device = RemoteDevice.open(kernel, r.name(), options);
         } catch (IOException e) {
             throw new IOException(config.source() + ":" + r.line() + ": devices." + r.name() + ".nbd: " + e.getMessage(), e);

@@ -269,11 +269,24 @@ public record StackConfig(String source, long memoryBytes, List<ListenAddress> l
      * @param connections connections wanted (used only if the server allows multi-conn)
      * @param timeoutNanos a request's deadline, and how long the device may be without a connection
      * @param sizeBytes the size the export must have, or 0 to take the server's (a dry run needs it)
+     * @param tls the TLS settings of an {@code nbds://} or {@code nbds+unix://} URI, else null
      */
     public record RemoteSpec(String name, String uri, int connections, long timeoutNanos, long sizeBytes, int line,
-            int sizeLine) implements DeviceSpec {
+            int sizeLine, RemoteTlsSpec tls) implements DeviceSpec {
         /** The request timeout unless the configuration says otherwise: 30 s. */
         public static final long TIMEOUT_DEFAULT_NANOS = 30_000_000_000L;
+    }
+
+    /**
+     * A remote device's TLS (YAML {@code tls: { ca, cert, key, verify-peer }} under the device):
+     * paths resolved against the file's directory; the files are read when the device opens.
+     *
+     * @param ca the CA the server's certificate must lead to; null only with {@code verifyPeer} false
+     * @param cert the client certificate, or null
+     * @param key its key, given exactly when {@code cert} is
+     * @param verifyPeer false to accept any server certificate ({@code verify-peer: false})
+     */
+    public record RemoteTlsSpec(Path ca, Path cert, Path key, boolean verifyPeer) {
     }
 
     /**

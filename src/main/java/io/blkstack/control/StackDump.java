@@ -149,6 +149,20 @@ final class StackDump {
                 if (r.sizeBytes() > 0) {
                     d.put("size", Sizes.format(r.sizeBytes()));
                 }
+                if (r.tls() != null) {
+                    Map<String, Object> t = new LinkedHashMap<>();
+                    if (r.tls().ca() != null) {
+                        t.put("ca", r.tls().ca().toString());
+                    }
+                    if (r.tls().cert() != null) {
+                        t.put("cert", r.tls().cert().toString());
+                        t.put("key", r.tls().key().toString());
+                    }
+                    if (!r.tls().verifyPeer()) {
+                        t.put("verify-peer", false);
+                    }
+                    d.put("tls", t);
+                }
             }
         }
         return d;

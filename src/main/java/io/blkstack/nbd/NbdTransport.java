@@ -16,8 +16,11 @@ import java.nio.ByteBuffer;
  * scatter and gather forms take the caller's arrays as they are, so the hot path neither copies
  * nor allocates for them. Implementations that block outside the kernel primitives (a socket) are
  * "hardware" as device I/O is; an in-process one must block only through kernel primitives.
+ *
+ * <p>Public so that a remote device's client can run {@link TlsTransport} over its own wire: one
+ * TLS engine serves both ends of the protocol.
  */
-interface NbdTransport {
+public interface NbdTransport {
 
     /** Reads into {@code dst}; the count read, or -1 at end of stream. */
     int read(ByteBuffer dst) throws IOException;

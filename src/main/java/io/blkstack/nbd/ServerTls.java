@@ -1,31 +1,17 @@
 package io.blkstack.nbd;
 
 import java.io.IOException;
-import java.io.Reader;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.security.GeneralSecurityException;
-import java.security.KeyStore;
-import java.security.PrivateKey;
-import java.security.cert.X509Certificate;
-import java.util.ArrayList;
-import java.util.List;
-import javax.net.ssl.KeyManagerFactory;
+import javax.net.ssl.KeyManager;
 import javax.net.ssl.SSLContext;
 import javax.net.ssl.SSLEngine;
 import javax.net.ssl.SSLParameters;
-import javax.net.ssl.TrustManagerFactory;
-import org.bouncycastle.asn1.pkcs.PrivateKeyInfo;
-import org.bouncycastle.cert.X509CertificateHolder;
-import org.bouncycastle.cert.jcajce.JcaX509CertificateConverter;
-import org.bouncycastle.openssl.PEMKeyPair;
-import org.bouncycastle.openssl.PEMParser;
-import org.bouncycastle.openssl.jcajce.JcaPEMKeyConverter;
+import javax.net.ssl.TrustManager;
 
 /**
  * The server's TLS settings (NBD {@code STARTTLS} with X.509): the mode, and the JDK
- * {@link SSLContext} built from PEM files read with BouncyCastle's PKIX (no hand-written parser).
+ * {@link SSLContext} built from PEM files read with BouncyCastle's PKIX ({@link Pem}).
  * Every connection that asks for TLS gets its own {@link SSLEngine} from it, TLS 1.3 only; with a
  * CA the server requires a client certificate signed by it.
  *
@@ -67,27 +53,11 @@ public final class ServerTls {
             throw new IllegalArgumentException("TLS mode " + mode + " needs a certificate and a key, got " + cert
                     + " and " + key);
         }
-        List<X509Certificate> chain = certificates(cert);
-        PrivateKey privateKey = privateKey(key);
+        KeyManager[] keys = Pem.keyManagers(cert, key);
+        TrustManager[] trusted = ca == null ? null : Pem.trustManagers(ca);
         try {
-            KeyStore keys = KeyStore.getInstance("PKCS12");
-            keys.load(null, null);
-            keys.setKeyEntry("server", privateKey, new char[0], chain.toArray(new X509Certificate[0]));
-            KeyManagerFactory kmf = KeyManagerFactory.getInstance(KeyManagerFactory.getDefaultAlgorithm());
-            kmf.init(keys, new char[0]);
-            TrustManagerFactory tmf = null;
-            if (ca != null) {
-                KeyStore trusted = KeyStore.getInstance("PKCS12");
-                trusted.load(null, null);
-                int i = 0;
-                for (X509Certificate c : certificates(ca)) {
-                    trusted.setCertificateEntry("ca" + i++, c);
-                }
-                tmf = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
-                tmf.init(trusted);
-            }
             SSLContext context = SSLContext.getInstance(PROTOCOL);
-            context.init(kmf.getKeyManagers(), tmf == null ? null : tmf.getTrustManagers(), null);
+            context.init(keys, trusted, null);
             return new ServerTls(mode, context, ca != null);
         } catch (GeneralSecurityException e) {
             throw new IOException("TLS: certificate " + cert + " and key " + key + " do not make a server context: "
@@ -117,45 +87,6 @@ public final class ServerTls {
         parameters.setNeedClientAuth(clientCertificates);
         engine.setSSLParameters(parameters);
         return engine;
-    }
-
-    /** Every certificate in a PEM file, in file order; at least one. */
-    private static List<X509Certificate> certificates(Path file) throws IOException {
-        List<X509Certificate> out = new ArrayList<>();
-        JcaX509CertificateConverter converter = new JcaX509CertificateConverter();
-        try (Reader reader = Files.newBufferedReader(file, StandardCharsets.US_ASCII);
-                PEMParser pem = new PEMParser(reader)) {
-            for (Object o = pem.readObject(); o != null; o = pem.readObject()) {
-                if (o instanceof X509CertificateHolder holder) {
-                    out.add(converter.getCertificate(holder));
-                }
-            }
-        } catch (GeneralSecurityException | RuntimeException e) {
-            throw new IOException("TLS: " + file + ": not a PEM certificate: " + e.getMessage(), e);
-        }
-        if (out.isEmpty()) {
-            throw new IOException("TLS: " + file + " holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
-        }
-        return out;
-    }
-
-    /** The first private key in a PEM file (PKCS#8, or a traditional RSA/EC key pair); unencrypted. */
-    private static PrivateKey privateKey(Path file) throws IOException {
-        JcaPEMKeyConverter converter = new JcaPEMKeyConverter();
-        try (Reader reader = Files.newBufferedReader(file, StandardCharsets.US_ASCII);
-                PEMParser pem = new PEMParser(reader)) {
-            for (Object o = pem.readObject(); o != null; o = pem.readObject()) {
-                if (o instanceof PrivateKeyInfo info) {
-                    return converter.getPrivateKey(info);
-                }
-                if (o instanceof PEMKeyPair pair) {
-                    return converter.getKeyPair(pair).getPrivate();
-                }
-            }
-        } catch (RuntimeException e) {
-            throw new IOException("TLS: " + file + ": not a PEM private key: " + e.getMessage(), e);
-        }
-        throw new IOException("TLS: " + file + " holds no unencrypted PEM private key (-----BEGIN PRIVATE KEY-----)");
     }
 
     @Override

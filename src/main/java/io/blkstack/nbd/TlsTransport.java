@@ -11,7 +11,8 @@ import javax.net.ssl.SSLException;
 
 /**
  * A connection's transport after {@code STARTTLS}: the JDK's {@link SSLEngine} over the plain
- * transport underneath (the client's socket). Bounded memory: three buffers of the engine's fixed
+ * transport underneath (the client's socket). Both ends use it: the server with a server-mode
+ * engine, a remote device's client ({@code io.blkstack.remote}) with a client-mode one over its wire. Bounded memory: three buffers of the engine's fixed
  * record sizes (records in, records out, plaintext in), allocated once when the connection turns to
  * TLS and never grown; a write encrypts at most one record's plaintext per call, a read decrypts
  * one record at a time.
@@ -22,7 +23,7 @@ import javax.net.ssl.SSLException;
  * reading). {@link #shutdownInput} and {@link #close} go straight to the transport underneath, so
  * a blocked read or write ends as on a plain connection.
  */
-final class TlsTransport implements NbdTransport {
+public final class TlsTransport implements NbdTransport {
 
     /** Nothing to wrap: handshake and close records carry no application data. */
     private final ByteBuffer empty = ByteBuffer.allocate(0);
@@ -50,13 +51,14 @@ final class TlsTransport implements NbdTransport {
     }
 
     /**
-     * Runs the TLS handshake over {@code plain} (the reader task, before the writer exists) and
-     * returns the transport to use from then on.
+     * Runs the TLS handshake over {@code plain} (on the one task that uses the connection so far:
+     * the server's reader before the writer exists, the client's connecting task) and returns the
+     * transport to use from then on. The engine's mode (client or server) says which side this is.
      *
      * @throws SSLException the handshake failed (the peer got an alert if one could be sent)
      * @throws EOFException the peer closed (or the handshake timer shut the input) mid-handshake
      */
-    static TlsTransport handshake(NbdTransport plain, SSLEngine engine, String name) throws IOException {
+    public static TlsTransport handshake(NbdTransport plain, SSLEngine engine, String name) throws IOException {
         TlsTransport tls = new TlsTransport(plain, engine, name);
         try {
             tls.runHandshake();

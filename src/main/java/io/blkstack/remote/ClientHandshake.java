@@ -5,6 +5,7 @@ import static io.blkstack.nbd.NbdProtocol.*;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
+import javax.net.ssl.SSLException;
 
 /**
  * The client side of the NBD fixed newstyle handshake ({@code doc/proto.md}): greeting, client
@@ -12,6 +13,11 @@ import java.nio.charset.StandardCharsets;
  * {@code base:allocation} (only with structured replies, as the spec requires), then
  * {@code NBD_OPT_GO} asking for {@code NBD_INFO_BLOCK_SIZE}. Options the server refuses with an
  * error reply are done without; a refused GO ends the handshake with the server's message.
+ *
+ * <p>With TLS ({@code nbds://}) the first option is {@code NBD_OPT_STARTTLS}; once the server
+ * acknowledges it, the TLS handshake runs over the wire and every later option (and all
+ * transmission) goes over the encrypted wire this returns. A server that refuses STARTTLS ends the
+ * handshake: an {@code nbds} URI never falls back to plain text.
  *
  * <p>It runs on whichever task opens the connection, with blocking wire I/O; the caller bounds
  * it with a timer that cuts the wire.
@@ -21,32 +27,84 @@ final class ClientHandshake {
     /** Largest option reply accepted (a description or an error message is at most 4 KiB). */
     static final int OPTION_REPLY_BYTES_MAX = STRING_BYTES_MAX + 64;
 
-    private final NbdTransport.Wire wire;
+    /** The wire options go over: the plain one, then the TLS one after STARTTLS. */
+    private NbdTransport.Wire wire;
+    private final NbdUri uri;
     private final String exportName;
+    private final ClientTls tls;
+    private final String name;
     private final ByteBuffer buffer = ByteBuffer.allocate(OPTION_REPLY_BYTES_MAX + 32);
 
-    private ClientHandshake(NbdTransport.Wire wire, String exportName) {
+    private ClientHandshake(NbdTransport.Wire wire, NbdUri uri, ClientTls tls, String name) {
         this.wire = wire;
-        this.exportName = exportName;
+        this.uri = uri;
+        this.exportName = uri.exportName();
+        this.tls = tls;
+        this.name = name;
     }
 
-    /** Negotiates {@code exportName} on a fresh wire; returns what the server said about it. */
-    static ExportInfo negotiate(NbdTransport.Wire wire, String exportName) throws IOException {
-        byte[] name = exportName.getBytes(StandardCharsets.UTF_8);
-        if (name.length > STRING_BYTES_MAX) {
-            throw new IllegalArgumentException("export name of " + name.length + " bytes is over " + STRING_BYTES_MAX);
+    /**
+     * What a handshake gives: the wire to use from now on (the one given, or TLS over it) and what
+     * the server said about the export.
+     */
+    record Negotiated(NbdTransport.Wire wire, ExportInfo info) {
+    }
+
+    /**
+     * Negotiates the URI's export on a fresh wire, with TLS first when {@code tls} is given.
+     *
+     * @param name the connection's name, for the TLS engine's lock
+     * @throws IOException the server refused, or TLS failed (the message says why)
+     */
+    static Negotiated negotiate(NbdTransport.Wire wire, NbdUri uri, ClientTls tls, String name) throws IOException {
+        byte[] export = uri.exportName().getBytes(StandardCharsets.UTF_8);
+        if (export.length > STRING_BYTES_MAX) {
+            throw new IllegalArgumentException("export name of " + export.length + " bytes is over " + STRING_BYTES_MAX);
         }
-        return new ClientHandshake(wire, exportName).run(name);
+        ClientHandshake h = new ClientHandshake(wire, uri, tls, name);
+        ExportInfo info = h.run(export);
+        return new Negotiated(h.wire, info);
     }
 
-    private ExportInfo run(byte[] name) throws IOException {
+    private ExportInfo run(byte[] export) throws IOException {
         int serverFlags = greeting();
         int clientFlags = FLAG_C_FIXED_NEWSTYLE | (serverFlags & FLAG_NO_ZEROES);
         buffer.clear().putInt(clientFlags).flip();
         WireBytes.writeFully(wire, buffer);
+        if (tls == null) {
+            return options(export);
+        }
+        startTls();
+        try {
+            return options(export);
+        } catch (SSLException e) {
+            // TLS 1.3: a server that refuses the client's certificate says so after the client's
+            // handshake is done, on the first read
+            throw new IOException("TLS failed: " + tls.explain(e), e);
+        }
+    }
+
+    private ExportInfo options(byte[] export) throws IOException {
         boolean structured = structuredReplies();
-        long contextId = structured ? metaContext(name) : -1;
-        return go(name, structured, contextId);
+        long contextId = structured ? metaContext(export) : -1;
+        return go(export, structured, contextId);
+    }
+
+    /** Asks for TLS and runs its handshake; from then on {@link #wire} is the encrypted one. */
+    private void startTls() throws IOException {
+        sendOption(OPT_STARTTLS, 0);
+        flushOption();
+        Reply r = readReply(OPT_STARTTLS);
+        if (r.type != REP_ACK) {
+            String message = StandardCharsets.UTF_8.decode(buffer).toString();
+            throw new IOException("server refused STARTTLS: " + errorName(r.type)
+                    + (message.isEmpty() ? "" : ": " + message) + " (it does not offer TLS: an nbds URI needs it)");
+        }
+        try {
+            wire = TlsWire.handshake(wire, tls.newEngine(uri.address()), name);
+        } catch (SSLException e) {
+            throw new IOException("TLS handshake failed: " + tls.explain(e), e);
+        }
     }
 
     /** Reads the server's greeting; returns its handshake flags. */
@@ -185,7 +243,8 @@ final class ClientHandshake {
             case REP_ERR_POLICY -> "NBD_REP_ERR_POLICY";
             case REP_ERR_INVALID -> "NBD_REP_ERR_INVALID";
             case REP_ERR_PLATFORM -> "NBD_REP_ERR_PLATFORM";
-            case REP_ERR_TLS_REQD -> "NBD_REP_ERR_TLS_REQD (TLS is not supported yet by remote devices)";
+            case REP_ERR_TLS_REQD -> "NBD_REP_ERR_TLS_REQD (the server requires TLS: give an nbds:// or nbds+unix://"
+                    + " URI and tls: { ca: PEM })";
             case REP_ERR_UNKNOWN -> "NBD_REP_ERR_UNKNOWN (no such export)";
             case REP_ERR_SHUTDOWN -> "NBD_REP_ERR_SHUTDOWN";
             case REP_ERR_BLOCK_SIZE_REQD -> "NBD_REP_ERR_BLOCK_SIZE_REQD";

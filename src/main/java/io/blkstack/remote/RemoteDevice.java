@@ -43,6 +43,11 @@ import java.util.function.Consumer;
  * when the server has flush but not FUA), TRIM and WRITE_ZEROES when advertised (a DISCARD without
  * TRIM fails with NOTSUPP; a WRITE_ZEROES without it becomes a WRITE of zeros).
  *
+ * <p><b>TLS.</b> With an {@code nbds://} or {@code nbds+unix://} URI every connection (the first and
+ * each reconnect) starts with {@code NBD_OPT_STARTTLS} and the TLS handshake ({@link ClientTls},
+ * {@link TlsWire}) inside the same timeout-bounded handshake; a failure refuses the device at open
+ * and, on a reconnect, is logged and retried like any failed handshake.
+ *
  * <p><b>Flush.</b> A FLUSH bio (and the flush phase of a PREFLUSH or emulated-FUA write) is sent on
  * every connection, each one only after every write queued before it on that connection has been
  * acknowledged (NBD's flush covers only writes the server has completed), and completes when all
@@ -71,9 +76,10 @@ public final class RemoteDevice extends BlockDevice {
      *     any connection before it is failed
      * @param queueDepth commands in flight per connection
      * @param log where log lines go; called from the device's tasks and timers, must not block
+     * @param tls the TLS settings; null for {@code nbd://} URIs, required to open an {@code nbds://} one
      */
     public record Options(NbdUri uri, NbdTransport transport, int connections, long timeoutNanos, int queueDepth,
-            Consumer<String> log) {
+            Consumer<String> log, ClientTls tls) {
 
         public static final int CONNECTIONS_MAX = 16;
         public static final int QUEUE_DEPTH_DEFAULT = 64;
@@ -96,28 +102,39 @@ public final class RemoteDevice extends BlockDevice {
                 throw new IllegalArgumentException("remote device " + uri + ": queue depth " + queueDepth
                         + " not in 1.." + QUEUE_DEPTH_MAX);
             }
+            if (!uri.tls() && tls != null) {
+                throw new IllegalArgumentException("remote device " + uri + ": TLS settings need an nbds:// or"
+                        + " nbds+unix:// URI (nbd:// never uses TLS)");
+            }
         }
 
-        /** A socket transport to the URI, one connection, 30 s timeout, depth 64, log to standard error. */
+        /**
+         * A socket transport to the URI, one connection, 30 s timeout, depth 64, log to standard
+         * error, no TLS (an {@code nbds} URI needs {@link #withTls} before the device opens).
+         */
         public static Options of(NbdUri uri) {
             return new Options(uri, NbdTransport.socket(uri.address()), 1, TIMEOUT_DEFAULT_NANOS, QUEUE_DEPTH_DEFAULT,
-                    line -> System.err.println("blkstack: " + line));
+                    line -> System.err.println("blkstack: " + line), null);
         }
 
         public Options withConnections(int value) {
-            return new Options(uri, transport, value, timeoutNanos, queueDepth, log);
+            return new Options(uri, transport, value, timeoutNanos, queueDepth, log, tls);
         }
 
         public Options withTimeoutNanos(long value) {
-            return new Options(uri, transport, connections, value, queueDepth, log);
+            return new Options(uri, transport, connections, value, queueDepth, log, tls);
         }
 
         public Options withLog(Consumer<String> value) {
-            return new Options(uri, transport, connections, timeoutNanos, queueDepth, value);
+            return new Options(uri, transport, connections, timeoutNanos, queueDepth, value, tls);
+        }
+
+        public Options withTls(ClientTls value) {
+            return new Options(uri, transport, connections, timeoutNanos, queueDepth, log, value);
         }
 
         public Options withTransport(NbdTransport value) {
-            return new Options(uri, value, connections, timeoutNanos, queueDepth, log);
+            return new Options(uri, value, connections, timeoutNanos, queueDepth, log, tls);
         }
     }
 
@@ -264,15 +281,24 @@ public final class RemoteDevice extends BlockDevice {
      * @throws IOException the server cannot be reached or refuses the export
      */
     public static RemoteDevice open(Kernel kernel, String name, Options options) throws IOException {
-        NbdTransport.Wire wire = options.transport().connect(options.timeoutNanos());
+        if (options.uri().tls() && options.tls() == null) {
+            throw new IllegalArgumentException("remote device " + name + " (" + options.uri() + "): TLS needs the CA"
+                    + " that signed the server's certificate (tls: { ca: PEM }), or tls: { verify-peer: false } to"
+                    + " accept any server");
+        }
+        NbdTransport.Wire plain = options.transport().connect(options.timeoutNanos());
+        NbdTransport.Wire wire;
         ExportInfo info;
-        Timer cutter = kernel.scheduler().addTimer(options.timeoutNanos(), "handshake " + name, wire::cut);
+        Timer cutter = kernel.scheduler().addTimer(options.timeoutNanos(), "handshake " + name, plain::cut);
         try {
-            info = ClientHandshake.negotiate(wire, options.uri().exportName());
+            ClientHandshake.Negotiated n = ClientHandshake.negotiate(plain, options.uri(), options.tls(), name + "/0");
+            wire = n.wire();
+            info = n.info();
         } catch (IOException | RuntimeException e) {
-            wire.cut();
-            wire.close();
-            throw new IOException(options.uri() + ": " + e.getMessage(), e);
+            boolean timedOut = !cutter.cancel();
+            plain.cut();
+            plain.close();
+            throw new IOException(options.uri() + ": " + handshakeFailure(e, timedOut, options.timeoutNanos()), e);
         } finally {
             cutter.cancel();
         }
@@ -289,13 +315,22 @@ public final class RemoteDevice extends BlockDevice {
             }
             RemoteDevice device = new RemoteDevice(kernel, name, options, info, limits, connections, wire);
             options.log().accept(device.label + ": connected, " + info.describe() + ", " + connections
-                    + " connection(s)");
+                    + " connection(s)" + (options.tls() == null ? "" : ", " + options.tls()));
             return device;
         } catch (IOException | RuntimeException e) {
             wire.cut();
             wire.close();
             throw e;
         }
+    }
+
+    /** Why a handshake failed: the exception's message, or the timeout that cut it. */
+    private static String handshakeFailure(Exception e, boolean timedOut, long timeoutNanos) {
+        if (timedOut) {
+            return "no handshake (NBD options" + " and TLS, if any) within the timeout of " + timeoutNanos / 1_000_000
+                    + " ms" + (e.getMessage() == null ? "" : " (" + e.getMessage() + ")");
+        }
+        return e.getMessage() == null ? e.toString() : e.getMessage();
     }
 
     /** Queue limits from the server's block sizes: its minimum as logical block, its maximum as bio size. */
@@ -912,11 +947,17 @@ public final class RemoteDevice extends BlockDevice {
         Timer cutter = kernel().scheduler().addTimer(options.timeoutNanos(), label + " handshake", wire::cut);
         ExportInfo again;
         try {
-            again = ClientHandshake.negotiate(wire, options.uri().exportName());
+            ClientHandshake.Negotiated n = ClientHandshake.negotiate(wire, options.uri(), options.tls(),
+                    name() + "/" + link.index);
+            wire = n.wire(); // TLS over the plain one for nbds; cutting it cuts the plain one
+            again = n.info();
         } catch (IOException | RuntimeException e) {
+            String why = handshakeFailure(e, !cutter.cancel(), options.timeoutNanos());
             wire.cut();
             wire.close();
-            lastErrorOf("handshake failed: " + e.getMessage());
+            if (lastErrorOf("handshake failed: " + why)) {
+                options.log().accept(label + ": connection " + link.index + " handshake failed: " + why + "; retrying");
+            }
             return false;
         } finally {
             cutter.cancel();
@@ -958,10 +999,13 @@ public final class RemoteDevice extends BlockDevice {
         return true;
     }
 
-    private void lastErrorOf(String message) {
+    /** Records the last error; true if it differs from the one before (worth a log line). */
+    private boolean lastErrorOf(String message) {
         lock.lock();
         try {
+            boolean changed = !message.equals(lastError);
             lastError = message;
+            return changed;
         } finally {
             lock.unlock();
         }

@@ -41,18 +41,52 @@ class RemoteConfigTest {
         assertEquals(3, r1.line());
     }
 
+    /** nbds URIs take a tls map: ca, an optional client cert and key, verify-peer; absolute paths kept. */
     @Test
-    void tlsAndBadUrisAreRefusedWithTheirLine() {
+    void tlsDevicesParseTheirTlsMap() throws Exception {
+        StackConfig config = parse("""
+                devices:
+                  r0: { nbd: "nbds://storage1/disk0", tls: { ca: /pki/ca-cert.pem, cert: /pki/c.pem, key: /pki/k.pem } }
+                  r1: { nbd: "nbds+unix:///d?socket=/run/x.sock", tls: { verify-peer: false } }
+                  r2: { nbd: "nbd://storage2/disk0" }
+                exports:
+                  default: { device: r0 }
+                """);
+        RemoteSpec r0 = (RemoteSpec) config.devices().get(0);
+        assertEquals(new StackConfig.RemoteTlsSpec(java.nio.file.Path.of("/pki/ca-cert.pem"),
+                java.nio.file.Path.of("/pki/c.pem"), java.nio.file.Path.of("/pki/k.pem"), true), r0.tls());
+        RemoteSpec r1 = (RemoteSpec) config.devices().get(1);
+        assertEquals(new StackConfig.RemoteTlsSpec(null, null, null, false), r1.tls());
+        assertNull(((RemoteSpec) config.devices().get(2)).tls());
+    }
+
+    @Test
+    void tlsMisuseAndBadUrisAreRefusedWithTheirLine() {
         String tls = refusal("""
                 devices:
-                  r0: { nbd: "nbd://h/e", tls: { mode: on } }
+                  r0: { nbd: "nbd://h/e", tls: { ca: /ca.pem } }
                 """);
-        assertTrue(tls.contains("stack.yaml:2") && tls.contains("devices.r0.tls") && tls.contains("not supported yet"), tls);
+        assertTrue(tls.contains("stack.yaml:2") && tls.contains("devices.r0.tls") && tls.contains("nbds://"), tls);
         String nbds = refusal("""
                 devices:
                   r0: { nbd: "nbds://h/e" }
                 """);
-        assertTrue(nbds.contains("devices.r0.nbd") && nbds.contains("not supported yet"), nbds);
+        assertTrue(nbds.contains("devices.r0.nbd") && nbds.contains("no tls map"), nbds);
+        String noCa = refusal("""
+                devices:
+                  r0: { nbd: "nbds://h/e", tls: { cert: /c.pem, key: /k.pem } }
+                """);
+        assertTrue(noCa.contains("devices.r0.tls") && noCa.contains("no ca") && noCa.contains("verify-peer: false"), noCa);
+        String noKey = refusal("""
+                devices:
+                  r0: { nbd: "nbds://h/e", tls: { ca: /ca.pem, cert: /c.pem } }
+                """);
+        assertTrue(noKey.contains("devices.r0.tls") && noKey.contains("cert but no key"), noKey);
+        String mode = refusal("""
+                devices:
+                  r0: { nbd: "nbds://h/e", tls: { ca: /ca.pem, mode: on } }
+                """);
+        assertTrue(mode.contains("devices.r0.tls.mode"), mode);
         String noSocket = refusal("""
                 devices:
                   r0: { nbd: "nbd+unix:///e" }

@@ -192,6 +192,7 @@ class RemoteDeviceTest {
             });
             IOException e = assertThrows(IOException.class, () -> RemoteDevice.open(tk.kernel, "r3", o));
             assertTrue(e.getMessage().contains(uri.text()), e.getMessage());
+            assertTrue(e.getMessage().contains("within the timeout of 250 ms"), e.getMessage());
             try (SocketChannel accepted = listener.accept()) {
                 assertNotNull(accepted, "the client did connect");
             }
@@ -289,9 +290,9 @@ class RemoteDeviceTest {
         }
     }
 
-    /** URIs: TCP with the default port, Unix sockets, TLS refused with a clear message. */
+    /** URIs: TCP with the default port, Unix sockets, the TLS schemes, bad ones refused. */
     @Test
-    void urisParseAndTlsIsRefused() {
+    void urisParseWithAndWithoutTls() {
         NbdUri tcp = NbdUri.parse("nbd://example.org/disk");
         assertEquals("disk", tcp.exportName());
         assertTrue(tcp.address().toString().contains("10809"), tcp.address().toString());
@@ -299,8 +300,16 @@ class RemoteDeviceTest {
         assertEquals("e", unix.exportName());
         assertEquals(UnixDomainSocketAddress.of("/tmp/x.sock"), unix.address());
         assertEquals("", NbdUri.parse("nbd://h:1").exportName());
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> NbdUri.parse("nbds://h/e"));
-        assertTrue(e.getMessage().contains("not supported yet"), e.getMessage());
+        assertFalse(tcp.tls() || unix.tls());
+        NbdUri tls = NbdUri.parse("nbds://h/e");
+        assertTrue(tls.tls());
+        assertEquals("e", tls.exportName());
+        assertTrue(tls.address().toString().contains("10809"), tls.address().toString());
+        NbdUri unixTls = NbdUri.parse("nbds+unix:///e?socket=/tmp/x.sock");
+        assertTrue(unixTls.tls());
+        assertEquals(UnixDomainSocketAddress.of("/tmp/x.sock"), unixTls.address());
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> NbdUri.parse("nbds+unix:///e"));
+        assertTrue(e.getMessage().contains("nbds+unix:///export?socket=PATH"), e.getMessage());
         assertThrows(IllegalArgumentException.class, () -> NbdUri.parse("nbd+unix:///e"));
         assertThrows(IllegalArgumentException.class, () -> NbdUri.parse("http://h/e"));
         assertFalse(Arrays.asList(tcp, unix).contains(null));
