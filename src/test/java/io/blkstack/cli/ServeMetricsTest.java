@@ -118,6 +118,13 @@ class ServeMetricsTest {
                 assertTrue(metrics.value("blkstack_pages_free") > 0);
                 assertEquals(metrics.value("blkstack_pages"),
                         metrics.value("blkstack_pages_free") + metrics.value("blkstack_pages_used"));
+                // The ledger: the payload budget is promised and, with no request in flight, nothing of it is taken.
+                double budget = metrics.value("blkstack_pages_ledger", "owner", "nbd payload budget", "kind", "promise",
+                        "state", "owed");
+                assertTrue(budget > 0);
+                assertEquals(0, metrics.value("blkstack_pages_ledger", "owner", "nbd payload budget", "kind", "promise",
+                        "state", "held"));
+                assertEquals(budget, metrics.value("blkstack_pages_promised"));
                 for (String counter : List.of("blkstack_bioset_rescuer_punts_total", "blkstack_wq_maydays_total",
                         "blkstack_wq_rescuer_runs_total", "blkstack_pages_shrinker_scans_total",
                         "blkstack_watchdog_hung_tasks_total")) {
