@@ -200,6 +200,13 @@ final class ServeCommand implements Callable<Integer> {
                     + " read-references).")
     String readReferences;
 
+    // Off by default until measured otherwise: see bench/nbd-peers.sh and the README's figures.
+    @Option(names = "--direct-issue", paramLabel = "on|reads|writes|off", defaultValue = "off",
+            description = "Let the connection's reader serve a plain READ or WRITE on a file device itself when the"
+                    + " device's queue is idle, instead of handing it to an I/O task (reads, writes: only those),"
+                    + " or off: always hand it over (default: ${DEFAULT-VALUE}; the policy switch direct-issue).")
+    String directIssue;
+
     @Option(names = "--hung-task-timeout", paramLabel = "DURATION", converter = DurationConverter.class,
             defaultValue = "30s",
             description = "Report a task blocked longer than this, with what it waits on and who holds it"
@@ -303,12 +310,18 @@ final class ServeCommand implements Callable<Integer> {
         if (!readReferences.equals("on") && !readReferences.equals("off")) {
             return fail(err, ExitCodes.USAGE, "--read-references must be on or off, not '" + readReferences + "'");
         }
+        if (!List.of("on", "reads", "writes", "off").contains(directIssue)) {
+            return fail(err, ExitCodes.USAGE, "--direct-issue must be on, reads, writes or off, not '" + directIssue + "'");
+        }
         Kernel kernel;
         try {
             Kernel.Builder builder = Kernel.builder().name("blkstack-serve").memory(memory).reserves(config.reserves());
+            Policies policies = Policies.defaults().with(PolicySwitch.DIRECT_ISSUE,
+                    directIssue.equals("off") ? PolicySwitch.LEGACY : directIssue);
             if (readReferences.equals("off")) {
-                builder.policies(Policies.defaults().with(PolicySwitch.READ_REFERENCES, PolicySwitch.LEGACY));
+                policies = policies.with(PolicySwitch.READ_REFERENCES, PolicySwitch.LEGACY);
             }
+            builder.policies(policies);
             if (hungTaskTimeoutNanos > 0) {
                 Logger hung = LoggerFactory.getLogger("io.blkstack.kernel.HungTaskWatchdog");
                 builder.watchdog(Duration.ofNanos(hungTaskTimeoutNanos), report -> hung.warn(report.describe().stripTrailing()))
