@@ -202,6 +202,7 @@ public final class FileDevice extends BlockDevice {
     private final AtomicLong again;
     private final AtomicLong punches;
     private final AtomicLong readReferences;
+    private final AtomicLong directIssueCount;
     private final DeviceQueue<Bio> queue;
     /** Which operations a submitter may serve itself (policy {@code direct-issue}): READ, WRITE. */
     private final boolean directReads;
@@ -225,6 +226,7 @@ public final class FileDevice extends BlockDevice {
         this.again = kernel.counters().get("file.again");
         this.punches = kernel.counters().get("file.punches");
         this.readReferences = kernel.counters().get("file.read-references");
+        this.directIssueCount = kernel.counters().get("file.direct-issues");
         PageAllocator pages = kernel.pages();
         this.bouncePool = new Mempool<>(kernel, name + "-bounce", options.ioTasks(), pages);
         // The device closes its own pool after its I/O tasks stop; the kernel must not close it first.
@@ -423,6 +425,7 @@ public final class FileDevice extends BlockDevice {
         if (mayIssueDirectly(front)) {
             int lane = queue.tryIssueDirectly();
             if (lane >= 0) {
+                directIssueCount.incrementAndGet();
                 try {
                     serve(front, contexts.length / 2 + lane);
                 } finally {
