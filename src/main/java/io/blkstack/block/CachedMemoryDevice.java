@@ -4,6 +4,8 @@ import io.blkstack.bio.Bio;
 import io.blkstack.bio.BioFlags;
 import io.blkstack.bio.BioOp;
 import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.PolicySwitch;
+import io.blkstack.kernel.Task;
 import io.blkstack.kernel.SpinLock;
 import io.blkstack.mem.Page;
 import java.util.Arrays;
@@ -217,6 +219,9 @@ public final class CachedMemoryDevice extends LatencyDevice {
     }
 
     private final Media media;
+    /** Which operations a submitter serves itself (policy {@code direct-issue}). */
+    private final boolean directReads;
+    private final boolean directWrites;
 
     /**
      * A device over {@code media} (named as the media) that completes after {@code latencyNanos}
@@ -227,6 +232,25 @@ public final class CachedMemoryDevice extends LatencyDevice {
         super(kernel, "cached memory device", media.name(), media.sizeBytes(),
                 QueueLimits.defaults().withLogicalBlockSize(logicalBlockSize), latencyNanos, queueDepth);
         this.media = media;
+        String direct = kernel.policies().value(PolicySwitch.DIRECT_ISSUE);
+        this.directReads = direct.equals("on") || direct.equals("reads");
+        this.directWrites = direct.equals("on") || direct.equals("writes");
+    }
+
+    /**
+     * The file device's direct issue ({@link FileDevice}, policy {@code direct-issue}) as the
+     * checker models it: on media with a cache (a file's stand-in), a plain READ or WRITE submitted
+     * by a task that may block, while no bio waits for its timer, is served by its submitter, which
+     * sleeps the latency and completes the bio itself.
+     */
+    @Override
+    protected boolean issuesDirectly(Bio bio) {
+        boolean wanted = bio.op() == BioOp.READ ? directReads : bio.op() == BioOp.WRITE && directWrites;
+        if (!wanted || media.writeThrough || bio.hasFlag(BioFlags.PREFLUSH) || bio.hasFlag(BioFlags.FUA)) {
+            return false;
+        }
+        Task self = Task.currentOrNull();
+        return self != null && self.mayBlock();
     }
 
     /** The media under the device. */

@@ -25,8 +25,15 @@ import java.util.function.BooleanSupplier;
  * <p>A request admitted by a task holding its {@link Plug} does not wake an I/O task at once: the
  * plug delivers the wake-ups for the whole burst when the task unplugs or sleeps ({@link #kick}).
  *
- * <p>{@link #stop} refuses new requests, lets the I/O tasks drain what is already queued, and
- * joins them: every request admitted before the stop is served.
+ * <p><b>Direct issue</b> (blk-mq's {@code blk_mq_try_issue_directly}): {@link #tryIssueDirectly}
+ * lets a submitter serve a request itself when the ring is empty (so it overtakes nothing queued),
+ * a slot is free and one of the queue's direct lanes is free. The request takes a slot like any
+ * other, so the depth bounds both paths together; the lane (at most as many as I/O tasks) tells
+ * the caller which private per-lane state to use, and {@link #finishDirect} gives both back.
+ *
+ * <p>{@link #stop} refuses new requests, lets the I/O tasks drain what is already queued, waits
+ * for direct issues in progress, and joins the tasks: every request admitted before the stop is
+ * served.
  *
  * @param <T> the request type (a bio for the block devices)
  */
@@ -66,11 +73,17 @@ public final class DeviceQueue<T> implements Plug.Kickable {
     // Wait conditions made once: a capturing lambda at the wait site would allocate per wait.
     private final BooleanSupplier workOrStop;
     private final BooleanSupplier slotOrStop;
+    private final BooleanSupplier noDirectIssue;
+    /** Direct lanes in use, one bit per lane; guarded by {@link #lock}. */
+    private long directLanesBusy;
+    private final int directLanes;
+    private final AtomicLong directIssues = new AtomicLong();
     private final AtomicLong served = new AtomicLong();
     private final AtomicLong submitWaits;
     private int head;
     private volatile int queued;
     private volatile int inFlight;
+    private volatile int directInFlight;
     private volatile boolean stopping;
     private boolean stopped;
 
@@ -94,6 +107,8 @@ public final class DeviceQueue<T> implements Plug.Kickable {
         this.depth = depth;
         this.workOrStop = () -> queued > 0 || stopping;
         this.slotOrStop = () -> inFlight < depth || stopping;
+        this.noDirectIssue = () -> directInFlight == 0;
+        this.directLanes = taskCount;
         this.ring = new Object[depth];
         this.lock = new SpinLock("device queue " + name);
         this.slotFree = new WaitQueue("device queue " + name + " slots");
@@ -175,6 +190,70 @@ public final class DeviceQueue<T> implements Plug.Kickable {
             submitWaits.incrementAndGet();
             slotFree.waitEvent(slotOrStop, this);
         }
+    }
+
+    /**
+     * Admits a request to be served by the caller itself, if the queue is idle enough: not
+     * stopping, nothing queued in the ring (a direct issue must not overtake a queued request),
+     * a slot free and a direct lane free. Never blocks.
+     *
+     * @return the lane (0 to {@link #directLanes} - 1) the caller serves on, or -1 to queue instead
+     */
+    public int tryIssueDirectly() {
+        lock.lock();
+        try {
+            if (stopping || queued > 0 || inFlight == depth) {
+                return -1;
+            }
+            long free = ~directLanesBusy & laneMask();
+            if (free == 0) {
+                return -1;
+            }
+            int lane = Long.numberOfTrailingZeros(free);
+            directLanesBusy |= 1L << lane;
+            inFlight++;
+            directInFlight++;
+            return lane;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Ends a direct issue on {@code lane}: frees its slot and lane, wakes a waiting submitter. */
+    public void finishDirect(int lane) {
+        if (lane < 0 || lane >= directLanes) {
+            throw new IllegalArgumentException("device queue " + name + ": direct lane " + lane + " not in [0, "
+                    + directLanes + ")");
+        }
+        lock.lock();
+        try {
+            if ((directLanesBusy & (1L << lane)) == 0) {
+                throw new IllegalStateException("device queue " + name + ": direct lane " + lane + " finished but not busy");
+            }
+            directLanesBusy &= ~(1L << lane);
+            directInFlight--;
+        } finally {
+            lock.unlock();
+        }
+        directIssues.incrementAndGet();
+        release();
+        if (directInFlight == 0 && stopping) {
+            slotFree.wakeAll(); // stop waits here for the last direct issue
+        }
+    }
+
+    /** How many requests may be served by submitters at once (the lanes of {@link #tryIssueDirectly}). */
+    public int directLanes() {
+        return directLanes;
+    }
+
+    /** Requests served by their submitters since the queue started. */
+    public long directIssues() {
+        return directIssues.get();
+    }
+
+    private long laneMask() {
+        return directLanes == Long.SIZE ? -1L : (1L << directLanes) - 1;
     }
 
     /** The body of one device I/O task: serve requests until stopped and drained. */
@@ -265,6 +344,10 @@ public final class DeviceQueue<T> implements Plug.Kickable {
         for (Task t : tasks) {
             scheduler.join(t);
         }
+        // A direct issue admitted before the stop ends when its submitter has served it.
+        while (directInFlight > 0) {
+            slotFree.waitEvent(noDirectIssue, this);
+        }
         if (queued != 0 || inFlight != 0) {
             throw new IllegalStateException("device queue " + name + " stopped with " + queued + " queued and "
                     + inFlight + " in flight");
@@ -287,8 +370,9 @@ public final class DeviceQueue<T> implements Plug.Kickable {
 
     /** A line for explanations: occupancy and the submitters waiting for a slot. */
     public String describeState() {
-        return "device queue " + name + ": " + inFlight + "/" + depth + " in flight, " + queued + " queued, "
-                + served.get() + " served, slot waiters " + slotFree.waiters();
+        return "device queue " + name + ": " + inFlight + "/" + depth + " in flight (" + directInFlight
+                + " issued directly), " + queued + " queued, " + served.get() + " served, slot waiters "
+                + slotFree.waiters();
     }
 
     @Override

@@ -8,6 +8,7 @@ import io.blkstack.bio.BioStatus;
 import io.blkstack.bio.ReadReference;
 import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.PolicySwitch;
 import io.blkstack.kernel.Task;
 import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Mempool;
@@ -35,6 +36,16 @@ import java.util.concurrent.atomic.AtomicLong;
  * deadlock, because slots are freed by the device's own tasks, which wait for nothing the
  * submitter holds. A bio flagged {@link BioFlags#NOWAIT} never sleeps there; it completes with
  * {@link BioStatus#AGAIN}.
+ *
+ * <p><b>Direct issue.</b> Under the policy {@code direct-issue} (DESIGN.md section 4), a plain
+ * READ or WRITE that finds the queue idle ({@link DeviceQueue#tryIssueDirectly}) is served by the
+ * submitting task itself, with its own per-lane state, and completed there: one hand-off less, and
+ * the payload stays in the submitter's cache. It is only taken where it cannot block in a way the
+ * rules forbid: never in atomic context (a completion callback or timer, rule 2 of DESIGN.md
+ * section 1), never for a bio that needs a bounce or scratch page (the bounce reserve holds one
+ * page per I/O task, so a submitter must not take from it), and never for PREFLUSH, FUA, FLUSH,
+ * DISCARD or WRITE_ZEROES (a {@code force} or a hole punch is worth the hand-off). The request
+ * holds a queue slot while it is served, so the queue depth bounds both paths together.
  *
  * <p><b>Service.</b> Each I/O task takes a bio, moves its segments with {@link SegmentViews} (no
  * copy; pages contiguous in the arena merge into one view, so a bulk-allocated bio is one write),
@@ -191,7 +202,11 @@ public final class FileDevice extends BlockDevice {
     private final AtomicLong again;
     private final AtomicLong punches;
     private final AtomicLong readReferences;
+    private final AtomicLong directIssueCount;
     private final DeviceQueue<Bio> queue;
+    /** Which operations a submitter may serve itself (policy {@code direct-issue}): READ, WRITE. */
+    private final boolean directReads;
+    private final boolean directWrites;
 
     private FileDevice(Kernel kernel, String name, long capacitySectors, QueueLimits limits, Path path,
             LockedFile locked, FileChannel channel, FileChannel[] cursors, FileHoles holes, Options options,
@@ -211,6 +226,7 @@ public final class FileDevice extends BlockDevice {
         this.again = kernel.counters().get("file.again");
         this.punches = kernel.counters().get("file.punches");
         this.readReferences = kernel.counters().get("file.read-references");
+        this.directIssueCount = kernel.counters().get("file.direct-issues");
         PageAllocator pages = kernel.pages();
         this.bouncePool = new Mempool<>(kernel, name + "-bounce", options.ioTasks(), pages);
         // The device closes its own pool after its I/O tasks stop; the kernel must not close it first.
@@ -222,11 +238,15 @@ public final class FileDevice extends BlockDevice {
             throw new IllegalStateException("file device " + name + ": no page for the zero buffer");
         }
         zeroPage.zero(0, Page.SIZE);
-        this.contexts = new IoContext[options.ioTasks()];
+        // One context per I/O task, then one per direct lane (DeviceQueue makes as many lanes as tasks).
+        this.contexts = new IoContext[2 * options.ioTasks()];
         for (int i = 0; i < contexts.length; i++) {
             contexts[i] = new IoContext(zeroPage.slice(0, Page.SIZE).asReadOnlyBuffer(), cursors[i],
                     holes.errnoBuffer(errnoArena));
         }
+        String direct = kernel.policies().value(PolicySwitch.DIRECT_ISSUE);
+        this.directReads = direct.equals("on") || direct.equals("reads");
+        this.directWrites = direct.equals("on") || direct.equals("writes");
         DeviceQueue<Bio> ioQueue;
         try {
             ioQueue = new DeviceQueue<>(kernel, name, options.queueDepth(), options.ioTasks(), this::serve);
@@ -267,7 +287,7 @@ public final class FileDevice extends BlockDevice {
         // The lock first: nothing may create, extend or open the file for a second owner.
         LockedFile locked = options.lockShared() ? LockedFile.shared(path) : LockedFile.exclusive(path, options.create());
         FileChannel channel = null;
-        FileChannel[] cursors = new FileChannel[options.ioTasks()];
+        FileChannel[] cursors = new FileChannel[2 * options.ioTasks()]; // I/O tasks, then direct lanes
         FileHoles holes = FileHoles.none();
         try {
             if (!options.lockShared()) {
@@ -394,10 +414,26 @@ public final class FileDevice extends BlockDevice {
 
     // ---- submission ----------------------------------------------------------------------------
 
-    /** Queues the bio for an I/O task; waits for a slot unless the bio is NOWAIT (then AGAIN). */
+    /**
+     * Serves the bio on this task if the queue is idle and the bio may be issued directly (see the
+     * class comment); else queues it for an I/O task, waiting for a slot unless the bio is NOWAIT
+     * (then AGAIN).
+     */
     @Override
     protected void submitBio(Bio bio) {
         Bio front = splitToLimits(bio);
+        if (mayIssueDirectly(front)) {
+            int lane = queue.tryIssueDirectly();
+            if (lane >= 0) {
+                directIssueCount.incrementAndGet();
+                try {
+                    serve(front, contexts.length / 2 + lane);
+                } finally {
+                    queue.finishDirect(lane);
+                }
+                return;
+            }
+        }
         DeviceQueue.Admit admit = front.hasFlag(BioFlags.NOWAIT) ? queue.tryEnqueue(front) : queue.enqueue(front);
         switch (admit) {
             case QUEUED -> {
@@ -414,9 +450,30 @@ public final class FileDevice extends BlockDevice {
         }
     }
 
-    // ---- service on the device's I/O tasks -----------------------------------------------------
+    /**
+     * Whether the policy lets this bio be served by its submitter and that cannot block where the
+     * rules forbid: a plain READ or WRITE with no bounce, no force, on a task that may block.
+     */
+    private boolean mayIssueDirectly(Bio bio) {
+        boolean wanted = bio.op() == BioOp.READ ? directReads : bio.op() == BioOp.WRITE && directWrites;
+        if (!wanted || alignment > 1 || bio.hasFlag(BioFlags.PREFLUSH) || bio.hasFlag(BioFlags.FUA)) {
+            return false;
+        }
+        Task self = Task.currentOrNull();
+        return self != null && self.mayBlock();
+    }
 
-    /** Serves one bio on I/O task {@code taskIndex} and completes it there. */
+    /** Requests served by their submitters (direct issue) since the device opened. */
+    public long directIssues() {
+        return queue.directIssues();
+    }
+
+    // ---- service on the device's I/O tasks and direct lanes ------------------------------------
+
+    /**
+     * Serves one bio with context {@code taskIndex} (an I/O task's, or a direct lane's after them)
+     * and completes it on the calling task.
+     */
     private void serve(Bio bio, int taskIndex) {
         BioStatus status;
         IoContext ctx = contexts[taskIndex];

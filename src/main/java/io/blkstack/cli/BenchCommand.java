@@ -11,6 +11,6 @@ import picocli.CommandLine.Command;
         mixinStandardHelpOptions = true,
         versionProvider = BlkstackVersion.class,
         description = "Run a benchmark. Benchmarks measure; they never assert timings.",
-        subcommands = {BenchStackCommand.class})
+        subcommands = {BenchStackCommand.class, BenchChartCommand.class})
 final class BenchCommand {
 }

@@ -32,7 +32,14 @@ public enum PolicySwitch {
      * references and sends them with sendfile ({@code on}), or always reads into pages and sends
      * those ({@code legacy}: the switch to turn references off, for comparison and tests).
      */
-    READ_REFERENCES("read-references", "on", "legacy");
+    READ_REFERENCES("read-references", "on", "legacy"),
+    /**
+     * Issue 16's direct issue (blk-mq's {@code blk_mq_try_issue_directly}): a bottom device whose
+     * queue is idle lets the submitting task serve a plain READ or WRITE itself instead of waking
+     * an I/O task ({@code on}), only READs ({@code reads}) or only WRITEs ({@code writes}); or
+     * every request is queued for the device's I/O tasks ({@code legacy}).
+     */
+    DIRECT_ISSUE("direct-issue", "on", "reads", "writes", "legacy");
 
     /** The value every switch accepts for its old design. */
     public static final String LEGACY = "legacy";

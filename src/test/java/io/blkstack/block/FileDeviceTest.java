@@ -15,6 +15,7 @@ import io.blkstack.cli.MainProcess;
 import io.blkstack.kernel.Completion;
 import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.Policies;
 import io.blkstack.kernel.TaskKind;
 import io.blkstack.mem.Gfp;
 import java.io.IOException;
@@ -45,8 +46,17 @@ class FileDeviceTest {
     private Kernel.Attachment self;
     private BioSet set;
 
+    /**
+     * The kernel's policies: the defaults (a submitter that finds the queue idle serves a plain
+     * READ or WRITE itself, policy {@code direct-issue}); {@link FileDeviceQueuedTest} runs every
+     * test here again with every bio queued for the I/O tasks.
+     */
+    Policies policies() {
+        return Policies.defaults();
+    }
+
     private void start(Faults faults) {
-        kernel = Kernel.builder().name("file-test").memory(8L << 20).faults(faults).build();
+        kernel = Kernel.builder().name("file-test").memory(8L << 20).faults(faults).policies(policies()).build();
         self = kernel.attach("test");
         set = new BioSet(kernel, "test", 4, 4, null, false);
     }
