@@ -117,6 +117,15 @@ final class NbdConnection {
         return slots.inUse();
     }
 
+    /**
+     * Waits until at most {@code n} (0 or 1) requests of this connection are in flight, the replies
+     * of all others sent: the reader, for a long READ with simple replies, which must have the wire
+     * to itself ({@link ReadWriteCommands}).
+     */
+    void awaitInFlightAtMost(int n) {
+        slots.awaitInUseAtMost(n);
+    }
+
     /** The reader task's body: handshake, start the writer, read requests until the end. */
     void runReader() {
         runReader(null);

@@ -28,6 +28,15 @@ import java.util.concurrent.atomic.AtomicLong;
  * for the block sizes may send one) is served window by window ({@link NbdRequest}), holding one
  * window of budget. A READ of one window maps holes (structured replies only) and is charged per
  * data extent (each runs its own bios, vec arrays and last page).
+ *
+ * <p><b>A long READ with simple replies has the wire to itself.</b> A simple reply is one header
+ * and then every byte of the data, with nothing between; but the writer sends a long READ window
+ * by window and goes back to its reply ring between them, where any other finished request would
+ * be sent into the middle of the data (nbd-tester-client's {@code integrityhuge} saw a reply
+ * header 32 MiB into a READ). So before its first window the reader waits until every other
+ * request of the connection is replied to, and after its last window until its reply is sent,
+ * before it reads the next request. Structured replies need none of this: chunks of different
+ * requests may interleave.
  */
 final class ReadWriteCommands {
 
@@ -78,6 +87,10 @@ final class ReadWriteCommands {
         long paddedEnd = bios.alignUp(end);
         long window = windowBytes;
         boolean windowed = paddedEnd - start > window;
+        boolean alone = windowed && !structured;
+        if (alone) {
+            connection.awaitInFlightAtMost(1); // every earlier reply sent: none can land in this one
+        }
         if (windowed) {
             windowedRequests.incrementAndGet();
             if (!bios.chargeBudget(r, window)) {
@@ -109,6 +122,9 @@ final class ReadWriteCommands {
             }
             if (last) {
                 r.put();
+                if (alone) {
+                    connection.awaitInFlightAtMost(0); // sent whole before a later request can finish
+                }
                 return true;
             }
             if (!windowDone(r)) {

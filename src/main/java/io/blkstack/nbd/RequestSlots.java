@@ -31,6 +31,9 @@ final class RequestSlots {
     private final WaitQueue slotWait;
     private final AtomicInteger inUse = new AtomicInteger();
     private final BooleanSupplier slotAvailable;
+    /** Whether at most one request is in flight (the reader's own), and whether none is. */
+    private final BooleanSupplier onlyOne = () -> inUse.get() <= 1;
+    private final BooleanSupplier none = () -> inUse.get() == 0;
 
     private final NbdRequest[] ring;
     private int ringHead;
@@ -94,6 +97,18 @@ final class RequestSlots {
             requests[slot] = r;
         }
         return r;
+    }
+
+    /**
+     * Waits until at most {@code n} (0 or 1) requests are in flight: every other one replied to and
+     * its slot given back. The reader, for a READ that must have the wire to itself; it waits as
+     * it does for a slot (a non-idle wait that {@link #giveBack} ends).
+     */
+    void awaitInUseAtMost(int n) {
+        if (n != 0 && n != 1) {
+            throw new IllegalArgumentException(name + ": awaitInUseAtMost(" + n + ")");
+        }
+        slotWait.waitEvent(n == 0 ? none : onlyOne, connection);
     }
 
     /** Returns a slot and wakes the reader (waiting for a slot) and the writer (waiting to finish). */

@@ -12,7 +12,7 @@ import javax.net.ssl.TrustManager;
 /**
  * The server's TLS settings (NBD {@code STARTTLS} with X.509): the mode, and the JDK
  * {@link SSLContext} built from PEM files read with BouncyCastle's PKIX ({@link Pem}).
- * Every connection that asks for TLS gets its own {@link SSLEngine} from it, TLS 1.3 only; with a
+ * Every connection that asks for TLS gets its own {@link SSLEngine} from it, TLS 1.3 or 1.2; with a
  * CA the server requires a client certificate signed by it.
  *
  * <p>Modes, as the NBD spec names them: {@link Mode#OFF} (no TLS: {@code STARTTLS} is
@@ -27,8 +27,14 @@ public final class ServerTls {
 
     /** No TLS. */
     public static final ServerTls OFF = new ServerTls(Mode.OFF, null, false);
-    /** The only protocol offered: NBD's TLS profile asks for 1.2 or later; this server does 1.3. */
-    static final String PROTOCOL = "TLSv1.3";
+    /**
+     * The protocols offered, newest first. The NBD spec: implementations "MUST support TLS version
+     * 1.2, SHOULD support any later versions" and should not offer older ones by default. Clients
+     * that offer only 1.2 exist (the NBD project's own, through GnuTLS with
+     * {@code NORMAL:-VERS-TLS-ALL:+VERS-TLS1.2}, whose {@code tls} tests failed here when only 1.3
+     * was offered). The JDK's default cipher suites and disabled algorithms apply to both.
+     */
+    static final String[] PROTOCOLS = {"TLSv1.3", "TLSv1.2"};
 
     private final Mode mode;
     private final SSLContext context;
@@ -56,7 +62,7 @@ public final class ServerTls {
         KeyManager[] keys = Pem.keyManagers(cert, key);
         TrustManager[] trusted = ca == null ? null : Pem.trustManagers(ca);
         try {
-            SSLContext context = SSLContext.getInstance(PROTOCOL);
+            SSLContext context = SSLContext.getInstance("TLS");
             context.init(keys, trusted, null);
             return new ServerTls(mode, context, ca != null);
         } catch (GeneralSecurityException e) {
@@ -75,7 +81,7 @@ public final class ServerTls {
         return clientCertificates;
     }
 
-    /** A new server-side engine for one connection: TLS 1.3, client certificates if a CA was given. */
+    /** A new server-side engine for one connection: TLS 1.3 or 1.2, client certificates if a CA was given. */
     SSLEngine newEngine() {
         if (context == null) {
             throw new IllegalStateException("TLS is off");
@@ -83,7 +89,7 @@ public final class ServerTls {
         SSLEngine engine = context.createSSLEngine();
         engine.setUseClientMode(false);
         SSLParameters parameters = engine.getSSLParameters();
-        parameters.setProtocols(new String[] {PROTOCOL});
+        parameters.setProtocols(PROTOCOLS.clone());
         parameters.setNeedClientAuth(clientCertificates);
         engine.setSSLParameters(parameters);
         return engine;
