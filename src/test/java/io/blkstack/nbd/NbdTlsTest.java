@@ -278,7 +278,7 @@ class NbdTlsTest {
                 out.writeInt(name.length);
                 out.write(name);
                 out.flush();
-                assertEquals(64 * MiB, in.readLong(), "the export size");
+                assertEquals(EXPORT_BYTES, in.readLong(), "the export size");
                 in.readShort(); // transmission flags
                 byte[] data = new byte[4096];
                 new Random(12).nextBytes(data);
