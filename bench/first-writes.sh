@@ -133,14 +133,15 @@ run_fio() {
         --output-format=json --output="$out" >/dev/null
     python3 - "$out" <<'PY'
 import json, sys
-w = json.load(open(sys.argv[1]))["jobs"][0]["write"]
+text = open(sys.argv[1]).read()
+w = json.loads(text[text.index("{"):])["jobs"][0]["write"]  # fio may print a warning line first
 print(f'{w["iops"]:.0f} {w["bw_bytes"]}')
 PY
 }
 
 # name  first-write export  baseline export  rw  bs  depth  measured size  warm-up offset  extra fio options
 jobs=(
-    "thin-4k thin0 linear4k randwrite 4k 32 32g 48g --blockalign=64k"
+    "thin-4k thin0 linear4k randwrite 4k 32 32g 48g --blockalign=64k --norandommap"
     "origin-1m origin0 linear1m write 1m 8 12g 12g"
 )
 

@@ -229,7 +229,7 @@ public final class CopyService implements AutoCloseable {
     private void startPiece(Slot slot) {
         CopyJob job = slot.job;
         long from = job.sourceSector + slot.offsetSectors;
-        if (job.skipHoles && job.source.knowsAllocation() && job.source.allocatedExtent(from, slot.sectors) <= -slot.sectors) {
+        if (job.skipHoles && isHole(job, from, slot.sectors)) {
             slot.zeroes = true;
             Bio bio = bios.alloc(Gfp.NOIO, 0);
             bio.init(job.destination, BioOp.WRITE_ZEROES, 0, job.destinationSector + slot.offsetSectors);
@@ -240,6 +240,26 @@ public final class CopyService implements AutoCloseable {
             return;
         }
         Submit.submitBio(pieceBio(slot, BioOp.READ));
+    }
+
+    /**
+     * Whether the source's {@code sectors} from {@code from} are all hole, asked run by run (a
+     * device may cut its answer at its own boundaries, a stripe's chunk for one); each step
+     * advances by at least a sector, so the loop ends within the piece.
+     */
+    private static boolean isHole(CopyJob job, long from, int sectors) {
+        if (!job.source.knowsAllocation()) {
+            return false;
+        }
+        long end = from + sectors;
+        for (long at = from; at < end; ) {
+            long run = job.source.allocatedExtent(at, end - at);
+            if (run >= 0) {
+                return false;
+            }
+            at -= run;
+        }
+        return true;
     }
 
     /** A bio over the slot's pages for its piece of the source (READ) or the destination (WRITE). */
