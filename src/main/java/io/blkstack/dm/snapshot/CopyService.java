@@ -9,38 +9,61 @@ import io.blkstack.block.Submit;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.SpinLock;
 import io.blkstack.mem.Gfp;
-import io.blkstack.mem.Mempool;
 import io.blkstack.mem.Page;
 import io.blkstack.wq.Work;
 import io.blkstack.wq.Workqueue;
 
 /**
- * Copies regions between devices in the background (the kernel's {@code kcopyd}): each job reads
- * the source into pages and writes them to the destination, then calls the job's completion.
+ * Copies regions between devices in the background (the kernel's {@code kcopyd}). A job is one
+ * contiguous range of any length (a run of adjacent chunks is one job); the service cuts it into
+ * pieces of at most {@link #PIECE_PAGES_MAX} pages and keeps as many pieces in flight, of as many
+ * jobs, as its reserve has slots. A piece reads the source into its slot's pages and writes them
+ * to the destination; a piece whose source range is a hole (when the job allows it) reads nothing
+ * and becomes one WRITE_ZEROES of the destination. A job's completion runs when its last piece
+ * finished.
  *
- * <p><b>Reserves.</b> The pages come from the service's own {@link Mempool} with a reserve of one
- * job's worth, the bios from its own {@link BioSet} with one bio per job allowed in flight, and the
- * work runs on its own {@code MEM_RECLAIM} workqueue, so a copy moves even when the kernel's memory
- * and worker pool are exhausted.
+ * <p><b>The reserve, admitted up front.</b> The service's pages are taken from the arena when it is
+ * built and cut into slots of one piece each; it never allocates a page afterwards, so what it can
+ * hold is fixed and counted before the NBD server computes its payload budget from what the stack
+ * left (DESIGN.md section 3, "Admission, not hope"). A slot is taken whole or not at all (no job
+ * holds part of the reserve while it waits for the rest: rule 1 of DESIGN.md section 1). The bios
+ * come from the service's own {@link BioSet}, whose reserve holds one bio per slot, and a slot has
+ * at most one bio at a time, so those allocations never wait for long either.
  *
- * <p><b>Throttle and no waiting.</b> At most {@link #COPIES_IN_FLIGHT_MAX} jobs run at once; the
- * rest wait on an intrusive FIFO. A job takes its pages without blocking: if the reserve is held
- * by running jobs, it goes back to the head of the FIFO and is retried when a running job gives
- * its pages back. The workqueue therefore never sleeps on pages that only its own later work
- * items would free (rule 4 of DESIGN.md section 1), and no job holds part of the reserve while
- * waiting for the rest (rule 1). A job holds at most one bio, and bios in flight never exceed the
- * bio set's reserve, so its allocations do not wait either.
+ * <p><b>No waiting on itself.</b> All work runs on the service's own {@code MEM_RECLAIM} workqueue,
+ * one item ({@link #dispatch}): it issues the writes of pieces whose reads completed, then starts
+ * new pieces while slots are free, and returns when there are none; a finishing piece gives its
+ * slot back and queues the dispatcher again. The workqueue therefore never sleeps on a slot that
+ * only its own later work would free (rule 4), and completions only queue (rule 2).
  */
 public final class CopyService implements AutoCloseable {
 
-    /** Jobs copying at once. */
-    public static final int COPIES_IN_FLIGHT_MAX = 4;
-    /** Jobs the dispatcher starts in one run before yielding the worker. */
+    /** The largest piece: 64 KiB, kcopyd's sub-job size. */
+    public static final int PIECE_PAGES_MAX = 16;
+    /** Pieces the dispatcher starts or advances in one run before yielding the worker. */
     static final int DISPATCH_BATCH_MAX = 16;
 
+    /** One piece's slot: its share of the reserve and the piece it carries. */
+    private static final class Slot {
+        final Page[] pages;
+        CopyJob job;
+        long offsetSectors;
+        int sectors;
+        /** The piece is a WRITE_ZEROES of a hole. */
+        boolean zeroes;
+        /** On the ready list for its read (a refused WRITE_ZEROES), not its write. */
+        boolean readNext;
+        Slot next;
+
+        Slot(int pageCount) {
+            this.pages = new Page[pageCount];
+        }
+    }
+
+    private final Kernel kernel;
     private final String name;
-    private final int jobPagesMax;
-    private final Mempool<Page> pagePool;
+    private final int piecePages;
+    private final Slot[] slots;
     private final BioSet bios;
     private final Workqueue workqueue;
     private final Work dispatchWork;
@@ -51,50 +74,74 @@ public final class CopyService implements AutoCloseable {
     // Guarded by lock.
     private CopyJob head;
     private CopyJob tail;
-    private int active;
-    private int queued;
+    private Slot free;
+    private Slot ready;
+    private int jobsActive;
+    private int jobsQueued;
     private boolean closed;
 
-    /** A service for jobs of at most {@code jobPagesMax} pages. */
-    public CopyService(Kernel kernel, String name, int jobPagesMax) {
-        if (jobPagesMax < 1 || jobPagesMax > Bio.VECS_MAX) {
-            throw new IllegalArgumentException("copy service " + name + ": " + jobPagesMax + " pages per job, not in 1.."
-                    + Bio.VECS_MAX);
+    /**
+     * A service whose reserve is {@code reservePages} pages of the arena, cut into slots of
+     * {@code min(reservePages, PIECE_PAGES_MAX)} pages.
+     *
+     * @throws IllegalArgumentException if the arena cannot give the reserve now
+     */
+    public CopyService(Kernel kernel, String name, int reservePages) {
+        if (reservePages < 1) {
+            throw new IllegalArgumentException("copy service " + name + ": reserve of " + reservePages + " pages");
         }
+        this.kernel = kernel;
         this.name = name;
-        this.jobPagesMax = jobPagesMax;
+        this.piecePages = Math.min(reservePages, PIECE_PAGES_MAX);
+        this.slots = new Slot[reservePages / piecePages];
         this.lock = new SpinLock("kcopyd " + name);
-        Mempool<Page> pool = null;
+        this.dispatchWork = new Work("kcopyd " + name + " dispatch", this::dispatch);
         BioSet set = null;
+        Workqueue wq = null;
         try {
-            pool = new Mempool<>(kernel, "kcopyd-" + name + "-pages", jobPagesMax, kernel.pages());
-            set = new BioSet(kernel, "kcopyd-" + name, COPIES_IN_FLIGHT_MAX, COPIES_IN_FLIGHT_MAX, null, false);
-            this.workqueue = Workqueue.create(kernel, "kcopyd/" + name, Workqueue.MEM_RECLAIM, 1);
+            for (int i = 0; i < slots.length; i++) {
+                slots[i] = new Slot(piecePages);
+                for (int p = 0; p < piecePages; p++) {
+                    // Built on a control path; a reserve the arena cannot give is said at start.
+                    Page page = kernel.pages().alloc(Gfp.KERNEL | Gfp.NORETRY);
+                    if (page == null) {
+                        throw new IllegalArgumentException("copy service " + name + ": no memory for its reserve of "
+                                + reservePages + " pages (page arena of " + kernel.pages().totalPages() + " pages, "
+                                + kernel.pages().freePages() + " free): give serve more memory");
+                    }
+                    slots[i].pages[p] = page;
+                }
+                slots[i].next = free;
+                free = slots[i];
+            }
+            set = new BioSet(kernel, "kcopyd-" + name, slots.length, slots.length, null, false);
+            wq = Workqueue.create(kernel, "kcopyd/" + name, Workqueue.MEM_RECLAIM, 1);
         } catch (RuntimeException e) {
             if (set != null) {
                 set.close();
             }
-            if (pool != null) {
-                pool.close();
-            }
+            freePages();
             throw e;
         }
-        this.pagePool = pool;
         this.bios = set;
-        this.dispatchWork = new Work("kcopyd " + name + " dispatch", this::dispatch);
+        this.workqueue = wq;
+    }
+
+    /** Pages a service built with {@code reservePages} keeps: whole slots only. */
+    public static int pagesKept(int reservePages) {
+        int piece = Math.min(reservePages, PIECE_PAGES_MAX);
+        return reservePages / piece * piece;
     }
 
     /** Queues {@code job}; its {@link CopyJob#copyDone} runs when it finished. Never blocks. */
     public void copy(CopyJob job) {
-        int pagesNeeded = (job.sectors << Bio.SECTOR_SHIFT) / Page.SIZE;
-        if (job.sectors <= 0 || pagesNeeded * Page.SIZE != job.sectors << Bio.SECTOR_SHIFT || pagesNeeded > jobPagesMax
-                || pagesNeeded > job.pages.length) {
+        if (job.sectors <= 0 || (job.sectors & (Page.SIZE / Bio.SECTOR_SIZE - 1)) != 0) {
             throw new IllegalArgumentException("copy service " + name + ": job of " + job.sectors
-                    + " sectors is not 1.." + jobPagesMax + " whole pages");
+                    + " sectors is not a positive number of whole pages");
         }
-        job.service = this;
         job.status = BioStatus.OK;
-        job.pageCount = pagesNeeded;
+        job.assignedSectors = 0;
+        job.piecesInFlight = 0;
         lock.lock();
         try {
             if (closed) {
@@ -107,149 +154,233 @@ public final class CopyService implements AutoCloseable {
                 tail.next = job;
             }
             tail = job;
-            queued++;
+            jobsQueued++;
         } finally {
             lock.unlock();
         }
         workqueue.queue(dispatchWork);
     }
 
-    /** The dispatcher: starts queued jobs while the throttle and the page reserve allow. */
+    /**
+     * The dispatcher: the next step of pieces on the ready list first (the write after a read, or
+     * the read of a hole whose WRITE_ZEROES was refused), then new pieces while slots are free.
+     */
     private void dispatch() {
         for (int n = 0; n < DISPATCH_BATCH_MAX; n++) {
-            CopyJob job;
+            Slot slot;
+            boolean write;
             lock.lock();
             try {
-                if (active >= COPIES_IN_FLIGHT_MAX || head == null) {
-                    return;
+                slot = ready;
+                write = slot != null;
+                if (write) {
+                    ready = slot.next;
+                } else {
+                    slot = assignPieceLocked();
+                    if (slot == null) {
+                        return;
+                    }
                 }
-                job = head;
-                head = job.next;
-                if (head == null) {
-                    tail = null;
-                }
-                job.next = null;
-                queued--;
-                active++;
+                slot.next = null;
             } finally {
                 lock.unlock();
             }
-            if (!takePages(job)) {
-                requeueHead(job);
-                return;
+            if (write) {
+                BioOp op = slot.readNext ? BioOp.READ : BioOp.WRITE;
+                slot.readNext = false;
+                Submit.submitBio(pieceBio(slot, op));
+            } else {
+                startPiece(slot);
             }
-            startRead(job);
         }
         workqueue.queue(dispatchWork);
     }
 
-    /** Takes all the job's pages without blocking, or none. */
-    private boolean takePages(CopyJob job) {
-        for (int i = 0; i < job.pageCount; i++) {
-            Page p = pagePool.alloc(Gfp.NOWAIT);
-            if (p == null) {
-                for (int j = 0; j < i; j++) {
-                    pagePool.free(job.pages[j]);
-                    job.pages[j] = null;
-                }
+    /** Under the lock: a free slot with the next piece of the oldest job, or null if either is missing. */
+    private Slot assignPieceLocked() {
+        CopyJob job = head;
+        Slot slot = free;
+        if (job == null || slot == null) {
+            return null;
+        }
+        free = slot.next;
+        if (job.assignedSectors == 0) {
+            jobsQueued--;
+            jobsActive++;
+        }
+        int pieceSectors = Math.min(job.sectors - job.assignedSectors, piecePages * (Page.SIZE / Bio.SECTOR_SIZE));
+        slot.job = job;
+        slot.offsetSectors = job.assignedSectors;
+        slot.sectors = pieceSectors;
+        slot.zeroes = false;
+        job.assignedSectors += pieceSectors;
+        job.piecesInFlight++;
+        if (job.assignedSectors == job.sectors) {
+            head = job.next;
+            if (head == null) {
+                tail = null;
+            }
+            job.next = null;
+        }
+        return slot;
+    }
+
+    /** Starts a new piece: a WRITE_ZEROES if its source is a hole the job may skip, else its read. */
+    private void startPiece(Slot slot) {
+        CopyJob job = slot.job;
+        long from = job.sourceSector + slot.offsetSectors;
+        if (job.skipHoles && isHole(job, from, slot.sectors)) {
+            slot.zeroes = true;
+            Bio bio = bios.alloc(Gfp.NOIO, 0);
+            bio.init(job.destination, BioOp.WRITE_ZEROES, 0, job.destinationSector + slot.offsetSectors);
+            bio.setSizeBytes(slot.sectors << Bio.SECTOR_SHIFT);
+            bio.setPrivateData(slot);
+            bio.setEndIo(writeEndIo);
+            Submit.submitBio(bio);
+            return;
+        }
+        Submit.submitBio(pieceBio(slot, BioOp.READ));
+    }
+
+    /**
+     * Whether the source's {@code sectors} from {@code from} are all hole, asked run by run (a
+     * device may cut its answer at its own boundaries, a stripe's chunk for one); each step
+     * advances by at least a sector, so the loop ends within the piece.
+     */
+    private static boolean isHole(CopyJob job, long from, int sectors) {
+        if (!job.source.knowsAllocation()) {
+            return false;
+        }
+        long end = from + sectors;
+        for (long at = from; at < end; ) {
+            long run = job.source.allocatedExtent(at, end - at);
+            if (run >= 0) {
                 return false;
             }
-            job.pages[i] = p;
+            at -= run;
         }
         return true;
     }
 
-    /** Puts a job that found no pages back at the head; a running job's end retries it. */
-    private void requeueHead(CopyJob job) {
-        lock.lock();
-        try {
-            active--;
-            job.next = head;
-            head = job;
-            if (tail == null) {
-                tail = job;
-            }
-            queued++;
-            if (active == 0) {
-                // Nobody holds pages, so the next attempt finds the reserve full.
-                workqueue.queue(dispatchWork);
-            }
-        } finally {
-            lock.unlock();
-        }
-    }
-
-    /** Builds a bio over the job's pages. */
-    private Bio jobBio(CopyJob job, BioOp op) {
-        Bio bio = bios.alloc(Gfp.NOIO, job.pageCount);
+    /** A bio over the slot's pages for its piece of the source (READ) or the destination (WRITE). */
+    private Bio pieceBio(Slot slot, BioOp op) {
+        CopyJob job = slot.job;
+        int pageCount = (slot.sectors << Bio.SECTOR_SHIFT) / Page.SIZE;
+        Bio bio = bios.alloc(Gfp.NOIO, pageCount);
         if (op == BioOp.READ) {
-            bio.init(job.source, op, 0, job.sourceSector);
+            bio.init(job.source, op, 0, job.sourceSector + slot.offsetSectors);
         } else {
-            bio.init(job.destination, op, 0, job.destinationSector);
+            bio.init(job.destination, op, 0, job.destinationSector + slot.offsetSectors);
         }
-        for (int i = 0; i < job.pageCount; i++) {
-            if (!bio.addPage(job.pages[i], Page.SIZE, 0)) {
-                throw new IllegalStateException("copy bio full at page " + i + " of " + job.pageCount);
+        for (int i = 0; i < pageCount; i++) {
+            if (!bio.addPage(slot.pages[i], Page.SIZE, 0)) {
+                throw new IllegalStateException("copy bio full at page " + i + " of " + pageCount);
             }
         }
-        bio.setPrivateData(job);
+        bio.setPrivateData(slot);
         bio.setEndIo(op == BioOp.READ ? readEndIo : writeEndIo);
         return bio;
     }
 
-    private void startRead(CopyJob job) {
-        Submit.submitBio(jobBio(job, BioOp.READ));
-    }
-
-    /** Read completion (atomic): the write is issued from the workqueue. */
+    /** Read completion (atomic): the write is issued by the dispatcher. */
     private void readDone(Bio bio) {
-        CopyJob job = (CopyJob) bio.privateData();
+        Slot slot = (Slot) bio.privateData();
         BioStatus status = bio.status();
         bio.put();
         if (status.isError()) {
-            job.status = status;
-            finish(job);
+            pieceDone(slot, status);
             return;
-        }
-        workqueue.queue(job.writeWork);
-    }
-
-    /** The write phase, on the workqueue. */
-    void writePhase(CopyJob job) {
-        Submit.submitBio(jobBio(job, BioOp.WRITE));
-    }
-
-    /** Write completion (atomic). */
-    private void writeDone(Bio bio) {
-        CopyJob job = (CopyJob) bio.privateData();
-        job.status = bio.status();
-        bio.put();
-        finish(job);
-    }
-
-    /** Gives the pages back, lets the next job run, and tells the owner. */
-    private void finish(CopyJob job) {
-        for (int i = 0; i < job.pageCount; i++) {
-            pagePool.free(job.pages[i]);
-            job.pages[i] = null;
         }
         lock.lock();
         try {
-            active--;
+            slot.next = ready;
+            ready = slot;
         } finally {
             lock.unlock();
         }
-        BioStatus status = job.status;
-        job.copyDone(status);
         workqueue.queue(dispatchWork);
     }
 
-    /** Drains the workqueue and frees the reserves; every job must have finished. */
+    /**
+     * Write completion (atomic). A WRITE_ZEROES the destination does not support is done again as a
+     * copy: the piece goes back to the dispatcher as a read of the hole.
+     */
+    private void writeDone(Bio bio) {
+        Slot slot = (Slot) bio.privateData();
+        BioStatus status = bio.status();
+        bio.put();
+        if (slot.zeroes && status == BioStatus.NOTSUPP) {
+            slot.zeroes = false;
+            lock.lock();
+            try {
+                slot.readNext = true;
+                slot.next = ready;
+                ready = slot;
+            } finally {
+                lock.unlock();
+            }
+            workqueue.queue(dispatchWork);
+            return;
+        }
+        pieceDone(slot, status);
+    }
+
+    /** Gives the slot back, lets the next piece run, and tells the owner when its job's last piece ended. */
+    private void pieceDone(Slot slot, BioStatus status) {
+        CopyJob job = slot.job;
+        boolean jobDone;
+        lock.lock();
+        try {
+            if (status.isError() && !job.status.isError()) {
+                job.status = status;
+            }
+            job.piecesInFlight--;
+            jobDone = job.piecesInFlight == 0 && job.assignedSectors == job.sectors;
+            if (jobDone) {
+                jobsActive--;
+            }
+            slot.job = null;
+            slot.next = free;
+            free = slot;
+        } finally {
+            lock.unlock();
+        }
+        if (jobDone) {
+            job.copyDone(job.status);
+        }
+        workqueue.queue(dispatchWork);
+    }
+
+    /** Pieces that can be in flight at once (the reserve's slots). */
+    public int slotCount() {
+        return slots.length;
+    }
+
+    /** Pages the service holds (its whole reserve). */
+    public int reservePages() {
+        return slots.length * piecePages;
+    }
+
+    private void freePages() {
+        for (Slot s : slots) {
+            if (s == null) {
+                continue;
+            }
+            for (int p = 0; p < s.pages.length; p++) {
+                if (s.pages[p] != null) {
+                    kernel.pages().free(s.pages[p]);
+                    s.pages[p] = null;
+                }
+            }
+        }
+    }
+
+    /** Drains the workqueue and frees the reserve; every job must have finished. */
     @Override
     public void close() {
         lock.lock();
         closed = true;
-        int left = active + queued;
+        int left = jobsActive + jobsQueued;
         lock.unlock();
         workqueue.close();
         RuntimeException failure = null;
@@ -258,7 +389,7 @@ public final class CopyService implements AutoCloseable {
         } catch (RuntimeException e) {
             failure = e;
         }
-        pagePool.close();
+        freePages();
         if (left != 0) {
             throw new IllegalStateException("copy service " + name + " closed with " + left + " job(s) unfinished");
         }

@@ -51,7 +51,13 @@ public abstract sealed class ExceptionStore permits TransientStore, PersistentSt
     abstract long allocate();
 
     /**
-     * Makes the first {@code count} exceptions of {@code batch} durable (their data is already on
+     * How many of the next {@link #allocate} calls, at most {@code maxChunks}, give adjacent chunks
+     * (no metadata chunk in between, not past the end); 0 if the COW device is full.
+     */
+    abstract int allocatableRun(int maxChunks);
+
+    /**
+     * Makes the first {@code count} exceptions of {@code batch} (each a run of adjacent chunks) durable (their data is already on
      * the COW device). May wait for I/O; called from the snapshot's workqueue only.
      */
     abstract BioStatus commit(PendingException[] batch, int count);

@@ -64,7 +64,9 @@ final class PersistentStore extends ExceptionStore {
     private final long originChunks;
     private final int slotsPerArea;
     private final long[] committedOld;
-    private final long[] dirtySectors = new long[Snapshot.PENDING_MAX];
+    /** The commit's runs of slot sectors, first and last sector, sorted and merged. */
+    private final long[] dirtyFirst = new long[Snapshot.PENDING_MAX];
+    private final long[] dirtyLast = new long[Snapshot.PENDING_MAX];
     private final BioSet ioSet;
     private Page page;
     private int tag;
@@ -278,46 +280,89 @@ final class PersistentStore extends ExceptionStore {
     }
 
     @Override
+    int allocatableRun(int maxChunks) {
+        int n = 0;
+        for (long c = nextFree; n < maxChunks && c < cowChunks && !isMetadata(c); c++) {
+            n++;
+        }
+        return n;
+    }
+
+    /**
+     * Rewrites the slot sectors of the batch's runs from the in-memory table. A run's COW chunks lie
+     * in one area (see {@link #allocatableRun}), so its slots are adjacent sectors; the runs' sector
+     * ranges are merged and written up to a page at a time. The first write carries PREFLUSH (the
+     * copied data is durable before any slot that points at it) and the last PREFLUSH and FUA (every
+     * slot written before it, and itself, are durable before an exception becomes visible).
+     */
+    @Override
     BioStatus commit(PendingException[] batch, int count) {
-        int dirty = 0;
+        int runs = 0;
         for (int i = 0; i < count; i++) {
             PendingException pe = batch[i];
-            committedOld[Math.toIntExact(pe.newChunk)] = pe.oldChunk;
-            long sector = slotSector(pe.newChunk);
-            boolean seen = false;
-            for (int d = 0; d < dirty; d++) {
-                seen |= dirtySectors[d] == sector;
+            for (int c = 0; c < pe.chunkCount; c++) {
+                committedOld[Math.toIntExact(pe.newChunk + c)] = pe.oldChunk + c;
             }
-            if (!seen) {
-                dirtySectors[dirty++] = sector;
+            long first = slotSector(pe.newChunk);
+            long last = slotSector(pe.newChunk + pe.chunkCount - 1);
+            int at = runs++;
+            while (at > 0 && dirtyFirst[at - 1] > first) {
+                dirtyFirst[at] = dirtyFirst[at - 1];
+                dirtyLast[at] = dirtyLast[at - 1];
+                at--;
+            }
+            dirtyFirst[at] = first;
+            dirtyLast[at] = last;
+        }
+        int merged = 0;
+        for (int r = 0; r < runs; r++) {
+            if (merged > 0 && dirtyFirst[r] <= dirtyLast[merged - 1] + 1) {
+                dirtyLast[merged - 1] = Math.max(dirtyLast[merged - 1], dirtyLast[r]);
+            } else {
+                dirtyFirst[merged] = dirtyFirst[r];
+                dirtyLast[merged] = dirtyLast[r];
+                merged++;
             }
         }
-        for (int d = 0; d < dirty; d++) {
-            BioStatus s = writeSlotSector(dirtySectors[d]);
-            if (s.isError()) {
-                return s;
+        int writes = 0;
+        for (int r = 0; r < merged; r++) {
+            writes += (int) ((dirtyLast[r] - dirtyFirst[r]) / SECTORS_PER_PAGE + 1);
+        }
+        int done = 0;
+        for (int r = 0; r < merged; r++) {
+            for (long sector = dirtyFirst[r]; sector <= dirtyLast[r]; sector += SECTORS_PER_PAGE) {
+                int sectors = (int) Math.min(SECTORS_PER_PAGE, dirtyLast[r] - sector + 1);
+                done++;
+                int flags = done == writes ? BioFlags.PREFLUSH | BioFlags.FUA : done == 1 ? BioFlags.PREFLUSH : 0;
+                BioStatus s = writeSlotSectors(sector, sectors, flags);
+                if (s.isError()) {
+                    return s;
+                }
             }
         }
         return BioStatus.OK;
     }
 
-    /** Rewrites one metadata sector from the in-memory table, durably. */
-    private BioStatus writeSlotSector(long sector) {
-        long metaSector = sector - (sector & (chunkSectors - 1));
-        long meta = metaSector >>> chunkShift;
-        long firstSlot = (sector - metaSector) * SLOTS_PER_SECTOR;
+    /** Rewrites {@code sectors} adjacent metadata sectors from {@code first} from the in-memory table. */
+    private BioStatus writeSlotSectors(long first, int sectors, int flags) {
         ByteBuffer b = page.buffer().duplicate().order(ByteOrder.LITTLE_ENDIAN);
-        page.zero(0, Bio.SECTOR_SIZE);
-        for (int s = 0; s < SLOTS_PER_SECTOR; s++) {
-            long data = meta + 1 + firstSlot + s;
-            if (data < cowChunks && committedOld[(int) data] >= 0) {
-                int at = s * SLOT_BYTES;
-                b.putLong(at, committedOld[(int) data]);
-                b.putInt(at + 8, slotChecksum(committedOld[(int) data], data, tag));
-                b.putInt(at + 12, tag);
+        page.zero(0, sectors * Bio.SECTOR_SIZE);
+        for (int i = 0; i < sectors; i++) {
+            long sector = first + i;
+            long metaSector = sector - (sector & (chunkSectors - 1));
+            long meta = metaSector >>> chunkShift;
+            long firstSlot = (sector - metaSector) * SLOTS_PER_SECTOR;
+            for (int s = 0; s < SLOTS_PER_SECTOR; s++) {
+                long data = meta + 1 + firstSlot + s;
+                if (data < cowChunks && committedOld[(int) data] >= 0) {
+                    int at = i * Bio.SECTOR_SIZE + s * SLOT_BYTES;
+                    b.putLong(at, committedOld[(int) data]);
+                    b.putInt(at + 8, slotChecksum(committedOld[(int) data], data, tag));
+                    b.putInt(at + 12, tag);
+                }
             }
         }
-        return io(BioOp.WRITE, BioFlags.PREFLUSH | BioFlags.FUA, sector, Bio.SECTOR_SIZE);
+        return io(BioOp.WRITE, flags, first, sectors * Bio.SECTOR_SIZE);
     }
 
     @Override

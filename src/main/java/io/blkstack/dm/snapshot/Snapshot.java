@@ -53,6 +53,12 @@ public final class Snapshot implements Component {
     public static final int PENDING_MAX = 16;
     /** Buckets of tracked origin reads. */
     static final int TRACK_BUCKETS = 64;
+    /** The longest run of adjacent chunks one pending exception copies: 1 MiB. */
+    static final int RUN_SECTORS_MAX = 2048;
+    /** The copy service's reserve: at most this many pages (1 MiB, sixteen 64 KiB pieces in flight)... */
+    static final int COPY_RESERVE_PAGES_MAX = 256;
+    /** ...and at most this fraction of the arena (1/64), but never less than one chunk. */
+    static final int COPY_RESERVE_ARENA_DIVISOR = 64;
     /** Waiting clones the retry work hands back in one run before yielding. */
     static final int RETRY_BATCH_MAX = 16;
 
@@ -72,14 +78,17 @@ public final class Snapshot implements Component {
     private Work retryWork;
     private PendingException[] pending;
     private final PendingException[] commitBatch = new PendingException[PENDING_MAX];
+    private final Bio[] fullWritesDone = new Bio[PENDING_MAX];
+    private final io.blkstack.bio.BioEndIo fullWriteEndIo = this::fullWriteDone;
 
     // Guarded by lock.
     private PendingException freeList;
     private PendingException commitHead;
+    private PendingException startHead;
     private int pendingInUse;
     private final BioList waitingForPending = new BioList();
     private final BioList retry = new BioList();
-    private final int[] trackedReads = new int[TRACK_BUCKETS];
+    private final SnapshotBioState[] trackedReads = new SnapshotBioState[TRACK_BUCKETS];
     private boolean invalidToPersist;
     private String invalidReason;
     private volatile boolean valid = true;
@@ -131,13 +140,14 @@ public final class Snapshot implements Component {
             invalidReason = "invalid on disk";
         }
         int chunkPages = (chunkSectors << Bio.SECTOR_SHIFT) / Page.SIZE;
-        copier = new CopyService(kernel, name, chunkPages);
+        int reserve = Math.min(COPY_RESERVE_PAGES_MAX, kernel.pages().totalPages() / COPY_RESERVE_ARENA_DIVISOR);
+        copier = new CopyService(kernel, name, Math.max(chunkPages, reserve));
         workqueue = Workqueue.create(kernel, "ksnapd/" + name, Workqueue.MEM_RECLAIM, 1);
         commitWork = new Work("snapshot " + name + " commit", this::commitPending);
         retryWork = new Work("snapshot " + name + " retry", this::retryWaiting);
         pending = new PendingException[PENDING_MAX];
         for (int i = PENDING_MAX - 1; i >= 0; i--) {
-            pending[i] = new PendingException(this, i, chunkPages);
+            pending[i] = new PendingException(this, i);
             pending[i].link = freeList;
             freeList = pending[i];
         }
@@ -152,10 +162,16 @@ public final class Snapshot implements Component {
 
     /**
      * Whether an origin write of {@code clone} covering origin sectors {@code [sector, sector +
-     * clone.sectorCount())} may go ahead for this snapshot. If a chunk it touches has no exception
-     * yet, the clone is queued on that chunk's pending exception (started now if needed) and false
-     * is returned: the caller returns SUBMITTED and the clone comes back through
-     * {@link DeferredRemap#remapDeferred}. Never blocks.
+     * clone.sectorCount())} may go ahead for this snapshot. Every chunk it touches that has neither
+     * an exception nor a pending one gets one now, as runs of adjacent chunks (one copy each, as far
+     * as free pending exceptions allow); the clone is queued on the first chunk still pending and
+     * false is returned: the caller returns SUBMITTED and the clone comes back through
+     * {@link DeferredRemap#remapDeferred}, which asks again (for the chunks still missing). Never
+     * blocks.
+     *
+     * <p>The origin's old data must be kept even when the write covers a chunk completely, so an
+     * origin write never lets a chunk go without its copy; what it saves is the read of a chunk
+     * whose origin range is a hole, which the copy service zeroes on the COW device instead.
      */
     public boolean originWrite(Bio clone, long sector) {
         if (!active || !valid) {
@@ -163,23 +179,37 @@ public final class Snapshot implements Component {
         }
         long first = sector >>> chunkShift;
         long last = (sector + Math.max(1, clone.sectorCount()) - 1) >>> chunkShift;
-        PendingException started = null;
-        boolean proceed = true;
+        boolean queued = false;
         lock.lock();
         try {
-            for (long chunk = first; chunk <= last && valid; chunk++) {
+            long chunk = first;
+            while (chunk <= last && valid) {
                 if (store.lookup(chunk) >= 0) {
+                    chunk++;
                     continue;
                 }
-                started = queueOnPending(clone, chunk);
-                proceed = !valid;
-                break;
+                PendingException pe = pendingOf(chunk);
+                if (pe == null) {
+                    pe = startRunLocked(chunk, last);
+                }
+                if (pe == null) {
+                    if (valid && !queued) {
+                        waitingForPending.add(clone);
+                        queued = true;
+                    }
+                    break;
+                }
+                if (!queued) {
+                    pe.waiters.add(clone);
+                    queued = true;
+                }
+                chunk = pe.oldChunk + pe.chunkCount;
             }
         } finally {
             lock.unlock();
         }
-        startCopy(started);
-        return proceed;
+        startQueuedCopies();
+        return !queued;
     }
 
     // ---- snapshot side -------------------------------------------------------------------------
@@ -187,13 +217,16 @@ public final class Snapshot implements Component {
     /**
      * Maps a snapshot read or write of {@code offset} (sectors into the snapshot, inside one chunk):
      * a chunk with an exception goes to the COW device; a read of one without goes to the origin
-     * (tracked in {@code state}); a write of one without waits for a new exception (SUBMITTED).
+     * (tracked in {@code state}); a write of one without waits for a new exception (SUBMITTED),
+     * except a write that covers the whole chunk: the snapshot's old contents of that chunk are
+     * all overwritten, so nothing is copied; the write itself goes to a new COW chunk and its
+     * completion is held back until the exception is committed (dm-snapshot's full-chunk write).
      */
     public MapResult mapSnapshotIo(Bio clone, long offset, SnapshotBioState state) {
         state.trackedChunk = -1;
+        state.fullWrite = null;
         long chunk = offset >>> chunkShift;
         long within = offset & (chunkSectors - 1);
-        PendingException started = null;
         MapResult result;
         lock.lock();
         try {
@@ -201,23 +234,51 @@ public final class Snapshot implements Component {
                 return MapResult.KILL;
             }
             long newChunk = store.lookup(chunk);
+            PendingException pe;
             if (newChunk >= 0) {
                 clone.setDevice(cow).setSector((newChunk << chunkShift) + within);
                 result = MapResult.REMAPPED;
             } else if (clone.op() == BioOp.READ) {
-                trackedReads[bucket(chunk)]++;
-                state.trackedChunk = chunk;
+                track(state, chunk);
                 clone.setDevice(origin).setSector(offset);
                 result = MapResult.REMAPPED;
+            } else if ((pe = pendingOf(chunk)) != null) {
+                pe.waiters.add(clone);
+                result = MapResult.SUBMITTED;
+            } else if (within == 0 && clone.sectorCount() == chunkSectors && (pe = newPendingLocked(chunk, 1)) != null) {
+                pe.fullWrite = clone;
+                pe.savedEndIo = clone.endIo();
+                state.fullWrite = pe;
+                clone.setEndIo(fullWriteEndIo);
+                clone.setDevice(cow).setSector(pe.newChunk << chunkShift);
+                result = MapResult.REMAPPED;
+            } else if (!valid) {
+                result = MapResult.KILL;
+            } else if ((pe = startRunLocked(chunk, chunk)) != null) {
+                pe.waiters.add(clone);
+                result = MapResult.SUBMITTED;
             } else {
-                started = queueOnPending(clone, chunk);
+                if (valid) {
+                    waitingForPending.add(clone);
+                }
                 result = valid ? MapResult.SUBMITTED : MapResult.KILL;
             }
         } finally {
             lock.unlock();
         }
-        startCopy(started);
+        startQueuedCopies();
         return result;
+    }
+
+    /** A snapshot write that fills its chunk completed (atomic): the exception is committed next. */
+    private void fullWriteDone(Bio clone) {
+        io.blkstack.dm.TargetIo tio = clone.frontPad();
+        SnapshotBioState state = tio.perBioData();
+        PendingException pe = state.fullWrite;
+        if (pe == null || pe.fullWrite != clone) {
+            throw new IllegalStateException("snapshot " + name + ": full-chunk write " + clone + " lost its pending exception");
+        }
+        copyDone(pe, clone.status());
     }
 
     /** A snapshot clone completed (atomic context): ends its origin-read tracking. */
@@ -226,20 +287,14 @@ public final class Snapshot implements Component {
         if (chunk < 0) {
             return;
         }
-        state.trackedChunk = -1;
         boolean released = false;
         lock.lock();
         try {
-            int b = bucket(chunk);
-            if (--trackedReads[b] < 0) {
-                throw new IllegalStateException("snapshot " + name + ": tracked reads of bucket " + b + " below zero");
-            }
-            if (trackedReads[b] == 0) {
-                for (PendingException pe : pending) {
-                    if (pe.waitingForReads && bucket(pe.oldChunk) == b) {
-                        releaseLocked(pe);
-                        released = true;
-                    }
+            untrack(state);
+            for (PendingException pe : pending) {
+                if (pe.waitingForReads && pe.covers(chunk) && !readsInFlight(pe)) {
+                    releaseLocked(pe);
+                    released = true;
                 }
             }
         } finally {
@@ -254,53 +309,151 @@ public final class Snapshot implements Component {
         return (int) (chunk & (TRACK_BUCKETS - 1));
     }
 
-    // ---- pending exceptions --------------------------------------------------------------------
+    /** Under the lock: tracks a snapshot read of origin chunk {@code chunk}. */
+    private void track(SnapshotBioState state, long chunk) {
+        int b = bucket(chunk);
+        state.trackedChunk = chunk;
+        state.trackPrev = null;
+        state.trackNext = trackedReads[b];
+        if (state.trackNext != null) {
+            state.trackNext.trackPrev = state;
+        }
+        trackedReads[b] = state;
+    }
+
+    /** Under the lock: ends the tracking of a read. */
+    private void untrack(SnapshotBioState state) {
+        if (state.trackPrev != null) {
+            state.trackPrev.trackNext = state.trackNext;
+        } else {
+            int b = bucket(state.trackedChunk);
+            if (trackedReads[b] != state) {
+                throw new IllegalStateException("snapshot " + name + ": tracked read of chunk " + state.trackedChunk
+                        + " is not on its bucket's list");
+            }
+            trackedReads[b] = state.trackNext;
+        }
+        if (state.trackNext != null) {
+            state.trackNext.trackPrev = state.trackPrev;
+        }
+        state.trackPrev = null;
+        state.trackNext = null;
+        state.trackedChunk = -1;
+    }
 
     /**
-     * Under the lock: queues {@code clone} on the pending exception of {@code chunk}, making one if
-     * needed (returned, so the caller starts its copy after unlocking), or on the wait list for a
-     * free one. Invalidates the snapshot if the COW device is full (the clone is not queued then).
+     * Under the lock: whether a snapshot read of one of {@code pe}'s origin chunks is in flight.
+     * Exact per chunk, so reads of other chunks never hold a run back (new reads of the run's
+     * chunks go to the COW device once the exception is visible, so the wait ends).
      */
-    private PendingException queueOnPending(Bio clone, long chunk) {
-        for (PendingException pe : pending) {
-            if (pe.oldChunk == chunk) {
-                pe.waiters.add(clone);
-                return null;
+    private boolean readsInFlight(PendingException pe) {
+        int buckets = Math.min(pe.chunkCount, TRACK_BUCKETS);
+        for (int i = 0; i < buckets; i++) {
+            for (SnapshotBioState s = trackedReads[bucket(pe.oldChunk + i)]; s != null; s = s.trackNext) {
+                if (pe.covers(s.trackedChunk)) {
+                    return true;
+                }
             }
         }
+        return false;
+    }
+
+    // ---- pending exceptions --------------------------------------------------------------------
+
+    /** Under the lock: the pending exception whose run holds origin chunk {@code chunk}, or null. */
+    private PendingException pendingOf(long chunk) {
+        for (PendingException pe : pending) {
+            if (pe.inUse() && pe.covers(chunk)) {
+                return pe;
+            }
+        }
+        return null;
+    }
+
+    /**
+     * Under the lock: a pending exception for the run of origin chunks from {@code chunk} that have
+     * neither an exception nor a pending one, at most to {@code last}, {@link #RUN_SECTORS_MAX}
+     * long and as far as the COW device has adjacent free chunks; its copy is queued on the start
+     * list (the caller starts it after unlocking, {@link #startQueuedCopies}). Null if no pending
+     * exception is free, or if the COW device is full (the snapshot is then invalid).
+     */
+    private PendingException startRunLocked(long chunk, long last) {
+        long originChunks = origin.capacitySectors() >>> chunkShift; // whole chunks; a partial last one runs alone
+        long wanted = Math.min(last - chunk + 1, Math.max(1, RUN_SECTORS_MAX >>> chunkShift));
+        int count = 1;
+        while (count < wanted && chunk + count < originChunks && store.lookup(chunk + count) < 0
+                && pendingOf(chunk + count) == null) {
+            count++;
+        }
+        PendingException pe = newPendingLocked(chunk, count);
+        if (pe != null) {
+            pe.setRanges(origin, chunk << chunkShift, cow, pe.newChunk << chunkShift, pe.chunkCount << chunkShift, true);
+            pe.link = startHead;
+            startHead = pe;
+        }
+        return pe;
+    }
+
+    /**
+     * Under the lock: takes a free pending exception for up to {@code count} origin chunks from
+     * {@code chunk} and reserves as many adjacent COW chunks as the store has in a row (at least
+     * one). Null if none is free, or if the COW device is full (which invalidates the snapshot).
+     */
+    private PendingException newPendingLocked(long chunk, int count) {
         PendingException pe = freeList;
         if (pe == null) {
-            waitingForPending.add(clone);
+            return null;
+        }
+        int run = store.allocatableRun(count);
+        if (run == 0) {
+            invalidateLocked("COW device " + cow.name() + " is full");
             return null;
         }
         long newChunk = store.allocate();
-        if (newChunk < 0) {
-            invalidateLocked("COW device " + cow.name() + " is full");
-            return null;
+        for (int i = 1; i < run; i++) {
+            long next = store.allocate();
+            if (next != newChunk + i) {
+                throw new IllegalStateException("snapshot " + name + ": COW chunk " + next + " allocated in a run from "
+                        + newChunk + " at position " + i);
+            }
         }
         freeList = pe.link;
         pe.link = null;
         pe.oldChunk = chunk;
         pe.newChunk = newChunk;
+        pe.chunkCount = run;
+        pe.fullWrite = null;
+        pe.savedEndIo = null;
         pe.copied = false;
         pe.waitingForReads = false;
-        pe.waiters.add(clone);
         pendingInUse++;
-        pe.setRanges(origin, chunk << chunkShift, cow, newChunk << chunkShift, chunkSectors);
         return pe;
     }
 
-    /** Starts the copy of a new pending exception (outside the lock). */
-    private void startCopy(PendingException pe) {
-        if (pe == null) {
-            return;
+    /** Starts the copies of new pending exceptions on the start list (outside the lock). */
+    private void startQueuedCopies() {
+        while (true) {
+            PendingException pe;
+            lock.lock();
+            try {
+                pe = startHead;
+                if (pe != null) {
+                    startHead = pe.link;
+                    pe.link = null;
+                }
+            } finally {
+                lock.unlock();
+            }
+            if (pe == null) {
+                return;
+            }
+            if ((pe.oldChunk + pe.chunkCount) << chunkShift > origin.capacitySectors()) {
+                // The origin's last chunk is partial: nothing to copy past its end (not supported).
+                copyDone(pe, BioStatus.IOERR);
+            } else {
+                copier.copy(pe);
+            }
         }
-        if (pe.sourceSector + chunkSectors > origin.capacitySectors()) {
-            // The origin's last chunk is partial: nothing to copy past its end (not supported).
-            copyDone(pe, BioStatus.IOERR);
-            return;
-        }
-        copier.copy(pe);
     }
 
     /** The copy service finished a copy (atomic context): the commit runs on the workqueue. */
@@ -345,15 +498,28 @@ public final class Snapshot implements Component {
                 }
             }
         }
+        int fullWrites = 0;
         lock.lock();
         try {
             for (int i = 0; i < count; i++) {
                 PendingException pe = commitBatch[i];
                 commitBatch[i] = null;
                 pe.link = null;
+                if (pe.fullWrite != null) {
+                    Bio clone = pe.fullWrite;
+                    clone.setEndIo(pe.savedEndIo);
+                    if (!valid && !clone.status().isError()) {
+                        clone.setStatus(BioStatus.IOERR);
+                    }
+                    fullWritesDone[fullWrites++] = clone;
+                    pe.fullWrite = null;
+                    pe.savedEndIo = null;
+                }
                 if (valid) {
-                    store.insert(pe.oldChunk, pe.newChunk);
-                    if (trackedReads[bucket(pe.oldChunk)] > 0) {
+                    for (int c = 0; c < pe.chunkCount; c++) {
+                        store.insert(pe.oldChunk + c, pe.newChunk + c);
+                    }
+                    if (readsInFlight(pe)) {
                         pe.waitingForReads = true;
                         continue;
                     }
@@ -364,6 +530,11 @@ public final class Snapshot implements Component {
             invalidToPersist = false;
         } finally {
             lock.unlock();
+        }
+        for (int i = 0; i < fullWrites; i++) {
+            Bio clone = fullWritesDone[i];
+            fullWritesDone[i] = null;
+            clone.endio(); // visible now: a read of the chunk goes to the COW device and finds the write
         }
         if (persistInvalid) {
             store.persistInvalid();
@@ -377,6 +548,7 @@ public final class Snapshot implements Component {
         retry.merge(waitingForPending);
         pe.oldChunk = -1;
         pe.newChunk = -1;
+        pe.chunkCount = 0;
         pe.copied = false;
         pe.waitingForReads = false;
         pe.link = freeList;
@@ -525,7 +697,9 @@ public final class Snapshot implements Component {
                         continue;
                     }
                     String phase = pe.waitingForReads ? "committed, waiting for origin reads"
-                            : pe.copied ? "copied, waiting for the commit" : "copy-out to the COW device in progress";
+                            : pe.copied ? "copied, waiting for the commit"
+                            : pe.fullWrite != null ? "the snapshot write that fills it in progress"
+                            : "copy-out to the COW device in progress";
                     sb.append("\n    ").append(pe).append(" (").append(phase).append("): holds ").append(pe.waiters.size())
                             .append(" waiting bio(s) ").append(pe.waiters.toList());
                 }

@@ -19,7 +19,8 @@ import java.util.List;
  * (found in {@link OriginRegistry}) whether the chunks it touches have exceptions; if one does
  * not, the clone waits on that chunk's pending exception, {@code map} returns SUBMITTED at once,
  * and the snapshot's workqueue hands the clone back ({@link #remapDeferred}) after the old chunk
- * was copied and committed. Writes are cut at the smallest chunk size of the snapshots.
+ * was copied and committed. Writes are not cut at chunk boundaries: a write over many chunks makes
+ * their exceptions as runs of adjacent chunks, one copy per run ({@link Snapshot#originWrite}).
  *
  * <p>The target maps sector {@code s} of its range to sector {@code s} of the origin (it normally
  * covers the whole device from sector 0, as dm's does).
@@ -89,22 +90,6 @@ public final class SnapshotOriginTarget extends Target implements DeferredRemap 
             clone.setDevice(device).setSector(sector);
             Submit.submitBio(clone);
         }
-    }
-
-    /** Cuts at the smallest chunk of the active snapshots, so a write touches one chunk of each. */
-    @Override
-    public long maxIoSectors(long offset) {
-        long rest = length() - offset;
-        int chunk = 0;
-        for (Snapshot s : origins.snapshotsOf(device)) {
-            if (s.isActive() && (chunk == 0 || s.chunkSectors() < chunk)) {
-                chunk = s.chunkSectors();
-            }
-        }
-        if (chunk == 0) {
-            return rest;
-        }
-        return Math.min(rest, chunk - (offset & (chunk - 1)));
     }
 
     @Override

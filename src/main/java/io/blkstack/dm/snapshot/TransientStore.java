@@ -24,6 +24,11 @@ final class TransientStore extends ExceptionStore {
     }
 
     @Override
+    int allocatableRun(int maxChunks) {
+        return (int) Math.min(maxChunks, cowChunks - nextFree);
+    }
+
+    @Override
     BioStatus commit(PendingException[] batch, int count) {
         return BioStatus.OK;
     }

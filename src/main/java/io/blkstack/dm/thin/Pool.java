@@ -150,6 +150,8 @@ public final class Pool {
     /** Names the out-of-space queue as the holder of the bios on it (for the checker and the watchdog). */
     private final Object noSpaceHolder;
     private final BioEndIo provisionEndIo = this::provisionDone;
+    /** The worker's batch of completed provisionings (one worker at a time: the queue's maxActive is 1). */
+    private final Bio[] finishing = new Bio[BATCH_MAX];
 
     private final SpinLock lock;
     private final Mutex metaLock;
@@ -518,25 +520,30 @@ public final class Pool {
 
     // ---- the worker ------------------------------------------------------------------------------
 
-    /** The worker: completes prepared provisionings first, then handles deferred bios, a batch at a time. */
+    /**
+     * The worker: completes prepared provisionings first, as one batch (their mapping inserts
+     * under one metadata lock, one commit for the FUA writes among them), then handles deferred
+     * bios, at most {@link #BATCH_MAX} bios in all before yielding.
+     */
     private void process() {
-        for (int n = 0; n < BATCH_MAX; n++) {
+        int count = 0;
+        lock.lock();
+        for (Bio b; count < BATCH_MAX && (b = prepared.pop()) != null; ) {
+            finishing[count++] = b;
+        }
+        lock.unlock();
+        if (count > 0) {
+            finishBatch(count);
+        }
+        for (int n = count; n < BATCH_MAX; n++) {
             lock.lock();
-            Bio bio = prepared.pop();
-            boolean finishing = bio != null;
-            if (bio == null) {
-                bio = deferred.pop();
-            }
+            Bio bio = deferred.pop();
             lock.unlock();
             if (bio == null) {
-                return;
+                break;
             }
             try {
-                if (finishing) {
-                    finish(bio);
-                } else {
-                    handle(bio);
-                }
+                handle(bio);
             } catch (MetadataFullException | MetadataIoException | CorruptMetadataException e) {
                 metadataFailed(e);
                 fail(bio, BioStatus.IOERR);
@@ -605,26 +612,64 @@ public final class Pool {
         st.newBlock = fresh;
         st.oldBlock = block;
         dev.setEntry(st.vblock, block < 0 ? ThinDevice.BUSY : ThinDevice.pack(block, ThinDevice.SHARED | ThinDevice.BUSY));
-        if (clone.sectorCount() < blockSectors) {
-            BioStatus s = BioStatus.OK;
-            if (block >= 0) {
-                s = blockIo(BioOp.READ, block);
-                if (!s.isError()) {
-                    s = blockIo(BioOp.WRITE, fresh);
-                }
-            } else if (!features.skipBlockZeroing()) {
-                s = blockIo(BioOp.WRITE_ZEROES, fresh);
+        boolean partial = clone.sectorCount() < blockSectors;
+        if (partial && block >= 0) {
+            BioStatus s = blockIo(BioOp.READ, block);
+            if (!s.isError()) {
+                s = blockIo(BioOp.WRITE, fresh);
             }
             if (s.isError()) {
                 hook(clone, st);
                 clone.setStatus(s);
-                finish(clone);
+                finishOne(clone);
                 return;
             }
         }
         remap(clone, fresh);
         hook(clone, st);
+        if (partial && block < 0 && !features.skipBlockZeroing()) {
+            zeroUncovered(clone, fresh);
+        }
         Submit.submitBio(clone);
+    }
+
+    /**
+     * Zeroes the parts of new block {@code fresh} that the (remapped, hooked) clone does not write,
+     * alongside the clone (dm-thin's overwrite optimisation, taken one step further: a write that
+     * covers the whole block zeroes nothing, and a partial one zeroes only what it leaves out, so
+     * the block never holds the data of its previous owner). The zeroing bios are chained to the
+     * clone, so the pool's completion, and with it the mapping insert, runs only after the data and
+     * the zeros are all on the device; an error of either fails the clone and the block is given
+     * back. The ranges are disjoint from the clone's, so their order does not matter.
+     *
+     * <p>Each zeroing bio is submitted before the next is allocated (rule 1 of DESIGN.md section
+     * 1); the worker is outside any submit loop here, and the pool's bio set gets its bios back when
+     * the device completes them, without the worker.
+     */
+    private void zeroUncovered(Bio clone, long fresh) {
+        long blockStart = fresh << blockShift;
+        long blockEnd = blockStart + blockSectors;
+        long headSectors = clone.sector() - blockStart;
+        long tailSectors = blockEnd - clone.endSector();
+        if (headSectors < 0 || tailSectors < 0 || headSectors + tailSectors >= blockSectors) {
+            throw new IllegalStateException("thin-pool " + name + ": clone " + clone + " is not a partial write inside block "
+                    + fresh);
+        }
+        if (headSectors > 0) {
+            zeroChained(clone, blockStart, headSectors);
+        }
+        if (tailSectors > 0) {
+            zeroChained(clone, clone.endSector(), tailSectors);
+        }
+    }
+
+    /** Submits a WRITE_ZEROES of {@code sectors} at {@code sector} of the data device, chained to {@code parent}. */
+    private void zeroChained(Bio parent, long sector, long sectors) {
+        Bio bio = ioSet.alloc(Gfp.NOIO, 0);
+        bio.init(dataDevice, BioOp.WRITE_ZEROES, 0, sector);
+        bio.setSizeBytes(Math.toIntExact(sectors << Bio.SECTOR_SHIFT));
+        Bio.chain(bio, parent);
+        Submit.submitBio(bio);
     }
 
     /**
@@ -806,40 +851,74 @@ public final class Pool {
         clone.endio();
     }
 
-    /** A pool-submitted write completed (now on the worker): insert or undo the mapping, commit for FUA, complete. */
-    private void finish(Bio clone) {
-        TargetIo tio = clone.frontPad();
-        ThinBioState st = tio.perBioData();
-        boolean ok = !clone.status().isError();
-        if (st.newBlock >= 0) {
-            ThinDevice dev = st.device;
-            metaLock.lock();
-            try {
-                if (ok) {
-                    metadata.insertMapping(dev.devId(), st.vblock, st.newBlock);
-                    if (st.oldBlock >= 0 && metadata.refCount(st.oldBlock) == 0) {
-                        freedInTransaction.add(st.oldBlock);
-                    }
-                    dev.setEntry(st.vblock, ThinDevice.pack(st.newBlock, 0));
-                } else {
-                    metadata.releaseDataBlock(st.newBlock);
-                    freedInTransaction.add(st.newBlock);
-                    dev.setEntry(st.vblock, st.oldBlock < 0 ? 0 : ThinDevice.pack(st.oldBlock, ThinDevice.SHARED));
+    /** One pool-submitted write completed on the worker outside a batch (a failed copy). */
+    private void finishOne(Bio clone) {
+        finishing[0] = clone;
+        finishBatch(1);
+    }
+
+    /**
+     * Pool-submitted writes completed (now on the worker), {@code finishing[0..count)}: inserts or
+     * undoes their mappings under one hold of the metadata lock, commits once if any of them is a
+     * FUA write, and completes them. A metadata error fails the clone that hit it (its block stays
+     * busy: the pool is read-only from then on).
+     */
+    private void finishBatch(int count) {
+        boolean provisioned = false;
+        boolean fua = false;
+        metaLock.lock();
+        try {
+            for (int i = 0; i < count; i++) {
+                Bio clone = finishing[i];
+                TargetIo tio = clone.frontPad();
+                ThinBioState st = tio.perBioData();
+                boolean ok = !clone.status().isError();
+                fua |= ok && clone.hasFlag(BioFlags.FUA);
+                if (st.newBlock < 0) {
+                    continue;
                 }
-                dirty = true;
-            } finally {
-                metaLock.unlock();
+                provisioned = true;
+                try {
+                    updateMapping(st, ok);
+                } catch (MetadataFullException | MetadataIoException | CorruptMetadataException e) {
+                    metadataFailed(e);
+                    clone.setStatus(BioStatus.IOERR);
+                }
             }
+        } finally {
+            metaLock.unlock();
+        }
+        if (provisioned) {
             scheduleCommit();
             unpark();
         }
-        if (ok && clone.hasFlag(BioFlags.FUA)) {
-            BioStatus s = commit();
-            if (s.isError()) {
-                clone.setStatus(s);
+        BioStatus committed = fua ? commit() : BioStatus.OK;
+        for (int i = 0; i < count; i++) {
+            Bio clone = finishing[i];
+            finishing[i] = null;
+            if (committed.isError() && clone.hasFlag(BioFlags.FUA) && !clone.status().isError()) {
+                clone.setStatus(committed);
             }
+            TargetIo tio = clone.frontPad();
+            unhookAndEnd(clone, tio.perBioData());
         }
-        unhookAndEnd(clone, st);
+    }
+
+    /** Under {@code metaLock}: inserts the new block's mapping ({@code ok}) or gives the block back. */
+    private void updateMapping(ThinBioState st, boolean ok) {
+        ThinDevice dev = st.device;
+        if (ok) {
+            metadata.insertMapping(dev.devId(), st.vblock, st.newBlock);
+            if (st.oldBlock >= 0 && metadata.refCount(st.oldBlock) == 0) {
+                freedInTransaction.add(st.oldBlock);
+            }
+            dev.setEntry(st.vblock, ThinDevice.pack(st.newBlock, 0));
+        } else {
+            metadata.releaseDataBlock(st.newBlock);
+            freedInTransaction.add(st.newBlock);
+            dev.setEntry(st.vblock, st.oldBlock < 0 ? 0 : ThinDevice.pack(st.oldBlock, ThinDevice.SHARED));
+        }
+        dirty = true;
     }
 
     // ---- commit -------------------------------------------------------------------------------------

@@ -40,12 +40,66 @@ final class SnapshotDisk extends BlockDevice {
     private final byte[] data;
     private final Power power;
     private final SpinLock lock;
+    private final boolean knowsHoles;
+    private final AtomicInteger sectorsRead = new AtomicInteger();
+    private final AtomicInteger sectorsZeroed = new AtomicInteger();
 
     SnapshotDisk(Kernel kernel, String name, byte[] data, Power power) {
+        this(kernel, name, data, power, false);
+    }
+
+    /** With {@code knowsHoles}, every all-zero sector is reported as a hole ({@link #allocatedExtent}). */
+    SnapshotDisk(Kernel kernel, String name, byte[] data, Power power, boolean knowsHoles) {
         super(kernel, name, data.length >>> Bio.SECTOR_SHIFT, QueueLimits.defaults());
         this.data = data;
         this.power = power;
         this.lock = new SpinLock("disk " + name);
+        this.knowsHoles = knowsHoles;
+    }
+
+    /** Sectors read since creation. */
+    int sectorsRead() {
+        return sectorsRead.get();
+    }
+
+    /** Sectors of WRITE_ZEROES and DISCARD since creation. */
+    int sectorsZeroed() {
+        return sectorsZeroed.get();
+    }
+
+    @Override
+    public boolean knowsAllocation() {
+        return knowsHoles;
+    }
+
+    /** Runs of all-zero sectors (holes, negative) and of sectors holding data (positive). */
+    @Override
+    public long allocatedExtent(long sector, long maxSectors) {
+        long run = super.allocatedExtent(sector, maxSectors);
+        if (!knowsHoles) {
+            return run;
+        }
+        lock.lock();
+        try {
+            boolean hole = zeroSector(sector);
+            long n = 1;
+            while (n < run && zeroSector(sector + n) == hole) {
+                n++;
+            }
+            return hole ? -n : n;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    private boolean zeroSector(long sector) {
+        int from = Math.toIntExact(sector << Bio.SECTOR_SHIFT);
+        for (int i = from; i < from + Bio.SECTOR_SIZE; i++) {
+            if (data[i] != 0) {
+                return false;
+            }
+        }
+        return true;
     }
 
     /** The persisted bytes. */
@@ -70,13 +124,17 @@ final class SnapshotDisk extends BlockDevice {
         lock.lock();
         try {
             switch (bio.op()) {
-                case READ -> bio.copyFrom(data, offset);
+                case READ -> {
+                    sectorsRead.addAndGet(bio.sectorCount());
+                    bio.copyFrom(data, offset);
+                }
                 case WRITE -> {
                     if (power.persist()) {
                         bio.copyTo(data, offset);
                     }
                 }
                 case DISCARD, WRITE_ZEROES -> {
+                    sectorsZeroed.addAndGet(bio.sectorCount());
                     if (power.persist()) {
                         Arrays.fill(data, offset, offset + bio.sizeBytes(), (byte) 0);
                     }

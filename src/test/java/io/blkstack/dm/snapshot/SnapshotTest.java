@@ -54,8 +54,13 @@ class SnapshotTest {
         final List<MappedDevice> mapped = new ArrayList<>();
 
         Machine(String name, byte[] originData, byte[] cowData) {
+            this(name, originData, cowData, false);
+        }
+
+        /** With {@code originHoles}, the origin disk reports its all-zero sectors as holes. */
+        Machine(String name, byte[] originData, byte[] cowData, boolean originHoles) {
             tk = new TestKernel(name, 32L << 20, Policies.defaults(), Faults.NONE);
-            devices.put("origin", new SnapshotDisk(tk.kernel, "origin", originData, power));
+            devices.put("origin", new SnapshotDisk(tk.kernel, "origin", originData, power, originHoles));
             devices.put("cow", new SnapshotDisk(tk.kernel, "cow", cowData, power));
             buffers = new DataBuffers(tk.kernel);
             client = new BioSet(tk.kernel, "client", 4, 4, null, false);
@@ -70,8 +75,12 @@ class SnapshotTest {
 
         /** {@code o} = snapshot-origin, {@code s} = snapshot with the given mode and chunk. */
         MappedDevice[] originAndSnapshot(String mode, int chunk) throws TableException {
-            MappedDevice o = map("o", "0 " + ORIGIN_SECTORS + " snapshot-origin origin\n");
-            MappedDevice s = map("s", "0 " + ORIGIN_SECTORS + " snapshot origin cow " + mode + " " + chunk + "\n");
+            return originAndSnapshot(mode, chunk, ORIGIN_SECTORS);
+        }
+
+        MappedDevice[] originAndSnapshot(String mode, int chunk, int sectors) throws TableException {
+            MappedDevice o = map("o", "0 " + sectors + " snapshot-origin origin\n");
+            MappedDevice s = map("s", "0 " + sectors + " snapshot origin cow " + mode + " " + chunk + "\n");
             return new MappedDevice[] {o, s};
         }
 
@@ -99,7 +108,7 @@ class SnapshotTest {
         }
 
         byte[] readAll(BlockDevice dev) {
-            byte[] out = new byte[ORIGIN_SECTORS * Bio.SECTOR_SIZE];
+            byte[] out = new byte[Math.toIntExact(dev.capacitySectors() * Bio.SECTOR_SIZE)];
             assertEquals(BioStatus.OK, read(dev, 0, out, null), "read of " + dev.name());
             return out;
         }
@@ -436,6 +445,257 @@ class SnapshotTest {
                     () -> Table.parse(m.tk.kernel, "y", "0 256 snapshot origin cow P 8", m.devices::get));
             assertTrue(e.getMessage().contains("chunk size 16"), e.getMessage());
             assertNotEquals(0, m.disk("cow").data()[0]);
+        }
+    }
+
+    // ---- the copy engine: runs, holes, full-chunk snapshot writes ------------------------------
+
+    private static final int BIG_SECTORS = 2048; // 256 chunks of 8 sectors
+    private static final int BIG_COW_SECTORS = 4096;
+
+    /** Reads all of {@code dev} in bios of 256 sectors. */
+    private static byte[] readBig(Machine m, BlockDevice dev) {
+        int sectors = Math.toIntExact(dev.capacitySectors());
+        byte[] out = new byte[sectors * Bio.SECTOR_SIZE];
+        byte[] part = new byte[256 * Bio.SECTOR_SIZE];
+        for (int at = 0; at < sectors; at += 256) {
+            assertEquals(BioStatus.OK, m.read(dev, at, part, null), "read of " + dev.name() + " at " + at);
+            System.arraycopy(part, 0, out, at * Bio.SECTOR_SIZE, part.length);
+        }
+        return out;
+    }
+
+    /** An origin whose chunk c holds random data when (c / 5) is even and is a hole (zeros) otherwise. */
+    private static byte[] dataAndHoles(Random r) {
+        byte[] b = new byte[BIG_SECTORS * Bio.SECTOR_SIZE];
+        for (int c = 0; c < BIG_SECTORS / CHUNK; c++) {
+            if ((c / 5) % 2 == 0) {
+                byte[] chunk = randomBytes(r, CHUNK * Bio.SECTOR_SIZE);
+                System.arraycopy(chunk, 0, b, c * CHUNK * Bio.SECTOR_SIZE, chunk.length);
+            }
+        }
+        return b;
+    }
+
+    /** Origin first writes of every shape: {sector, sectors}. */
+    private static final int[][] FIRST_WRITE_SHAPES = {
+        {3, 2},         // part of a data chunk
+        {5 * CHUNK + 1, 3}, // part of a hole chunk
+        {2 * CHUNK, CHUNK}, // a whole data chunk
+        {6 * CHUNK, CHUNK}, // a whole hole chunk
+        {12 * CHUNK + 5, 7 * CHUNK}, // a run across chunks, unaligned, over data and holes
+        {40 * CHUNK, 512}, // 64 chunks in one write: runs longer than one copy piece
+        {13 * CHUNK, 2 * CHUNK}, // chunks that already have exceptions from the run above
+        {200 * CHUNK + 4, 30 * CHUNK}, // another run over data and holes
+        {BIG_SECTORS - 3, 3}, // the last chunk
+    };
+
+    /**
+     * Proves the snapshot keeps the origin's data as of creation through origin first writes of
+     * every shape (part of a chunk, whole chunks, unaligned runs across chunks, runs longer than a
+     * copy piece, over data and over holes), with a COW device full of garbage (so a hole chunk
+     * must really be zeroed there, not just left unread), and after a reopen for P.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"P", "N"})
+    void originFirstWritesOfEveryShapeKeepTheSnapshotView(String mode) throws Exception {
+        Random r = new Random(31);
+        byte[] initial = dataAndHoles(r);
+        byte[] originData = initial.clone();
+        byte[] cowData = randomBytes(r, BIG_COW_SECTORS * Bio.SECTOR_SIZE);
+        byte[] model = initial.clone();
+        try (Machine m = new Machine("snap-shapes-" + mode, originData, cowData, true)) {
+            MappedDevice[] os = m.originAndSnapshot(mode, CHUNK, BIG_SECTORS);
+            for (int[] shape : FIRST_WRITE_SHAPES) {
+                byte[] data = randomBytes(r, shape[1] * Bio.SECTOR_SIZE);
+                assertEquals(BioStatus.OK, m.write(os[0], shape[0], data, r), "write " + shape[0] + "+" + shape[1]);
+                System.arraycopy(data, 0, model, shape[0] * Bio.SECTOR_SIZE, data.length);
+            }
+            assertArrayEquals(initial, readBig(m, os[1]), "snapshot view after first writes");
+            assertArrayEquals(model, readBig(m, os[0]), "origin after first writes");
+        }
+        if (mode.equals("P")) {
+            try (Machine m = new Machine("snap-shapes-reopen", originData, cowData, true)) {
+                MappedDevice[] os = m.originAndSnapshot(mode, CHUNK, BIG_SECTORS);
+                assertArrayEquals(initial, readBig(m, os[1]), "snapshot view after reopen");
+                assertArrayEquals(model, readBig(m, os[0]), "origin after reopen");
+            }
+        }
+    }
+
+    /**
+     * Proves a chunk whose origin range is a hole is not read: writing all of an origin that is
+     * one hole reads nothing from it, zeroes exactly its size on the COW device (whose garbage the
+     * snapshot must then not show), and the snapshot reads zeros; with one data chunk in it, at
+     * most one copy piece (64 KiB) is read.
+     */
+    @ParameterizedTest
+    @ValueSource(ints = {-1, 77})
+    void holeChunksAreZeroedNotRead(int dataChunk) throws Exception {
+        Random r = new Random(32);
+        byte[] initial = new byte[BIG_SECTORS * Bio.SECTOR_SIZE];
+        if (dataChunk >= 0) {
+            System.arraycopy(randomBytes(r, CHUNK * Bio.SECTOR_SIZE), 0, initial, dataChunk * CHUNK * Bio.SECTOR_SIZE,
+                    CHUNK * Bio.SECTOR_SIZE);
+        }
+        byte[] cowData = randomBytes(r, BIG_COW_SECTORS * Bio.SECTOR_SIZE);
+        try (Machine m = new Machine("snap-holes", initial.clone(), cowData, true)) {
+            MappedDevice[] os = m.originAndSnapshot("N", CHUNK, BIG_SECTORS);
+            for (int at = 0; at < BIG_SECTORS; at += 256) {
+                assertEquals(BioStatus.OK, m.write(os[0], at, randomBytes(r, 256 * Bio.SECTOR_SIZE), r), "write at " + at);
+            }
+            int read = m.disk("origin").sectorsRead();
+            int zeroed = m.disk("cow").sectorsZeroed();
+            if (dataChunk < 0) {
+                assertEquals(0, read, "sectors read from an origin that is all hole");
+                assertEquals(BIG_SECTORS, zeroed, "sectors zeroed on the COW device");
+            } else {
+                assertTrue(read >= CHUNK && read <= CopyService.PIECE_PAGES_MAX * 8, "sectors read: " + read);
+                assertEquals(BIG_SECTORS - read, zeroed, "sectors zeroed on the COW device");
+            }
+            assertArrayEquals(initial, readBig(m, os[1]), "snapshot view");
+        }
+    }
+
+    /**
+     * Proves a snapshot write that covers a whole chunk copies nothing (the old chunk is all
+     * overwritten): the origin is not read, the snapshot reads the write back at once, and a
+     * partial snapshot write still copies its chunk first. For P, the exception made by the full
+     * write survives a reopen.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"P", "N"})
+    void snapshotWriteOfAWholeChunkCopiesNothing(String mode) throws Exception {
+        Random r = new Random(33);
+        byte[] initial = randomBytes(r, ORIGIN_SECTORS * Bio.SECTOR_SIZE);
+        byte[] originData = initial.clone();
+        byte[] cowData = randomBytes(r, COW_SECTORS * Bio.SECTOR_SIZE);
+        byte[] snapModel = initial.clone();
+        try (Machine m = new Machine("snap-full-write-" + mode, originData, cowData)) {
+            MappedDevice[] os = m.originAndSnapshot(mode, CHUNK);
+            byte[] whole = randomBytes(r, CHUNK * Bio.SECTOR_SIZE);
+            int readBefore = m.disk("origin").sectorsRead();
+            assertEquals(BioStatus.OK, m.write(os[1], 5 * CHUNK, whole, r));
+            assertEquals(readBefore, m.disk("origin").sectorsRead(), "origin sectors read for a whole-chunk write");
+            System.arraycopy(whole, 0, snapModel, 5 * CHUNK * Bio.SECTOR_SIZE, whole.length);
+            byte[] back = new byte[whole.length];
+            assertEquals(BioStatus.OK, m.read(os[1], 5 * CHUNK, back, r));
+            assertArrayEquals(whole, back, "the whole-chunk write read back");
+            byte[] part = randomBytes(r, 3 * Bio.SECTOR_SIZE);
+            assertEquals(BioStatus.OK, m.write(os[1], 9 * CHUNK + 2, part, r));
+            assertEquals(readBefore + CHUNK, m.disk("origin").sectorsRead(), "a partial write copies its chunk");
+            System.arraycopy(part, 0, snapModel, (9 * CHUNK + 2) * Bio.SECTOR_SIZE, part.length);
+            assertArrayEquals(snapModel, m.readAll(os[1]), "snapshot");
+            assertArrayEquals(initial, m.readAll(os[0]), "origin untouched");
+        }
+        if (mode.equals("P")) {
+            try (Machine m = new Machine("snap-full-write-reopen", originData, cowData)) {
+                MappedDevice[] os = m.originAndSnapshot(mode, CHUNK);
+                assertArrayEquals(snapModel, m.readAll(os[1]), "snapshot after reopen");
+            }
+        }
+    }
+
+    /**
+     * Proves crash consistency with runs and holes: the power is cut after every write of a
+     * workload of first writes of every shape (runs across chunks, holes zeroed on a COW device of
+     * garbage, a whole-chunk snapshot write), and every reopen shows each chunk of the snapshot as
+     * at creation (or, for the chunk the snapshot wrote whole, either as at creation or as written).
+     */
+    @Test
+    void runsAndHolesAreConsistentAfterPowerCutAtAnyWrite() throws Exception {
+        Random seed = new Random(34);
+        byte[] initial = new byte[ORIGIN_SECTORS * Bio.SECTOR_SIZE];
+        for (int c = 0; c < ORIGIN_SECTORS / CHUNK; c += 3) { // chunks 0, 3, 6, ... hold data, the rest are holes
+            System.arraycopy(randomBytes(seed, CHUNK * Bio.SECTOR_SIZE), 0, initial, c * CHUNK * Bio.SECTOR_SIZE,
+                    CHUNK * Bio.SECTOR_SIZE);
+        }
+        byte[] cowGarbage = randomBytes(seed, COW_SECTORS * Bio.SECTOR_SIZE);
+        byte[] whole = randomBytes(seed, CHUNK * Bio.SECTOR_SIZE);
+        int[][] shapes = {{1, 3}, {2 * CHUNK + 3, 6 * CHUNK}, {12 * CHUNK, 4 * CHUNK}, {20 * CHUNK + 7, 2}};
+        int total = -1;
+        for (int n = 0; total < 0 || n <= total; n++) {
+            byte[] originData = initial.clone();
+            byte[] cowData = cowGarbage.clone();
+            try (Machine m = new Machine("snap-runs-crash-" + n, originData, cowData, true)) {
+                MappedDevice[] os = m.originAndSnapshot("P", CHUNK);
+                int before = m.power.writesSeen();
+                if (total >= 0) {
+                    m.power.cutAfter(n);
+                }
+                Random r = new Random(35);
+                for (int[] shape : shapes) {
+                    m.write(os[0], shape[0], randomBytes(r, shape[1] * Bio.SECTOR_SIZE), null);
+                }
+                m.write(os[1], 28 * CHUNK, whole, null);
+                if (total < 0) {
+                    total = m.power.writesSeen() - before;
+                    assertTrue(total > 10, "workload too small: " + total + " writes");
+                    n = -1;
+                    continue;
+                }
+            }
+            try (Machine m = new Machine("snap-runs-crash-reopen-" + n, originData, cowData, true)) {
+                MappedDevice[] os = m.originAndSnapshot("P", CHUNK);
+                byte[] got = m.readAll(os[1]);
+                for (int c = 0; c < ORIGIN_SECTORS / CHUNK; c++) {
+                    int from = c * CHUNK * Bio.SECTOR_SIZE;
+                    int to = from + CHUNK * Bio.SECTOR_SIZE;
+                    byte[] chunk = Arrays.copyOfRange(got, from, to);
+                    if (c == 28 && Arrays.equals(whole, chunk)) {
+                        continue;
+                    }
+                    assertArrayEquals(Arrays.copyOfRange(initial, from, to), chunk,
+                            "chunk " + c + " after a power cut after write " + n + " of " + total);
+                }
+            }
+        }
+    }
+
+    /**
+     * Proves the copy engine copies jobs larger than its reserve, many queued at once, through one
+     * slot: six jobs of five pages each (two pieces) through a reserve of four pages, and zeroes
+     * the pieces of a hole instead of reading them when the job allows it.
+     */
+    @Test
+    void copyEngineCopiesJobsLargerThanItsReserveThroughOneSlot() throws Exception {
+        Random r = new Random(36);
+        byte[] source = randomBytes(r, 512 * Bio.SECTOR_SIZE);
+        // A hole: all of job 4 (sectors 160..200, pieces of 32 and 8 sectors) and the start of job 5's first piece.
+        Arrays.fill(source, 160 * Bio.SECTOR_SIZE, 210 * Bio.SECTOR_SIZE, (byte) 0);
+        byte[] destination = randomBytes(r, 512 * Bio.SECTOR_SIZE);
+        try (Machine m = new Machine("copy-engine", source, destination, true)) {
+            CopyService service = new CopyService(m.tk.kernel, "test", 4);
+            try {
+                assertEquals(1, service.slotCount(), "slots of a 4-page reserve");
+                int jobs = 6;
+                Completion[] done = new Completion[jobs];
+                BioStatus[] results = new BioStatus[jobs];
+                for (int j = 0; j < jobs; j++) {
+                    int id = j;
+                    done[j] = new Completion("copy " + j);
+                    CopyJob job = new CopyJob() {
+                        @Override
+                        protected void copyDone(BioStatus result) {
+                            results[id] = result;
+                            done[id].complete();
+                        }
+                    };
+                    job.setRanges(m.devices.get("origin"), 40L * j, m.devices.get("cow"), 40L * j + 256, 40, true);
+                    service.copy(job);
+                }
+                for (Completion c : done) {
+                    c.await();
+                }
+                for (int j = 0; j < jobs; j++) {
+                    assertEquals(BioStatus.OK, results[j], "job " + j);
+                }
+            } finally {
+                service.close();
+            }
+            byte[] copied = Arrays.copyOfRange(m.disk("cow").snapshotBytes(), 256 * Bio.SECTOR_SIZE, 496 * Bio.SECTOR_SIZE);
+            assertArrayEquals(Arrays.copyOfRange(source, 0, 240 * Bio.SECTOR_SIZE), copied, "copied ranges");
+            assertEquals(40, m.disk("cow").sectorsZeroed(), "the all-hole pieces (job 4) were zeroed, the part-hole one copied");
         }
     }
 }
