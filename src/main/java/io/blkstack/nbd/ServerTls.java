@@ -34,7 +34,7 @@ public final class ServerTls {
      * {@code NORMAL:-VERS-TLS-ALL:+VERS-TLS1.2}, whose {@code tls} tests failed here when only 1.3
      * was offered). The JDK's default cipher suites and disabled algorithms apply to both.
      */
-    static final String[] PROTOCOLS = {"TLSv1.3", "TLSv1.2"};
+    static final java.util.List<String> PROTOCOLS = java.util.List.of("TLSv1.3", "TLSv1.2");
 
     private final Mode mode;
     private final SSLContext context;
@@ -89,7 +89,7 @@ public final class ServerTls {
         SSLEngine engine = context.createSSLEngine();
         engine.setUseClientMode(false);
         SSLParameters parameters = engine.getSSLParameters();
-        parameters.setProtocols(PROTOCOLS.clone());
+        parameters.setProtocols(PROTOCOLS.toArray(new String[0]));
         parameters.setNeedClientAuth(clientCertificates);
         engine.setSSLParameters(parameters);
         return engine;

@@ -36,7 +36,7 @@ import javax.net.ssl.X509ExtendedTrustManager;
  */
 public final class ClientTls {
 
-    private static final String[] PROTOCOLS = {"TLSv1.3", "TLSv1.2"};
+    private static final java.util.List<String> PROTOCOLS = java.util.List.of("TLSv1.3", "TLSv1.2");
 
     private final SSLContext context;
     private final Path ca;
@@ -95,7 +95,7 @@ public final class ClientTls {
         }
         engine.setUseClientMode(true);
         SSLParameters parameters = engine.getSSLParameters();
-        parameters.setProtocols(PROTOCOLS);
+        parameters.setProtocols(PROTOCOLS.toArray(new String[0]));
         if (tcp && verifyPeer) {
             parameters.setEndpointIdentificationAlgorithm("HTTPS"); // RFC 2818 names: what GnuTLS checks too
         }
