@@ -34,7 +34,7 @@ public final class DeviceStats {
     /** Latencies above this (one minute) are recorded as this. */
     public static final long LATENCY_NANOS_HIGHEST = 60_000_000_000L;
     /** Significant decimal digits of each recorded latency (1 % precision). */
-    static final int LATENCY_DIGITS = 2;
+    public static final int LATENCY_DIGITS = 2;
 
     /** The latency classes: reads, writes, and everything else (flush, discard, write-zeroes). */
     public enum LatencyClass {
@@ -134,7 +134,7 @@ public final class DeviceStats {
     /** One latency class: its histogram (nanoseconds) and the exact sum of what it recorded. */
     public record Latency(LatencyClass latencyClass, Histogram histogram, long sumNanos) {
 
-        /** The number of bios recorded. */
+        /** The number of bios (or requests) recorded. */
         public long count() {
             return histogram.getTotalCount();
         }
@@ -147,6 +147,11 @@ public final class DeviceStats {
         /** How many bios took at most {@code nanos} (to the histogram's 1 % precision). */
         public long countAtOrBelow(long nanos) {
             return histogram.getCountBetweenValues(0, Math.min(nanos, LATENCY_NANOS_HIGHEST));
+        }
+
+        /** The largest latency recorded, in nanoseconds (0 if none). */
+        public long maxNanos() {
+            return histogram.getTotalCount() == 0 ? 0 : histogram.getMaxValue();
         }
     }
 

@@ -157,10 +157,6 @@ final class KernelMetrics implements MultiCollector {
         return histogramPoint(l::countAtOrBelow, l.count(), l.sumNanos(), labels);
     }
 
-    private static HistogramDataPointSnapshot histogramPoint(ExportStats.Latency l, Labels labels) {
-        return histogramPoint(l::countAtOrBelow, l.count(), l.sumNanos(), labels);
-    }
-
     private static HistogramDataPointSnapshot histogramPoint(java.util.function.LongUnaryOperator countAtOrBelow,
             long count, long sumNanos, Labels labels) {
         int n = LATENCY_BUCKETS_SECONDS.size();
@@ -213,7 +209,7 @@ final class KernelMetrics implements MultiCollector {
                             .value(s.errors(error)).build());
                 }
                 inFlight.dataPoint(point(Labels.of("export", e.name(), "device", device), s.inFlight()));
-                for (ExportStats.LatencyClass c : ExportStats.LatencyClass.values()) {
+                for (DeviceStats.LatencyClass c : DeviceStats.LatencyClass.values()) {
                     latency.dataPoint(histogramPoint(s.latency(c), Labels.of("export", e.name(), "device", device,
                             "class", c.name().toLowerCase(Locale.ROOT))));
                 }

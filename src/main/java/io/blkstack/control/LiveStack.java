@@ -218,8 +218,8 @@ public final class LiveStack {
             errors.put(error.name(), s.errors(error));
         }
         java.util.Map<String, ControlApi.LatencyReply> latency = new java.util.LinkedHashMap<>();
-        for (ExportStats.LatencyClass c : ExportStats.LatencyClass.values()) {
-            ExportStats.Latency l = s.latency(c);
+        for (DeviceStats.LatencyClass c : DeviceStats.LatencyClass.values()) {
+            DeviceStats.Latency l = s.latency(c);
             latency.put(c.name().toLowerCase(java.util.Locale.ROOT), new ControlApi.LatencyReply(l.count(),
                     micros(l.sumNanos()), micros(l.percentileNanos(50)), micros(l.percentileNanos(90)),
                     micros(l.percentileNanos(99)), micros(l.percentileNanos(99.9)), micros(l.maxNanos())));

@@ -1,5 +1,6 @@
 package io.blkstack.nbd;
 
+import io.blkstack.block.DeviceStats;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.atomic.LongAdder;
@@ -27,12 +28,6 @@ import org.HdrHistogram.Histogram;
  */
 public final class ExportStats {
 
-    /** Latencies are kept to this resolution (1 µs). */
-    public static final long LATENCY_NANOS_LOWEST = 1_000;
-    /** Latencies above this (one minute) are recorded as this. */
-    public static final long LATENCY_NANOS_HIGHEST = 60_000_000_000L;
-    private static final int LATENCY_DIGITS = 2;
-
     /** The NBD commands a request can carry, with {@link #OTHER} for a command this server does not know. */
     public enum Command {
         READ, WRITE, FLUSH, TRIM, WRITE_ZEROES, BLOCK_STATUS, CACHE, OTHER;
@@ -52,18 +47,13 @@ public final class ExportStats {
         }
 
         /** The latency class: READ, WRITE, or OTHER for everything else. */
-        public LatencyClass latencyClass() {
+        public DeviceStats.LatencyClass latencyClass() {
             return switch (this) {
-                case READ -> LatencyClass.READ;
-                case WRITE -> LatencyClass.WRITE;
-                default -> LatencyClass.OTHER;
+                case READ -> DeviceStats.LatencyClass.READ;
+                case WRITE -> DeviceStats.LatencyClass.WRITE;
+                default -> DeviceStats.LatencyClass.OTHER;
             };
         }
-    }
-
-    /** The latency classes: reads, writes, and every other command. */
-    public enum LatencyClass {
-        READ, WRITE, OTHER
     }
 
     /** The error values of the NBD protocol, as replies carry them. */
@@ -103,7 +93,7 @@ public final class ExportStats {
 
     private static final List<Command> COMMANDS = List.of(Command.values());
     private static final List<Error> ERRORS = List.of(Error.values());
-    private static final List<LatencyClass> CLASSES = List.of(LatencyClass.values());
+    private static final List<DeviceStats.LatencyClass> CLASSES = List.of(DeviceStats.LatencyClass.values());
 
     private final String name;
     private final LongAdder[] requests = adders(COMMANDS.size());
@@ -118,7 +108,8 @@ public final class ExportStats {
     public ExportStats(String name) {
         this.name = name;
         for (int i = 0; i < latency.length; i++) {
-            latency[i] = new ConcurrentHistogram(LATENCY_NANOS_LOWEST, LATENCY_NANOS_HIGHEST, LATENCY_DIGITS);
+            latency[i] = new ConcurrentHistogram(DeviceStats.LATENCY_NANOS_LOWEST, DeviceStats.LATENCY_NANOS_HIGHEST,
+                    DeviceStats.LATENCY_DIGITS);
         }
     }
 
@@ -153,7 +144,7 @@ public final class ExportStats {
             errors[Error.of(errno).ordinal()].increment();
         }
         int l = c.latencyClass().ordinal();
-        long nanos = Math.min(Math.max(latencyNanos, 0), LATENCY_NANOS_HIGHEST);
+        long nanos = Math.min(Math.max(latencyNanos, 0), DeviceStats.LATENCY_NANOS_HIGHEST);
         latencyNanosSum[l].add(nanos);
         latency[l].recordValue(nanos);
         completed.increment();
@@ -171,9 +162,9 @@ public final class ExportStats {
         for (int i = 0; i < ERRORS.size(); i++) {
             errorCounts[i] = errors[i].sum();
         }
-        List<Latency> latencies = new ArrayList<>(CLASSES.size());
-        for (LatencyClass c : CLASSES) {
-            latencies.add(new Latency(c, latency[c.ordinal()].copy(), latencyNanosSum[c.ordinal()].sum()));
+        List<DeviceStats.Latency> latencies = new ArrayList<>(CLASSES.size());
+        for (DeviceStats.LatencyClass c : CLASSES) {
+            latencies.add(new DeviceStats.Latency(c, latency[c.ordinal()].copy(), latencyNanosSum[c.ordinal()].sum()));
         }
         // Completed is read before started, so a request that ends in between cannot make it negative.
         long done = completed.sum();
@@ -181,33 +172,9 @@ public final class ExportStats {
         return new Snapshot(name, commandRequests, commandBytes, errorCounts, inFlight, latencies);
     }
 
-    /** One latency class: its histogram (nanoseconds) and the exact sum of what it recorded. */
-    public record Latency(LatencyClass latencyClass, Histogram histogram, long sumNanos) {
-
-        /** The number of requests recorded. */
-        public long count() {
-            return histogram.getTotalCount();
-        }
-
-        /** The latency below which {@code percentile} % of the requests were answered, in nanoseconds (0 if none). */
-        public long percentileNanos(double percentile) {
-            return histogram.getTotalCount() == 0 ? 0 : histogram.getValueAtPercentile(percentile);
-        }
-
-        /** How many requests took at most {@code nanos} (to the histogram's 1 % precision). */
-        public long countAtOrBelow(long nanos) {
-            return histogram.getCountBetweenValues(0, Math.min(nanos, LATENCY_NANOS_HIGHEST));
-        }
-
-        /** The largest latency recorded, in nanoseconds (0 if none). */
-        public long maxNanos() {
-            return histogram.getTotalCount() == 0 ? 0 : histogram.getMaxValue();
-        }
-    }
-
     /** What {@link #snapshot} returns; arrays are indexed by {@link Command} and {@link Error} ordinals. */
     public record Snapshot(String name, long[] requests, long[] bytes, long[] errors, long inFlight,
-            List<Latency> latencies) {
+            List<DeviceStats.Latency> latencies) {
 
         /** Requests of {@code command} that are over. */
         public long requests(Command command) {
@@ -225,7 +192,7 @@ public final class ExportStats {
         }
 
         /** The latency of one class. */
-        public Latency latency(LatencyClass c) {
+        public DeviceStats.Latency latency(DeviceStats.LatencyClass c) {
             return latencies.get(c.ordinal());
         }
     }
