@@ -2,6 +2,7 @@ package io.blkstack.block;
 
 import io.blkstack.bio.Bio;
 import io.blkstack.bio.BioFlags;
+import io.blkstack.bio.BioOp;
 import io.blkstack.bio.BioStatus;
 import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Kernel;
@@ -20,6 +21,7 @@ abstract class LatencyDevice extends BlockDevice {
     private final TimerCompletions timers;
     private final String ioFaultSite;
     private final String latencyFaultSite;
+    private volatile boolean readsAtCompletion;
 
     /**
      * A device of {@code sizeBytes} (a positive multiple of 512); {@code kind} names the device
@@ -32,7 +34,7 @@ abstract class LatencyDevice extends BlockDevice {
             throw new IllegalArgumentException(kind + " " + name + ": negative latency " + latencyNanos + " ns");
         }
         this.latencyNanos = latencyNanos;
-        this.timers = new TimerCompletions(kernel, kind + " " + name, queueDepth);
+        this.timers = new TimerCompletions(kernel, kind + " " + name, queueDepth, this::serve);
         this.ioFaultSite = "io:" + name;
         this.latencyFaultSite = "latency:" + name;
     }
@@ -46,8 +48,24 @@ abstract class LatencyDevice extends BlockDevice {
         return sizeBytes >>> Bio.SECTOR_SHIFT;
     }
 
-    /** Serves the bio (already split to the limits) on the submitting task. */
+    /**
+     * Serves the bio (already split to the limits): on the submitting task, or for a READ of a
+     * device that {@link #setReadsAtCompletion reads at completion}, in its timer's callback
+     * (atomic context: must not block).
+     */
     abstract void serve(Bio bio);
+
+    /**
+     * Makes READs with a latency take their data when they complete rather than when they are
+     * submitted (set before the device is used). A real disk transfers a READ's data at some
+     * point before it completes; this is the latest point, the one that exposes a layer that
+     * reuses a range while a READ of it is in flight. It is also what a READ held by reference
+     * does ({@link io.blkstack.bio.ReadReference}: the data leaves the file when it is sent, and the
+     * READ completes after), so the checker can run that ordering on memory devices.
+     */
+    public final void setReadsAtCompletion(boolean atCompletion) {
+        this.readsAtCompletion = atCompletion;
+    }
 
     /** Serves the bio now; completes it now or from a timer after the latency. */
     @Override
@@ -55,18 +73,22 @@ abstract class LatencyDevice extends BlockDevice {
         Bio front = splitToLimits(bio);
         Faults faults = kernel().faults();
         long delay = latencyNanos + Math.max(0, faults.extraLatencyNanos(latencyFaultSite));
+        boolean direct = delay > 0 && issuesDirectly(front) && timers.inFlight() == 0;
+        boolean serveLater = false;
         if (faults.shouldFail(ioFaultSite)) {
             front.setStatus(BioStatus.IOERR);
+        } else if (readsAtCompletion && delay > 0 && !direct && front.op() == BioOp.READ) {
+            serveLater = true;
         } else {
             serve(front);
         }
         if (delay == 0) {
             front.endio();
-        } else if (issuesDirectly(front) && timers.inFlight() == 0) {
+        } else if (direct) {
             // Direct issue: the submitter takes the device's time itself and completes the bio.
             Task.current().sleepFor(delay);
             front.endio();
-        } else if (!timers.complete(front, delay, !front.hasFlag(BioFlags.NOWAIT))) {
+        } else if (!timers.complete(front, delay, !front.hasFlag(BioFlags.NOWAIT), serveLater)) {
             // Served already, but a NOWAIT bio may not wait for a completion slot: report AGAIN.
             front.setStatus(BioStatus.AGAIN);
             front.endio();

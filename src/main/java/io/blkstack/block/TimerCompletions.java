@@ -6,6 +6,7 @@ import io.blkstack.kernel.SpinLock;
 import io.blkstack.kernel.Task;
 import io.blkstack.kernel.WaitQueue;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.function.Consumer;
 
 /**
  * Completes bios after a latency from kernel timers, with a bounded number in flight: the
@@ -24,6 +25,8 @@ final class TimerCompletions {
     private final class Slot implements Runnable {
         final int index;
         Bio bio;
+        /** Serve the bio when the timer fires, before completing it (a READ served at completion). */
+        boolean serve;
 
         Slot(int index) {
             this.index = index;
@@ -37,8 +40,13 @@ final class TimerCompletions {
                 throw new IllegalStateException(name + ": timer fired for empty slot " + index);
             }
             bio = null;
+            boolean serveNow = serve;
+            serve = false;
             release(this);
             try {
+                if (serveNow) {
+                    server.accept(done);
+                }
                 done.endio();
             } finally {
                 if (outstanding.decrementAndGet() == 0) {
@@ -50,6 +58,8 @@ final class TimerCompletions {
 
     private final Kernel kernel;
     private final String name;
+    /** Serves a bio whose timer was armed with {@code serveAtCompletion} (atomic context: never blocks). */
+    private final Consumer<Bio> server;
     private final Slot[] freeSlots;
     private final SpinLock lock;
     private final WaitQueue slotFree;
@@ -57,13 +67,14 @@ final class TimerCompletions {
     private final AtomicInteger outstanding = new AtomicInteger();
     private volatile int freeCount;
 
-    TimerCompletions(Kernel kernel, String name, int depth) {
+    TimerCompletions(Kernel kernel, String name, int depth, Consumer<Bio> server) {
         if (depth < 1 || depth > DeviceQueue.DEPTH_MAX) {
             throw new IllegalArgumentException(name + ": queue depth " + depth + " not in [1, " + DeviceQueue.DEPTH_MAX
                     + "]");
         }
         this.kernel = kernel;
         this.name = name;
+        this.server = server;
         this.freeSlots = new Slot[depth];
         for (int i = 0; i < depth; i++) {
             freeSlots[i] = new Slot(i);
@@ -75,10 +86,11 @@ final class TimerCompletions {
     }
 
     /**
-     * Arms a timer that completes {@code bio} after {@code delayNanos}. Sleeps for a free slot,
-     * unless {@code mayWait} is false: then returns false at once if none is free.
+     * Arms a timer that completes {@code bio} after {@code delayNanos}, serving it first if
+     * {@code serveAtCompletion}. Sleeps for a free slot, unless {@code mayWait} is false: then
+     * returns false at once if none is free.
      */
-    boolean complete(Bio bio, long delayNanos, boolean mayWait) {
+    boolean complete(Bio bio, long delayNanos, boolean mayWait, boolean serveAtCompletion) {
         if (delayNanos < 0) {
             throw new IllegalArgumentException(name + ": negative completion delay " + delayNanos + " ns");
         }
@@ -91,6 +103,7 @@ final class TimerCompletions {
             slot = tryTake();
         }
         slot.bio = bio;
+        slot.serve = serveAtCompletion;
         outstanding.incrementAndGet();
         kernel.scheduler().addTimer(delayNanos, name, slot);
         return true;

@@ -74,7 +74,11 @@ class NbdReadReferenceTest {
     }
 
     /** A stack over files {@code a} and {@code b}: null table for the bare file {@code a}; whether it passes references. */
-    record Stack(String name, String table, String inner, boolean passes) {
+    record Stack(String name, String table, String inner, String innerMessage, boolean passes) {
+        Stack(String name, String table, String inner, boolean passes) {
+            this(name, table, inner, null, passes);
+        }
+
         @Override
         public String toString() {
             return name;
@@ -92,6 +96,9 @@ class NbdReadReferenceTest {
                         "0 " + (sectors - 256) + " striped 2 64 a 0 b 8\n", true),
                 new Stack("mirror", "0 " + sectors + " mirror core 1 64 2 a 0 b 0\n", null, false),
                 new Stack("log-writes", "0 " + sectors + " log-writes a b\n", null, true),
+                new Stack("thin", "0 " + sectors + " thin s 0\n", "0 " + sectors + " thin-pool a b 128 0\n", "create_thin 0", true),
+                new Stack("snapshot-origin", "0 " + sectors + " snapshot-origin a\n", null, true),
+                new Stack("snapshot", "0 " + sectors + " snapshot a b P 128\n", null, true),
                 new Stack("crypt", "0 " + sectors + " crypt aes-xts-plain64 " + KEY + " 0 a 0\n", null, false),
                 new Stack("flakey up", "0 " + sectors + " flakey a 0 1 0\n", null, false),
                 new Stack("linear over crypt", "0 " + (sectors - 256) + " linear s 256\n",
@@ -115,7 +122,11 @@ class NbdReadReferenceTest {
         }
         devices.put("b", FileDevice.open(tk.kernel, "b", dir.resolve("b.img"), FILE_BYTES, options));
         if (stack.inner() != null) {
-            devices.put("s", new MappedDevice(tk.kernel, "s", Table.parse(tk.kernel, "s", stack.inner(), devices::get)));
+            MappedDevice inner = new MappedDevice(tk.kernel, "s", Table.parse(tk.kernel, "s", stack.inner(), devices::get));
+            devices.put("s", inner);
+            if (stack.innerMessage() != null) {
+                inner.message(0, stack.innerMessage().split(" "));
+            }
         }
         return new MappedDevice(tk.kernel, "dm", Table.parse(tk.kernel, "dm", stack.table(), devices::get));
     }

@@ -61,6 +61,15 @@ public final class SnapshotOriginTarget extends Target implements DeferredRemap 
         return MapResult.REMAPPED;
     }
 
+    /**
+     * An origin READ is a remap to the origin device; the copy-out that an origin write triggers
+     * reads the origin itself, into its own buffer, so a READ held by reference changes nothing.
+     */
+    @Override
+    public boolean passesReadReference() {
+        return true;
+    }
+
     /** Holes pass up: reads go straight to the origin, so its holes are this target's. */
     @Override
     public boolean knowsAllocation() {

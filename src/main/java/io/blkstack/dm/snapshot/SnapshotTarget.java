@@ -115,6 +115,16 @@ public final class SnapshotTarget extends Target implements DeferredRemap {
         }
     }
 
+    /**
+     * A snapshot READ is a remap to the COW device or the origin. Its COW chunks are never reused
+     * while the snapshot lives, and a READ of the origin is tracked until it completed (so until
+     * its payload was sent), so an origin write to the chunk waits for it.
+     */
+    @Override
+    public boolean passesReadReference() {
+        return true;
+    }
+
     @Override
     protected Object newPerBioData() {
         return new SnapshotBioState();

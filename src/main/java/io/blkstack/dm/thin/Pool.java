@@ -28,6 +28,7 @@ import io.blkstack.dm.thin.metadata.ThinMetadata;
 import io.blkstack.wq.DelayedWork;
 import io.blkstack.wq.Work;
 import io.blkstack.wq.Workqueue;
+import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
@@ -70,9 +71,12 @@ import org.slf4j.LoggerFactory;
  * and the list of blocks freed in the transaction; the order is {@code metaLock}, then a group
  * lock, then the metadata's own mutex. The spin lock guards the bio lists only.
  *
- * <p><b>Known limit.</b> A discard that frees a block does not wait for fast-path I/O already
- * remapped to it (dm-thin uses bio prison cells for that); since freed blocks are reused only after
- * the next commit, the window is one commit period of concurrent discard and I/O to one block.
+ * <p><b>Freed blocks and I/O in flight.</b> A data block freed by a discard, a delete or a broken
+ * share is reused only after the transaction that freed it committed <em>and</em> every clone that
+ * was in flight at that commit has completed ({@link DeferredSet}, dm-thin's {@code all_io_ds}):
+ * a fast-path READ or WRITE remapped to the block before the discard may still be reading or
+ * writing it, and a READ held by reference (sent from the file after its mapping) would otherwise
+ * carry the next owner's data. So thin reads may be passed by reference.
  */
 public final class Pool {
 
@@ -162,8 +166,18 @@ public final class Pool {
     private final BioList noSpace = new BioList();
     // Guarded by metaLock.
     private final List<Long> freedInTransaction = new ArrayList<>();
+    /** Committed free blocks waiting for the I/O that was in flight when they were freed. */
+    private final ArrayDeque<FreedBatch> freedAwaitingIo = new ArrayDeque<>();
     private final Map<Long, ThinDevice> open = new HashMap<>();
     private boolean dirty;
+    /** The data I/O in flight through the thin devices, by generation (dm-thin's {@code all_io_ds}). */
+    private final DeferredSet allIo;
+    /** Whether {@link #freedAwaitingIo} holds a batch (read without {@code metaLock} by I/O completions). */
+    private volatile boolean awaitingIo;
+
+    /** Blocks a commit freed, reusable once every I/O of generation {@code barrier} and older has ended. */
+    private record FreedBatch(long barrier, List<Long> blocks) {
+    }
 
     private volatile Mode mode = Mode.RW;
     /** Mode changes, no-space and metadata trouble: one line each (SLF4J, {@code io.blkstack.dm.thin.Pool}). */
@@ -195,6 +209,7 @@ public final class Pool {
         this.features = features;
         this.lock = new SpinLock("thin-pool " + name);
         this.metaLock = new Mutex("thin-pool " + name + " metadata");
+        this.allIo = new DeferredSet("thin-pool " + name);
         this.work = new Work("thin-pool " + name + " worker", this::process);
         this.commitTimer = new DelayedWork("thin-pool " + name + " commit", this::periodicCommit);
         this.noSpaceTimer = new DelayedWork("thin-pool " + name + " no_space_timeout", this::noSpaceTimedOut);
@@ -502,6 +517,24 @@ public final class Pool {
 
     // ---- data path: deferral (atomic context) -------------------------------------------------------
 
+    /**
+     * A thin device's clone enters the pool's in-flight I/O before it reads its block's mapping;
+     * returns the generation to give {@link #leaveIo} when it completes. Never blocks.
+     */
+    public long enterIo() {
+        return allIo.enter();
+    }
+
+    /**
+     * A clone that {@link #enterIo entered} completed (atomic context): if that lets blocks freed
+     * under it be reused, the worker hands them back.
+     */
+    public void leaveIo(long generation) {
+        if (allIo.leave(generation) && awaitingIo) {
+            workqueue.queue(work);
+        }
+    }
+
     /** Hands a clone to the worker; never blocks. */
     public void defer(Bio clone) {
         lock.lock();
@@ -526,6 +559,9 @@ public final class Pool {
      * bios, at most {@link #BATCH_MAX} bios in all before yielding.
      */
     private void process() {
+        if (awaitingIo) {
+            releaseFreedAfterIo();
+        }
         int count = 0;
         lock.lock();
         for (Bio b; count < BATCH_MAX && (b = prepared.pop()) != null; ) {
@@ -594,6 +630,9 @@ public final class Pool {
             dev.setEntry(st.vblock, entry);
         }
         if (block >= 0 && (entry & ThinDevice.SHARED) == 0) {
+            // In flight to a block that stays mapped: the worker is the only one that unmaps, so
+            // entering here, after the entry was read, is in time for the next discard's barrier.
+            st.ioGeneration = allIo.enter();
             remap(clone, block);
             if (clone.hasFlag(BioFlags.FUA)) {
                 hook(clone, st);
@@ -952,32 +991,70 @@ public final class Pool {
             metaLock.unlock();
         }
         if (!freed.isEmpty()) {
-            for (long b : freed) {
-                groups.blockFreed(b);
-            }
-            checkLowWater();
-            lock.lock();
-            boolean waiting = !noSpace.isEmpty();
-            for (Bio b = noSpace.pop(); b != null; b = noSpace.pop()) {
-                b.setState(BioState.IN_FLIGHT, this);
-                deferred.add(b);
-            }
-            boolean backToRw = mode == Mode.OUT_OF_DATA_SPACE;
-            if (backToRw) {
-                mode = Mode.RW;
-                errorIfNoSpace = features.errorIfNoSpace();
-                noSpaceLogged = false;
-            }
-            lock.unlock();
-            if (backToRw) {
-                logModeChange(Mode.OUT_OF_DATA_SPACE, Mode.RW, freed.size() + " data block(s) freed");
-            }
-            noSpaceTimer.cancelTimer();
-            if (waiting) {
-                workqueue.queue(work);
-            }
+            // Reusable once the I/O that could still read the old mappings has ended (a READ held
+            // by reference ends after its payload was sent); queued first, so the check below also
+            // sees I/O that ended before the flag was up.
+            long barrier = allIo.barrier();
+            metaLock.lock();
+            freedAwaitingIo.add(new FreedBatch(barrier, freed));
+            awaitingIo = true;
+            metaLock.unlock();
+            releaseFreedAfterIo();
         }
         return BioStatus.OK;
+    }
+
+    /**
+     * Hands the batches of freed blocks whose I/O has all ended to their groups (worker or
+     * commit: process context).
+     */
+    private void releaseFreedAfterIo() {
+        List<Long> ready = null;
+        metaLock.lock();
+        try {
+            while (!freedAwaitingIo.isEmpty() && allIo.passed(freedAwaitingIo.peekFirst().barrier())) {
+                List<Long> blocks = freedAwaitingIo.pollFirst().blocks();
+                if (ready == null) {
+                    ready = new ArrayList<>(blocks);
+                } else {
+                    ready.addAll(blocks);
+                }
+            }
+            awaitingIo = !freedAwaitingIo.isEmpty();
+        } finally {
+            metaLock.unlock();
+        }
+        if (ready != null) {
+            blocksReleased(ready);
+        }
+    }
+
+    /** Committed free blocks go back to their groups; writes waiting for space are retried. */
+    private void blocksReleased(List<Long> freed) {
+        for (long b : freed) {
+            groups.blockFreed(b);
+        }
+        checkLowWater();
+        lock.lock();
+        boolean waiting = !noSpace.isEmpty();
+        for (Bio b = noSpace.pop(); b != null; b = noSpace.pop()) {
+            b.setState(BioState.IN_FLIGHT, this);
+            deferred.add(b);
+        }
+        boolean backToRw = mode == Mode.OUT_OF_DATA_SPACE;
+        if (backToRw) {
+            mode = Mode.RW;
+            errorIfNoSpace = features.errorIfNoSpace();
+            noSpaceLogged = false;
+        }
+        lock.unlock();
+        if (backToRw) {
+            logModeChange(Mode.OUT_OF_DATA_SPACE, Mode.RW, freed.size() + " data block(s) freed");
+        }
+        noSpaceTimer.cancelTimer();
+        if (waiting) {
+            workqueue.queue(work);
+        }
     }
 
     /** The delayed work: commits what changed since the last commit. */

@@ -19,6 +19,8 @@ public final class ThinBioState {
     long oldBlock = -1;
     /** The mapped device's callback, saved while the pool's own one is installed. */
     BioEndIo savedEndIo;
+    /** The pool's in-flight generation this clone entered ({@link Pool#enterIo}), or -1. */
+    long ioGeneration = -1;
 
     private ThinBioState() {
     }
@@ -35,5 +37,6 @@ public final class ThinBioState {
         this.newBlock = -1;
         this.oldBlock = -1;
         this.savedEndIo = null;
+        this.ioGeneration = -1;
     }
 }

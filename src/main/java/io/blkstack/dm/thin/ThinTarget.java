@@ -118,10 +118,16 @@ public final class ThinTarget extends Target {
             clone.setStatus(BioStatus.IOERR);
             return MapResult.KILL;
         }
+        // Entered before the mapping is read: a block this clone is remapped to is not reused
+        // until it completed. A clone that is not remapped here leaves at once (one that waits
+        // in the pool, for space or a provisioning, must not hold up the reuse of freed blocks).
+        st.ioGeneration = pool.enterIo();
         long entry = device.entry(vblock);
         long block = ThinDevice.dataBlockOf(entry);
         if (op == BioOp.READ) {
             if (block < 0) {
+                leaveNow(st);
+                clone.refuseReadReference(); // a hole is filled here, in the READ's pages
                 clone.zeroFill();
                 clone.endio();
                 return MapResult.SUBMITTED;
@@ -134,8 +140,33 @@ public final class ThinTarget extends Target {
             remap(clone, block, offset);
             return MapResult.REMAPPED;
         }
+        leaveNow(st);
         pool.defer(clone);
         return MapResult.SUBMITTED;
+    }
+
+    private void leaveNow(ThinBioState st) {
+        long generation = st.ioGeneration;
+        st.ioGeneration = -1;
+        pool.leaveIo(generation);
+    }
+
+    /** Leaves the pool's in-flight I/O (atomic context). */
+    @Override
+    public void endIo(Bio clone, TargetIo io, BioStatus status) {
+        ThinBioState st = io.perBioData();
+        if (st.ioGeneration >= 0) {
+            leaveNow(st);
+        }
+    }
+
+    /**
+     * A READ of a mapped block is a remap, and the pool keeps the block from reuse until the READ
+     * has completed, after its payload was sent; a hole refuses the offer and is zero-filled.
+     */
+    @Override
+    public boolean passesReadReference() {
+        return true;
     }
 
     private void remap(Bio clone, long block, long offset) {
