@@ -122,11 +122,15 @@ public final class ConfigStack implements DrivenStack {
         classes = sectorClasses;
     }
 
-    /** The simulated device for a file or memory device. */
+    /**
+     * The simulated device for a file or memory device. A file's stand-in takes a READ's data when
+     * the READ completes: the latest moment a disk may, and the moment a READ that serve holds by
+     * reference takes it (its payload leaves the file at the send, before it completes), so a
+     * layer that lets a range change under a READ in flight is caught.
+     */
     private BlockDevice standIn(Kernel k, StackConfig.DeviceSpec spec) {
         return switch (spec) {
-            case StackConfig.FileSpec f -> new CachedMemoryDevice(k, media(f.name(), f.sizeBytes(), false),
-                    FILE_LATENCY_NANOS, f.queueDepth(), Bio.SECTOR_SIZE);
+            case StackConfig.FileSpec f -> fileStandIn(k, f);
             case StackConfig.MemorySpec m -> new CachedMemoryDevice(k, media(m.name(), m.sizeBytes(), true),
                     m.latencyNanos(), MemoryDevice.DEFAULT_QUEUE_DEPTH, Bio.SECTOR_SIZE);
             case StackConfig.NullSpec n -> null;
@@ -165,6 +169,13 @@ public final class ConfigStack implements DrivenStack {
                 SimFaults.setupEnds(k);
             }
         }
+    }
+
+    private CachedMemoryDevice fileStandIn(Kernel k, StackConfig.FileSpec f) {
+        CachedMemoryDevice dev = new CachedMemoryDevice(k, media(f.name(), f.sizeBytes(), false), FILE_LATENCY_NANOS,
+                f.queueDepth(), Bio.SECTOR_SIZE);
+        dev.setReadsAtCompletion(true);
+        return dev;
     }
 
     private CachedMemoryDevice.Media media(String name, long sizeBytes, boolean writeThrough) {
