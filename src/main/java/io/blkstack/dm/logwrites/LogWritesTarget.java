@@ -108,6 +108,14 @@ public final class LogWritesTarget extends Target {
     private int freePageCount;
     private LogBlock freeBlocks;
     private int freeBlockCount;
+    /**
+     * Waiters for the pool are served in arrival order (tickets): with small and large writes
+     * mixed, a large one woken with the others would otherwise find its pages taken by smaller
+     * ones again and again, and its connection would stall for seconds (the soak saw 6-12 s). A
+     * mapper that may not wait does not pass a waiter either; it requeues. Guarded by lock.
+     */
+    private long nextTicket;
+    private long nowServing;
     private LogBlock queueHead;
     private LogBlock queueTail;
     private int queued;
@@ -281,43 +289,62 @@ public final class LogWritesTarget extends Target {
             throw new IllegalStateException("log-writes clone of " + pages + " pages exceeds the limit of "
                     + POOL_PAGES / 2);
         }
-        while (true) {
-            LogBlock block = tryReserve(pages);
-            if (block != null || !mayWait) {
-                return block;
-            }
-            space.waitEvent(() -> hasSpace(pages), "log-writes pool (" + pages + " pages)");
-        }
-    }
-
-    private boolean hasSpace(int pages) {
+        long ticket;
         lock.lock();
         try {
-            return freeBlockCount > 0 && freePageCount >= pages;
+            if (nextTicket == nowServing) { // nobody waits: take what is free, if it is enough
+                LogBlock block = takeLocked(pages);
+                if (block != null || !mayWait) {
+                    return block;
+                }
+            } else if (!mayWait) {
+                return null; // others wait already: do not pass them
+            }
+            ticket = nextTicket++;
+        } finally {
+            lock.unlock();
+        }
+        space.waitEvent(() -> isServedWithSpace(ticket, pages), "log-writes pool (" + pages + " pages)");
+        LogBlock block;
+        lock.lock();
+        try {
+            block = takeLocked(pages);
+            nowServing++;
+        } finally {
+            lock.unlock();
+        }
+        space.wakeAll(); // the next ticket may find space too
+        if (block == null) {
+            throw new IllegalStateException("log-writes pool: ticket " + ticket + " was served without " + pages + " pages");
+        }
+        return block;
+    }
+
+    /** Whether {@code ticket} is the oldest waiter and its pages are free (no one else takes them). */
+    private boolean isServedWithSpace(long ticket, int pages) {
+        lock.lock();
+        try {
+            return nowServing == ticket && freeBlockCount > 0 && freePageCount >= pages;
         } finally {
             lock.unlock();
         }
     }
 
-    private LogBlock tryReserve(int pages) {
-        lock.lock();
-        try {
-            if (freeBlockCount == 0 || freePageCount < pages) {
-                return null;
-            }
-            LogBlock block = freeBlocks;
-            freeBlocks = block.next;
-            block.next = null;
-            freeBlockCount--;
-            for (int i = 0; i < pages; i++) {
-                block.pages[i] = freePages[--freePageCount];
-                freePages[freePageCount] = null;
-            }
-            block.pageCount = pages;
-            return block;
-        } finally {
-            lock.unlock();
+    /** Under the lock: a block with {@code pages} pool pages, or null if they are not free. */
+    private LogBlock takeLocked(int pages) {
+        if (freeBlockCount == 0 || freePageCount < pages) {
+            return null;
         }
+        LogBlock block = freeBlocks;
+        freeBlocks = block.next;
+        block.next = null;
+        freeBlockCount--;
+        for (int i = 0; i < pages; i++) {
+            block.pages[i] = freePages[--freePageCount];
+            freePages[freePageCount] = null;
+        }
+        block.pageCount = pages;
+        return block;
     }
 
     /** Gives a block and its pages back and wakes waiting mappers. */

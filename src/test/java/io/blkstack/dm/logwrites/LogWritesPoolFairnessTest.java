@@ -1,0 +1,185 @@
+package io.blkstack.dm.logwrites;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+
+import io.blkstack.bio.Bio;
+import io.blkstack.bio.BioStatus;
+import io.blkstack.block.BlockDevice;
+import io.blkstack.block.QueueLimits;
+import io.blkstack.block.TestKernel;
+import io.blkstack.dm.MappedDevice;
+import io.blkstack.dm.TargetBench;
+import io.blkstack.kernel.Completion;
+import io.blkstack.kernel.Faults;
+import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.Policies;
+import io.blkstack.kernel.SpinLock;
+import io.blkstack.kernel.Task;
+import io.blkstack.kernel.TaskKind;
+import io.blkstack.kernel.WaitQueue;
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import org.junit.jupiter.api.Test;
+
+/**
+ * The log-writes pool serves waiting mappers in arrival order: a small write that arrives while a
+ * large one waits for pages queues behind it, even when the pages it needs are free. Before, every
+ * waiter was woken and whoever came first took the pages, so with small and large writes mixed a
+ * large one could wait for seconds (the 30-minute soak at a 4 MiB arena saw 6-12 s per client).
+ */
+class LogWritesPoolFairnessTest {
+
+    private static final long TEN_SECONDS = 10_000_000_000L;
+    private static final int DATA_SECTORS = 8192;
+    private static final int PAGE_SECTORS = 8;
+
+    /** A log device that, once shut, holds every bio until the test lets it through. */
+    static final class GateDevice extends BlockDevice {
+        private final SpinLock lock = new SpinLock("gate");
+        private final WaitQueue arrived = new WaitQueue("gate arrivals");
+        private final ArrayDeque<Bio> held = new ArrayDeque<>();
+        private volatile boolean open = true;
+
+        GateDevice(Kernel kernel, long sectors) {
+            super(kernel, "gate", sectors, QueueLimits.defaults());
+        }
+
+        @Override
+        protected void submitBio(Bio bio) {
+            bio = splitToLimits(bio);
+            lock.lock();
+            boolean pass = open;
+            if (!pass) {
+                held.add(bio);
+            }
+            lock.unlock();
+            if (pass) {
+                bio.endio();
+            } else {
+                arrived.wakeAll();
+            }
+        }
+
+        int heldCount() {
+            lock.lock();
+            try {
+                return held.size();
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        /** Waits until at least {@code n} bios are held. */
+        void awaitHeld(int n) {
+            arrived.waitEvent(() -> heldCount() >= n, "gate: " + n + " held bio(s)");
+        }
+
+        /** Completes the oldest held bio. */
+        void releaseOne() {
+            lock.lock();
+            Bio bio = held.poll();
+            lock.unlock();
+            bio.endio();
+        }
+
+        /** From now on holds every bio. */
+        void shut() {
+            open = false;
+        }
+
+        /** Completes everything held and lets every later bio through. */
+        void openAll() {
+            List<Bio> all = new ArrayList<>();
+            lock.lock();
+            open = true;
+            all.addAll(held);
+            held.clear();
+            lock.unlock();
+            all.forEach(Bio::endio);
+        }
+    }
+
+    private static byte[] pattern(int pages, int seed) {
+        byte[] b = new byte[pages * 4096];
+        Arrays.fill(b, (byte) seed);
+        return b;
+    }
+
+    @Test
+    void aSmallWriteDoesNotPassALargeOneWaitingForThePool() throws Exception {
+        try (TestKernel tk = new TestKernel("log-fair", 64L << 20, Policies.defaults(), Faults.NONE);
+                TargetBench b = new TargetBench(tk.kernel)) {
+            b.bottom("a", DATA_SECTORS);
+            GateDevice gate = b.add("log", new GateDevice(tk.kernel, 1L << 20));
+            MappedDevice md = b.mapped("0 " + DATA_SECTORS + " log-writes a log\n");
+            ((LogWritesTarget) md.table().target(0)).sync();
+            gate.shut();
+            try {
+                fillThenRace(b, gate, md);
+            } finally {
+                gate.openAll(); // a failed claim must not leave the log held at teardown
+            }
+        }
+    }
+
+    private static void fillThenRace(TargetBench b, GateDevice gate, MappedDevice md) {
+        Kernel kernel = b.kernel;
+        int half = LogWritesTarget.POOL_PAGES / 2;
+        // Fill the pool: each write completes, its copy waits for the log (held by the gate).
+        assertEquals(BioStatus.OK, b.write(md, 0, pattern(half / 2, 1), 0));
+        assertEquals(BioStatus.OK, b.write(md, (long) half / 2 * PAGE_SECTORS, pattern(half / 2, 2), 0));
+        assertEquals(BioStatus.OK, b.write(md, (long) half * PAGE_SECTORS, pattern(half, 3), 0));
+        gate.awaitHeld(1); // the writer is on the first entry
+
+        List<String> order = new ArrayList<>();
+        SpinLock orderLock = new SpinLock("order");
+        Completion largeDone = new Completion("large done");
+        Completion smallDone = new Completion("small done");
+        byte[] large = pattern(half, 4);
+        byte[] small = pattern(1, 5);
+        long largeSector = 2L * half * PAGE_SECTORS;
+        long smallSector = 3L * half * PAGE_SECTORS;
+        Task largeWriter = kernel.spawn("large", TaskKind.USER, () -> {
+            expectOk(b.write(md, largeSector, large, 0));
+            orderLock.lock();
+            order.add("large");
+            orderLock.unlock();
+            largeDone.complete();
+        });
+        assertNotNull(largeWriter.awaitWait(w -> w.toString().startsWith("log-writes pool"), TEN_SECONDS),
+                "the large write never waited for the pool");
+
+        // The first entry is logged: a quarter of the pool is free, less than the large write needs.
+        gate.releaseOne();
+        gate.awaitHeld(1); // the writer has given the first entry's pages back and is on the second
+
+        Task smallWriter = kernel.spawn("small", TaskKind.USER, () -> {
+            expectOk(b.write(md, smallSector, small, 0));
+            orderLock.lock();
+            order.add("small");
+            orderLock.unlock();
+            smallDone.complete();
+        });
+        assertNotNull(smallWriter.awaitWait(w -> w.toString().startsWith("log-writes pool"), TEN_SECONDS),
+                "the small write took free pages ahead of the large one that waits (order: " + order + ")");
+
+        gate.openAll();
+        largeDone.await();
+        smallDone.await();
+        assertEquals(List.of("large", "small"), order);
+        byte[] back = new byte[large.length];
+        assertEquals(BioStatus.OK, b.read(md, largeSector, back));
+        assertArrayEquals(large, back);
+        ((LogWritesTarget) md.table().target(0)).sync();
+    }
+
+    private static void expectOk(BioStatus status) {
+        if (status != BioStatus.OK) {
+            throw new IllegalStateException("write ended " + status);
+        }
+    }
+}
