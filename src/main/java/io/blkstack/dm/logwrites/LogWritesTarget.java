@@ -46,6 +46,7 @@ import java.util.zip.CRC32C;
  * unsubmitted bios on its submit list does not wait (those bios may be what frees the pool: rule 1
  * of DESIGN.md section 1): it returns REQUEUE, and the mapped device maps the clone again from its
  * workqueue, where waiting is safe. Clones are cut at {@link #MAX_IO_SECTORS} so one always fits.
+ * Waiters are served in arrival order, so a large write is never passed by smaller ones.
  *
  * <p><b>Log writer.</b> The clone's end-io (atomic context) appends the block to an intrusive FIFO
  * and queues the writer work on this target's {@code MEM_RECLAIM} workqueue; the writer writes each
