@@ -48,6 +48,8 @@ class ThinReuseUnderReadTest {
         SimRunner.CampaignResult c = runner.campaign(16, SCHEDULES, true, false, discardAndReuseUnderRead());
         assertTrue(c.findings().isEmpty(), strategy + ": " + (c.firstFinding() == null ? "" : c.firstFinding().explanation()));
         assertEquals(SCHEDULES, c.schedules());
+        System.out.printf("thin reuse under read, %s: %d schedules, %d findings, %.1f s%n", strategy, c.schedules(),
+                c.findings().size(), c.elapsedNanos() / 1e9);
         assertTrue(c.faultFires().getOrDefault("latency:data", 0L) > 0, "no READ was delayed: " + c.faultFires());
     }
 
