@@ -258,6 +258,36 @@ class NbdMemoryAdmissionTest {
         }
     }
 
+    // Proves the budget is first come, first served for space: C holds 85 of 100 pages; A asks
+    // for 20 (a connection holding nothing is always within its share) and waits; then B asks
+    // for 5, which the 15 free pages would hold, and must wait behind A instead of passing it.
+    // When C returns its pages, A gets its 20 first, then B its 5. Before, B took the pages at
+    // once, and with small requests coming all the time a large one could wait for seconds.
+    @Test
+    void aSmallRequestDoesNotPassALargeOneWaitingForSpace() {
+        try (TestKernel tk = new TestKernel("budget-fifo")) {
+            NbdServer.PayloadBudget budget = new NbdServer.PayloadBudget(100, 20);
+            NbdServer.PayloadBudget.Share a = new NbdServer.PayloadBudget.Share();
+            NbdServer.PayloadBudget.Share b = new NbdServer.PayloadBudget.Share();
+            NbdServer.PayloadBudget.Share c = new NbdServer.PayloadBudget.Share();
+            assertTrue(budget.acquire(c, 85, () -> false));
+            Task large = tk.kernel.spawn("large", TaskKind.USER, () -> assertTrue(budget.acquire(a, 20, () -> false)));
+            assertSame(budget, large.awaitWait(w -> w == budget, 10_000_000_000L), "A waits for space");
+            Task small = tk.kernel.spawn("small", TaskKind.USER, () -> assertTrue(budget.acquire(b, 5, () -> false)));
+            assertSame(budget, small.awaitWait(w -> w == budget, 10_000_000_000L),
+                    "B waits behind A although 15 pages are free (B holds " + b.heldPages() + ")");
+            assertEquals(15, budget.freePages());
+            budget.release(c, 85);
+            tk.kernel.scheduler().join(large);
+            tk.kernel.scheduler().join(small);
+            assertEquals(20, a.heldPages());
+            assertEquals(5, b.heldPages());
+            budget.release(a, 20);
+            budget.release(b, 5);
+            assertEquals(100, budget.freePages());
+        }
+    }
+
     /**
      * One client: rounds of a mixed queue in flight at once (maximum-size, 1 MiB and 4 KiB writes,
      * then reads of the same), every read verified.
