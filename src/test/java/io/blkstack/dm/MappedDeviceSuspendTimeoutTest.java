@@ -4,17 +4,12 @@ import static org.junit.jupiter.api.Assertions.*;
 
 import io.blkstack.bio.Bio;
 import io.blkstack.bio.BioStatus;
-import io.blkstack.block.BlockDevice;
-import io.blkstack.block.QueueLimits;
+import io.blkstack.block.HoldingDevice;
 import io.blkstack.block.Submit;
 import io.blkstack.block.TestKernel;
 import io.blkstack.kernel.Completion;
 import io.blkstack.kernel.Faults;
-import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.Policies;
-import io.blkstack.kernel.SpinLock;
-import java.util.ArrayList;
-import java.util.List;
 import org.junit.jupiter.api.Test;
 
 /**
@@ -25,46 +20,11 @@ import org.junit.jupiter.api.Test;
  */
 class MappedDeviceSuspendTimeoutTest {
 
-    /** A bottom device that holds every bio until {@link #releaseAll}. */
-    static final class HoldingDevice extends BlockDevice {
-        private final SpinLock lock = new SpinLock("holding device");
-        private final List<Bio> held = new ArrayList<>();
-
-        HoldingDevice(Kernel kernel, long sectors) {
-            super(kernel, "held", sectors, QueueLimits.defaults());
-        }
-
-        @Override
-        protected void submitBio(Bio bio) {
-            lock.lock();
-            held.add(bio);
-            lock.unlock();
-        }
-
-        int heldCount() {
-            lock.lock();
-            try {
-                return held.size();
-            } finally {
-                lock.unlock();
-            }
-        }
-
-        void releaseAll() {
-            List<Bio> out;
-            lock.lock();
-            out = new ArrayList<>(held);
-            held.clear();
-            lock.unlock();
-            out.forEach(Bio::endio);
-        }
-    }
-
     @Test
     void aSuspendThatTimesOutLeavesTheDeviceRunning() throws TableException {
         try (TestKernel tk = new TestKernel("suspend-timeout", 32L << 20, Policies.defaults(), Faults.NONE);
                 TargetBench b = new TargetBench(tk.kernel)) {
-            HoldingDevice h = b.add("h", new HoldingDevice(tk.kernel, 256));
+            HoldingDevice h = b.add("h", new HoldingDevice(tk.kernel, "held", 256, true));
             MappedDevice md = b.mapped("0 128 linear h 0\n");
             Bio first = b.writeBio(md, 0, new byte[4096], 0);
             Completion firstDone = new Completion("first write");

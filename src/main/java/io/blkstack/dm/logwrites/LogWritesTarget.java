@@ -65,6 +65,8 @@ public final class LogWritesTarget extends Target {
     public static final int BLOCKS_MAX = 64;
     /** The largest clone, in sectors: half the pool, so two of the largest fit at once. */
     public static final int MAX_IO_SECTORS = POOL_PAGES / 2 * (Page.SIZE / Bio.SECTOR_SIZE);
+    /** Wait queues the pool's waiters are spread over by ticket. */
+    static final int TURNS = 64;
     /** Entries the writer logs in one run before it requeues itself. */
     static final int WRITER_BATCH_MAX = 16;
 
@@ -95,7 +97,12 @@ public final class LogWritesTarget extends Target {
     private final int sectorSize;
     private final long logCapacityBytes;
     private final SpinLock lock;
-    private final WaitQueue space;
+    /**
+     * Where the holder of ticket {@code t} waits: {@code turns[t % TURNS]}, so a release wakes the
+     * waiter being served, not every waiting mapper (tickets {@code TURNS} apart share a queue and
+     * only re-check).
+     */
+    private final WaitQueue[] turns = new WaitQueue[TURNS];
     private final Page[] freePages = new Page[POOL_PAGES];
     private final LogBlock[] allBlocks = new LogBlock[BLOCKS_MAX];
     private Page headerPage;
@@ -155,7 +162,9 @@ public final class LogWritesTarget extends Target {
         this.nextSector = sectorSize / Bio.SECTOR_SIZE;
         String name = "log-writes/" + args.mappedDeviceName() + "@" + args.begin();
         this.lock = new SpinLock(name);
-        this.space = new WaitQueue(name + " log space");
+        for (int i = 0; i < TURNS; i++) {
+            turns[i] = new WaitQueue(name + " log space");
+        }
         for (int i = 0; i < BLOCKS_MAX; i++) {
             allBlocks[i] = new LogBlock();
             allBlocks[i].next = freeBlocks;
@@ -305,7 +314,7 @@ public final class LogWritesTarget extends Target {
         } finally {
             lock.unlock();
         }
-        space.waitEvent(() -> isServedWithSpace(ticket, pages), "log-writes pool (" + pages + " pages)");
+        turns[turn(ticket)].waitEvent(() -> isServedWithSpace(ticket, pages), "log-writes pool (" + pages + " pages)");
         LogBlock block;
         lock.lock();
         try {
@@ -314,11 +323,26 @@ public final class LogWritesTarget extends Target {
         } finally {
             lock.unlock();
         }
-        space.wakeAll(); // the next ticket may find space too
+        wakeServed(); // the next ticket may find space too
         if (block == null) {
             throw new IllegalStateException("log-writes pool: ticket " + ticket + " was served without " + pages + " pages");
         }
         return block;
+    }
+
+    /** Wakes the waiter whose ticket is being served, if any. */
+    private void wakeServed() {
+        lock.lock();
+        boolean waiting = nowServing != nextTicket;
+        long serving = nowServing;
+        lock.unlock();
+        if (waiting) {
+            turns[turn(serving)].wakeAll();
+        }
+    }
+
+    private static int turn(long ticket) {
+        return (int) (ticket % TURNS);
     }
 
     /** Whether {@code ticket} is the oldest waiter and its pages are free (no one else takes them). */
@@ -361,7 +385,7 @@ public final class LogWritesTarget extends Target {
         freeBlocks = block;
         freeBlockCount++;
         lock.unlock();
-        space.wakeAll();
+        wakeServed();
     }
 
     /** Appends a block to the writer's FIFO and kicks the writer (never blocks). */

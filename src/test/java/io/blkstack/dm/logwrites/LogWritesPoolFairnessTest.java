@@ -4,10 +4,8 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 
-import io.blkstack.bio.Bio;
 import io.blkstack.bio.BioStatus;
-import io.blkstack.block.BlockDevice;
-import io.blkstack.block.QueueLimits;
+import io.blkstack.block.HoldingDevice;
 import io.blkstack.block.TestKernel;
 import io.blkstack.dm.MappedDevice;
 import io.blkstack.dm.TargetBench;
@@ -18,8 +16,6 @@ import io.blkstack.kernel.Policies;
 import io.blkstack.kernel.SpinLock;
 import io.blkstack.kernel.Task;
 import io.blkstack.kernel.TaskKind;
-import io.blkstack.kernel.WaitQueue;
-import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -37,72 +33,6 @@ class LogWritesPoolFairnessTest {
     private static final int DATA_SECTORS = 8192;
     private static final int PAGE_SECTORS = 8;
 
-    /** A log device that, once shut, holds every bio until the test lets it through. */
-    static final class GateDevice extends BlockDevice {
-        private final SpinLock lock = new SpinLock("gate");
-        private final WaitQueue arrived = new WaitQueue("gate arrivals");
-        private final ArrayDeque<Bio> held = new ArrayDeque<>();
-        private volatile boolean open = true;
-
-        GateDevice(Kernel kernel, long sectors) {
-            super(kernel, "gate", sectors, QueueLimits.defaults());
-        }
-
-        @Override
-        protected void submitBio(Bio bio) {
-            bio = splitToLimits(bio);
-            lock.lock();
-            boolean pass = open;
-            if (!pass) {
-                held.add(bio);
-            }
-            lock.unlock();
-            if (pass) {
-                bio.endio();
-            } else {
-                arrived.wakeAll();
-            }
-        }
-
-        int heldCount() {
-            lock.lock();
-            try {
-                return held.size();
-            } finally {
-                lock.unlock();
-            }
-        }
-
-        /** Waits until at least {@code n} bios are held. */
-        void awaitHeld(int n) {
-            arrived.waitEvent(() -> heldCount() >= n, "gate: " + n + " held bio(s)");
-        }
-
-        /** Completes the oldest held bio. */
-        void releaseOne() {
-            lock.lock();
-            Bio bio = held.poll();
-            lock.unlock();
-            bio.endio();
-        }
-
-        /** From now on holds every bio. */
-        void shut() {
-            open = false;
-        }
-
-        /** Completes everything held and lets every later bio through. */
-        void openAll() {
-            List<Bio> all = new ArrayList<>();
-            lock.lock();
-            open = true;
-            all.addAll(held);
-            held.clear();
-            lock.unlock();
-            all.forEach(Bio::endio);
-        }
-    }
-
     private static byte[] pattern(int pages, int seed) {
         byte[] b = new byte[pages * 4096];
         Arrays.fill(b, (byte) seed);
@@ -114,10 +44,10 @@ class LogWritesPoolFairnessTest {
         try (TestKernel tk = new TestKernel("log-fair", 64L << 20, Policies.defaults(), Faults.NONE);
                 TargetBench b = new TargetBench(tk.kernel)) {
             b.bottom("a", DATA_SECTORS);
-            GateDevice gate = b.add("log", new GateDevice(tk.kernel, 1L << 20));
+            HoldingDevice gate = b.add("log", new HoldingDevice(tk.kernel, "log", 1L << 20, false));
             MappedDevice md = b.mapped("0 " + DATA_SECTORS + " log-writes a log\n");
             ((LogWritesTarget) md.table().target(0)).sync();
-            gate.shut();
+            gate.hold();
             try {
                 fillThenRace(b, gate, md);
             } finally {
@@ -126,7 +56,7 @@ class LogWritesPoolFairnessTest {
         }
     }
 
-    private static void fillThenRace(TargetBench b, GateDevice gate, MappedDevice md) {
+    private static void fillThenRace(TargetBench b, HoldingDevice gate, MappedDevice md) {
         Kernel kernel = b.kernel;
         int half = LogWritesTarget.POOL_PAGES / 2;
         // Fill the pool: each write completes, its copy waits for the log (held by the gate).
