@@ -120,14 +120,18 @@ final class DeferredSet {
     int inFlight() {
         lock.lock();
         try {
-            int n = 0;
-            for (long g = oldest; g <= current; g++) {
-                n += counts[slot(g)];
-            }
-            return n;
+            return inFlightLocked();
         } finally {
             lock.unlock();
         }
+    }
+
+    private int inFlightLocked() {
+        int n = 0;
+        for (long g = oldest; g <= current; g++) {
+            n += counts[slot(g)];
+        }
+        return n;
     }
 
     private static int slot(long generation) {
@@ -135,11 +139,7 @@ final class DeferredSet {
     }
 
     private String describeLocked() {
-        long n = 0;
-        for (long g = oldest; g <= current; g++) {
-            n += counts[slot(g)];
-        }
-        return "generations " + oldest + ".." + current + ", " + n + " I/O in flight";
+        return "generations " + oldest + ".." + current + ", " + inFlightLocked() + " I/O in flight";
     }
 
     @Override
