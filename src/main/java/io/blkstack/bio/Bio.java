@@ -4,6 +4,7 @@ import io.blkstack.block.BlockDevice;
 import io.blkstack.block.DeviceStats;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.Task;
+import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Page;
 import java.lang.invoke.MethodHandles;
 import java.lang.invoke.VarHandle;
@@ -585,7 +586,19 @@ public final class Bio {
      */
     public static Bio clone(Bio src, int gfp, BioSet bs) {
         src.checkLive("clone");
-        Bio clone = bs.alloc(gfp, 0);
+        Bio clone = null;
+        if (src.readReference != null && Gfp.mayBlock(gfp)) {
+            // Parts of this READ may be held by reference, and a held part gives its bios back only
+            // once the whole READ was sent: waiting here for a bio one of them holds would wait for
+            // ever. So take pages before waiting; the held parts are read and complete now.
+            clone = bs.alloc(gfp & ~Gfp.DIRECT_RECLAIM, 0);
+            if (clone == null) {
+                src.refuseReadReference();
+            }
+        }
+        if (clone == null) {
+            clone = bs.alloc(gfp, 0);
+        }
         if (clone == null) {
             return null;
         }
