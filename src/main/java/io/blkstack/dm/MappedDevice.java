@@ -156,6 +156,13 @@ public final class MappedDevice extends BlockDevice {
     protected void submitBio(Bio bio) {
         submitCalls.incrementAndGet();
         lock.lock();
+        if (suspended && bio.readReference() != null) {
+            // Held here, it would wait for a suspend that waits for the parts of its READ already
+            // held by reference (they complete only once the whole READ is sent): take pages.
+            lock.unlock();
+            bio.refuseReadReference();
+            lock.lock();
+        }
         if (suspended) {
             deferred.add(bio);
             lock.unlock();
