@@ -76,6 +76,8 @@ public final class Bio {
     private Object privateData;
     /** The originator's offer to take this READ by reference (null: pages only); clones and splits inherit it. */
     private ReadReference readReference;
+    /** Whether this bio's end-io retries it elsewhere on an error (see {@link #markRetriedOnError}). */
+    private boolean retriedOnError;
     @SuppressWarnings("unused") // accessed through STATUS
     private volatile BioStatus status = BioStatus.OK;
     private volatile boolean chained;
@@ -120,6 +122,7 @@ public final class Bio {
         endIo = null;
         privateData = null;
         readReference = null;
+        retriedOnError = false;
         status = BioStatus.OK;
         chained = false;
         next = null;
@@ -158,6 +161,7 @@ public final class Bio {
         endIo = null;
         privateData = null;
         readReference = null;
+        retriedOnError = false;
         device = null;
         next = null;
         setState(BioState.FREE, pool);
@@ -355,6 +359,17 @@ public final class Bio {
         }
     }
 
+    /**
+     * Says that this bio's end-io callback recovers from an error by retrying the range elsewhere
+     * (mirror's read retry on another leg), so an error on it alone does not abort a READ offered by
+     * reference ({@link ReadReference}): the retry may still be held. The callback that gives up
+     * completes the bio above with the error, and that aborts the offer. Not inherited by clones.
+     */
+    public Bio markRetriedOnError() {
+        retriedOnError = true;
+        return this;
+    }
+
     /** Whether this bio completes into a parent via {@link #chain}. */
     public boolean chainedToParent() {
         return endIo == CHAIN_ENDIO;
@@ -520,6 +535,7 @@ public final class Bio {
         vecMax = 0;
         ownsVecs = false;
         readReference = src.readReference;
+        retriedOnError = false;
     }
 
     // ---- chain / split / clone -------------------------------------------------------------
@@ -618,7 +634,7 @@ public final class Bio {
         while (true) {
             bio.checkLive("endio");
             ReadReference reference = bio.readReference;
-            if (reference != null && bio.status() != BioStatus.OK) {
+            if (reference != null && bio.status() != BioStatus.OK && !bio.retriedOnError) {
                 reference.abort(); // the READ fails: parts held elsewhere must not wait for a send (no-op once sent)
             }
             if (!bio.remainingDone()) {

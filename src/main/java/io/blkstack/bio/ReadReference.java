@@ -41,9 +41,9 @@ import java.nio.channels.FileChannel;
  * completes and replies from pages as today. So no READ ever mixes references with pages.
  *
  * <p><b>Errors.</b> A part that completes with an error {@link #abort aborts} the offer: the READ
- * fails anyway, so the held parts complete at once with an error rather than wait for a send. (So
- * a target that recovers from a failed part, like mirror's retry on another leg, must not pass
- * references: it would see the whole READ fail.)
+ * fails anyway, so the held parts complete at once with an error rather than wait for a send. A
+ * bio whose end-io recovers by retrying the range elsewhere (mirror's leg clones) is marked
+ * {@link Bio#markRetriedOnError}: its error does not abort, and the retry may still be held.
  *
  * <p>Bounded: at most {@link #EXTENTS_MAX} extents; a bottom bio beyond that gets pages (and
  * refuses, as above). One object per bio slot of the originator, reused.

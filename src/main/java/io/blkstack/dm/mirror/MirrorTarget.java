@@ -41,6 +41,11 @@ import java.util.concurrent.atomic.AtomicLong;
  * error is marked failed ({@code D} in the status) and I/O continues on the others; a failed read
  * is retried on the next healthy leg from the {@code MEM_RECLAIM} workqueue {@code kmirrord}
  * (the completion only queues it: completions never block nor allocate with waiting, rule 2).
+ * Reads pass an offer to take them by reference ({@link io.blkstack.bio.ReadReference}): the leg
+ * clone is marked as retried on error, so a failed leg does not abort the offer and the retry on
+ * the next leg may still be held; only when no leg is left does the READ fail. (A leg device that
+ * splits the leg clone and fails one piece aborts the offer from that piece: the READ then fails
+ * with EIO although the retry could have read it, and nothing waits.)
  * Errors are always handled as with {@code handle_errors}; the feature is accepted and reproduced.
  *
  * <p><b>Regions.</b> A region a write changed while some leg missed it is out of sync.
@@ -126,6 +131,11 @@ public final class MirrorTarget extends Target {
      * leg; writes to every live leg.
      */
     @Override
+    public boolean passesReadReference() {
+        return true;
+    }
+
+    @Override
     public MapResult map(Bio clone, TargetIo io) {
         if (clone.op() == BioOp.FLUSH) {
             int leg = io.bioNumber();
@@ -188,6 +198,9 @@ public final class MirrorTarget extends Target {
         legBio.setSector(legs.offset(leg) + targetOffset(clone));
         legBio.setEndIo(legEndIo);
         legBio.setPrivateData(clone);
+        if (clone.op() == BioOp.READ) {
+            legBio.markRetriedOnError(); // a failed leg is retried on the next one (readLegDone)
+        }
         Submit.submitBio(legBio);
     }
 
