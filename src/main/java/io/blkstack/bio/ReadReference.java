@@ -69,6 +69,8 @@ public final class ReadReference {
     private final int[] lengths = new int[EXTENTS_MAX];
     private final int[] payloadOffsets = new int[EXTENTS_MAX];
     private final Bio[] held = new Bio[EXTENTS_MAX];
+    /** Told after each held bio completed: the file it referenced is no longer needed for it. */
+    private final Runnable[] releasedHooks = new Runnable[EXTENTS_MAX];
 
     private State state = State.IDLE;
     private BioVec[] vecs;
@@ -109,6 +111,17 @@ public final class ReadReference {
      * this READ takes pages (refused, full, or not this READ's pages): fill them and complete as usual.
      */
     public boolean tryHold(Bio bio, FileChannel channel, long position) {
+        return tryHold(bio, channel, position, NOTHING);
+    }
+
+    private static final Runnable NOTHING = () -> { };
+
+    /**
+     * {@link #tryHold(Bio, FileChannel, long)}, and runs {@code released} (atomic context: it must
+     * not block) right after the held bio completed, however its hold ends: the file device counts
+     * its holds with it so that closing the file waits until no reference to it is left.
+     */
+    public boolean tryHold(Bio bio, FileChannel channel, long position, Runnable released) {
         int length = bio.sizeBytes();
         if (bio.op() != BioOp.READ || length == 0) {
             return false;
@@ -129,6 +142,7 @@ public final class ReadReference {
             lengths[count] = length;
             payloadOffsets[count] = offset;
             held[count] = bio;
+            releasedHooks[count] = released;
             count++;
             heldBytes += length;
             ready = heldBytes == payloadBytes;
@@ -188,6 +202,9 @@ public final class ReadReference {
         Bio h = held[a];
         held[a] = held[b];
         held[b] = h;
+        Runnable r = releasedHooks[a];
+        releasedHooks[a] = releasedHooks[b];
+        releasedHooks[b] = r;
     }
 
     /** Whether every byte is held and the owner may send the extents. */
@@ -291,10 +308,13 @@ public final class ReadReference {
     private void completeHeld(int n, BioStatus status) {
         for (int i = 0; i < n; i++) {
             Bio bio = held[i];
+            Runnable released = releasedHooks[i];
             held[i] = null;
             channels[i] = null;
+            releasedHooks[i] = null;
             bio.setStatus(status);
             bio.endio();
+            released.run();
         }
     }
 

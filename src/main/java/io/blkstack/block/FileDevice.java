@@ -10,6 +10,7 @@ import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.PolicySwitch;
 import io.blkstack.kernel.Task;
+import io.blkstack.kernel.WaitQueue;
 import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Mempool;
 import io.blkstack.mem.Page;
@@ -25,6 +26,7 @@ import java.nio.file.NoSuchFileException;
 import java.nio.file.OpenOption;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 
 /**
@@ -202,6 +204,10 @@ public final class FileDevice extends BlockDevice {
     private final AtomicLong again;
     private final AtomicLong punches;
     private final AtomicLong readReferences;
+    /** READs held by reference to this file and not yet completed: the channel must stay open for them. */
+    private final AtomicInteger heldNow = new AtomicInteger();
+    private final WaitQueue referencesGone;
+    private final Runnable referenceReleased = this::referenceReleased;
     private final AtomicLong directIssueCount;
     private final DeviceQueue<Bio> queue;
     /** Which operations a submitter may serve itself (policy {@code direct-issue}): READ, WRITE. */
@@ -226,6 +232,7 @@ public final class FileDevice extends BlockDevice {
         this.again = kernel.counters().get("file.again");
         this.punches = kernel.counters().get("file.punches");
         this.readReferences = kernel.counters().get("file.read-references");
+        this.referencesGone = new WaitQueue("file device " + name + " held references");
         this.directIssueCount = kernel.counters().get("file.direct-issues");
         PageAllocator pages = kernel.pages();
         this.bouncePool = new Mempool<>(kernel, name + "-bounce", options.ioTasks(), pages);
@@ -548,13 +555,23 @@ public final class FileDevice extends BlockDevice {
         if (reference == null) {
             return false;
         }
-        if (!readsByReference() || bio.hasFlag(BioFlags.PREFLUSH) || !reference.tryHold(bio, file.channel(), position)) {
+        heldNow.incrementAndGet(); // before the hold: its release may run on another task at once
+        if (!readsByReference() || bio.hasFlag(BioFlags.PREFLUSH)
+                || !reference.tryHold(bio, file.channel(), position, referenceReleased)) {
+            referenceReleased();
             // This part takes pages, so the whole READ must: parts held elsewhere are read now.
             bio.refuseReadReference();
             return false;
         }
         readReferences.incrementAndGet();
         return true;
+    }
+
+    /** A held READ completed (atomic context): one reference less to this file. */
+    private void referenceReleased() {
+        if (heldNow.decrementAndGet() == 0) {
+            referencesGone.wakeAll();
+        }
     }
 
     /** A buffered file with no forced bounce alignment gives references. */
@@ -765,7 +782,7 @@ public final class FileDevice extends BlockDevice {
     @Override
     public String describeState() {
         return "file device " + name() + " (" + path + (options.direct() ? ", direct" : "") + "): "
-                + queue.describeState() + "; " + bouncePool.describeState();
+                + queue.describeState() + "; " + heldNow.get() + " READ(s) held by reference; " + bouncePool.describeState();
     }
 
     @Override
@@ -774,8 +791,10 @@ public final class FileDevice extends BlockDevice {
     }
 
     /**
-     * Stops the I/O tasks after they completed every admitted bio, returns the bounce pages and
-     * the zero page, closes the channel, then closes the device's split set.
+     * Stops the I/O tasks after they completed every admitted bio, waits until no READ is held by
+     * reference to the file (each hold ends when its payload was sent or its connection was cut),
+     * returns the bounce pages and the zero page, closes the channel, then closes the device's
+     * split set.
      */
     @Override
     public void close() {
@@ -788,6 +807,9 @@ public final class FileDevice extends BlockDevice {
         } catch (RuntimeException e) {
             failure = e;
         }
+        // A READ held by reference is sent from this file's channel: it must stay open until the
+        // last one completed. Each ends (sent, or its connection cut by the reply timeout).
+        referencesGone.waitEvent(() -> heldNow.get() == 0, this);
         try {
             bouncePool.close();
         } catch (RuntimeException e) {
