@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import io.blkstack.Programs;
 import io.blkstack.TestPki;
+import io.blkstack.block.FileDevice;
 import io.blkstack.block.MemoryDevice;
 import io.blkstack.block.TestKernel;
 import io.blkstack.kernel.Faults;
@@ -142,6 +143,34 @@ class NbdTlsTest {
 
         String plain = run(tmp, "nbdinfo", "nbd://" + address + "/mem");
         assertTrue(plain.contains("export-size: " + EXPORT_BYTES), plain);
+    }
+
+    // Proves reads over TLS fall back to pages (issue 16): the payload must pass through the TLS
+    // engine, so sendfile cannot carry it. A file export copied out over TLS comes back whole with no
+    // READ held by reference; the same copy over plain TCP from the same server does use references
+    // (so the first count of zero is the fallback, not a server that never uses them).
+    @Test
+    void readsOverTlsTakePagesAndPlainReadsOfTheSameFileTakeReferences() throws Exception {
+        assumeTrue(installed("nbdcopy"), "nbdcopy is not installed");
+        tk = new TestKernel("nbd-tls-reference", 64 * MiB, Policies.defaults(), Faults.NONE);
+        Path image = randomFile("image.bin", 16 * MiB, 13);
+        FileDevice file = FileDevice.open(tk.kernel, "file", image, 16 * MiB, FileDevice.Options.defaults());
+        ServerTls tls = ServerTls.load(ServerTls.Mode.ON, pki.cert("server"), pki.key("server"), pki.cert("ca"));
+        server = new NbdServer(tk.kernel, List.of(new Export("mem", file, false, "a file")),
+                NbdServer.Options.defaults(new InetSocketAddress("127.0.0.1", 0)).withTls(tls)
+                        .withHandshakeTimeoutNanos(HANDSHAKE_TIMEOUT_NANOS).withLog(log::add));
+        server.start();
+        String address = "127.0.0.1:" + server.localAddress().getPort();
+
+        Path overTls = tmp.resolve("over-tls.bin");
+        run(tmp, "nbdcopy", tlsUri(address, goodClient), overTls.toString());
+        assertEquals(Programs.sha256(image), Programs.sha256(overTls));
+        assertEquals(0, tk.kernel.counters().value("file.read-references"), "READs over TLS were held by reference");
+
+        Path plain = tmp.resolve("plain.bin");
+        run(tmp, "nbdcopy", "nbd://" + address + "/mem", plain.toString());
+        assertEquals(Programs.sha256(image), Programs.sha256(plain));
+        assertTrue(tk.kernel.counters().value("file.read-references") > 0, "plain READs of the file took no reference");
     }
 
     // Proves qemu's client over TLS: with the test CA and client certificate in the file names
