@@ -12,6 +12,7 @@ import io.blkstack.block.TestKernel;
 import io.blkstack.kernel.Completion;
 import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Policies;
+import io.blkstack.kernel.Task;
 import io.blkstack.kernel.TaskKind;
 import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Page;
@@ -68,11 +69,12 @@ class SuspendReadReferenceTest {
 
             AtomicBoolean suspended = new AtomicBoolean();
             Completion suspendReturned = new Completion("suspend returned");
-            tk.kernel.spawn("suspender", TaskKind.USER, () -> {
+            Task suspender = tk.kernel.spawn("suspender", TaskKind.USER, () -> {
                 suspended.set(md.suspend(SUSPEND_NANOS));
                 suspendReturned.complete();
             });
-            awaitTrue(md::isSuspended, "the suspend started");
+            assertNotNull(suspender.awaitWait(what -> String.valueOf(what).startsWith("suspend of dm"), WAIT_NANOS),
+                    "the suspend never waited for the held front part: " + md.describeState());
             Submit.submitBio(top); // the remainder reaches the suspended device
             assertTrue(suspendReturned.await(WAIT_NANOS), "the suspend waits for the held front part: " + md.describeState());
             assertTrue(suspended.get(), "the suspend gave up: " + md.describeState());
@@ -94,7 +96,7 @@ class SuspendReadReferenceTest {
         }
     }
 
-    /** Waits at most {@link #WAIT_NANOS} for a state another task reaches. */
+    /** Waits at most {@link #WAIT_NANOS} for a state a device's I/O task reaches (it announces no wait). */
     private static void awaitTrue(BooleanSupplier condition, String what) {
         long deadline = System.nanoTime() + WAIT_NANOS;
         while (!condition.getAsBoolean()) {
