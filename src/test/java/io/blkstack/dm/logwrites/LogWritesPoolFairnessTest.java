@@ -97,8 +97,15 @@ class LogWritesPoolFairnessTest {
         assertNotNull(smallWriter.awaitWait(w -> w.toString().startsWith("log-writes pool"), TEN_SECONDS),
                 "the small write took free pages ahead of the large one that waits (order: " + order + ")");
 
-        gate.openAll();
+        // The second entry is logged: half the pool is free, exactly what the large write needs. It
+        // takes all of it, so the small one waits on until the third entry (still held) is logged.
+        gate.releaseOne();
         largeDone.await();
+        orderLock.lock();
+        List<String> afterLarge = List.copyOf(order);
+        orderLock.unlock();
+        assertEquals(List.of("large"), afterLarge, "the small write took pages the large one was served");
+        gate.openAll();
         smallDone.await();
         assertEquals(List.of("large", "small"), order);
         byte[] back = new byte[large.length];
