@@ -32,6 +32,10 @@
 # first one at the default arena: the 1 MiB and 4 KiB jobs, alternating, as a ratio, with the
 # longest request each saw (fio's max latency).
 #
+# Every fio run passes --invalidate=0. fio's default drops a file's page cache before it runs on
+# the file, so the ceiling's run used to leave the file cold for whichever side came next (blkstack's
+# 4 KiB random reads fell from about 300 to 15-45 MiB/s in the rounds that followed the ceiling).
+#
 # Measures only; asserts nothing. Figures from a loaded machine are indications: read the ranges.
 #
 # Environment:
@@ -230,7 +234,7 @@ sides+=(qemu-nbd)
 # The ceiling: fio on the file itself, io_uring if this machine lets fio use it.
 ceiling_engine=
 for engine in io_uring libaio psync; do
-    if fio --name=probe --ioengine="$engine" --filename="$disk" --rw=read --bs=4k --size=64k \
+    if fio --name=probe --ioengine="$engine" --filename="$disk" --rw=read --bs=4k --size=64k --invalidate=0 \
         --output="$work/probe.out" >/dev/null 2>&1; then
         ceiling_engine=$engine
         break
@@ -281,7 +285,7 @@ run_job() {
         extra+=(--rwmixread=70)
     fi
     fio --name=bench "${target[@]}" --rw="$rw" --bs="$bs" --iodepth="$depth" "${extra[@]}" \
-        --size="${span}m" --time_based --runtime="$runtime" --ramp_time=1 --randrepeat=0 \
+        --size="${span}m" --time_based --runtime="$runtime" --ramp_time=1 --randrepeat=0 --invalidate=0 \
         --output-format=json --output="$out" >/dev/null
     python3 - "$out" <<'PY'
 import json, sys
