@@ -310,8 +310,8 @@ final class ServeCommand implements Callable<Integer> {
                         + " reach this port can read and write the exports", l.tcp());
             }
         }
-        if (!readReferences.equals("on") && !readReferences.equals("off")) {
-            return fail(err, ExitCodes.USAGE, "--read-references must be on or off, not '" + readReferences + "'");
+        if (!List.of("on", "large", "off").contains(readReferences)) {
+            return fail(err, ExitCodes.USAGE, "--read-references must be on, large or off, not '" + readReferences + "'");
         }
         if (!List.of("on", "reads", "writes", "off").contains(directIssue)) {
             return fail(err, ExitCodes.USAGE, "--direct-issue must be on, reads, writes or off, not '" + directIssue + "'");
@@ -321,9 +321,8 @@ final class ServeCommand implements Callable<Integer> {
             Kernel.Builder builder = Kernel.builder().name("blkstack-serve").memory(memory).reserves(config.reserves());
             Policies policies = Policies.defaults().with(PolicySwitch.DIRECT_ISSUE,
                     directIssue.equals("off") ? PolicySwitch.LEGACY : directIssue);
-            if (readReferences.equals("off")) {
-                policies = policies.with(PolicySwitch.READ_REFERENCES, PolicySwitch.LEGACY);
-            }
+            policies = policies.with(PolicySwitch.READ_REFERENCES,
+                    readReferences.equals("off") ? PolicySwitch.LEGACY : readReferences);
             builder.policies(policies);
             if (hungTaskTimeoutNanos > 0) {
                 Logger hung = LoggerFactory.getLogger("io.blkstack.kernel.HungTaskWatchdog");

@@ -29,10 +29,12 @@ public enum PolicySwitch {
     NBD_BUDGET("nbd-budget", "admitted", "legacy"),
     /**
      * Issue 16's reads by reference: the NBD server offers each READ to be completed by file
-     * references and sends them with sendfile ({@code on}), or always reads into pages and sends
-     * those ({@code legacy}: the switch to turn references off, for comparison and tests).
+     * references and sends them with sendfile ({@code on}), offers only READs of at least 64 KiB
+     * ({@code large}: for small ones the copy costs less than the send call and the hold), or
+     * always reads into pages and sends those ({@code legacy}: references off, for comparison and
+     * tests).
      */
-    READ_REFERENCES("read-references", "on", "legacy"),
+    READ_REFERENCES("read-references", "on", "large", "legacy"),
     /**
      * Issue 16's direct issue (blk-mq's {@code blk_mq_try_issue_directly}): a bottom device whose
      * queue is idle lets the submitting task serve a plain READ or WRITE itself instead of waking

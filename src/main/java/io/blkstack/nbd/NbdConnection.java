@@ -49,6 +49,12 @@ final class NbdConnection {
     static final int READ_EXTENTS_MAX = 64;
     /** Most descriptors one block-status reply carries (the spec allows fewer than asked). */
     static final int STATUS_EXTENTS_MAX = 1024;
+    /**
+     * The smallest READ offered by reference under {@code read-references=large}: measured with
+     * bench/nbd-peers.sh, smaller READs went slower by reference (the copy they save costs less
+     * than the send call and the hold), 1 MiB ones faster.
+     */
+    static final long READ_REFERENCE_LARGE_BYTES = 64 * 1024;
 
     private final NbdServer server;
     private final Kernel kernel;
@@ -81,6 +87,8 @@ final class NbdConnection {
      * (after a STARTTLS, the TLS one), by the reader task, before it reads the first request.
      */
     volatile boolean readReferences;
+    /** The smallest READ offered by reference: 0 under {@code on}, {@link #READ_REFERENCE_LARGE_BYTES} under {@code large}. */
+    volatile long readReferenceMinBytes;
 
     NbdConnection(NbdServer server, NbdTransport transport, String name, String peer, int inFlightMax,
             int maxPayloadMax) {
@@ -163,6 +171,8 @@ final class NbdConnection {
                     + (negotiated.blockSizesKnown() ? ", block sizes" : "") + ")");
             readReferences = !kernel.policies().isLegacy(PolicySwitch.READ_REFERENCES)
                     && (io instanceof SocketTransport || InProcessClient.isServerEnd(io));
+            readReferenceMinBytes = kernel.policies().value(PolicySwitch.READ_REFERENCES).equals("large")
+                    ? READ_REFERENCE_LARGE_BYTES : 0;
             RequestInput input = new RequestInput(io, timers);
             RequestBios bios = new RequestBios(server, negotiated.export().device(), budgetShare, endingCheck);
             RequestHandler handler = new RequestHandler(this, input, bios, negotiated);

@@ -138,7 +138,8 @@ final class ReadWriteCommands {
     private boolean submitReadWindow(NbdRequest r) {
         long position = r.windowStart;
         // Checked per window: a table reload may change it (and the map checks again).
-        boolean byReference = connection.readReferences && device.readsByReference();
+        boolean byReference = connection.readReferences && r.length >= connection.readReferenceMinBytes
+                && device.readsByReference();
         for (int e = 0; e < r.extentCount; e++) {
             long extentEnd = position + r.extentBytes[e];
             if (r.extentHole[e]) {

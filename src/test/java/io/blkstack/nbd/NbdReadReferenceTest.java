@@ -193,6 +193,35 @@ class NbdReadReferenceTest {
     }
 
     /**
+     * Proves {@code read-references=large}: over a bare file, READs below 64 KiB take pages (the
+     * counters stay put), a READ of exactly 64 KiB and one of 1 MiB are held by reference, and
+     * every read returns the written bytes.
+     */
+    @Test
+    void underLargeOnlyReadsOfAtLeast64KiBAreSentByReference() throws Exception {
+        tk = new TestKernel("nbd-read-reference", 128 * MiB,
+                Policies.defaults().with(PolicySwitch.READ_REFERENCES, "large"), Faults.NONE);
+        BlockDevice device = FileDevice.open(tk.kernel, "a", dir.resolve("a.img"), FILE_BYTES,
+                FileDevice.Options.defaults().withCreate(true));
+        InetSocketAddress address = serve(device);
+        byte[] data = pattern((int) (2 * MiB), 64);
+        try (NbdTestClient c = new NbdTestClient(address).greet()) {
+            c.go("x");
+            assertEquals(0, c.writeSync(0, data, 0));
+            int small = 64 * 1024 - 512;
+            assertArrayEquals(Arrays.copyOfRange(data, 512, 512 + 4096), c.readSync(512, 4096));
+            assertArrayEquals(Arrays.copyOfRange(data, 4096, 4096 + small), c.readSync(4096, small));
+            assertEquals(0, tk.kernel.counters().value("file.read-references"), "a READ below 64 KiB was held by reference");
+            assertEquals(0, tk.kernel.counters().value("nbd.read-reference-bytes"));
+            int large = 64 * 1024;
+            assertArrayEquals(Arrays.copyOfRange(data, 8192, 8192 + large), c.readSync(8192, large));
+            assertEquals(large, tk.kernel.counters().value("nbd.read-reference-bytes"), "the 64 KiB READ took pages");
+            assertArrayEquals(Arrays.copyOfRange(data, (int) MiB, (int) (2 * MiB)), c.readSync(MiB, (int) MiB));
+            assertEquals(large + MiB, tk.kernel.counters().value("nbd.read-reference-bytes"), "the 1 MiB READ took pages");
+        }
+    }
+
+    /**
      * Proves the targets that must see the data refuse the offer on the bio they map: a READ
      * armed by reference and sent through crypt or flakey reaches the file without the offer
      * (the file device fills its pages), and the READ completes from pages.
