@@ -191,13 +191,15 @@ final class ServeCommand implements Callable<Integer> {
                     + " leaves the device running (default: ${DEFAULT-VALUE}; a request may give its own).")
     long suspendTimeoutNanos;
 
-    // Off by default: measured on loopback, 1 MiB sequential reads by reference were slower
-    // (median 633 vs 1015 MiB/s), the sendfile copies all landing on the one reply writer.
-    @Option(names = "--read-references", paramLabel = "on|off", defaultValue = "off",
+    // large by default: measured with bench/nbd-peers.sh on a quiet 2-core machine (2026-12-07,
+    // 5 s rounds, each side on its own copy of the file), large against off gave 1 MiB sequential
+    // read 1.90 and 1.74 (two runs), 1 MiB reads over four connections 1.33, 4 KiB random read 1.07
+    // (small READs take pages under large); on (every READ) lost 4 KiB random read (0.70).
+    @Option(names = "--read-references", paramLabel = "on|large|off", defaultValue = "large",
             description = "Send READs over plain TCP from the files with sendfile when the stack only remaps onto"
-                    + " buffered files (linear, striped, log-writes), or off: always read into memory pages"
-                    + " first (default: ${DEFAULT-VALUE}: on loopback it measured slower; the policy switch"
-                    + " read-references).")
+                    + " buffered files (linear, striped, mirror, log-writes, thin, snapshot): every READ (on),"
+                    + " READs of 64 KiB or more (large), or none (off: always read into memory pages first)"
+                    + " (default: ${DEFAULT-VALUE}; the policy switch read-references).")
     String readReferences;
 
     // Reads only by default: measured with bench/nbd-peers.sh (2026-12-06, a heavily loaded 2-core

@@ -336,6 +336,16 @@ class ServeCommandTest {
     }
 
     @Test
+    void dataPathSwitchesNameTheirChoices() {
+        CommandRun refs = run("serve", "--read-references", "sometimes", "--listen", "127.0.0.1:0");
+        assertEquals(ExitCodes.USAGE, refs.exitCode());
+        assertTrue(refs.err().contains("--read-references must be on, large or off, not 'sometimes'"), refs.err());
+        CommandRun direct = run("serve", "--direct-issue", "always", "--listen", "127.0.0.1:0");
+        assertEquals(ExitCodes.USAGE, direct.exitCode());
+        assertTrue(direct.err().contains("--direct-issue must be on, reads, writes or off, not 'always'"), direct.err());
+    }
+
+    @Test
     void badListenIsAUsageError() {
         CommandRun r = run("serve", "--listen", "127.0.0.1");
         assertEquals(ExitCodes.USAGE, r.exitCode());
