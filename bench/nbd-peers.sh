@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Compares blkstack's NBD server with its peers on the same backing file, under the same fio jobs.
+# Compares blkstack's NBD server with its peers on the same backing data, under the same fio jobs.
 #
-# Servers ("sides"), all on one file of random data in the page cache:
+# Servers ("sides"), each on its own copy of one file of random data in the page cache (on one
+# shared file, each server's writes left their dirty pages and writeback to the next: 4 KiB random
+# writes ran at 104 MiB/s on the shared file and at 239 on a copy, with the same serve options):
 #   blkstack   `serve` with one `linear` target over the file (export `default`), and a 4-level
 #              stack of `linear` targets over the same file (export `deep`, for the stack4 job);
 #              the page arena is serve's default
 #   nbdkit     nbdkit's file plugin
-#   qemu-nbd   qemu-nbd --cache=writeback --aio=threads (image locking off: blkstack holds its lock)
+#   qemu-nbd   qemu-nbd --cache=writeback --aio=threads (image locking off)
 #   ceiling    fio on the file itself with the io_uring engine (libaio, then psync, if io_uring is
 #              not permitted here; the table says which): what the file gives with no server at all
 # plus, with BENCH_VARIANTS, more blkstack servers started with other serve options, each on its own
@@ -218,15 +220,23 @@ if [[ -n ${BENCH_VARIANTS:-} ]]; then
     done
 fi
 
+# Each peer on its own copy, as each blkstack variant is: on one shared file, the write jobs of one
+# server left the next with the dirty pages and writeback of every server before it.
+nbdkit_disk=$work/disk-nbdkit.img
+qemu_disk=$work/disk-qemu-nbd.img
+ceiling_disk=$work/disk-ceiling.img
+cp "$disk" "$nbdkit_disk"
+cp "$disk" "$qemu_disk"
+cp "$disk" "$ceiling_disk"
 nbdkit_port=$(free_port)
-nbdkit --foreground --exit-with-parent -i 127.0.0.1 -p "$nbdkit_port" file "$disk" 2>"$work/nbdkit.err" &
+nbdkit --foreground --exit-with-parent -i 127.0.0.1 -p "$nbdkit_port" file "$nbdkit_disk" 2>"$work/nbdkit.err" &
 pids+=("$!")
 wait_nbd "nbd://127.0.0.1:$nbdkit_port/" nbdkit "$!"
 sides+=(nbdkit)
 
 qemu_port=$(free_port)
 qemu-nbd --persistent --shared=16 --bind=127.0.0.1 --port="$qemu_port" --cache=writeback --aio=threads \
-    --image-opts "driver=raw,file.driver=file,file.filename=$disk,file.locking=off" 2>"$work/qemu-nbd.err" &
+    --image-opts "driver=raw,file.driver=file,file.filename=$qemu_disk,file.locking=off" 2>"$work/qemu-nbd.err" &
 pids+=("$!")
 wait_nbd "nbd://127.0.0.1:$qemu_port" qemu-nbd "$!"
 sides+=(qemu-nbd)
@@ -234,14 +244,14 @@ sides+=(qemu-nbd)
 # The ceiling: fio on the file itself, io_uring if this machine lets fio use it.
 ceiling_engine=
 for engine in io_uring libaio psync; do
-    if fio --name=probe --ioengine="$engine" --filename="$disk" --rw=read --bs=4k --size=64k --invalidate=0 \
+    if fio --name=probe --ioengine="$engine" --filename="$ceiling_disk" --rw=read --bs=4k --size=64k --invalidate=0 \
         --output="$work/probe.out" >/dev/null 2>&1; then
         ceiling_engine=$engine
         break
     fi
 done
 if [[ -z $ceiling_engine ]]; then
-    echo "$me: fio cannot read $disk with io_uring, libaio or psync" >&2
+    echo "$me: fio cannot read $ceiling_disk with io_uring, libaio or psync" >&2
     exit 2
 fi
 if [[ $ceiling_engine != io_uring ]]; then
@@ -272,7 +282,7 @@ run_job() {
     case $side in
         nbdkit) target=(--ioengine=nbd --uri="nbd://127.0.0.1:$nbdkit_port/") ;;
         qemu-nbd) target=(--ioengine=nbd --uri="nbd://127.0.0.1:$qemu_port") ;;
-        ceiling) target=(--ioengine="$ceiling_engine" --filename="$disk") ;;
+        ceiling) target=(--ioengine="$ceiling_engine" --filename="$ceiling_disk") ;;
         *) target=(--ioengine=nbd --uri="nbd://127.0.0.1:${port_of[$side]}/$export") ;;
     esac
     local span=$size_mib extra=()
