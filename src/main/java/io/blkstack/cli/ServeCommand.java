@@ -312,20 +312,18 @@ final class ServeCommand implements Callable<Integer> {
                         + " reach this port can read and write the exports", l.tcp());
             }
         }
-        if (!List.of("on", "large", "off").contains(readReferences)) {
-            return fail(err, ExitCodes.USAGE, "--read-references must be on, large or off, not '" + readReferences + "'");
-        }
-        if (!List.of("on", "reads", "writes", "off").contains(directIssue)) {
-            return fail(err, ExitCodes.USAGE, "--direct-issue must be on, reads, writes or off, not '" + directIssue + "'");
+        for (String badChoice : new String[] {badChoice(PolicySwitch.READ_REFERENCES, readReferences),
+                badChoice(PolicySwitch.DIRECT_ISSUE, directIssue)}) {
+            if (badChoice != null) {
+                return fail(err, ExitCodes.USAGE, badChoice);
+            }
         }
         Kernel kernel;
         try {
             Kernel.Builder builder = Kernel.builder().name("blkstack-serve").memory(memory).reserves(config.reserves());
-            Policies policies = Policies.defaults().with(PolicySwitch.DIRECT_ISSUE,
-                    directIssue.equals("off") ? PolicySwitch.LEGACY : directIssue);
-            policies = policies.with(PolicySwitch.READ_REFERENCES,
-                    readReferences.equals("off") ? PolicySwitch.LEGACY : readReferences);
-            builder.policies(policies);
+            builder.policies(Policies.defaults()
+                    .with(PolicySwitch.DIRECT_ISSUE, policyValue(directIssue))
+                    .with(PolicySwitch.READ_REFERENCES, policyValue(readReferences)));
             if (hungTaskTimeoutNanos > 0) {
                 Logger hung = LoggerFactory.getLogger("io.blkstack.kernel.HungTaskWatchdog");
                 builder.watchdog(Duration.ofNanos(hungTaskTimeoutNanos), report -> hung.warn(report.describe().stripTrailing()))
@@ -675,6 +673,24 @@ final class ServeCommand implements Callable<Integer> {
             String text = new String(in.readAllBytes(), StandardCharsets.UTF_8);
             return StackConfig.parse("default-stack.yaml (embedded)", text, Path.of("").toAbsolutePath());
         }
+    }
+
+    /**
+     * The usage error for option {@code --KEY} of switch {@code sw} set to {@code choice}, or null if
+     * it accepts it: the option takes the switch's values, with {@code off} for {@code legacy}.
+     */
+    private static String badChoice(PolicySwitch sw, String choice) {
+        List<String> choices = sw.choices().stream().map(c -> c.equals(PolicySwitch.LEGACY) ? "off" : c).toList();
+        if (choices.contains(choice)) {
+            return null;
+        }
+        return "--" + sw.key() + " must be " + String.join(", ", choices.subList(0, choices.size() - 1)) + " or "
+                + choices.getLast() + ", not '" + choice + "'";
+    }
+
+    /** The switch value for a choice {@link #badChoice} accepts. */
+    private static String policyValue(String choice) {
+        return choice.equals("off") ? PolicySwitch.LEGACY : choice;
     }
 
     private static int fail(PrintWriter err, int code, String message) {

@@ -81,14 +81,14 @@ final class NbdConnection {
     /** The statistics of the export this client opened: set by the reader before it reads the first request. */
     ExportStats exportStats;
     /**
-     * Whether READs are offered by reference (DESIGN.md section 4): policy {@code read-references}
-     * on and a plain transport (TCP, or in-process), never an encrypting one, whose bytes must pass
-     * through memory anyway. Decided on the transport the connection enters transmission with
-     * (after a STARTTLS, the TLS one), by the reader task, before it reads the first request.
+     * The smallest READ offered by reference (DESIGN.md section 4): 0 under policy
+     * {@code read-references=on}, {@link #READ_REFERENCE_LARGE_BYTES} under {@code large}, and
+     * {@link Long#MAX_VALUE} (none) under {@code legacy} or on a transport that is not plain (TCP,
+     * or in-process): never an encrypting one, whose bytes must pass through memory anyway.
+     * Decided on the transport the connection enters transmission with (after a STARTTLS, the TLS
+     * one), by the reader task, before it reads the first request.
      */
-    volatile boolean readReferences;
-    /** The smallest READ offered by reference: 0 under {@code on}, {@link #READ_REFERENCE_LARGE_BYTES} under {@code large}. */
-    volatile long readReferenceMinBytes;
+    volatile long readReferenceMinBytes = Long.MAX_VALUE;
 
     NbdConnection(NbdServer server, NbdTransport transport, String name, String peer, int inFlightMax,
             int maxPayloadMax) {
@@ -169,10 +169,7 @@ final class NbdConnection {
                     + (negotiated.structuredReplies() ? "structured replies" : "simple replies")
                     + (negotiated.baseAllocation() ? ", base:allocation" : "")
                     + (negotiated.blockSizesKnown() ? ", block sizes" : "") + ")");
-            readReferences = !kernel.policies().isLegacy(PolicySwitch.READ_REFERENCES)
-                    && (io instanceof SocketTransport || InProcessClient.isServerEnd(io));
-            readReferenceMinBytes = kernel.policies().value(PolicySwitch.READ_REFERENCES).equals("large")
-                    ? READ_REFERENCE_LARGE_BYTES : 0;
+            readReferenceMinBytes = readReferenceMinBytes(kernel.policies().value(PolicySwitch.READ_REFERENCES), io);
             RequestInput input = new RequestInput(io, timers);
             RequestBios bios = new RequestBios(server, negotiated.export().device(), budgetShare, endingCheck);
             RequestHandler handler = new RequestHandler(this, input, bios, negotiated);
@@ -370,5 +367,13 @@ final class NbdConnection {
     @Override
     public String toString() {
         return "nbd connection " + name;
+    }
+
+    /** The smallest READ offered by reference under policy value {@code policy} on transport {@code io}. */
+    private static long readReferenceMinBytes(String policy, NbdTransport io) {
+        if (policy.equals(PolicySwitch.LEGACY) || !(io instanceof SocketTransport || InProcessClient.isServerEnd(io))) {
+            return Long.MAX_VALUE;
+        }
+        return policy.equals("large") ? READ_REFERENCE_LARGE_BYTES : 0;
     }
 }

@@ -138,8 +138,7 @@ final class ReadWriteCommands {
     private boolean submitReadWindow(NbdRequest r) {
         long position = r.windowStart;
         // Checked per window: a table reload may change it (and the map checks again).
-        boolean byReference = connection.readReferences && r.length >= connection.readReferenceMinBytes
-                && device.readsByReference();
+        boolean byReference = r.length >= connection.readReferenceMinBytes && device.readsByReference();
         for (int e = 0; e < r.extentCount; e++) {
             long extentEnd = position + r.extentBytes[e];
             if (r.extentHole[e]) {
