@@ -191,11 +191,13 @@ final class ServeCommand implements Callable<Integer> {
                     + " leaves the device running (default: ${DEFAULT-VALUE}; a request may give its own).")
     long suspendTimeoutNanos;
 
-    // large by default: measured with bench/nbd-peers.sh on a quiet 2-core machine (2026-12-07,
+    // Off by default, although large measured faster: the hold ends when sendfile returns, but
+    // TCP still references the file's pages until the peer has them, so a thin block reused in
+    // that window could send another volume's data (issue 16). Measured with bench/nbd-peers.sh on a quiet 2-core machine (2026-12-07,
     // 5 s rounds, each side on its own copy of the file), large against off gave 1 MiB sequential
     // read 1.90 and 1.74 (two runs), 1 MiB reads over four connections 1.33, 4 KiB random read 1.07
     // (small READs take pages under large); on (every READ) lost 4 KiB random read (0.70).
-    @Option(names = "--read-references", paramLabel = "on|large|off", defaultValue = "large",
+    @Option(names = "--read-references", paramLabel = "on|large|off", defaultValue = "off",
             description = "Send READs over plain TCP from the files with sendfile when the stack only remaps onto"
                     + " buffered files (linear, striped, mirror, log-writes, thin, snapshot): every READ (on),"
                     + " READs of 64 KiB or more (large), or none (off: always read into memory pages first)"
