@@ -169,6 +169,11 @@ final class CheckCommand implements Callable<Integer> {
             description = "Scheduling strategy (default: ${DEFAULT-VALUE}).")
     String strategy;
 
+    @Option(names = "--jobs", paramLabel = "N",
+            description = "Schedules run at once, each on its own thread; the results are those of one at a time"
+                    + " (default: the number of processors; PCT with a learned bound runs one at a time).")
+    Integer jobs;
+
     @Option(names = "--pct-bound", paramLabel = "N", defaultValue = "0",
             description = "Fixed PCT decision bound, as printed in replay commands (default: learned).")
     long pctBound;
@@ -219,13 +224,17 @@ final class CheckCommand implements Callable<Integer> {
         if (schedules < 1 || schedules > SCHEDULES_MAX) {
             throw usage("--schedules: '" + schedules + "' is not between 1 and " + SCHEDULES_MAX);
         }
+        if (jobs != null && (jobs < 1 || jobs > SimRunner.JOBS_MAX)) {
+            throw usage("--jobs: '" + jobs + "' is not between 1 and " + SimRunner.JOBS_MAX);
+        }
         Consumer<Kernel> workload = buildWorkload();
         SimConfig config = buildConfig();
         PrintWriter out = spec.commandLine().getOut();
         if (!"sim".equals(engine)) {
             return callThreads(workload, config, out);
         }
-        SimRunner runner = new SimRunner(config);
+        int defaultJobs = Math.min(Runtime.getRuntime().availableProcessors(), SimRunner.JOBS_MAX);
+        SimRunner runner = new SimRunner(config, jobs != null ? jobs : defaultJobs);
         out.println("blkstack check: " + stackLabel() + ", workload " + workloadLabel() + ("nbd".equals(via) ? " via nbd" : "")
                 + ", strategy " + config.strategy()
                 + ", memory " + config.memoryBytes() + " bytes, faults " + faultsLabel(config) + ", policies "
@@ -495,8 +504,8 @@ final class CheckCommand implements Callable<Integer> {
 
     /** Prints speed, findings by kind with replay commands, coverage, the vacuity flag and the first knot. */
     private void printSummary(SimRunner runner, SimRunner.CampaignResult c, PrintWriter out) {
-        out.printf("schedules %d, %.1f schedules/s, %.0f decisions/s, %.0f steps/s, %d steps, %d decisions%n",
-                c.schedules(), c.schedulesPerSecond(), c.decisionsPerSecond(),
+        out.printf("schedules %d (%d at a time), %.1f schedules/s, %.0f decisions/s, %.0f steps/s, %d steps, %d decisions%n",
+                c.schedules(), runner.parallelJobs(), c.schedulesPerSecond(), c.decisionsPerSecond(),
                 c.elapsedNanos() == 0 ? 0.0 : c.steps() * 1e9 / c.elapsedNanos(), c.steps(), c.decisions());
         out.println("outcomes: " + c.outcomes());
         Map<Outcome, List<SimResult>> byKind = new LinkedHashMap<>();

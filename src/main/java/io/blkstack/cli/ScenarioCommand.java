@@ -8,6 +8,7 @@ import io.blkstack.scenario.ScenarioStats;
 import io.blkstack.scenario.SimEngine;
 import io.blkstack.scenario.ThreadsEngine;
 import io.blkstack.sim.SimResult;
+import io.blkstack.sim.SimRunner;
 import java.io.IOException;
 import java.io.PrintWriter;
 import java.nio.file.Path;
@@ -91,6 +92,10 @@ final class ScenarioCommand implements Callable<Integer> {
         @Option(names = "--seed", defaultValue = "1", description = "Master seed of the sim campaigns (default: ${DEFAULT-VALUE}).")
         long seed;
 
+        @Option(names = "--jobs", paramLabel = "N", description = "Schedules of a sim campaign run at once; the rows are"
+                + " those of one at a time (default: the number of processors).")
+        Integer jobs;
+
         @Option(names = "--replay", paramLabel = "SEED", description = "Replay one sim schedule from its seed and print its knot.")
         Long replay;
 
@@ -111,6 +116,9 @@ final class ScenarioCommand implements Callable<Integer> {
             }
             if (schedules < 1 || schedules > CheckCommand.SCHEDULES_MAX) {
                 throw new ParameterException(spec.commandLine(), "--schedules must be in 1.." + CheckCommand.SCHEDULES_MAX);
+            }
+            if (jobs != null && (jobs < 1 || jobs > SimRunner.JOBS_MAX)) {
+                throw new ParameterException(spec.commandLine(), "--jobs must be in 1.." + SimRunner.JOBS_MAX + ": " + jobs);
             }
             List<Scenario> scenarios = scenarios(spec, name);
             if (replay != null) {
@@ -138,6 +146,11 @@ final class ScenarioCommand implements Callable<Integer> {
             return runs.stream().allMatch(ScenarioRun::asExpected) ? ExitCodes.SUCCESS : ExitCodes.DEADLOCK;
         }
 
+        /** Schedules a campaign runs at once: --jobs, or one per processor. */
+        private int jobs() {
+            return jobs != null ? jobs : Math.min(Runtime.getRuntime().availableProcessors(), SimRunner.JOBS_MAX);
+        }
+
         /**
          * Runs every selected row, printing each as it ends (or, under a progress bar, after it).
          * The bar counts schedules: a campaign that stops at its first finding jumps over the
@@ -149,7 +162,7 @@ final class ScenarioCommand implements Callable<Integer> {
                 for (Scenario.Variant v : selected(s)) {
                     if (!"threads".equals(engine)) {
                         long before = bar == null ? 0 : bar.getCurrent();
-                        ScenarioRun r = SimEngine.run(s, v, seed, schedules,
+                        ScenarioRun r = SimEngine.run(s, v, SimEngine.DEFAULT_STRATEGY, seed, schedules, jobs(),
                                 x -> ProgressBars.step(bar, s.name() + " " + v.label() + (x.isFinding() ? " found " + x.outcome() : "")));
                         if (bar != null) {
                             bar.stepTo(before + schedules);

@@ -44,7 +44,16 @@ public final class SimEngine {
     /** As {@link #run(Scenario, Scenario.Variant, long, int, Consumer)} under {@code strategy}. */
     public static ScenarioRun run(Scenario scenario, Scenario.Variant variant, String strategy, long masterSeed,
             int schedules, Consumer<SimResult> afterEach) {
-        SimRunner runner = new SimRunner(config(scenario, variant, strategy));
+        return run(scenario, variant, strategy, masterSeed, schedules, 1, afterEach);
+    }
+
+    /**
+     * As {@link #run(Scenario, Scenario.Variant, String, long, int, Consumer)}, running {@code jobs}
+     * schedules at once (the same rows as one at a time; see {@link SimRunner#campaign}).
+     */
+    public static ScenarioRun run(Scenario scenario, Scenario.Variant variant, String strategy, long masterSeed,
+            int schedules, int jobs, Consumer<SimResult> afterEach) {
+        SimRunner runner = new SimRunner(config(scenario, variant, strategy), jobs);
         SimRunner.CampaignResult c = runner.campaign(masterSeed, schedules, true, false,
                 scenario.workload(Scenario.Engine.SIM, Probe.none()), afterEach);
         Map<String, Long> coverage = Coverage.of(c.counters());

@@ -26,6 +26,7 @@ public final class SimConfig {
     private final long stuckWaitNanosMax;
     private final long pctStepBound;
     private final Path traceFile;
+    private final boolean ownCarrier;
     private final List<Knot.WaitDescriber> describers;
 
     private SimConfig(Builder b) {
@@ -43,6 +44,7 @@ public final class SimConfig {
         this.stuckWaitNanosMax = b.stuckWaitNanosMax;
         this.pctStepBound = b.pctStepBound;
         this.traceFile = b.traceFile;
+        this.ownCarrier = b.ownCarrier;
         this.describers = List.copyOf(b.describers);
     }
 
@@ -127,6 +129,15 @@ public final class SimConfig {
         return traceFile;
     }
 
+    /**
+     * Whether each run's virtual threads get a carrier thread of the run's own (true by default,
+     * where the JDK lets us; see {@link SimCarrier}) or share the JDK's carrier pool. Either way the
+     * runs and their traces are the same; only the speed differs.
+     */
+    public boolean ownCarrier() {
+        return ownCarrier;
+    }
+
     /** Extra describers of wait targets for explanations (later layers add theirs). */
     public List<Knot.WaitDescriber> describers() {
         return describers;
@@ -159,6 +170,7 @@ public final class SimConfig {
         b.stuckWaitNanosMax = stuckWaitNanosMax;
         b.pctStepBound = pctStepBound;
         b.traceFile = traceFile;
+        b.ownCarrier = ownCarrier;
         b.describers.addAll(describers);
         return b;
     }
@@ -179,6 +191,7 @@ public final class SimConfig {
         private long stuckWaitNanosMax = 600_000_000_000L;
         private long pctStepBound;
         private Path traceFile;
+        private boolean ownCarrier = true;
         private final List<Knot.WaitDescriber> describers = new ArrayList<>();
 
         public Builder memory(long bytes) {
@@ -275,6 +288,12 @@ public final class SimConfig {
 
         public Builder traceFile(Path file) {
             this.traceFile = file;
+            return this;
+        }
+
+        /** See {@link SimConfig#ownCarrier()}. */
+        public Builder ownCarrier(boolean value) {
+            this.ownCarrier = value;
             return this;
         }
 

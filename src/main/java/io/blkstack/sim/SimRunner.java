@@ -8,6 +8,15 @@ import java.util.EnumMap;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Semaphore;
+import java.util.concurrent.ThreadFactory;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicReferenceArray;
 import java.util.function.Consumer;
 
 /**
@@ -22,7 +31,8 @@ import java.util.function.Consumer;
  * its controller are virtual threads) and must not itself be a kernel task.
  *
  * <p>A runner keeps one thing across runs: PCT's decision bound, learned from the runs so far.
- * Each result records the bound it used, and {@link #replayArguments} includes it.
+ * Each result records the bound it used, and {@link #replayArguments} includes it. A campaign may
+ * run several schedules at once ({@link #SimRunner(SimConfig, int)}); its results are the same.
  */
 public final class SimRunner {
 
@@ -32,6 +42,9 @@ public final class SimRunner {
      * only the first few of each kind, so its memory stays flat however many schedules it runs.
      */
     public static final int FINDINGS_KEPT_PER_KIND = 16;
+
+    /** The most schedules a campaign runs at once. */
+    public static final int JOBS_MAX = 64;
 
     /**
      * A campaign's summary.
@@ -71,10 +84,20 @@ public final class SimRunner {
     }
 
     private final SimConfig config;
+    private final int jobs;
     private long learnedBound = StrategySpec.INITIAL_BOUND;
 
     public SimRunner(SimConfig config) {
+        this(config, 1);
+    }
+
+    /** A runner whose campaigns run {@code jobs} schedules at once (see {@link #campaign}). */
+    public SimRunner(SimConfig config, int jobs) {
+        if (jobs < 1 || jobs > JOBS_MAX) {
+            throw new IllegalArgumentException("jobs " + jobs + " not in 1.." + JOBS_MAX);
+        }
         this.config = config;
+        this.jobs = jobs;
     }
 
     public SimConfig config() {
@@ -163,7 +186,14 @@ public final class SimRunner {
 
     /**
      * As {@link #campaign(long, int, boolean, boolean, Consumer)}, calling {@code afterEach} on the
-     * calling thread with every schedule's result (a progress bar, a trace of the first run).
+     * calling thread with every schedule's result, in schedule order (a progress bar, a trace of
+     * the first run).
+     *
+     * <p>With {@link #jobs} above 1 the schedules run on that many threads at once, each run on
+     * its own carrier ({@link SimCarrier}); the results are taken in schedule order, so the
+     * campaign's outcome, its findings and where {@code stopAtFirst} stops are those of a run one at
+     * a time. PCT with a learned bound (no {@link SimConfig#pctStepBound}) runs one at a time: each
+     * schedule's bound depends on the runs before it.
      */
     public CampaignResult campaign(long masterSeed, int schedules, boolean stopAtFirst, boolean checkDeterminism,
             Consumer<Kernel> workload, Consumer<SimResult> afterEach) {
@@ -171,43 +201,146 @@ public final class SimRunner {
             throw new IllegalArgumentException("a campaign needs at least one schedule: " + schedules);
         }
         long start = System.nanoTime();
-        List<SimResult> findings = new ArrayList<>();
-        Map<Outcome, Integer> outcomes = new EnumMap<>(Outcome.class);
-        Map<String, Long> fires = new TreeMap<>();
-        Map<String, Long> counters = new TreeMap<>();
-        List<Long> nondeterministic = new ArrayList<>();
-        long steps = 0;
-        long decisions = 0;
-        int run = 0;
-        while (run < schedules) {
-            long seed = SimRandom.deriveSeed(masterSeed, run);
-            long boundBefore = learnedBound;
-            SimResult r = runOnce(seed, workload);
-            run++;
-            if (checkDeterminism) {
-                SimResult again = new SimRunner(config.withPctStepBound(r.pctStepBound() > 0 ? r.pctStepBound() : boundBefore))
-                        .runOnce(seed, workload);
-                if (again.traceHash() != r.traceHash() || again.outcome() != r.outcome()) {
-                    nondeterministic.add(seed);
+        Tally tally = new Tally();
+        if (parallelJobs() > 1) {
+            runParallel(masterSeed, schedules, stopAtFirst, checkDeterminism, workload, afterEach, tally);
+        } else {
+            for (int run = 0; run < schedules; run++) {
+                Scheduled s = schedule(masterSeed, run, checkDeterminism, workload);
+                afterEach.accept(s.result());
+                if (tally.add(s) && stopAtFirst) {
+                    break;
                 }
             }
-            afterEach.accept(r);
+        }
+        return tally.result(masterSeed, System.nanoTime() - start);
+    }
+
+    /** How many schedules this runner's campaigns run at once (see {@link #campaign}). */
+    public int parallelJobs() {
+        return config.strategy().isPct() && config.pctStepBound() == 0 ? 1 : jobs;
+    }
+
+    /** One schedule's result, and whether running its seed again gave another trace. */
+    private record Scheduled(SimResult result, boolean nondeterministic) {
+    }
+
+    /** Runs schedule {@code index} of a campaign (twice if {@code checkDeterminism}). */
+    private Scheduled schedule(long masterSeed, int index, boolean checkDeterminism, Consumer<Kernel> workload) {
+        long seed = SimRandom.deriveSeed(masterSeed, index);
+        long boundBefore = learnedBound;
+        SimResult r = runOnce(seed, workload);
+        if (!checkDeterminism) {
+            return new Scheduled(r, false);
+        }
+        SimResult again = new SimRunner(config.withPctStepBound(r.pctStepBound() > 0 ? r.pctStepBound() : boundBefore))
+                .runOnce(seed, workload);
+        return new Scheduled(r, again.traceHash() != r.traceHash() || again.outcome() != r.outcome());
+    }
+
+    /**
+     * The campaign on {@link #jobs} threads. A worker takes the next schedule index and completes
+     * that index's slot in a ring; the calling thread takes the slots in index order. Workers run
+     * at most {@code ring} schedules ahead of the caller (a semaphore), so memory stays flat
+     * however long the campaign. Every run ends (the watchdog bounds it), so every wait here does.
+     */
+    private void runParallel(long masterSeed, int schedules, boolean stopAtFirst, boolean checkDeterminism,
+            Consumer<Kernel> workload, Consumer<SimResult> afterEach, Tally tally) {
+        int ring = jobs * RING_PER_JOB;
+        AtomicReferenceArray<CompletableFuture<Scheduled>> slots = new AtomicReferenceArray<>(ring);
+        for (int i = 0; i < ring; i++) {
+            slots.set(i, new CompletableFuture<>());
+        }
+        Semaphore ahead = new Semaphore(ring);
+        AtomicInteger next = new AtomicInteger();
+        AtomicBoolean stop = new AtomicBoolean();
+        ThreadFactory factory = Thread.ofPlatform().name("sim-campaign-", 0).daemon(true).factory();
+        try (ExecutorService pool = Executors.newFixedThreadPool(jobs, factory)) {
+            for (int j = 0; j < jobs; j++) {
+                pool.execute(() -> {
+                    while (true) {
+                        ahead.acquireUninterruptibly();
+                        int index = next.getAndIncrement();
+                        if (stop.get() || index >= schedules) {
+                            return;
+                        }
+                        CompletableFuture<Scheduled> slot = slots.get(index % ring);
+                        try {
+                            slot.complete(schedule(masterSeed, index, checkDeterminism, workload));
+                        } catch (RuntimeException | Error e) {
+                            slot.completeExceptionally(e);
+                        }
+                    }
+                });
+            }
+            try {
+                for (int index = 0; index < schedules; index++) {
+                    Scheduled s = take(slots.get(index % ring));
+                    slots.set(index % ring, new CompletableFuture<>());
+                    ahead.release();
+                    afterEach.accept(s.result());
+                    if (tally.add(s) && stopAtFirst) {
+                        break;
+                    }
+                }
+            } finally {
+                stop.set(true);
+                ahead.release(jobs); // wakes workers waiting for room so that they see the stop
+            }
+        }
+    }
+
+    /** Schedules a worker may run ahead of the caller, per worker. */
+    private static final int RING_PER_JOB = 4;
+
+    /** A slot's result, its worker's failure rethrown as is. */
+    private static Scheduled take(CompletableFuture<Scheduled> slot) {
+        try {
+            return slot.join();
+        } catch (CompletionException e) {
+            if (e.getCause() instanceof RuntimeException re) {
+                throw re;
+            }
+            if (e.getCause() instanceof Error err) {
+                throw err;
+            }
+            throw e;
+        }
+    }
+
+    /** A campaign's running totals, fed in schedule order. */
+    private static final class Tally {
+        private final List<SimResult> findings = new ArrayList<>();
+        private final Map<Outcome, Integer> outcomes = new EnumMap<>(Outcome.class);
+        private final Map<String, Long> fires = new TreeMap<>();
+        private final Map<String, Long> counters = new TreeMap<>();
+        private final List<Long> nondeterministic = new ArrayList<>();
+        private long steps;
+        private long decisions;
+        private int runs;
+
+        /** Counts one schedule; true if it ended in a finding. */
+        boolean add(Scheduled s) {
+            SimResult r = s.result();
+            runs++;
+            if (s.nondeterministic()) {
+                nondeterministic.add(r.seed());
+            }
             steps += r.steps();
             decisions += r.decisions();
             outcomes.merge(r.outcome(), 1, Integer::sum);
             r.faultFires().forEach((k, v) -> fires.merge(k, v, Long::sum));
             r.counters().forEach((k, v) -> counters.merge(k, v, Long::sum));
-            if (r.isFinding()) {
-                if (outcomes.get(r.outcome()) <= FINDINGS_KEPT_PER_KIND) {
-                    findings.add(r);
-                }
-                if (stopAtFirst) {
-                    break;
-                }
+            if (r.isFinding() && outcomes.get(r.outcome()) <= FINDINGS_KEPT_PER_KIND) {
+                findings.add(r);
             }
+            return r.isFinding();
         }
-        return new CampaignResult(masterSeed, run, List.copyOf(findings), outcomes, steps, decisions,
-                System.nanoTime() - start, fires, counters, List.copyOf(nondeterministic));
+
+        CampaignResult result(long masterSeed, long elapsedNanos) {
+            return new CampaignResult(masterSeed, runs, List.copyOf(findings), outcomes, steps, decisions,
+                    elapsedNanos, fires, counters, List.copyOf(nondeterministic));
+        }
     }
 
     /** The command-line arguments that replay {@code result} with this runner's configuration. */

@@ -31,15 +31,17 @@ import java.util.function.Function;
  *
  * <p>Why virtual threads: a hand-over is "unpark exactly the next one, then park". Between platform
  * threads both halves are system calls and a sleep/wake-up of the OS scheduler; between virtual
- * threads the unparked one is queued on the carrier pool (a carrier that runs a virtual thread
- * queues it locally, without waking another carrier) and the parking one unmounts, so the carrier
- * picks the next up at once: no system call per switch. Only one of them ever runs, so the carrier
- * pool's parallelism changes nothing in the trace. What must block is always a kernel primitive (a
+ * threads the unparked one is queued for a carrier and the parking one unmounts, so the carrier
+ * picks the next up at once: no system call per switch. Each run has a carrier thread of its own
+ * ({@link SimCarrier}), so the next task runs on the same core and runs side by side do not share
+ * one; where the JDK refuses that, the JDK's shared pool carries them. Only one task ever runs, so
+ * the carrier changes nothing in the trace. What must block is always a kernel primitive (a
  * scheduling point): JDK 24 and later no longer pin a virtual thread inside {@code synchronized}.
  *
  * <p>The thread that calls {@link #run} stays a platform thread and is the watchdog: it waits for
  * the controller to finish and, if the running task reaches no scheduling point within a real-time
- * bound, reports uncontrolled blocking (the task blocks outside the kernel primitives, or spins).
+ * bound, reports uncontrolled blocking (the task blocks outside the kernel primitives, or spins);
+ * it first gives the run a second carrier, since a spinning task holds the first.
  *
  * <p>All scheduler state is touched only by the token holder; the volatile token flags order the
  * hand-overs. After a run the caller tears it down: every task thread is unparked with
@@ -144,6 +146,8 @@ public final class SimScheduler implements Scheduler {
     private boolean mainExited;
     private boolean closed;
     private Thread controller;
+    /** The carrier that mounts this run's virtual threads (its own thread unless configured or refused). */
+    private final SimCarrier carrier;
     /** Set by the watchdog when the running task went silent; the controller then ends the run. */
     private volatile boolean silenced;
     private Finding controllerFinding;
@@ -162,6 +166,7 @@ public final class SimScheduler implements Scheduler {
         this.random = random;
         this.strategy = strategy;
         this.trace = trace;
+        this.carrier = SimCarrier.open("sim-" + random.seed(), config.ownCarrier());
         trace.clock(() -> now);
     }
 
@@ -193,7 +198,7 @@ public final class SimScheduler implements Scheduler {
         all.add(st);
         strategy.onSpawn(st);
         trace.record(taskName(), "spawn", task.toString());
-        Thread thread = Thread.ofVirtual().name("sim-" + random.seed() + "/" + task).unstarted(() -> taskMain(st, body));
+        Thread thread = carrier.unstarted("sim-" + random.seed() + "/" + task, () -> taskMain(st, body));
         st.thread = thread;
         if (main == null) {
             main = st;
@@ -560,7 +565,7 @@ public final class SimScheduler implements Scheduler {
             throw new IllegalStateException("the simulation's watchdog must be a platform thread, not "
                     + Thread.currentThread());
         }
-        controller = Thread.ofVirtual().name("sim-" + random.seed() + "/controller").unstarted(() -> controllerMain(explain));
+        controller = carrier.unstarted("sim-" + random.seed() + "/controller", () -> controllerMain(explain));
         controller.start();
         watch();
         if (controllerFailure != null) {
@@ -604,6 +609,7 @@ public final class SimScheduler implements Scheduler {
                 waitNanos = Math.max(bound - silent, bound / 16);
                 if (!silenced && running != null && silent >= bound && last == lastPointNanos) {
                     silenced = true;
+                    carrier.rescue(); // the silent task may be holding the run's only carrier
                     LockSupport.unpark(controller);
                     waitNanos = bound;
                 }
@@ -894,6 +900,7 @@ public final class SimScheduler implements Scheduler {
                 leakedThreads++;
             }
         }
+        carrier.close();
     }
 
     /** Waits for the controller thread to end (it has, unless {@link #run} failed half-way). */

@@ -56,6 +56,9 @@ class CheckCommandTest {
         CommandRun r = run("check", "--stack", "nope");
         assertEquals(ExitCodes.USAGE, r.exitCode(), r.out() + r.err());
         assertTrue(r.err().contains("'nope'"), r.err());
+        CommandRun jobs = run("check", "--stack", "memory", "--jobs", "0");
+        assertEquals(ExitCodes.USAGE, jobs.exitCode(), jobs.out() + jobs.err());
+        assertTrue(jobs.err().contains("--jobs: '0'"), jobs.err());
     }
 
     /** A small workload that writes and reads back in a 64 KiB region. */
