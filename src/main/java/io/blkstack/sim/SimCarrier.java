@@ -3,8 +3,10 @@ package io.blkstack.sim;
 import java.lang.invoke.MethodHandle;
 import java.lang.invoke.MethodHandles;
 import java.lang.reflect.Constructor;
+import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.Executor;
-import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.locks.LockSupport;
 
 /**
  * The carrier of one simulated run's virtual threads: a platform thread of the run's own that
@@ -39,11 +41,12 @@ final class SimCarrier implements Executor, AutoCloseable {
     private static final Runnable STOP = () -> { };
 
     private final String name;
-    private final LinkedBlockingQueue<Runnable> queue = new LinkedBlockingQueue<>();
+    private final ConcurrentLinkedQueue<Runnable> queue = new ConcurrentLinkedQueue<>();
+    /** Carrier threads parked on an empty queue; {@link #execute} unparks them. */
+    private final AtomicInteger idle = new AtomicInteger();
+    private volatile Thread first;
+    private volatile Thread rescuer;
     private final Thread.Builder.OfVirtual builder;
-    /** Whether the first carrier thread runs; it starts with the first thread mounted. */
-    private volatile boolean started;
-    private boolean rescued;
     private boolean closed;
 
     private SimCarrier(String name, boolean own) {
@@ -74,15 +77,21 @@ final class SimCarrier implements Executor, AutoCloseable {
     @Override
     public void execute(Runnable continuation) {
         queue.add(continuation);
-        if (!started) {
+        if (first == null) {
             startFirst();
+        } else if (idle.get() > 0) {
+            LockSupport.unpark(first);
+            Thread r = rescuer;
+            if (r != null) {
+                LockSupport.unpark(r);
+            }
         }
     }
 
+    /** The first carrier starts with the first thread mounted. */
     private synchronized void startFirst() {
-        if (!started && !closed) {
-            startCarrier(name + "/carrier");
-            started = true;
+        if (first == null && !closed) {
+            first = startCarrier(name + "/carrier");
         }
     }
 
@@ -91,9 +100,8 @@ final class SimCarrier implements Executor, AutoCloseable {
      * blocks outside the kernel primitives.
      */
     synchronized void rescue() {
-        if (builder != null && started && !rescued && !closed) {
-            startCarrier(name + "/rescue-carrier");
-            rescued = true;
+        if (builder != null && first != null && rescuer == null && !closed) {
+            rescuer = startCarrier(name + "/rescue-carrier");
         }
     }
 
@@ -104,26 +112,40 @@ final class SimCarrier implements Executor, AutoCloseable {
             return;
         }
         closed = true;
-        if (started) {
-            queue.add(STOP);
-        }
-        if (rescued) {
-            queue.add(STOP);
-        }
-    }
-
-    private void startCarrier(String threadName) {
-        Thread.ofPlatform().name(threadName).daemon(true).start(this::carry);
-    }
-
-    /** A carrier thread's loop: mount what is queued, one at a time, until told to stop. */
-    private void carry() {
-        try {
-            for (Runnable r = queue.take(); r != STOP; r = queue.take()) {
-                r.run();
+        for (Thread t : new Thread[] {first, rescuer}) {
+            if (t != null) {
+                execute(STOP);
             }
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
+        }
+    }
+
+    private Thread startCarrier(String threadName) {
+        return Thread.ofPlatform().name(threadName).daemon(true).start(this::carry);
+    }
+
+    /**
+     * A carrier thread's loop: mount what is queued, one at a time, until told to stop. Mostly the
+     * carrier itself queued the next (the running task unparked it), so the queue is rarely empty;
+     * when it is, the carrier says it is idle, looks once more, and parks until {@link #execute}.
+     */
+    private void carry() {
+        while (true) {
+            Runnable r = queue.poll();
+            if (r == null) {
+                idle.incrementAndGet();
+                r = queue.poll();
+                if (r == null) {
+                    LockSupport.park(this);
+                }
+                idle.decrementAndGet();
+                if (r == null) {
+                    continue;
+                }
+            }
+            if (r == STOP) {
+                return;
+            }
+            r.run();
         }
     }
 
