@@ -96,9 +96,9 @@ class NbdReadReferenceTest {
                         "0 " + (sectors - 256) + " striped 2 64 a 0 b 8\n", true),
                 new Stack("mirror", "0 " + sectors + " mirror core 1 64 2 a 0 b 0\n", null, true),
                 new Stack("log-writes", "0 " + sectors + " log-writes a b\n", null, true),
-                new Stack("thin", "0 " + sectors + " thin s 0\n", "0 " + sectors + " thin-pool a b 128 0\n", "create_thin 0", true),
+                new Stack("thin", "0 " + sectors + " thin s 0\n", "0 " + sectors + " thin-pool a b 128 0\n", "create_thin 0", false),
                 new Stack("snapshot-origin", "0 " + sectors + " snapshot-origin a\n", null, true),
-                new Stack("snapshot", "0 " + sectors + " snapshot a b P 128\n", null, true),
+                new Stack("snapshot", "0 " + sectors + " snapshot a b P 128\n", null, false),
                 new Stack("crypt", "0 " + sectors + " crypt aes-xts-plain64 " + KEY + " 0 a 0\n", null, false),
                 new Stack("flakey up", "0 " + sectors + " flakey a 0 1 0\n", null, false),
                 new Stack("linear over crypt", "0 " + (sectors - 256) + " linear s 256\n",
@@ -269,6 +269,132 @@ class NbdReadReferenceTest {
                 fail("the connection's writer task never started: " + server.describeState());
             }
             Thread.onSpinWait();
+        }
+    }
+
+    /**
+     * Proves why thin does not pass references: the hold of a READ ends when its send returns, but
+     * a local peer's socket keeps references to the file's pages until the client reads them. A
+     * pool of two 64 KiB blocks over files serves volume 0 (block 0, all 'A') and volume 1 (block
+     * 1). A client of volume 0 asks for its block and reads nothing; the reply fits in the socket
+     * buffers, so the server's send returns and the READ completes. Then another connection
+     * discards that block and commits, and volume 1 writes 'C' to a new block, which can only be
+     * the block just freed. When the first client finally reads its reply, it must see 'A' (or
+     * zeros), never volume 1's 'C'. With thin passing references, the reply carried 'C' on this
+     * machine (Linux 6.18, loopback): the pages were read at the client's receive, not at the send.
+     */
+    @Test
+    @org.junit.jupiter.api.Timeout(60)
+    void aThinReadTheClientHasNotReadYetNeverShowsAnotherVolumesData() throws Exception {
+        int block = 64 * 1024;
+        tk = new TestKernel("nbd-read-reference-thin", 128 * MiB, Policies.defaults(), Faults.NONE);
+        FileDevice.Options options = FileDevice.Options.defaults().withCreate(true);
+        Map<String, BlockDevice> devices = new HashMap<>();
+        devices.put("meta", FileDevice.open(tk.kernel, "meta", dir.resolve("meta.img"), 4 * MiB, options));
+        devices.put("data", FileDevice.open(tk.kernel, "data", dir.resolve("data.img"), 2L * block, options));
+        long blockSectors = block >>> Bio.SECTOR_SHIFT;
+        MappedDevice pool = new MappedDevice(tk.kernel, "pool",
+                Table.parse(tk.kernel, "pool", "0 " + 2 * blockSectors + " thin-pool meta data " + blockSectors + " 0\n",
+                        devices::get));
+        pool.message(0, "create_thin", "0");
+        pool.message(0, "create_thin", "1");
+        devices.put("pool", pool);
+        MappedDevice v0 = new MappedDevice(tk.kernel, "v0", Table.parse(tk.kernel, "v0", "0 " + blockSectors + " thin pool 0\n", devices::get));
+        MappedDevice v1 = new MappedDevice(tk.kernel, "v1",
+                Table.parse(tk.kernel, "v1", "0 " + 2 * blockSectors + " thin pool 1\n", devices::get));
+        server = new NbdServer(tk.kernel, List.of(new Export("v0", v0, false, ""), new Export("v1", v1, false, "")),
+                new InetSocketAddress("127.0.0.1", 0));
+        server.start();
+        InetSocketAddress address = server.localAddress();
+        byte[] a = new byte[block];
+        Arrays.fill(a, (byte) 'A');
+        byte[] c = new byte[block];
+        Arrays.fill(c, (byte) 'C');
+        try (NbdTestClient w0 = new NbdTestClient(address).greet(); NbdTestClient w1 = new NbdTestClient(address).greet();
+                NbdTestClient reader = new NbdTestClient(address, 1 << 20).greet()) {
+            w0.go("v0");
+            w1.go("v1");
+            reader.go("v0");
+            assertEquals(0, w0.writeSync(0, a, 0));
+            assertEquals(0, w1.writeSync(0, a, 0)); // volume 1 takes the pool's other block
+            assertEquals(0, w0.commandSync(CMD_FLUSH, 0, 0, 0));
+            assertEquals(0, w1.commandSync(CMD_FLUSH, 0, 0, 0));
+
+            reader.request(0, CMD_READ, 42, 0, block, null); // and reads nothing yet
+            awaitReadDone("v0", v0);
+            assertEquals(0, w0.commandSync(CMD_TRIM, 0, 0, block));
+            assertEquals(0, w0.commandSync(CMD_FLUSH, 0, 0, 0));
+            assertEquals(0, w1.writeSync(block, c, 0)); // needs a block: only the one just freed is left
+            assertEquals(0, w1.commandSync(CMD_FLUSH, 0, 0, 0));
+
+            assertReplyIsOnly(reader, 42, block, 'A', "volume 0's reply", "written to volume 1 after the READ was sent");
+            assertEquals(0, tk.kernel.counters().value("file.read-references"), "thin passed a reference");
+        }
+    }
+
+    /**
+     * Proves why snapshot does not pass references, as the thin test above: a snapshot READ of a
+     * chunk not yet copied reads the origin's file. A client of the snapshot asks for chunk 0 (all
+     * 'A' when the snapshot was taken) and reads nothing; after the READ completed, a write of 'C'
+     * to the origin's chunk 0 copies the chunk out and overwrites it. The snapshot's reply must
+     * still be 'A'. With snapshot passing references it carried the origin's new 'C'.
+     */
+    @Test
+    @org.junit.jupiter.api.Timeout(60)
+    void aSnapshotReadTheClientHasNotReadYetNeverShowsLaterOriginWrites() throws Exception {
+        int chunk = 64 * 1024;
+        byte[] a = new byte[chunk];
+        Arrays.fill(a, (byte) 'A');
+        byte[] c = new byte[chunk];
+        Arrays.fill(c, (byte) 'C');
+        Files.write(dir.resolve("origin.img"), a);
+        tk = new TestKernel("nbd-read-reference-snapshot", 128 * MiB, Policies.defaults(), Faults.NONE);
+        FileDevice.Options options = FileDevice.Options.defaults().withCreate(true);
+        Map<String, BlockDevice> devices = new HashMap<>();
+        devices.put("origin", FileDevice.open(tk.kernel, "origin", dir.resolve("origin.img"), 4L * chunk, options));
+        devices.put("cow", FileDevice.open(tk.kernel, "cow", dir.resolve("cow.img"), 4 * MiB, options));
+        long sectors = 4L * chunk >>> Bio.SECTOR_SHIFT;
+        long chunkSectors = chunk >>> Bio.SECTOR_SHIFT;
+        MappedDevice o = new MappedDevice(tk.kernel, "o",
+                Table.parse(tk.kernel, "o", "0 " + sectors + " snapshot-origin origin\n", devices::get));
+        MappedDevice snap = new MappedDevice(tk.kernel, "s",
+                Table.parse(tk.kernel, "s", "0 " + sectors + " snapshot origin cow P " + chunkSectors + "\n", devices::get));
+        server = new NbdServer(tk.kernel, List.of(new Export("o", o, false, ""), new Export("s", snap, false, "")),
+                new InetSocketAddress("127.0.0.1", 0));
+        server.start();
+        InetSocketAddress address = server.localAddress();
+        try (NbdTestClient writer = new NbdTestClient(address).greet();
+                NbdTestClient reader = new NbdTestClient(address, 1 << 20).greet()) {
+            writer.go("o");
+            reader.go("s");
+            reader.request(0, CMD_READ, 43, 0, chunk, null); // and reads nothing yet
+            awaitReadDone("s", snap);
+            assertEquals(0, writer.writeSync(0, c, 0)); // copies chunk 0 out, then overwrites it in the origin
+            assertEquals(0, writer.commandSync(CMD_FLUSH, 0, 0, 0));
+            assertReplyIsOnly(reader, 43, chunk, 'A', "the snapshot's reply", "written to the origin after the READ was sent");
+            assertEquals(0, tk.kernel.counters().value("file.read-references"), "snapshot passed a reference");
+        }
+    }
+
+    /** Waits (bounded) until export {@code name} answered a READ and {@code device} has nothing in flight. */
+    private void awaitReadDone(String name, MappedDevice device) {
+        long deadline = System.nanoTime() + 30_000_000_000L;
+        while (server.exportStats(name).snapshot().requests(ExportStats.Command.READ) < 1 || device.inFlight() > 0) {
+            assertTrue(System.nanoTime() < deadline, "the READ never completed: " + server.describeState());
+            Thread.onSpinWait();
+        }
+    }
+
+    /** Reads the simple reply {@code cookie} of {@code length} bytes and checks every byte is {@code expected} or zero. */
+    private static void assertReplyIsOnly(NbdTestClient client, long cookie, int length, char expected, String what,
+            String otherwise) throws IOException {
+        ByteBuffer reply = client.read(16 + length);
+        assertEquals(SIMPLE_REPLY_MAGIC, reply.getInt());
+        assertEquals(0, reply.getInt());
+        assertEquals(cookie, reply.getLong());
+        for (int i = 0; i < length; i++) {
+            byte b = reply.get();
+            assertTrue(b == expected || b == 0, "byte " + i + " of " + what + " is " + (char) b + ", " + otherwise);
         }
     }
 

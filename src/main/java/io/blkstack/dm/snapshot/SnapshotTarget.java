@@ -116,13 +116,15 @@ public final class SnapshotTarget extends Target implements DeferredRemap {
     }
 
     /**
-     * A snapshot READ is a remap to the COW device or the origin. Its COW chunks are never reused
-     * while the snapshot lives, and a READ of the origin is tracked until it completed (so until
-     * its payload was sent), so an origin write to the chunk waits for it.
+     * No: a snapshot READ of a chunk not yet copied reads the origin, and once the copy-out is done
+     * the origin's write overwrites that range. The write waits for the READ to complete, after its
+     * send, but the peer may take the bytes later than that (TCP's retransmissions until it
+     * acknowledged them; a local peer's receive queue until it reads), so the snapshot's reply could
+     * carry data written to the origin after the snapshot. See docs/architecture.md.
      */
     @Override
     public boolean passesReadReference() {
-        return true;
+        return false;
     }
 
     @Override

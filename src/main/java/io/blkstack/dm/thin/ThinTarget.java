@@ -161,12 +161,16 @@ public final class ThinTarget extends Target {
     }
 
     /**
-     * A READ of a mapped block is a remap, and the pool keeps the block from reuse until the READ
-     * has completed, after its payload was sent; a hole refuses the offer and is zero-filled.
+     * No: a block can change owner (a discard or delete frees it, another volume's write gets it),
+     * and a READ held by reference cannot be held as long as its bytes are taken from the file. The
+     * pool keeps a freed block from reuse until every READ of it completed, after its send; but TCP
+     * still reads the pages for a retransmission until the peer acknowledged them, and a local peer
+     * (loopback) keeps references to them in its receive queue until it reads, which the server
+     * cannot see. A reply could then carry another volume's data. See docs/architecture.md.
      */
     @Override
     public boolean passesReadReference() {
-        return true;
+        return false;
     }
 
     private void remap(Bio clone, long block, long offset) {
