@@ -39,6 +39,15 @@ import java.util.function.Consumer;
  * behind it. The ABBA of the seed between the rescuer's serial queue and the allocation-group lock.
  * Fixed ({@code reserved-only}): only the write path's splits, backed by its reservation, are
  * offloaded; the completion path splits inline and never needs a group lock.
+ *
+ * <p>The hard shape ({@code split-worker-hard}) gives the {@code alloc} queue
+ * {@link #HARD_ALLOC_MAX_ACTIVE} active items, as XFS's queue has many, and lets worker creation
+ * succeed sometimes: on workers the two splits run side by side and the write path's split does
+ * not wait behind the completion path's, so the deadlock needs worker creation to fail while the
+ * completion path's split waits for the group and the write path splits in the same round, when
+ * only the rescuer, one item at a time, runs them. With the seed's serial queue (one active item)
+ * no choice of free pages, rounds or failure probability made it a search: the ABBA formed on the
+ * queue itself whenever both paths split.
  */
 final class SplitWorkerScenario implements Scenario {
 
@@ -56,7 +65,12 @@ final class SplitWorkerScenario implements Scenario {
     /** The hard shape: pages left in the arena after exhausting it (the seed shape: none). */
     static final int HARD_SPARE_PAGES = 32;
     /** The hard shape's probability that creating a worker fails (the seed shape: always). */
-    static final String HARD_WORKER_CREATE_FAILURE = "0.2";
+    static final String HARD_WORKER_CREATE_FAILURE = "0.7";
+    /**
+     * The hard shape's {@code alloc} queue runs this many splits at once on workers (the seed
+     * shape: one, so that the queue itself is serial and the ABBA forms whenever both paths split).
+     */
+    static final int HARD_ALLOC_MAX_ACTIVE = 4;
 
     private final boolean hard;
 
@@ -78,8 +92,9 @@ final class SplitWorkerScenario implements Scenario {
     @Override
     public String description() {
         if (hard) {
-            return "as split-worker with " + HARD_SPARE_PAGES + " free pages and worker creation failing with probability "
-                    + HARD_WORKER_CREATE_FAILURE;
+            return "as split-worker with " + HARD_SPARE_PAGES + " free pages, an alloc queue of " + HARD_ALLOC_MAX_ACTIVE
+                    + " active items on workers and worker creation failing with probability " + HARD_WORKER_CREATE_FAILURE
+                    + ": only the rescuer is serial";
         }
         return "thin B-tree splits offloaded to the alloc queue's rescuer (no workers can be created): a write path"
                 + " holding an allocation group and a completion path both split";
@@ -134,14 +149,16 @@ final class SplitWorkerScenario implements Scenario {
         int perRound = engine == Engine.SIM ? 4 : 5;
         int conversions = engine == Engine.SIM ? 12 : 40;
         int sparePages = hard ? HARD_SPARE_PAGES : 0;
-        return kernel -> run(kernel, probe, rounds, perRound, conversions, sparePages);
+        int allocMaxActive = hard ? HARD_ALLOC_MAX_ACTIVE : 1;
+        return kernel -> run(kernel, probe, rounds, perRound, conversions, sparePages, allocMaxActive);
     }
 
     /**
      * Builds the pool metadata with its groups (group 1 full) and the second tree, both splitting
      * through the groups; runs both paths, checks both trees and tears down.
      */
-    private static void run(Kernel kernel, Probe probe, int rounds, int perRound, int conversions, int sparePages) {
+    private static void run(Kernel kernel, Probe probe, int rounds, int perRound, int conversions, int sparePages,
+            int allocMaxActive) {
         MemoryDevice meta = new MemoryDevice(kernel, META, META_BYTES, 50_000);
         BufferCache cache = new BufferCache(meta, Pool.METADATA_BLOCK_SIZE, new BufferCache.Config(4, 16, Long.MAX_VALUE, 0));
         ThinMetadata md = ThinMetadata.format(cache, DATA_BLOCKS, DATA_BLOCK_SECTORS, NODE_CAPACITY);
@@ -166,7 +183,7 @@ final class SplitWorkerScenario implements Scenario {
             converted[i] = convertMd.allocDataBlock(0, conversions);
         }
         convertMd.commit();
-        AllocationGroups groups = new AllocationGroups(kernel, md, GROUP_BLOCKS);
+        AllocationGroups groups = new AllocationGroups(kernel, md, GROUP_BLOCKS, allocMaxActive);
         md.tree().setSplitRunner(groups);
         convertMd.tree().setSplitRunner(groups);
         if (groups.group(1).available() != 0) {

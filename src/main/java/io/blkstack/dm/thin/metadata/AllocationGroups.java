@@ -129,6 +129,15 @@ public final class AllocationGroups implements BTree.SplitRunner, AutoCloseable 
 
     /** Groups of {@code groupBlocks} data blocks over the pool's data space; counts free space from the metadata. */
     public AllocationGroups(Kernel kernel, ThinMetadata metadata, long groupBlocks) {
+        this(kernel, metadata, groupBlocks, 1);
+    }
+
+    /**
+     * As {@link #AllocationGroups(Kernel, ThinMetadata, long)}, with an {@code alloc} queue that
+     * runs up to {@code allocMaxActive} splits at once on workers (its rescuer still runs one at a
+     * time).
+     */
+    public AllocationGroups(Kernel kernel, ThinMetadata metadata, long groupBlocks, int allocMaxActive) {
         if (groupBlocks <= 0) {
             throw new IllegalArgumentException("allocation group of " + groupBlocks + " blocks");
         }
@@ -147,7 +156,7 @@ public final class AllocationGroups implements BTree.SplitRunner, AutoCloseable 
             groups[i] = g;
         }
         this.legacy = kernel.policies().isLegacy(PolicySwitch.SPLIT_OFFLOAD);
-        this.allocWq = Workqueue.create(kernel, "alloc", Workqueue.MEM_RECLAIM, 1);
+        this.allocWq = Workqueue.create(kernel, "alloc", Workqueue.MEM_RECLAIM, allocMaxActive);
     }
 
     public int groupCount() {
