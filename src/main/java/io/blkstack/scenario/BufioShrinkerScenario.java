@@ -50,7 +50,7 @@ final class BufioShrinkerScenario implements Scenario {
     /** Bound on each wait of the forcing harness; generous, it only turns a broken harness into an error. */
     static final long HARNESS_WAIT_NANOS = 30_000_000_000L;
     /** The hard shape: pages left in the arena after exhausting it, and mappings per round (the seed shape: 0 and 6). */
-    static final int HARD_SPARE_PAGES = 8;
+    static final int HARD_SPARE_PAGES = 14;
     static final int HARD_PER_ROUND = 3;
 
     private final boolean hard;

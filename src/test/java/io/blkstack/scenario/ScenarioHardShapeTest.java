@@ -43,7 +43,8 @@ class ScenarioHardShapeTest {
     // the seed's deadlock (the knot names the seed's resource) within 200 schedules every time, but
     // schedules pass before it, where the seed shape deadlocks on its first schedule.
     @ParameterizedTest
-    @ValueSource(strings = {"bioset-rescuer-hard", "dm-depth-first-hard", "map-sg-bounce-hard", "split-worker-hard"})
+    @ValueSource(strings = {"bioset-rescuer-hard", "dm-depth-first-hard", "map-sg-bounce-hard", "bufio-shrinker-hard",
+            "split-worker-hard"})
     void hardShapeNeedsSchedulesBeforeTheDeadlock(String name) {
         Scenario s = ScenarioRegistry.byName(name);
         Scenario.Variant legacy = s.variants().get(0);
