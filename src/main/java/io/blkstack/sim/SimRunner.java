@@ -16,8 +16,10 @@ import java.util.concurrent.Semaphore;
 import java.util.concurrent.ThreadFactory;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicIntegerArray;
 import java.util.concurrent.atomic.AtomicReferenceArray;
 import java.util.function.Consumer;
+import java.util.function.Predicate;
 
 /**
  * Runs workloads under the simulated scheduler: one schedule ({@link #runOnce}) or a campaign of
@@ -106,6 +108,16 @@ public final class SimRunner {
 
     /** Runs one schedule of {@code workload} from {@code seed}. */
     public SimResult runOnce(long seed, Consumer<Kernel> workload) {
+        return runOnce(seed, workload, outcome -> true);
+    }
+
+    /**
+     * As {@link #runOnce(long, Consumer)}, explaining a finding (the knot, the stacks) only if
+     * {@code explain} says so for its outcome: a long campaign keeps only the first findings of
+     * each kind, and explaining the others was about a seventh of a legacy campaign's time. The
+     * explanation only reads the stopped run, so the trace, and a replay, are the same either way.
+     */
+    private SimResult runOnce(long seed, Consumer<Kernel> workload, Predicate<Outcome> explain) {
         if (Task.currentOrNull() != null) {
             throw new IllegalStateException("runOnce called from kernel task " + Task.currentOrNull()
                     + ": the caller watches the simulation and must not be a task");
@@ -122,7 +134,8 @@ public final class SimRunner {
             SimScheduler.Finding finding = null;
             String explanation = "";
             try {
-                finding = scheduler.run(f -> Knot.explain(kernel, scheduler, f, config.describers()));
+                finding = scheduler.run(f -> explain.test(f.outcome()) ? Knot.explain(kernel, scheduler, f, config.describers())
+                        : "");
                 refuseHeapExhaustion(finding, kernel);
                 explanation = scheduler.explanation();
             } finally {
@@ -206,7 +219,7 @@ public final class SimRunner {
             runParallel(masterSeed, schedules, stopAtFirst, checkDeterminism, workload, afterEach, tally);
         } else {
             for (int run = 0; run < schedules; run++) {
-                Scheduled s = schedule(masterSeed, run, checkDeterminism, workload);
+                Scheduled s = schedule(masterSeed, run, checkDeterminism, workload, tally);
                 afterEach.accept(s.result());
                 if (tally.add(s) && stopAtFirst) {
                     break;
@@ -226,10 +239,11 @@ public final class SimRunner {
     }
 
     /** Runs schedule {@code index} of a campaign (twice if {@code checkDeterminism}). */
-    private Scheduled schedule(long masterSeed, int index, boolean checkDeterminism, Consumer<Kernel> workload) {
+    private Scheduled schedule(long masterSeed, int index, boolean checkDeterminism, Consumer<Kernel> workload,
+            Tally tally) {
         long seed = SimRandom.deriveSeed(masterSeed, index);
         long boundBefore = learnedBound;
-        SimResult r = runOnce(seed, workload);
+        SimResult r = runOnce(seed, workload, tally::mayKeep);
         if (!checkDeterminism) {
             return new Scheduled(r, false);
         }
@@ -266,7 +280,7 @@ public final class SimRunner {
                         }
                         CompletableFuture<Scheduled> slot = slots.get(index % ring);
                         try {
-                            slot.complete(schedule(masterSeed, index, checkDeterminism, workload));
+                            slot.complete(schedule(masterSeed, index, checkDeterminism, workload, tally));
                         } catch (RuntimeException | Error e) {
                             slot.completeExceptionally(e);
                         }
@@ -312,6 +326,8 @@ public final class SimRunner {
     private static final class Tally {
         private final List<SimResult> findings = new ArrayList<>();
         private final Map<Outcome, Integer> outcomes = new EnumMap<>(Outcome.class);
+        /** Per outcome, how many schedules taken so far ended that way: read by the workers. */
+        private final AtomicIntegerArray counted = new AtomicIntegerArray(Outcome.values().length);
         private final Map<String, Long> fires = new TreeMap<>();
         private final Map<String, Long> counters = new TreeMap<>();
         private final List<Long> nondeterministic = new ArrayList<>();
@@ -329,12 +345,22 @@ public final class SimRunner {
             steps += r.steps();
             decisions += r.decisions();
             outcomes.merge(r.outcome(), 1, Integer::sum);
+            counted.incrementAndGet(r.outcome().ordinal());
             r.faultFires().forEach((k, v) -> fires.merge(k, v, Long::sum));
             r.counters().forEach((k, v) -> counters.merge(k, v, Long::sum));
             if (r.isFinding() && outcomes.get(r.outcome()) <= FINDINGS_KEPT_PER_KIND) {
                 findings.add(r);
             }
             return r.isFinding();
+        }
+
+        /**
+         * Whether a schedule not yet taken that ends with {@code outcome} may be kept. Schedules
+         * are taken in order, so once {@link #FINDINGS_KEPT_PER_KIND} of a kind were taken, every
+         * later one of that kind is only counted; before that, it may be kept.
+         */
+        boolean mayKeep(Outcome outcome) {
+            return counted.get(outcome.ordinal()) < FINDINGS_KEPT_PER_KIND;
         }
 
         CampaignResult result(long masterSeed, long elapsedNanos) {

@@ -87,6 +87,33 @@ class SimCarrierTest {
         assertEquals(firstOne.result().firstFinding().seed(), firstThree.result().firstFinding().seed());
     }
 
+    // Proves a campaign explains only the findings it may keep: in an ABBA campaign with more than
+    // 16 deadlocks, the kept ones carry their knot and the later ones none; a later one replayed
+    // alone is explained, with the same outcome and trace hash (the explanation only reads the run).
+    @Test
+    void findingsACampaignCannotKeepAreNotExplainedAndReplayTheSame() {
+        Consumer<Kernel> abba = CheckerTest.lockPair(true);
+        SimConfig config = SimConfig.builder().build();
+        List<SimResult> deadlocks = new ArrayList<>();
+        SimRunner runner = new SimRunner(config, 2);
+        SimRunner.CampaignResult c = runner.campaign(3, 120, false, false, abba, r -> {
+            if (r.outcome() == Outcome.DEADLOCK) {
+                deadlocks.add(r);
+            }
+        });
+        assertTrue(deadlocks.size() > SimRunner.FINDINGS_KEPT_PER_KIND + 2, "too few deadlocks: " + deadlocks.size());
+        assertEquals(SimRunner.FINDINGS_KEPT_PER_KIND, c.findings().size());
+        for (SimResult kept : deadlocks.subList(0, SimRunner.FINDINGS_KEPT_PER_KIND)) {
+            assertTrue(kept.explanation().contains("wait-for knot"), kept.explanation());
+        }
+        SimResult unexplained = deadlocks.get(deadlocks.size() - 1);
+        assertEquals("", unexplained.explanation());
+        SimResult replay = new SimRunner(config).runOnce(unexplained.seed(), abba);
+        assertEquals(Outcome.DEADLOCK, replay.outcome());
+        assertEquals(unexplained.traceHash(), replay.traceHash());
+        assertTrue(replay.explanation().contains("wait-for knot"), replay.explanation());
+    }
+
     // Proves PCT with a learned bound stays one at a time (each schedule's bound depends on the runs
     // before it), and with a fixed bound runs on the threads asked for.
     @Test
