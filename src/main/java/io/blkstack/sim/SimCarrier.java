@@ -91,7 +91,9 @@ final class SimCarrier implements Executor, AutoCloseable {
     /** The first carrier starts with the first thread mounted. */
     private synchronized void startFirst() {
         if (first == null && !closed) {
-            first = startCarrier(name + "/carrier");
+            Thread t = newCarrier(name + "/carrier");
+            first = t; // published before it starts, so that an execute that finds it idle unparks it
+            t.start();
         }
     }
 
@@ -101,7 +103,9 @@ final class SimCarrier implements Executor, AutoCloseable {
      */
     synchronized void rescue() {
         if (builder != null && first != null && rescuer == null && !closed) {
-            rescuer = startCarrier(name + "/rescue-carrier");
+            Thread t = newCarrier(name + "/rescue-carrier");
+            rescuer = t;
+            t.start();
         }
     }
 
@@ -119,8 +123,8 @@ final class SimCarrier implements Executor, AutoCloseable {
         }
     }
 
-    private Thread startCarrier(String threadName) {
-        return Thread.ofPlatform().name(threadName).daemon(true).start(this::carry);
+    private Thread newCarrier(String threadName) {
+        return Thread.ofPlatform().name(threadName).daemon(true).unstarted(this::carry);
     }
 
     /**

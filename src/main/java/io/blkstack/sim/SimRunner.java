@@ -116,6 +116,8 @@ public final class SimRunner {
      * {@code explain} says so for its outcome: a long campaign keeps only the first findings of
      * each kind, and explaining the others was about a seventh of a legacy campaign's time. The
      * explanation only reads the stopped run, so the trace, and a replay, are the same either way.
+     * Every kept finding is explained; whether a later one is depends on how far the campaign's
+     * caller had got (with several jobs), so only the kept ones are to be read.
      */
     private SimResult runOnce(long seed, Consumer<Kernel> workload, Predicate<Outcome> explain) {
         if (Task.currentOrNull() != null) {
@@ -270,24 +272,24 @@ public final class SimRunner {
         AtomicBoolean stop = new AtomicBoolean();
         ThreadFactory factory = Thread.ofPlatform().name("sim-campaign-", 0).daemon(true).factory();
         try (ExecutorService pool = Executors.newFixedThreadPool(jobs, factory)) {
-            for (int j = 0; j < jobs; j++) {
-                pool.execute(() -> {
-                    while (true) {
-                        ahead.acquireUninterruptibly();
-                        int index = next.getAndIncrement();
-                        if (stop.get() || index >= schedules) {
-                            return;
-                        }
-                        CompletableFuture<Scheduled> slot = slots.get(index % ring);
-                        try {
-                            slot.complete(schedule(masterSeed, index, checkDeterminism, workload, tally));
-                        } catch (RuntimeException | Error e) {
-                            slot.completeExceptionally(e);
-                        }
-                    }
-                });
-            }
             try {
+                for (int j = 0; j < jobs; j++) {
+                    pool.execute(() -> {
+                        while (true) {
+                            ahead.acquireUninterruptibly();
+                            int index = next.getAndIncrement();
+                            if (stop.get() || index >= schedules) {
+                                return;
+                            }
+                            CompletableFuture<Scheduled> slot = slots.get(index % ring);
+                            try {
+                                slot.complete(schedule(masterSeed, index, checkDeterminism, workload, tally));
+                            } catch (Throwable t) {
+                                slot.completeExceptionally(t); // whatever it was, the caller waiting on the slot gets it
+                            }
+                        }
+                    });
+                }
                 for (int index = 0; index < schedules; index++) {
                     Scheduled s = take(slots.get(index % ring));
                     slots.set(index % ring, new CompletableFuture<>());
@@ -307,7 +309,7 @@ public final class SimRunner {
     /** Schedules a worker may run ahead of the caller, per worker. */
     private static final int RING_PER_JOB = 4;
 
-    /** A slot's result, its worker's failure rethrown as is. */
+    /** A slot's result, its worker's failure rethrown as is (wrapped if it was a checked exception). */
     private static Scheduled take(CompletableFuture<Scheduled> slot) {
         try {
             return slot.join();
@@ -318,7 +320,7 @@ public final class SimRunner {
             if (e.getCause() instanceof Error err) {
                 throw err;
             }
-            throw e;
+            throw new IllegalStateException("a campaign schedule failed: " + e.getCause(), e.getCause());
         }
     }
 

@@ -61,6 +61,9 @@ public final class SimScheduler implements Scheduler {
     /** Data mismatch reports kept per run. */
     static final int DATA_MISMATCHES_MAX = 8;
 
+    /** How many uncontrolled-blocking bounds the watchdog waits for the controller after silencing a task. */
+    private static final int SILENCED_END_BOUNDS = 4;
+
     /** How long teardown waits for one task thread to unwind. */
     private static final long JOIN_MILLIS = 2_000;
 
@@ -602,8 +605,16 @@ public final class SimScheduler implements Scheduler {
     private void watch() {
         long bound = config.uncontrolledBlockingNanos();
         long waitNanos = bound;
+        long silencedAt = 0;
         try {
             while (!controller.join(java.time.Duration.ofNanos(waitNanos))) {
+                if (silenced && silencedAt == 0) {
+                    silencedAt = System.nanoTime();
+                } else if (silenced && System.nanoTime() - silencedAt > SILENCED_END_BOUNDS * bound) {
+                    killed = true;
+                    throw new IllegalStateException("the simulation's controller did not end " + SILENCED_END_BOUNDS
+                            + " real-time bounds after task " + running + " went silent");
+                }
                 long last = lastPointNanos;
                 long silent = System.nanoTime() - last;
                 waitNanos = Math.max(bound - silent, bound / 16);
@@ -900,7 +911,21 @@ public final class SimScheduler implements Scheduler {
                 leakedThreads++;
             }
         }
-        carrier.close();
+        if (!anyThreadAlive()) {
+            carrier.close(); // else the threads still alive keep their carrier, to end when they can
+        }
+    }
+
+    private boolean anyThreadAlive() {
+        if (controller != null && controller.isAlive()) {
+            return true;
+        }
+        for (SimTask st : all) {
+            if (st.thread.isAlive()) {
+                return true;
+            }
+        }
+        return false;
     }
 
     /** Waits for the controller thread to end (it has, unless {@link #run} failed half-way). */

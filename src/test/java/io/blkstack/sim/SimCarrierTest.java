@@ -3,15 +3,19 @@ package io.blkstack.sim;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.TaskKind;
+import java.io.UncheckedIOException;
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.function.Consumer;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
 
 /**
  * A run's own carrier ({@link SimCarrier}) and campaigns of several schedules at once: both only
@@ -112,6 +116,18 @@ class SimCarrierTest {
         assertEquals(Outcome.DEADLOCK, replay.outcome());
         assertEquals(unexplained.traceHash(), replay.traceHash());
         assertTrue(replay.explanation().contains("wait-for knot"), replay.explanation());
+    }
+
+    // Proves a schedule that fails outside the run (here its trace file cannot be written) ends a
+    // campaign on several threads with that failure, instead of leaving the caller waiting for the
+    // schedule's result or the other workers waiting for room.
+    @Test
+    @Timeout(60)
+    void aFailingScheduleEndsAParallelCampaignWithItsError(@TempDir Path dir) {
+        SimConfig config = SimConfig.builder().traceFile(dir.resolve("no-such-dir").resolve("trace.json")).build();
+        UncheckedIOException e = assertThrows(UncheckedIOException.class,
+                () -> new SimRunner(config, 3).campaign(3, 50, false, false, CheckerTest.lockPair(true)));
+        assertTrue(e.getMessage().contains("cannot write trace"), e.getMessage());
     }
 
     // Proves PCT with a learned bound stays one at a time (each schedule's bound depends on the runs
