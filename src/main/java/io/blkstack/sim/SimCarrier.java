@@ -109,16 +109,37 @@ final class SimCarrier implements Executor, AutoCloseable {
         }
     }
 
-    /** Ends the carrier threads once they have run what is queued before this. */
+    /** How long {@link #close} waits for each carrier thread to end. */
+    private static final java.time.Duration CLOSE_WAIT = java.time.Duration.ofSeconds(2);
+
+    /**
+     * Ends the carrier threads once they have run what is queued before this, and waits (at most
+     * {@link #CLOSE_WAIT} each) until they have, so that a closed run leaves no thread behind.
+     */
     @Override
-    public synchronized void close() {
-        if (closed || builder == null) {
-            return;
+    public void close() {
+        Thread[] carriers;
+        synchronized (this) {
+            if (closed || builder == null) {
+                return;
+            }
+            closed = true;
+            carriers = new Thread[] {first, rescuer};
+            for (Thread t : carriers) {
+                if (t != null) {
+                    execute(STOP);
+                }
+            }
         }
-        closed = true;
-        for (Thread t : new Thread[] {first, rescuer}) {
-            if (t != null) {
-                execute(STOP);
+        for (Thread t : carriers) {
+            if (t == null || t == Thread.currentThread()) {
+                continue;
+            }
+            try {
+                t.join(CLOSE_WAIT);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                return;
             }
         }
     }
