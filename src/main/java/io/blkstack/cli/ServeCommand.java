@@ -191,15 +191,17 @@ final class ServeCommand implements Callable<Integer> {
                     + " leaves the device running (default: ${DEFAULT-VALUE}; a request may give its own).")
     long suspendTimeoutNanos;
 
-    // Off by default, although large measured faster: the hold ends when sendfile returns, but
-    // TCP still references the file's pages until the peer has them, so a thin block reused in
-    // that window could send another volume's data (issue 16). Measured with bench/nbd-peers.sh on a quiet 2-core machine (2026-12-07,
+    // Off by default, although large measured faster: the hold ends when sendfile returns, but the
+    // client takes the bytes later (TCP's retransmissions, a local client's receive queue), so a
+    // table reload that gives a range to another export could let an unread reply show that
+    // export's writes (thin and snapshot never pass references for the same reason; see
+    // docs/architecture.md). Measured with bench/nbd-peers.sh on a quiet 2-core machine (2026-12-07,
     // 5 s rounds, each side on its own copy of the file), large against off gave 1 MiB sequential
     // read 1.90 and 1.74 (two runs), 1 MiB reads over four connections 1.33, 4 KiB random read 1.07
     // (small READs take pages under large); on (every READ) lost 4 KiB random read (0.70).
     @Option(names = "--read-references", paramLabel = "on|large|off", defaultValue = "off",
             description = "Send READs over plain TCP from the files with sendfile when the stack only remaps onto"
-                    + " buffered files (linear, striped, mirror, log-writes, thin, snapshot): every READ (on),"
+                    + " buffered files (linear, striped, mirror, log-writes, snapshot-origin): every READ (on),"
                     + " READs of 64 KiB or more (large), or none (off: always read into memory pages first)"
                     + " (default: ${DEFAULT-VALUE}; the policy switch read-references).")
     String readReferences;
