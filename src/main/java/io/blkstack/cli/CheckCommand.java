@@ -233,8 +233,7 @@ final class CheckCommand implements Callable<Integer> {
         if (!"sim".equals(engine)) {
             return callThreads(workload, config, out);
         }
-        int defaultJobs = Math.min(Runtime.getRuntime().availableProcessors(), SimRunner.JOBS_MAX);
-        SimRunner runner = new SimRunner(config, jobs != null ? jobs : defaultJobs);
+        SimRunner runner = new SimRunner(config, jobs != null ? jobs : SimRunner.defaultJobs());
         out.println("blkstack check: " + stackLabel() + ", workload " + workloadLabel() + ("nbd".equals(via) ? " via nbd" : "")
                 + ", strategy " + config.strategy()
                 + ", memory " + config.memoryBytes() + " bytes, faults " + faultsLabel(config) + ", policies "

@@ -148,7 +148,7 @@ final class ScenarioCommand implements Callable<Integer> {
 
         /** Schedules a campaign runs at once: --jobs, or one per processor. */
         private int jobs() {
-            return jobs != null ? jobs : Math.min(Runtime.getRuntime().availableProcessors(), SimRunner.JOBS_MAX);
+            return jobs != null ? jobs : SimRunner.defaultJobs();
         }
 
         /**

@@ -37,6 +37,9 @@ final class SimCarrier implements Executor, AutoCloseable {
     /** The builder constructor that takes a scheduler, or null where java.lang is not open to us. */
     private static final MethodHandle SCHEDULED_BUILDER = scheduledBuilder();
 
+    /** How long {@link #close} waits for each carrier thread to end. */
+    private static final java.time.Duration CLOSE_WAIT = java.time.Duration.ofSeconds(2);
+
     /** Tells a carrier thread to end; queued once per carrier at close. */
     private static final Runnable STOP = () -> { };
 
@@ -109,9 +112,6 @@ final class SimCarrier implements Executor, AutoCloseable {
         }
     }
 
-    /** How long {@link #close} waits for each carrier thread to end. */
-    private static final java.time.Duration CLOSE_WAIT = java.time.Duration.ofSeconds(2);
-
     /**
      * Ends the carrier threads once they have run what is queued before this, and waits (at most
      * {@link #CLOSE_WAIT} each) until they have, so that a closed run leaves no thread behind.
@@ -155,17 +155,13 @@ final class SimCarrier implements Executor, AutoCloseable {
      */
     private void carry() {
         while (true) {
-            Runnable r = queue.poll();
-            if (r == null) {
+            Runnable r;
+            while ((r = queue.poll()) == null) {
                 idle.incrementAndGet();
-                r = queue.poll();
-                if (r == null) {
+                if (queue.isEmpty()) { // looked at after saying so: an execute since then unparks us
                     LockSupport.park(this);
                 }
                 idle.decrementAndGet();
-                if (r == null) {
-                    continue;
-                }
             }
             if (r == STOP) {
                 return;

@@ -231,6 +231,11 @@ public final class SimRunner {
         return tally.result(masterSeed, System.nanoTime() - start);
     }
 
+    /** The schedules a campaign runs at once unless told: one per processor. */
+    public static int defaultJobs() {
+        return Math.min(Runtime.getRuntime().availableProcessors(), JOBS_MAX);
+    }
+
     /** How many schedules this runner's campaigns run at once (see {@link #campaign}). */
     public int parallelJobs() {
         return config.strategy().isPct() && config.pctStepBound() == 0 ? 1 : jobs;
@@ -327,8 +332,7 @@ public final class SimRunner {
     /** A campaign's running totals, fed in schedule order. */
     private static final class Tally {
         private final List<SimResult> findings = new ArrayList<>();
-        private final Map<Outcome, Integer> outcomes = new EnumMap<>(Outcome.class);
-        /** Per outcome, how many schedules taken so far ended that way: read by the workers. */
+        /** Per outcome, how many schedules taken so far ended that way (the workers read it too). */
         private final AtomicIntegerArray counted = new AtomicIntegerArray(Outcome.values().length);
         private final Map<String, Long> fires = new TreeMap<>();
         private final Map<String, Long> counters = new TreeMap<>();
@@ -346,11 +350,10 @@ public final class SimRunner {
             }
             steps += r.steps();
             decisions += r.decisions();
-            outcomes.merge(r.outcome(), 1, Integer::sum);
-            counted.incrementAndGet(r.outcome().ordinal());
+            int ofItsKind = counted.incrementAndGet(r.outcome().ordinal());
             r.faultFires().forEach((k, v) -> fires.merge(k, v, Long::sum));
             r.counters().forEach((k, v) -> counters.merge(k, v, Long::sum));
-            if (r.isFinding() && outcomes.get(r.outcome()) <= FINDINGS_KEPT_PER_KIND) {
+            if (r.isFinding() && ofItsKind <= FINDINGS_KEPT_PER_KIND) {
                 findings.add(r);
             }
             return r.isFinding();
@@ -366,6 +369,12 @@ public final class SimRunner {
         }
 
         CampaignResult result(long masterSeed, long elapsedNanos) {
+            Map<Outcome, Integer> outcomes = new EnumMap<>(Outcome.class);
+            for (Outcome o : Outcome.values()) {
+                if (counted.get(o.ordinal()) > 0) {
+                    outcomes.put(o, counted.get(o.ordinal()));
+                }
+            }
             return new CampaignResult(masterSeed, runs, List.copyOf(findings), outcomes, steps, decisions,
                     elapsedNanos, fires, counters, List.copyOf(nondeterministic));
         }

@@ -608,9 +608,7 @@ public final class SimScheduler implements Scheduler {
         long silencedAt = 0;
         try {
             while (!controller.join(java.time.Duration.ofNanos(waitNanos))) {
-                if (silenced && silencedAt == 0) {
-                    silencedAt = System.nanoTime();
-                } else if (silenced && System.nanoTime() - silencedAt > SILENCED_END_BOUNDS * bound) {
+                if (silenced && System.nanoTime() - silencedAt > SILENCED_END_BOUNDS * bound) {
                     killed = true;
                     throw new IllegalStateException("the simulation's controller did not end " + SILENCED_END_BOUNDS
                             + " real-time bounds after task " + running + " went silent");
@@ -620,6 +618,7 @@ public final class SimScheduler implements Scheduler {
                 waitNanos = Math.max(bound - silent, bound / 16);
                 if (!silenced && running != null && silent >= bound && last == lastPointNanos) {
                     silenced = true;
+                    silencedAt = System.nanoTime();
                     carrier.rescue(); // the silent task may be holding the run's only carrier
                     LockSupport.unpark(controller);
                     waitNanos = bound;
