@@ -320,39 +320,36 @@ class ServeCommandTest {
 
     @Test
     void connectionFlagsAreCheckedBeforeAnythingStarts() {
-        CommandRun zero = run("serve", "--max-connections", "0", "--listen", "127.0.0.1:0");
-        assertEquals(ExitCodes.USAGE, zero.exitCode());
-        assertTrue(zero.err().contains("--max-connections: 0 is not in 1..65536"), zero.err());
-        CommandRun bare = run("serve", "--handshake-timeout", "10", "--listen", "127.0.0.1:0");
-        assertEquals(ExitCodes.USAGE, bare.exitCode());
-        assertTrue(bare.err().contains("'10' is not a duration"), bare.err());
-        CommandRun idle = run("serve", "--idle-timeout", "never", "--listen", "127.0.0.1:0");
-        assertEquals(ExitCodes.USAGE, idle.exitCode());
-        assertTrue(idle.err().contains("'never' is not a duration"), idle.err());
+        usageError("--max-connections: 0 is not in 1..65536", "--max-connections", "0", "--listen", "127.0.0.1:0");
+        usageError("'10' is not a duration", "--handshake-timeout", "10", "--listen", "127.0.0.1:0");
+        CommandRun idle = usageError("'never' is not a duration", "--idle-timeout", "never", "--listen", "127.0.0.1:0");
         assertTrue(idle.err().contains("or off"), idle.err());
-        CommandRun reply = run("serve", "--reply-timeout", "0s", "--listen", "127.0.0.1:0");
-        assertEquals(ExitCodes.USAGE, reply.exitCode());
-        assertTrue(reply.err().contains("'0s' is not a positive duration, or off"), reply.err());
+        usageError("'0s' is not a positive duration, or off", "--reply-timeout", "0s", "--listen", "127.0.0.1:0");
     }
 
     @Test
     void dataPathSwitchesNameTheirChoices() {
-        CommandRun refs = run("serve", "--read-references", "sometimes", "--listen", "127.0.0.1:0");
-        assertEquals(ExitCodes.USAGE, refs.exitCode());
-        assertTrue(refs.err().contains("--read-references must be on, large or off, not 'sometimes'"), refs.err());
-        CommandRun direct = run("serve", "--direct-issue", "always", "--listen", "127.0.0.1:0");
-        assertEquals(ExitCodes.USAGE, direct.exitCode());
-        assertTrue(direct.err().contains("--direct-issue must be on, reads, writes or off, not 'always'"), direct.err());
+        usageError("--read-references must be on, large or off, not 'sometimes'", "--read-references", "sometimes",
+                "--listen", "127.0.0.1:0");
+        usageError("--direct-issue must be on, reads, writes or off, not 'always'", "--direct-issue", "always",
+                "--listen", "127.0.0.1:0");
+    }
+
+    /** Runs {@code serve ARGS}, which must exit as a usage error whose message contains {@code expected}. */
+    private static CommandRun usageError(String expected, String... args) {
+        String[] command = new String[args.length + 1];
+        command[0] = "serve";
+        System.arraycopy(args, 0, command, 1, args.length);
+        CommandRun r = run(command);
+        assertEquals(ExitCodes.USAGE, r.exitCode(), r.err());
+        assertTrue(r.err().contains(expected), r.err());
+        return r;
     }
 
     @Test
     void badListenIsAUsageError() {
-        CommandRun r = run("serve", "--listen", "127.0.0.1");
-        assertEquals(ExitCodes.USAGE, r.exitCode());
-        assertTrue(r.err().contains("'127.0.0.1'"), r.err());
-        CommandRun port = run("serve", "--listen", "127.0.0.1:70000");
-        assertEquals(ExitCodes.USAGE, port.exitCode());
-        assertTrue(port.err().contains("70000"), port.err());
+        usageError("'127.0.0.1'", "--listen", "127.0.0.1");
+        usageError("70000", "--listen", "127.0.0.1:70000");
     }
 
     @Test
