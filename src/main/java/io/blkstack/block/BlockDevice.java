@@ -55,7 +55,7 @@ public abstract class BlockDevice implements Component {
         this.limits = limits;
         this.splitSet = new BioSet(kernel, name + "-split", SPLIT_POOL_SIZE, 0, null, false);
         this.trackedRequests = new TrackedRequests(name);
-        this.stats = new DeviceStats(name);
+        this.stats = new DeviceStats(name, kernel.latencyHistograms());
         kernel.register(this);
     }
 

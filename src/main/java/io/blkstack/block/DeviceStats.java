@@ -63,12 +63,19 @@ public final class DeviceStats {
     private final LongAdder[] latencyNanosSum = adders(CLASSES.size());
     private final ConcurrentHistogram[] latency = new ConcurrentHistogram[CLASSES.size()];
 
-    /** Statistics of the device {@code name}, all at zero. */
-    public DeviceStats(String name) {
+    /**
+     * Statistics of the device {@code name}, all at zero; without {@code latencyHistograms} a
+     * snapshot's histograms stay empty (the latency sums are still kept).
+     */
+    public DeviceStats(String name, boolean latencyHistograms) {
         this.name = name;
-        for (int i = 0; i < latency.length; i++) {
-            latency[i] = new ConcurrentHistogram(LATENCY_NANOS_LOWEST, LATENCY_NANOS_HIGHEST, LATENCY_DIGITS);
+        for (int i = 0; latencyHistograms && i < latency.length; i++) {
+            latency[i] = newHistogram();
         }
+    }
+
+    private static ConcurrentHistogram newHistogram() {
+        return new ConcurrentHistogram(LATENCY_NANOS_LOWEST, LATENCY_NANOS_HIGHEST, LATENCY_DIGITS);
     }
 
     private static LongAdder[] adders(int n) {
@@ -105,7 +112,9 @@ public final class DeviceStats {
         int c = LatencyClass.of(op).ordinal();
         long nanos = Math.min(Math.max(latencyNanos, 0), LATENCY_NANOS_HIGHEST);
         latencyNanosSum[c].add(nanos);
-        latency[c].recordValue(nanos);
+        if (latency[c] != null) {
+            latency[c].recordValue(nanos);
+        }
         completed.increment();
     }
 
@@ -123,7 +132,8 @@ public final class DeviceStats {
         }
         List<Latency> latencies = new ArrayList<>(CLASSES.size());
         for (LatencyClass c : CLASSES) {
-            latencies.add(new Latency(c, latency[c.ordinal()].copy(), latencyNanosSum[c.ordinal()].sum()));
+            ConcurrentHistogram h = latency[c.ordinal()];
+            latencies.add(new Latency(c, h != null ? h.copy() : newHistogram(), latencyNanosSum[c.ordinal()].sum()));
         }
         // Completed is read before started, so a bio that completes in between cannot make it negative.
         long done = completed.sum();

@@ -26,6 +26,7 @@ public final class Kernel implements AutoCloseable {
     private final Reserves reserves;
     private final Faults faults;
     private final Tracer tracer;
+    private final boolean latencyHistograms;
     private final Counters counters = new Counters();
     private final AtomicLong taskIds = new AtomicLong();
     private final List<Component> components = new CopyOnWriteArrayList<>();
@@ -44,6 +45,7 @@ public final class Kernel implements AutoCloseable {
         this.reserves = b.reserves;
         this.faults = b.faults;
         this.tracer = b.tracer;
+        this.latencyHistograms = b.latencyHistograms;
         scheduler.bind(this);
         this.pages = new PageAllocator(this, b.memoryBytes, b.mappedArena);
         this.watchdog = b.watchdogThresholdNanos > 0
@@ -76,6 +78,11 @@ public final class Kernel implements AutoCloseable {
 
     public Policies policies() {
         return policies;
+    }
+
+    /** Whether devices keep latency histograms ({@link io.blkstack.block.DeviceStats}). */
+    public boolean latencyHistograms() {
+        return latencyHistograms;
     }
 
     /** The reserve sizes components take (YAML {@code reserves:}). */
@@ -279,6 +286,7 @@ public final class Kernel implements AutoCloseable {
         private Consumer<HungTaskWatchdog.Report> watchdogListener = r -> System.err.print(r.describe());
         private java.util.function.Function<Task, String> watchdogExplainer;
         private boolean start = true;
+        private boolean latencyHistograms = true;
 
         public Builder name(String value) {
             this.name = value;
@@ -320,6 +328,15 @@ public final class Kernel implements AutoCloseable {
 
         public Builder faults(Faults value) {
             this.faults = value;
+            return this;
+        }
+
+        /**
+         * Whether devices keep latency histograms (the default). The checker's kernels do not: a
+         * run reads no statistics, and three histograms per device were a tenth of a short run's set-up.
+         */
+        public Builder latencyHistograms(boolean value) {
+            this.latencyHistograms = value;
             return this;
         }
 

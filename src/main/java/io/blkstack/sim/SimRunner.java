@@ -131,7 +131,8 @@ public final class SimRunner {
             SimFaults faults = new SimFaults(config.faults(), random, trace, config.faultsAtSetup());
             SimScheduler scheduler = new SimScheduler(config, random, strategy, trace);
             Kernel kernel = Kernel.builder().name("sim").memory(config.memoryBytes()).policies(config.policies())
-                    .reserves(config.reserves()).faults(faults).tracer(trace).scheduler(scheduler).startTasks(false).build();
+                    .reserves(config.reserves()).faults(faults).tracer(trace).scheduler(scheduler).startTasks(false)
+                    .latencyHistograms(false).build();
             scheduler.spawn("main", TaskKind.USER, () -> runMain(kernel, workload));
             SimScheduler.Finding finding = null;
             String explanation = "";

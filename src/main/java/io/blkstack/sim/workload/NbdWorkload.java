@@ -181,10 +181,10 @@ public final class NbdWorkload implements Consumer<Kernel> {
             long offset = r[0];
             int size = (int) r[1];
             long stamp = random.nextLong();
-            slice.takePattern(stamp, offset, size);
-            data.clear().put(slice.expected, (int) offset, size);
+            slice.stamp(stamp, offset, size);
+            slice.fill(data.clear().limit(size), 0, offset, size);
             sendHeader(NbdProtocol.CMD_WRITE, slice.start + offset, size);
-            client.send(data.flip());
+            client.send(data);
             slice.setKnown(offset, size, receiveReply() == 0);
             if (window != null) {
                 window.record(stamp, offset, size);
@@ -203,23 +203,19 @@ public final class NbdWorkload implements Consumer<Kernel> {
             }
             data.clear().limit(size);
             client.receive(data);
-            for (int pos = 0; pos < size; pos++) {
+            for (int pos = 0; pos < size; pos += Bio.SECTOR_SIZE) {
                 int at = (int) (offset + pos);
                 if (!slice.known[at / Bio.SECTOR_SIZE]) {
                     continue;
                 }
-                byte actual = data.get(pos);
-                if (actual != slice.expected[at] && window != null && Workload.lossHappened(kernel)) {
-                    int first = at / Bio.SECTOR_SIZE * Bio.SECTOR_SIZE;
-                    data.get(first - (int) offset, sector);
-                    if (window.accepts(sector, first)) {
-                        kernel.counters().get("workload.unflushed-lost-reads").incrementAndGet();
-                        pos = first - (int) offset + Bio.SECTOR_SIZE - 1; // the rest of this sector is accepted too
-                        continue;
-                    }
+                data.get(pos, sector);
+                int differs = slice.mismatch(sector, at);
+                if (differs >= 0 && window != null && Workload.lossHappened(kernel) && window.accepts(sector, at)) {
+                    kernel.counters().get("workload.unflushed-lost-reads").incrementAndGet();
+                    continue;
                 }
-                if (actual != slice.expected[at]) {
-                    mismatch(op, slice.start + at, slice.expected[at], actual, size);
+                if (differs >= 0) {
+                    mismatch(op, slice.start + at + differs, slice.expectedByte(at + differs), sector[differs], size);
                     return false;
                 }
             }

@@ -24,12 +24,12 @@ import java.util.Arrays;
 final class UnflushedWindow {
 
     private final SliceModel slice;
-    /** What the slice read as at the task's last good flush, where {@link #stableKnown}. */
-    private final byte[] stable;
+    /** What the slice read as at the task's last good flush (its stamps), where {@link #stableKnown}. */
+    private final long[] stable;
     private final boolean[] stableKnown;
     /** Per sector: written, zeroed or discarded since the window began. */
     private final boolean[] changed;
-    /** The writes of the window: stamp (0 for write-zeroes), slice offset, size. */
+    /** The writes of the window: stamp ({@link SliceModel#ZEROS} for write-zeroes), slice offset, size. */
     private final long[] stamps;
     private final long[] offsets;
     private final int[] sizes;
@@ -38,7 +38,7 @@ final class UnflushedWindow {
 
     UnflushedWindow(SliceModel slice, int operationsMax) {
         this.slice = slice;
-        this.stable = new byte[slice.expected.length];
+        this.stable = new long[slice.stamps.length];
         this.stableKnown = new boolean[slice.known.length];
         this.changed = new boolean[slice.known.length];
         this.stamps = new long[operationsMax];
@@ -46,7 +46,7 @@ final class UnflushedWindow {
         this.sizes = new int[operationsMax];
     }
 
-    /** A write (or, with {@code stamp} 0, a write-zeroes or discard) over the range, whatever its status. */
+    /** A write (or, with {@code stamp} {@link SliceModel#ZEROS}, a write-zeroes or discard) over the range, whatever its status. */
     void record(long stamp, long offset, int size) {
         if (count == stamps.length) {
             throw new IllegalStateException("unflushed window of " + stamps.length + " operations is full");
@@ -70,28 +70,18 @@ final class UnflushedWindow {
         if (!changed[index]) {
             return false;
         }
-        if (!stableKnown[index] || Arrays.equals(sector, 0, sector.length, stable, at, at + sector.length)) {
+        if (!stableKnown[index] || slice.mismatch(sector, stable[index], at) < 0) {
             return true;
         }
         for (int i = 0; i < count; i++) {
             if (at < offsets[i] || at >= offsets[i] + sizes[i]) {
                 continue;
             }
-            boolean match = stamps[i] == 0 ? isZero(sector) : slice.sectorIsPattern(sector, stamps[i], at);
-            if (match) {
+            if (slice.mismatch(sector, stamps[i], at) < 0) {
                 return true;
             }
         }
         return false;
-    }
-
-    private static boolean isZero(byte[] bytes) {
-        for (byte b : bytes) {
-            if (b != 0) {
-                return false;
-            }
-        }
-        return true;
     }
 
     /**
@@ -112,7 +102,7 @@ final class UnflushedWindow {
 
     /** Starts a window from what the model says now (after a flush, or after a crash and restart). */
     void restart(long flushFailures) {
-        System.arraycopy(slice.expected, 0, stable, 0, stable.length);
+        System.arraycopy(slice.stamps, 0, stable, 0, stable.length);
         System.arraycopy(slice.known, 0, stableKnown, 0, stableKnown.length);
         Arrays.fill(changed, false);
         count = 0;

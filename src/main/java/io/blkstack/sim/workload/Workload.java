@@ -407,9 +407,9 @@ public final class Workload implements Consumer<Kernel> {
         private final SplittableRandom random;
         private final SliceModel slice;
         private final long sliceStart;
-        private final byte[] expected;
         private final boolean[] known;
-        private final byte[] durable;
+        /** The stamps of {@link SliceModel#stamps} that a crash keeps, where {@link #durableKnown}; null without crashes. */
+        private final long[] durable;
         private final boolean[] durableKnown;
         private final int[] shares;
         /** Writes since the last good flush, when the stack may lose unflushed writes; else null. */
@@ -431,10 +431,9 @@ public final class Workload implements Consumer<Kernel> {
             this.random = new SplittableRandom(seed);
             this.slice = new SliceModel(spec, index, random);
             this.sliceStart = slice.start;
-            this.expected = slice.expected;
             this.known = slice.known;
             boolean crashes = spec.events().crashes() > 0;
-            this.durable = crashes ? new byte[expected.length] : null;
+            this.durable = crashes ? new long[slice.stamps.length] : null;
             this.durableKnown = crashes ? new boolean[known.length] : null;
             this.window = driven.mayLoseUnflushed() ? new UnflushedWindow(slice, spec.opsPerTask()) : null;
             this.shares = new int[] {spec.writePercent(), spec.readPercent(), spec.flushPercent(), spec.fuaPercent(),
@@ -504,9 +503,9 @@ public final class Workload implements Consumer<Kernel> {
             int size = (int) r[1];
             long stamp = random.nextLong();
             // The model takes the pattern now; "known" (set after the completion) decides whether it counts.
-            slice.takePattern(stamp, offset, size);
+            slice.stamp(stamp, offset, size);
             for (int pos = 0; pos < size; pos += Page.SIZE) {
-                pages.get(pos / Page.SIZE).buffer().put(0, expected, (int) (offset + pos), Math.min(Page.SIZE, size - pos));
+                slice.fill(pages.get(pos / Page.SIZE).buffer(), 0, offset + pos, Math.min(Page.SIZE, size - pos));
             }
             Bio bio = dataBio(BioOp.WRITE, fua ? BioFlags.FUA : 0, offset, size);
             BioStatus status = Submit.submitAndWaitStatus(bio);
@@ -523,7 +522,7 @@ public final class Workload implements Consumer<Kernel> {
             if (durable != null) {
                 boolean nowDurable = ok && fua;
                 if (nowDurable) {
-                    System.arraycopy(expected, (int) offset, durable, (int) offset, size);
+                    System.arraycopy(slice.stamps, first, durable, first, size / Bio.SECTOR_SIZE);
                 }
                 Arrays.fill(durableKnown, first, first + size / Bio.SECTOR_SIZE, nowDurable);
             }
@@ -545,11 +544,11 @@ public final class Workload implements Consumer<Kernel> {
             int first = (int) (offset / Bio.SECTOR_SIZE);
             int sectors = size / Bio.SECTOR_SIZE;
             if (zeros) {
-                Arrays.fill(expected, (int) offset, (int) offset + size, (byte) 0);
+                slice.stamp(SliceModel.ZEROS, offset, size);
             }
             Arrays.fill(known, first, first + sectors, zeros);
             if (window != null) {
-                window.record(0, offset, size);
+                window.record(SliceModel.ZEROS, offset, size);
             }
             if (durableKnown != null) {
                 Arrays.fill(durableKnown, first, first + sectors, false);
@@ -583,7 +582,7 @@ public final class Workload implements Consumer<Kernel> {
                 }
                 pages.get(pos / Page.SIZE).buffer().get(pos % Page.SIZE, sector, 0, Bio.SECTOR_SIZE);
                 int differs = zero ? firstNonZero(sector)
-                        : Arrays.mismatch(sector, 0, Bio.SECTOR_SIZE, expected, at, at + Bio.SECTOR_SIZE);
+                        : slice.mismatch(sector, at);
                 if (differs >= 0 && !zero && window != null && lossHappened(kernel) && window.accepts(sector, at)) {
                     // Acknowledged, not yet flushed, and a server lost unflushed writes: the next flush
                     // must fail (else the strict reads after it catch the loss).
@@ -591,7 +590,7 @@ public final class Workload implements Consumer<Kernel> {
                     continue;
                 }
                 if (differs >= 0) {
-                    mismatch(op, sliceStart + at + differs, zero ? 0 : expected[at + differs], sector[differs], size,
+                    mismatch(op, sliceStart + at + differs, zero ? 0 : slice.expectedByte(at + differs), sector[differs], size,
                             when);
                     return false;
                 }
@@ -616,7 +615,7 @@ public final class Workload implements Consumer<Kernel> {
             BioStatus status = Submit.submitAndWaitStatus(bio);
             bio.put();
             if (status == BioStatus.OK && durable != null) {
-                System.arraycopy(expected, 0, durable, 0, expected.length);
+                System.arraycopy(slice.stamps, 0, durable, 0, durable.length);
                 System.arraycopy(known, 0, durableKnown, 0, known.length);
             }
             if (window != null) {
@@ -631,7 +630,7 @@ public final class Workload implements Consumer<Kernel> {
         /** After a crash: the device is the restarted one, and what reads return is what was durable. */
         void crashed() {
             dev = driven.devices().get(deviceIndex);
-            System.arraycopy(durable, 0, expected, 0, expected.length);
+            System.arraycopy(durable, 0, slice.stamps, 0, durable.length);
             System.arraycopy(durableKnown, 0, known, 0, known.length);
             if (window != null) {
                 window.restart(kernel.counters().get(FLUSH_FAILURES).get());
@@ -641,8 +640,8 @@ public final class Workload implements Consumer<Kernel> {
         /** Reads the whole slice back after a restart, in pieces of the largest operation. */
         void verifySlice() {
             int piece = spec.sizeMaxBytes();
-            for (long offset = 0; offset < expected.length; offset += piece) {
-                int size = (int) Math.min(piece, expected.length - offset);
+            for (long offset = 0; offset < slice.length; offset += piece) {
+                int size = (int) Math.min(piece, slice.length - offset);
                 if (!readAndCompare(-1, offset, size, "after a crash and restart, ")) {
                     return;
                 }
