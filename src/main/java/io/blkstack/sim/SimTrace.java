@@ -38,6 +38,13 @@ public final class SimTrace implements Tracer, AutoCloseable {
     private final long[] recentNumber = new long[RECENT_MAX];
     /** Scratch for the decimal digits of one number. */
     private final char[] digits = new char[20];
+    /**
+     * The decimal digits of the last event's time, from {@link #nowDigitsAt}: consecutive events
+     * mostly share a virtual time, so {@link #record} spells it once per change, not per event.
+     */
+    private final char[] nowDigits = new char[20];
+    private int nowDigitsAt = nowDigits.length;
+    private long nowSpelled = Long.MIN_VALUE;
     private final BufferedWriter json;
     private LongSupplier clock = () -> 0;
     private long hash = FNV_OFFSET;
@@ -84,7 +91,11 @@ public final class SimTrace implements Tracer, AutoCloseable {
         }
         long now = clock.getAsLong();
         // The hash is FNV-1a over the line "NOW WHO TYPE[ DETAIL]\n", fed piece by piece.
-        long h = hashNumber(hash, now);
+        if (now != nowSpelled) {
+            nowDigitsAt = spell(now, nowDigits);
+            nowSpelled = now;
+        }
+        long h = hashDigits(hash, now < 0, nowDigits, nowDigitsAt);
         h = hashChars(hashChars(hashChars(h, " "), who), " ");
         h = hashChars(h, type);
         if (separator != null || !detail.isEmpty()) {
@@ -120,14 +131,24 @@ public final class SimTrace implements Tracer, AutoCloseable {
 
     /** Folds the decimal form of {@code value} into {@code hash}, as {@code Long.toString} spells it. */
     private long hashNumber(long hash, long value) {
-        int at = digits.length;
+        return hashDigits(hash, value < 0, digits, spell(value, digits));
+    }
+
+    /** Puts the decimal digits of {@code value} (without a sign) at the end of {@code out}; returns where they start. */
+    private static int spell(long value, char[] out) {
+        int at = out.length;
         long rest = value < 0 ? value : -value; // negative, so Long.MIN_VALUE works too
         do {
-            digits[--at] = (char) ('0' - rest % 10);
+            out[--at] = (char) ('0' - rest % 10);
             rest /= 10;
         } while (rest != 0);
+        return at;
+    }
+
+    /** Folds a minus sign if {@code negative}, then the digits of {@code digits} from {@code at}, into {@code hash}. */
+    private static long hashDigits(long hash, boolean negative, char[] digits, int at) {
         long h = hash;
-        if (value < 0) {
+        if (negative) {
             h ^= '-';
             h *= FNV_PRIME;
         }

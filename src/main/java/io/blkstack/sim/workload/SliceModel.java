@@ -132,11 +132,14 @@ final class SliceModel {
         return -1;
     }
 
-    /** The pattern word of a write stamped {@code stamp} at device byte offset {@code deviceOffset}. */
+    /**
+     * The pattern word of a write stamped {@code stamp} at device byte offset {@code deviceOffset}:
+     * a bijective mix of {@code stamp + deviceOffset * golden ratio}, so another offset or another
+     * stamp gives another word.
+     */
     private static long pattern(long stamp, long deviceOffset) {
         long z = stamp + deviceOffset * 0x9E3779B97F4A7C15L;
-        z = (z ^ (z >>> 30)) * 0xBF58476D1CE4E5B9L;
-        z = (z ^ (z >>> 27)) * 0x94D049BB133111EBL;
-        return z ^ (z >>> 31);
+        z = (z ^ (z >>> 32)) * 0xD6E8FEB86659FD93L;
+        return z ^ (z >>> 32);
     }
 }
