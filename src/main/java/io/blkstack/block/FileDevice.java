@@ -192,6 +192,8 @@ public final class FileDevice extends BlockDevice {
     private final LockedFile locked;
     private final PositionalFile file;
     private final FileHoles holes;
+    /** The last run {@link #holes} said is data, so READs inside it ask nothing. */
+    private final KnownDataRun knownData = new KnownDataRun();
     private final Arena errnoArena;
     private final int alignment;
     private final String ioFaultSite;
@@ -690,6 +692,7 @@ public final class FileDevice extends BlockDevice {
         }
         long punched = Math.min(length, fileSize - position);
         if (holes.punch(position, punched, ctx.errno)) {
+            knownData.punched();
             punches.incrementAndGet();
             return;
         }
@@ -724,7 +727,8 @@ public final class FileDevice extends BlockDevice {
      * The run of data (positive) or hole (negative) sectors at {@code sector}, at most
      * {@code maxSectors}, from the file system; past the end of the file is a hole. A partly
      * written sector counts as data. A file system that cannot say makes the run allocated.
-     * Does not block on anything but {@code lseek} and {@code fstat}.
+     * Does not block on anything but {@code lseek} and {@code fstat}, and asks neither inside the
+     * last data run it found ({@link KnownDataRun}).
      */
     @Override
     public long allocatedExtent(long sector, long maxSectors) {
@@ -734,6 +738,11 @@ public final class FileDevice extends BlockDevice {
         }
         long position = sector << Bio.SECTOR_SHIFT;
         long end = (sector + run) << Bio.SECTOR_SHIFT;
+        long known = knownData.endOfDataAt(position);
+        if (known > 0) {
+            return dataRun(position, Math.min(known, end));
+        }
+        long asked = knownData.epoch();
         long fileSize;
         try {
             fileSize = file.size();
@@ -748,13 +757,18 @@ public final class FileDevice extends BlockDevice {
             return run;
         }
         if (hole > position) {
-            long dataEnd = Math.min(hole, end);
-            return (dataEnd - position + Bio.SECTOR_SIZE - 1) >>> Bio.SECTOR_SHIFT;
+            knownData.remember(position, hole, asked);
+            return dataRun(position, Math.min(hole, end));
         }
         long data = holes.nextData(position);
         long holeEnd = data < 0 ? end : Math.min(data, end);
         long sectors = (holeEnd - position) >>> Bio.SECTOR_SHIFT;
         return sectors == 0 ? 1 : -sectors;
+    }
+
+    /** The sectors of a data run from byte {@code position} to {@code dataEnd}; a partly written sector counts. */
+    private static long dataRun(long position, long dataEnd) {
+        return (dataEnd - position + Bio.SECTOR_SIZE - 1) >>> Bio.SECTOR_SHIFT;
     }
 
     // ---- control -------------------------------------------------------------------------------
