@@ -42,10 +42,14 @@ final class ReplyWriter {
     /**
      * Most bytes the writer hands to one write call: the unit in which it notes progress for the
      * reply timeout, so a client must read at least this much (beyond what the socket buffers
-     * hold) per timeout. Small against any sane timeout, large enough that a 1 MiB reply costs
-     * only eight writes.
+     * hold) per timeout. Small against any sane timeout, and as large as the largest reply
+     * payload a client gets without asking for block sizes (1 MiB), so such a reply costs one write
+     * call (or one {@code transferTo}, which the JDK makes as three system calls: a failed
+     * {@code copy_file_range}, {@code fstat}, {@code sendfile}); at 128 KiB it cost eight.
      */
-    static final int WRITE_CHUNK_BYTES = 128 * 1024;
+    static final int WRITE_CHUNK_BYTES = 1024 * 1024;
+    /** The copy buffer's size, for referenced READs on a transport that is not a socket (TLS). */
+    private static final int COPY_BUFFER_BYTES = 128 * 1024;
     /** Bytes of one batched reply header (the larger of simple and structured, with its payload). */
     private static final int BATCHED_HEADER_BYTES = 32;
 
@@ -399,7 +403,7 @@ final class ReplyWriter {
         long pos = position;
         long left = length;
         while (left > 0) {
-            long chunk = Math.min(left, WRITE_CHUNK_BYTES);
+            long chunk = Math.min(left, socket != null ? WRITE_CHUNK_BYTES : COPY_BUFFER_BYTES);
             long sent;
             if (socket != null) {
                 sent = file.transferTo(pos, chunk, socket);
@@ -412,12 +416,13 @@ final class ReplyWriter {
                 if (pos < file.size()) {
                     throw new IOException("sendfile of " + chunk + " bytes at " + pos + " made no progress");
                 }
-                ByteBuffer zeros = copyBuffer().clear().limit((int) chunk);
+                int zeroBytes = (int) Math.min(chunk, COPY_BUFFER_BYTES);
+                ByteBuffer zeros = copyBuffer().clear().limit(zeroBytes);
                 while (zeros.hasRemaining()) {
                     zeros.put((byte) 0);
                 }
                 writeReply(zeros.flip());
-                sent = chunk;
+                sent = zeroBytes;
             }
             pos += sent;
             left -= sent;
@@ -428,7 +433,7 @@ final class ReplyWriter {
     /** The copy buffer for transports without sendfile, allocated on first use. */
     private ByteBuffer copyBuffer() {
         if (copyBuffer == null) {
-            copyBuffer = ByteBuffer.allocateDirect(WRITE_CHUNK_BYTES);
+            copyBuffer = ByteBuffer.allocateDirect(COPY_BUFFER_BYTES);
         }
         return copyBuffer;
     }
@@ -455,9 +460,9 @@ final class ReplyWriter {
     }
 
     /**
-     * Writes every buffer of {@code buffers[0..count)}, at most {@link #WRITE_CHUNK_BYTES} per
-     * write call (a buffer larger than that is cut with its limit), noting progress after each
-     * call for the reply timer.
+     * Writes every buffer of {@code buffers[0..count)}, at most {@link #WRITE_CHUNK_BYTES} (and a
+     * reply header) per write call (a buffer larger than that is cut with its limit), noting
+     * progress after each call for the reply timer.
      */
     private void writeReplies(ByteBuffer[] buffers, int count) throws IOException {
         int idx = 0;
@@ -478,7 +483,8 @@ final class ReplyWriter {
             } else {
                 int end = idx + 1;
                 long bytes = first.remaining();
-                while (end < count && bytes + buffers[end].remaining() <= WRITE_CHUNK_BYTES) {
+                // A reply's header may ride along with a full chunk of payload.
+                while (end < count && bytes + buffers[end].remaining() <= WRITE_CHUNK_BYTES + BATCHED_HEADER_BYTES) {
                     bytes += buffers[end++].remaining();
                 }
                 WireIo.writeFully(transport, buffers, idx, end);
