@@ -173,9 +173,13 @@ final class PoolWorkers {
             freePages(pages, WorkerPool.WORKER_PAGES);
             return false;
         }
+        // Counted before the task starts: it may run items (and a caller see them done) before
+        // spawn returns here.
+        pool.workersCreated.incrementAndGet();
         try {
             worker.task = pool.kernel.spawn(worker.name, TaskKind.WORKER, () -> runWorker(worker));
         } catch (RuntimeException e) {
+            pool.workersCreated.decrementAndGet();
             pool.lock.lock();
             try {
                 removeWorkerLocked(worker);
@@ -185,7 +189,6 @@ final class PoolWorkers {
             freePages(pages, WorkerPool.WORKER_PAGES);
             return false;
         }
-        pool.workersCreated.incrementAndGet();
         return true;
     }
 
