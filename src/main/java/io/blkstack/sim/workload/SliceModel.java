@@ -83,7 +83,7 @@ final class SliceModel {
                 long sectorOffset = offset + done + pos;
                 long stamp = stamps[(int) (sectorOffset / Bio.SECTOR_SIZE)];
                 for (int w = 0; w < Bio.SECTOR_SIZE; w += WORD) {
-                    WORDS.set(scratch, pos + w, stamp == ZEROS ? 0 : pattern(stamp, start + sectorOffset + w));
+                    WORDS.set(scratch, pos + w, word(stamp, sectorOffset + w));
                 }
             }
             out.put(outPos + done, scratch, 0, n);
@@ -91,15 +91,14 @@ final class SliceModel {
         }
     }
 
-    /** The word the model says is at slice offset {@code offset} (a multiple of a word). */
-    private long word(long offset) {
-        long stamp = stamps[(int) (offset / Bio.SECTOR_SIZE)];
+    /** The word that stamp {@code stamp} puts at slice offset {@code offset} (a multiple of a word). */
+    private long word(long stamp, long offset) {
         return stamp == ZEROS ? 0 : pattern(stamp, start + offset);
     }
 
     /** The byte the model says is at slice offset {@code offset}. */
     byte expectedByte(long offset) {
-        long word = word(offset & -WORD);
+        long word = word(stamps[(int) (offset / Bio.SECTOR_SIZE)], offset & -WORD);
         return (byte) (word >>> (8 * (offset & (WORD - 1))));
     }
 
@@ -123,8 +122,7 @@ final class SliceModel {
      */
     int mismatch(byte[] sector, long stamp, long offset) {
         for (int pos = 0; pos < sector.length; pos += WORD) {
-            long want = stamp == ZEROS ? 0 : pattern(stamp, start + offset + pos);
-            long differs = (long) WORDS.get(sector, pos) ^ want;
+            long differs = (long) WORDS.get(sector, pos) ^ word(stamp, offset + pos);
             if (differs != 0) {
                 return pos + Long.numberOfTrailingZeros(differs) / 8;
             }

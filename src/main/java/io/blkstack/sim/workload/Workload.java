@@ -581,8 +581,7 @@ public final class Workload implements Consumer<Kernel> {
                     continue;
                 }
                 pages.get(pos / Page.SIZE).buffer().get(pos % Page.SIZE, sector, 0, Bio.SECTOR_SIZE);
-                int differs = zero ? firstNonZero(sector)
-                        : slice.mismatch(sector, at);
+                int differs = zero ? slice.mismatch(sector, SliceModel.ZEROS, at) : slice.mismatch(sector, at);
                 if (differs >= 0 && !zero && window != null && lossHappened(kernel) && window.accepts(sector, at)) {
                     // Acknowledged, not yet flushed, and a server lost unflushed writes: the next flush
                     // must fail (else the strict reads after it catch the loss).
@@ -596,16 +595,6 @@ public final class Workload implements Consumer<Kernel> {
                 }
             }
             return true;
-        }
-
-        /** The index of the first byte of {@code bytes} that is not zero, or -1. */
-        private static int firstNonZero(byte[] bytes) {
-            for (int i = 0; i < bytes.length; i++) {
-                if (bytes[i] != 0) {
-                    return i;
-                }
-            }
-            return -1;
         }
 
         /** Flushes the device and waits; on success everything this task wrote is durable. */
