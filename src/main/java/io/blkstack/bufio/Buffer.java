@@ -1,6 +1,9 @@
 package io.blkstack.bufio;
 
 import io.blkstack.mem.Page;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.ByteOrder;
 import java.util.zip.Checksum;
 
 /**
@@ -22,6 +25,13 @@ public final class Buffer {
     volatile boolean reading;
     volatile boolean writing;
     volatile boolean ioError;
+    /**
+     * Whether a holder checked the contents (dm-block-manager's validator) since they came from the
+     * device or were zeroed: cleared by the cache whenever the buffer takes a block or is zeroed, set
+     * by {@link #markValidated}, so a checksum is verified once per read from the device, not on
+     * every use of the cached block.
+     */
+    volatile boolean validated;
     long lastAccessNanos;
     /** Which LRU list holds the buffer: 0 none, 1 clean, 2 dirty. */
     int list;
@@ -47,6 +57,50 @@ public final class Buffer {
     public long getLong(int offset) {
         check(offset, 8);
         return pages[offset >>> Page.SHIFT].buffer().getLong(offset & (Page.SIZE - 1));
+    }
+
+    /**
+     * Reads {@code count} longs (big-endian, as {@link #getLong}) from byte {@code offset}, a
+     * multiple of 8, into {@code dst} from index 0: one bulk copy per page instead of a call per long.
+     */
+    public void getLongs(int offset, long[] dst, int count) {
+        check(offset, 8 * count);
+        requireAligned(offset);
+        for (int done = 0; done < count; ) {
+            int at = offset + 8 * done;
+            int inPage = at & (Page.SIZE - 1);
+            int n = Math.min(count - done, (Page.SIZE - inPage) / 8);
+            MemorySegment.copy(MemorySegment.ofBuffer(pages[at >>> Page.SHIFT].buffer()), BIG_ENDIAN_LONG, inPage, dst,
+                    done, n);
+            done += n;
+        }
+    }
+
+    /** Writes {@code count} longs from {@code src} (index 0 on) at byte {@code offset}, a multiple of 8. */
+    public void putLongs(int offset, long[] src, int count) {
+        check(offset, 8 * count);
+        requireAligned(offset);
+        for (int done = 0; done < count; ) {
+            int at = offset + 8 * done;
+            int inPage = at & (Page.SIZE - 1);
+            int n = Math.min(count - done, (Page.SIZE - inPage) / 8);
+            MemorySegment.copy(src, done, MemorySegment.ofBuffer(pages[at >>> Page.SHIFT].buffer()), BIG_ENDIAN_LONG,
+                    inPage, n);
+            done += n;
+        }
+    }
+
+    /** Whether a holder validated the contents since the cache last read or zeroed them. */
+    public boolean isValidated() {
+        return validated;
+    }
+
+    /**
+     * Notes that the contents passed the holder's check (or were just sealed by it): the cache clears
+     * this when the buffer is read from the device again or zeroed.
+     */
+    public void markValidated() {
+        validated = true;
     }
 
     /** Writes a long at byte {@code offset}; the caller marks the buffer dirty. */
@@ -82,8 +136,17 @@ public final class Buffer {
 
     /** Zeroes the buffer. */
     public void zero() {
+        validated = false;
         for (Page p : pages) {
             p.zero(0, Page.SIZE);
+        }
+    }
+
+    private static final ValueLayout.OfLong BIG_ENDIAN_LONG = ValueLayout.JAVA_LONG_UNALIGNED.withOrder(ByteOrder.BIG_ENDIAN);
+
+    private void requireAligned(int offset) {
+        if ((offset & 7) != 0) {
+            throw new IllegalArgumentException("buffer of block " + block + ": longs at " + offset + ", not a multiple of 8");
         }
     }
 

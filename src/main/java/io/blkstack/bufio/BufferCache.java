@@ -719,6 +719,7 @@ public final class BufferCache implements Shrinker, AutoCloseable {
         b.holdCount = holds;
         b.dirty = false;
         b.ioError = false;
+        b.validated = false;
         b.lastAccessNanos = kernel.scheduler().nanoTime();
         map.put(block, b);
         pushHead(b, LIST_CLEAN);

@@ -1,5 +1,6 @@
 package io.blkstack.bufio;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
@@ -247,6 +248,57 @@ class BufferCacheTest {
                 checkImage(DeviceBlocks.read(set, dev, i), i + 5);
             }
             assertTrue(kernel.misuses().isEmpty(), "misuse: " + kernel.misuses());
+        }
+    }
+
+    @Test
+    void bulkLongsCrossPagesAndMatchSingleAccess() {
+        MemoryDevice dev = start(Policies.defaults(), 16L << 20, 0);
+        int block = 2 * BLOCK; // two pages: a run of longs crosses from one into the other
+        try (BufferCache cache = new BufferCache(dev, block, NO_AGING)) {
+            Buffer b = cache.newBuffer(3);
+            long[] written = new long[300];
+            for (int i = 0; i < written.length; i++) {
+                written[i] = 0x0102030405060708L * (i + 1) ^ -i;
+            }
+            int at = BLOCK - 8 * 100; // 100 longs in the first page, 200 in the second
+            b.putLongs(at, written, written.length);
+            for (int i = 0; i < written.length; i++) {
+                assertEquals(written[i], b.getLong(at + 8 * i), "long " + i + " read singly");
+            }
+            b.putLong(at + 8 * 150, 42);
+            long[] read = new long[written.length];
+            b.getLongs(at, read, read.length);
+            written[150] = 42;
+            assertArrayEquals(written, read);
+            assertThrows(IllegalArgumentException.class, () -> b.getLongs(at + 4, read, 2), "not a multiple of 8");
+            assertThrows(IllegalArgumentException.class, () -> b.getLongs(block - 8, read, 2), "past the block");
+            cache.release(b);
+        }
+    }
+
+    @Test
+    void validatedLastsUntilTheBlockIsReadAgainOrZeroed() {
+        MemoryDevice dev = start(Policies.defaults(), 16L << 20, 0);
+        try (BufferCache cache = new BufferCache(dev, BLOCK, NO_AGING)) {
+            fill(cache, 5, 5);
+            cache.writeDirtyBuffersWait();
+            Buffer b = cache.read(5);
+            assertFalse(b.isValidated(), "a new buffer starts unchecked");
+            b.markValidated();
+            cache.release(b);
+            b = cache.read(5);
+            assertTrue(b.isValidated(), "a cached buffer keeps its check");
+            cache.release(b);
+            assertEquals(1, cache.scan(10, Gfp.KERNEL), "the clean buffer is evicted");
+            b = cache.read(5);
+            assertFalse(b.isValidated(), "read from the device again: unchecked");
+            assertEquals(5 * 1_000_003L + 8, b.getLong(8));
+            b.markValidated();
+            cache.release(b);
+            b = cache.newBuffer(5);
+            assertFalse(b.isValidated(), "zeroed: unchecked");
+            cache.release(b);
         }
     }
 }

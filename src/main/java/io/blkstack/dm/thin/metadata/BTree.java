@@ -2,6 +2,7 @@ package io.blkstack.dm.thin.metadata;
 
 import io.blkstack.bufio.Buffer;
 import io.blkstack.bufio.BufferCache;
+import java.util.Arrays;
 import java.util.BitSet;
 import java.util.List;
 import java.util.function.LongConsumer;
@@ -112,19 +113,7 @@ public final class BTree {
 
         /** Index of the exact key in a leaf, or {@code -(insertion point) - 1}. */
         int find(long key) {
-            int lo = 0;
-            int hi = n - 1;
-            while (lo <= hi) {
-                int mid = (lo + hi) >>> 1;
-                if (keys[mid] < key) {
-                    lo = mid + 1;
-                } else if (keys[mid] > key) {
-                    hi = mid - 1;
-                } else {
-                    return mid;
-                }
-            }
-            return -lo - 1;
+            return Arrays.binarySearch(keys, 0, n, key);
         }
 
         /** In an internal node: the largest i with keys[i] <= key, or -1. */
@@ -137,30 +126,40 @@ public final class BTree {
     private Node load(long block) {
         Buffer b = cache.read(block);
         try {
-            if (checksums) {
-                BlockChecksum.verify(b, CHECKSUM_OFFSET, block, "metadata block " + block);
-            }
-            int magic = b.getInt(0);
             Node node = new Node();
-            if (magic != MAGIC_LEAF && magic != MAGIC_INTERNAL) {
-                throw new CorruptMetadataException("metadata block " + block + " is not a btree node (magic 0x"
-                        + Integer.toHexString(magic) + ")");
-            }
-            node.leaf = magic == MAGIC_LEAF;
+            node.leaf = checkHeader(b, block);
             node.n = b.getInt(4);
-            int cap = b.getInt(8);
-            if (cap != capacity || node.n < 0 || node.n > capacity) {
-                throw new CorruptMetadataException("btree node " + block + ": " + node.n + " entries, capacity " + cap
-                        + ", expected capacity " + capacity);
-            }
-            for (int i = 0; i < node.n; i++) {
-                node.keys[i] = b.getLong(HEADER_BYTES + 8 * i);
-                node.vals[i] = b.getLong(HEADER_BYTES + 8 * capacity + 8 * i);
-            }
+            b.getLongs(HEADER_BYTES, node.keys, node.n);
+            b.getLongs(HEADER_BYTES + 8 * capacity, node.vals, node.n);
             return node;
         } finally {
             cache.release(b);
         }
+    }
+
+    /**
+     * Checks a held node's checksum (once per read from the device: {@link Buffer#isValidated}),
+     * magic and shape; returns whether it is a leaf.
+     *
+     * @throws CorruptMetadataException naming the block
+     */
+    private boolean checkHeader(Buffer b, long block) {
+        if (checksums && !b.isValidated()) {
+            BlockChecksum.verify(b, CHECKSUM_OFFSET, block, "metadata block " + block);
+            b.markValidated();
+        }
+        int magic = b.getInt(0);
+        if (magic != MAGIC_LEAF && magic != MAGIC_INTERNAL) {
+            throw new CorruptMetadataException("metadata block " + block + " is not a btree node (magic 0x"
+                    + Integer.toHexString(magic) + ")");
+        }
+        int n = b.getInt(4);
+        int cap = b.getInt(8);
+        if (cap != capacity || n < 0 || n > capacity) {
+            throw new CorruptMetadataException("btree node " + block + ": " + n + " entries, capacity " + cap
+                    + ", expected capacity " + capacity);
+        }
+        return magic == MAGIC_LEAF;
     }
 
     private void store(long block, Node node) {
@@ -172,11 +171,10 @@ public final class BTree {
             b.putInt(0, node.leaf ? MAGIC_LEAF : MAGIC_INTERNAL);
             b.putInt(4, node.n);
             b.putInt(8, capacity);
-            for (int i = 0; i < node.n; i++) {
-                b.putLong(HEADER_BYTES + 8 * i, node.keys[i]);
-                b.putLong(HEADER_BYTES + 8 * capacity + 8 * i, node.vals[i]);
-            }
+            b.putLongs(HEADER_BYTES, node.keys, node.n);
+            b.putLongs(HEADER_BYTES + 8 * capacity, node.vals, node.n);
             BlockChecksum.seal(b, CHECKSUM_OFFSET, block);
+            b.markValidated();
             cache.markDirty(b);
         } finally {
             cache.release(b);
@@ -202,21 +200,47 @@ public final class BTree {
         return root;
     }
 
-    /** Looks {@code key} up; returns its value or {@code missing}. */
+    /**
+     * Looks {@code key} up; returns its value or {@code missing}. Searches each node in its buffer,
+     * reading only the keys a binary search visits.
+     */
     public long lookup(long root, long key, long missing) {
         long block = root;
         while (true) {
-            Node node = load(block);
-            if (node.leaf) {
-                int i = node.find(key);
-                return i >= 0 ? node.vals[i] : missing;
+            Buffer b = cache.read(block);
+            try {
+                boolean leaf = checkHeader(b, block);
+                int i = find(b, b.getInt(4), key);
+                if (leaf) {
+                    return i >= 0 ? b.getLong(HEADER_BYTES + 8 * capacity + 8 * i) : missing;
+                }
+                int child = i >= 0 ? i : -i - 2; // the largest key <= key
+                if (child < 0) {
+                    return missing;
+                }
+                block = b.getLong(HEADER_BYTES + 8 * capacity + 8 * child);
+            } finally {
+                cache.release(b);
             }
-            int i = node.child(key);
-            if (i < 0) {
-                return missing;
-            }
-            block = node.vals[i];
         }
+    }
+
+    /** {@link Node#find} on a node's keys in its held buffer: the key's index, or {@code -(insertion point) - 1}. */
+    private static int find(Buffer b, int n, long key) {
+        int lo = 0;
+        int hi = n - 1;
+        while (lo <= hi) {
+            int mid = (lo + hi) >>> 1;
+            long k = b.getLong(HEADER_BYTES + 8 * mid);
+            if (k < key) {
+                lo = mid + 1;
+            } else if (k > key) {
+                hi = mid - 1;
+            } else {
+                return mid;
+            }
+        }
+        return -lo - 1;
     }
 
     /** Whether the last {@link #insert} added a key (rather than overwriting one). */

@@ -476,11 +476,19 @@ public final class ThinMetadata {
     public long allocDataBlock(long from, long to) {
         lock.lock();
         try {
-            for (long b = from; b < Math.min(to, dataBlockCount); b++) {
-                if (!dataUsedNow.get((int) b) && !dataUsedCommitted.get((int) b)) {
-                    incRefLocked(b);
-                    return b;
+            int end = (int) Math.min(to, dataBlockCount);
+            int b = (int) Math.max(0, from);
+            while (b < end) {
+                int freeNow = dataUsedNow.nextClearBit(b);
+                int free = dataUsedCommitted.nextClearBit(freeNow);
+                if (free == freeNow) { // clear in both
+                    if (free >= end) {
+                        break;
+                    }
+                    incRefLocked(free);
+                    return free;
                 }
+                b = free; // freeNow was used at the commit: go on from the next block free there
             }
             return -1;
         } finally {

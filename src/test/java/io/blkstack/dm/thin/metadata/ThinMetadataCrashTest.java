@@ -128,6 +128,41 @@ class ThinMetadataCrashTest {
     }
 
     @Test
+    void allocationSkipsBlocksUsedNowOrAtTheLastCommitAndKeepsToItsRange() {
+        Kernel kernel = Kernel.builder().name("thin-alloc").memory(16L << 20).build();
+        Kernel.Attachment self = kernel.attach("test");
+        try {
+            MemoryDevice meta = new MemoryDevice(kernel, "meta", 4L << 20, 0);
+            try (BufferCache cache = new BufferCache(meta, 4096, NO_AGING)) {
+                ThinMetadata md = ThinMetadata.format(cache, 1000, 128, 255);
+                md.createThin(1);
+                for (long v = 0; v < 10; v++) {
+                    assertEquals(v, md.allocDataBlock(0, 1000), "the lowest free block");
+                    md.insertMapping(1, v, v);
+                }
+                md.commit();
+                md.removeMapping(1, 3); // free now, still used by the committed tree
+                md.removeMapping(1, 12); // never mapped: nothing changes
+                assertEquals(10, md.allocDataBlock(0, 1000), "3 is used at the last commit");
+                assertEquals(11, md.allocDataBlock(5, 1000), "from the start of the range");
+                assertEquals(-1, md.allocDataBlock(0, 3), "everything below 3 is used");
+                assertEquals(-1, md.allocDataBlock(1000, 2000), "past the data device (1000 blocks)");
+                md.insertMapping(1, 20, 10);
+                md.insertMapping(1, 21, 11);
+                md.commit();
+                assertEquals(3, md.allocDataBlock(0, 1000), "3 is free once the commit that freed it is done");
+                assertEquals(999, md.allocDataBlock(999, 2000), "the last block");
+            }
+        } finally {
+            try {
+                kernel.close();
+            } finally {
+                self.close();
+            }
+        }
+    }
+
+    @Test
     void snapshotsShareBlocksAndDeleteFreesOnlyUnsharedOnes() {
         Kernel kernel = Kernel.builder().name("thin-snap").memory(16L << 20).build();
         Kernel.Attachment self = kernel.attach("test");
