@@ -19,7 +19,8 @@ import io.blkstack.wq.Workqueue;
  * pieces of at most {@link #PIECE_PAGES_MAX} pages and keeps as many pieces in flight, of as many
  * jobs, as its reserve has slots. A piece reads the source into its slot's pages and writes them
  * to the destination; a piece whose source range is a hole (when the job allows it) reads nothing
- * and becomes one WRITE_ZEROES of the destination. A job's completion runs when its last piece
+ * and becomes one WRITE_ZEROES of the destination, as long as the hole goes on within the job (no
+ * pages move, so the piece size does not bound it). A job's completion runs when its last piece
  * finished.
  *
  * <p><b>The reserve, admitted up front.</b> The service's pages are taken from the arena when it is
@@ -53,6 +54,12 @@ public final class CopyService implements AutoCloseable {
         boolean zeroes;
         /** On the ready list for its read (a refused WRITE_ZEROES), not its write. */
         boolean readNext;
+        /**
+         * Sectors of the piece after the current step: a hole piece is one WRITE_ZEROES however long,
+         * but if the destination refuses it the piece is copied through the slot's pages, a slot's
+         * worth per step.
+         */
+        long restSectors;
         Slot next;
 
         Slot(int pageCount) {
@@ -208,11 +215,12 @@ public final class CopyService implements AutoCloseable {
             jobsQueued--;
             jobsActive++;
         }
-        int pieceSectors = Math.min(job.sectors - job.assignedSectors, piecePages * (Page.SIZE / Bio.SECTOR_SIZE));
+        int pieceSectors = (int) Math.min(job.sectors - job.assignedSectors, stepSectors());
         slot.job = job;
         slot.offsetSectors = job.assignedSectors;
         slot.sectors = pieceSectors;
         slot.zeroes = false;
+        slot.restSectors = 0;
         job.assignedSectors += pieceSectors;
         job.piecesInFlight++;
         if (job.assignedSectors == job.sectors) {
@@ -225,41 +233,80 @@ public final class CopyService implements AutoCloseable {
         return slot;
     }
 
-    /** Starts a new piece: a WRITE_ZEROES if its source is a hole the job may skip, else its read. */
+    /**
+     * Starts a new piece: a WRITE_ZEROES if its source is a hole the job may skip, else its read. A
+     * hole piece takes the rest of the hole with it, as far as the job goes and no later piece was
+     * assigned: one WRITE_ZEROES (one question to the source) however many pieces the hole spans.
+     */
     private void startPiece(Slot slot) {
         CopyJob job = slot.job;
         long from = job.sourceSector + slot.offsetSectors;
-        if (job.skipHoles && isHole(job, from, slot.sectors)) {
-            slot.zeroes = true;
-            Bio bio = bios.alloc(Gfp.NOIO, 0);
-            bio.init(job.destination, BioOp.WRITE_ZEROES, 0, job.destinationSector + slot.offsetSectors);
-            bio.setSizeBytes(slot.sectors << Bio.SECTOR_SHIFT);
-            bio.setPrivateData(slot);
-            bio.setEndIo(writeEndIo);
-            Submit.submitBio(bio);
-            return;
+        if (job.skipHoles) {
+            long hole = holeSectors(job, from, job.sectors - slot.offsetSectors);
+            if (hole >= slot.sectors) {
+                lock.lock();
+                try {
+                    extendLocked(slot, hole - slot.sectors);
+                } finally {
+                    lock.unlock();
+                }
+                slot.zeroes = true;
+                Bio bio = bios.alloc(Gfp.NOIO, 0);
+                bio.init(job.destination, BioOp.WRITE_ZEROES, 0, job.destinationSector + slot.offsetSectors);
+                bio.setSizeBytes(Math.toIntExact(slot.sectors << Bio.SECTOR_SHIFT));
+                bio.setPrivateData(slot);
+                bio.setEndIo(writeEndIo);
+                Submit.submitBio(bio);
+                return;
+            }
         }
         Submit.submitBio(pieceBio(slot, BioOp.READ));
     }
 
     /**
-     * Whether the source's {@code sectors} from {@code from} are all hole, asked run by run (a
-     * device may cut its answer at its own boundaries, a stripe's chunk for one); each step
-     * advances by at least a sector, so the loop ends within the piece.
+     * Under the lock: grows the slot's piece by up to {@code sectors} if it is the last one assigned
+     * of its job (the dispatcher assigns in order, so it is unless a later piece was taken); a job
+     * assigned in full leaves the queue.
      */
-    private static boolean isHole(CopyJob job, long from, int sectors) {
-        if (!job.source.knowsAllocation()) {
-            return false;
+    private void extendLocked(Slot slot, long sectors) {
+        CopyJob job = slot.job;
+        long extra = Math.min(sectors, job.sectors - job.assignedSectors);
+        if (extra <= 0 || job.assignedSectors != slot.offsetSectors + slot.sectors) {
+            return;
         }
-        long end = from + sectors;
-        for (long at = from; at < end; ) {
+        slot.sectors += Math.toIntExact(extra);
+        job.assignedSectors += Math.toIntExact(extra);
+        if (job.assignedSectors == job.sectors) {
+            if (head != job) {
+                throw new IllegalStateException("copy service " + name + ": job assigned in part is not the queue's head");
+            }
+            head = job.next;
+            if (head == null) {
+                tail = null;
+            }
+            job.next = null;
+        }
+    }
+
+    /**
+     * How many of the source's {@code max} sectors from {@code from} are hole before the first data,
+     * asked run by run (a device may cut its answer at its own boundaries, a stripe's chunk for one);
+     * each step advances by at least a sector, so the loop ends within {@code max}.
+     */
+    private static long holeSectors(CopyJob job, long from, long max) {
+        if (!job.source.knowsAllocation()) {
+            return 0;
+        }
+        long end = from + max;
+        long at = from;
+        while (at < end) {
             long run = job.source.allocatedExtent(at, end - at);
             if (run >= 0) {
-                return false;
+                break;
             }
-            at -= run;
+            at = Math.min(end, at - run);
         }
-        return true;
+        return at - from;
     }
 
     /** A bio over the slot's pages for its piece of the source (READ) or the destination (WRITE). */
@@ -311,18 +358,38 @@ public final class CopyService implements AutoCloseable {
         bio.put();
         if (slot.zeroes && status == BioStatus.NOTSUPP) {
             slot.zeroes = false;
-            lock.lock();
-            try {
-                slot.readNext = true;
-                slot.next = ready;
-                ready = slot;
-            } finally {
-                lock.unlock();
-            }
-            workqueue.queue(dispatchWork);
+            int step = Math.min(slot.sectors, stepSectors());
+            slot.restSectors = slot.sectors - step;
+            slot.sectors = step;
+            readNextStep(slot);
+            return;
+        }
+        if (!status.isError() && slot.restSectors > 0) {
+            slot.offsetSectors += slot.sectors;
+            slot.sectors = (int) Math.min(slot.restSectors, stepSectors());
+            slot.restSectors -= slot.sectors;
+            readNextStep(slot);
             return;
         }
         pieceDone(slot, status);
+    }
+
+    /** Sectors the slot's pages carry: one step of a copied piece. */
+    private int stepSectors() {
+        return piecePages * (Page.SIZE / Bio.SECTOR_SIZE);
+    }
+
+    /** Queues the slot for the dispatcher to read its (next) step (atomic context). */
+    private void readNextStep(Slot slot) {
+        lock.lock();
+        try {
+            slot.readNext = true;
+            slot.next = ready;
+            ready = slot;
+        } finally {
+            lock.unlock();
+        }
+        workqueue.queue(dispatchWork);
     }
 
     /** Gives the slot back, lets the next piece run, and tells the owner when its job's last piece ended. */

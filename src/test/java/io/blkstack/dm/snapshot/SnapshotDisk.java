@@ -1,6 +1,8 @@
 package io.blkstack.dm.snapshot;
 
 import io.blkstack.bio.Bio;
+import io.blkstack.bio.BioOp;
+import io.blkstack.bio.BioStatus;
 import io.blkstack.block.BlockDevice;
 import io.blkstack.block.QueueLimits;
 import io.blkstack.kernel.Kernel;
@@ -43,6 +45,8 @@ final class SnapshotDisk extends BlockDevice {
     private final boolean knowsHoles;
     private final AtomicInteger sectorsRead = new AtomicInteger();
     private final AtomicInteger sectorsZeroed = new AtomicInteger();
+    private final AtomicInteger zeroBios = new AtomicInteger();
+    private volatile boolean refusesZeroes;
 
     SnapshotDisk(Kernel kernel, String name, byte[] data, Power power) {
         this(kernel, name, data, power, false);
@@ -65,6 +69,16 @@ final class SnapshotDisk extends BlockDevice {
     /** Sectors of WRITE_ZEROES and DISCARD since creation. */
     int sectorsZeroed() {
         return sectorsZeroed.get();
+    }
+
+    /** WRITE_ZEROES and DISCARD bios since creation (after splitting to the queue's limits). */
+    int zeroBios() {
+        return zeroBios.get();
+    }
+
+    /** From now on WRITE_ZEROES fails with NOTSUPP, as on a device that cannot zero. */
+    void refuseZeroes() {
+        refusesZeroes = true;
     }
 
     @Override
@@ -134,6 +148,11 @@ final class SnapshotDisk extends BlockDevice {
                     }
                 }
                 case DISCARD, WRITE_ZEROES -> {
+                    if (refusesZeroes && bio.op() == BioOp.WRITE_ZEROES) {
+                        bio.setStatus(BioStatus.NOTSUPP);
+                        break;
+                    }
+                    zeroBios.incrementAndGet();
                     sectorsZeroed.addAndGet(bio.sectorCount());
                     if (power.persist()) {
                         Arrays.fill(data, offset, offset + bio.sizeBytes(), (byte) 0);

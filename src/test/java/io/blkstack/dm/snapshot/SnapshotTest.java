@@ -549,11 +549,37 @@ class SnapshotTest {
             if (dataChunk < 0) {
                 assertEquals(0, read, "sectors read from an origin that is all hole");
                 assertEquals(BIG_SECTORS, zeroed, "sectors zeroed on the COW device");
+                assertEquals(BIG_SECTORS / 256, m.disk("cow").zeroBios(),
+                        "one WRITE_ZEROES per write's run, though each run is two copy pieces long");
             } else {
                 assertTrue(read >= CHUNK && read <= CopyService.PIECE_PAGES_MAX * 8, "sectors read: " + read);
                 assertEquals(BIG_SECTORS - read, zeroed, "sectors zeroed on the COW device");
             }
             assertArrayEquals(initial, readBig(m, os[1]), "snapshot view");
+        }
+    }
+
+    /**
+     * Proves a hole run longer than a copy piece is still copied right when the COW device refuses
+     * WRITE_ZEROES: the run is then read and written a slot's worth at a time, every origin sector
+     * is read once, and the snapshot shows the origin's zeros, not the COW device's garbage.
+     */
+    @Test
+    void aLongHoleRunIsCopiedInStepsWhenZeroingIsRefused() throws Exception {
+        Random r = new Random(34);
+        byte[] initial = new byte[BIG_SECTORS * Bio.SECTOR_SIZE];
+        byte[] cowData = randomBytes(r, BIG_COW_SECTORS * Bio.SECTOR_SIZE);
+        try (Machine m = new Machine("snap-holes-refused", initial.clone(), cowData, true)) {
+            MappedDevice[] os = m.originAndSnapshot("N", CHUNK, BIG_SECTORS);
+            m.disk("cow").refuseZeroes();
+            int runSectors = 1024; // eight copy pieces of 64 KiB
+            for (int at = 0; at < BIG_SECTORS; at += runSectors) {
+                assertEquals(BioStatus.OK, m.write(os[0], at, randomBytes(r, runSectors * Bio.SECTOR_SIZE), r),
+                        "write at " + at);
+            }
+            assertEquals(0, m.disk("cow").zeroBios(), "nothing zeroed on a device that refuses it");
+            assertEquals(BIG_SECTORS, m.disk("origin").sectorsRead(), "each origin sector read once");
+            assertArrayEquals(initial, readBig(m, os[1]), "snapshot view: the origin's zeros");
         }
     }
 
