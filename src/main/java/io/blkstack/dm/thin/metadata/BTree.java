@@ -58,6 +58,7 @@ public final class BTree {
     private SplitRunner splitRunner = INLINE;
     private boolean checksums = true;
     private boolean lastInsertWasNew;
+    private long lastInsertOldValue;
 
     /** A tree layer with at most {@code capacity} entries per node (at least 5, at most what a block holds). */
     public BTree(BufferCache cache, MetadataSpace space, int capacity) {
@@ -248,6 +249,11 @@ public final class BTree {
         return lastInsertWasNew;
     }
 
+    /** The value the last {@link #insert} overwrote (meaningful when it did not add a key). */
+    public long lastInsertOldValue() {
+        return lastInsertOldValue;
+    }
+
     /** Inserts or overwrites {@code key}; returns the new root. */
     public long insert(long root, long key, long value) {
         lastInsertWasNew = false;
@@ -283,6 +289,7 @@ public final class BTree {
         if (node.leaf) {
             int i = node.find(key);
             if (i >= 0) {
+                lastInsertOldValue = node.vals[i];
                 node.vals[i] = value;
             } else {
                 node.insertAt(-i - 1, key, value);

@@ -441,10 +441,9 @@ public final class ThinMetadata {
         checkDataBlock(dataBlock);
         lock.lock();
         try {
-            long old = tree.lookup(mappingRoot, key(devId, vblock), -1);
             mappingRoot = tree.insert(mappingRoot, key(devId, vblock), value(dataBlock, time));
-            if (old >= 0) {
-                decRefLocked(old >>> 24);
+            if (!tree.lastInsertWasNew()) {
+                decRefLocked(tree.lastInsertOldValue() >>> 24);
             }
         } finally {
             lock.unlock();
@@ -485,7 +484,13 @@ public final class ThinMetadata {
                     if (free >= end) {
                         break;
                     }
-                    incRefLocked(free);
+                    // Not used now: no reference count in the tree, so the first one goes in without a lookup.
+                    refRoot = tree.insert(refRoot, free, 1);
+                    if (!tree.lastInsertWasNew()) {
+                        throw new IllegalStateException("data block " + free + " is free but has reference count "
+                                + tree.lastInsertOldValue());
+                    }
+                    dataUsedNow.set(free);
                     return free;
                 }
                 b = free; // freeNow was used at the commit: go on from the next block free there

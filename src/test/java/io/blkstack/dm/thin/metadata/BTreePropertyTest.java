@@ -57,7 +57,10 @@ class BTreePropertyTest {
                         case 0 -> {
                             root = tree.insert(root, op.key(), op.value());
                             assertEquals(!model.containsKey(op.key()), tree.lastInsertWasNew(), "insert " + op.key());
-                            model.put(op.key(), op.value());
+                            Long old = model.put(op.key(), op.value());
+                            if (old != null) {
+                                assertEquals(old, tree.lastInsertOldValue(), "value replaced at " + op.key());
+                            }
                         }
                         case 1 -> {
                             root = tree.remove(root, op.key());
