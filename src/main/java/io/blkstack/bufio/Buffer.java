@@ -90,6 +90,39 @@ public final class Buffer {
         }
     }
 
+    /**
+     * Moves {@code count} longs from byte {@code from} to byte {@code to} (both multiples of 8; the
+     * ranges may overlap, as with {@code memmove}): in place, so a sorted array in the block makes
+     * room for an entry without being decoded.
+     */
+    public void moveLongs(int from, int to, int count) {
+        check(from, 8 * count);
+        check(to, 8 * count);
+        requireAligned(from);
+        requireAligned(to);
+        int bytes = 8 * count;
+        if (bytes == 0) {
+            return;
+        }
+        int page = from >>> Page.SHIFT;
+        if ((from + bytes - 1) >>> Page.SHIFT == page && to >>> Page.SHIFT == page
+                && (to + bytes - 1) >>> Page.SHIFT == page) {
+            MemorySegment segment = MemorySegment.ofBuffer(pages[page].buffer());
+            int mask = Page.SIZE - 1;
+            MemorySegment.copy(segment, from & mask, segment, to & mask, bytes);
+            return;
+        }
+        if (to > from) {
+            for (int i = count - 1; i >= 0; i--) {
+                putLong(to + 8 * i, getLong(from + 8 * i));
+            }
+        } else {
+            for (int i = 0; i < count; i++) {
+                putLong(to + 8 * i, getLong(from + 8 * i));
+            }
+        }
+    }
+
     /** Whether a holder validated the contents since the cache last read or zeroed them. */
     public boolean isValidated() {
         return validated;

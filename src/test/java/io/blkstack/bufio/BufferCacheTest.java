@@ -271,6 +271,19 @@ class BufferCacheTest {
             b.getLongs(at, read, read.length);
             written[150] = 42;
             assertArrayEquals(written, read);
+            // Moves overlap like memmove, up and down, within a page and across the page boundary.
+            long[] model = new long[block / 8];
+            b.getLongs(0, model, model.length);
+            int[][] moves = {{8, 16, 40}, {16, 8, 40}, {BLOCK - 80, BLOCK - 72, 30}, {BLOCK + 8, BLOCK - 16, 12}};
+            for (int[] m : moves) {
+                b.moveLongs(m[0], m[1], m[2]);
+                System.arraycopy(model, m[0] / 8, model, m[1] / 8, m[2]);
+                long[] now = new long[model.length];
+                b.getLongs(0, now, now.length);
+                assertArrayEquals(model, now, "after moving " + m[2] + " longs from " + m[0] + " to " + m[1]);
+            }
+            b.getLongs(at, read, read.length);
+            System.arraycopy(model, at / 8, written, 0, written.length);
             assertThrows(IllegalArgumentException.class, () -> b.getLongs(at + 4, read, 2), "not a multiple of 8");
             assertThrows(IllegalArgumentException.class, () -> b.getLongs(block - 8, read, 2), "past the block");
             cache.release(b);

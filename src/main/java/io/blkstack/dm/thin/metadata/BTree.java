@@ -130,8 +130,8 @@ public final class BTree {
             Node node = new Node();
             node.leaf = checkHeader(b, block);
             node.n = b.getInt(4);
-            b.getLongs(HEADER_BYTES, node.keys, node.n);
-            b.getLongs(HEADER_BYTES + 8 * capacity, node.vals, node.n);
+            b.getLongs(keyOffset(0), node.keys, node.n);
+            b.getLongs(valueOffset(0), node.vals, node.n);
             return node;
         } finally {
             cache.release(b);
@@ -172,11 +172,9 @@ public final class BTree {
             b.putInt(0, node.leaf ? MAGIC_LEAF : MAGIC_INTERNAL);
             b.putInt(4, node.n);
             b.putInt(8, capacity);
-            b.putLongs(HEADER_BYTES, node.keys, node.n);
-            b.putLongs(HEADER_BYTES + 8 * capacity, node.vals, node.n);
-            BlockChecksum.seal(b, CHECKSUM_OFFSET, block);
-            b.markValidated();
-            cache.markDirty(b);
+            b.putLongs(keyOffset(0), node.keys, node.n);
+            b.putLongs(valueOffset(0), node.vals, node.n);
+            sealDirty(b, block);
         } finally {
             cache.release(b);
         }
@@ -213,13 +211,13 @@ public final class BTree {
                 boolean leaf = checkHeader(b, block);
                 int i = find(b, b.getInt(4), key);
                 if (leaf) {
-                    return i >= 0 ? b.getLong(HEADER_BYTES + 8 * capacity + 8 * i) : missing;
+                    return i >= 0 ? b.getLong(valueOffset(i)) : missing;
                 }
                 int child = i >= 0 ? i : -i - 2; // the largest key <= key
                 if (child < 0) {
                     return missing;
                 }
-                block = b.getLong(HEADER_BYTES + 8 * capacity + 8 * child);
+                block = b.getLong(valueOffset(child));
             } finally {
                 cache.release(b);
             }
@@ -232,7 +230,7 @@ public final class BTree {
         int hi = n - 1;
         while (lo <= hi) {
             int mid = (lo + hi) >>> 1;
-            long k = b.getLong(HEADER_BYTES + 8 * mid);
+            long k = b.getLong(keyOffset(mid));
             if (k < key) {
                 lo = mid + 1;
             } else if (k > key) {
@@ -284,8 +282,11 @@ public final class BTree {
 
     /** Inserts below {@code block}; returns its new block and sets {@code split} to (key, block) of a new right sibling. */
     private long insertInto(long block, long key, long value, long[] split) {
-        Node node = load(block);
         long target = shadow(block);
+        if (target == block && insertInPlace(block, key, value, split)) {
+            return block;
+        }
+        Node node = load(block);
         if (node.leaf) {
             int i = node.find(key);
             if (i >= 0) {
@@ -312,6 +313,86 @@ public final class BTree {
         }
         store(target, node);
         return target;
+    }
+
+    /**
+     * {@link #insertInto} for a node already new in this transaction, changed in its buffer instead
+     * of decoded and encoded whole: a leaf that does not split gets its entry in place (the entries
+     * after it move up by one); an internal node only has its child's pointer rewritten, and only
+     * when the child moved, or is decoded to take the child's split. Returns false, having changed
+     * nothing, for a leaf that would split and for a key below an internal node's first (which
+     * {@link #insertInto} handles the general way).
+     */
+    private boolean insertInPlace(long block, long key, long value, long[] split) {
+        int c;
+        long child;
+        Buffer b = cache.read(block);
+        try {
+            boolean leaf = checkHeader(b, block);
+            int n = b.getInt(4);
+            int i = find(b, n, key);
+            if (leaf) {
+                if (i < 0 && n == capacity) {
+                    return false;
+                }
+                if (i >= 0) {
+                    lastInsertOldValue = b.getLong(valueOffset(i));
+                    b.putLong(valueOffset(i), value);
+                } else {
+                    int at = -i - 1;
+                    b.moveLongs(keyOffset(at), keyOffset(at + 1), n - at);
+                    b.moveLongs(valueOffset(at), valueOffset(at + 1), n - at);
+                    b.putLong(keyOffset(at), key);
+                    b.putLong(valueOffset(at), value);
+                    b.putInt(4, n + 1);
+                    lastInsertWasNew = true;
+                }
+                sealDirty(b, block);
+                return true;
+            }
+            c = i >= 0 ? i : -i - 2;
+            if (c < 0) {
+                return false;
+            }
+            child = b.getLong(valueOffset(c));
+        } finally {
+            cache.release(b);
+        }
+        long[] childSplit = new long[2];
+        long moved = insertInto(child, key, value, childSplit);
+        if (childSplit[1] != 0) {
+            Node node = load(block);
+            node.vals[c] = moved;
+            node.insertAt(c + 1, childSplit[0], childSplit[1]);
+            if (node.n > capacity) {
+                splitNode(node, split);
+            }
+            store(block, node);
+        } else if (moved != child) {
+            Buffer w = cache.read(block);
+            try {
+                w.putLong(valueOffset(c), moved);
+                sealDirty(w, block);
+            } finally {
+                cache.release(w);
+            }
+        }
+        return true;
+    }
+
+    private static int keyOffset(int i) {
+        return HEADER_BYTES + 8 * i;
+    }
+
+    private int valueOffset(int i) {
+        return HEADER_BYTES + 8 * capacity + 8 * i;
+    }
+
+    /** Seals a held node changed in place and marks it dirty. */
+    private void sealDirty(Buffer b, long block) {
+        BlockChecksum.seal(b, CHECKSUM_OFFSET, block);
+        b.markValidated();
+        cache.markDirty(b);
     }
 
     /** Moves the upper half of an overfull node to a new block (through the split runner). */
