@@ -20,8 +20,11 @@ import java.util.function.LongSupplier;
  *
  * <p>Node layout: int magic and kind, int entry count, int capacity, int crc32c of the block
  * ({@link BlockChecksum}: every other byte of the block and its block number), then
- * {@code capacity} keys and {@code capacity} values. Every load verifies the checksum (format 1
- * metadata had zeroes there and is read with checks off until it is migrated). In an internal node the key of entry
+ * {@code capacity} keys and {@code capacity} values. A node's checksum is verified the first time
+ * it is used after the cache read it from the device ({@link Buffer#isValidated}; format 1
+ * metadata had zeroes there and is read with checks off until it is migrated). Lookups search a
+ * node in its buffer; an insert into a node already new in this transaction changes it there; the
+ * other updates decode the node, change it and encode it again. In an internal node the key of entry
  * {@code i} is a lower bound of every key in child {@code i} and the value is the child's block.
  * Inserts split full nodes on the way back up; removes rebalance a child that falls below a third
  * of the capacity with a sibling (merge if both fit in one node, else redistribute), and a root
