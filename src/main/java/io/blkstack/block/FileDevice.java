@@ -53,14 +53,19 @@ import java.util.concurrent.atomic.AtomicLong;
  * copy; pages contiguous in the arena merge into one view, so a bulk-allocated bio is one write),
  * sets the status ({@link IOException} becomes {@link BioStatus#IOERR}: errors travel as values) and
  * calls {@link Bio#endio} from the device task. WRITE with FUA is the write followed by
- * {@code force(false)}; PREFLUSH forces before the bio; FLUSH is {@code force(false)}. Fault sites:
+ * {@code force(false)}; PREFLUSH forces before the bio; FLUSH is {@code force(false)}. A force is
+ * skipped when nothing changed the file since the last one that completed: every WRITE, DISCARD and
+ * WRITE_ZEROES counts a change when it finished (or failed), and a completed force records the count
+ * it saw before it began, so a flush after no change (a commit's PREFLUSH right after the previous
+ * commit's FUA, say) costs no {@code fdatasync}. Fault sites:
  * {@code io:<name>} fails the bio with IOERR, {@code latency:<name>} sleeps the I/O task first.
  *
  * <p><b>Holes, DISCARD and WRITE_ZEROES.</b> Where the file system tells ({@link FileHoles}:
  * {@code SEEK_HOLE}/{@code SEEK_DATA} and {@code fallocate} through the foreign-function API, on
  * Linux), the device knows its holes ({@link #knowsAllocation}, {@link #allocatedExtent}, so NBD
  * block status and READ replies show them), a DISCARD punches a hole (the space goes back to the
- * file system) and so does a WRITE_ZEROES without {@link BioFlags#NOUNMAP} (NBD's {@code NO_HOLE}).
+ * file system) and so does a WRITE_ZEROES without {@link BioFlags#NOUNMAP} (NBD's {@code NO_HOLE}),
+ * unless the range is a hole already (asked first, outside a known data run): then nothing changes.
  * Otherwise (another platform, {@link Options#withNativeHoles} off, a file system without them),
  * and for WRITE_ZEROES with NOUNMAP, the range is made to read as zeros by writing: each 4 KiB chunk
  * is read first and overwritten from a zero page only if it holds data, so zeroing a never-written
@@ -205,6 +210,15 @@ public final class FileDevice extends BlockDevice {
     private final AtomicLong ioErrors;
     private final AtomicLong again;
     private final AtomicLong punches;
+    /**
+     * Changes to the file (writes, punches, zeroing) finished so far, counted after each; it starts
+     * at one, so the first flush forces whatever others left unflushed in the file before it opened.
+     */
+    private final AtomicLong changes = new AtomicLong(1);
+    /** The count of {@link #changes} that the last completed force covers. */
+    private final AtomicLong durableChanges = new AtomicLong();
+    /** Kernel counter {@code file.flushes-skipped}: forces not made because nothing changed. */
+    private final AtomicLong flushesSkipped;
     private final AtomicLong readReferences;
     /** READs held by reference to this file and not yet completed: the channel must stay open for them. */
     private final AtomicInteger heldNow = new AtomicInteger();
@@ -233,6 +247,7 @@ public final class FileDevice extends BlockDevice {
         this.ioErrors = kernel.counters().get("file.io-errors");
         this.again = kernel.counters().get("file.again");
         this.punches = kernel.counters().get("file.punches");
+        this.flushesSkipped = kernel.counters().get("file.flushes-skipped");
         this.readReferences = kernel.counters().get("file.read-references");
         this.referencesGone = new WaitQueue("file device " + name + " held references");
         this.directIssueCount = kernel.counters().get("file.direct-issues");
@@ -517,7 +532,7 @@ public final class FileDevice extends BlockDevice {
             Task.current().sleepFor(extraNanos);
         }
         if (bio.hasFlag(BioFlags.PREFLUSH)) {
-            file.force();
+            forceIfChanged();
         }
         long position = bio.sector() << Bio.SECTOR_SHIFT;
         switch (bio.op()) {
@@ -528,19 +543,11 @@ public final class FileDevice extends BlockDevice {
                 }
                 transfer(bio, ctx, position, false);
             }
-            case WRITE -> transfer(bio, ctx, position, true);
-            case FLUSH -> file.force();
-            case DISCARD -> discard(position, bio.sizeBytes(), ctx);
-            case WRITE_ZEROES -> {
-                if (bio.hasFlag(BioFlags.NOUNMAP)) {
-                    zero(position, bio.sizeBytes(), ctx);
-                } else {
-                    discard(position, bio.sizeBytes(), ctx);
-                }
-            }
+            case FLUSH -> forceIfChanged();
+            case WRITE, DISCARD, WRITE_ZEROES -> change(bio, position, ctx);
         }
         if (bio.hasFlag(BioFlags.FUA) && bio.op().isWrite() && bio.op() != BioOp.FLUSH) {
-            file.force();
+            forceIfChanged();
         }
         return BioStatus.OK;
     }
@@ -682,21 +689,75 @@ public final class FileDevice extends BlockDevice {
     }
 
     /**
-     * Makes a range read as zeros and gives its space back: a hole punched where the file system
-     * can, else {@link #zero}. Within the file only: past its end the range reads as zeros already.
+     * A WRITE, DISCARD or WRITE_ZEROES, counted as a change once it finished or failed (a failed
+     * write may have changed part of its range), unless it found nothing to change.
      */
-    private void discard(long position, int length, IoContext ctx) throws IOException {
-        long fileSize = file.size();
-        if (length == 0 || position >= fileSize) {
+    private void change(Bio bio, long position, IoContext ctx) throws IOException {
+        boolean changed = true;
+        try {
+            switch (bio.op()) {
+                case WRITE -> transfer(bio, ctx, position, true);
+                case WRITE_ZEROES -> {
+                    if (bio.hasFlag(BioFlags.NOUNMAP)) {
+                        zero(position, bio.sizeBytes(), ctx);
+                    } else {
+                        changed = discard(position, bio.sizeBytes(), ctx);
+                    }
+                }
+                default -> changed = discard(position, bio.sizeBytes(), ctx);
+            }
+        } finally {
+            if (changed) {
+                changes.incrementAndGet();
+            }
+        }
+    }
+
+    /**
+     * {@code force(false)} unless every change that finished so far is covered by a force that
+     * completed. The count is read before the force begins, so a change that finishes during it
+     * is left for the next one.
+     */
+    private void forceIfChanged() throws IOException {
+        long seen = changes.get();
+        if (seen == durableChanges.get()) {
+            flushesSkipped.incrementAndGet();
             return;
         }
+        file.force();
+        durableChanges.accumulateAndGet(seen, Math::max);
+    }
+
+    /**
+     * Makes a range read as zeros and gives its space back: a hole punched where the file system
+     * can, else {@link #zero}. Within the file only: past its end the range reads as zeros already.
+     * A range that is a hole already is left alone. Returns whether the file may have changed.
+     */
+    private boolean discard(long position, int length, IoContext ctx) throws IOException {
+        long fileSize = file.size();
+        if (length == 0 || position >= fileSize) {
+            return false;
+        }
         long punched = Math.min(length, fileSize - position);
+        if (isHole(position, punched)) {
+            return false;
+        }
         if (holes.punch(position, punched, ctx.errno)) {
             knownData.punched();
             punches.incrementAndGet();
-            return;
+            return true;
         }
         zero(position, length, ctx);
+        return true;
+    }
+
+    /** Whether the file system says {@code length} bytes at {@code position} (inside the file) are all hole. */
+    private boolean isHole(long position, long length) {
+        if (!holes.knowsHoles() || knownData.endOfDataAt(position) > 0 || holes.nextHole(position) != position) {
+            return false;
+        }
+        long data = holes.nextData(position);
+        return data < 0 || data >= position + length;
     }
 
     /** Makes a range read as zeros, using a bounce page as the read-back scratch. */

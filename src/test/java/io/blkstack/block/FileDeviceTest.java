@@ -25,6 +25,7 @@ import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.Random;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
@@ -245,6 +246,45 @@ class FileDeviceTest {
         assertArrayEquals(want, BioBytes.readOk(set, dev, 0, data.length, 0));
         closeKernel();
         assertArrayEquals(want, Arrays.copyOfRange(Files.readAllBytes(path), 0, want.length));
+    }
+
+    /**
+     * A flush with nothing changed since the last completed one makes no {@code fdatasync}: the
+     * first flush always forces, a second in a row is skipped, a write makes the next one force, a
+     * PREFLUSH right after a flush is skipped while the same bio's FUA forces its write, and a
+     * DISCARD of a range that is a hole already changes nothing (no punch, the next flush skipped)
+     * where one of written data punches and forces.
+     */
+    @Test
+    void flushesWithNothingChangedAreSkippedAndHolesAreNotPunchedAgain() throws IOException {
+        start(Faults.NONE);
+        FileDevice dev = FileDevice.open(kernel, "f", dir.resolve("flush.img"), SIZE,
+                FileDevice.Options.defaults().withCreate(true));
+        AtomicLong skipped = kernel.counters().get("file.flushes-skipped");
+        AtomicLong punches = kernel.counters().get("file.punches");
+        assertEquals(BioStatus.OK, BioBytes.range(set, dev, BioOp.FLUSH, 0, 0, 0));
+        assertEquals(0, skipped.get(), "the first flush forces: others may have left the file unflushed");
+        assertEquals(BioStatus.OK, BioBytes.range(set, dev, BioOp.FLUSH, 0, 0, 0));
+        assertEquals(1, skipped.get(), "nothing changed since");
+        byte[] data = MemoryDeviceTest.filled(8192, (byte) 0x3c);
+        assertEquals(BioStatus.OK, BioBytes.write(set, dev, 65536, data, 0, 0));
+        assertEquals(BioStatus.OK, BioBytes.range(set, dev, BioOp.FLUSH, 0, 0, 0));
+        assertEquals(1, skipped.get(), "a write makes the next flush force");
+        assertEquals(BioStatus.OK, BioBytes.write(set, dev, 0, data, 0, BioFlags.PREFLUSH | BioFlags.FUA));
+        assertEquals(2, skipped.get(), "the PREFLUSH is skipped, the FUA forces the write");
+        assertEquals(BioStatus.OK, BioBytes.range(set, dev, BioOp.FLUSH, 0, 0, 0));
+        assertEquals(3, skipped.get(), "the FUA covered its write");
+        if (dev.knowsAllocation()) {
+            assertEquals(BioStatus.OK, BioBytes.range(set, dev, BioOp.DISCARD, 1L << 20, 65536, 0));
+            assertEquals(0, punches.get(), "a hole is not punched again");
+            assertEquals(BioStatus.OK, BioBytes.range(set, dev, BioOp.FLUSH, 0, 0, 0));
+            assertEquals(4, skipped.get(), "the discard of a hole changed nothing");
+            assertEquals(BioStatus.OK, BioBytes.range(set, dev, BioOp.DISCARD, 65536, 4096, 0));
+            assertEquals(1, punches.get(), "written data is punched");
+            assertEquals(BioStatus.OK, BioBytes.range(set, dev, BioOp.FLUSH, 0, 0, 0));
+            assertEquals(4, skipped.get(), "and the punch is flushed");
+        }
+        assertArrayEquals(data, BioBytes.readOk(set, dev, 0, data.length, 0), "the FUA write reads back");
     }
 
     /**
