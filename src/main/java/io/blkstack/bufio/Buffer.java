@@ -64,28 +64,27 @@ public final class Buffer {
      * multiple of 8, into {@code dst} from index 0: one bulk copy per page instead of a call per long.
      */
     public void getLongs(int offset, long[] dst, int count) {
-        check(offset, 8 * count);
-        requireAligned(offset);
-        for (int done = 0; done < count; ) {
-            int at = offset + 8 * done;
-            int inPage = at & (Page.SIZE - 1);
-            int n = Math.min(count - done, (Page.SIZE - inPage) / 8);
-            MemorySegment.copy(MemorySegment.ofBuffer(pages[at >>> Page.SHIFT].buffer()), BIG_ENDIAN_LONG, inPage, dst,
-                    done, n);
-            done += n;
-        }
+        copyLongs(offset, dst, count, false);
     }
 
     /** Writes {@code count} longs from {@code src} (index 0 on) at byte {@code offset}, a multiple of 8. */
     public void putLongs(int offset, long[] src, int count) {
+        copyLongs(offset, src, count, true);
+    }
+
+    private void copyLongs(int offset, long[] array, int count, boolean intoBuffer) {
         check(offset, 8 * count);
         requireAligned(offset);
         for (int done = 0; done < count; ) {
             int at = offset + 8 * done;
             int inPage = at & (Page.SIZE - 1);
             int n = Math.min(count - done, (Page.SIZE - inPage) / 8);
-            MemorySegment.copy(src, done, MemorySegment.ofBuffer(pages[at >>> Page.SHIFT].buffer()), BIG_ENDIAN_LONG,
-                    inPage, n);
+            MemorySegment page = MemorySegment.ofBuffer(pages[at >>> Page.SHIFT].buffer());
+            if (intoBuffer) {
+                MemorySegment.copy(array, done, page, BIG_ENDIAN_LONG, inPage, n);
+            } else {
+                MemorySegment.copy(page, BIG_ENDIAN_LONG, inPage, array, done, n);
+            }
             done += n;
         }
     }

@@ -12,6 +12,7 @@ import io.blkstack.kernel.Policies;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.TreeMap;
+import java.util.function.Consumer;
 import net.jqwik.api.Arbitraries;
 import net.jqwik.api.Arbitrary;
 import net.jqwik.api.ForAll;
@@ -129,29 +130,35 @@ class ThinMetadataCrashTest {
 
     @Test
     void allocationSkipsBlocksUsedNowOrAtTheLastCommitAndKeepsToItsRange() {
-        Kernel kernel = Kernel.builder().name("thin-alloc").memory(16L << 20).build();
+        withMetadata("thin-alloc", 1000, md -> {
+            md.createThin(1);
+            for (long v = 0; v < 10; v++) {
+                assertEquals(v, md.allocDataBlock(0, 1000), "the lowest free block");
+                md.insertMapping(1, v, v);
+            }
+            md.commit();
+            md.removeMapping(1, 3); // free now, still used by the committed tree
+            md.removeMapping(1, 12); // never mapped: nothing changes
+            assertEquals(10, md.allocDataBlock(0, 1000), "3 is used at the last commit");
+            assertEquals(11, md.allocDataBlock(5, 1000), "from the start of the range");
+            assertEquals(-1, md.allocDataBlock(0, 3), "everything below 3 is used");
+            assertEquals(-1, md.allocDataBlock(1000, 2000), "past the data device (1000 blocks)");
+            md.insertMapping(1, 20, 10);
+            md.insertMapping(1, 21, 11);
+            md.commit();
+            assertEquals(3, md.allocDataBlock(0, 1000), "3 is free once the commit that freed it is done");
+            assertEquals(999, md.allocDataBlock(999, 2000), "the last block");
+        });
+    }
+
+    /** Runs {@code body} on new metadata for {@code dataBlocks} data blocks, over a memory device in its own kernel. */
+    private static void withMetadata(String name, long dataBlocks, Consumer<ThinMetadata> body) {
+        Kernel kernel = Kernel.builder().name(name).memory(16L << 20).build();
         Kernel.Attachment self = kernel.attach("test");
         try {
             MemoryDevice meta = new MemoryDevice(kernel, "meta", 4L << 20, 0);
             try (BufferCache cache = new BufferCache(meta, 4096, NO_AGING)) {
-                ThinMetadata md = ThinMetadata.format(cache, 1000, 128, 255);
-                md.createThin(1);
-                for (long v = 0; v < 10; v++) {
-                    assertEquals(v, md.allocDataBlock(0, 1000), "the lowest free block");
-                    md.insertMapping(1, v, v);
-                }
-                md.commit();
-                md.removeMapping(1, 3); // free now, still used by the committed tree
-                md.removeMapping(1, 12); // never mapped: nothing changes
-                assertEquals(10, md.allocDataBlock(0, 1000), "3 is used at the last commit");
-                assertEquals(11, md.allocDataBlock(5, 1000), "from the start of the range");
-                assertEquals(-1, md.allocDataBlock(0, 3), "everything below 3 is used");
-                assertEquals(-1, md.allocDataBlock(1000, 2000), "past the data device (1000 blocks)");
-                md.insertMapping(1, 20, 10);
-                md.insertMapping(1, 21, 11);
-                md.commit();
-                assertEquals(3, md.allocDataBlock(0, 1000), "3 is free once the commit that freed it is done");
-                assertEquals(999, md.allocDataBlock(999, 2000), "the last block");
+                body.accept(ThinMetadata.format(cache, dataBlocks, 128, 255));
             }
         } finally {
             try {
@@ -164,40 +171,28 @@ class ThinMetadataCrashTest {
 
     @Test
     void snapshotsShareBlocksAndDeleteFreesOnlyUnsharedOnes() {
-        Kernel kernel = Kernel.builder().name("thin-snap").memory(16L << 20).build();
-        Kernel.Attachment self = kernel.attach("test");
-        try {
-            MemoryDevice meta = new MemoryDevice(kernel, "meta", 4L << 20, 0);
-            try (BufferCache cache = new BufferCache(meta, 4096, NO_AGING)) {
-                ThinMetadata md = ThinMetadata.format(cache, 100, 128, 255);
-                md.createThin(1);
-                long a = md.allocDataBlock(0, 100);
-                long b = md.allocDataBlock(0, 100);
-                md.insertMapping(1, 0, a);
-                md.insertMapping(1, 5, b);
-                md.createSnap(2, 1);
-                assertEquals(2, md.refCount(a));
-                assertEquals(a, md.lookup(2, 0));
-                // Breaking sharing: the origin gets a new block for 0; the snapshot keeps a.
-                long c = md.allocDataBlock(0, 100);
-                md.insertMapping(1, 0, c);
-                assertEquals(1, md.refCount(a));
-                assertEquals(a, md.lookup(2, 0));
-                md.deleteThin(2);
-                assertEquals(0, md.refCount(a), "a was only the snapshot's");
-                assertEquals(1, md.refCount(b), "b is still the origin's");
-                assertEquals(-1, md.lookup(2, 5));
-                assertThrows(IllegalArgumentException.class, () -> md.createThin(1));
-                assertEquals(List.of(), md.check());
-                md.commit();
-                assertTrue(md.isDataBlockFree(a), "freed and committed: reusable");
-            }
-        } finally {
-            try {
-                kernel.close();
-            } finally {
-                self.close();
-            }
-        }
+        withMetadata("thin-snap", 100, md -> {
+            md.createThin(1);
+            long a = md.allocDataBlock(0, 100);
+            long b = md.allocDataBlock(0, 100);
+            md.insertMapping(1, 0, a);
+            md.insertMapping(1, 5, b);
+            md.createSnap(2, 1);
+            assertEquals(2, md.refCount(a));
+            assertEquals(a, md.lookup(2, 0));
+            // Breaking sharing: the origin gets a new block for 0; the snapshot keeps a.
+            long c = md.allocDataBlock(0, 100);
+            md.insertMapping(1, 0, c);
+            assertEquals(1, md.refCount(a));
+            assertEquals(a, md.lookup(2, 0));
+            md.deleteThin(2);
+            assertEquals(0, md.refCount(a), "a was only the snapshot's");
+            assertEquals(1, md.refCount(b), "b is still the origin's");
+            assertEquals(-1, md.lookup(2, 5));
+            assertThrows(IllegalArgumentException.class, () -> md.createThin(1));
+            assertEquals(List.of(), md.check());
+            md.commit();
+            assertTrue(md.isDataBlockFree(a), "freed and committed: reusable");
+        });
     }
 }
