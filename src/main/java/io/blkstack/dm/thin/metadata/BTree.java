@@ -285,11 +285,11 @@ public final class BTree {
 
     /** Inserts below {@code block}; returns its new block and sets {@code split} to (key, block) of a new right sibling. */
     private long insertInto(long block, long key, long value, long[] split) {
-        long target = shadow(block);
-        if (target == block && insertInPlace(block, key, value, split)) {
+        if (space.isNew(block) && insertInPlace(block, key, value, split)) {
             return block;
         }
-        Node node = load(block);
+        Node node = load(block); // before the shadow: a read that fails must leave the space as it was
+        long target = shadow(block);
         if (node.leaf) {
             int i = node.find(key);
             if (i >= 0) {
