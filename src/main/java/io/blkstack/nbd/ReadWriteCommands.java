@@ -257,15 +257,15 @@ final class ReadWriteCommands {
     private boolean fillWriteBio(Bio bio, int n, int skip, int cut) {
         rmw.mergeEnds(bio, n, skip, cut);
         iter.resetAll(bio);
-        int count = SegmentViews.fill(iter, scatter, 0);
+        int filled = SegmentViews.fill(iter, scatter, 0);
         try {
-            count = NbdConnection.trimViews(scatter, count, skip, n - skip - cut);
+            int count = NbdConnection.trimViews(scatter, filled, skip, n - skip - cut);
             input.readPayload(scatter, count, n - skip - cut);
             return true;
         } catch (IOException e) {
             return false;
         } finally {
-            Arrays.fill(scatter, 0, scatter.length, null);
+            Arrays.fill(scatter, 0, filled, null); // only what was filled: a 4 KiB write used one of 256
         }
     }
 

@@ -73,7 +73,10 @@ final class ReplyWriter {
     /** The socket for sendfile, or null for a transport that is not one (copied through {@link #copyBuffer}). */
     private final WritableByteChannel socket;
     private ByteBuffer copyBuffer;
-    /** Kernel counter {@code nbd.read-reference-bytes}: READ payload bytes sent from file references. */
+    /**
+     * Kernel counter {@code nbd.read-reference-bytes}: READ payload bytes sent from file references,
+     * counted as a send begins.
+     */
     private final AtomicLong referencedBytes;
 
     ReplyWriter(NbdConnection connection, RequestSlots slots, ConnectionTimers timers, NbdTransport transport,
@@ -354,18 +357,18 @@ final class ReplyWriter {
                 continue;
             }
             iter.resetAll(r.bios[bio++]);
-            int count = SegmentViews.fill(iter, gather, 0);
+            int filled = SegmentViews.fill(iter, gather, 0);
             long size = 0;
-            for (int i = 0; i < count; i++) {
+            for (int i = 0; i < filled; i++) {
                 size += gather[i].remaining();
             }
             long skipHere = Math.min(skip, size);
             long sendHere = Math.min(bytes, size - skipHere);
-            count = NbdConnection.trimViews(gather, count, skipHere, sendHere);
+            int count = NbdConnection.trimViews(gather, filled, skipHere, sendHere);
             try {
                 writeReplies(gather, count);
             } finally {
-                Arrays.fill(gather, 0, gather.length, null);
+                Arrays.fill(gather, 0, filled, null); // only what was filled, not all 1,024
             }
             skip -= skipHere;
             bytes -= sendHere;
@@ -382,6 +385,8 @@ final class ReplyWriter {
      * while this runs.
      */
     private void sendReferenced(ReadReference reference, long skip, long bytes) throws IOException {
+        // Counted before the send, so a client that has the reply also sees the count (tests read it then).
+        referencedBytes.addAndGet(bytes);
         long toSkip = skip;
         long left = bytes;
         for (int e = 0; e < reference.extentCount() && left > 0; e++) {
@@ -395,7 +400,6 @@ final class ReplyWriter {
             toSkip = 0;
             left -= n;
         }
-        referencedBytes.addAndGet(bytes);
     }
 
     /** Sends {@code length} bytes of {@code file} at {@code position}; past the end of the file, zeroes. */
