@@ -753,11 +753,10 @@ public final class FileDevice extends BlockDevice {
 
     /** Whether the file system says {@code length} bytes at {@code position} (inside the file) are all hole. */
     private boolean isHole(long position, long length) {
-        if (!holes.knowsHoles() || knownData.endOfDataAt(position) > 0 || holes.nextHole(position) != position) {
+        if (!holes.knowsHoles() || knownData.endOfDataAt(position) > 0) {
             return false;
         }
-        long data = holes.nextData(position);
-        return data < 0 || data >= position + length;
+        return fileRun(position, position + length, knownData.epoch()) <= -length;
     }
 
     /** Makes a range read as zeros, using a bounce page as the read-back scratch. */
@@ -813,18 +812,33 @@ public final class FileDevice extends BlockDevice {
         if (position >= fileSize) {
             return -run;
         }
+        long bytes = fileRun(position, end, asked);
+        if (bytes == 0) {
+            return run;
+        }
+        if (bytes > 0) {
+            return dataRun(position, position + bytes);
+        }
+        long sectors = -bytes >>> Bio.SECTOR_SHIFT;
+        return sectors == 0 ? 1 : -sectors;
+    }
+
+    /**
+     * The run at byte {@code position} (inside the file) up to {@code end}, as the file system
+     * tells it: positive bytes of data (remembered in {@link #knownData}, found in punch epoch
+     * {@code asked}, read before this asks), negative bytes of hole, or 0 if it cannot say.
+     */
+    private long fileRun(long position, long end, long asked) {
         long hole = holes.nextHole(position);
         if (hole < 0) {
-            return run;
+            return 0;
         }
         if (hole > position) {
             knownData.remember(position, hole, asked);
-            return dataRun(position, Math.min(hole, end));
+            return Math.min(hole, end) - position;
         }
         long data = holes.nextData(position);
-        long holeEnd = data < 0 ? end : Math.min(data, end);
-        long sectors = (holeEnd - position) >>> Bio.SECTOR_SHIFT;
-        return sectors == 0 ? 1 : -sectors;
+        return position - (data < 0 ? end : Math.min(data, end));
     }
 
     /** The sectors of a data run from byte {@code position} to {@code dataEnd}; a partly written sector counts. */

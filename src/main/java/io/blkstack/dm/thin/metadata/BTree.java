@@ -122,8 +122,7 @@ public final class BTree {
 
         /** In an internal node: the largest i with keys[i] <= key, or -1. */
         int child(long key) {
-            int f = find(key);
-            return f >= 0 ? f : -f - 2;
+            return childIndex(find(key));
         }
     }
 
@@ -216,7 +215,7 @@ public final class BTree {
                 if (leaf) {
                     return i >= 0 ? b.getLong(valueOffset(i)) : missing;
                 }
-                int child = i >= 0 ? i : -i - 2; // the largest key <= key
+                int child = childIndex(i);
                 if (child < 0) {
                     return missing;
                 }
@@ -225,6 +224,11 @@ public final class BTree {
                 cache.release(b);
             }
         }
+    }
+
+    /** From a search's result ({@link #find}), an internal node's entry for the key: the largest i with keys[i] <= key, or -1. */
+    private static int childIndex(int found) {
+        return found >= 0 ? found : -found - 2;
     }
 
     /** {@link Node#find} on a node's keys in its held buffer: the key's index, or {@code -(insertion point) - 1}. */
@@ -353,7 +357,7 @@ public final class BTree {
                 sealDirty(b, block);
                 return true;
             }
-            c = i >= 0 ? i : -i - 2;
+            c = childIndex(i);
             if (c < 0) {
                 return false;
             }
