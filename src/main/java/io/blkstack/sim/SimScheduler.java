@@ -7,6 +7,7 @@ import io.blkstack.kernel.Task;
 import io.blkstack.kernel.TaskKind;
 import io.blkstack.kernel.Timer;
 import java.util.ArrayList;
+import java.util.BitSet;
 import java.util.List;
 import java.util.PriorityQueue;
 import java.util.concurrent.TimeUnit;
@@ -63,6 +64,11 @@ public final class SimScheduler implements Scheduler {
 
     /** How many uncontrolled-blocking bounds the watchdog waits for the controller after silencing a task. */
     private static final int SILENCED_END_BOUNDS = 4;
+    /**
+     * Looks of the watchdog per real-time bound: a silent task is found between one bound and
+     * one bound and a look after its last scheduling point.
+     */
+    private static final int WATCH_LOOKS = 8;
 
     /** How long teardown waits for one task thread to unwind. */
     private static final long JOIN_MILLIS = 2_000;
@@ -125,6 +131,9 @@ public final class SimScheduler implements Scheduler {
     private final List<SimTask> live = new ArrayList<>();
     private final List<SimTask> all = new ArrayList<>();
     private final List<SimTask> scratch = new ArrayList<>();
+    /** The runnable tasks, by {@link SimTask#ordinal} (an index into {@link #all}); kept by {@link #setState}. */
+    private final BitSet runnable = new BitSet();
+    private int runnableCount;
     private final PriorityQueue<SimTimer> timers = new PriorityQueue<>();
     private Kernel kernel;
     private Task timerTask;
@@ -159,7 +168,11 @@ public final class SimScheduler implements Scheduler {
     private volatile boolean killed;
     private volatile boolean controllerTurn;
     private volatile SimTask running;
-    private volatile long lastPointNanos;
+    /**
+     * Scheduling points so far, for the watchdog: written only by the token holder (an opaque
+     * store, no fence and no clock read per point), read by the watchdog now and then.
+     */
+    private final AtomicLong points = new AtomicLong();
     private int leakedThreads;
     private final List<String> dataMismatches = new ArrayList<>();
 
@@ -197,8 +210,11 @@ public final class SimScheduler implements Scheduler {
         if (!live.isEmpty() && live.get(live.size() - 1).id >= st.id) {
             throw new IllegalStateException("task ids must grow: " + st + " after " + live.get(live.size() - 1));
         }
+        st.ordinal = all.size();
         live.add(st);
         all.add(st);
+        runnable.set(st.ordinal);
+        runnableCount++;
         strategy.onSpawn(st);
         trace.record(taskName(), "spawn", task.toString());
         Thread thread = carrier.unstarted("sim-" + random.seed() + "/" + task, () -> taskMain(st, body));
@@ -242,7 +258,7 @@ public final class SimScheduler implements Scheduler {
         if (timeoutNanos == 0) {
             return false;
         }
-        st.state = SimTask.State.BLOCKED;
+        setState(st, SimTask.State.BLOCKED);
         st.timedOut = false;
         st.blockedWithTimeout = timeoutNanos > 0;
         if (timeoutNanos > 0) {
@@ -276,7 +292,7 @@ public final class SimScheduler implements Scheduler {
                 st.timeout = null;
             }
             st.timedOut = false;
-            st.state = SimTask.State.RUNNABLE;
+            setState(st, SimTask.State.RUNNABLE);
             trace.record(taskName(), "wake", task.toString());
         } else {
             st.permit = true;
@@ -444,7 +460,7 @@ public final class SimScheduler implements Scheduler {
         } finally {
             task.unbindFromCurrentThread();
             if (killed) {
-                st.state = SimTask.State.EXITED;
+                st.state = SimTask.State.EXITED; // torn down: no one picks again, and tasks end at once
             } else {
                 exit(st);
             }
@@ -453,7 +469,7 @@ public final class SimScheduler implements Scheduler {
 
     /** A task ends: wake its joiners and pass the token on without waiting for it again. */
     private void exit(SimTask st) {
-        st.state = SimTask.State.EXITED;
+        setState(st, SimTask.State.EXITED);
         if (st.timeout != null) {
             st.timeout.cancel();
             st.timeout = null;
@@ -475,7 +491,7 @@ public final class SimScheduler implements Scheduler {
      * next and, if that is someone else, hands the token over and waits for it to come back.
      */
     private void reschedule(SimTask self) {
-        lastPointNanos = System.nanoTime();
+        points.setOpaque(points.getPlain() + 1);
         steps++;
         SimTask next = needController() ? null : chooseRunnable();
         if (next == self) {
@@ -508,7 +524,7 @@ public final class SimScheduler implements Scheduler {
 
     private void grant(SimTask next) {
         running = next;
-        lastPointNanos = System.nanoTime();
+        points.setOpaque(points.getPlain() + 1);
         next.granted = true;
         LockSupport.unpark(next.thread);
     }
@@ -527,19 +543,31 @@ public final class SimScheduler implements Scheduler {
         }
     }
 
-    /** The runnable tasks by id, one of them picked by the strategy when there is a choice. */
-    private SimTask chooseRunnable() {
-        scratch.clear();
-        for (SimTask t : live) {
-            if (t.runnable()) {
-                scratch.add(t);
-            }
+    /** Moves a task to {@code state}, keeping the runnable set (every change of state but teardown's). */
+    private void setState(SimTask st, SimTask.State state) {
+        boolean was = st.state == SimTask.State.RUNNABLE;
+        boolean is = state == SimTask.State.RUNNABLE;
+        st.state = state;
+        if (was != is) {
+            runnable.set(st.ordinal, is);
+            runnableCount += is ? 1 : -1;
         }
-        if (scratch.isEmpty()) {
+    }
+
+    /**
+     * The runnable tasks by id, one of them picked by the strategy when there is a choice. Most
+     * scheduling points have one runnable task or none: those read the count and at most one bit.
+     */
+    private SimTask chooseRunnable() {
+        if (runnableCount == 0) {
             return null;
         }
-        if (scratch.size() == 1) {
-            return scratch.get(0);
+        if (runnableCount == 1) {
+            return all.get(runnable.nextSetBit(0));
+        }
+        scratch.clear();
+        for (int i = runnable.nextSetBit(0); i >= 0; i = runnable.nextSetBit(i + 1)) {
+            scratch.add(all.get(i));
         }
         decisions++;
         SimTask chosen = strategy.choose(scratch, decisions);
@@ -597,31 +625,37 @@ public final class SimScheduler implements Scheduler {
     }
 
     /**
-     * The watchdog, on the caller's platform thread: waits for the controller to end, waking up only
-     * once per real-time bound. When a task has held the token for longer than
-     * {@link SimConfig#uncontrolledBlockingNanos} without reaching a scheduling point, tells the
-     * controller to end the run as {@link Outcome#UNCONTROLLED_BLOCKING}.
+     * The watchdog, on the caller's platform thread: waits for the controller to end, looking
+     * {@link #WATCH_LOOKS} times per real-time bound whether the count of scheduling points moved.
+     * When a task has held the token for longer than {@link SimConfig#uncontrolledBlockingNanos}
+     * without reaching a scheduling point, tells the controller to end the run as
+     * {@link Outcome#UNCONTROLLED_BLOCKING}.
      */
     private void watch() {
         long bound = config.uncontrolledBlockingNanos();
-        long waitNanos = bound;
+        long look = Math.max(bound / WATCH_LOOKS, 1);
+        long seen = points.getOpaque();
+        long seenAt = System.nanoTime();
         long silencedAt = 0;
         try {
-            while (!controller.join(java.time.Duration.ofNanos(waitNanos))) {
-                if (silenced && System.nanoTime() - silencedAt > SILENCED_END_BOUNDS * bound) {
+            while (!controller.join(java.time.Duration.ofNanos(look))) {
+                long t = System.nanoTime();
+                if (silenced && t - silencedAt > SILENCED_END_BOUNDS * bound) {
                     killed = true;
                     throw new IllegalStateException("the simulation's controller did not end " + SILENCED_END_BOUNDS
                             + " real-time bounds after task " + running + " went silent");
                 }
-                long last = lastPointNanos;
-                long silent = System.nanoTime() - last;
-                waitNanos = Math.max(bound - silent, bound / 16);
-                if (!silenced && running != null && silent >= bound && last == lastPointNanos) {
+                long p = points.getOpaque();
+                if (p != seen) { // a scheduling point since the last look
+                    seen = p;
+                    seenAt = t;
+                    continue;
+                }
+                if (!silenced && running != null && t - seenAt >= bound) {
                     silenced = true;
-                    silencedAt = System.nanoTime();
+                    silencedAt = t;
                     carrier.rescue(); // the silent task may be holding the run's only carrier
                     LockSupport.unpark(controller);
-                    waitNanos = bound;
                 }
             }
         } catch (InterruptedException e) {
@@ -713,7 +747,7 @@ public final class SimScheduler implements Scheduler {
                 if (sleeper.timeout == t && sleeper.state == SimTask.State.BLOCKED) {
                     sleeper.timeout = null;
                     sleeper.timedOut = true;
-                    sleeper.state = SimTask.State.RUNNABLE;
+                    setState(sleeper, SimTask.State.RUNNABLE);
                     sleeper.retriesInStall++;
                     if (sleeper.task.waitingOn() != null) {
                         strategy.onDemote(sleeper); // a retry must not starve the task it waits for

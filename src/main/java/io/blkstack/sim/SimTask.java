@@ -16,6 +16,8 @@ final class SimTask {
 
     final Task task;
     final long id;
+    /** Its index among the run's tasks in spawn order (which is id order). */
+    int ordinal;
     Thread thread;
     volatile boolean granted;
     State state = State.RUNNABLE;

@@ -14,8 +14,8 @@ import java.util.function.LongSupplier;
 
 /**
  * The event stream of one simulated run: task switches, timer fires, fault decisions and the
- * kernel's own tracer events. Every event is folded into a 64-bit FNV-1a hash (two runs with the
- * same hash took the same path), the last {@link #RECENT_MAX} are kept for explanations, and all of
+ * kernel's own tracer events. Every event is folded into a 64-bit hash, part by part (two runs
+ * with the same hash took the same path), the last {@link #RECENT_MAX} are kept for explanations, and all of
  * them can be written as JSON lines.
  *
  * <p>Events must not contain identity hash codes or real times, or the hash would differ between
@@ -26,8 +26,12 @@ public final class SimTrace implements Tracer, AutoCloseable {
     /** How many recent events an explanation shows. */
     public static final int RECENT_MAX = 30;
 
-    private static final long FNV_OFFSET = 0xcbf29ce484222325L;
-    private static final long FNV_PRIME = 0x100000001b3L;
+    private static final long HASH_START = 0xcbf29ce484222325L;
+    /** Odd constants of the fold's two multiplications (those of SplitMix64's finalizer). */
+    private static final long MIX_1 = 0xbf58476d1ce4e5b9L;
+    private static final long MIX_2 = 0x94d049bb133111ebL;
+    /** Folded after an event's parts, so that events' boundaries count. */
+    private static final long EVENT_END = 0x0a;
 
     /** The last events' parts; lines are built only when {@link #recent} asks. */
     private final long[] recentNow = new long[RECENT_MAX];
@@ -36,18 +40,9 @@ public final class SimTrace implements Tracer, AutoCloseable {
     private final String[] recentDetail = new String[RECENT_MAX];
     private final String[] recentSeparator = new String[RECENT_MAX];
     private final long[] recentNumber = new long[RECENT_MAX];
-    /** Scratch for the decimal digits of one number. */
-    private final char[] digits = new char[20];
-    /**
-     * The decimal digits of the last event's time, from {@link #nowDigitsAt}: consecutive events
-     * mostly share a virtual time, so {@link #record} spells it once per change, not per event.
-     */
-    private final char[] nowDigits = new char[20];
-    private int nowDigitsAt = nowDigits.length;
-    private long nowSpelled = Long.MIN_VALUE;
     private final BufferedWriter json;
     private LongSupplier clock = () -> 0;
-    private long hash = FNV_OFFSET;
+    private long hash = HASH_START;
     private long count;
     private boolean frozen;
 
@@ -81,32 +76,26 @@ public final class SimTrace implements Tracer, AutoCloseable {
     }
 
     /**
-     * Records one event whose detail is {@code detail + separator + number}, the same event as
-     * {@code record(who, type, detail + separator + number)} but without building the string: the
-     * scheduler records one for every scheduling step.
+     * Records one event whose detail is {@code detail + separator + number}, written to JSON as
+     * {@code record(who, type, detail + separator + number)} would be but without building the
+     * string: the scheduler records one for every scheduling step.
      */
     public synchronized void record(String who, String type, String detail, String separator, long number) {
         if (frozen) {
             return;
         }
         long now = clock.getAsLong();
-        // The hash is FNV-1a over the line "NOW WHO TYPE[ DETAIL]\n", fed piece by piece.
-        if (now != nowSpelled) {
-            nowDigitsAt = spell(now, nowDigits);
-            nowSpelled = now;
+        // Each part is folded whole: a string by its hash code (computed once per string and
+        // kept in it; the event's names are mostly constants and task labels), a number as it is.
+        long h = fold(hash, now);
+        h = fold(h, who.hashCode());
+        h = fold(h, type.hashCode());
+        if (separator != null) {
+            h = fold(fold(fold(h, detail.hashCode()), separator.hashCode()), number);
+        } else if (!detail.isEmpty()) {
+            h = fold(h, detail.hashCode());
         }
-        long h = hashDigits(hash, now < 0, nowDigits, nowDigitsAt);
-        h = hashChars(hashChars(hashChars(h, " "), who), " ");
-        h = hashChars(h, type);
-        if (separator != null || !detail.isEmpty()) {
-            h = hashChars(hashChars(h, " "), detail);
-            if (separator != null) {
-                h = hashNumber(hashChars(h, separator), number);
-            }
-        }
-        h ^= '\n';
-        h *= FNV_PRIME;
-        hash = h;
+        hash = fold(h, EVENT_END);
         int slot = (int) (count % RECENT_MAX);
         recentNow[slot] = now;
         recentWho[slot] = who;
@@ -120,43 +109,12 @@ public final class SimTrace implements Tracer, AutoCloseable {
         }
     }
 
-    private static long hashChars(long hash, String s) {
-        long h = hash;
-        for (int i = 0; i < s.length(); i++) {
-            h ^= s.charAt(i);
-            h *= FNV_PRIME;
-        }
-        return h;
-    }
-
-    /** Folds the decimal form of {@code value} into {@code hash}, as {@code Long.toString} spells it. */
-    private long hashNumber(long hash, long value) {
-        return hashDigits(hash, value < 0, digits, spell(value, digits));
-    }
-
-    /** Puts the decimal digits of {@code value} (without a sign) at the end of {@code out}; returns where they start. */
-    private static int spell(long value, char[] out) {
-        int at = out.length;
-        long rest = value < 0 ? value : -value; // negative, so Long.MIN_VALUE works too
-        do {
-            out[--at] = (char) ('0' - rest % 10);
-            rest /= 10;
-        } while (rest != 0);
-        return at;
-    }
-
-    /** Folds a minus sign if {@code negative}, then the digits of {@code digits} from {@code at}, into {@code hash}. */
-    private static long hashDigits(long hash, boolean negative, char[] digits, int at) {
-        long h = hash;
-        if (negative) {
-            h ^= '-';
-            h *= FNV_PRIME;
-        }
-        for (int i = at; i < digits.length; i++) {
-            h ^= digits[i];
-            h *= FNV_PRIME;
-        }
-        return h;
+    /** Folds one part into the hash: a multiply-xorshift round, so that order and every bit count. */
+    private static long fold(long hash, long part) {
+        long h = (hash ^ part) * MIX_1;
+        h ^= h >>> 29;
+        h *= MIX_2;
+        return h ^ (h >>> 32);
     }
 
     private void writeJson(long now, String who, String type, String detail) {
