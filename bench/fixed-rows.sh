@@ -13,6 +13,8 @@
 #   bench/fixed-rows.sh status              is it running; the progress bar's latest line
 #   bench/fixed-rows.sh report              per fixed row: 0 findings, or the first replay
 #   bench/fixed-rows.sh stop                stop the run this script started
+#   bench/fixed-rows.sh pause | resume      hold the run (SIGSTOP) while the machine is needed, e.g.
+#                                           for a benchmark; resume continues it where it was
 #
 # Environment:
 #   FIXED_ROWS_DIR   where the log, the pid and the table go (default target/fixed-rows)
@@ -106,8 +108,42 @@ stop() {
     fi
 }
 
+# The processes under the run's `script` (the launcher's shell, the JVM). `script` follows its
+# child: when the child stops it stops itself, and when it is continued it continues the child.
+# So a pause stops only the processes under it (stopping `script` too would leave it to re-stop
+# itself on the stale notice when continued), and a resume continues `script`, then them.
+run_children() {
+    local pid=$1 child
+    for child in $(pgrep -P "$pid" || true); do
+        echo "$child"
+        run_children "$child"
+    done
+}
+
+pause() {
+    running || { echo "fixed-rows: not running" >&2; exit 1; }
+    local children
+    children=$(run_children "$(cat "$pidfile")")
+    # shellcheck disable=SC2086
+    [[ -n $children ]] && kill -s STOP $children
+    echo "fixed-rows: paused pid $(cat "$pidfile") (resume with 'bench/fixed-rows.sh resume')"
+}
+
+resume() {
+    running || { echo "fixed-rows: not running" >&2; exit 1; }
+    local pid children
+    pid=$(cat "$pidfile")
+    kill -s CONT "$pid"
+    children=$(run_children "$pid")
+    # shellcheck disable=SC2086
+    [[ -n $children ]] && kill -s CONT $children
+    echo "fixed-rows: resumed pid $pid"
+}
+
 case ${1:-} in
     start) shift; start "$@" ;;
+    pause) pause ;;
+    resume) resume ;;
     status) status ;;
     report) report ;;
     stop) stop ;;
