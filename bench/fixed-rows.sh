@@ -67,7 +67,13 @@ start() {
 
 status() {
     [[ -f $log ]] || { echo "fixed-rows: no run in $dir" >&2; exit 1; }
-    if running; then echo "running (pid $(cat "$pidfile"))"; else echo "not running"; fi
+    if running && paused; then
+        echo "paused (pid $(cat "$pidfile"); 'bench/fixed-rows.sh resume' to go on)"
+    elif running; then
+        echo "running (pid $(cat "$pidfile"))"
+    else
+        echo "not running"
+    fi
     # The bar's latest redraw, and the rows finished so far.
     tr '\r' '\n' <"$log" | grep -a '^scenario *[0-9]*%' | tail -n 1 || true
     plain_log | grep -a ' sim: ' || true
@@ -101,8 +107,11 @@ report() {
 
 stop() {
     if running; then
-        kill "$(cat "$pidfile")"
-        echo "fixed-rows: stopped pid $(cat "$pidfile")"
+        local pid
+        pid=$(cat "$pidfile")
+        kill "$pid"
+        resume_run "$pid" # a paused run must run on to take the signal and end
+        echo "fixed-rows: stopped pid $pid"
     else
         echo "fixed-rows: not running"
     fi
@@ -120,24 +129,37 @@ run_children() {
     done
 }
 
+# A process may end between the listing and the signal: that is not an error.
 pause() {
     running || { echo "fixed-rows: not running" >&2; exit 1; }
     local children
     children=$(run_children "$(cat "$pidfile")")
     # shellcheck disable=SC2086
-    [[ -n $children ]] && kill -s STOP $children
+    [[ -z $children ]] || kill -s STOP $children 2>/dev/null || true
     echo "fixed-rows: paused pid $(cat "$pidfile") (resume with 'bench/fixed-rows.sh resume')"
+}
+
+resume_run() {
+    local pid=$1 children
+    kill -s CONT "$pid" 2>/dev/null || true
+    children=$(run_children "$pid")
+    # shellcheck disable=SC2086
+    [[ -z $children ]] || kill -s CONT $children 2>/dev/null || true
 }
 
 resume() {
     running || { echo "fixed-rows: not running" >&2; exit 1; }
-    local pid children
-    pid=$(cat "$pidfile")
-    kill -s CONT "$pid"
-    children=$(run_children "$pid")
-    # shellcheck disable=SC2086
-    [[ -n $children ]] && kill -s CONT $children
-    echo "fixed-rows: resumed pid $pid"
+    resume_run "$(cat "$pidfile")"
+    echo "fixed-rows: resumed pid $(cat "$pidfile")"
+}
+
+# Whether the run is paused: a process under script is stopped.
+paused() {
+    local child
+    for child in $(run_children "$(cat "$pidfile")"); do
+        [[ $(ps -o stat= -p "$child" 2>/dev/null) == T* ]] && return 0
+    done
+    return 1
 }
 
 case ${1:-} in

@@ -636,10 +636,20 @@ public final class SimScheduler implements Scheduler {
         long look = Math.max(bound / WATCH_LOOKS, 1);
         long seen = points.getOpaque();
         long seenAt = System.nanoTime();
+        long lastLook = seenAt;
         long silencedAt = 0;
         try {
             while (!controller.join(java.time.Duration.ofNanos(look))) {
                 long t = System.nanoTime();
+                long stalled = t - lastLook - look;
+                lastLook = t;
+                if (stalled > look) {
+                    // This thread did not run for a while: the whole process was stopped (SIGSTOP,
+                    // a paused background campaign) or starved. The tasks did not run either, so
+                    // the gap is not held against the running one.
+                    seenAt += stalled;
+                    silencedAt += stalled;
+                }
                 if (silenced && t - silencedAt > SILENCED_END_BOUNDS * bound) {
                     killed = true;
                     throw new IllegalStateException("the simulation's controller did not end " + SILENCED_END_BOUNDS

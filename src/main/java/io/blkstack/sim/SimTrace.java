@@ -30,8 +30,13 @@ public final class SimTrace implements Tracer, AutoCloseable {
     /** Odd constants of the fold's two multiplications (those of SplitMix64's finalizer). */
     private static final long MIX_1 = 0xbf58476d1ce4e5b9L;
     private static final long MIX_2 = 0x94d049bb133111ebL;
-    /** Folded after an event's parts, so that events' boundaries count. */
-    private static final long EVENT_END = 0x0a;
+    /**
+     * Folded after an event's parts, one per form of event (with a detail, with none, with a
+     * detail and a number), so that events' boundaries and forms count.
+     */
+    private static final long EVENT_END = 0xe000_0000_0000_0001L;
+    private static final long EVENT_END_BARE = 0xe000_0000_0000_0002L;
+    private static final long EVENT_END_NUMBERED = 0xe000_0000_0000_0003L;
 
     /** The last events' parts; lines are built only when {@link #recent} asks. */
     private final long[] recentNow = new long[RECENT_MAX];
@@ -85,17 +90,17 @@ public final class SimTrace implements Tracer, AutoCloseable {
             return;
         }
         long now = clock.getAsLong();
-        // Each part is folded whole: a string by its hash code (computed once per string and
-        // kept in it; the event's names are mostly constants and task labels), a number as it is.
+        // Each part is folded whole: a number as it is, a string four characters per round (see
+        // foldString); the end marker says which of the event's forms it was.
         long h = fold(hash, now);
-        h = fold(h, who.hashCode());
-        h = fold(h, type.hashCode());
+        h = foldString(h, who);
+        h = foldString(h, type);
         if (separator != null) {
-            h = fold(fold(fold(h, detail.hashCode()), separator.hashCode()), number);
+            h = fold(foldString(foldString(h, detail), separator), number);
         } else if (!detail.isEmpty()) {
-            h = fold(h, detail.hashCode());
+            h = foldString(h, detail);
         }
-        hash = fold(h, EVENT_END);
+        hash = fold(h, separator != null ? EVENT_END_NUMBERED : detail.isEmpty() ? EVENT_END_BARE : EVENT_END);
         int slot = (int) (count % RECENT_MAX);
         recentNow[slot] = now;
         recentWho[slot] = who;
@@ -107,6 +112,29 @@ public final class SimTrace implements Tracer, AutoCloseable {
         if (json != null) {
             writeJson(now, who, type, separator == null ? detail : detail + separator + number);
         }
+    }
+
+    /**
+     * Folds a string: its length, then its characters four to a round (64 bits each), so that
+     * strings differ in the hash wherever they differ in a character. (A string's own 32-bit hash
+     * code would be cheaper, but distinct strings share one too easily: "Aa" and "BB".)
+     */
+    private static long foldString(long hash, String s) {
+        int n = s.length();
+        long h = fold(hash, n);
+        int i = 0;
+        for (; i + 4 <= n; i += 4) {
+            h = fold(h, s.charAt(i) | (long) s.charAt(i + 1) << 16 | (long) s.charAt(i + 2) << 32
+                    | (long) s.charAt(i + 3) << 48);
+        }
+        if (i < n) {
+            long rest = 0;
+            for (int shift = 0; i < n; i++, shift += 16) {
+                rest |= (long) s.charAt(i) << shift;
+            }
+            h = fold(h, rest);
+        }
+        return h;
     }
 
     /** Folds one part into the hash: a multiply-xorshift round, so that order and every bit count. */

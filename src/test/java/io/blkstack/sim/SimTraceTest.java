@@ -45,6 +45,18 @@ class SimTraceTest {
                 t -> { // one event fewer
                     t.record("sim", "pick", "t1", "/", 3);
                 },
+                t -> { // details whose 32-bit String hash codes are equal ("Aa" and "BB")
+                    t.record("sim", "pick", "t1", "/", 3);
+                    t.record("t1", "sleep", "xAay");
+                },
+                t -> {
+                    t.record("sim", "pick", "t1", "/", 3);
+                    t.record("t1", "sleep", "xBBy");
+                },
+                t -> { // the same characters, cut between parts at another place
+                    t.record("sim", "pick", "t1", "/", 3);
+                    t.record("t1", "slee", "p");
+                },
                 t -> { // the virtual time
                     long[] now = {0};
                     t.clock(() -> now[0]);
