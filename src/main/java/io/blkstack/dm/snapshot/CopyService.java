@@ -223,14 +223,26 @@ public final class CopyService implements AutoCloseable {
         slot.restSectors = 0;
         job.assignedSectors += pieceSectors;
         job.piecesInFlight++;
-        if (job.assignedSectors == job.sectors) {
-            head = job.next;
-            if (head == null) {
-                tail = null;
-            }
-            job.next = null;
-        }
+        leaveQueueIfAssignedLocked(job);
         return slot;
+    }
+
+    /**
+     * Under the lock: a job whose every sector is assigned to a piece leaves the queue. Only the
+     * head can be (the dispatcher assigns the oldest job's pieces in order).
+     */
+    private void leaveQueueIfAssignedLocked(CopyJob job) {
+        if (job.assignedSectors != job.sectors) {
+            return;
+        }
+        if (head != job) {
+            throw new IllegalStateException("copy service " + name + ": job assigned in part is not the queue's head");
+        }
+        head = job.next;
+        if (head == null) {
+            tail = null;
+        }
+        job.next = null;
     }
 
     /**
@@ -276,16 +288,7 @@ public final class CopyService implements AutoCloseable {
         }
         slot.sectors += Math.toIntExact(extra);
         job.assignedSectors += Math.toIntExact(extra);
-        if (job.assignedSectors == job.sectors) {
-            if (head != job) {
-                throw new IllegalStateException("copy service " + name + ": job assigned in part is not the queue's head");
-            }
-            head = job.next;
-            if (head == null) {
-                tail = null;
-            }
-            job.next = null;
-        }
+        leaveQueueIfAssignedLocked(job);
     }
 
     /**
