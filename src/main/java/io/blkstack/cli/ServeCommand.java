@@ -216,6 +216,13 @@ final class ServeCommand implements Callable<Integer> {
                     + " or off: always hand it over (default: ${DEFAULT-VALUE}; the policy switch direct-issue).")
     String directIssue;
 
+    @Option(names = "--inline-reply", paramLabel = "on|off", defaultValue = "on",
+            description = "Let a connection's reader send the replies that are ready before it waits for the next"
+                    + " request, with a send that never blocks (what the socket does not take goes to the writer),"
+                    + " or off: the writer sends every reply (default: ${DEFAULT-VALUE}; the policy switch"
+                    + " inline-reply).")
+    String inlineReply;
+
     @Option(names = "--hung-task-timeout", paramLabel = "DURATION", converter = DurationConverter.class,
             defaultValue = "30s",
             description = "Report a task blocked longer than this, with what it waits on and who holds it"
@@ -317,7 +324,7 @@ final class ServeCommand implements Callable<Integer> {
             }
         }
         for (String badChoice : new String[] {badChoice(PolicySwitch.READ_REFERENCES, readReferences),
-                badChoice(PolicySwitch.DIRECT_ISSUE, directIssue)}) {
+                badChoice(PolicySwitch.DIRECT_ISSUE, directIssue), badChoice(PolicySwitch.INLINE_REPLY, inlineReply)}) {
             if (badChoice != null) {
                 return fail(err, ExitCodes.USAGE, badChoice);
             }
@@ -327,6 +334,7 @@ final class ServeCommand implements Callable<Integer> {
             Kernel.Builder builder = Kernel.builder().name("blkstack-serve").memory(memory).reserves(config.reserves());
             builder.policies(Policies.defaults()
                     .with(PolicySwitch.DIRECT_ISSUE, policyValue(directIssue))
+                    .with(PolicySwitch.INLINE_REPLY, policyValue(inlineReply))
                     .with(PolicySwitch.READ_REFERENCES, policyValue(readReferences)));
             if (hungTaskTimeoutNanos > 0) {
                 Logger hung = LoggerFactory.getLogger("io.blkstack.kernel.HungTaskWatchdog");

@@ -41,7 +41,14 @@ public enum PolicySwitch {
      * an I/O task ({@code on}), only READs ({@code reads}) or only WRITEs ({@code writes}); or
      * every request is queued for the device's I/O tasks ({@code legacy}).
      */
-    DIRECT_ISSUE("direct-issue", "on", "reads", "writes", "legacy");
+    DIRECT_ISSUE("direct-issue", "on", "reads", "writes", "legacy"),
+    /**
+     * Issue 16's noisy neighbours: an NBD connection's reader sends the replies that are ready
+     * before it blocks for the next request, with a send that never waits, and hands what the
+     * socket did not take to the writer, whose wake-up it holds back meanwhile ({@code on}); or
+     * the writer sends every reply ({@code legacy}).
+     */
+    INLINE_REPLY("inline-reply", "on", "legacy");
 
     /** The value every switch accepts for its old design. */
     public static final String LEGACY = "legacy";

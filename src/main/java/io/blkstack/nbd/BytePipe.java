@@ -96,6 +96,14 @@ public final class BytePipe {
     /** Writes from {@code srcs[offset..offset+length)}; at least one byte (waits for room). */
     public long write(ByteBuffer[] srcs, int offset, int length) throws IOException {
         writable.waitEventTimeout(canWrite, this, -1, false);
+        return writeNow(srcs, offset, length);
+    }
+
+    /**
+     * Writes from {@code srcs[offset..offset+length)} what fits now, without waiting: 0 when the
+     * ring is full (a socket's {@code MSG_DONTWAIT} send).
+     */
+    public long writeNow(ByteBuffer[] srcs, int offset, int length) throws IOException {
         long moved = 0;
         lock.lock();
         try {

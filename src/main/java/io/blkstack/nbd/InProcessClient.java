@@ -121,6 +121,16 @@ public final class InProcessClient {
         }
 
         @Override
+        public boolean enableWriteNow() {
+            return true;
+        }
+
+        @Override
+        public long writeNow(ByteBuffer[] srcs, int offset, int length) throws IOException {
+            return replies.writeNow(srcs, offset, length);
+        }
+
+        @Override
         public void shutdownInput() {
             requests.shutdownRead();
         }

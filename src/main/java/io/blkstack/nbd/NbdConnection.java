@@ -174,6 +174,12 @@ final class NbdConnection {
             RequestBios bios = new RequestBios(server, negotiated.export().device(), budgetShare, endingCheck);
             RequestHandler handler = new RequestHandler(this, input, bios, negotiated);
             ReplyWriter writer = new ReplyWriter(this, slots, timers, io, bios, negotiated.structuredReplies());
+            if (!kernel.policies().value(PolicySwitch.INLINE_REPLY).equals(PolicySwitch.LEGACY) && writer.inlineEnabled()) {
+                // This reader sends what is ready before it blocks; its own completions' replies
+                // wake the writer only if it left them (issue 16's noisy neighbours).
+                input.sendBeforeRead(writer::sendFromReader);
+                slots.holdWakeupsOf(Task.current());
+            }
             kernel.spawn(name + "-writer", TaskKind.USER, writer::run);
             writerStarted = true;
             // Plugged: the requests parsed from one read reach the device queues before their I/O

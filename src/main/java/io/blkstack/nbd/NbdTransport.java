@@ -34,6 +34,25 @@ public interface NbdTransport {
     /** Writes from {@code srcs[offset..offset+length)} in order; the count written. */
     long write(ByteBuffer[] srcs, int offset, int length) throws IOException;
 
+    /**
+     * Prepares {@link #writeNow}; whether it can move bytes at all: a socket whose descriptor this
+     * JVM can send on without waiting, or an in-process pipe; not TLS (its records go out through
+     * one engine). Called once, by the connection's reader, when transmission begins.
+     */
+    default boolean enableWriteNow() {
+        return false;
+    }
+
+    /**
+     * Writes from {@code srcs[offset..offset+length)} what the transport takes without waiting
+     * (never blocks); the count written (0 when it would have to wait), or -1 when this transport
+     * cannot write without waiting (or not these buffers), the bytes untouched. The connection's
+     * reader sends ready replies with it before it blocks on a read.
+     */
+    default long writeNow(ByteBuffer[] srcs, int offset, int length) throws IOException {
+        return -1;
+    }
+
     /** Ends input: a blocked read and every later read see end of stream. Never blocks. */
     void shutdownInput() throws IOException;
 

@@ -7,6 +7,7 @@ import io.blkstack.bio.BioIter;
 import io.blkstack.bio.BioStatus;
 import io.blkstack.bio.ReadReference;
 import io.blkstack.block.SegmentViews;
+import io.blkstack.kernel.Mutex;
 import io.blkstack.mem.Page;
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -70,6 +71,19 @@ final class ReplyWriter {
     private final NbdRequest[] batch = new NbdRequest[BATCH_MAX];
     private final ByteBuffer[] replyHeaders = new ByteBuffer[BATCH_MAX];
     private final BooleanSupplier hasWork;
+    /**
+     * Held by whoever sends on the transport: the writer for each batch, the reader for its
+     * non-waiting send ({@link #sendFromReader}, which only tries it). Guards {@link #batch},
+     * {@link #gather}, {@link #replyHeaders} and the hand-over.
+     */
+    private final Mutex sendLock = new Mutex("nbd reply send");
+    /** Whether the reader sends ready replies itself ({@link #inlineEnabled}). */
+    private boolean inline;
+    /** A batch the reader popped and left to the writer: {@code batch[0..handedCount)}, ... */
+    private volatile boolean handedOver;
+    private int handedCount;
+    /** ... with {@code gather[0..handedGather)} partly sent (0: nothing gathered, send it whole). */
+    private int handedGather;
     /** The socket for sendfile, or null for a transport that is not one (copied through {@link #copyBuffer}). */
     private final WritableByteChannel socket;
     private ByteBuffer copyBuffer;
@@ -78,6 +92,8 @@ final class ReplyWriter {
      * counted as a send begins.
      */
     private final AtomicLong referencedBytes;
+    /** Kernel counter {@code nbd.reader-replies}: replies the reader sent whole ({@link #sendFromReader}). */
+    private final AtomicLong readerReplies;
 
     ReplyWriter(NbdConnection connection, RequestSlots slots, ConnectionTimers timers, NbdTransport transport,
             RequestBios bios, boolean structured) {
@@ -89,7 +105,8 @@ final class ReplyWriter {
         this.structured = structured;
         this.socket = transport instanceof SocketTransport st ? st.channel() : null;
         this.referencedBytes = connection.kernel().counters().get("nbd.read-reference-bytes");
-        this.hasWork = () -> slots.hasReplies() || (connection.readerDone && slots.inUse() == 0);
+        this.readerReplies = connection.kernel().counters().get("nbd.reader-replies");
+        this.hasWork = () -> handedOver || slots.hasReplies() || (connection.readerDone && slots.inUse() == 0);
         ByteBuffer headers = ByteBuffer.allocateDirect(BATCH_MAX * BATCHED_HEADER_BYTES);
         for (int i = 0; i < BATCH_MAX; i++) {
             replyHeaders[i] = headers.slice(i * BATCHED_HEADER_BYTES, BATCHED_HEADER_BYTES);
@@ -102,30 +119,122 @@ final class ReplyWriter {
             timers.startReplyTimer();
             while (true) {
                 slots.awaitWriterWork(hasWork, connection);
-                int n = slots.popReplies(batch);
-                if (n == 0) {
-                    if (connection.readerDone && slots.inUse() == 0) {
-                        return;
+                int n;
+                sendLock.lock();
+                try {
+                    if (handedOver) {
+                        n = handedCount;
+                        transmit(n, handedGather);
+                        handedOver = false;
+                    } else {
+                        n = slots.popReplies(batch);
+                        transmit(n, 0);
                     }
-                    continue;
+                } finally {
+                    sendLock.unlock();
                 }
-                if (!connection.broken) {
-                    try {
-                        timers.beginSending();
-                        sendBatch(n);
-                        timers.noteActivity();
-                    } catch (IOException e) {
-                        connection.broken = true; // keep draining completions; stop the reader too
-                        connection.shutdownInput();
-                    } finally {
-                        timers.endSending();
-                    }
+                if (n == 0 && connection.readerDone && slots.inUse() == 0) {
+                    return;
                 }
-                releaseBatch(n);
             }
         } finally {
             connection.finish();
         }
+    }
+
+    /**
+     * Sends the replies of {@code batch[0..n)} (the rest of {@code gather[0..gathered)} when the
+     * reader gathered them and the socket took part), then frees what they held; the caller holds
+     * the send lock. On a broken transport nothing is sent and everything is still freed.
+     */
+    private void transmit(int n, int gathered) {
+        if (n == 0) {
+            return;
+        }
+        if (!connection.broken) {
+            try {
+                timers.beginSending();
+                if (gathered > 0) {
+                    flushGather(gathered);
+                } else {
+                    sendBatch(n);
+                }
+                timers.noteActivity();
+            } catch (IOException e) {
+                transportFailed();
+            } finally {
+                timers.endSending();
+            }
+        }
+        Arrays.fill(gather, 0, gathered, null);
+        releaseBatch(n);
+    }
+
+    /** The transport failed: keep draining completions without sending, and stop the reader too. */
+    private void transportFailed() {
+        connection.broken = true;
+        connection.shutdownInput();
+    }
+
+    /**
+     * The reader, before it blocks on a read: sends the replies that are ready with a send that
+     * never waits, if the writer is not sending (the send lock is free) and nothing handed over
+     * is still pending. Whatever the socket does not take now, and any batch with a reply that
+     * cannot go out in one gathering write (a hole chunk, block status, a multi-window or referenced
+     * READ), is handed to the writer as it stands, so the reader never waits for the client to
+     * read. A no-op unless {@link #inlineEnabled}.
+     */
+    void sendFromReader() {
+        if (!inline || handedOver || connection.broken || !slots.hasReplies() || !sendLock.tryLock()) {
+            return;
+        }
+        try {
+            if (handedOver) {
+                return;
+            }
+            int n = slots.popReplies(batch);
+            if (n == 0) {
+                return;
+            }
+            int used = gatherAll(n);
+            if (used < 0) {
+                handOver(n, 0);
+                return;
+            }
+            long sent;
+            try {
+                sent = transport.writeNow(gather, 0, used);
+            } catch (IOException e) {
+                transportFailed();
+                Arrays.fill(gather, 0, used, null);
+                releaseBatch(n);
+                return;
+            }
+            if (sent < 0 || gather[used - 1].hasRemaining()) {
+                handOver(n, used); // the socket is full (or refused): the writer sends the rest
+                return;
+            }
+            timers.noteActivity();
+            readerReplies.addAndGet(n);
+            Arrays.fill(gather, 0, used, null);
+            releaseBatch(n);
+        } finally {
+            sendLock.unlock();
+        }
+    }
+
+    /** Leaves {@code batch[0..n)} (and {@code gather[0..gathered)}, partly sent) to the writer; under the send lock. */
+    private void handOver(int n, int gathered) {
+        handedCount = n;
+        handedGather = gathered;
+        handedOver = true;
+        slots.wakeWriterForWork();
+    }
+
+    /** Lets the reader send ready replies ({@link #sendFromReader}); true if the transport can. */
+    boolean inlineEnabled() {
+        inline = transport.enableWriteNow();
+        return inline;
     }
 
     /** Frees what {@code batch[0..n)} held, returns the budget and slots of requests that are over. */
@@ -162,57 +271,84 @@ final class ReplyWriter {
         int used = 0;
         for (int i = 0; i < n; i++) {
             NbdRequest r = batch[i];
-            int errno = r.errno();
-            boolean read = r.command == CMD_READ && errno == 0;
-            boolean gatherable;
-            if (read) {
-                boolean whole = r.lastWindow && !r.replyStarted && r.trimHead == 0 && r.trimTail == 0;
-                gatherable = whole && (structured ? r.extentCount == 1 && !r.extentHole[0] : true);
-            } else {
-                gatherable = r.lastWindow && (r.command != CMD_BLOCK_STATUS || errno != 0);
-            }
-            int segments = read ? dataSegments(r) : 0;
-            if (read && r.referencesArmed > 0) {
-                gatherable = false; // file extents go out with transferTo, between headers
-            }
-            if (!gatherable || segments + 1 > GATHER_MAX) {
+            int buffers = gatherBuffers(r);
+            if (buffers < 0) {
                 used = flushGather(used);
                 send(r);
                 continue;
             }
-            if (used + segments + 1 > GATHER_MAX) {
+            if (used + buffers > GATHER_MAX) {
                 used = flushGather(used);
             }
-            ByteBuffer h = replyHeaders[i].clear();
-            if (structured && r.command == CMD_READ) {
-                if (errno != 0) {
-                    chunkHeader(h, r, REPLY_FLAG_DONE, REPLY_TYPE_ERROR, 6);
-                    h.putInt(errno).putShort((short) 0);
-                } else {
-                    chunkHeader(h, r, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, (int) (8 + r.extentBytes[0]));
-                    h.putLong(r.offset);
-                }
-            } else {
-                h.putInt(SIMPLE_REPLY_MAGIC).putInt(errno).putLong(r.cookie);
-            }
-            gather[used++] = h.flip();
-            if (read) {
-                for (int b = 0; b < r.bioCount; b++) {
-                    iter.resetAll(r.bios[b]);
-                    used = SegmentViews.fill(iter, gather, used);
-                }
-            }
+            used = gatherReply(i, used);
         }
         flushGather(used);
     }
 
-    /** Page segments of a finished READ's data bios. */
-    private static int dataSegments(NbdRequest r) {
-        int count = 0;
-        for (int b = 0; b < r.bioCount; b++) {
-            count += r.bios[b].vecCount();
+    /**
+     * Gathers every reply of {@code batch[0..n)} into {@code gather}; the buffers used, or -1 (and
+     * {@code gather} left clear) if one of them cannot be gathered or they do not fit one array.
+     */
+    private int gatherAll(int n) {
+        int used = 0;
+        for (int i = 0; i < n; i++) {
+            int buffers = gatherBuffers(batch[i]);
+            if (buffers < 0 || used + buffers > GATHER_MAX) {
+                Arrays.fill(gather, 0, used, null);
+                return -1;
+            }
+            used = gatherReply(i, used);
         }
-        return count;
+        return used;
+    }
+
+    /**
+     * The buffers a reply takes in a gathering write (its header and its data's page views), or -1
+     * for a reply that goes out on its own: hole chunks, block status, a READ's window or trimmed
+     * part, a READ held by reference (its file extents go out with transferTo, between headers),
+     * one with more views than an array holds.
+     */
+    private int gatherBuffers(NbdRequest r) {
+        int errno = r.errno();
+        boolean read = r.command == CMD_READ && errno == 0;
+        if (!read) {
+            return r.lastWindow && (r.command != CMD_BLOCK_STATUS || errno != 0) ? 1 : -1;
+        }
+        boolean whole = r.lastWindow && !r.replyStarted && r.trimHead == 0 && r.trimTail == 0;
+        if (!whole || (structured && (r.extentCount != 1 || r.extentHole[0])) || r.referencesArmed > 0) {
+            return -1;
+        }
+        int buffers = 1;
+        for (int b = 0; b < r.bioCount; b++) {
+            buffers += r.bios[b].vecCount();
+        }
+        return buffers <= GATHER_MAX ? buffers : -1;
+    }
+
+    /** Puts {@code batch[i]}'s reply header and data views into {@code gather} from {@code used}; the new fill. */
+    private int gatherReply(int i, int used) {
+        NbdRequest r = batch[i];
+        int errno = r.errno();
+        ByteBuffer h = replyHeaders[i].clear();
+        if (structured && r.command == CMD_READ) {
+            if (errno != 0) {
+                chunkHeader(h, r, REPLY_FLAG_DONE, REPLY_TYPE_ERROR, 6);
+                h.putInt(errno).putShort((short) 0);
+            } else {
+                chunkHeader(h, r, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, (int) (8 + r.extentBytes[0]));
+                h.putLong(r.offset);
+            }
+        } else {
+            h.putInt(SIMPLE_REPLY_MAGIC).putInt(errno).putLong(r.cookie);
+        }
+        gather[used++] = h.flip();
+        if (r.command == CMD_READ && errno == 0) {
+            for (int b = 0; b < r.bioCount; b++) {
+                iter.resetAll(r.bios[b]);
+                used = SegmentViews.fill(iter, gather, used);
+            }
+        }
+        return used;
     }
 
     /** Writes {@code gather[0..used)} fully and clears it; returns 0 (the new fill). */

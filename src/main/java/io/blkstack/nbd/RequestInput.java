@@ -35,6 +35,8 @@ final class RequestInput {
     /** Buffered input, in read mode. */
     private final ByteBuffer input = ByteBuffer.allocateDirect(INPUT_BYTES).flip();
     private final ByteBuffer skipScratch = ByteBuffer.allocateDirect(SKIP_SCRATCH_BYTES);
+    /** What runs before every read from the transport, or null ({@link #sendBeforeRead}). */
+    private Runnable beforeRead;
 
     RequestInput(NbdTransport transport, ConnectionTimers timers) {
         this.transport = transport;
@@ -159,8 +161,20 @@ final class RequestInput {
         }
     }
 
-    /** Delivers the device wake-ups held back by the reader's plug (before every read from the transport). */
-    private static void unplug() {
+    /**
+     * Before every read from the transport: the reader sends the replies that are ready, if it
+     * may ({@link #sendBeforeRead}), then delivers the wake-ups its plug held back (device queues,
+     * and the writer's for what is left).
+     */
+    private void unplug() {
+        if (beforeRead != null) {
+            beforeRead.run();
+        }
         Task.current().plug().flush();
+    }
+
+    /** Runs {@code send} before every read from the transport (the reader's inline replies). */
+    void sendBeforeRead(Runnable send) {
+        this.beforeRead = send;
     }
 }

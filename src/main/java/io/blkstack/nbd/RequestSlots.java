@@ -1,6 +1,8 @@
 package io.blkstack.nbd;
 
+import io.blkstack.kernel.Plug;
 import io.blkstack.kernel.SpinLock;
+import io.blkstack.kernel.Task;
 import io.blkstack.kernel.WaitQueue;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.BooleanSupplier;
@@ -40,6 +42,9 @@ final class RequestSlots {
     private int ringCount;
     private final SpinLock ringLock;
     private final WaitQueue writerWait;
+    /** The reader whose own completions defer the writer's wake-up ({@link #holdWakeupsOf}), or null. */
+    private volatile Task reader;
+    private final Plug.Kickable writerKick = this::kickWriter;
 
     RequestSlots(NbdConnection connection, String name, int inFlightMax, int biosMax, int extentsMax) {
         if (inFlightMax < 1) {
@@ -111,7 +116,10 @@ final class RequestSlots {
         slotWait.waitEvent(n == 0 ? none : onlyOne, connection);
     }
 
-    /** Returns a slot and wakes the reader (waiting for a slot) and the writer (waiting to finish). */
+    /**
+     * Returns a slot and wakes the reader (waiting for a slot) and, once the reader has ended, the
+     * writer (waiting for the last slot to finish); before that the writer has no use for a slot.
+     */
     void giveBack(NbdRequest r) {
         slotLock.lock();
         try {
@@ -121,7 +129,27 @@ final class RequestSlots {
         }
         inUse.decrementAndGet();
         slotWait.wakeOne();
-        writerWait.wakeOne();
+        if (connection.readerDone) {
+            writerWait.wakeOne();
+        }
+    }
+
+    /**
+     * Holds back the writer's wake-up for replies that {@code reader}'s own completions queue (its
+     * direct-issued READs): they go on the reader's plug, which wakes the writer only if replies
+     * are still waiting when the plug flushes (before every read from the transport, after the
+     * reader sent what it could, and before any sleep). Set once, by the reader, before its first
+     * request.
+     */
+    void holdWakeupsOf(Task reader) {
+        this.reader = reader;
+    }
+
+    /** The plug's kick: wakes the writer if the reader left replies for it. */
+    private void kickWriter(int queued) {
+        if (hasReplies()) {
+            writerWait.wakeOne();
+        }
     }
 
     /** Queues a finished request for the writer; called from completions, never blocks. */
@@ -136,6 +164,15 @@ final class RequestSlots {
         } finally {
             ringLock.unlock();
         }
+        Task reader = this.reader;
+        if (reader != null && Task.currentOrNull() == reader && reader.plug().defer(writerKick)) {
+            return;
+        }
+        writerWait.wakeOne();
+    }
+
+    /** Wakes the writer: it has work (a reply the reader handed over). */
+    void wakeWriterForWork() {
         writerWait.wakeOne();
     }
 

@@ -3,11 +3,22 @@ package io.blkstack.nbd;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.SocketChannel;
+import java.util.concurrent.atomic.AtomicReference;
 
-/** A connection's transport over a blocking TCP socket: every call goes straight to the channel. */
+/**
+ * A connection's transport over a blocking socket (TCP or Unix): every call goes straight to the
+ * channel, except {@link #writeNow}, which goes through the socket's own {@link SendNow} where
+ * this JVM allows one.
+ */
 final class SocketTransport implements NbdTransport {
 
     private final SocketChannel channel;
+    /**
+     * The non-waiting sender on a duplicate of the socket once {@link #enableWriteNow} made one,
+     * {@link #RETIRED} once {@link #close} ran, else null.
+     */
+    private final AtomicReference<Object> now = new AtomicReference<>();
+    private static final Object RETIRED = new Object();
 
     SocketTransport(SocketChannel channel) {
         if (channel == null || !channel.isBlocking()) {
@@ -36,6 +47,30 @@ final class SocketTransport implements NbdTransport {
         return channel.write(srcs, offset, length);
     }
 
+    /**
+     * Makes the socket's non-waiting sender. Its duplicate is taken while the channel is open: the
+     * sender is published before {@link #close} retires it, and close retires it before it closes
+     * the channel, so a duplicate that could name another socket (taken after the close) is never
+     * published, and one that is published is closed before the channel's number can be reused.
+     */
+    @Override
+    public boolean enableWriteNow() {
+        SendNow sender = SendNow.open(channel);
+        if (sender == null) {
+            return false;
+        }
+        if (!now.compareAndSet(null, sender)) {
+            sender.close(); // closed meanwhile (or enabled twice): never used
+            return now.get() instanceof SendNow;
+        }
+        return true;
+    }
+
+    @Override
+    public long writeNow(ByteBuffer[] srcs, int offset, int length) throws IOException {
+        return now.get() instanceof SendNow sender ? sender.send(srcs, offset, length) : -1;
+    }
+
     @Override
     public void shutdownInput() throws IOException {
         channel.shutdownInput();
@@ -48,6 +83,9 @@ final class SocketTransport implements NbdTransport {
 
     @Override
     public void close() throws IOException {
+        if (now.getAndSet(RETIRED) instanceof SendNow sender) {
+            sender.close(); // first: see enableWriteNow
+        }
         channel.close();
     }
 
