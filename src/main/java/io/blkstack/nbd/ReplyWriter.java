@@ -94,6 +94,8 @@ final class ReplyWriter {
     private final AtomicLong referencedBytes;
     /** Kernel counter {@code nbd.reader-replies}: replies the reader sent whole ({@link #sendFromReader}). */
     private final AtomicLong readerReplies;
+    /** Kernel counter {@code nbd.reader-handovers}: batches the reader popped and left to the writer. */
+    private final AtomicLong readerHandovers;
 
     ReplyWriter(NbdConnection connection, RequestSlots slots, ConnectionTimers timers, NbdTransport transport,
             RequestBios bios, boolean structured) {
@@ -106,6 +108,7 @@ final class ReplyWriter {
         this.socket = transport instanceof SocketTransport st ? st.channel() : null;
         this.referencedBytes = connection.kernel().counters().get("nbd.read-reference-bytes");
         this.readerReplies = connection.kernel().counters().get("nbd.reader-replies");
+        this.readerHandovers = connection.kernel().counters().get("nbd.reader-handovers");
         this.hasWork = () -> handedOver || slots.hasReplies() || (connection.readerDone && slots.inUse() == 0);
         ByteBuffer headers = ByteBuffer.allocateDirect(BATCH_MAX * BATCHED_HEADER_BYTES);
         for (int i = 0; i < BATCH_MAX; i++) {
@@ -228,6 +231,7 @@ final class ReplyWriter {
         handedCount = n;
         handedGather = gathered;
         handedOver = true;
+        readerHandovers.incrementAndGet();
         slots.wakeWriterForWork();
     }
 
