@@ -206,16 +206,22 @@ final class ServeCommand implements Callable<Integer> {
                     + " (default: ${DEFAULT-VALUE}; the policy switch read-references).")
     String readReferences;
 
-    // Reads only by default: measured with bench/nbd-peers.sh (2026-12-06, a heavily loaded 2-core
-    // machine, 5 s x 3 rounds), direct issue won 3 of 4 read jobs (4 KiB random read 1.82, rounds
-    // 0.34-1.82; with a core kept busy 2.45, 0.85-2.45) and lost 2 of 3 write jobs (4 KiB random
-    // write 0.53, every round below 0.72).
-    @Option(names = "--direct-issue", paramLabel = "on|reads|writes|off", defaultValue = "reads",
+    // Reads and writes by default since the reader replies inline (--inline-reply): measured with
+    // bench/nbd-peers.sh on a quiet 2-core machine (2026-12-07, 5 s x 3 rounds, side by side), on
+    // against reads gave 4 KiB random write 1.24, 1 MiB sequential write 1.40, 1 MiB writes over four
+    // connections 1.15, the 64 KiB mixed job 1.30, and 4 KiB random write with a core kept busy 1.69.
+    // Before inline replies a directly issued write still woke the writer, and writes were a wash
+    // (0.92-1.12) or lost (4 KiB random write 0.53 on a loaded machine, 2026-12-06).
+    @Option(names = "--direct-issue", paramLabel = "on|reads|writes|off", defaultValue = "on",
             description = "Let the connection's reader serve a plain READ or WRITE on a file device itself when the"
                     + " device's queue is idle, instead of handing it to an I/O task (reads, writes: only those),"
                     + " or off: always hand it over (default: ${DEFAULT-VALUE}; the policy switch direct-issue).")
     String directIssue;
 
+    // On by default: measured with bench/nbd-peers.sh (2026-12-07, 5 s x 3 rounds, side by side),
+    // on against off gave 4 KiB random read 2.37 with a core kept busy (137.7 against 58.2 MiB/s,
+    // 1.36x nbdkit) but 0.89 quiet (164 against 185 MiB/s: with both cores free the writer's sends
+    // ran beside the reader); the 1 MiB and 64 KiB jobs 0.88-1.10 quiet.
     @Option(names = "--inline-reply", paramLabel = "on|off", defaultValue = "on",
             description = "Let a connection's reader send the replies that are ready before it waits for the next"
                     + " request, with a send that never blocks (what the socket does not take goes to the writer),"
