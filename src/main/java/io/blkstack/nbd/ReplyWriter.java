@@ -192,38 +192,44 @@ final class ReplyWriter {
             return;
         }
         try {
-            if (handedOver) {
-                return;
+            if (handedOver || connection.broken) {
+                return; // looked at again under the lock: the writer may have failed the transport just now
             }
             int n = slots.popReplies(batch);
             if (n == 0) {
                 return;
             }
-            int used = gatherAll(n);
-            if (used < 0) {
-                handOver(n, 0);
-                return;
-            }
-            long sent;
+            int used = 0;
             try {
-                sent = transport.writeNow(gather, 0, used);
+                used = gatherAll(n);
+                if (used >= 0 && sendNow(used)) {
+                    timers.noteActivity();
+                    readerReplies.addAndGet(n);
+                    Arrays.fill(gather, 0, used, null);
+                    releaseBatch(n);
+                    return;
+                }
             } catch (IOException e) {
-                transportFailed();
-                Arrays.fill(gather, 0, used, null);
-                releaseBatch(n);
-                return;
+                transportFailed(); // the writer frees the batch without sending
+            } catch (RuntimeException | Error e) {
+                Arrays.fill(gather, null); // a fault of this code: the writer still frees the batch
+                handOver(n, 0);
+                throw e;
             }
-            if (sent < 0 || gather[used - 1].hasRemaining()) {
-                handOver(n, used); // the socket is full (or refused): the writer sends the rest
-                return;
-            }
-            timers.noteActivity();
-            readerReplies.addAndGet(n);
-            Arrays.fill(gather, 0, used, null);
-            releaseBatch(n);
+            // The socket did not take it all (or a reply needs the writer's path): the writer sends the rest.
+            handOver(n, Math.max(used, 0));
         } finally {
             sendLock.unlock();
         }
+    }
+
+    /** Sends {@code gather[0..used)} without waiting; whether all of it went. */
+    private boolean sendNow(int used) throws IOException {
+        long bytes = 0;
+        for (int i = 0; i < used; i++) {
+            bytes += gather[i].remaining();
+        }
+        return transport.writeNow(gather, 0, used) == bytes;
     }
 
     /** Leaves {@code batch[0..n)} (and {@code gather[0..gathered)}, partly sent) to the writer; under the send lock. */

@@ -18,7 +18,7 @@ final class SocketTransport implements NbdTransport {
      * {@link #RETIRED} once {@link #close} ran, else null.
      */
     private final AtomicReference<Object> now = new AtomicReference<>();
-    private static final Object RETIRED = new Object();
+    private static final String RETIRED = "retired";
 
     SocketTransport(SocketChannel channel) {
         if (channel == null || !channel.isBlocking()) {

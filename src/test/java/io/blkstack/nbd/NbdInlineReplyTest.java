@@ -92,6 +92,7 @@ class NbdInlineReplyTest {
     void aReplyTheReaderCannotSendWholeGoesOnFromTheWriter() throws Exception {
         start(true);
         InProcessClient client = server.connectInProcess("x");
+        awaitIdleWriter();
         byte[] data = pattern(MiB, 5);
         client.send(request(CMD_WRITE, 1, MiB, MiB, data));
         expectReply(client, 1);
@@ -134,7 +135,8 @@ class NbdInlineReplyTest {
 
     /**
      * Proves the path over a real socket (the test JVM, like the jar, lets the server read the
-     * socket's descriptor and call {@code sendmsg}): the reader sends a WRITE's reply itself, and a
+     * socket's descriptor and call {@code sendmsg}): the reader sends WRITE replies itself; a 4 MiB
+     * READ (more page views than one gathering write takes) is handed to the writer unsent; and a
      * client with a 64 KiB receive buffer that sends eight 1 MiB READs before it reads anything
      * still gets every byte in order, whichever task sent which part.
      */
@@ -146,10 +148,18 @@ class NbdInlineReplyTest {
         byte[][] data = {pattern(MiB, 1), pattern(MiB, 2), pattern(MiB, 3), pattern(MiB, 4)};
         try (NbdTestClient client = new NbdTestClient(server.localAddress(), 64 * 1024).greet()) {
             client.go("x");
+            awaitIdleWriter();
             for (int i = 0; i < 4; i++) {
                 assertEquals(0, client.writeSync((long) i * MiB, data[i], 0));
             }
-            assertTrue(counter("nbd.reader-replies") >= 1, "no WRITE reply was sent by the reader");
+            assertTrue(counter("nbd.reader-replies") >= 3, "WRITE replies were not sent by the reader: "
+                    + counter("nbd.reader-replies"));
+            assertEquals(0, counter("nbd.reader-handovers"));
+            byte[] whole = client.readSync(0, 4 * MiB);
+            for (int i = 0; i < 4; i++) {
+                assertArrayEquals(data[i], java.util.Arrays.copyOfRange(whole, i * MiB, (i + 1) * MiB), "MiB " + i);
+            }
+            assertEquals(1, counter("nbd.reader-handovers"), "the 4 MiB READ's reply was not handed to the writer");
             for (int i = 0; i < 8; i++) {
                 client.request(0, CMD_READ, 100 + i, (long) (i % 4) * MiB, MiB, null);
             }
@@ -163,9 +173,25 @@ class NbdInlineReplyTest {
         }
     }
 
-    /** The connection's writer task (started before the reader's first request, so it exists once a reply came). */
+    /** The connection's writer task, once its reader started it (before the reader's first request). */
     private Task writerTask() {
-        return tk.kernel.scheduler().tasks().stream().filter(t -> t.name().endsWith("-writer")).findFirst()
-                .orElseThrow(() -> new AssertionError("no writer task: " + server.describeState()));
+        long deadline = System.nanoTime() + 30_000_000_000L;
+        while (true) {
+            var found = tk.kernel.scheduler().tasks().stream().filter(t -> t.name().endsWith("-writer")).findFirst();
+            if (found.isPresent()) {
+                return found.get();
+            }
+            assertTrue(System.nanoTime() < deadline, "the connection's writer task never started: " + server.describeState());
+            Thread.onSpinWait();
+        }
+    }
+
+    /**
+     * Waits until the writer sleeps for work: from then on only a reply left by the reader wakes
+     * it, so which task sends which reply no longer depends on when the writer's thread first ran.
+     */
+    private void awaitIdleWriter() {
+        assertNotNull(writerTask().awaitWait(what -> what instanceof NbdConnection, 30_000_000_000L),
+                "the writer never waited for work: " + server.describeState());
     }
 }

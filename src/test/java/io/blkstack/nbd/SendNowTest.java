@@ -2,6 +2,7 @@ package io.blkstack.nbd;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
@@ -13,7 +14,11 @@ import java.net.InetSocketAddress;
 import java.nio.ByteBuffer;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
+import java.nio.file.Files;
+import java.nio.file.LinkOption;
+import java.nio.file.Path;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
 
 /** The reader's non-waiting send on a real socket: what it takes, that it never waits, and its close. */
 class SendNowTest {
@@ -102,7 +107,33 @@ class SendNowTest {
         }
     }
 
+    /**
+     * Proves a close during a send keeps the duplicate open until the send ends, and closes it
+     * then (the count in {@link SendNow}): otherwise the number could be reused by another client's
+     * socket while the send still uses it.
+     */
     @Test
+    void aCloseDuringASendClosesTheDuplicateWhenTheSendEnds() throws IOException {
+        assumeTrue(NativeCalls.onLinux());
+        try (ServerSocketChannel l = listener()) {
+            SocketChannel[] ends = pair(l);
+            try (SocketChannel server = ends[0]; SocketChannel client = ends[1]) {
+                SendNow sender = SendNow.open(server);
+                assertNotNull(sender);
+                Path descriptor = Path.of("/proc/self/fd/" + sender.descriptor());
+                assertTrue(Files.exists(descriptor, LinkOption.NOFOLLOW_LINKS));
+                assertTrue(sender.enterForTest());
+                sender.close();
+                assertTrue(Files.exists(descriptor, LinkOption.NOFOLLOW_LINKS), "closed under a send");
+                assertFalse(sender.enterForTest(), "a send after the close began");
+                sender.exitForTest();
+                assertFalse(Files.exists(descriptor, LinkOption.NOFOLLOW_LINKS), "not closed when the send ended");
+            }
+        }
+    }
+
+    @Test
+    @Timeout(60)
     void theTransportRetiresItsSenderBeforeTheChannelCloses() throws IOException {
         assumeTrue(NativeCalls.onLinux());
         try (ServerSocketChannel l = listener()) {
