@@ -32,15 +32,7 @@ class NbdInlineReplyTest {
 
     @AfterEach
     void tearDown() {
-        try {
-            if (server != null) {
-                server.close();
-            }
-        } finally {
-            if (tk != null) {
-                tk.close(); // throws if any page, bio or pool element was not returned
-            }
-        }
+        ServerTeardown.close(server, tk);
     }
 
     private void start(boolean inline) throws IOException {

@@ -50,15 +50,7 @@ class NbdLongSimpleReadTest {
 
     @AfterEach
     void tearDown() {
-        try {
-            if (server != null) {
-                server.close();
-            }
-        } finally {
-            if (tk != null) {
-                tk.close(); // throws if any page, bio or pool element was not returned
-            }
-        }
+        ServerTeardown.close(server, tk);
     }
 
     private InetSocketAddress start(OrderingDevice device) throws IOException {

@@ -62,15 +62,7 @@ class NbdReadReferenceTest {
 
     @AfterEach
     void tearDown() {
-        try {
-            if (server != null) {
-                server.close();
-            }
-        } finally {
-            if (tk != null) {
-                tk.close(); // throws if any page, bio or pool element was not returned
-            }
-        }
+        ServerTeardown.close(server, tk);
     }
 
     /** A stack over files {@code a} and {@code b}: null table for the bare file {@code a}; whether it passes references. */

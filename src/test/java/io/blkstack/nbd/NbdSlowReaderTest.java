@@ -33,15 +33,7 @@ class NbdSlowReaderTest {
 
     @AfterEach
     void tearDown() {
-        try {
-            if (server != null) {
-                server.close();
-            }
-        } finally {
-            if (tk != null) {
-                tk.close(); // throws if any page, bio or pool element was not returned
-            }
-        }
+        ServerTeardown.close(server, tk);
     }
 
     /**

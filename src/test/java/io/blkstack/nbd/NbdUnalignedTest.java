@@ -56,15 +56,7 @@ class NbdUnalignedTest {
 
     @AfterEach
     void tearDown() {
-        try {
-            if (server != null) {
-                server.close();
-            }
-        } finally {
-            if (tk != null) {
-                tk.close(); // throws if any page, bio or pool element was not returned
-            }
-        }
+        ServerTeardown.close(server, tk);
     }
 
     private static byte[] pattern(int length, long seed) {

@@ -23,88 +23,90 @@ import org.junit.jupiter.api.Timeout;
 /** The reader's non-waiting send on a real socket: what it takes, that it never waits, and its close. */
 class SendNowTest {
 
-    /** A connected loopback pair: [0] the server's accepted end, [1] the client's. */
-    private static SocketChannel[] pair(ServerSocketChannel listener) throws IOException {
-        SocketChannel client = SocketChannel.open(listener.getLocalAddress());
-        return new SocketChannel[] {listener.accept(), client};
+    /** A test body given a connected loopback pair and a sender on the server's end. */
+    private interface PairBody {
+        void run(SocketChannel server, SocketChannel client, SendNow sender) throws IOException;
     }
 
-    private static ServerSocketChannel listener() throws IOException {
-        return ServerSocketChannel.open().bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0));
+    /** Runs {@code body} on a fresh loopback pair (Linux only), with a sender opened on the server's end. */
+    private static void withPair(PairBody body) throws IOException {
+        assumeTrue(NativeCalls.onLinux());
+        try (ServerSocketChannel listener = ServerSocketChannel.open()
+                .bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0));
+                SocketChannel client = SocketChannel.open(listener.getLocalAddress());
+                SocketChannel server = listener.accept()) {
+            SendNow sender = SendNow.open(server);
+            assertNotNull(sender, "the test JVM exports sun.nio.ch and allows native access, as the jar does");
+            try {
+                body.run(server, client, sender);
+            } finally {
+                sender.close();
+            }
+        }
+    }
+
+    /** Reads exactly {@code n} bytes from {@code client}. */
+    private static ByteBuffer readExactly(SocketChannel client, int n) throws IOException {
+        ByteBuffer in = ByteBuffer.allocate(n);
+        while (in.hasRemaining()) {
+            if (client.read(in) < 0) {
+                throw new java.io.EOFException("stream ended after " + in.position() + " of " + n + " bytes");
+            }
+        }
+        return in.flip();
     }
 
     @Test
     void sendsWhatTheSocketTakesAndStopsWhenItIsFull() throws IOException {
-        assumeTrue(NativeCalls.onLinux());
-        try (ServerSocketChannel l = listener()) {
-            SocketChannel[] ends = pair(l);
-            try (SocketChannel server = ends[0]; SocketChannel client = ends[1]) {
-                SendNow sender = SendNow.open(server);
-                assertNotNull(sender, "the test JVM exports sun.nio.ch and allows native access, as the jar does");
-                // Two buffers per call, with distinct bytes, until the socket takes nothing more:
-                // never waiting although the client reads nothing meanwhile.
-                long total = 0;
-                int calls = 0;
-                byte next = 0;
-                ByteBuffer[] srcs = new ByteBuffer[2];
-                while (true) {
-                    for (int i = 0; i < 2; i++) {
-                        srcs[i] = ByteBuffer.allocateDirect(64 * 1024);
-                        while (srcs[i].hasRemaining()) {
-                            srcs[i].put(next++);
-                        }
-                        srcs[i].flip();
+        withPair((server, client, sender) -> {
+            // Two buffers per call, with distinct bytes, until the socket takes nothing more:
+            // never waiting although the client reads nothing meanwhile.
+            long total = 0;
+            int calls = 0;
+            byte next = 0;
+            ByteBuffer[] srcs = new ByteBuffer[2];
+            while (true) {
+                for (int i = 0; i < 2; i++) {
+                    srcs[i] = ByteBuffer.allocateDirect(64 * 1024);
+                    while (srcs[i].hasRemaining()) {
+                        srcs[i].put(next++);
                     }
-                    long sent = sender.send(srcs, 0, 2);
-                    calls++;
-                    assertEquals(sent, 2 * 64 * 1024 - srcs[0].remaining() - srcs[1].remaining(),
-                            "positions advance by what was sent");
-                    total += sent;
-                    if (sent < 2 * 64 * 1024) {
-                        break; // the socket buffers are full: a blocking write would wait here
-                    }
-                    assertTrue(calls < 10_000, "a socket that never fills");
+                    srcs[i].flip();
                 }
-                assertTrue(total > 0, "the first send went out");
-                // The client reads exactly the bytes sent, in order.
-                ByteBuffer in = ByteBuffer.allocate((int) total);
-                while (in.hasRemaining()) {
-                    client.read(in);
+                long sent = sender.send(srcs, 0, 2);
+                calls++;
+                assertEquals(sent, 2 * 64 * 1024 - srcs[0].remaining() - srcs[1].remaining(),
+                        "positions advance by what was sent");
+                total += sent;
+                if (sent < 2 * 64 * 1024) {
+                    break; // the socket buffers are full: a blocking write would wait here
                 }
-                in.flip();
-                byte expect = 0;
-                for (int i = 0; i < total; i++) {
-                    assertEquals(expect++, in.get(), "byte " + i);
-                }
-                sender.close();
-                sender.close(); // idempotent
-                assertEquals(-1, sender.send(new ByteBuffer[] {ByteBuffer.allocateDirect(1)}, 0, 1), "closed: refused");
+                assertTrue(calls < 10_000, "a socket that never fills");
             }
-        }
+            assertTrue(total > 0, "the first send went out");
+            // The client reads exactly the bytes sent, in order.
+            ByteBuffer in = readExactly(client, (int) total);
+            byte expect = 0;
+            for (int i = 0; i < total; i++) {
+                assertEquals(expect++, in.get(), "byte " + i);
+            }
+            sender.close();
+            sender.close(); // idempotent
+            assertEquals(-1, sender.send(new ByteBuffer[] {ByteBuffer.allocateDirect(1)}, 0, 1), "closed: refused");
+        });
     }
 
     @Test
     void refusesHeapBuffersWithoutTouchingThem() throws IOException {
-        assumeTrue(NativeCalls.onLinux());
-        try (ServerSocketChannel l = listener()) {
-            SocketChannel[] ends = pair(l);
-            try (SocketChannel server = ends[0]; SocketChannel client = ends[1]) {
-                SendNow sender = SendNow.open(server);
-                assertNotNull(sender);
-                ByteBuffer direct = ByteBuffer.allocateDirect(4).put(new byte[] {1, 2, 3, 4}).flip();
-                ByteBuffer heap = ByteBuffer.wrap(new byte[] {5, 6});
-                assertEquals(-1, sender.send(new ByteBuffer[] {direct, heap}, 0, 2));
-                assertEquals(4, direct.remaining());
-                assertEquals(2, heap.remaining());
-                assertEquals(4, sender.send(new ByteBuffer[] {direct}, 0, 1));
-                ByteBuffer in = ByteBuffer.allocate(4);
-                while (in.hasRemaining()) {
-                    client.read(in);
-                }
-                assertArrayEquals(new byte[] {1, 2, 3, 4}, in.array());
-                sender.close();
-            }
-        }
+        withPair((server, client, sender) -> {
+            ByteBuffer direct = ByteBuffer.allocateDirect(4).put(new byte[] {1, 2, 3, 4}).flip();
+            ByteBuffer heap = ByteBuffer.wrap(new byte[] {5, 6});
+            assertEquals(-1, sender.send(new ByteBuffer[] {direct, heap}, 0, 2));
+            assertEquals(4, direct.remaining());
+            assertEquals(2, heap.remaining());
+            assertEquals(4, sender.send(new ByteBuffer[] {direct}, 0, 1));
+            assertArrayEquals(new byte[] {1, 2, 3, 4}, readExactly(client, 4).array());
+        });
     }
 
     /**
@@ -114,47 +116,34 @@ class SendNowTest {
      */
     @Test
     void aCloseDuringASendClosesTheDuplicateWhenTheSendEnds() throws IOException {
-        assumeTrue(NativeCalls.onLinux());
-        try (ServerSocketChannel l = listener()) {
-            SocketChannel[] ends = pair(l);
-            try (SocketChannel server = ends[0]; SocketChannel client = ends[1]) {
-                SendNow sender = SendNow.open(server);
-                assertNotNull(sender);
-                Path descriptor = Path.of("/proc/self/fd/" + sender.descriptor());
-                assertTrue(Files.exists(descriptor, LinkOption.NOFOLLOW_LINKS));
-                assertTrue(sender.enterForTest());
-                sender.close();
-                assertTrue(Files.exists(descriptor, LinkOption.NOFOLLOW_LINKS), "closed under a send");
-                assertFalse(sender.enterForTest(), "a send after the close began");
-                sender.exitForTest();
-                assertFalse(Files.exists(descriptor, LinkOption.NOFOLLOW_LINKS), "not closed when the send ended");
-            }
-        }
+        withPair((server, client, sender) -> {
+            Path descriptor = Path.of("/proc/self/fd/" + sender.descriptor());
+            assertTrue(Files.exists(descriptor, LinkOption.NOFOLLOW_LINKS));
+            assertTrue(sender.enterForTest());
+            sender.close();
+            assertTrue(Files.exists(descriptor, LinkOption.NOFOLLOW_LINKS), "closed under a send");
+            assertFalse(sender.enterForTest(), "a send after the close began");
+            sender.exitForTest();
+            assertFalse(Files.exists(descriptor, LinkOption.NOFOLLOW_LINKS), "not closed when the send ended");
+        });
     }
 
     @Test
     @Timeout(60)
     void theTransportRetiresItsSenderBeforeTheChannelCloses() throws IOException {
-        assumeTrue(NativeCalls.onLinux());
-        try (ServerSocketChannel l = listener()) {
-            SocketChannel[] ends = pair(l);
-            try (SocketChannel client = ends[1]) {
-                SocketTransport transport = new SocketTransport(ends[0]);
-                assertTrue(transport.enableWriteNow());
-                ByteBuffer[] one = {ByteBuffer.allocateDirect(3).put(new byte[] {7, 8, 9}).flip()};
-                assertEquals(3, transport.writeNow(one, 0, 1));
-                transport.close();
-                one[0].clear();
-                assertEquals(-1, transport.writeNow(one, 0, 1), "after close nothing is sent on any descriptor");
-                assertTrue(!transport.enableWriteNow(), "a closed transport makes no sender");
-                // The client sees the three bytes, then the end of the stream: the duplicate closed too.
-                ByteBuffer in = ByteBuffer.allocate(8);
-                int n;
-                while ((n = client.read(in)) >= 0) {
-                    assertTrue(n >= 0);
-                }
-                assertEquals(3, in.position());
-            }
-        }
+        withPair((server, client, unused) -> {
+            SocketTransport transport = new SocketTransport(server);
+            assertTrue(transport.enableWriteNow());
+            ByteBuffer[] one = {ByteBuffer.allocateDirect(3).put(new byte[] {7, 8, 9}).flip()};
+            assertEquals(3, transport.writeNow(one, 0, 1));
+            unused.close(); // the pair's own sender: its duplicate must not keep the socket open either
+            transport.close();
+            one[0].clear();
+            assertEquals(-1, transport.writeNow(one, 0, 1), "after close nothing is sent on any descriptor");
+            assertFalse(transport.enableWriteNow(), "a closed transport makes no sender");
+            // The client sees the three bytes, then the end of the stream: the duplicate closed too.
+            assertArrayEquals(new byte[] {7, 8, 9}, readExactly(client, 3).array());
+            assertEquals(-1, client.read(ByteBuffer.allocate(1)));
+        });
     }
 }
