@@ -1,23 +1,26 @@
 #!/usr/bin/env bash
-# The seed scenarios' fixed rows at full length (issue 13): every fixed row of every scenario
-# (`blkstack scenario run all --policy fixed --engine sim`) runs SCHEDULES schedules (default
-# 10^6) on the deterministic checker, in the background, with `scenario run`'s progress bar.
-# A fixed row stops at its first finding; the report then gives its replay command, else
+# The seed scenarios' fixed rows at full length (issue 13): every fixed row of every seed scenario
+# (`blkstack scenario list --variants`, the `fixed` rows of the seed shapes) runs SCHEDULES
+# schedules (default 10^6) on the deterministic checker, in the background, one row at a time
+# (`scenario run NAME --policy fixed --variant LABEL --engine sim`), each with its progress bar.
+# A row stops at its first finding; the report then gives its replay command, else
 # "0 findings in N schedules". A row marked as expecting a finding (bioset-rescuer's
 # depth-first-only, which the checker shows is not enough) is reported the same way.
 #
-# At 50-200 schedules/s a row of 10^6 schedules takes hours: start it and come back.
+# At 500-1,700 schedules/s a row of 10^6 schedules takes 10-60 minutes and all of them hours,
+# longer than a working session: each row's result is kept in the log as the row ends, and a
+# `start` with the same SCHEDULES and seed resumes, skipping the rows already done.
 #
 # Usage:
-#   bench/fixed-rows.sh start [SCHEDULES]   start the run in the background (default 1000000)
-#   bench/fixed-rows.sh status              is it running; the progress bar's latest line
+#   bench/fixed-rows.sh start [SCHEDULES]   start (or resume) the run in the background (default 1000000)
+#   bench/fixed-rows.sh status              is it running; the rows done; the progress bar's latest line
 #   bench/fixed-rows.sh report              per fixed row: 0 findings, or the first replay
-#   bench/fixed-rows.sh stop                stop the run this script started
+#   bench/fixed-rows.sh stop                stop the run this script started (start resumes it)
 #   bench/fixed-rows.sh pause | resume      hold the run (SIGSTOP) while the machine is needed, e.g.
 #                                           for a benchmark; resume continues it where it was
 #
 # Environment:
-#   FIXED_ROWS_DIR   where the log, the pid and the table go (default target/fixed-rows)
+#   FIXED_ROWS_DIR   where the log, the pid and the parameters go (default target/fixed-rows)
 #   FIXED_ROWS_SEED  master seed of the campaigns (default 1)
 #   BLKSTACK         the launcher (default: ./blkstack of this repository)
 #
@@ -31,9 +34,10 @@ seed=${FIXED_ROWS_SEED:-1}
 blkstack=${BLKSTACK:-$root/blkstack}
 log=$dir/run.log
 pidfile=$dir/pid
+params=$dir/params
 
 usage() {
-    sed -n '12,17p' "${BASH_SOURCE[0]}" | sed 's/^# //' >&2
+    sed -n '15,21p' "${BASH_SOURCE[0]}" | sed 's/^# //' >&2
     exit 1
 }
 
@@ -41,9 +45,10 @@ running() {
     [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
 }
 
-# The run's text without the progress bar's redraws: each line's last carriage-return segment.
+# The run's text without the progress bar's redraws: each line's last carriage-return segment,
+# without the terminal's carriage return at its end.
 plain_log() {
-    tr -d '\033' <"$log" | sed 's/.*\r\(.\)/\1/'
+    tr -d '\033' <"$log" | sed 's/\r$//; s/.*\r\(.\)/\1/'
 }
 
 start() {
@@ -55,14 +60,41 @@ start() {
     fi
     command -v script >/dev/null || { echo "fixed-rows: needs 'script' (util-linux) for the progress bar" >&2; exit 2; }
     mkdir -p "$dir"
-    : >"$log"
-    # `script` gives the command a terminal, so scenario run draws its progress bar into the log.
-    local cmd
-    cmd=$(printf '%q ' "$blkstack" scenario run all --policy fixed --engine sim --schedules "$schedules" --seed "$seed")
-    nohup script -qfec "$cmd" "$log" >/dev/null 2>&1 </dev/null &
+    if [[ -f $log && -f $params && $(cat "$params") == "$schedules $seed" ]]; then
+        echo "fixed-rows: resuming: $(done_rows | wc -l) row(s) already done with $schedules schedules, seed $seed"
+    else
+        : >"$log"
+        echo "$schedules $seed" >"$params"
+    fi
+    nohup "${BASH_SOURCE[0]}" _run "$schedules" >/dev/null 2>&1 </dev/null &
     echo $! >"$pidfile"
     echo "fixed-rows: started $schedules schedules per fixed row (pid $!), log $log"
     echo "fixed-rows: 'bench/fixed-rows.sh status' for progress, 'bench/fixed-rows.sh report' when it is done"
+}
+
+# The fixed rows of the seed scenarios, "NAME LABEL" per line.
+fixed_rows() {
+    "$blkstack" scenario list --variants | awk '$3 == "fixed" && $1 !~ /-hard$/ { print $1, $2 }'
+}
+
+# The rows whose result is in the log, "NAME LABEL" per line (the closing table's sim lines).
+done_rows() {
+    [[ -f $log ]] || return 0
+    plain_log | awk '$4 == "sim" && ($NF == "yes" || $NF == "NO") { print $1, $3 }' | sort -u
+}
+
+# The background body: each row not yet done, one at a time, its bar and table appended to the log.
+run_rows() {
+    local schedules=$1 name label cmd
+    fixed_rows | while read -r name label; do
+        if done_rows | grep -qxF "$name $label"; then
+            continue
+        fi
+        cmd=$(printf '%q ' "$blkstack" scenario run "$name" --policy fixed --variant "$label" --engine sim \
+            --schedules "$schedules" --seed "$seed")
+        # `script` gives the command a terminal, so scenario run draws its progress bar into the log.
+        script -qfaec "$cmd" "$log" </dev/null >/dev/null 2>&1 || true
+    done
 }
 
 status() {
@@ -74,9 +106,10 @@ status() {
     else
         echo "not running"
     fi
-    # The bar's latest redraw, and the rows finished so far.
-    tr '\r' '\n' <"$log" | grep -a '^scenario *[0-9]*%' | tail -n 1 || true
+    # The rows finished so far, and the bar's latest redraw (of the row under way).
+    echo "rows done: $(done_rows | wc -l) of $(fixed_rows | wc -l)"
     plain_log | grep -a ' sim: ' || true
+    tr '\r' '\n' <"$log" | grep -a '^scenario *[0-9]*%' | tail -n 1 || true
 }
 
 report() {
@@ -109,55 +142,86 @@ stop() {
     if running; then
         local pid
         pid=$(cat "$pidfile")
-        kill "$pid"
-        resume_run "$pid" # a paused run must run on to take the signal and end
-        echo "fixed-rows: stopped pid $pid"
+        local procs
+        procs=$(descendants "$pid")
+        kill "$pid" 2>/dev/null || true # the loop first, so no next row starts
+        # shellcheck disable=SC2086
+        [[ -z $procs ]] || kill $procs 2>/dev/null || true
+        resume_all "$pid" "$procs" # a paused row must run on to take the signal and end
+        # The JVM ends its row in a moment; wait for every process of the run (at most 30 s).
+        local tries=0 proc alive
+        while ((tries++ < 150)); do
+            alive=0
+            for proc in $pid $procs; do
+                kill -0 "$proc" 2>/dev/null && alive=1
+            done
+            ((alive)) || break
+            sleep 0.2
+        done
+        ((alive)) && echo "fixed-rows: pid $pid or a process under it is still ending" >&2
+        echo "fixed-rows: stopped pid $pid ('bench/fixed-rows.sh start' resumes it)"
     else
         echo "fixed-rows: not running"
     fi
 }
 
-# The processes under the run's `script` (the launcher's shell, the JVM). `script` follows its
-# child: when the child stops it stops itself, and when it is continued it continues the child.
-# So a pause stops only the processes under it (stopping `script` too would leave it to re-stop
-# itself on the stale notice when continued), and a resume continues `script`, then them.
-run_children() {
+# Every process under PID (the loop's subshells, a row's `script`, the launcher's shell, the JVM).
+descendants() {
     local pid=$1 child
     for child in $(pgrep -P "$pid" || true); do
         echo "$child"
-        run_children "$child"
+        descendants "$child"
     done
+}
+
+# Whether PID is a `script` process. `script` follows its child: when the child stops it stops
+# itself, and when it is continued it continues the child. So a pause stops every process of the
+# run but `script` (stopping it too would leave it to re-stop itself on the stale notice when
+# continued), and a resume continues `script` first, then the others.
+is_script() {
+    [[ $(ps -o comm= -p "$1" 2>/dev/null) == script ]]
 }
 
 # A process may end between the listing and the signal: that is not an error.
 pause() {
     running || { echo "fixed-rows: not running" >&2; exit 1; }
-    local children
-    children=$(run_children "$(cat "$pidfile")")
-    # shellcheck disable=SC2086
-    [[ -z $children ]] || kill -s STOP $children 2>/dev/null || true
-    echo "fixed-rows: paused pid $(cat "$pidfile") (resume with 'bench/fixed-rows.sh resume')"
+    local pid proc
+    pid=$(cat "$pidfile")
+    for proc in $pid $(descendants "$pid"); do
+        is_script "$proc" || kill -s STOP "$proc" 2>/dev/null || true
+    done
+    echo "fixed-rows: paused pid $pid (resume with 'bench/fixed-rows.sh resume')"
 }
 
-resume_run() {
-    local pid=$1 children
-    kill -s CONT "$pid" 2>/dev/null || true
-    children=$(run_children "$pid")
-    # shellcheck disable=SC2086
-    [[ -z $children ]] || kill -s CONT $children 2>/dev/null || true
+# Continues PID and PROCS (its descendants, listed): the `script` processes first.
+resume_all() {
+    local pid=$1 procs=$2 proc
+    for proc in $procs; do
+        if is_script "$proc"; then
+            kill -s CONT "$proc" 2>/dev/null || true
+        fi
+    done
+    for proc in $pid $procs; do
+        kill -s CONT "$proc" 2>/dev/null || true
+    done
 }
 
 resume() {
     running || { echo "fixed-rows: not running" >&2; exit 1; }
-    resume_run "$(cat "$pidfile")"
-    echo "fixed-rows: resumed pid $(cat "$pidfile")"
+    local pid
+    pid=$(cat "$pidfile")
+    resume_all "$pid" "$(descendants "$pid")"
+    echo "fixed-rows: resumed pid $pid"
 }
 
-# Whether the run is paused: a process under script is stopped.
+# Whether the run is paused: one of its processes (not a script) is stopped.
 paused() {
-    local child
-    for child in $(run_children "$(cat "$pidfile")"); do
-        [[ $(ps -o stat= -p "$child" 2>/dev/null) == T* ]] && return 0
+    local pid proc
+    pid=$(cat "$pidfile")
+    for proc in $pid $(descendants "$pid"); do
+        if ! is_script "$proc" && [[ $(ps -o stat= -p "$proc" 2>/dev/null) == T* ]]; then
+            return 0
+        fi
     done
     return 1
 }
@@ -169,5 +233,6 @@ case ${1:-} in
     status) status ;;
     report) report ;;
     stop) stop ;;
+    _run) shift; run_rows "$@" ;;
     *) usage ;;
 esac

@@ -53,14 +53,24 @@ final class ScenarioCommand implements Callable<Integer> {
         @Spec
         CommandSpec spec;
 
+        @Option(names = "--variants", description = "One line per variant instead: scenario, variant label, legacy or"
+                + " fixed, and whether it expects a finding (for scripts that run rows one at a time).")
+        boolean variants;
+
         @Override
         public Integer call() {
             PrintWriter out = spec.commandLine().getOut();
-            for (Scenario s : ScenarioRegistry.all()) {
-                out.printf("%-21s %s  %s%n", s.name(), s.seed(), s.description());
-            }
-            for (Scenario s : ScenarioRegistry.hard()) {
-                out.printf("%-21s %s  %s%n", s.name(), s.seed(), s.description());
+            List<Scenario> scenarios = new ArrayList<>(ScenarioRegistry.all());
+            scenarios.addAll(ScenarioRegistry.hard());
+            for (Scenario s : scenarios) {
+                if (!variants) {
+                    out.printf("%-21s %s  %s%n", s.name(), s.seed(), s.description());
+                    continue;
+                }
+                for (Scenario.Variant v : s.variants()) {
+                    out.printf("%-21s %-22s %-6s %s%n", s.name(), v.label(), v.legacy() ? "legacy" : "fixed",
+                            v.expectFinding() ? "finding" : "clean");
+                }
             }
             out.flush();
             return ExitCodes.SUCCESS;

@@ -54,6 +54,29 @@ class MainTest {
         assertEquals(run("--help").out(), run("help").out());
     }
 
+    /**
+     * Proves {@code scenario list --variants} gives one line per variant of every scenario, with
+     * the registry's labels and kinds (bench/fixed-rows.sh runs the fixed rows one at a time from it).
+     */
+    @Test
+    void scenarioListVariantsNamesEveryRow() {
+        CommandRun r = run("scenario", "list", "--variants");
+        assertEquals(ExitCodes.SUCCESS, r.exitCode(), r.err());
+        java.util.List<String> expected = new java.util.ArrayList<>();
+        java.util.List<io.blkstack.scenario.Scenario> all = new java.util.ArrayList<>(io.blkstack.scenario.ScenarioRegistry.all());
+        all.addAll(io.blkstack.scenario.ScenarioRegistry.hard());
+        for (io.blkstack.scenario.Scenario s : all) {
+            for (io.blkstack.scenario.Scenario.Variant v : s.variants()) {
+                expected.add(s.name() + " " + v.label() + " " + (v.legacy() ? "legacy" : "fixed") + " "
+                        + (v.expectFinding() ? "finding" : "clean"));
+            }
+        }
+        java.util.List<String> lines = r.out().lines().map(l -> l.strip().replaceAll("\\s+", " ")).toList();
+        assertEquals(expected, lines);
+        assertTrue(lines.contains("bioset-rescuer depth-first-only fixed finding"), r.out());
+        assertTrue(lines.contains("split-worker fixed fixed clean"), r.out());
+    }
+
     @Test
     void helpOfAnUnknownSubcommandIsAUsageErrorNamingIt() {
         CommandRun r = run("help", "scenario", "no-such-command");
