@@ -17,8 +17,8 @@ import io.blkstack.kernel.WaitQueue;
 import io.blkstack.sim.Knot;
 import io.blkstack.nbd.Export;
 import io.blkstack.nbd.Listener;
-import io.blkstack.nbd.ServerTls;
 import io.blkstack.nbd.NbdServer;
+import io.blkstack.nbd.ServerTls;
 import io.blkstack.units.Durations;
 import io.blkstack.units.Sizes;
 import java.io.IOException;
@@ -334,6 +334,11 @@ final class ServeCommand implements Callable<Integer> {
             if (badChoice != null) {
                 return fail(err, ExitCodes.USAGE, badChoice);
             }
+        }
+        if (!"off".equals(inlineReply) && !NbdServer.inlineRepliesAvailable()) {
+            log.warn("warning: inline replies are off: this JVM does not let blkstack send on a socket without waiting"
+                    + " (it needs native access and java.base/sun.nio.ch exported, as ./blkstack and the jar give);"
+                    + " every reply goes through the connection's writer task");
         }
         Kernel kernel;
         try {

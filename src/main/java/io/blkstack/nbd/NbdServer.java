@@ -853,6 +853,16 @@ public final class NbdServer implements Component {
     }
 
     /**
+     * Whether this JVM lets a connection's reader send on a socket without waiting (the policy
+     * {@code inline-reply}): native access and {@code java.base/sun.nio.ch} exported to this code,
+     * as the launcher and the jar's manifest give. Without it socket clients get every reply from
+     * their connection's writer task.
+     */
+    public static boolean inlineRepliesAvailable() {
+        return SendNow.available();
+    }
+
+    /**
      * Opens an in-process connection to {@code exportName}: a connection like an accepted client's
      * (same reader, writer, payload budget and bio set), already in transmission, over a pair of
      * kernel-wait pipes instead of a socket. The checker's NBD workloads enter through it; the
