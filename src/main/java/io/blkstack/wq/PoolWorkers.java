@@ -183,6 +183,10 @@ final class PoolWorkers {
             pool.lock.lock();
             try {
                 removeWorkerLocked(worker);
+                // The worker sat on the idle list while spawn failed: a mayday timer that fired
+                // then saw an idle worker and lapsed. Kick again, so runnable work with no idle
+                // worker re-arms mayday (found as a hang at kernel close, when every spawn fails).
+                pool.kickLocked();
             } finally {
                 pool.lock.unlock();
             }
