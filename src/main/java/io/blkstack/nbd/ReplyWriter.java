@@ -238,7 +238,7 @@ final class ReplyWriter {
         handedGather = gathered;
         handedOver = true;
         readerHandovers.incrementAndGet();
-        slots.wakeWriterForWork();
+        slots.wakeWriter();
     }
 
     /** Lets the reader send ready replies ({@link #sendFromReader}); true if the transport can. */

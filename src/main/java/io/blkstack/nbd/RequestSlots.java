@@ -171,11 +171,6 @@ final class RequestSlots {
         writerWait.wakeOne();
     }
 
-    /** Wakes the writer: it has work (a reply the reader handed over). */
-    void wakeWriterForWork() {
-        writerWait.wakeOne();
-    }
-
     /** Whether a finished request waits for the writer. */
     boolean hasReplies() {
         ringLock.lock();
@@ -191,7 +186,7 @@ final class RequestSlots {
         writerWait.waitEventTimeout(hasWork, what, -1, true);
     }
 
-    /** Wakes every task waiting for the writer's work (the reader has ended). */
+    /** Wakes every task waiting for the writer's work (the writer alone waits there): the reader has ended, or handed it a batch. */
     void wakeWriter() {
         writerWait.wakeAll();
     }

@@ -90,7 +90,7 @@ class NbdInlineReplyTest {
         expectReply(client, 1);
 
         client.send(request(CMD_READ, 2, MiB, MiB, null));
-        Task writer = writerTask();
+        Task writer = ServerTeardown.writerTask(tk, server, 30_000_000_000L);
         assertNotNull(writer.awaitWait(what -> what instanceof BytePipe, 30_000_000_000L),
                 "the writer never took over the READ's reply: " + server.describeState());
         // Both counts are final here: the reader counted the WRITE's reply before it read the READ,
@@ -165,25 +165,13 @@ class NbdInlineReplyTest {
         }
     }
 
-    /** The connection's writer task, once its reader started it (before the reader's first request). */
-    private Task writerTask() {
-        long deadline = System.nanoTime() + 30_000_000_000L;
-        while (true) {
-            var found = tk.kernel.scheduler().tasks().stream().filter(t -> t.name().endsWith("-writer")).findFirst();
-            if (found.isPresent()) {
-                return found.get();
-            }
-            assertTrue(System.nanoTime() < deadline, "the connection's writer task never started: " + server.describeState());
-            Thread.onSpinWait();
-        }
-    }
-
     /**
      * Waits until the writer sleeps for work: from then on only a reply left by the reader wakes
      * it, so which task sends which reply no longer depends on when the writer's thread first ran.
      */
     private void awaitIdleWriter() {
-        assertNotNull(writerTask().awaitWait(what -> what instanceof NbdConnection, 30_000_000_000L),
+        Task writer = ServerTeardown.writerTask(tk, server, 30_000_000_000L);
+        assertNotNull(writer.awaitWait(what -> what instanceof NbdConnection, 30_000_000_000L),
                 "the writer never waited for work: " + server.describeState());
     }
 }

@@ -249,21 +249,6 @@ class NbdReadReferenceTest {
         }
     }
 
-    /** The connection's writer task, which its reader starts; waits for it to exist at most {@code timeoutNanos}. */
-    private Task writerTask(long timeoutNanos) {
-        long deadline = System.nanoTime() + timeoutNanos;
-        while (true) {
-            var found = tk.kernel.scheduler().tasks().stream().filter(t -> t.name().endsWith("-writer")).findFirst();
-            if (found.isPresent()) {
-                return found.get();
-            }
-            if (System.nanoTime() > deadline) {
-                fail("the connection's writer task never started: " + server.describeState());
-            }
-            Thread.onSpinWait();
-        }
-    }
-
     /**
      * Proves why thin does not pass references: the hold of a READ ends when its send returns, but
      * a local peer's socket keeps references to the file's pages until the client reads them. A
@@ -412,7 +397,7 @@ class NbdReadReferenceTest {
         request.putInt(REQUEST_MAGIC).putShort((short) 0).putShort((short) CMD_READ).putLong(1).putLong(0).putInt((int) MiB)
                 .flip();
         client.send(request);
-        Task writer = writerTask(30_000_000_000L);
+        Task writer = ServerTeardown.writerTask(tk, server, 30_000_000_000L);
         assertNotNull(writer.awaitWait(what -> what instanceof BytePipe, 30_000_000_000L),
                 "the writer never blocked on the full reply pipe: " + server.describeState());
         assertEquals(1, tk.kernel.counters().value("file.read-references"), "the READ was not held by reference");
