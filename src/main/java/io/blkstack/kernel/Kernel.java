@@ -37,6 +37,12 @@ public final class Kernel implements AutoCloseable {
     private final PageAllocator pages;
     private final HungTaskWatchdog watchdog;
     private volatile boolean closed;
+    /**
+     * Set once every component has closed. Spawning is refused only from then on: a component
+     * that is closing may still need a task (a workqueue drained at close needs a worker, and a
+     * pool that never ran an item has none yet).
+     */
+    private volatile boolean componentsClosed;
 
     private Kernel(Builder b) {
         this.name = b.name;
@@ -112,9 +118,9 @@ public final class Kernel implements AutoCloseable {
         return new Task(this, taskIds.incrementAndGet(), taskName, kind);
     }
 
-    /** Starts a kernel task. */
+    /** Starts a kernel task; refused once the kernel's components have closed. */
     public Task spawn(String taskName, TaskKind kind, Runnable body) {
-        if (closed) {
+        if (componentsClosed) {
             throw new IllegalStateException("kernel " + name + " is closed; cannot spawn " + taskName);
         }
         return scheduler.spawn(taskName, kind, body);
@@ -242,6 +248,7 @@ public final class Kernel implements AutoCloseable {
             teardown.close(c);
         }
         components.clear();
+        componentsClosed = true;
         if (watchdog != null) {
             watchdog.stop();
         }

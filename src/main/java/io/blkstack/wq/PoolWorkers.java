@@ -185,7 +185,9 @@ final class PoolWorkers {
                 removeWorkerLocked(worker);
                 // The worker sat on the idle list while spawn failed: a mayday timer that fired
                 // then saw an idle worker and lapsed. Kick again, so runnable work with no idle
-                // worker re-arms mayday (found as a hang at kernel close, when every spawn fails).
+                // worker re-arms mayday. (Spawning fails only once the kernel or the simulation is
+                // torn down; it once failed through the whole of the kernel's close, and this
+                // window then hung a log-writes close in CI.)
                 pool.kickLocked();
             } finally {
                 pool.lock.unlock();

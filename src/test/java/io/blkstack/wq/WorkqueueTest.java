@@ -297,6 +297,46 @@ class WorkqueueTest {
         }
     }
 
+    /**
+     * A component closed with the kernel may queue work and wait for it, even on a queue without a
+     * rescuer whose pool has no worker yet: the pool must still be able to create one. (Spawning
+     * was refused from the start of the kernel's close; such a flush waited for ever, as
+     * log-writes' close did in a CI run.)
+     */
+    @Test
+    void workQueuedWhileTheKernelClosesGetsAWorker() {
+        AtomicInteger ran = new AtomicInteger();
+        AtomicReference<TaskKind> ranOn = new AtomicReference<>();
+        AtomicLong workersBefore = new AtomicLong(-1);
+        Kernel kernel = newKernel(Faults.NONE);
+        try (Kernel.Attachment a = kernel.attach("test")) {
+            Workqueue wq = Workqueue.create(kernel, "plain at close", 0, 1);
+            kernel.register(new io.blkstack.kernel.Component() {
+                @Override
+                public String name() {
+                    return "queues work as it closes";
+                }
+
+                @Override
+                public void close() {
+                    workersBefore.set(kernel.counters().value("wq.workers-created"));
+                    assertTrue(wq.queue(new Work("last words", () -> {
+                        ranOn.set(Task.current().kind());
+                        ran.incrementAndGet();
+                    })));
+                    wq.flush();
+                }
+            });
+        }
+        kernel.close();
+        assertEquals(0, workersBefore.get(), "no worker existed before the close");
+        assertEquals(1, ran.get());
+        assertEquals(TaskKind.WORKER, ranOn.get());
+        assertTrue(kernel.crashes().isEmpty(), kernel.crashes().toString());
+        assertThrows(IllegalStateException.class, () -> kernel.spawn("after close", TaskKind.WORKER, () -> { }),
+                "a closed kernel still refuses new tasks");
+    }
+
     @Test
     void closeDrainsEverythingAndThenRefusesNewItems() {
         AtomicInteger ran = new AtomicInteger();
