@@ -44,11 +44,12 @@ public enum PolicySwitch {
     DIRECT_ISSUE("direct-issue", "on", "reads", "writes", "legacy"),
     /**
      * Issue 16's noisy neighbours: an NBD connection's reader sends the replies that are ready
-     * before it blocks for the next request, with a send that never waits, and hands what the
-     * socket did not take to the writer, whose wake-up it holds back meanwhile ({@code on}); or
-     * the writer sends every reply ({@code legacy}).
+     * before it blocks for the next request and right after each READ of 64 KiB or more, with a
+     * send that never waits, and hands what the socket did not take to the writer, whose wake-up
+     * it holds back meanwhile ({@code on}); the same only before it blocks ({@code before-read});
+     * or the writer sends every reply ({@code legacy}).
      */
-    INLINE_REPLY("inline-reply", "on", "legacy");
+    INLINE_REPLY("inline-reply", "on", "before-read", "legacy");
 
     /** The value every switch accepts for its old design. */
     public static final String LEGACY = "legacy";

@@ -55,6 +55,14 @@ final class NbdConnection {
      * than the send call and the hold), 1 MiB ones faster.
      */
     static final long READ_REFERENCE_LARGE_BYTES = 64 * 1024;
+    /**
+     * With inline replies, the reader sends what is ready right after it served a READ at least
+     * this long, instead of when it next blocks on the socket: the payload it just read is still
+     * in its core's cache, where the writer's copy on the other core read it cold (a client with
+     * eight 1 MiB READs queued kept the reader from blocking, so the writer sent nearly every
+     * reply). Smaller READs wait, so that their replies go out in one batch.
+     */
+    static final long SEND_AT_ONCE_BYTES = 64 * 1024;
 
     private final NbdServer server;
     private final Kernel kernel;
@@ -174,11 +182,17 @@ final class NbdConnection {
             RequestBios bios = new RequestBios(server, negotiated.export().device(), budgetShare, endingCheck);
             RequestHandler handler = new RequestHandler(this, input, bios, negotiated);
             ReplyWriter writer = new ReplyWriter(this, slots, timers, io, bios, negotiated.structuredReplies());
-            if (!kernel.policies().value(PolicySwitch.INLINE_REPLY).equals(PolicySwitch.LEGACY) && writer.inlineEnabled()) {
-                // This reader sends what is ready before it blocks; its own completions' replies
-                // wake the writer only if it left them (issue 16's noisy neighbours).
+            Runnable sendReady = null;
+            String inlinePolicy = kernel.policies().value(PolicySwitch.INLINE_REPLY);
+            if (!inlinePolicy.equals(PolicySwitch.LEGACY) && writer.inlineEnabled()) {
+                // This reader sends what is ready before it blocks (and after a large READ); its
+                // own completions' replies wake the writer only if it left them (issue 16's noisy
+                // neighbours).
                 input.sendBeforeRead(writer::sendFromReader);
                 slots.holdWakeupsOf(Task.current());
+                if (inlinePolicy.equals("on")) {
+                    sendReady = writer::sendFromReader;
+                }
             }
             kernel.spawn(name + "-writer", TaskKind.USER, writer::run);
             writerStarted = true;
@@ -186,7 +200,7 @@ final class NbdConnection {
             // tasks are woken, and the plug is flushed before every read from the transport.
             Task self = Task.current();
             try (Task.NoioScope noio = self.noio(); Plug.Scope plugged = self.plug().start()) {
-                readRequests(input, handler);
+                readRequests(input, handler, sendReady);
             }
         } catch (IOException e) {
             // The client went away or broke the protocol: this connection ends, nothing else.
@@ -218,8 +232,11 @@ final class NbdConnection {
         }
     }
 
-    /** Reads and dispatches requests until DISC, end of stream, garbage or an unskippable payload. */
-    private void readRequests(RequestInput input, RequestHandler handler) throws IOException {
+    /**
+     * Reads and dispatches requests until DISC, end of stream, garbage or an unskippable payload;
+     * runs {@code sendReady} (unless null) after each READ of {@link #SEND_AT_ONCE_BYTES} or more.
+     */
+    private void readRequests(RequestInput input, RequestHandler handler, Runnable sendReady) throws IOException {
         while (true) {
             NbdRequest r = slots.take();
             boolean more;
@@ -233,8 +250,12 @@ final class NbdConnection {
                 slots.giveBack(r);
                 return;
             }
+            boolean largeRead = r.command == NbdProtocol.CMD_READ && r.length >= SEND_AT_ONCE_BYTES;
             if (!handler.serve(r)) {
                 return;
+            }
+            if (largeRead && sendReady != null) {
+                sendReady.run(); // r may be back in the free slots here: only what was read before serve is used
             }
         }
     }

@@ -16,6 +16,8 @@ import java.nio.ByteBuffer;
 import java.util.List;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 /**
  * Issue 16's inline replies (policy switch {@code inline-reply}): a connection's reader sends the
@@ -36,8 +38,11 @@ class NbdInlineReplyTest {
     }
 
     private void start(boolean inline) throws IOException {
-        Policies policies = inline ? Policies.defaults()
-                : Policies.defaults().with(PolicySwitch.INLINE_REPLY, PolicySwitch.LEGACY);
+        start(inline ? "on" : PolicySwitch.LEGACY);
+    }
+
+    private void start(String inlineReply) throws IOException {
+        Policies policies = Policies.defaults().with(PolicySwitch.INLINE_REPLY, inlineReply);
         tk = new TestKernel("nbd-inline", 16L * MiB, policies, Faults.NONE);
         server = new NbdServer(tk.kernel, List.of(new Export("x", new MemoryDevice(tk.kernel, "mem", 4L * MiB, 0), false, "")),
                 new InetSocketAddress("127.0.0.1", 0));
@@ -163,6 +168,37 @@ class NbdInlineReplyTest {
                         + counter("nbd.reader-replies") + ", hand-overs " + counter("nbd.reader-handovers") + ")");
             }
         }
+    }
+
+    /**
+     * Proves the send at once after a large READ: the client writes a 64 KiB READ and DISC in one
+     * segment, so the reader parses both from one read of the socket and ends without blocking
+     * again. Under {@code on} the reader sent the READ's reply itself, right after serving it;
+     * under {@code before-read} it never got to a blocking read, so the writer sent it.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"on", "before-read"})
+    void aLargeReadIsSentByTheReaderAtOnce(String inlineReply) throws Exception {
+        org.junit.jupiter.api.Assumptions.assumeTrue(NativeCalls.onLinux() && SendNow.available());
+        start(inlineReply);
+        server.start();
+        int length = (int) NbdConnection.SEND_AT_ONCE_BYTES;
+        try (NbdTestClient client = new NbdTestClient(server.localAddress()).greet()) {
+            client.go("x");
+            awaitIdleWriter();
+            ByteBuffer both = ByteBuffer.allocate(2 * REQUEST_HEADER_BYTES);
+            both.put(request(CMD_READ, 5, MiB, length, null)).put(request(CMD_DISC, 6, 0, 0, null));
+            client.write(both.flip());
+            ByteBuffer h = client.read(16);
+            assertEquals(SIMPLE_REPLY_MAGIC, h.getInt());
+            assertEquals(0, h.getInt());
+            assertEquals(5, h.getLong());
+            assertArrayEquals(new byte[length], client.read(length).array());
+            assertTrue(client.readsEof(), "DISC ends the connection");
+        }
+        server.close(); // the connection's tasks are over: the counters are final
+        assertEquals(inlineReply.equals("on") ? 1 : 0, counter("nbd.reader-replies"), "replies the reader sent");
+        assertEquals(0, counter("nbd.reader-handovers"));
     }
 
     /**
