@@ -150,6 +150,10 @@ public final class Pool {
     private Reservation copyLedgerLine;
     private final Work work;
     private final DelayedWork commitTimer;
+    /** A commit asked for off the worker ({@link #commitOnWorker}), run on it. */
+    private final Work commitNow;
+    /** What the last {@link #commitNow} returned. */
+    private volatile BioStatus commitNowStatus = BioStatus.OK;
     private final DelayedWork noSpaceTimer;
     /** Names the out-of-space queue as the holder of the bios on it (for the checker and the watchdog). */
     private final Object noSpaceHolder;
@@ -212,6 +216,7 @@ public final class Pool {
         this.allIo = new DeferredSet("thin-pool " + name);
         this.work = new Work("thin-pool " + name + " worker", this::process);
         this.commitTimer = new DelayedWork("thin-pool " + name + " commit", this::periodicCommit);
+        this.commitNow = new Work("thin-pool " + name + " commit now", () -> commitNowStatus = commit());
         this.noSpaceTimer = new DelayedWork("thin-pool " + name + " no_space_timeout", this::noSpaceTimedOut);
         this.noSpaceHolder = new Object() {
             @Override
@@ -377,7 +382,7 @@ public final class Pool {
             metaLock.unlock();
         }
         if (created) {
-            requireOk(commit(), "commit after creating thin device " + devId);
+            requireOk(commitOnWorker(), "commit after creating thin device " + devId);
         }
         return dev;
     }
@@ -447,7 +452,7 @@ public final class Pool {
         } finally {
             metaLock.unlock();
         }
-        requireOk(commit(), "commit after '" + String.join(" ", args) + "'");
+        requireOk(commitOnWorker(), "commit after '" + String.join(" ", args) + "'");
         return "";
     }
 
@@ -963,11 +968,28 @@ public final class Pool {
     // ---- commit -------------------------------------------------------------------------------------
 
     /**
+     * {@link #commit} for a caller that is not the pool's worker (a message, a thin device created
+     * on first use, close): run on the worker and waited for. A commit must not run beside the
+     * worker: between its data flush and its metadata commit the worker could insert the mapping
+     * of a write that completed after the flush began, and the metadata would then make durable
+     * a mapping whose data (and zeroing) may not be, so that after a power cut the volume could
+     * read the block's previous owner's data. dm-thin flushes the data device inside its metadata
+     * commit, under the lock that inserts take, for the same reason. On the worker (its queue runs
+     * one item at a time) no insert comes between the two.
+     */
+    private BioStatus commitOnWorker() {
+        workqueue.queue(commitNow); // false if already pending: that run starts after this call too
+        commitNow.flush();
+        return commitNowStatus;
+    }
+
+    /**
      * Makes every completed write durable: flushes the data device, commits the metadata if it
      * changed, then returns the blocks freed in the committed transaction to their groups and
-     * retries writes waiting for space. Waits for I/O (worker or control path).
+     * retries writes waiting for space. Waits for I/O. Runs on the pool's worker: other callers
+     * use {@link #commitOnWorker}, so that no mapping is inserted between the two steps.
      */
-    public BioStatus commit() {
+    BioStatus commit() {
         if (mode == Mode.READ_ONLY) {
             return BioStatus.OK;
         }
@@ -1271,7 +1293,7 @@ public final class Pool {
         if (workqueue != null) {
             workqueue.flush();
             if (metadata != null && mode != Mode.READ_ONLY) {
-                commit();
+                commitOnWorker();
             }
         }
         closed = true;

@@ -1,0 +1,177 @@
+package io.blkstack.dm.thin;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.blkstack.bio.Bio;
+import io.blkstack.bio.BioOp;
+import io.blkstack.bio.BioSet;
+import io.blkstack.bio.BioStatus;
+import io.blkstack.block.BlockDevice;
+import io.blkstack.block.QueueLimits;
+import io.blkstack.block.TestKernel;
+import io.blkstack.dm.MappedDevice;
+import io.blkstack.dm.Table;
+import io.blkstack.kernel.Completion;
+import io.blkstack.kernel.Faults;
+import io.blkstack.kernel.Kernel;
+import io.blkstack.kernel.Policies;
+import io.blkstack.kernel.SpinLock;
+import io.blkstack.kernel.Task;
+import io.blkstack.kernel.TaskKind;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.atomic.AtomicReference;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+
+/**
+ * A commit asked for by the control path (a pool message) makes durable only mappings whose data
+ * its data-device flush covered. Proves it by holding that flush: a first write issued meanwhile
+ * goes as far as it can, then the flush is let go, and the metadata the commit left on the disk
+ * must not map the write's block (its data, written after the flush began, may not be durable). A
+ * commit that ran beside the pool's worker committed that mapping.
+ */
+@Timeout(value = 60, threadMode = Timeout.ThreadMode.SEPARATE_THREAD)
+class ThinCommitOrderTest {
+
+    static final int META_BYTES = 512 * 1024;
+    static final long DATA_SECTORS = 1024; // 64 blocks of 8 KiB
+    static final long SECOND = 1_000_000_000L;
+
+    /**
+     * A data disk that completes every bio at once (reads give zeros, writes are dropped: only
+     * the metadata matters here) except FLUSH bios while holding: those wait for {@link #release}.
+     */
+    static final class FlushGate extends BlockDevice {
+        private final SpinLock lock = new SpinLock("flush gate");
+        private final List<Bio> held = new ArrayList<>();
+        private boolean holding;
+        volatile Task firstHeldBy;
+        final Completion flushHeld = new Completion("a flush is held");
+        final Completion writeArrived = new Completion("a write arrived");
+
+        FlushGate(Kernel kernel, String name, long sectors) {
+            super(kernel, name, sectors, QueueLimits.defaults());
+        }
+
+        void hold() {
+            lock.lock();
+            holding = true;
+            lock.unlock();
+        }
+
+        @Override
+        protected void submitBio(Bio bio) {
+            if (bio.op() == BioOp.READ) {
+                bio.copyFrom(new byte[bio.sizeBytes()], 0);
+            }
+            if (bio.op() == BioOp.WRITE) {
+                writeArrived.complete();
+            }
+            if (bio.op() == BioOp.FLUSH) {
+                lock.lock();
+                boolean hold = holding;
+                if (hold) {
+                    if (held.isEmpty()) {
+                        firstHeldBy = Task.current();
+                    }
+                    held.add(bio);
+                }
+                lock.unlock();
+                if (hold) {
+                    flushHeld.complete();
+                    return;
+                }
+            }
+            bio.endio();
+        }
+
+        /** Completes the first held flush; the gate keeps holding later ones. */
+        void releaseFirst() {
+            lock.lock();
+            Bio first = held.remove(0);
+            lock.unlock();
+            first.endio();
+        }
+
+        /** Stops holding and completes every held flush. */
+        void open() {
+            lock.lock();
+            holding = false;
+            List<Bio> all = new ArrayList<>(held);
+            held.clear();
+            lock.unlock();
+            for (Bio b : all) {
+                b.endio();
+            }
+        }
+    }
+
+    @Test
+    void aMessagesCommitNeverMapsAWriteThatFinishedAfterItsFlushBegan() throws Exception {
+        try (TestKernel tk = new TestKernel("thin-commit-order", 32L << 20, Policies.defaults(), Faults.NONE)) {
+            BioSet client = new BioSet(tk.kernel, "client", 4, 4, null, false);
+            ThinIo io = new ThinIo(tk.kernel, client);
+            byte[] metaBytes = new byte[META_BYTES];
+            Map<String, BlockDevice> devices = new HashMap<>();
+            JournalDisk meta = new JournalDisk(tk.kernel, "meta", metaBytes, 0, null);
+            FlushGate data = new FlushGate(tk.kernel, "data", DATA_SECTORS);
+            devices.put("meta", meta);
+            devices.put("data", data);
+            MappedDevice pool = new MappedDevice(tk.kernel, "pool",
+                    Table.parse(tk.kernel, "pool", "0 1024 thin-pool meta data 16 0", devices::get));
+            devices.put("pool", pool);
+            MappedDevice thin = new MappedDevice(tk.kernel, "thin", Table.parse(tk.kernel, "thin", "0 512 thin pool 1", devices::get));
+            Pool runtime = ((ThinPoolTarget) pool.table().target(0)).pool();
+
+            data.hold();
+            Task ctl = tk.kernel.spawn("ctl", TaskKind.USER, () -> runtime.message(new String[] {"create_thin", "2"}));
+            data.flushHeld.await();
+            AtomicReference<BioStatus> written = new AtomicReference<>();
+            Task writer = tk.kernel.spawn("writer", TaskKind.USER,
+                    () -> written.set(io.write(thin, 0, ThinTargetTest.pattern(7, 4096), 0)));
+            // Let the write go as far as it can while the commit's flush is held: if the commit
+            // runs on its own task, the worker provisions the block, the write lands and its
+            // mapping goes in; if it runs on the worker, the write waits behind it.
+            if (data.firstHeldBy == ctl) {
+                data.writeArrived.await();
+                tk.kernel.scheduler().join(writer);
+            } else {
+                assertNotNull(writer.awaitWait(what -> true, 30 * SECOND), "the writer never waited");
+            }
+            data.releaseFirst();
+            tk.kernel.scheduler().join(ctl);
+            byte[] committed = Arrays.copyOf(metaBytes, META_BYTES); // later commits wait at their held flush
+
+            data.open();
+            tk.kernel.scheduler().join(writer);
+            assertEquals(BioStatus.OK, written.get());
+            thin.close();
+            pool.close();
+            meta.close();
+            data.close();
+
+            Map<String, BlockDevice> after = new HashMap<>();
+            JournalDisk meta2 = new JournalDisk(tk.kernel, "meta2", committed, 0, null);
+            FlushGate data2 = new FlushGate(tk.kernel, "data2", DATA_SECTORS);
+            after.put("meta", meta2);
+            after.put("data", data2);
+            MappedDevice reopened = new MappedDevice(tk.kernel, "pool2",
+                    Table.parse(tk.kernel, "pool2", "0 1024 thin-pool meta data 16 0", after::get));
+            Pool runtime2 = ((ThinPoolTarget) reopened.table().target(0)).pool();
+            assertTrue(runtime2.metadata().deviceExists(2), "the message's change was committed");
+            assertEquals(-1, runtime2.metadata().lookup(1, 0),
+                    "the commit made durable the mapping of a write its data flush did not cover");
+            assertEquals(List.of(), runtime2.check());
+            reopened.close();
+            meta2.close();
+            data2.close();
+            client.close();
+        }
+    }
+}
