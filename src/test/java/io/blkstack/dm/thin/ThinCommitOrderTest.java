@@ -112,6 +112,20 @@ class ThinCommitOrderTest {
         }
     }
 
+    /**
+     * A pool named {@code name} over a metadata disk on {@code metaBytes} and a fresh {@link
+     * FlushGate}, which it puts in {@code devices} as {@code meta}, {@code data} and {@code pool}.
+     */
+    private static MappedDevice poolOver(TestKernel tk, String name, byte[] metaBytes, Map<String, BlockDevice> devices)
+            throws Exception {
+        devices.put("meta", new JournalDisk(tk.kernel, name + "-meta", metaBytes, 0, null));
+        devices.put("data", new FlushGate(tk.kernel, name + "-data", DATA_SECTORS));
+        MappedDevice pool = new MappedDevice(tk.kernel, name,
+                Table.parse(tk.kernel, name, "0 1024 thin-pool meta data 16 0", devices::get));
+        devices.put("pool", pool);
+        return pool;
+    }
+
     @Test
     void aMessagesCommitNeverMapsAWriteThatFinishedAfterItsFlushBegan() throws Exception {
         try (TestKernel tk = new TestKernel("thin-commit-order", 32L << 20, Policies.defaults(), Faults.NONE)) {
@@ -119,13 +133,9 @@ class ThinCommitOrderTest {
             ThinIo io = new ThinIo(tk.kernel, client);
             byte[] metaBytes = new byte[META_BYTES];
             Map<String, BlockDevice> devices = new HashMap<>();
-            JournalDisk meta = new JournalDisk(tk.kernel, "meta", metaBytes, 0, null);
-            FlushGate data = new FlushGate(tk.kernel, "data", DATA_SECTORS);
-            devices.put("meta", meta);
-            devices.put("data", data);
-            MappedDevice pool = new MappedDevice(tk.kernel, "pool",
-                    Table.parse(tk.kernel, "pool", "0 1024 thin-pool meta data 16 0", devices::get));
-            devices.put("pool", pool);
+            MappedDevice pool = poolOver(tk, "pool", metaBytes, devices);
+            JournalDisk meta = (JournalDisk) devices.get("meta");
+            FlushGate data = (FlushGate) devices.get("data");
             MappedDevice thin = new MappedDevice(tk.kernel, "thin", Table.parse(tk.kernel, "thin", "0 512 thin pool 1", devices::get));
             Pool runtime = ((ThinPoolTarget) pool.table().target(0)).pool();
 
@@ -157,20 +167,15 @@ class ThinCommitOrderTest {
             data.close();
 
             Map<String, BlockDevice> after = new HashMap<>();
-            JournalDisk meta2 = new JournalDisk(tk.kernel, "meta2", committed, 0, null);
-            FlushGate data2 = new FlushGate(tk.kernel, "data2", DATA_SECTORS);
-            after.put("meta", meta2);
-            after.put("data", data2);
-            MappedDevice reopened = new MappedDevice(tk.kernel, "pool2",
-                    Table.parse(tk.kernel, "pool2", "0 1024 thin-pool meta data 16 0", after::get));
+            MappedDevice reopened = poolOver(tk, "pool2", committed, after);
             Pool runtime2 = ((ThinPoolTarget) reopened.table().target(0)).pool();
             assertTrue(runtime2.metadata().deviceExists(2), "the message's change was committed");
             assertEquals(-1, runtime2.metadata().lookup(1, 0),
                     "the commit made durable the mapping of a write its data flush did not cover");
             assertEquals(List.of(), runtime2.check());
             reopened.close();
-            meta2.close();
-            data2.close();
+            after.get("meta").close();
+            after.get("data").close();
             client.close();
         }
     }
