@@ -7,9 +7,11 @@ import io.blkstack.kernel.WaitQueue;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.function.Predicate;
 
 /**
- * A test device that holds every bio it is given (without touching its data) until the test
+ * A test device that holds every bio it is given, or those a filter picks, (without touching
+ * their data) until the test
  * completes it, oldest first, or opens it for good: a deterministic way to keep I/O in flight
  * exactly as long as a test needs, without sleeps. {@link #awaitHeld} waits with the kernel's wait
  * queue until bios have arrived.
@@ -19,19 +21,30 @@ public final class HoldingDevice extends BlockDevice {
     private final SpinLock lock = new SpinLock("holding device");
     private final WaitQueue arrived = new WaitQueue("holding device arrivals");
     private final ArrayDeque<Bio> held = new ArrayDeque<>();
+    private final Predicate<Bio> which;
     private volatile boolean holding;
 
     /** A device of {@code sectors} that holds bios from the start if {@code holding}, else passes them. */
     public HoldingDevice(Kernel kernel, String name, long sectors, boolean holding) {
+        this(kernel, name, sectors, holding, bio -> true);
+    }
+
+    /**
+     * The same, holding only the bios {@code which} accepts (asked once per bio, on the submitting
+     * task); the others complete at once.
+     */
+    public HoldingDevice(Kernel kernel, String name, long sectors, boolean holding, Predicate<Bio> which) {
         super(kernel, name, sectors, QueueLimits.defaults());
         this.holding = holding;
+        this.which = which;
     }
 
     @Override
     protected void submitBio(Bio bio) {
         bio = splitToLimits(bio);
+        boolean picked = which.test(bio);
         lock.lock();
-        boolean hold = holding;
+        boolean hold = picked && holding;
         if (hold) {
             held.add(bio);
         }
@@ -43,7 +56,7 @@ public final class HoldingDevice extends BlockDevice {
         }
     }
 
-    /** From now on holds every bio. */
+    /** From now on holds every bio (that the filter picks). */
     public void hold() {
         holding = true;
     }

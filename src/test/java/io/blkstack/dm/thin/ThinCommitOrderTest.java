@@ -9,23 +9,21 @@ import io.blkstack.bio.BioOp;
 import io.blkstack.bio.BioSet;
 import io.blkstack.bio.BioStatus;
 import io.blkstack.block.BlockDevice;
-import io.blkstack.block.QueueLimits;
+import io.blkstack.block.HoldingDevice;
 import io.blkstack.block.TestKernel;
 import io.blkstack.dm.MappedDevice;
 import io.blkstack.dm.Table;
-import io.blkstack.kernel.Completion;
 import io.blkstack.kernel.Faults;
-import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.Policies;
-import io.blkstack.kernel.SpinLock;
 import io.blkstack.kernel.Task;
 import io.blkstack.kernel.TaskKind;
-import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.Predicate;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 
@@ -44,82 +42,15 @@ class ThinCommitOrderTest {
     static final long SECOND = 1_000_000_000L;
 
     /**
-     * A data disk that completes every bio at once (reads give zeros, writes are dropped: only
-     * the metadata matters here) except FLUSH bios while holding: those wait for {@link #release}.
+     * A pool named {@code name} over a metadata disk on {@code metaBytes} and a data disk that
+     * holds the FLUSH bios {@code flushes} accepts (asked on the submitting task); it puts them in
+     * {@code devices} as {@code meta}, {@code data} and {@code pool}.
      */
-    static final class FlushGate extends BlockDevice {
-        private final SpinLock lock = new SpinLock("flush gate");
-        private final List<Bio> held = new ArrayList<>();
-        private boolean holding;
-        volatile Task firstHeldBy;
-        final Completion flushHeld = new Completion("a flush is held");
-        final Completion writeArrived = new Completion("a write arrived");
-
-        FlushGate(Kernel kernel, String name, long sectors) {
-            super(kernel, name, sectors, QueueLimits.defaults());
-        }
-
-        void hold() {
-            lock.lock();
-            holding = true;
-            lock.unlock();
-        }
-
-        @Override
-        protected void submitBio(Bio bio) {
-            if (bio.op() == BioOp.READ) {
-                bio.copyFrom(new byte[bio.sizeBytes()], 0);
-            }
-            if (bio.op() == BioOp.WRITE) {
-                writeArrived.complete();
-            }
-            if (bio.op() == BioOp.FLUSH) {
-                lock.lock();
-                boolean hold = holding;
-                if (hold) {
-                    if (held.isEmpty()) {
-                        firstHeldBy = Task.current();
-                    }
-                    held.add(bio);
-                }
-                lock.unlock();
-                if (hold) {
-                    flushHeld.complete();
-                    return;
-                }
-            }
-            bio.endio();
-        }
-
-        /** Completes the first held flush; the gate keeps holding later ones. */
-        void releaseFirst() {
-            lock.lock();
-            Bio first = held.remove(0);
-            lock.unlock();
-            first.endio();
-        }
-
-        /** Stops holding and completes every held flush. */
-        void open() {
-            lock.lock();
-            holding = false;
-            List<Bio> all = new ArrayList<>(held);
-            held.clear();
-            lock.unlock();
-            for (Bio b : all) {
-                b.endio();
-            }
-        }
-    }
-
-    /**
-     * A pool named {@code name} over a metadata disk on {@code metaBytes} and a fresh {@link
-     * FlushGate}, which it puts in {@code devices} as {@code meta}, {@code data} and {@code pool}.
-     */
-    private static MappedDevice poolOver(TestKernel tk, String name, byte[] metaBytes, Map<String, BlockDevice> devices)
-            throws Exception {
+    private static MappedDevice poolOver(TestKernel tk, String name, byte[] metaBytes, Map<String, BlockDevice> devices,
+            Predicate<Bio> flushes) throws Exception {
         devices.put("meta", new JournalDisk(tk.kernel, name + "-meta", metaBytes, 0, null));
-        devices.put("data", new FlushGate(tk.kernel, name + "-data", DATA_SECTORS));
+        devices.put("data", new HoldingDevice(tk.kernel, name + "-data", DATA_SECTORS, true,
+                bio -> bio.op() == BioOp.FLUSH && flushes.test(bio)));
         MappedDevice pool = new MappedDevice(tk.kernel, name,
                 Table.parse(tk.kernel, name, "0 1024 thin-pool meta data 16 0", devices::get));
         devices.put("pool", pool);
@@ -133,32 +64,41 @@ class ThinCommitOrderTest {
             ThinIo io = new ThinIo(tk.kernel, client);
             byte[] metaBytes = new byte[META_BYTES];
             Map<String, BlockDevice> devices = new HashMap<>();
-            MappedDevice pool = poolOver(tk, "pool", metaBytes, devices);
-            JournalDisk meta = (JournalDisk) devices.get("meta");
-            FlushGate data = (FlushGate) devices.get("data");
+            // Flushes are held once armed; the task that submitted the first one held is the
+            // control task or the pool's worker.
+            AtomicBoolean armed = new AtomicBoolean();
+            AtomicReference<Task> firstHeldBy = new AtomicReference<>();
+            MappedDevice pool = poolOver(tk, "pool", metaBytes, devices, bio -> {
+                if (!armed.get()) {
+                    return false;
+                }
+                firstHeldBy.compareAndSet(null, Task.current());
+                return true;
+            });
+            BlockDevice meta = devices.get("meta");
+            HoldingDevice data = (HoldingDevice) devices.get("data");
             MappedDevice thin = new MappedDevice(tk.kernel, "thin", Table.parse(tk.kernel, "thin", "0 512 thin pool 1", devices::get));
             Pool runtime = ((ThinPoolTarget) pool.table().target(0)).pool();
 
-            data.hold();
+            armed.set(true);
             Task ctl = tk.kernel.spawn("ctl", TaskKind.USER, () -> runtime.message(new String[] {"create_thin", "2"}));
-            data.flushHeld.await();
+            data.awaitHeld(1);
             AtomicReference<BioStatus> written = new AtomicReference<>();
             Task writer = tk.kernel.spawn("writer", TaskKind.USER,
                     () -> written.set(io.write(thin, 0, ThinTargetTest.pattern(7, 4096), 0)));
             // Let the write go as far as it can while the commit's flush is held: if the commit
             // runs on its own task, the worker provisions the block, the write lands and its
             // mapping goes in; if it runs on the worker, the write waits behind it.
-            if (data.firstHeldBy == ctl) {
-                data.writeArrived.await();
-                tk.kernel.scheduler().join(writer);
+            if (firstHeldBy.get() == ctl) {
+                tk.kernel.scheduler().join(writer); // it ends only after its mapping went in
             } else {
                 assertNotNull(writer.awaitWait(what -> true, 30 * SECOND), "the writer never waited");
             }
-            data.releaseFirst();
+            data.releaseOne();
             tk.kernel.scheduler().join(ctl);
             byte[] committed = Arrays.copyOf(metaBytes, META_BYTES); // later commits wait at their held flush
 
-            data.open();
+            data.openAll();
             tk.kernel.scheduler().join(writer);
             assertEquals(BioStatus.OK, written.get());
             thin.close();
@@ -167,7 +107,7 @@ class ThinCommitOrderTest {
             data.close();
 
             Map<String, BlockDevice> after = new HashMap<>();
-            MappedDevice reopened = poolOver(tk, "pool2", committed, after);
+            MappedDevice reopened = poolOver(tk, "pool2", committed, after, bio -> false);
             Pool runtime2 = ((ThinPoolTarget) reopened.table().target(0)).pool();
             assertTrue(runtime2.metadata().deviceExists(2), "the message's change was committed");
             assertEquals(-1, runtime2.metadata().lookup(1, 0),
