@@ -188,10 +188,11 @@ final class NbdConnection {
                 // This reader sends what is ready before it blocks (and after a large READ); its
                 // own completions' replies wake the writer only if it left them (issue 16's noisy
                 // neighbours).
-                input.sendBeforeRead(writer::sendFromReader);
+                Runnable send = writer::sendFromReader;
+                input.sendBeforeRead(send);
                 slots.holdWakeupsOf(Task.current());
                 if (inlinePolicy.equals("on")) {
-                    sendReady = writer::sendFromReader;
+                    sendReady = send;
                 }
             }
             kernel.spawn(name + "-writer", TaskKind.USER, writer::run);
