@@ -25,7 +25,10 @@
 #   BENCH_JOBS        space-separated subset of: thin-4k origin-1m nbdcopy (default: all)
 #   BENCH_BLKSTACK    the launcher to measure (default: this repository's ./blkstack), so two
 #                     builds can be compared with the same script
-#   BENCH_DIR         scratch directory (default: a new one under ${TMPDIR:-/tmp}, removed at exit)
+#   BENCH_DIR         scratch directory (default: a new one under ${TMPDIR:-/tmp}, removed at exit;
+#                     one given is kept, with each round's files). On tmpfs (/dev/shm/NAME) a flush
+#                     costs nothing, so the figures price the path without the disk: a thin pool
+#                     flushes its data device before every commit (each second), a linear target never
 #   BLKSTACK_BUILD_DIR, BLKSTACK_JAVA_OPTS   passed to ./blkstack
 set -euo pipefail
 
@@ -98,14 +101,14 @@ write_stack() {
 memory: 64MiB
 devices:
   meta: { file: meta.img, size: 64MiB }
-  data: { file: data.img, size: 8GiB }
+  data: { file: data.img, size: 16GiB }
   lin4k: { file: lin4k.img, size: 64GiB }
   origin: { file: origin.img, size: 16GiB }
   cow: { file: cow.img, size: 16GiB }
   lin1m: { file: lin1m.img, size: 16GiB }
 mapped:
   pool: |
-    0 16777216 thin-pool meta data 128 0
+    0 33554432 thin-pool meta data 128 0
   thin0: |
     0 134217728 thin pool 0
   linear4k: |

@@ -241,25 +241,16 @@ public final class CachedMemoryDevice extends LatencyDevice {
      * The file device's direct issue ({@link FileDevice}, policy {@code direct-issue}) as the
      * checker models it: on media with a cache (a file's stand-in), a plain READ or WRITE submitted
      * by a task that may block, while no bio waits for its timer, is served by its submitter, which
-     * sleeps the latency and completes the bio itself; so is a DISCARD or WRITE_ZEROES (without
-     * NOUNMAP) whose range holds no data, which a file device serves with an {@code lseek} alone.
+     * sleeps the latency and completes the bio itself.
      */
     @Override
     protected boolean issuesDirectly(Bio bio) {
-        if (media.writeThrough || bio.hasFlag(BioFlags.PREFLUSH) || bio.hasFlag(BioFlags.FUA)) {
+        boolean wanted = bio.op() == BioOp.READ ? directReads : bio.op() == BioOp.WRITE && directWrites;
+        if (!wanted || media.writeThrough || bio.hasFlag(BioFlags.PREFLUSH) || bio.hasFlag(BioFlags.FUA)) {
             return false;
         }
         Task self = Task.currentOrNull();
-        if (self == null || !self.mayBlock()) {
-            return false;
-        }
-        return switch (bio.op()) {
-            case READ -> directReads;
-            case WRITE -> directWrites;
-            case DISCARD, WRITE_ZEROES -> directWrites && !bio.hasFlag(BioFlags.NOUNMAP) && bio.sectorCount() > 0
-                    && allocatedExtent(bio.sector(), bio.sectorCount()) <= -bio.sectorCount();
-            default -> false;
-        };
+        return self != null && self.mayBlock();
     }
 
     /** The media under the device. */

@@ -45,11 +45,8 @@ import java.util.concurrent.atomic.AtomicLong;
  * the payload stays in the submitter's cache. It is only taken where it cannot block in a way the
  * rules forbid: never in atomic context (a completion callback or timer, rule 2 of DESIGN.md
  * section 1), never for a bio that needs a bounce or scratch page (the bounce reserve holds one
- * page per I/O task, so a submitter must not take from it), and never for PREFLUSH, FUA or FLUSH,
- * nor for a DISCARD or WRITE_ZEROES unless its range is a hole already (a {@code force} or a hole
- * punch is worth the hand-off; asking {@code lseek} is not). Under {@code writes} and {@code on},
- * such a DISCARD or WRITE_ZEROES is issued directly: a thin pool zeroing the rest of a new block
- * of a sparse data file, for one, so finds its write and its zeroing both done on its worker. The request
+ * page per I/O task, so a submitter must not take from it), and never for PREFLUSH, FUA, FLUSH,
+ * DISCARD or WRITE_ZEROES (a {@code force} or a hole punch is worth the hand-off). The request
  * holds a queue slot while it is served, so the queue depth bounds both paths together.
  *
  * <p><b>Service.</b> Each I/O task takes a bio, moves its segments with {@link SegmentViews} (no
@@ -63,7 +60,7 @@ import java.util.concurrent.atomic.AtomicLong;
  * commit's FUA, say) costs no {@code fdatasync}. Fault sites:
  * {@code io:<name>} fails the bio with IOERR, {@code latency:<name>} sleeps the I/O task first.
  *
- * <p><b>Holes, DISCARD and WRITE_ZEROES.</b> Where the file system tells ({@link NativeFile}:
+ * <p><b>Holes, DISCARD and WRITE_ZEROES.</b> Where the file system tells ({@link FileHoles}:
  * {@code SEEK_HOLE}/{@code SEEK_DATA} and {@code fallocate} through the foreign-function API, on
  * Linux), the device knows its holes ({@link #knowsAllocation}, {@link #allocatedExtent}, so NBD
  * block status and READ replies show them), a DISCARD punches a hole (the space goes back to the
@@ -93,9 +90,6 @@ import java.util.concurrent.atomic.AtomicLong;
  * shared and the file is opened read-only: writes through the device fail with IOERR.
  */
 public final class FileDevice extends BlockDevice {
-
-    /** Bytes written between two write-backs started by write-behind ({@link #writeBehind}). */
-    static final long WRITE_BEHIND_BYTES = 2L << 20;
 
     /** Opening choices of a file device. */
     public record Options(boolean create, boolean direct, int ioTasks, int queueDepth, int bounceAlignment,
@@ -167,7 +161,7 @@ public final class FileDevice extends BlockDevice {
 
         /**
          * Ask the file system where the file's holes are and punch holes for discards ({@link
-         * NativeFile}, Linux only); off, the device uses only the JDK: every range reads as
+         * FileHoles}, Linux only); off, the device uses only the JDK: every range reads as
          * allocated, and discards write zeros where data is.
          */
         public Options withNativeHoles(boolean value) {
@@ -202,8 +196,8 @@ public final class FileDevice extends BlockDevice {
     private final Options options;
     private final LockedFile locked;
     private final PositionalFile file;
-    private final NativeFile nativeFile;
-    /** The last run {@link #nativeFile} said is data, so READs inside it ask nothing. */
+    private final FileHoles holes;
+    /** The last run {@link #holes} said is data, so READs inside it ask nothing. */
     private final KnownDataRun knownData = new KnownDataRun();
     private final Arena errnoArena;
     private final int alignment;
@@ -225,14 +219,6 @@ public final class FileDevice extends BlockDevice {
     private final AtomicLong durableChanges = new AtomicLong();
     /** Kernel counter {@code file.flushes-skipped}: forces not made because nothing changed. */
     private final AtomicLong flushesSkipped;
-    /** Whether the file is written behind (policy {@code write-behind}, and the call is there). */
-    private final boolean writeBehind;
-    /** Set by the first force: from then on someone waits for this file's flushes, so it is written behind. */
-    private volatile boolean forcedOnce;
-    /** Bytes written since write-back was last started (or the file forced). */
-    private final AtomicLong writtenBehind = new AtomicLong();
-    /** Kernel counter {@code file.writebacks-started}: write-backs started by write-behind. */
-    private final AtomicLong writebacksStarted;
     private final AtomicLong readReferences;
     /** READs held by reference to this file and not yet completed: the channel must stay open for them. */
     private final AtomicInteger heldNow = new AtomicInteger();
@@ -245,14 +231,14 @@ public final class FileDevice extends BlockDevice {
     private final boolean directWrites;
 
     private FileDevice(Kernel kernel, String name, long capacitySectors, QueueLimits limits, Path path,
-            LockedFile locked, FileChannel channel, FileChannel[] cursors, NativeFile nativeFile, Options options,
+            LockedFile locked, FileChannel channel, FileChannel[] cursors, FileHoles holes, Options options,
             int alignment) {
         super(kernel, name, capacitySectors, limits);
         this.path = path;
         this.options = options;
         this.locked = locked;
         this.file = new PositionalFile(channel);
-        this.nativeFile = nativeFile;
+        this.holes = holes;
         this.errnoArena = Arena.ofShared();
         this.alignment = alignment;
         this.ioFaultSite = "io:" + name;
@@ -262,9 +248,6 @@ public final class FileDevice extends BlockDevice {
         this.again = kernel.counters().get("file.again");
         this.punches = kernel.counters().get("file.punches");
         this.flushesSkipped = kernel.counters().get("file.flushes-skipped");
-        this.writebacksStarted = kernel.counters().get("file.writebacks-started");
-        this.writeBehind = !PolicySwitch.LEGACY.equals(kernel.policies().value(PolicySwitch.WRITE_BEHIND))
-                && nativeFile.canWriteBehind() && !options.direct();
         this.readReferences = kernel.counters().get("file.read-references");
         this.referencesGone = new WaitQueue("file device " + name + " held references");
         this.directIssueCount = kernel.counters().get("file.direct-issues");
@@ -283,7 +266,7 @@ public final class FileDevice extends BlockDevice {
         this.contexts = new IoContext[2 * options.ioTasks()];
         for (int i = 0; i < contexts.length; i++) {
             contexts[i] = new IoContext(zeroPage.slice(0, Page.SIZE).asReadOnlyBuffer(), cursors[i],
-                    nativeFile.errnoBuffer(errnoArena));
+                    holes.errnoBuffer(errnoArena));
         }
         String direct = kernel.policies().value(PolicySwitch.DIRECT_ISSUE);
         this.directReads = direct.equals("on") || direct.equals("reads");
@@ -329,7 +312,7 @@ public final class FileDevice extends BlockDevice {
         LockedFile locked = options.lockShared() ? LockedFile.shared(path) : LockedFile.exclusive(path, options.create());
         FileChannel channel = null;
         FileChannel[] cursors = new FileChannel[2 * options.ioTasks()]; // I/O tasks, then direct lanes
-        NativeFile nativeFile = NativeFile.none();
+        FileHoles holes = FileHoles.none();
         try {
             if (!options.lockShared()) {
                 prepareFile(locked.file(), sizeBytes, options.create(), options.direct() ? alignment : 1);
@@ -339,10 +322,10 @@ public final class FileDevice extends BlockDevice {
                 cursors[i] = openChannel(path, options.direct(), options.lockShared());
             }
             if (options.nativeHoles()) {
-                nativeFile = NativeFile.open(path, !options.lockShared());
+                holes = FileHoles.open(path, !options.lockShared());
             }
         } catch (IOException | RuntimeException e) {
-            closeQuietly(channel, cursors, nativeFile, locked);
+            closeQuietly(channel, cursors, holes, locked);
             throw e;
         }
         QueueLimits limits = QueueLimits.defaults();
@@ -351,9 +334,9 @@ public final class FileDevice extends BlockDevice {
         }
         try {
             return new FileDevice(kernel, name, sizeBytes >>> Bio.SECTOR_SHIFT, limits, path, locked, channel, cursors,
-                    nativeFile, options, alignment);
+                    holes, options, alignment);
         } catch (RuntimeException e) {
-            closeQuietly(channel, cursors, nativeFile, locked);
+            closeQuietly(channel, cursors, holes, locked);
             throw e;
         }
     }
@@ -362,7 +345,7 @@ public final class FileDevice extends BlockDevice {
      * Closes the shared channel and every per-task channel opened so far, then the lock (last: it
      * must outlive every other descriptor of the file), ignoring failures.
      */
-    private static void closeQuietly(FileChannel channel, FileChannel[] cursors, NativeFile nativeFile, LockedFile locked) {
+    private static void closeQuietly(FileChannel channel, FileChannel[] cursors, FileHoles holes, LockedFile locked) {
         if (channel != null) {
             try {
                 channel.close();
@@ -380,7 +363,7 @@ public final class FileDevice extends BlockDevice {
             }
         }
         try {
-            nativeFile.close();
+            holes.close();
         } catch (RuntimeException e) {
             // as above
         }
@@ -496,37 +479,12 @@ public final class FileDevice extends BlockDevice {
      * rules forbid: a plain READ or WRITE with no bounce, no force, on a task that may block.
      */
     private boolean mayIssueDirectly(Bio bio) {
-        if (alignment > 1 || bio.hasFlag(BioFlags.PREFLUSH) || bio.hasFlag(BioFlags.FUA)) {
+        boolean wanted = bio.op() == BioOp.READ ? directReads : bio.op() == BioOp.WRITE && directWrites;
+        if (!wanted || alignment > 1 || bio.hasFlag(BioFlags.PREFLUSH) || bio.hasFlag(BioFlags.FUA)) {
             return false;
         }
         Task self = Task.currentOrNull();
-        if (self == null || !self.mayBlock()) {
-            return false;
-        }
-        return switch (bio.op()) {
-            case READ -> directReads;
-            case WRITE -> directWrites;
-            // Nothing to punch where the range is a hole already (a thin pool zeroing the rest of
-            // a new block, say): then there is nothing worth the hand-off, only lseek to ask.
-            case DISCARD, WRITE_ZEROES -> directWrites && !bio.hasFlag(BioFlags.NOUNMAP) && holeAlready(bio);
-            default -> false;
-        };
-    }
-
-    /** Whether the bio's range is past the end of the file or all hole there already. */
-    private boolean holeAlready(Bio bio) {
-        long position = bio.sector() << Bio.SECTOR_SHIFT;
-        try {
-            long fileSize = file.size();
-            return position >= fileSize || isHole(position, Math.min(bio.sizeBytes(), fileSize - position));
-        } catch (IOException e) {
-            return false; // the I/O task meets it again and fails the bio
-        }
-    }
-
-    /** Whether this file is written behind once forced (policy {@code write-behind}, and the call is there). */
-    boolean writesBehind() {
-        return writeBehind;
+        return self != null && self.mayBlock();
     }
 
     /** Requests served by their submitters (direct issue) since the device opened. */
@@ -738,10 +696,7 @@ public final class FileDevice extends BlockDevice {
         boolean changed = true;
         try {
             switch (bio.op()) {
-                case WRITE -> {
-                    transfer(bio, ctx, position, true);
-                    writeBehind(bio.sizeBytes(), ctx);
-                }
+                case WRITE -> transfer(bio, ctx, position, true);
                 case WRITE_ZEROES -> {
                     if (bio.hasFlag(BioFlags.NOUNMAP)) {
                         zero(position, bio.sizeBytes(), ctx);
@@ -769,32 +724,8 @@ public final class FileDevice extends BlockDevice {
             flushesSkipped.incrementAndGet();
             return;
         }
-        forcedOnce = true;
-        writtenBehind.set(0); // the force writes back whatever is dirty now
         file.force();
         durableChanges.accumulateAndGet(seen, Math::max);
-    }
-
-    /**
-     * Write-behind (policy {@code write-behind}): once a file has been forced, every
-     * {@link #WRITE_BEHIND_BYTES} written start the write-back of its dirty pages without waiting
-     * for it. A flush ({@code fdatasync}) writes everything dirty and waits for all of it, so on a
-     * file that takes many scattered writes between flushes (a thin pool's data device between
-     * commits) it took 200-570 ms each, while the pool's worker, which flushes the data device
-     * before every commit, provisioned nothing. Started early, the same writes are mostly on their
-     * way or done when the flush comes. A file never forced is left to the page cache, which
-     * coalesces rewrites of the same pages. The task that crosses the mark starts it; it may wait
-     * briefly for the disk's queue, as the write itself may.
-     */
-    private void writeBehind(long bytes, IoContext ctx) {
-        if (!writeBehind || !forcedOnce) {
-            return;
-        }
-        long written = writtenBehind.addAndGet(bytes);
-        if (written >= WRITE_BEHIND_BYTES && writtenBehind.compareAndSet(written, 0)
-                && nativeFile.startWriteback(ctx.errno)) {
-            writebacksStarted.incrementAndGet();
-        }
     }
 
     /**
@@ -811,7 +742,7 @@ public final class FileDevice extends BlockDevice {
         if (isHole(position, punched)) {
             return false;
         }
-        if (nativeFile.punch(position, punched, ctx.errno)) {
+        if (holes.punch(position, punched, ctx.errno)) {
             knownData.punched();
             punches.incrementAndGet();
             return true;
@@ -822,7 +753,7 @@ public final class FileDevice extends BlockDevice {
 
     /** Whether the file system says {@code length} bytes at {@code position} (inside the file) are all hole. */
     private boolean isHole(long position, long length) {
-        if (!nativeFile.knowsHoles() || knownData.endOfDataAt(position) > 0) {
+        if (!holes.knowsHoles() || knownData.endOfDataAt(position) > 0) {
             return false;
         }
         return fileRun(position, position + length, knownData.epoch()) <= -length;
@@ -846,10 +777,10 @@ public final class FileDevice extends BlockDevice {
 
     // ---- holes ---------------------------------------------------------------------------------
 
-    /** Whether the file system tells this file's holes (see {@link NativeFile}). */
+    /** Whether the file system tells this file's holes (see {@link FileHoles}). */
     @Override
     public boolean knowsAllocation() {
-        return nativeFile.knowsHoles();
+        return holes.knowsHoles();
     }
 
     /**
@@ -862,7 +793,7 @@ public final class FileDevice extends BlockDevice {
     @Override
     public long allocatedExtent(long sector, long maxSectors) {
         long run = super.allocatedExtent(sector, maxSectors);
-        if (!nativeFile.knowsHoles()) {
+        if (!holes.knowsHoles()) {
             return run;
         }
         long position = sector << Bio.SECTOR_SHIFT;
@@ -898,7 +829,7 @@ public final class FileDevice extends BlockDevice {
      * {@code asked}, read before this asks), negative bytes of hole, or 0 if it cannot say.
      */
     private long fileRun(long position, long end, long asked) {
-        long hole = nativeFile.nextHole(position);
+        long hole = holes.nextHole(position);
         if (hole < 0) {
             return 0;
         }
@@ -906,7 +837,7 @@ public final class FileDevice extends BlockDevice {
             knownData.remember(position, hole, asked);
             return Math.min(hole, end) - position;
         }
-        long data = nativeFile.nextData(position);
+        long data = holes.nextData(position);
         return position - (data < 0 ? end : Math.min(data, end));
     }
 
@@ -983,7 +914,7 @@ public final class FileDevice extends BlockDevice {
             }
         }
         try {
-            nativeFile.close();
+            holes.close();
         } catch (RuntimeException e) {
             failure = addFailure(failure, e);
         }

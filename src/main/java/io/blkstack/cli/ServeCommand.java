@@ -232,12 +232,6 @@ final class ServeCommand implements Callable<Integer> {
                     + " writer sends every reply (default: ${DEFAULT-VALUE}; the policy switch inline-reply).")
     String inlineReply;
 
-    @Option(names = "--write-behind", paramLabel = "on|off", defaultValue = "on",
-            description = "Once a file device has been flushed, start writing its dirty pages back after every"
-                    + " 2 MiB written, without waiting, so the next flush has little left to write (off: leave it"
-                    + " all to the flush; default: ${DEFAULT-VALUE}; the policy switch write-behind).")
-    String writeBehind;
-
     @Option(names = "--hung-task-timeout", paramLabel = "DURATION", converter = DurationConverter.class,
             defaultValue = "30s",
             description = "Report a task blocked longer than this, with what it waits on and who holds it"
@@ -339,8 +333,7 @@ final class ServeCommand implements Callable<Integer> {
             }
         }
         for (String badChoice : new String[] {badChoice(PolicySwitch.READ_REFERENCES, readReferences),
-                badChoice(PolicySwitch.DIRECT_ISSUE, directIssue), badChoice(PolicySwitch.INLINE_REPLY, inlineReply),
-                badChoice(PolicySwitch.WRITE_BEHIND, writeBehind)}) {
+                badChoice(PolicySwitch.DIRECT_ISSUE, directIssue), badChoice(PolicySwitch.INLINE_REPLY, inlineReply)}) {
             if (badChoice != null) {
                 return fail(err, ExitCodes.USAGE, badChoice);
             }
@@ -356,7 +349,6 @@ final class ServeCommand implements Callable<Integer> {
             builder.policies(Policies.defaults()
                     .with(PolicySwitch.DIRECT_ISSUE, policyValue(directIssue))
                     .with(PolicySwitch.INLINE_REPLY, policyValue(inlineReply))
-                    .with(PolicySwitch.WRITE_BEHIND, policyValue(writeBehind))
                     .with(PolicySwitch.READ_REFERENCES, policyValue(readReferences)));
             if (hungTaskTimeoutNanos > 0) {
                 Logger hung = LoggerFactory.getLogger("io.blkstack.kernel.HungTaskWatchdog");

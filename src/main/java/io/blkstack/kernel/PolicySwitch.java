@@ -49,14 +49,7 @@ public enum PolicySwitch {
      * it holds back meanwhile ({@code on}); the same only before it blocks ({@code before-read});
      * or the writer sends every reply ({@code legacy}).
      */
-    INLINE_REPLY("inline-reply", "on", "before-read", "legacy"),
-    /**
-     * Issue 16's thin first writes: a file device that has been flushed once starts the write-back
-     * of its dirty pages after every few MiB written, without waiting for it, so that the next
-     * flush (a thin pool's commit, say) finds little left to write ({@code on}); or leaves all of it
-     * to the flush and the page cache ({@code legacy}).
-     */
-    WRITE_BEHIND("write-behind", "on", "legacy");
+    INLINE_REPLY("inline-reply", "on", "before-read", "legacy");
 
     /** The value every switch accepts for its old design. */
     public static final String LEGACY = "legacy";

@@ -4,11 +4,9 @@ import io.blkstack.bio.Bio;
 import io.blkstack.bio.BioOp;
 import io.blkstack.bio.BioSet;
 import io.blkstack.bio.BioStatus;
-import io.blkstack.kernel.Completion;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.mem.Gfp;
 import io.blkstack.mem.Page;
-import java.util.concurrent.atomic.AtomicReference;
 
 /**
  * Synchronous byte-array I/O on a device for the bottom-device tests: builds a bio over freshly
@@ -47,35 +45,6 @@ final class BioBytes {
             bio.init(dev, op, flags, position >>> Bio.SECTOR_SHIFT);
             bio.setSizeBytes(length);
             return Submit.submitAndWaitStatus(bio);
-        } finally {
-            bio.put();
-        }
-    }
-
-    /**
-     * Submits a bio without pages of {@code length} bytes at {@code position}, waits for it,
-     * checks it succeeded, and returns the thread its completion ran on (the submitter's own for
-     * a direct issue).
-     */
-    static Thread rangeCompleter(BioSet set, BlockDevice dev, BioOp op, int flags, long position, int length) {
-        Bio bio = set.alloc(Gfp.KERNEL, 0);
-        try {
-            bio.init(dev, op, flags, position >>> Bio.SECTOR_SHIFT);
-            bio.setSizeBytes(length);
-            AtomicReference<Thread> completer = new AtomicReference<>();
-            Completion done = new Completion("bio");
-            bio.setEndIo(b -> {
-                completer.set(Thread.currentThread());
-                done.complete();
-            });
-            Submit.submitBio(bio);
-            if (!done.await(30_000_000_000L)) {
-                throw new AssertionError(op + " did not complete in 30 s");
-            }
-            if (bio.status() != BioStatus.OK) {
-                throw new AssertionError(op + " ended with " + bio.status());
-            }
-            return completer.get();
         } finally {
             bio.put();
         }

@@ -2,7 +2,6 @@ package io.blkstack.block;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.blkstack.bio.BioFlags;
@@ -57,23 +56,6 @@ class CachedMemoryDeviceTest {
         assertArrayEquals(new byte[4096], BioBytes.readOk(set, dev, 0, 4096, 0));
         assertEquals(2, media.cachedChunks());
         assertEquals(0, media.stableChunks());
-        dev.close();
-    }
-
-    // The file device's direct issue as modelled: with no bio waiting for its timer, a zeroing of
-    // a range that holds no data completes on its submitter (a file device asks lseek and is done);
-    // one over data, or with NOUNMAP, waits for the device's timer like any queued bio.
-    @Test
-    void zeroingWhereNoDataIsIssuedDirectly() {
-        CachedMemoryDevice.Media media = new CachedMemoryDevice.Media("f", SIZE, false);
-        CachedMemoryDevice dev = new CachedMemoryDevice(kernel, media, 10_000, 8, 512);
-        assertEquals(BioStatus.OK, BioBytes.write(set, dev, 0, filled(4096, 3), 0, 0));
-        Thread self = Thread.currentThread();
-        assertEquals(self, BioBytes.rangeCompleter(set, dev, BioOp.WRITE_ZEROES, 0, 1L << 20, 65536));
-        assertEquals(self, BioBytes.rangeCompleter(set, dev, BioOp.DISCARD, 0, 1L << 20, 65536));
-        assertNotEquals(self, BioBytes.rangeCompleter(set, dev, BioOp.WRITE_ZEROES, BioFlags.NOUNMAP, 1L << 20, 4096));
-        assertNotEquals(self, BioBytes.rangeCompleter(set, dev, BioOp.WRITE_ZEROES, 0, 0, 8192), "over data");
-        assertArrayEquals(new byte[4096], BioBytes.readOk(set, dev, 0, 4096, 0));
         dev.close();
     }
 

@@ -6,7 +6,6 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertTrue;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import io.blkstack.bio.Bio;
 import io.blkstack.bio.BioFlags;
@@ -150,48 +149,6 @@ class DirectIssueTest {
                 Thread completer = submitAndReturnCompleterAtomic(set, dev, page);
                 assertNotEquals(Thread.currentThread(), completer, "a READ from atomic context was queued");
                 assertEquals(2, dev.directIssues());
-            } finally {
-                tk.kernel.pages().free(page);
-                dev.close();
-                set.close();
-            }
-        }
-    }
-
-    /**
-     * A WRITE_ZEROES or DISCARD whose range is a hole already (a thin pool zeroing the rest of a new
-     * block of a sparse file) has nothing to punch: an idle device serves it on the submitter. Over
-     * data it punches, so it is queued, as is one with NOUNMAP (which zeroes by writing).
-     */
-    @Test
-    void zeroingAHoleIsServedOnTheSubmitterAndZeroingDataIsQueued() throws Exception {
-        try (TestKernel tk = new TestKernel("direct-zero", 8L << 20, Policies.defaults(), Faults.NONE)) {
-            BioSet set = new BioSet(tk.kernel, "test", 4, 4, null, false);
-            FileDevice dev = FileDevice.open(tk.kernel, "a", dir.resolve("a.img"), SIZE,
-                    FileDevice.Options.defaults().withCreate(true));
-            Page page = tk.kernel.pages().alloc(Gfp.KERNEL);
-            try {
-                assumeTrue(dev.knowsAllocation(), "this file system does not tell its holes");
-                page.buffer().put(0, MemoryDeviceTest.filled(Page.SIZE, (byte) 9));
-                submitAndReturnCompleter(set, dev, BioOp.WRITE, 0, page); // data at 0..4 KiB
-                long before = dev.directIssues();
-                for (BioOp op : new BioOp[] {BioOp.WRITE_ZEROES, BioOp.DISCARD}) {
-                    assertEquals(Thread.currentThread(), BioBytes.rangeCompleter(set, dev, op, 0, 65536, 61440),
-                            op + " of a hole completed on its submitter");
-                }
-                assertEquals(before + 2, dev.directIssues());
-                assertNotEquals(Thread.currentThread(),
-                        BioBytes.rangeCompleter(set, dev, BioOp.WRITE_ZEROES, BioFlags.NOUNMAP, 65536, 4096),
-                        "a WRITE_ZEROES with NOUNMAP writes: queued");
-                assertNotEquals(Thread.currentThread(),
-                        BioBytes.rangeCompleter(set, dev, BioOp.WRITE_ZEROES, 0, 0, 8192),
-                        "a WRITE_ZEROES over data punches: queued");
-                assertEquals(before + 2, dev.directIssues());
-                page.buffer().put(0, MemoryDeviceTest.filled(Page.SIZE, (byte) 1));
-                submitAndReturnCompleter(set, dev, BioOp.READ, 0, page);
-                byte[] got = new byte[Page.SIZE];
-                page.buffer().get(0, got);
-                assertArrayEquals(new byte[Page.SIZE], got, "the data was zeroed");
             } finally {
                 tk.kernel.pages().free(page);
                 dev.close();

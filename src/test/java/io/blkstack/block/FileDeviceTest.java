@@ -3,7 +3,6 @@ package io.blkstack.block;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
-import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
@@ -17,7 +16,6 @@ import io.blkstack.kernel.Completion;
 import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.Policies;
-import io.blkstack.kernel.PolicySwitch;
 import io.blkstack.kernel.TaskKind;
 import io.blkstack.mem.Gfp;
 import java.io.IOException;
@@ -287,51 +285,6 @@ class FileDeviceTest {
             assertEquals(4, skipped.get(), "and the punch is flushed");
         }
         assertArrayEquals(data, BioBytes.readOk(set, dev, 0, data.length, 0), "the FUA write reads back");
-    }
-
-    /**
-     * Write-behind (policy {@code write-behind}): a file never forced starts no write-back however
-     * much is written; once forced, every {@link FileDevice#WRITE_BEHIND_BYTES} written start one
-     * (counter {@code file.writebacks-started}), and the data still reads back and flushes. Under
-     * {@code legacy}, or where the system call is absent, none starts.
-     */
-    @Test
-    void aFlushedFileIsWrittenBehindEveryFewMegabytes() throws IOException {
-        start(Faults.NONE);
-        FileDevice dev = FileDevice.open(kernel, "f", dir.resolve("behind.img"), SIZE,
-                FileDevice.Options.defaults().withCreate(true));
-        if (dev.knowsAllocation()) {
-            assertTrue(dev.writesBehind(), "the C library that answers holes has sync_file_range too");
-        }
-        AtomicLong started = kernel.counters().get("file.writebacks-started");
-        byte[] data = MemoryDeviceTest.filled(65536, (byte) 0x5a);
-        writeAll(dev, data);
-        assertEquals(0, started.get(), "a file nobody forced is left to the page cache");
-        assertEquals(BioStatus.OK, BioBytes.range(set, dev, BioOp.FLUSH, 0, 0, 0));
-        writeAll(dev, data);
-        assertEquals(dev.writesBehind() ? SIZE / FileDevice.WRITE_BEHIND_BYTES : 0, started.get(),
-                "one write-back started per " + FileDevice.WRITE_BEHIND_BYTES + " bytes written after the flush");
-        assertEquals(BioStatus.OK, BioBytes.range(set, dev, BioOp.FLUSH, 0, 0, 0));
-        assertArrayEquals(data, BioBytes.readOk(set, dev, SIZE - data.length, data.length, 0));
-        closeKernel();
-
-        kernel = Kernel.builder().name("file-test-legacy").memory(8L << 20)
-                .policies(policies().with(PolicySwitch.WRITE_BEHIND, PolicySwitch.LEGACY)).build();
-        self = kernel.attach("test");
-        set = new BioSet(kernel, "test", 4, 4, null, false);
-        FileDevice legacy = FileDevice.open(kernel, "g", dir.resolve("legacy.img"), SIZE,
-                FileDevice.Options.defaults().withCreate(true));
-        assertFalse(legacy.writesBehind());
-        assertEquals(BioStatus.OK, BioBytes.range(set, legacy, BioOp.FLUSH, 0, 0, 0));
-        writeAll(legacy, data);
-        assertEquals(0, kernel.counters().get("file.writebacks-started").get(), "legacy starts none");
-    }
-
-    /** Writes {@code data} over the whole device, one bio after another. */
-    private void writeAll(FileDevice dev, byte[] data) {
-        for (long at = 0; at < SIZE; at += data.length) {
-            assertEquals(BioStatus.OK, BioBytes.write(set, dev, at, data, 0, 0));
-        }
     }
 
     /**

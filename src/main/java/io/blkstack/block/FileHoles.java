@@ -13,27 +13,23 @@ import java.lang.invoke.VarHandle;
 import java.nio.file.Path;
 
 /**
- * The system calls on a file device's file that the JDK lacks. Its holes, from the file system:
- * {@code lseek(SEEK_HOLE / SEEK_DATA)} answers where data and holes lie, {@code
- * fallocate(PUNCH_HOLE | KEEP_SIZE)} gives a discarded range's space back. And write-behind:
- * {@code sync_file_range(SYNC_FILE_RANGE_WRITE)} starts the write-back of the file's dirty pages
- * without waiting for it ({@link #startWriteback}), so that a later {@code fdatasync} finds little
- * left to write. They go through the foreign-function API on a descriptor of the device's own,
- * opened with the device and closed with it (never earlier: on a file system where the JDK's lock
- * is a POSIX record lock, closing any descriptor of the file would drop it).
+ * The holes of a file device's file, from the file system: {@code lseek(SEEK_HOLE / SEEK_DATA)}
+ * answers where data and holes lie, {@code fallocate(PUNCH_HOLE | KEEP_SIZE)} gives a discarded
+ * range's space back. The JDK has neither call, so they go through the foreign-function API on a
+ * descriptor of the device's own, opened with the device and closed with it (never earlier: on a
+ * file system where the JDK's lock is a POSIX record lock, closing any descriptor of the file
+ * would drop it).
  *
  * <p>Where the calls are not available (not Linux, the API unusable, or the device opened with
- * {@link FileDevice.Options#withNativeHoles} off) {@link #none} stands in: it knows no holes and
- * starts no write-back, and the device keeps its plain-JDK behaviour (every range allocated;
- * zeroing by writing zeros where data is; a flush writes everything the page cache holds). A file
- * system without {@code SEEK_HOLE}, hole punching or {@code sync_file_range} is found out on first
- * use and treated the same way from then on.
+ * {@link FileDevice.Options#withNativeHoles} off) {@link #none} stands in: it knows no holes, and
+ * the device keeps its plain-JDK behaviour (every range allocated; zeroing by writing zeros where
+ * data is). A file system without {@code SEEK_HOLE} or hole punching is found out on first use
+ * and treated the same way from then on.
  *
  * <p>No call here waits for anything but the system call itself, and none allocates on the Java
- * heap or in the arena: {@link #punch} and {@link #startWriteback} take the per-task errno buffer of
- * the caller.
+ * heap or in the arena: {@link #punch} takes the per-task errno buffer of the caller.
  */
-final class NativeFile implements AutoCloseable {
+final class FileHoles implements AutoCloseable {
 
     private static final int SEEK_DATA = 3;
     private static final int SEEK_HOLE = 4;
@@ -42,15 +38,12 @@ final class NativeFile implements AutoCloseable {
     private static final int O_CLOEXEC = 0x80000;
     private static final int FALLOC_FL_KEEP_SIZE = 1;
     private static final int FALLOC_FL_PUNCH_HOLE = 2;
-    private static final int SYNC_FILE_RANGE_WRITE = 2;
     private static final int EOPNOTSUPP = 95;
     private static final int ENOSYS = 38;
-    private static final int EINVAL = 22;
-    private static final int ESPIPE = 29;
 
     /** The libc entry points, bound once per JVM; absent where the platform is not Linux. */
-    private record Libc(MethodHandle open, MethodHandle lseek, MethodHandle fallocate, MethodHandle syncFileRange,
-            MethodHandle close, StructLayout errnoLayout, VarHandle errno) {
+    private record Libc(MethodHandle open, MethodHandle lseek, MethodHandle fallocate, MethodHandle close,
+            StructLayout errnoLayout, VarHandle errno) {
 
         static final Libc INSTANCE = bind();
 
@@ -63,15 +56,12 @@ final class NativeFile implements AutoCloseable {
                     ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG, ValueLayout.JAVA_INT));
             MethodHandle fallocate = NativeCalls.libc("fallocate", FunctionDescriptor.of(ValueLayout.JAVA_INT,
                     ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG, ValueLayout.JAVA_LONG), errno);
-            // Absent from some C libraries: then the file is simply not written behind.
-            MethodHandle syncFileRange = NativeCalls.libc("sync_file_range", FunctionDescriptor.of(ValueLayout.JAVA_INT,
-                    ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG, ValueLayout.JAVA_LONG, ValueLayout.JAVA_INT), errno);
             MethodHandle close = NativeCalls.libc("close", FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT));
             if (open == null || lseek == null || fallocate == null || close == null) {
                 return null; // no usable native linker (a restricted JVM, an unusual platform): the plain-JDK path
             }
             VarHandle errnoHandle = errnoLayout.varHandle(java.lang.foreign.MemoryLayout.PathElement.groupElement("errno"));
-            return new Libc(open, lseek, fallocate, syncFileRange, close, errnoLayout, errnoHandle);
+            return new Libc(open, lseek, fallocate, close, errnoLayout, errnoHandle);
         }
 
         int errno(MemorySegment state) {
@@ -83,16 +73,15 @@ final class NativeFile implements AutoCloseable {
     private final Libc libc;
     private volatile boolean seekWorks = true;
     private volatile boolean punchWorks = true;
-    private volatile boolean writebackWorks = true;
 
-    private NativeFile(int fd, Libc libc) {
+    private FileHoles(int fd, Libc libc) {
         this.fd = fd;
         this.libc = libc;
     }
 
     /** Knows no holes: the plain-JDK behaviour. */
-    static NativeFile none() {
-        return new NativeFile(-1, null);
+    static FileHoles none() {
+        return new FileHoles(-1, null);
     }
 
     /**
@@ -101,7 +90,7 @@ final class NativeFile implements AutoCloseable {
      *
      * @throws IOException if the platform has them and the file cannot be opened
      */
-    static NativeFile open(Path path, boolean writable) throws IOException {
+    static FileHoles open(Path path, boolean writable) throws IOException {
         Libc libc = Libc.INSTANCE;
         if (libc == null) {
             return none();
@@ -113,7 +102,7 @@ final class NativeFile implements AutoCloseable {
             if (fd < 0) {
                 throw new IOException(path + ": open for hole queries failed (errno " + libc.errno(state) + ")");
             }
-            return new NativeFile(fd, libc);
+            return new FileHoles(fd, libc);
         } catch (IOException | RuntimeException | Error e) {
             throw e;
         } catch (Throwable t) {
@@ -192,43 +181,7 @@ final class NativeFile implements AutoCloseable {
         throw new IOException("punching " + length + " bytes at " + offset + " failed (errno " + errno + ")");
     }
 
-    /** Whether {@link #startWriteback} may start write-back (until the file system says otherwise). */
-    boolean canWriteBehind() {
-        return libc != null && libc.syncFileRange() != null && writebackWorks;
-    }
-
-    /**
-     * Starts writing the file's dirty pages back to the disk ({@code sync_file_range} over the whole
-     * file with {@code SYNC_FILE_RANGE_WRITE} alone) and returns without waiting for them: pages
-     * already under write-back are left alone. It makes nothing durable and reports no write-back
-     * error (the next {@code fdatasync} does, on the device's own channel). The call may still wait
-     * briefly where the disk's queue is full, as a buffered write may.
-     *
-     * @param errnoState a buffer of {@link #errnoBuffer} the calling task owns
-     * @return false if it did not start write-back: not available here, or the file system cannot
-     *         (then never tried again on this file), or a write-back error it met (left to the next flush)
-     */
-    boolean startWriteback(MemorySegment errnoState) {
-        if (!canWriteBehind()) {
-            return false;
-        }
-        int rc;
-        try {
-            rc = (int) libc.syncFileRange().invokeExact(errnoState, fd, 0L, 0L, SYNC_FILE_RANGE_WRITE);
-        } catch (Throwable t) {
-            throw new IllegalStateException("sync_file_range through the native linker", t);
-        }
-        if (rc == 0) {
-            return true;
-        }
-        int errno = libc.errno(errnoState);
-        if (errno == ENOSYS || errno == EINVAL || errno == ESPIPE || errno == EOPNOTSUPP) {
-            writebackWorks = false;
-        }
-        return false;
-    }
-
-    /** A buffer for the errno of {@link #punch} and {@link #startWriteback}, one per task that calls them, allocated once by its owner. */
+    /** A buffer for {@link #punch}'s errno, one per task that punches, allocated once by its owner. */
     MemorySegment errnoBuffer(Arena arena) {
         return libc == null ? MemorySegment.NULL : arena.allocate(libc.errnoLayout());
     }
