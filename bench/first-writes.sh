@@ -26,9 +26,11 @@
 #   BENCH_BLKSTACK    the launcher to measure (default: this repository's ./blkstack), so two
 #                     builds can be compared with the same script
 #   BENCH_DIR         scratch directory (default: a new one under ${TMPDIR:-/tmp}, removed at exit;
-#                     one given is kept, with each round's files). On tmpfs (/dev/shm/NAME) a flush
-#                     costs nothing, so the figures price the path without the disk: a thin pool
-#                     flushes its data device before every commit (each second), a linear target never
+#                     one given is kept). On tmpfs (/dev/shm/NAME) a flush costs nothing, so the
+#                     figures price the path without the disk: a thin pool flushes its data device
+#                     before every commit (each second), a linear target never
+#   BENCH_KEEP        1 keeps each round's files (default: removed when the round ends, which on
+#                     tmpfs gives the memory back)
 #   BLKSTACK_BUILD_DIR, BLKSTACK_JAVA_OPTS   passed to ./blkstack
 set -euo pipefail
 
@@ -176,7 +178,7 @@ for round in $(seq 1 "$rounds"); do
             done
         done
         stop_serve
-        [[ -z ${BENCH_DIR:-} ]] && rm -rf "$dir"
+        [[ ${BENCH_KEEP:-0} == 1 ]] || rm -rf "$dir"
     fi
     if want nbdcopy && ((copy_mib > 0)); then
         src=$work/copy-source.img
@@ -195,7 +197,7 @@ for round in $(seq 1 "$rounds"); do
             echo "first-writes: round $round nbdcopy $pass pass: $secs s" >&2
         done
         stop_serve
-        [[ -z ${BENCH_DIR:-} ]] && rm -rf "$dir"
+        [[ ${BENCH_KEEP:-0} == 1 ]] || rm -rf "$dir"
     fi
 done
 
