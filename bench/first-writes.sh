@@ -28,7 +28,7 @@
 #   BENCH_DIR         scratch directory (default: a new one under ${TMPDIR:-/tmp}, removed at exit;
 #                     one given is kept). On tmpfs (/dev/shm/NAME) a flush costs nothing, so the
 #                     figures price the path without the disk: a thin pool flushes its data device
-#                     before every commit (each second), a linear target never
+#                     before every commit (each second), a linear target never does
 #   BENCH_KEEP        1 keeps each round's files (default: removed when the round ends, which on
 #                     tmpfs gives the memory back)
 #   BLKSTACK_BUILD_DIR, BLKSTACK_JAVA_OPTS   passed to ./blkstack

@@ -10,10 +10,9 @@ import java.util.List;
 import java.util.function.Predicate;
 
 /**
- * A test device that holds every bio it is given, or those a filter picks, (without touching
- * their data) until the test
- * completes it, oldest first, or opens it for good: a deterministic way to keep I/O in flight
- * exactly as long as a test needs, without sleeps. {@link #awaitHeld} waits with the kernel's wait
+ * A test device that holds every bio it is given, or only those a filter picks (without touching
+ * their data), until the test completes them, oldest first, or opens the device for good: a
+ * deterministic way to keep I/O in flight exactly as long as a test needs, without sleeps. {@link #awaitHeld} waits with the kernel's wait
  * queue until bios have arrived.
  */
 public final class HoldingDevice extends BlockDevice {
