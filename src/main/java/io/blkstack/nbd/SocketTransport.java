@@ -4,6 +4,7 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.SocketChannel;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.Function;
 
 /**
  * A connection's transport over a blocking socket (TCP or Unix): every call goes straight to the
@@ -20,11 +21,23 @@ final class SocketTransport implements NbdTransport {
     private final AtomicReference<Object> now = new AtomicReference<>();
     private static final String RETIRED = "retired";
 
+    /** Makes the sender in {@link #enableWriteNow}: {@link SendNow#open}, or a test's stand-in. */
+    private final Function<SocketChannel, SendNow> opener;
+
     SocketTransport(SocketChannel channel) {
+        this(channel, SendNow::open);
+    }
+
+    /**
+     * A transport whose {@link #enableWriteNow} opens its sender with {@code opener}: tests use it
+     * to close the transport between the sender's open and its publication.
+     */
+    SocketTransport(SocketChannel channel, Function<SocketChannel, SendNow> opener) {
         if (channel == null || !channel.isBlocking()) {
             throw new IllegalArgumentException("socket transport needs a blocking channel, got " + channel);
         }
         this.channel = channel;
+        this.opener = opener;
     }
 
     @Override
@@ -55,7 +68,7 @@ final class SocketTransport implements NbdTransport {
      */
     @Override
     public boolean enableWriteNow() {
-        SendNow sender = SendNow.open(channel);
+        SendNow sender = opener.apply(channel);
         if (sender == null) {
             return false;
         }

@@ -146,4 +146,32 @@ class SendNowTest {
             assertEquals(-1, client.read(ByteBuffer.allocate(1)));
         });
     }
+
+    @Test
+    @Timeout(60)
+    void aSenderOpenedWhileTheTransportClosesIsNeverPublished() throws IOException {
+        withPair((server, client, unused) -> {
+            unused.close();
+            SendNow[] opened = new SendNow[1];
+            SocketTransport[] transport = new SocketTransport[1];
+            // The close runs after the sender's duplicate was taken and before it is published:
+            // the one interleaving in which enableWriteNow finds the transport retired.
+            transport[0] = new SocketTransport(server, channel -> {
+                opened[0] = SendNow.open(channel);
+                try {
+                    transport[0].close();
+                } catch (IOException e) {
+                    throw new java.io.UncheckedIOException(e);
+                }
+                return opened[0];
+            });
+            assertFalse(transport[0].enableWriteNow(), "a transport retired under the open makes no sender");
+            assertNotNull(opened[0], "the sender was opened while the channel was open");
+            Path descriptor = Path.of("/proc/self/fd/" + opened[0].descriptor());
+            assertFalse(Files.exists(descriptor, LinkOption.NOFOLLOW_LINKS), "the unpublished duplicate was not closed");
+            ByteBuffer[] one = {ByteBuffer.allocateDirect(1).put((byte) 1).flip()};
+            assertEquals(-1, transport[0].writeNow(one, 0, 1), "a retired transport sends nothing");
+            assertEquals(-1, client.read(ByteBuffer.allocate(1)), "the client sees the end of the stream, no byte");
+        });
+    }
 }
