@@ -10,6 +10,7 @@ import io.blkstack.block.SegmentViews;
 import io.blkstack.kernel.Mutex;
 import io.blkstack.mem.Page;
 import java.io.IOException;
+import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.channels.WritableByteChannel;
@@ -568,10 +569,8 @@ final class ReplyWriter {
                 }
                 int zeroBytes = (int) Math.min(chunk, COPY_BUFFER_BYTES);
                 ByteBuffer zeros = copyBuffer().clear().limit(zeroBytes);
-                while (zeros.hasRemaining()) {
-                    zeros.put((byte) 0);
-                }
-                writeReply(zeros.flip());
+                MemorySegment.ofBuffer(zeros).fill((byte) 0);
+                writeReply(zeros);
                 sent = zeroBytes;
             }
             pos += sent;

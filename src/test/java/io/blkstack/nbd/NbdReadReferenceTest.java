@@ -214,6 +214,34 @@ class NbdReadReferenceTest {
     }
 
     /**
+     * Proves a READ by reference of a range past the end of its file (the file was shortened
+     * under the device, as another program may do) is sent as zeros after the data that is
+     * left: sendfile stops at the end of the file, and the reply writer sends zeros for the rest.
+     */
+    @Test
+    void aReferencePastTheEndOfAShortenedFileIsSentAsZeros() throws Exception {
+        tk = new TestKernel("nbd-read-reference", 128 * MiB, Policies.defaults(), Faults.NONE);
+        Path file = dir.resolve("a.img");
+        BlockDevice device = FileDevice.open(tk.kernel, "a", file, FILE_BYTES, FileDevice.Options.defaults().withCreate(true));
+        InetSocketAddress address = serve(device);
+        byte[] data = pattern((int) (2 * MiB), 7);
+        try (NbdTestClient c = new NbdTestClient(address).greet()) {
+            c.go("x");
+            assertEquals(0, c.writeSync(0, data, 0));
+            try (java.nio.channels.FileChannel other = java.nio.channels.FileChannel.open(file,
+                    java.nio.file.StandardOpenOption.WRITE)) {
+                other.truncate(MiB + 4096);
+            }
+            long before = tk.kernel.counters().value("nbd.read-reference-bytes");
+            byte[] got = c.readSync(MiB - 8192, (int) MiB);
+            assertEquals(before + MiB, tk.kernel.counters().value("nbd.read-reference-bytes"), "the READ took pages");
+            assertArrayEquals(Arrays.copyOfRange(data, (int) (MiB - 8192), (int) (MiB + 4096)), Arrays.copyOf(got, 12288),
+                    "the bytes still in the file");
+            assertArrayEquals(new byte[(int) MiB - 12288], Arrays.copyOfRange(got, 12288, (int) MiB), "past the end: zeros");
+        }
+    }
+
+    /**
      * Proves the targets that must see the data refuse the offer on the bio they map: a READ
      * armed by reference and sent through crypt or flakey reaches the file without the offer
      * (the file device fills its pages), and the READ completes from pages.
