@@ -1272,10 +1272,13 @@ public final class NbdServer implements Component {
         void wakeWaiters() {
             List<Share> queued = new ArrayList<>();
             lock.lock();
-            for (Share q = queueHead; q != null; q = q.nextQueued) {
-                queued.add(q);
+            try {
+                for (Share q = queueHead; q != null; q = q.nextQueued) {
+                    queued.add(q);
+                }
+            } finally {
+                lock.unlock(); // even if the list cannot grow: every connection's budget goes through this lock
             }
-            lock.unlock();
             overShare.wakeAll();
             for (Share q : queued) {
                 q.turn.wakeAll();
