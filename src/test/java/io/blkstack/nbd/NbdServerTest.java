@@ -337,6 +337,47 @@ class NbdServerTest {
         }
     }
 
+    /**
+     * Proves the split of large structured READ replies (ReplyWriter.gatherReply): a READ of 64 KiB
+     * or more is two OFFSET_DATA chunks, the first 64 bytes without DONE and then the rest with
+     * DONE, each at its own offset, and the bytes reassemble to what was written; a smaller READ
+     * is one chunk.
+     */
+    @Test
+    void aLargeStructuredReadIsTwoChunksAndASmallOneIsOne() throws Exception {
+        InetSocketAddress addr = start(memory("a", 2 * MiB, false, ""));
+        try (NbdTestClient c = new NbdTestClient(addr).greet()) {
+            c.goStructured("a");
+            byte[] data = pattern((int) MiB, 11);
+            assertEquals(0, c.writeSync(MiB, data, 0));
+            int lead = ReplyWriter.SPLIT_READ_LEAD_BYTES;
+            for (int length : new int[] {(int) MiB, (int) ReplyWriter.SPLIT_READ_MIN_BYTES}) {
+                long offset = MiB + 4096;
+                int n = Math.min(length, (int) MiB - 4096);
+                c.request(0, CMD_READ, 21, offset, n, null);
+                List<NbdTestClient.Reply> chunks = c.readFullReply();
+                assertEquals(2, chunks.size(), n + " bytes");
+                NbdTestClient.Reply first = chunks.get(0);
+                NbdTestClient.Reply second = chunks.get(1);
+                assertEquals(REPLY_TYPE_OFFSET_DATA, first.type());
+                assertEquals(0, first.flags() & REPLY_FLAG_DONE, "the first chunk ends the reply");
+                assertEquals(offset, ByteBuffer.wrap(first.payload()).getLong());
+                assertEquals(8 + lead, first.payload().length);
+                assertEquals(REPLY_TYPE_OFFSET_DATA, second.type());
+                assertEquals(REPLY_FLAG_DONE, second.flags() & REPLY_FLAG_DONE);
+                assertEquals(offset + lead, ByteBuffer.wrap(second.payload()).getLong());
+                assertEquals(8 + n - lead, second.payload().length);
+                assertArrayEquals(java.util.Arrays.copyOfRange(data, 4096, 4096 + n), NbdTestClient.assemble(chunks, offset, n));
+            }
+            int small = (int) ReplyWriter.SPLIT_READ_MIN_BYTES - 512;
+            c.request(0, CMD_READ, 22, MiB, small, null);
+            List<NbdTestClient.Reply> one = c.readFullReply();
+            assertEquals(1, one.size());
+            assertEquals(REPLY_FLAG_DONE, one.get(0).flags() & REPLY_FLAG_DONE);
+            assertArrayEquals(java.util.Arrays.copyOf(data, small), NbdTestClient.assemble(one, MiB, small));
+        }
+    }
+
     @Test
     void structuredReadSendsHolesAndBlockStatusMapsAllocation() throws Exception {
         InetSocketAddress addr = start(memory("a", MiB, false, ""));
