@@ -692,7 +692,7 @@ final class ReplyWriter {
             } else {
                 int end = idx + 1;
                 long bytes = first.remaining();
-                // A reply's header may ride along with a full chunk of payload.
+                // A reply's headers (two for a split READ) may ride along with a full chunk of payload.
                 while (end < count && bytes + buffers[end].remaining() <= WRITE_CHUNK_BYTES + 2 * BATCHED_HEADER_BYTES) {
                     bytes += buffers[end++].remaining();
                 }

@@ -21,8 +21,10 @@ import io.blkstack.mem.Page;
 import java.io.IOException;
 import java.net.InetSocketAddress;
 import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
 import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
@@ -228,8 +230,7 @@ class NbdReadReferenceTest {
         try (NbdTestClient c = new NbdTestClient(address).greet()) {
             c.go("x");
             assertEquals(0, c.writeSync(0, data, 0));
-            try (java.nio.channels.FileChannel other = java.nio.channels.FileChannel.open(file,
-                    java.nio.file.StandardOpenOption.WRITE)) {
+            try (FileChannel other = FileChannel.open(file, StandardOpenOption.WRITE)) {
                 other.truncate(MiB + 4096);
             }
             long before = tk.kernel.counters().value("nbd.read-reference-bytes");

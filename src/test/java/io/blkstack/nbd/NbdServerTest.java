@@ -367,14 +367,14 @@ class NbdServerTest {
                 assertEquals(REPLY_FLAG_DONE, second.flags() & REPLY_FLAG_DONE);
                 assertEquals(offset + lead, ByteBuffer.wrap(second.payload()).getLong());
                 assertEquals(8 + n - lead, second.payload().length);
-                assertArrayEquals(java.util.Arrays.copyOfRange(data, 4096, 4096 + n), NbdTestClient.assemble(chunks, offset, n));
+                assertArrayEquals(Arrays.copyOfRange(data, 4096, 4096 + n), NbdTestClient.assemble(chunks, offset, n));
             }
             int small = (int) ReplyWriter.SPLIT_READ_MIN_BYTES - 512;
             c.request(0, CMD_READ, 22, MiB, small, null);
             List<NbdTestClient.Reply> one = c.readFullReply();
             assertEquals(1, one.size());
             assertEquals(REPLY_FLAG_DONE, one.get(0).flags() & REPLY_FLAG_DONE);
-            assertArrayEquals(java.util.Arrays.copyOf(data, small), NbdTestClient.assemble(one, MiB, small));
+            assertArrayEquals(Arrays.copyOf(data, small), NbdTestClient.assemble(one, MiB, small));
         }
     }
 
