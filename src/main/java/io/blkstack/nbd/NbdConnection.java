@@ -205,6 +205,8 @@ final class NbdConnection {
             }
         } catch (IOException e) {
             // The client went away or broke the protocol: this connection ends, nothing else.
+        } catch (RuntimeException e) {
+            fault("while serving a request", e);
         } finally {
             timers.logTimeout(peer);
             if (writerStarted) {
@@ -240,11 +242,17 @@ final class NbdConnection {
     private void readRequests(RequestInput input, RequestHandler handler, Runnable sendReady) throws IOException {
         while (true) {
             NbdRequest r = slots.take();
+            if (r == null) {
+                return; // the connection broke
+            }
             boolean more;
             try {
                 more = input.readHeader(r);
             } catch (IOException e) {
                 slots.giveBack(r);
+                throw e;
+            } catch (RuntimeException e) {
+                slots.lose(r); // a fault (here, or in the replies sent before the read): r may be half set up
                 throw e;
             }
             if (!more) {
@@ -252,7 +260,14 @@ final class NbdConnection {
                 return;
             }
             boolean largeRead = r.command == NbdProtocol.CMD_READ && r.length >= SEND_AT_ONCE_BYTES;
-            if (!handler.serve(r)) {
+            boolean served;
+            try {
+                served = handler.serve(r);
+            } catch (RuntimeException e) {
+                slots.lose(r); // which of its bios are out is unknown: the writer must not wait for it
+                throw e;
+            }
+            if (!served) {
                 return;
             }
             if (largeRead && sendReady != null) {
@@ -317,6 +332,22 @@ final class NbdConnection {
         } catch (IOException e) {
             // already closed
         }
+    }
+
+    /**
+     * Ends this connection after a fault of the code (a target's or the server's RuntimeException)
+     * on one of its tasks, which has already {@link RequestSlots#lose lost} the request it held: the
+     * fault is reported like a task's crash and logged, the connection is marked broken (replies are
+     * dropped, the reader takes no more requests) and its transport closed, so its client sees the
+     * stream end instead of waiting for a reply that may never come; the writer ends once every
+     * request still in flight is lost or done. Other connections go on. Never blocks.
+     */
+    void fault(String where, RuntimeException e) {
+        kernel.reportCrash(Task.current(), e);
+        server.log(name + " (" + peer + "): ended by a fault " + where + ": " + e);
+        broken = true;
+        closeSocket();
+        slots.wakeAll();
     }
 
     /** Closes the transport now (a server past its drain deadline); the tasks see it and end as they can. */
@@ -384,6 +415,10 @@ final class NbdConnection {
         // Logged here, not by the reader: the reader may have ended (a client that shut its output)
         // before the timer cut the writer. By now every request's budget is back.
         timers.logReplyTimeout(peer);
+        if (slots.lost() > 0) {
+            server.log(name + " (" + peer + "): " + slots.lost() + " request(s) lost to a fault keep "
+                    + slots.lostBudgetPages() + " page(s) of the payload budget and their bios");
+        }
         String export = openedExport;
         if (export != null) {
             server.logConnection(name + " (" + peer + "): closed export " + export);

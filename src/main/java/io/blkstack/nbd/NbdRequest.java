@@ -98,6 +98,10 @@ final class NbdRequest implements ReadReference.Owner {
     /** The JFR latency event of the request in this slot, or null when no recording wants it. */
     private NbdRequestEvent event;
     final AtomicInteger remaining = new AtomicInteger();
+    /** Whether the reader took this slot and the writer has not given it back (guarded by the slots' lock). */
+    boolean taken;
+    /** Whether it was lost to a fault while taken ({@link RequestSlots#lose}; guarded by the slots' lock). */
+    boolean lost;
 
     NbdRequest(NbdConnection connection, int slot, int biosMax, int extentsMax) {
         this.connection = connection;

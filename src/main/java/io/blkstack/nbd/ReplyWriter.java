@@ -119,7 +119,7 @@ final class ReplyWriter {
         this.referencedBytes = connection.kernel().counters().get("nbd.read-reference-bytes");
         this.readerReplies = connection.kernel().counters().get("nbd.reader-replies");
         this.readerHandovers = connection.kernel().counters().get("nbd.reader-handovers");
-        this.hasWork = () -> handedOver || slots.hasReplies() || (connection.readerDone && slots.inUse() == 0);
+        this.hasWork = () -> handedOver || slots.hasReplies() || (connection.readerDone && slots.settled());
         ByteBuffer headers = ByteBuffer.allocateDirect(2 * BATCH_MAX * BATCHED_HEADER_BYTES);
         for (int i = 0; i < BATCH_MAX; i++) {
             replyHeaders[i] = headers.slice(i * BATCHED_HEADER_BYTES, BATCHED_HEADER_BYTES);
@@ -147,7 +147,7 @@ final class ReplyWriter {
                 } finally {
                     sendLock.unlock();
                 }
-                if (n == 0 && connection.readerDone && slots.inUse() == 0) {
+                if (n == 0 && connection.readerDone && slots.settled()) {
                     return;
                 }
             }
@@ -176,6 +176,10 @@ final class ReplyWriter {
                 timers.noteActivity();
             } catch (IOException e) {
                 transportFailed();
+            } catch (RuntimeException e) {
+                // A fault of this code mid-send: the stream may hold half a reply, so it ends here;
+                // the batch is still freed below, without sending (the connection is broken now).
+                connection.fault("while sending replies", e);
             } finally {
                 timers.endSending();
             }
@@ -265,15 +269,22 @@ final class ReplyWriter {
             NbdRequest r = batch[i];
             batch[i] = null;
             boolean window = !r.lastWindow;
-            // Held READ bios complete now, after their payload left (or was dropped), then pages go.
-            r.releaseReferences(connection.broken ? BioStatus.IOERR : BioStatus.OK);
-            r.release(pages);
-            if (!window || (r.command == CMD_READ && r.errno() != 0)) {
-                // The request is over: its last window, or a READ that failed in an earlier one.
-                budgetPages += r.budgetPages;
-                r.budgetPages = 0;
-                r.finished(); // its reply is sent: the request's latency ends here
-                slots.giveBack(r);
+            try {
+                // Held READ bios complete now, after their payload left (or was dropped), then pages go.
+                r.releaseReferences(connection.broken ? BioStatus.IOERR : BioStatus.OK);
+                r.release(pages);
+                if (!window || (r.command == CMD_READ && r.errno() != 0)) {
+                    // The request is over: its last window, or a READ that failed in an earlier one.
+                    budgetPages += r.budgetPages;
+                    r.budgetPages = 0;
+                    r.finished(); // its reply is sent: the request's latency ends here
+                    slots.giveBack(r);
+                }
+            } catch (RuntimeException e) {
+                // A fault of this code or of an end-io above a held READ bio: this request is lost
+                // (it keeps what it held), the connection ends, and the rest of the batch is freed.
+                slots.lose(r);
+                connection.fault("while freeing a reply", e);
             }
             if (window) {
                 r.windowSent.complete(); // the reader goes on with the next window (or sees the end)

@@ -18,6 +18,13 @@ import java.util.function.BooleanSupplier;
  * <p><b>Reply ring.</b> A request's last completion {@link #replyReady queues} it here and wakes
  * the writer; it never blocks (rule 2 of DESIGN.md section 1) and cannot overflow, since the ring
  * holds as many entries as there are slots. The writer {@link #popReplies pops} a batch at a time.
+ *
+ * <p><b>Lost slots.</b> A request whose task met a fault of the code (a RuntimeException from a
+ * target or from the server) while it held the request is {@link #lose lost}: nobody knows which
+ * of its bios are still out, so it may never come back. The writer then ends when every slot in
+ * use is lost ({@link #settled}) instead of waiting for ever; the connection is already broken
+ * ({@link NbdConnection#fault}), and a lost request that does come back later is freed as usual.
+ * Once the connection is broken, the reader's waits for a slot end too ({@link #take} returns null).
  */
 final class RequestSlots {
 
@@ -32,10 +39,12 @@ final class RequestSlots {
     private final SpinLock slotLock;
     private final WaitQueue slotWait;
     private final AtomicInteger inUse = new AtomicInteger();
+    /** Slots in use whose request was lost to a fault (guarded by {@link #slotLock} for writes). */
+    private final AtomicInteger lost = new AtomicInteger();
     private final BooleanSupplier slotAvailable;
-    /** Whether at most one request is in flight (the reader's own), and whether none is. */
-    private final BooleanSupplier onlyOne = () -> inUse.get() <= 1;
-    private final BooleanSupplier none = () -> inUse.get() == 0;
+    /** Whether at most one request is in flight (the reader's own), and whether none is; or the connection broke. */
+    private final BooleanSupplier onlyOne;
+    private final BooleanSupplier none;
 
     private final NbdRequest[] ring;
     private int ringHead;
@@ -60,7 +69,9 @@ final class RequestSlots {
             freeSlots[i] = inFlightMax - 1 - i;
         }
         this.freeCount = inFlightMax;
-        this.slotAvailable = () -> inUse.get() < inFlightMax;
+        this.slotAvailable = () -> inUse.get() < inFlightMax || connection.broken;
+        this.onlyOne = () -> inUse.get() <= 1 || connection.broken;
+        this.none = () -> inUse.get() == 0 || connection.broken;
         this.slotLock = new SpinLock(name + " slots");
         this.slotWait = new WaitQueue(name + " in-flight bound");
         this.ring = new NbdRequest[inFlightMax];
@@ -73,17 +84,30 @@ final class RequestSlots {
         return inUse.get();
     }
 
+    /** Requests taken, not given back, and lost to a fault ({@link #lose}). */
+    int lost() {
+        return lost.get();
+    }
+
+    /** Whether every request in flight is lost: nothing the writer waits for can still come. */
+    boolean settled() {
+        return inUse.get() == lost.get();
+    }
+
     /** The slots' requests (null where a slot was never used), for descriptions. */
     NbdRequest[] requests() {
         return requests;
     }
 
-    /** Waits for a free in-flight slot (the per-connection bound) and takes it. */
+    /** Waits for a free in-flight slot (the per-connection bound) and takes it; null once the connection broke. */
     NbdRequest take() {
         slotWait.waitEvent(slotAvailable, connection);
         int slot;
         slotLock.lock();
         try {
+            if (connection.broken) {
+                return null;
+            }
             if (freeCount == 0) {
                 throw new IllegalStateException(name + ": no free slot although " + inUse.get() + " of "
                         + requests.length + " are in use");
@@ -100,6 +124,12 @@ final class RequestSlots {
             // reply ring's lock, so the writer sees it built.
             r = new NbdRequest(connection, slot, biosMax, extentsMax);
             requests[slot] = r;
+        }
+        slotLock.lock();
+        try {
+            r.taken = true;
+        } finally {
+            slotLock.unlock();
         }
         return r;
     }
@@ -124,14 +154,59 @@ final class RequestSlots {
         slotLock.lock();
         try {
             freeSlots[freeCount++] = r.slot;
+            r.taken = false;
+            if (r.lost) {
+                r.lost = false; // a lost request came back after all: freed as any other
+                lost.decrementAndGet();
+            }
+            inUse.decrementAndGet();
         } finally {
             slotLock.unlock();
         }
-        inUse.decrementAndGet();
         slotWait.wakeOne();
         if (connection.readerDone) {
             writerWait.wakeOne();
         }
+    }
+
+    /**
+     * Counts {@code r} as lost to a fault (see the class comment) if it is still taken and not
+     * counted already; wakes the writer, which may now be settled. Never blocks.
+     */
+    void lose(NbdRequest r) {
+        slotLock.lock();
+        try {
+            if (!r.taken || r.lost) {
+                return;
+            }
+            r.lost = true;
+            lost.incrementAndGet();
+        } finally {
+            slotLock.unlock();
+        }
+        writerWait.wakeAll();
+    }
+
+    /** The lost requests' budget pages (held for good unless they come back), for the log. */
+    long lostBudgetPages() {
+        long pages = 0;
+        slotLock.lock();
+        try {
+            for (NbdRequest r : requests) {
+                if (r != null && r.lost) {
+                    pages += r.budgetPages;
+                }
+            }
+        } finally {
+            slotLock.unlock();
+        }
+        return pages;
+    }
+
+    /** Wakes the reader's slot waits and the writer: the connection broke ({@link NbdConnection#fault}). */
+    void wakeAll() {
+        slotWait.wakeAll();
+        writerWait.wakeAll();
     }
 
     /**

@@ -3,9 +3,13 @@ package io.blkstack.nbd;
 import static io.blkstack.nbd.NbdProtocol.*;
 import static org.junit.jupiter.api.Assertions.*;
 
+import io.blkstack.bio.Bio;
+import io.blkstack.bio.BioOp;
+import io.blkstack.bio.ReadReference;
 import io.blkstack.block.BlockDevice;
 import io.blkstack.block.MemoryDevice;
 import io.blkstack.block.NullDevice;
+import io.blkstack.block.QueueLimits;
 import io.blkstack.block.TestKernel;
 import io.blkstack.kernel.Completion;
 import io.blkstack.kernel.Faults;
@@ -14,13 +18,19 @@ import io.blkstack.kernel.TaskKind;
 import java.io.IOException;
 import java.net.InetSocketAddress;
 import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Random;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
 
 /**
  * Protocol tests of {@link NbdServer} with a scripted client ({@link NbdTestClient}): every option
@@ -335,6 +345,110 @@ class NbdServerTest {
             c.request(0, CMD_DISC, 10, 0, 0, null);
             assertTrue(c.readsEof());
         }
+    }
+
+    /**
+     * Proves a fault while the reader serves a request ends that connection and nothing else: a
+     * device whose submit throws (a bug) for READs of sector 8 throws into the reader that issued
+     * one. Its client sees the stream end instead of waiting for ever; a second client of the same
+     * server still reads and writes; the server's close (which waits for every connection) returns;
+     * the fault is a reported crash; and the bio the bug swallowed is reported lost by the kernel's
+     * close, the request having kept it rather than free pages a device may still touch.
+     */
+    @Test
+    @Timeout(value = 60, threadMode = Timeout.ThreadMode.SEPARATE_THREAD) // a hung close cannot be interrupted
+    void aFaultWhileServingARequestEndsThatConnectionOnly() throws Exception {
+        InetSocketAddress addr = start(tk -> new Export("f", new BlockDevice(tk.kernel, "faulty", (4 * MiB) >>> 9,
+                QueueLimits.defaults()) {
+            @Override
+            protected void submitBio(Bio bio) {
+                if (bio.op() == BioOp.READ && bio.sector() == 8) {
+                    throw new IllegalStateException("a target's bug");
+                }
+                bio.endio();
+            }
+        }, false, ""));
+        try (NbdTestClient hurt = new NbdTestClient(addr).greet(); NbdTestClient other = new NbdTestClient(addr).greet()) {
+            hurt.go("f");
+            other.go("f");
+            assertEquals(0, other.writeSync(0, new byte[4096], 0));
+            hurt.request(0, CMD_READ, 31, 4096, 4096, null);
+            assertTrue(hurt.readsEof(), "the client of the failed reader got neither a reply nor the stream's end");
+            assertEquals(0, other.writeSync(8192, new byte[4096], 0));
+            assertEquals(4096, other.readSync(0, 4096).length);
+        }
+        closeExpectingTheLostRequest("a target's bug");
+    }
+
+    /**
+     * Proves a fault while the writer frees a sent reply ends that connection and nothing else: a
+     * device holds READs by reference (as a file device does) with a release hook that throws (a
+     * bug in an end-io above the held bio, which runs on the writer after the send). The client gets
+     * its reply and then the stream's end; its other READ in flight is still freed (one request is
+     * lost, not two); another client goes on; the server's close returns.
+     */
+    @Test
+    @Timeout(value = 60, threadMode = Timeout.ThreadMode.SEPARATE_THREAD) // a hung close cannot be interrupted
+    void aFaultWhileFreeingAReplyEndsThatConnectionOnly(@TempDir Path dir) throws Exception {
+        Path file = dir.resolve("held");
+        byte[] data = pattern(4 * (int) MiB, 7);
+        Files.write(file, data);
+        try (FileChannel channel = FileChannel.open(file, StandardOpenOption.READ)) {
+            InetSocketAddress addr = start(tk -> new Export("h", new BlockDevice(tk.kernel, "holding", (4 * MiB) >>> 9,
+                    QueueLimits.defaults()) {
+                @Override
+                public boolean readsByReference() {
+                    return true;
+                }
+
+                @Override
+                protected void submitBio(Bio bio) {
+                    ReadReference reference = bio.readReference();
+                    long position = bio.sector() << Bio.SECTOR_SHIFT;
+                    Runnable released = position == 8192 ? () -> {
+                        throw new IllegalStateException("an end-io's bug");
+                    } : () -> { };
+                    if (reference == null || !reference.tryHold(bio, channel, position, released)) {
+                        bio.endio(); // a WRITE (ignored) or a READ given pages: zeros will do
+                    }
+                }
+            }, false, ""));
+            try (NbdTestClient hurt = new NbdTestClient(addr).greet(); NbdTestClient other = new NbdTestClient(addr).greet()) {
+                hurt.go("h");
+                other.go("h");
+                assertArrayEquals(Arrays.copyOfRange(data, 0, 4096), other.readSync(0, 4096));
+                // Two READs in flight: the first one's release faults, the second must still be freed.
+                hurt.request(0, CMD_READ, 41, 8192, 4096, null);
+                hurt.request(0, CMD_READ, 42, 16384, 4096, null);
+                NbdTestClient.Reply first = hurt.readReply();
+                assertEquals(41, first.cookie());
+                assertArrayEquals(Arrays.copyOfRange(data, 8192, 12288), first.payload(), "the reply left before the fault");
+                assertTrue(hurt.readsEof(), "the client of the failed writer got no stream end");
+                assertArrayEquals(Arrays.copyOfRange(data, 4096, 8192), other.readSync(4096, 4096));
+            }
+            closeExpectingTheLostRequest("an end-io's bug");
+        }
+    }
+
+    /**
+     * After a fault: the server's close returns (it waited for no lost request) with every
+     * connection gone, the fault is a reported crash, and the closes of the server's bio set and of
+     * the kernel report the bio and page the lost request kept.
+     */
+    private void closeExpectingTheLostRequest(String fault) {
+        NbdServer s = server;
+        server = null;
+        IllegalStateException lost = assertThrows(IllegalStateException.class, s::close);
+        // Every connection has ended: the lost request keeps what it was charged (a page of data, one
+        // for its vec array), and every other request of its connection gave its pages back.
+        assertEquals(s.budget().totalPages() - 2, s.budget().freePages(), "payload budget pages not returned");
+        assertTrue(lost.getMessage().matches("mempool nbd-b\\w+: 1 element\\(s\\) not returned at close"), lost.getMessage());
+        assertEquals(0, s.connectionCount());
+        assertTrue(tk.kernel.crashes().stream().anyMatch(c -> c.contains(fault)), tk.kernel.crashes().toString());
+        TestKernel kernel = tk;
+        tk = null;
+        IllegalStateException pages = assertThrows(IllegalStateException.class, kernel::close);
+        assertTrue(pages.toString().contains("not returned"), pages.toString());
     }
 
     /**
