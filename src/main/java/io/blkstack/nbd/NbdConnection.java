@@ -379,6 +379,9 @@ final class NbdConnection {
     String describeInFlight() {
         StringBuilder sb = new StringBuilder();
         sb.append("connection ").append(name).append(": ").append(slots.inUse()).append(" request(s) in flight");
+        if (slots.lost() > 0) {
+            sb.append(" (").append(slots.lost()).append(" lost to a fault)");
+        }
         int shown = 0;
         for (NbdRequest r : slots.requests()) {
             if (r == null || r.remaining.get() <= 0) {
