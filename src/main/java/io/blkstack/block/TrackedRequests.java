@@ -23,6 +23,12 @@ import io.blkstack.kernel.WaitQueue;
  * section 1 in spirit), so the earlier requests it waits for can always finish. {@link #end} never
  * blocks and may run in a bio completion (rule 2).
  *
+ * <p><b>Lost requests.</b> A request whose owner met a fault of the code may never end (nobody
+ * knows which of its bios are still out): its owner {@link #lose loses} it. It stays registered,
+ * since a bio of it may still land, but nothing waits for it: a request that conflicts with a lost
+ * one gives up ({@link #begin} returns false) and fails, so a bug fails the I/O that touches its
+ * range instead of hanging it.
+ *
  * <p>Entries are owned by the callers ({@link TrackedRequest}, one per in-flight slot) and linked
  * into an intrusive list, so tracking allocates nothing; the list is bounded by the callers'
  * in-flight bounds.
@@ -38,6 +44,7 @@ public final class TrackedRequests {
         private long startBytes;
         private long endBytes;
         private boolean serialising;
+        private boolean lost;
 
         /** @param owner what the request belongs to, for the watchdog's and the checker's wait-for explanations */
         public TrackedRequest(Object owner) {
@@ -46,7 +53,7 @@ public final class TrackedRequests {
 
         @Override
         public String toString() {
-            return (serialising ? "serialising " : "") + "tracked request [" + startBytes + ", " + endBytes + ") of "
+            return (lost ? "lost " : "") + (serialising ? "serialising " : "") + "tracked request [" + startBytes + ", " + endBytes + ") of "
                     + owner;
         }
     }
@@ -66,14 +73,21 @@ public final class TrackedRequests {
         this.waiters = new WaitQueue(name + " serialising requests");
     }
 
+    /** What {@link #conflict} finds: no conflict, one with a live request, one with a lost request. */
+    private static final int NONE = 0;
+    private static final int LIVE = 1;
+    private static final int LOST = 2;
+
     /**
      * Registers {@code request} for the bytes {@code [startBytes, endBytes)} and waits (a kernel
      * wait) until no earlier overlapping request conflicts with it.
      *
      * @param serialising whether this is a read-modify-write (waits for, and is waited for by,
      *     every overlapping request)
+     * @return true once registered with no conflict left; false (not registered) if it conflicts
+     *     with a {@link #lose lost} request, which may never end: the caller fails its request
      */
-    public void begin(TrackedRequest request, long startBytes, long endBytes, boolean serialising) {
+    public boolean begin(TrackedRequest request, long startBytes, long endBytes, boolean serialising) {
         if (request.list != null) {
             throw new IllegalStateException(name + ": " + request + " registered twice");
         }
@@ -87,6 +101,7 @@ public final class TrackedRequests {
             request.startBytes = startBytes;
             request.endBytes = endBytes;
             request.serialising = serialising;
+            request.lost = false;
             request.next = null;
             request.prev = tail;
             if (tail == null) {
@@ -103,9 +118,32 @@ public final class TrackedRequests {
         } finally {
             lock.unlock();
         }
-        if (mayWait) {
-            waiters.waitEvent(() -> !conflictsWithEarlier(request), request);
+        if (!mayWait) {
+            return true;
         }
+        waiters.waitEvent(() -> conflict(request) != LIVE, request);
+        if (conflict(request) == LOST) {
+            end(request);
+            return false;
+        }
+        return true;
+    }
+
+    /**
+     * Marks {@code request} lost to a fault (see the class comment) if it is registered here, and
+     * wakes the requests waiting for it, which then give up; never blocks.
+     */
+    public void lose(TrackedRequest request) {
+        lock.lock();
+        try {
+            if (request.list != this) {
+                return;
+            }
+            request.lost = true;
+        } finally {
+            lock.unlock();
+        }
+        waiters.wakeAll();
     }
 
     /** Unregisters {@code request} and wakes the requests that may wait for it; never blocks. */
@@ -138,20 +176,27 @@ public final class TrackedRequests {
         waiters.wakeAll(); // one lock hold when nobody waits
     }
 
-    /** Whether a request registered before {@code request} overlaps it and either of them serialises. */
-    private boolean conflictsWithEarlier(TrackedRequest request) {
+    /**
+     * Whether a request registered before {@code request} overlaps it where either of them
+     * serialises: {@link #LOST} if one such is lost, else {@link #LIVE} if there is one, else {@link #NONE}.
+     */
+    private int conflict(TrackedRequest request) {
         lock.lock();
         try {
+            int found = NONE;
             for (TrackedRequest other = head; other != request; other = other.next) {
                 if (other == null) {
                     throw new IllegalStateException(name + ": " + request + " is not in its list");
                 }
                 boolean overlaps = other.startBytes < request.endBytes && request.startBytes < other.endBytes;
                 if (overlaps && (request.serialising || other.serialising)) {
-                    return true;
+                    if (other.lost) {
+                        return LOST;
+                    }
+                    found = LIVE;
                 }
             }
-            return false;
+            return found;
         } finally {
             lock.unlock();
         }

@@ -252,7 +252,7 @@ final class NbdConnection {
                 slots.giveBack(r);
                 throw e;
             } catch (RuntimeException e) {
-                slots.lose(r); // a fault (here, or in the replies sent before the read): r may be half set up
+                slots.giveBack(r); // a fault (here, or in the replies sent before the read); nothing submitted
                 throw e;
             }
             if (!more) {
@@ -274,6 +274,11 @@ final class NbdConnection {
                 sendReady.run(); // r may be back in the free slots here: only what was read before serve is used
             }
         }
+    }
+
+    /** Whether {@code r} was lost to a fault ({@link RequestSlots#lose}). */
+    boolean lost(NbdRequest r) {
+        return slots.isLost(r);
     }
 
     /** Queues a finished request for the writer; called from completions, never blocks. */

@@ -164,13 +164,19 @@ final class NbdRequest implements ReadReference.Owner {
         remaining.set(1);
     }
 
-    /** Registers the request's device range with the device's tracked requests (may wait: see there). */
-    void track(TrackedRequests list, long start, long end, boolean serialising) {
+    /**
+     * Registers the request's device range with the device's tracked requests (may wait: see
+     * there); false if the range conflicts with a request lost to a fault: the caller fails this one.
+     */
+    boolean track(TrackedRequests list, long start, long end, boolean serialising) {
         if (tracker != null) {
             throw new IllegalStateException(this + ": tracked twice");
         }
-        list.begin(tracked, start, end, serialising);
+        if (!list.begin(tracked, start, end, serialising)) {
+            return false;
+        }
         tracker = list;
+        return true;
     }
 
     /** Records an error; the first one wins (and true is returned for it). */

@@ -170,6 +170,9 @@ final class ReadWriteCommands {
     private boolean windowDone(NbdRequest r) {
         r.put();
         r.windowSent.await();
+        if (connection.lost(r)) {
+            return false; // the writer met a fault freeing this window: the request is not ours to touch
+        }
         if (r.command == CMD_READ && r.errno() != 0) {
             return false; // the writer sent the error and released the slot
         }
@@ -204,7 +207,11 @@ final class ReadWriteCommands {
         long paddedEnd = bios.alignUp(end);
         int head = (int) (r.offset - start);
         int tail = (int) (paddedEnd - end);
-        r.track(device.trackedRequests(), start, paddedEnd, head != 0 || tail != 0);
+        if (!r.track(device.trackedRequests(), start, paddedEnd, head != 0 || tail != 0)) {
+            r.fail(EIO); // its range overlaps a write lost to a fault, which may never end
+            r.put();
+            return input.skipPayload(r.length);
+        }
         if (head != 0 || tail != 0) {
             readModifyWrites.incrementAndGet();
         }

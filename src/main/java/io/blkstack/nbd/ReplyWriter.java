@@ -129,6 +129,7 @@ final class ReplyWriter {
 
     /** The writer task's body: send replies as requests finish; after the reader ends, drain and finish. */
     void run() {
+        boolean faulted = false;
         try {
             timers.startReplyTimer();
             while (true) {
@@ -144,6 +145,17 @@ final class ReplyWriter {
                         n = slots.popReplies(batch);
                         transmit(n, 0);
                     }
+                } catch (RuntimeException e) {
+                    // A fault outside a request's sending and freeing (which catch their own): the
+                    // batch's requests left are lost, the connection ends, the writer drains the
+                    // rest. A second such fault ends the writer (it would repeat for ever).
+                    if (faulted) {
+                        throw e;
+                    }
+                    faulted = true;
+                    n = -1;
+                    loseBatch();
+                    connection.fault("in the writer", e);
                 } finally {
                     sendLock.unlock();
                 }
@@ -186,6 +198,25 @@ final class ReplyWriter {
         }
         Arrays.fill(gather, 0, gathered, null);
         releaseBatch(n);
+    }
+
+    /**
+     * After a fault in the writer's loop: the batch's requests not yet freed are lost (a window's
+     * reader is let go on, to find its request lost), and nothing is left handed over.
+     */
+    private void loseBatch() {
+        handedOver = false;
+        Arrays.fill(gather, null);
+        for (int i = 0; i < batch.length; i++) {
+            NbdRequest r = batch[i];
+            batch[i] = null;
+            if (r != null) {
+                slots.lose(r);
+                if (!r.lastWindow) {
+                    r.windowSent.complete();
+                }
+            }
+        }
     }
 
     /** The transport failed: keep draining completions without sending, and stop the reader too. */

@@ -164,7 +164,9 @@ final class RequestHandler {
             r.put();
             return true;
         }
-        r.track(device.trackedRequests(), start, end, false);
+        if (!r.track(device.trackedRequests(), start, end, false)) {
+            return failUntracked(r);
+        }
         return noDataRange(r, BioOp.DISCARD, flags, start, end);
     }
 
@@ -184,7 +186,9 @@ final class RequestHandler {
             return true;
         }
         boolean partial = head != 0 || tail != 0;
-        r.track(device.trackedRequests(), start, paddedEnd, partial);
+        if (!r.track(device.trackedRequests(), start, paddedEnd, partial)) {
+            return failUntracked(r);
+        }
         if (partial) {
             readModifyWrites.incrementAndGet();
             if (!bios.chargeBudget(r, Page.SIZE)) {
@@ -210,6 +214,13 @@ final class RequestHandler {
     }
 
     /** TRIM and WRITE_ZEROES of {@code [start, end)}: payload-less bios of at most 1 GiB each, submitted one after another. */
+    /** Fails a request whose range overlaps a write lost to a fault; the reader goes on. */
+    private static boolean failUntracked(NbdRequest r) {
+        r.fail(EIO);
+        r.put();
+        return true;
+    }
+
     private boolean noDataRange(NbdRequest r, BioOp op, int flags, long start, long end) {
         long position = start;
         while (position < end) {

@@ -1,5 +1,6 @@
 package io.blkstack.nbd;
 
+import io.blkstack.block.TrackedRequests;
 import io.blkstack.kernel.Plug;
 import io.blkstack.kernel.SpinLock;
 import io.blkstack.kernel.Task;
@@ -184,7 +185,21 @@ final class RequestSlots {
         } finally {
             slotLock.unlock();
         }
+        TrackedRequests tracker = r.tracker;
+        if (tracker != null) {
+            tracker.lose(r.tracked); // later writes to its range fail instead of waiting for it
+        }
         writerWait.wakeAll();
+    }
+
+    /** Whether {@code r} is lost to a fault. */
+    boolean isLost(NbdRequest r) {
+        slotLock.lock();
+        try {
+            return r.lost;
+        } finally {
+            slotLock.unlock();
+        }
     }
 
     /** The lost requests' budget pages (held for good unless they come back), for the log. */

@@ -39,6 +39,33 @@ class TrackedRequestsTest {
         });
     }
 
+    /**
+     * Proves a lost request (its owner met a fault) is waited for by nobody: a read-modify-write
+     * waiting for it gives up when it is lost, a later one gives up at once, both unregistered; a
+     * plain write, which never waited for it, still registers; and the lost one stays until it ends.
+     */
+    @Test
+    void aRequestThatConflictsWithALostOneGivesUpInsteadOfWaiting() {
+        TrackedRequest lostWrite = new TrackedRequest("lost");
+        assertTrue(list.begin(lostWrite, 0, 4096, false));
+        TrackedRequest rmw = new TrackedRequest("rmw");
+        AtomicBoolean registered = new AtomicBoolean(true);
+        Task t = tk.kernel.spawn("register", TaskKind.USER, () -> registered.set(list.begin(rmw, 0, 1024, true)));
+        assertSame(rmw, t.awaitWait(w -> w == rmw, WAIT_NANOS_MAX), "the read-modify-write waits for the live write");
+        list.lose(lostWrite);
+        tk.kernel.scheduler().join(t);
+        assertFalse(registered.get(), "the read-modify-write gave up on the lost write");
+        assertFalse(list.begin(new TrackedRequest("later rmw"), 512, 1024, true), "a later one gives up at once");
+        TrackedRequest plain = new TrackedRequest("plain");
+        assertTrue(list.begin(plain, 0, 512, false), "a plain write never waited for a plain write");
+        assertEquals(2, list.count(), "the lost write and the plain one");
+        list.end(plain);
+        list.end(lostWrite); // it came back after all
+        assertTrue(list.begin(rmw, 0, 1024, true), "nothing lost is left");
+        list.end(rmw);
+        assertEquals(0, list.count());
+    }
+
     @Test
     void plainWritesNeverWaitForEachOther() {
         TrackedRequest a = new TrackedRequest("a");

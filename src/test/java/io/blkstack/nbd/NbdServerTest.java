@@ -381,6 +381,38 @@ class NbdServerTest {
     }
 
     /**
+     * Proves a fault in a WRITE fails later writes to its blocks instead of hanging them: the
+     * lost WRITE stays registered in the device's tracked requests (a bio of it may still land),
+     * so another client's unaligned write to the same block (a read-modify-write, which must not
+     * run beside it) gets EIO at once rather than wait for a request that may never end; its
+     * writes elsewhere succeed, and the server's close returns.
+     */
+    @Test
+    @Timeout(value = 60, threadMode = Timeout.ThreadMode.SEPARATE_THREAD) // a hung close cannot be interrupted
+    void aFaultInAWriteFailsLaterWritesToItsBlockInsteadOfHangingThem() throws Exception {
+        InetSocketAddress addr = start(tk -> new Export("f", new BlockDevice(tk.kernel, "faulty", (4 * MiB) >>> 9,
+                QueueLimits.defaults()) {
+            @Override
+            protected void submitBio(Bio bio) {
+                if (bio.op() == BioOp.WRITE && bio.sector() == 8) {
+                    throw new IllegalStateException("a target's bug");
+                }
+                bio.endio();
+            }
+        }, false, ""));
+        try (NbdTestClient hurt = new NbdTestClient(addr).greet(); NbdTestClient other = new NbdTestClient(addr).greet()) {
+            hurt.go("f");
+            other.go("f");
+            hurt.request(0, CMD_WRITE, 51, 4096, 4096, new byte[4096]);
+            assertTrue(hurt.readsEof(), "the client of the failed reader got neither a reply nor the stream's end");
+            assertEquals(EIO, other.writeSync(4096 + 100, new byte[50], 0), "a read-modify-write over the lost write");
+            assertEquals(0, other.writeSync(16384 + 100, new byte[50], 0), "a read-modify-write elsewhere");
+            assertEquals(0, other.writeSync(4608, new byte[512], 0), "a plain write never waits for a plain one");
+        }
+        closeExpectingTheLostRequest("a target's bug");
+    }
+
+    /**
      * Proves a fault while the writer frees a sent reply ends that connection and nothing else: a
      * device holds READs by reference (as a file device does) with a release hook that throws (a
      * bug in an end-io above the held bio, which runs on the writer after the send). The client gets
