@@ -573,12 +573,25 @@ final class ReplyWriter {
                     writeReply(h);
                 }
             } else {
-                if (to > from) {
-                    chunkHeader(h, r, flags, REPLY_TYPE_OFFSET_DATA, (int) (8 + to - from));
+                long skip = Math.max(0, from - position);
+                long bytes = Math.max(0, to - from);
+                if (bytes >= SPLIT_READ_MIN_BYTES) {
+                    // Split as gatherReply splits a single-extent READ (see there): the lead, then the rest.
+                    chunkHeader(h, r, 0, REPLY_TYPE_OFFSET_DATA, 8 + SPLIT_READ_LEAD_BYTES);
+                    h.putLong(from).flip();
+                    writeReply(h);
+                    sendData(r, bio, extentEnd - position, skip, SPLIT_READ_LEAD_BYTES);
+                    h.clear();
+                    skip += SPLIT_READ_LEAD_BYTES;
+                    bytes -= SPLIT_READ_LEAD_BYTES;
+                    from += SPLIT_READ_LEAD_BYTES;
+                }
+                if (bytes > 0) {
+                    chunkHeader(h, r, flags, REPLY_TYPE_OFFSET_DATA, (int) (8 + bytes));
                     h.putLong(from).flip();
                     writeReply(h);
                 }
-                bio = sendData(r, bio, extentEnd - position, Math.max(0, from - position), Math.max(0, to - from));
+                bio = sendData(r, bio, extentEnd - position, skip, bytes);
             }
             position = extentEnd;
         }

@@ -524,6 +524,42 @@ class NbdServerTest {
         }
     }
 
+    /**
+     * Proves the split of large data chunks in a READ reply with holes (ReplyWriter.sendStructuredRead):
+     * a READ over a hole and 128 KiB of data is a hole chunk, then the data as two OFFSET_DATA
+     * chunks (64 bytes, then the rest, which carries DONE); a smaller data chunk is not split.
+     */
+    @Test
+    void aLargeDataChunkBesideAHoleIsSplitToo() throws Exception {
+        InetSocketAddress addr = start(memory("a", 2 * MiB, false, ""));
+        try (NbdTestClient c = new NbdTestClient(addr).greet()) {
+            c.goStructured("a");
+            byte[] data = pattern((int) MiB, 12);
+            assertEquals(0, c.writeSync(MiB, data, 0));
+            int lead = ReplyWriter.SPLIT_READ_LEAD_BYTES;
+            int hole = 64 * 1024;
+            int n = hole + 128 * 1024;
+            c.request(0, CMD_READ, 23, MiB - hole, n, null);
+            List<NbdTestClient.Reply> chunks = c.readFullReply();
+            assertEquals(3, chunks.size());
+            assertEquals(REPLY_TYPE_OFFSET_HOLE, chunks.get(0).type());
+            assertEquals(REPLY_TYPE_OFFSET_DATA, chunks.get(1).type());
+            assertEquals(MiB, ByteBuffer.wrap(chunks.get(1).payload()).getLong());
+            assertEquals(8 + lead, chunks.get(1).payload().length);
+            assertEquals(0, chunks.get(1).flags() & REPLY_FLAG_DONE);
+            assertEquals(MiB + lead, ByteBuffer.wrap(chunks.get(2).payload()).getLong());
+            assertEquals(REPLY_FLAG_DONE, chunks.get(2).flags() & REPLY_FLAG_DONE);
+            byte[] expected = new byte[n];
+            System.arraycopy(data, 0, expected, hole, n - hole);
+            assertArrayEquals(expected, NbdTestClient.assemble(chunks, MiB - hole, n));
+            int small = hole + 4096;
+            c.request(0, CMD_READ, 24, MiB - hole, small, null);
+            List<NbdTestClient.Reply> two = c.readFullReply();
+            assertEquals(2, two.size(), "a hole and one data chunk of 4 KiB");
+            assertArrayEquals(Arrays.copyOf(expected, small), NbdTestClient.assemble(two, MiB - hole, small));
+        }
+    }
+
     @Test
     void structuredReadSendsHolesAndBlockStatusMapsAllocation() throws Exception {
         InetSocketAddress addr = start(memory("a", MiB, false, ""));
@@ -537,7 +573,9 @@ class NbdServerTest {
             for (NbdTestClient.Reply r : chunks) {
                 types.add(r.type());
             }
-            assertEquals(List.of(REPLY_TYPE_OFFSET_HOLE, REPLY_TYPE_OFFSET_DATA, REPLY_TYPE_OFFSET_HOLE), types);
+            // The 64 KiB of data are two chunks (ReplyWriter.SPLIT_READ_MIN_BYTES): 64 bytes, then the rest.
+            assertEquals(List.of(REPLY_TYPE_OFFSET_HOLE, REPLY_TYPE_OFFSET_DATA, REPLY_TYPE_OFFSET_DATA,
+                    REPLY_TYPE_OFFSET_HOLE), types);
             byte[] expect = new byte[262144];
             System.arraycopy(data, 0, expect, 65536, 65536);
             assertArrayEquals(expect, NbdTestClient.assemble(chunks, 0, 262144));
