@@ -272,7 +272,7 @@ public final class DeviceQueue<T> implements Plug.Kickable {
             } catch (RuntimeException e) {
                 // A handler must complete its request itself; report the bug and keep serving.
                 // Errors (and the simulator's teardown signal) end the task instead.
-                kernel.reportCrash(Task.current(), e);
+                kernel.reportFault(Task.current(), e);
             } finally {
                 release();
             }

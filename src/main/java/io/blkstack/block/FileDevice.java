@@ -511,7 +511,7 @@ public final class FileDevice extends BlockDevice {
             status = BioStatus.IOERR;
         } catch (RuntimeException e) {
             // A bug, not an I/O error: report it, but still complete the bio so nobody waits forever.
-            kernel().reportCrash(Task.current(), e);
+            kernel().reportFault(Task.current(), e);
             status = BioStatus.IOERR;
         }
         if (status.isError()) {

@@ -202,9 +202,22 @@ public final class Kernel implements AutoCloseable {
 
     /** Records a task that died of an exception; the task is gone, the kernel goes on. */
     public void reportCrash(Task task, Throwable error) {
+        report(task, error, " died: ");
+    }
+
+    /**
+     * Records an exception (a bug) that a task caught and contained, going on after it (a device
+     * I/O task that failed the bio, a worker, an NBD connection that ended): counted and listed
+     * with the crashes.
+     */
+    public void reportFault(Task task, Throwable error) {
+        report(task, error, " met a fault and went on: ");
+    }
+
+    private void report(Task task, Throwable error, String what) {
         counters.get("task.crashes").incrementAndGet();
         StringBuilder sb = new StringBuilder();
-        sb.append("task ").append(task).append(" died: ").append(error);
+        sb.append("task ").append(task).append(what).append(error);
         StackTraceElement[] stack = error.getStackTrace();
         for (int i = 0; i < Math.min(12, stack.length); i++) {
             sb.append("\n    at ").append(stack[i]);

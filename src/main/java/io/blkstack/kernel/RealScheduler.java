@@ -200,7 +200,7 @@ public final class RealScheduler implements Scheduler {
                 try {
                     due.callback.run();
                 } catch (Throwable t) {
-                    kernel.reportCrash(timerTask, t);
+                    kernel.reportFault(timerTask, t);
                 }
             }
         } finally {

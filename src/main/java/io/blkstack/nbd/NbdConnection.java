@@ -348,7 +348,7 @@ final class NbdConnection {
      * request still in flight is lost or done. Other connections go on. Never blocks.
      */
     void fault(String where, RuntimeException e) {
-        kernel.reportCrash(Task.current(), e);
+        kernel.reportFault(Task.current(), e);
         server.log(name + " (" + peer + "): ended by a fault " + where + ": " + e);
         broken = true;
         closeSocket();

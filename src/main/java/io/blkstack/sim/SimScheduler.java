@@ -771,7 +771,7 @@ public final class SimScheduler implements Scheduler {
             try {
                 t.callback.run();
             } catch (RuntimeException | Error e) {
-                kernel.reportCrash(timerTask, e);
+                kernel.reportFault(timerTask, e);
             } finally {
                 timerTask.exitAtomic();
             }

@@ -269,7 +269,7 @@ public final class WorkerPool implements Component {
             work.function().run();
         } catch (RuntimeException e) {
             // Errors (and the simulator's teardown signal) end the runner instead.
-            kernel.reportCrash(self, e);
+            kernel.reportFault(self, e);
         }
         if (!self.mayBlock()) {
             kernel.reportMisuse(self, work + " returned in atomic context or holding a spin lock");
