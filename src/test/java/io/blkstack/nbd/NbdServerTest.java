@@ -358,16 +358,7 @@ class NbdServerTest {
     @Test
     @Timeout(value = 60, threadMode = Timeout.ThreadMode.SEPARATE_THREAD) // a hung close cannot be interrupted
     void aFaultWhileServingARequestEndsThatConnectionOnly() throws Exception {
-        InetSocketAddress addr = start(tk -> new Export("f", new BlockDevice(tk.kernel, "faulty", (4 * MiB) >>> 9,
-                QueueLimits.defaults()) {
-            @Override
-            protected void submitBio(Bio bio) {
-                if (bio.op() == BioOp.READ && bio.sector() == 8) {
-                    throw new IllegalStateException("a target's bug");
-                }
-                bio.endio();
-            }
-        }, false, ""));
+        InetSocketAddress addr = start(faultyAtSector8(BioOp.READ));
         try (NbdTestClient hurt = new NbdTestClient(addr).greet(); NbdTestClient other = new NbdTestClient(addr).greet()) {
             hurt.go("f");
             other.go("f");
@@ -390,16 +381,7 @@ class NbdServerTest {
     @Test
     @Timeout(value = 60, threadMode = Timeout.ThreadMode.SEPARATE_THREAD) // a hung close cannot be interrupted
     void aFaultInAWriteFailsLaterWritesToItsBlockInsteadOfHangingThem() throws Exception {
-        InetSocketAddress addr = start(tk -> new Export("f", new BlockDevice(tk.kernel, "faulty", (4 * MiB) >>> 9,
-                QueueLimits.defaults()) {
-            @Override
-            protected void submitBio(Bio bio) {
-                if (bio.op() == BioOp.WRITE && bio.sector() == 8) {
-                    throw new IllegalStateException("a target's bug");
-                }
-                bio.endio();
-            }
-        }, false, ""));
+        InetSocketAddress addr = start(faultyAtSector8(BioOp.WRITE));
         try (NbdTestClient hurt = new NbdTestClient(addr).greet(); NbdTestClient other = new NbdTestClient(addr).greet()) {
             hurt.go("f");
             other.go("f");
@@ -460,6 +442,22 @@ class NbdServerTest {
             }
             closeExpectingTheLostRequest("an end-io's bug");
         }
+    }
+
+    /**
+     * Export {@code f}: a 4 MiB device that completes every bio at once (reads leave the pages as
+     * they are) except that its submit throws (a target's bug) for {@code op} at sector 8.
+     */
+    private static ExportSpec faultyAtSector8(BioOp op) {
+        return tk -> new Export("f", new BlockDevice(tk.kernel, "faulty", (4 * MiB) >>> 9, QueueLimits.defaults()) {
+            @Override
+            protected void submitBio(Bio bio) {
+                if (bio.op() == op && bio.sector() == 8) {
+                    throw new IllegalStateException("a target's bug");
+                }
+                bio.endio();
+            }
+        }, false, "");
     }
 
     /**
