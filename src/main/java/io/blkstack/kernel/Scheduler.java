@@ -62,6 +62,14 @@ public interface Scheduler extends AutoCloseable {
     /** Whether this scheduler runs tasks one at a time under a seeded strategy. */
     boolean isSimulated();
 
+    /**
+     * Whether the run was torn down (the simulator, after a finding): tasks are being unwound, and
+     * an exception one of them meets now is a consequence of the teardown, not a bug to report.
+     */
+    default boolean tornDown() {
+        return false;
+    }
+
     /** Stops the timer machinery; tasks must have exited before. */
     @Override
     void close();

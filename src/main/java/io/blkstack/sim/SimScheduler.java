@@ -386,6 +386,11 @@ public final class SimScheduler implements Scheduler {
     }
 
     @Override
+    public boolean tornDown() {
+        return killed;
+    }
+
+    @Override
     public void close() {
         closed = true;
     }

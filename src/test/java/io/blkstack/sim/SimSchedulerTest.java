@@ -135,6 +135,27 @@ class SimSchedulerTest {
         assertEquals(0, simThreads, "simulation threads still alive");
     }
 
+    // Proves a fault a task contains while the run is torn down is not reported (Kernel.reportFault):
+    // one reported while the run lives counts (a CRASH finding), one met while the stuck task unwinds
+    // after that finding does not.
+    @Test
+    void aFaultMetWhileTheRunIsTornDownIsNotReported() {
+        SimResult r = new SimRunner(SimConfig.builder().build()).runOnce(7, k -> {
+            Completion never = new Completion("never");
+            k.spawn("stuck", TaskKind.USER, () -> {
+                Task self = Task.current();
+                self.kernel().reportFault(self, new IllegalStateException("while the run lives"));
+                try {
+                    never.await();
+                } finally {
+                    self.kernel().reportFault(self, new IllegalStateException("while it is torn down"));
+                }
+            });
+        });
+        assertEquals(Outcome.CRASH, r.outcome(), "the first fault is a finding");
+        assertEquals(1L, r.counters().get("task.crashes"), "the second came from the teardown");
+    }
+
     // Proves the trace file: a run with a trace file writes one JSON object per event.
     @Test
     void traceWritesJsonLines(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) throws Exception {
