@@ -416,11 +416,9 @@ final class ReplyWriter {
                 chunkHeader(h, r, REPLY_FLAG_DONE, REPLY_TYPE_ERROR, 6);
                 h.putInt(errno).putShort((short) 0);
             } else if (split) {
-                chunkHeader(h, r, 0, REPLY_TYPE_OFFSET_DATA, 8 + SPLIT_READ_LEAD_BYTES);
-                h.putLong(r.offset);
+                dataChunkHeader(h, r, 0, r.offset, SPLIT_READ_LEAD_BYTES);
             } else {
-                chunkHeader(h, r, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, (int) (8 + r.extentBytes[0]));
-                h.putLong(r.offset);
+                dataChunkHeader(h, r, REPLY_FLAG_DONE, r.offset, r.extentBytes[0]);
             }
         } else {
             h.putInt(SIMPLE_REPLY_MAGIC).putInt(errno).putLong(r.cookie);
@@ -457,8 +455,7 @@ final class ReplyWriter {
         view.limit(view.position() + lead);
         System.arraycopy(gather, at + 1, gather, at + 3, used - at - 1);
         ByteBuffer h = secondHeaders[i].clear();
-        chunkHeader(h, r, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, (int) (8 + r.extentBytes[0] - SPLIT_READ_LEAD_BYTES));
-        h.putLong(r.offset + SPLIT_READ_LEAD_BYTES);
+        dataChunkHeader(h, r, REPLY_FLAG_DONE, r.offset + SPLIT_READ_LEAD_BYTES, r.extentBytes[0] - SPLIT_READ_LEAD_BYTES);
         gather[at + 1] = h.flip();
         gather[at + 2] = rest;
         return used + 2;
@@ -530,6 +527,12 @@ final class ReplyWriter {
                 .putInt(length);
     }
 
+    /** The header of an OFFSET_DATA chunk of {@code bytes} of data at {@code offset}, its offset included. */
+    private static void dataChunkHeader(ByteBuffer h, NbdRequest r, int flags, long offset, long bytes) {
+        chunkHeader(h, r, flags, REPLY_TYPE_OFFSET_DATA, (int) (8 + bytes));
+        h.putLong(offset);
+    }
+
     /**
      * A structured READ reply, or one window of it: an error chunk, or data and hole chunks in
      * offset order, cut to the client's range; the request's last chunk carries DONE.
@@ -577,9 +580,8 @@ final class ReplyWriter {
                 long bytes = Math.max(0, to - from);
                 if (bytes >= SPLIT_READ_MIN_BYTES) {
                     // Split as gatherReply splits a single-extent READ (see there): the lead, then the rest.
-                    chunkHeader(h, r, 0, REPLY_TYPE_OFFSET_DATA, 8 + SPLIT_READ_LEAD_BYTES);
-                    h.putLong(from).flip();
-                    writeReply(h);
+                    dataChunkHeader(h, r, 0, from, SPLIT_READ_LEAD_BYTES);
+                    writeReply(h.flip());
                     sendData(r, bio, extentEnd - position, skip, SPLIT_READ_LEAD_BYTES);
                     h.clear();
                     skip += SPLIT_READ_LEAD_BYTES;
@@ -587,9 +589,8 @@ final class ReplyWriter {
                     from += SPLIT_READ_LEAD_BYTES;
                 }
                 if (bytes > 0) {
-                    chunkHeader(h, r, flags, REPLY_TYPE_OFFSET_DATA, (int) (8 + bytes));
-                    h.putLong(from).flip();
-                    writeReply(h);
+                    dataChunkHeader(h, r, flags, from, bytes);
+                    writeReply(h.flip());
                 }
                 bio = sendData(r, bio, extentEnd - position, skip, bytes);
             }

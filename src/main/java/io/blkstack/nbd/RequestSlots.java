@@ -104,6 +104,7 @@ final class RequestSlots {
     NbdRequest take() {
         slotWait.waitEvent(slotAvailable, connection);
         int slot;
+        NbdRequest r;
         slotLock.lock();
         try {
             if (connection.broken) {
@@ -115,22 +116,20 @@ final class RequestSlots {
             }
             inUse.incrementAndGet();
             slot = freeSlots[--freeCount];
+            r = requests[slot];
+            if (r != null) {
+                r.taken = true;
+            }
         } finally {
             slotLock.unlock();
         }
-        NbdRequest r = requests[slot];
         if (r == null) {
             // First use of this slot: built once, kept for the connection's life (bounded by the
             // slots). Only the reader takes slots, and a request reaches the writer through the
-            // reply ring's lock, so the writer sees it built.
+            // reply ring's lock, so the writer sees it built, and taken.
             r = new NbdRequest(connection, slot, biosMax, extentsMax);
-            requests[slot] = r;
-        }
-        slotLock.lock();
-        try {
             r.taken = true;
-        } finally {
-            slotLock.unlock();
+            requests[slot] = r;
         }
         return r;
     }
