@@ -169,6 +169,12 @@ final class ServeCommand implements Callable<Integer> {
                     + " long, or off (default: the configuration's reply-timeout, else 30s).")
     Long replyTimeoutNanos;
 
+    @Option(names = "--request-timeout", paramLabel = "DURATION|off", converter = DurationConverter.OrOff.class,
+            description = "Disconnect a client one of whose requests waited this long for its device (a device that"
+                    + " lost or stalls its I/O), so that it sees the connection end instead of waiting for ever, or off"
+                    + " (default: the configuration's request-timeout, else 120s).")
+    Long requestTimeoutNanos;
+
     @Option(names = "--drain-timeout", paramLabel = "DURATION", converter = DurationConverter.class,
             description = "On SIGINT or SIGTERM, how long open requests may take to finish before those still"
                     + " waiting are failed back to their clients, such as 30s or 1500ms (default: the configuration's"
@@ -465,7 +471,8 @@ final class ServeCommand implements Callable<Integer> {
         StackConfig effective = new StackConfig(config.source(), memory,
                 listenAddresses(config), config.devices(),
                 config.mapped(), config.exports(), new StackConfig.Connections(o.connectionsMax(),
-                        o.handshakeTimeoutNanos(), o.idleTimeoutNanos(), o.replyTimeoutNanos()),
+                        o.handshakeTimeoutNanos(), o.idleTimeoutNanos(), o.replyTimeoutNanos(),
+                        o.requestTimeoutNanos()),
                 config.noSpaceTimeoutNanos(), drain, config.reserves(), socket,
                 logLevel != null ? logLevel : config.logLevel(),
                 metricsAddress != null ? ListenAddress.parse(metricsAddress) : config.metrics(), tlsInEffect);
@@ -559,6 +566,7 @@ final class ServeCommand implements Callable<Integer> {
                 .withHandshakeTimeoutNanos(handshakeTimeoutNanos != null ? handshakeTimeoutNanos : c.handshakeTimeoutNanos())
                 .withIdleTimeoutNanos(idleTimeoutNanos != null ? idleTimeoutNanos : c.idleTimeoutNanos())
                 .withReplyTimeoutNanos(replyTimeoutNanos != null ? replyTimeoutNanos : c.replyTimeoutNanos())
+                .withRequestTimeoutNanos(requestTimeoutNanos != null ? requestTimeoutNanos : c.requestTimeoutNanos())
                 .withLog(nbdLog::info);
     }
 
@@ -612,7 +620,8 @@ final class ServeCommand implements Callable<Integer> {
         out.println("  at most " + o.connectionsMax() + " connections, handshake timeout "
                 + NbdServer.formatNanos(o.handshakeTimeoutNanos()) + ", idle timeout "
                 + (o.idleTimeoutNanos() == 0 ? "off" : NbdServer.formatNanos(o.idleTimeoutNanos())) + ", reply timeout "
-                + (o.replyTimeoutNanos() == 0 ? "off" : NbdServer.formatNanos(o.replyTimeoutNanos())));
+                + (o.replyTimeoutNanos() == 0 ? "off" : NbdServer.formatNanos(o.replyTimeoutNanos())) + ", request timeout "
+                + (o.requestTimeoutNanos() == 0 ? "off" : NbdServer.formatNanos(o.requestTimeoutNanos())));
         if (serverTls.mode() != ServerTls.Mode.OFF) {
             out.println("  " + serverTls + ": TLS clients use nbds:// (nbds+unix://), such as nbdinfo"
                     + " 'nbds://HOST:PORT/EXPORT?tls-certificates=DIR'"

@@ -57,7 +57,7 @@ final class ConfigReader {
     static final int DESCRIPTION_CHARS_MAX = 1024;
 
     private static final Set<String> TOP_KEYS = Set.of("memory", "listen", "max-connections", "handshake-timeout",
-            "idle-timeout", "reply-timeout", "devices", "mapped", "exports", "no-space-timeout", "drain-timeout", "reserves",
+            "idle-timeout", "reply-timeout", "request-timeout", "devices", "mapped", "exports", "no-space-timeout", "drain-timeout", "reserves",
             "control", "log-level", "metrics", "tls");
     private static final Set<String> RESERVE_KEYS = Set.of("dm-clones", "target-bios", "bufio-buffers");
     private static final Set<String> EXPORT_KEYS = Set.of("device", "readonly", "description");
@@ -304,7 +304,10 @@ final class ConfigReader {
         return bytes;
     }
 
-    /** {@code max-connections}, {@code handshake-timeout}, {@code idle-timeout} and {@code reply-timeout}, each optional. */
+    /**
+     * {@code max-connections}, {@code handshake-timeout}, {@code idle-timeout}, {@code reply-timeout}
+     * and {@code request-timeout}, each optional.
+     */
     private StackConfig.Connections connections(Map<String, NodeTuple> top) throws ConfigException {
         StackConfig.Connections d = StackConfig.Connections.DEFAULTS;
         int max = intIn(top, "", "max-connections", d.max(), 1, NbdServer.Options.CONNECTIONS_MAX);
@@ -319,7 +322,8 @@ final class ConfigReader {
         }
         long idle = timeoutOrOff(top, "idle-timeout", d.idleTimeoutNanos());
         long reply = timeoutOrOff(top, "reply-timeout", d.replyTimeoutNanos());
-        return new StackConfig.Connections(max, handshake, idle, reply);
+        long request = timeoutOrOff(top, "request-timeout", d.requestTimeoutNanos());
+        return new StackConfig.Connections(max, handshake, idle, reply, request);
     }
 
     /** An optional top-level positive timeout or {@code off} (0), up to a day. */

@@ -182,26 +182,30 @@ public record StackConfig(String source, long memoryBytes, List<ListenAddress> l
 
     /**
      * How {@code serve} treats its clients (keys {@code max-connections}, {@code handshake-timeout},
-     * {@code idle-timeout}, {@code reply-timeout}).
+     * {@code idle-timeout}, {@code reply-timeout}, {@code request-timeout}).
      *
      * @param max connections served at once; a client past it is refused with an NBD error
      * @param handshakeTimeoutNanos how long a client may take to negotiate an export
      * @param idleTimeoutNanos how long a connection may sit with nothing in flight; 0 for never
      * @param replyTimeoutNanos how long a connection may go without its replies being read; 0 for never
+     * @param requestTimeoutNanos how long a request may wait for its device before its connection is
+     *     cut; 0 for never
      */
-    public record Connections(int max, long handshakeTimeoutNanos, long idleTimeoutNanos, long replyTimeoutNanos) {
+    public record Connections(int max, long handshakeTimeoutNanos, long idleTimeoutNanos, long replyTimeoutNanos,
+            long requestTimeoutNanos) {
 
-        /** 1,024 connections, a 10 s handshake timeout, no idle timeout, a 30 s reply timeout. */
+        /** 1,024 connections, a 10 s handshake timeout, no idle timeout, a 30 s reply timeout, a 2 min request timeout. */
         public static final Connections DEFAULTS = new Connections(NbdServer.Options.CONNECTIONS_DEFAULT,
-                NbdServer.Options.HANDSHAKE_TIMEOUT_DEFAULT_NANOS, 0, NbdServer.Options.REPLY_TIMEOUT_DEFAULT_NANOS);
+                NbdServer.Options.HANDSHAKE_TIMEOUT_DEFAULT_NANOS, 0, NbdServer.Options.REPLY_TIMEOUT_DEFAULT_NANOS,
+                NbdServer.Options.REQUEST_TIMEOUT_DEFAULT_NANOS);
 
         /** Checks the bounds (the reader reports bad values with their line first). */
         public Connections {
             if (max < 1 || max > NbdServer.Options.CONNECTIONS_MAX || handshakeTimeoutNanos <= 0 || idleTimeoutNanos < 0
-                    || replyTimeoutNanos < 0) {
+                    || replyTimeoutNanos < 0 || requestTimeoutNanos < 0) {
                 throw new IllegalArgumentException("connections: max " + max + ", handshake timeout "
                         + handshakeTimeoutNanos + " ns, idle timeout " + idleTimeoutNanos + " ns, reply timeout "
-                        + replyTimeoutNanos + " ns out of range");
+                        + replyTimeoutNanos + " ns, request timeout " + requestTimeoutNanos + " ns out of range");
             }
         }
     }

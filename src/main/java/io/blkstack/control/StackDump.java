@@ -79,6 +79,7 @@ final class StackDump {
         root.put("handshake-timeout", Durations.format(c.handshakeTimeoutNanos()));
         root.put("idle-timeout", offOr(c.idleTimeoutNanos()));
         root.put("reply-timeout", offOr(c.replyTimeoutNanos()));
+        root.put("request-timeout", offOr(c.requestTimeoutNanos()));
         root.put("no-space-timeout", Durations.format(config.noSpaceTimeoutNanos()));
         root.put("drain-timeout", Durations.format(config.drainTimeoutNanos()));
         if (config.logLevel() != null) {

@@ -6,8 +6,8 @@ import io.blkstack.kernel.Timer;
 import java.util.concurrent.atomic.AtomicInteger;
 
 /**
- * A connection's phase and its three deadlines: the handshake timeout, the idle timeout and the
- * reply timeout ({@link NbdConnection} says what each protects against).
+ * A connection's phase and its four deadlines: the handshake timeout, the idle timeout, the reply
+ * timeout and the request timeout ({@link NbdConnection} says what each protects against).
  *
  * <p>All are kernel timers whose callbacks only flip the phase and shut the transport down, which
  * never blocks (rule 2 of DESIGN.md section 1). The handshake timer is replaced by the idle timer
@@ -15,6 +15,12 @@ import java.util.concurrent.atomic.AtomicInteger;
  * own callback, so a request costs at most a clock read ({@link #noteActivity}), never a timer. The
  * reader notes when it waits for a request ({@link #awaitingRequest}); the writer notes when it is
  * sending and after every chunk it moved ({@link #beginSending}, {@link #noteSendProgress}).
+ *
+ * <p>The request timer looks at the requests in flight, each stamped when it began to wait for its
+ * device ({@link NbdRequest#deviceSinceNanos}: a clock read per request, only under a request
+ * timeout), and re-arms for the oldest one's deadline; a request past it is lost and the connection
+ * cut ({@link NbdConnection#requestTimedOut}). It goes on after the cut, so that every request that
+ * stays past its deadline is lost too and the writer can end.
  *
  * <p>The phase moves once out of {@code HANDSHAKE}, and at most once out of {@code TRANSMISSION};
  * {@link #stop} ends every timer for good (no callback re-arms after it).
@@ -27,6 +33,7 @@ final class ConnectionTimers {
     static final int HANDSHAKE_TIMED_OUT = 2;
     static final int IDLE_TIMED_OUT = 3;
     static final int REPLY_TIMED_OUT = 4;
+    static final int REQUEST_TIMED_OUT = 5;
     /** The shortest re-arm of the idle and reply timers, so a clock at the deadline cannot make them spin. */
     private static final long RECHECK_NANOS_MIN = 1_000_000L;
 
@@ -47,6 +54,13 @@ final class ConnectionTimers {
     private final long replyTimeoutNanos;
     private final String replyTimerName;
     private final Runnable replyTimerCallback = this::replyTimerFired;
+    private final long requestTimeoutNanos;
+    private final String requestTimerName;
+    private final Runnable requestTimerCallback = this::requestTimerFired;
+    /** The request timer (only with a request timeout); guarded by {@link #timerLock}. */
+    private Timer requestTimer;
+    /** What the request timeout cut for, for the log at the connection's end (set once, by the timer). */
+    private volatile String timedOutRequest;
     /** Whether the writer is sending replies (between taking a batch and the end of its writes). */
     private volatile boolean writerSending;
     /** When the writer last moved a chunk of replies, or began sending; written before {@link #writerSending}. */
@@ -61,6 +75,8 @@ final class ConnectionTimers {
         this.idleTimeoutNanos = server.options().idleTimeoutNanos();
         this.replyTimeoutNanos = server.options().replyTimeoutNanos();
         this.replyTimerName = name + " reply timeout";
+        this.requestTimeoutNanos = server.options().requestTimeoutNanos();
+        this.requestTimerName = name + " request timeout";
     }
 
     /** The current phase. */
@@ -92,7 +108,46 @@ final class ConnectionTimers {
             lastActivityNanos = kernel.scheduler().nanoTime();
             arm(idleTimeoutNanos, name + " idle timeout", this::idleTimerFired);
         }
+        if (requestTimeoutNanos > 0) {
+            armRequestTimer(requestTimeoutNanos);
+        }
         return true;
+    }
+
+    /** A request's {@link NbdRequest#deviceSinceNanos}: now under a request timeout, else NOT_WAITING (no clock read). */
+    long requestStamp() {
+        return requestTimeoutNanos > 0 ? kernel.scheduler().nanoTime() : NbdRequest.NOT_WAITING;
+    }
+
+    /**
+     * The request timer: loses every request that has waited for its device for the request
+     * timeout and cuts the connection for the first ({@link NbdConnection#requestTimedOut}); then
+     * re-arms for the oldest deadline left (or a whole timeout if none waits). Never blocks.
+     */
+    private void requestTimerFired() {
+        long now = kernel.scheduler().nanoTime();
+        NbdRequest overdue;
+        while ((overdue = connection.loseOverdue(now - requestTimeoutNanos)) != null) {
+            if (phase.compareAndSet(TRANSMISSION, REQUEST_TIMED_OUT)) {
+                timedOutRequest = connection.describeRequest(overdue);
+            }
+            connection.requestTimedOut(overdue);
+        }
+        long oldest = connection.oldestWaitingSince();
+        long next = oldest == NbdRequest.NOT_WAITING ? requestTimeoutNanos : oldest + requestTimeoutNanos - now;
+        armRequestTimer(Math.max(next, RECHECK_NANOS_MIN));
+    }
+
+    /** Sets the request timer, unless the connection has ended. */
+    private void armRequestTimer(long delayNanos) {
+        timerLock.lock();
+        try {
+            if (!timersStopped) {
+                requestTimer = kernel.scheduler().addTimer(delayNanos, requestTimerName, requestTimerCallback);
+            }
+        } finally {
+            timerLock.unlock();
+        }
     }
 
     /**
@@ -178,18 +233,24 @@ final class ConnectionTimers {
         }
     }
 
-    /** Cancels the pending reply timer, if any. */
-    private void stopReplyTimer() {
-        Timer t;
+    /** Cancels the pending reply and request timers, if any. */
+    private void stopReplyTimers() {
+        Timer reply;
+        Timer request;
         timerLock.lock();
         try {
-            t = replyTimer;
+            reply = replyTimer;
             replyTimer = null;
+            request = requestTimer;
+            requestTimer = null;
         } finally {
             timerLock.unlock();
         }
-        if (t != null) {
-            t.cancel();
+        if (reply != null) {
+            reply.cancel();
+        }
+        if (request != null) {
+            request.cancel();
         }
     }
 
@@ -202,7 +263,7 @@ final class ConnectionTimers {
             timerLock.unlock();
         }
         stopTimer();
-        stopReplyTimer();
+        stopReplyTimers();
     }
 
     /** Logs why the server cut this connection off in the handshake or for idleness, if a timer did. */
@@ -218,13 +279,17 @@ final class ConnectionTimers {
     }
 
     /**
-     * Logs a cut for unread replies. Called at the connection's end, not by the reader: the reader
-     * may have ended (a client that shut its output) before the timer cut the writer.
+     * Logs a cut for unread replies, or for a request its device kept. Called at the connection's
+     * end, not by the reader or the timer: the reader may have ended (a client that shut its
+     * output) before the timer cut the writer, and a timer callback must not block on a log.
      */
     void logReplyTimeout(String peer) {
         if (phase.get() == REPLY_TIMED_OUT) {
             server.log(name + " (" + peer + "): disconnected: replies not read for "
                     + NbdServer.formatNanos(replyTimeoutNanos) + " (reply timeout)");
+        } else if (phase.get() == REQUEST_TIMED_OUT) {
+            server.log(name + " (" + peer + "): disconnected: " + timedOutRequest + " waited for its device for "
+                    + NbdServer.formatNanos(requestTimeoutNanos) + " (request timeout)");
         }
     }
 

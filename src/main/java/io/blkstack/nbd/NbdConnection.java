@@ -25,7 +25,7 @@ import java.util.function.BooleanSupplier;
  *   <li>{@link RequestBios}: the payload budget, and the bios and pages the reader submits;
  *   <li>{@link RequestSlots}: the in-flight bound and the reply ring between the two tasks;
  *   <li>{@link ReplyWriter}: the writer task, reply encoding and sending;
- *   <li>{@link ConnectionTimers}: the handshake, idle and reply timeouts.
+ *   <li>{@link ConnectionTimers}: the handshake, idle, reply and request timeouts.
  * </ul>
  *
  * <p><b>Data path.</b> The reader parses a request, checks it against the export and turns it
@@ -40,6 +40,14 @@ import java.util.function.BooleanSupplier;
  * complete normally, the writer drains every reply (or discards them if the transport is broken),
  * then closes the transport. Only this connection is affected. The timers end a connection the
  * same way, by shutting the transport's input (handshake, idle) or closing it (replies not read).
+ *
+ * <p><b>Request timeout.</b> A request whose device does not give it back within the request
+ * timeout (a target that lost a bio to a bug, a device that stalls) would leave its client waiting
+ * for ever. The timer loses it ({@link RequestSlots#lose}, as a fault does: it keeps its pages and
+ * bios, since the device may still use them) and cuts the connection, so the client sees the
+ * stream end, as the kernel's NBD client does on its own timeout; the connection's other requests
+ * finish or are lost in turn, and the connection ends. Other connections, on the same export too,
+ * go on. A lost request that comes back later is freed then, even after the connection ended.
  */
 final class NbdConnection {
 
@@ -276,6 +284,52 @@ final class NbdConnection {
         }
     }
 
+    /** A request's {@link NbdRequest#deviceSinceNanos} from now ({@link ConnectionTimers#requestStamp}). */
+    long requestStamp() {
+        return timers.requestStamp();
+    }
+
+    /** Whether a completed WRITE window goes back to the reader ({@link RequestSlots#windowToReader}). */
+    boolean windowToReader(NbdRequest r) {
+        return slots.windowToReader(r);
+    }
+
+    /** Loses one request that waits for its device since {@code cutoffNanos} or before; null if none. */
+    NbdRequest loseOverdue(long cutoffNanos) {
+        return slots.loseOverdue(cutoffNanos);
+    }
+
+    /** When the oldest request still waiting for its device began to wait, or {@link NbdRequest#NOT_WAITING}. */
+    long oldestWaitingSince() {
+        return slots.oldestWaitingSince();
+    }
+
+    /**
+     * The request timer lost {@code r} (its device kept it past the request timeout): the
+     * connection is marked broken and its transport closed, so the client sees the stream end, and
+     * a reader waiting for the window {@code r} was in goes on to find it lost. Never blocks.
+     */
+    void requestTimedOut(NbdRequest r) {
+        kernel.counters().get("nbd.request-timeouts").incrementAndGet();
+        broken = true;
+        closeSocket();
+        slots.wakeAll();
+        r.windowSent.complete();
+    }
+
+    /** {@code r} and where its bios are, for a log line. */
+    String describeRequest(NbdRequest r) {
+        StringBuilder where = new StringBuilder();
+        int bios = Math.min(r.bioCount, r.bios.length);
+        for (int i = 0; i < bios; i++) {
+            Bio bio = r.bios[i];
+            if (bio != null && bio.state() != BioState.FREE) {
+                where.append(where.isEmpty() ? "" : "; ").append(bio.describeHolder());
+            }
+        }
+        return where.isEmpty() ? r.toString() : r + " [its bios: " + where + "]";
+    }
+
     /** Whether {@code r} was lost to a fault ({@link RequestSlots#lose}). */
     boolean lost(NbdRequest r) {
         return slots.isLost(r);
@@ -385,7 +439,7 @@ final class NbdConnection {
         StringBuilder sb = new StringBuilder();
         sb.append("connection ").append(name).append(": ").append(slots.inUse()).append(" request(s) in flight");
         if (slots.lost() > 0) {
-            sb.append(" (").append(slots.lost()).append(" lost to a fault)");
+            sb.append(" (").append(slots.lost()).append(" lost to a fault or the request timeout)");
         }
         int shown = 0;
         for (NbdRequest r : slots.requests()) {
@@ -396,18 +450,7 @@ final class NbdConnection {
                 sb.append(" ...");
                 break;
             }
-            sb.append(shown == 1 ? ": " : ", ").append(r);
-            StringBuilder where = new StringBuilder();
-            int bios = Math.min(r.bioCount, r.bios.length);
-            for (int i = 0; i < bios; i++) {
-                Bio bio = r.bios[i];
-                if (bio != null && bio.state() != BioState.FREE) {
-                    where.append(where.isEmpty() ? "" : "; ").append(bio.describeHolder());
-                }
-            }
-            if (!where.isEmpty()) {
-                sb.append(" [its bios: ").append(where).append(']');
-            }
+            sb.append(shown == 1 ? ": " : ", ").append(describeRequest(r));
         }
         return sb.toString();
     }
@@ -424,8 +467,9 @@ final class NbdConnection {
         // before the timer cut the writer. By now every request's budget is back.
         timers.logReplyTimeout(peer);
         if (slots.lost() > 0) {
-            server.log(name + " (" + peer + "): " + slots.lost() + " request(s) lost to a fault keep "
-                    + slots.lostBudgetPages() + " page(s) of the payload budget and their bios");
+            server.log(name + " (" + peer + "): " + slots.lost() + " request(s) lost to a fault or the request timeout"
+                    + " keep " + slots.lostBudgetPages() + " page(s) of the payload budget and their bios until they"
+                    + " come back");
         }
         String export = openedExport;
         if (export != null) {

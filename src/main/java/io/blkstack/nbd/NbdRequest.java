@@ -102,6 +102,14 @@ final class NbdRequest implements ReadReference.Owner {
     boolean taken;
     /** Whether it was lost to a fault while taken ({@link RequestSlots#lose}; guarded by the slots' lock). */
     boolean lost;
+    /** {@link #deviceSinceNanos} of a request that is not waiting: no header yet, or its reply is queued. */
+    static final long NOT_WAITING = Long.MIN_VALUE;
+    /**
+     * When the request (or its current window) began to wait for its device, on the kernel's clock;
+     * {@link #NOT_WAITING} before its header and once its reply is queued. Only kept under a request
+     * timeout ({@link ConnectionTimers}), which reads it from its timer.
+     */
+    volatile long deviceSinceNanos = NOT_WAITING;
 
     NbdRequest(NbdConnection connection, int slot, int biosMax, int extentsMax) {
         this.connection = connection;
@@ -136,6 +144,7 @@ final class NbdRequest implements ReadReference.Owner {
         errno.set(0);
         remaining.set(1);
         startNanos = System.nanoTime();
+        deviceSinceNanos = connection.requestStamp();
         connection.exportStats.start();
         beginEvent();
     }
@@ -162,6 +171,7 @@ final class NbdRequest implements ReadReference.Owner {
         }
         extentCount = 0;
         remaining.set(1);
+        deviceSinceNanos = connection.requestStamp();
     }
 
     /**
@@ -304,7 +314,7 @@ final class NbdRequest implements ReadReference.Owner {
                 tracker = null;
                 list.end(tracked);
             }
-            if (!lastWindow && command == NbdProtocol.CMD_WRITE) {
+            if (!lastWindow && command == NbdProtocol.CMD_WRITE && connection.windowToReader(this)) {
                 windowSent.complete(); // a WRITE window is done: the reader frees it and goes on
                 return;
             }

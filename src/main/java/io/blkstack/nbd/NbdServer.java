@@ -89,6 +89,10 @@ public final class NbdServer implements Component {
      *     flight and none arriving before it is disconnected; 0 for never
      * @param replyTimeoutNanos how long a connection's writer may be unable to send any byte of
      *     its replies (a client not reading them) before the connection is cut; 0 for never
+     * @param requestTimeoutNanos how long a request may go from its header to its reply being
+     *     ready (its device holds it, or the server waits for budget on its behalf) before the
+     *     connection is cut, so that its client sees the stream end instead of waiting for ever on
+     *     a device that lost or stalls its I/O; 0 for never
      * @param log where the server's log lines go (accept failures, refusals, timeouts); called
      *     from its tasks, it must not block on the kernel
      * @param tls whether clients may or must use {@code STARTTLS}, with the certificates; null
@@ -96,7 +100,7 @@ public final class NbdServer implements Component {
      */
     public record Options(List<Listener> listeners, int connectionsMax, int inFlightPerConnection,
             long payloadBudgetBytes, long handshakeTimeoutNanos, long idleTimeoutNanos, long replyTimeoutNanos,
-            Consumer<String> log, ServerTls tls) {
+            long requestTimeoutNanos, Consumer<String> log, ServerTls tls) {
 
         /** Default {@link #connectionsMax}. */
         public static final int CONNECTIONS_DEFAULT = 1024;
@@ -106,6 +110,12 @@ public final class NbdServer implements Component {
         public static final long HANDSHAKE_TIMEOUT_DEFAULT_NANOS = 10_000_000_000L;
         /** Default {@link #replyTimeoutNanos}: 30 s. */
         public static final long REPLY_TIMEOUT_DEFAULT_NANOS = 30_000_000_000L;
+        /**
+         * Default {@link #requestTimeoutNanos}: 2 min, past a thin pool's default
+         * {@code no_space_timeout} (60 s), so that a full pool fails its requests with an error
+         * before the timeout cuts the connection.
+         */
+        public static final long REQUEST_TIMEOUT_DEFAULT_NANOS = 120_000_000_000L;
 
         /** Checks the bounds. */
         public Options {
@@ -125,9 +135,9 @@ public final class NbdServer implements Component {
                 throw new IllegalArgumentException("nbd server options: handshake timeout " + handshakeTimeoutNanos
                         + " ns must be positive, idle timeout " + idleTimeoutNanos + " ns positive or 0 (off)");
             }
-            if (replyTimeoutNanos < 0) {
+            if (replyTimeoutNanos < 0 || requestTimeoutNanos < 0) {
                 throw new IllegalArgumentException("nbd server options: reply timeout " + replyTimeoutNanos
-                        + " ns must be positive or 0 (off)");
+                        + " ns and request timeout " + requestTimeoutNanos + " ns must be positive or 0 (off)");
             }
             if (log == null) {
                 throw new IllegalArgumentException("nbd server options: no log");
@@ -141,19 +151,20 @@ public final class NbdServer implements Component {
         public Options(InetSocketAddress listen, int connectionsMax, int inFlightPerConnection, long payloadBudgetBytes,
                 long handshakeTimeoutNanos, long idleTimeoutNanos, long replyTimeoutNanos, Consumer<String> log) {
             this(List.of(Listener.tcp(listen)), connectionsMax, inFlightPerConnection, payloadBudgetBytes,
-                    handshakeTimeoutNanos, idleTimeoutNanos, replyTimeoutNanos, log, ServerTls.OFF);
+                    handshakeTimeoutNanos, idleTimeoutNanos, replyTimeoutNanos, REQUEST_TIMEOUT_DEFAULT_NANOS, log,
+                    ServerTls.OFF);
         }
 
         /** The four basic settings with the default timeouts and log (the SLF4J logger {@code io.blkstack.nbd}, info). */
         public Options(InetSocketAddress listen, int connectionsMax, int inFlightPerConnection, long payloadBudgetBytes) {
             this(List.of(Listener.tcp(listen)), connectionsMax, inFlightPerConnection, payloadBudgetBytes,
-                    HANDSHAKE_TIMEOUT_DEFAULT_NANOS, 0, REPLY_TIMEOUT_DEFAULT_NANOS,
+                    HANDSHAKE_TIMEOUT_DEFAULT_NANOS, 0, REPLY_TIMEOUT_DEFAULT_NANOS, REQUEST_TIMEOUT_DEFAULT_NANOS,
                     line -> LoggerFactory.getLogger("io.blkstack.nbd").info(line), ServerTls.OFF);
         }
 
         /**
          * 1,024 connections, 64 requests in flight each, the default budget, 10 s handshake timeout,
-         * no idle timeout, 30 s reply timeout.
+         * no idle timeout, 30 s reply timeout, 2 min request timeout.
          */
         public static Options defaults(InetSocketAddress listen) {
             return new Options(listen, CONNECTIONS_DEFAULT, 64, 0);
@@ -161,40 +172,46 @@ public final class NbdServer implements Component {
 
         public Options withConnectionsMax(int value) {
             return new Options(listeners, value, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
-                    idleTimeoutNanos, replyTimeoutNanos, log, tls);
+                    idleTimeoutNanos, replyTimeoutNanos, requestTimeoutNanos, log, tls);
         }
 
         public Options withHandshakeTimeoutNanos(long value) {
             return new Options(listeners, connectionsMax, inFlightPerConnection, payloadBudgetBytes, value,
-                    idleTimeoutNanos, replyTimeoutNanos, log, tls);
+                    idleTimeoutNanos, replyTimeoutNanos, requestTimeoutNanos, log, tls);
         }
 
         /** 0 turns the idle timeout off. */
         public Options withIdleTimeoutNanos(long value) {
             return new Options(listeners, connectionsMax, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
-                    value, replyTimeoutNanos, log, tls);
+                    value, replyTimeoutNanos, requestTimeoutNanos, log, tls);
         }
 
         /** 0 turns the reply timeout off. */
         public Options withReplyTimeoutNanos(long value) {
             return new Options(listeners, connectionsMax, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
-                    idleTimeoutNanos, value, log, tls);
+                    idleTimeoutNanos, value, requestTimeoutNanos, log, tls);
+        }
+
+        /** 0 turns the request timeout off. */
+        public Options withRequestTimeoutNanos(long value) {
+            return new Options(listeners, connectionsMax, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
+                    idleTimeoutNanos, replyTimeoutNanos, value, log, tls);
         }
 
         /** The same settings on other listeners. */
         public Options withListeners(List<Listener> value) {
             return new Options(value, connectionsMax, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
-                    idleTimeoutNanos, replyTimeoutNanos, log, tls);
+                    idleTimeoutNanos, replyTimeoutNanos, requestTimeoutNanos, log, tls);
         }
 
         public Options withTls(ServerTls value) {
             return new Options(listeners, connectionsMax, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
-                    idleTimeoutNanos, replyTimeoutNanos, log, value);
+                    idleTimeoutNanos, replyTimeoutNanos, requestTimeoutNanos, log, value);
         }
 
         public Options withLog(Consumer<String> value) {
             return new Options(listeners, connectionsMax, inFlightPerConnection, payloadBudgetBytes, handshakeTimeoutNanos,
-                    idleTimeoutNanos, replyTimeoutNanos, value, tls);
+                    idleTimeoutNanos, replyTimeoutNanos, requestTimeoutNanos, value, tls);
         }
     }
 

@@ -160,6 +160,16 @@ final class ReplyWriter {
                     sendLock.unlock();
                 }
                 if (n == 0 && connection.readerDone && slots.settled()) {
+                    // Only lost requests are left (if any): whoever completes one later frees it.
+                    slots.endReplies(this::releaseLate);
+                    sendLock.lock();
+                    try {
+                        while ((n = slots.popReplies(batch)) > 0) {
+                            releaseBatch(n); // those that came back before endReplies took effect
+                        }
+                    } finally {
+                        sendLock.unlock();
+                    }
                     return;
                 }
             }
@@ -299,29 +309,49 @@ final class ReplyWriter {
         for (int i = 0; i < n; i++) {
             NbdRequest r = batch[i];
             batch[i] = null;
-            boolean window = !r.lastWindow;
-            try {
-                // Held READ bios complete now, after their payload left (or was dropped), then pages go.
-                r.releaseReferences(connection.broken ? BioStatus.IOERR : BioStatus.OK);
-                r.release(pages);
-                if (!window || (r.command == CMD_READ && r.errno() != 0)) {
-                    // The request is over: its last window, or a READ that failed in an earlier one.
-                    budgetPages += r.budgetPages;
-                    r.budgetPages = 0;
-                    r.finished(); // its reply is sent: the request's latency ends here
-                    slots.giveBack(r);
-                }
-            } catch (RuntimeException e) {
-                // A fault of this code or of an end-io above a held READ bio: this request is lost
-                // (it keeps what it held), the connection ends, and the rest of the batch is freed.
-                slots.lose(r);
-                connection.fault("while freeing a reply", e);
-            }
-            if (window) {
-                r.windowSent.complete(); // the reader goes on with the next window (or sees the end)
-            }
+            budgetPages += release(r, pages);
         }
         bios.returnBudget(budgetPages);
+    }
+
+    /**
+     * Frees what {@code r} held (its reply sent or dropped) and, if the request is over, gives its
+     * slot back and returns its budget pages (0 otherwise: a window, whose request goes on). A
+     * window of a lost request ends the request. {@code scratch} holds {@link Bio#VECS_MAX} pages.
+     */
+    private int release(NbdRequest r, Page[] scratch) {
+        int budgetPages = 0;
+        boolean window = !r.lastWindow;
+        try {
+            // Held READ bios complete now, after their payload left (or was dropped), then pages go.
+            r.releaseReferences(connection.broken ? BioStatus.IOERR : BioStatus.OK);
+            r.release(scratch);
+            if (!window || (r.command == CMD_READ && r.errno() != 0) || connection.lost(r)) {
+                // The request is over: its last window, a READ that failed in an earlier one, or a
+                // lost request's window that came back after all.
+                budgetPages = r.budgetPages;
+                r.budgetPages = 0;
+                r.finished(); // its reply is sent: the request's latency ends here
+                slots.giveBack(r);
+            }
+        } catch (RuntimeException e) {
+            // A fault of this code or of an end-io above a held READ bio: this request is lost
+            // (it keeps what it held), the connection ends, and the rest of the batch is freed.
+            slots.lose(r);
+            connection.fault("while freeing a reply", e);
+        }
+        if (window) {
+            r.windowSent.complete(); // the reader goes on with the next window (or sees the end)
+        }
+        return budgetPages;
+    }
+
+    /**
+     * Frees a lost request that came back after the writer ended (see {@link RequestSlots#endReplies}),
+     * on the task that completed it; rare, so it takes a scratch array of its own.
+     */
+    private void releaseLate(NbdRequest r) {
+        bios.returnBudget(release(r, new Page[Bio.VECS_MAX]));
     }
 
     /**

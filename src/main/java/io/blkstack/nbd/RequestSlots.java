@@ -7,6 +7,7 @@ import io.blkstack.kernel.Task;
 import io.blkstack.kernel.WaitQueue;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.BooleanSupplier;
+import java.util.function.Consumer;
 
 /**
  * A connection's in-flight slots and its reply ring: the two hand-overs between its tasks.
@@ -24,8 +25,10 @@ import java.util.function.BooleanSupplier;
  * target or from the server) while it held the request is {@link #lose lost}: nobody knows which
  * of its bios are still out, so it may never come back. The writer then ends when every slot in
  * use is lost ({@link #settled}) instead of waiting for ever; the connection is already broken
- * ({@link NbdConnection#fault}), and a lost request that does come back later is freed as usual.
- * Once the connection is broken, the reader's waits for a slot end too ({@link #take} returns null).
+ * ({@link NbdConnection#fault}), and a lost request that does come back later is freed as usual
+ * (by whoever completes it, once the writer has ended: {@link #endReplies}). A request that waited
+ * for its device past the request timeout is lost the same way ({@link #loseOverdue}). Once the
+ * connection is broken, the reader's waits for a slot end too ({@link #take} returns null).
  */
 final class RequestSlots {
 
@@ -55,6 +58,11 @@ final class RequestSlots {
     /** The reader whose own completions defer the writer's wake-up ({@link #holdWakeupsOf}), or null. */
     private volatile Task reader;
     private final Plug.Kickable writerKick = this::kickWriter;
+    /**
+     * Once the writer has ended ({@link #endReplies}): frees a request that comes back after all,
+     * in place of queueing it; null before. Guarded by {@link #ringLock}.
+     */
+    private Consumer<NbdRequest> lateRelease;
 
     RequestSlots(NbdConnection connection, String name, int inFlightMax, int biosMax, int extentsMax) {
         if (inFlightMax < 1) {
@@ -119,6 +127,7 @@ final class RequestSlots {
             r = requests[slot];
             if (r != null) {
                 r.taken = true;
+                r.deviceSinceNanos = NbdRequest.NOT_WAITING; // until its header is read
             }
         } finally {
             slotLock.unlock();
@@ -184,11 +193,80 @@ final class RequestSlots {
         } finally {
             slotLock.unlock();
         }
+        lost(r);
+    }
+
+    /** What follows a request's loss: writes to its range stop waiting for it, the writer looks again. */
+    private void lost(NbdRequest r) {
         TrackedRequests tracker = r.tracker;
         if (tracker != null) {
             tracker.lose(r.tracked); // later writes to its range fail instead of waiting for it
         }
         writerWait.wakeAll();
+    }
+
+    /**
+     * Loses one request that has waited for its device since {@code cutoffNanos} or before (see
+     * {@link NbdRequest#deviceSinceNanos}) and returns it; null if none has. The request timer's
+     * call: never blocks.
+     */
+    NbdRequest loseOverdue(long cutoffNanos) {
+        NbdRequest overdue = null;
+        slotLock.lock();
+        try {
+            for (NbdRequest r : requests) {
+                long since = r == null ? NbdRequest.NOT_WAITING : r.deviceSinceNanos;
+                if (since != NbdRequest.NOT_WAITING && since <= cutoffNanos && r.taken && !r.lost) {
+                    r.lost = true;
+                    lost.incrementAndGet();
+                    overdue = r;
+                    break;
+                }
+            }
+        } finally {
+            slotLock.unlock();
+        }
+        if (overdue != null) {
+            lost(overdue);
+        }
+        return overdue;
+    }
+
+    /** The earliest {@link NbdRequest#deviceSinceNanos} of the requests waiting for their device, or NOT_WAITING. */
+    long oldestWaitingSince() {
+        long oldest = NbdRequest.NOT_WAITING;
+        slotLock.lock();
+        try {
+            for (NbdRequest r : requests) {
+                long since = r == null ? NbdRequest.NOT_WAITING : r.deviceSinceNanos;
+                if (since != NbdRequest.NOT_WAITING && r.taken && !r.lost
+                        && (oldest == NbdRequest.NOT_WAITING || since < oldest)) {
+                    oldest = since;
+                }
+            }
+        } finally {
+            slotLock.unlock();
+        }
+        return oldest;
+    }
+
+    /**
+     * A WRITE window that is not the request's last has completed: true if the reader frees it and
+     * goes on (the request then no longer waits for its device), false if the request was lost
+     * meanwhile, when the writer frees it instead. Decided under the slots' lock, so that the
+     * request timer cannot lose a window the reader already owns. Never blocks.
+     */
+    boolean windowToReader(NbdRequest r) {
+        slotLock.lock();
+        try {
+            if (r.lost) {
+                return false;
+            }
+            r.deviceSinceNanos = NbdRequest.NOT_WAITING;
+            return true;
+        } finally {
+            slotLock.unlock();
+        }
     }
 
     /** Whether {@code r} is lost to a fault. */
@@ -241,17 +319,29 @@ final class RequestSlots {
         }
     }
 
-    /** Queues a finished request for the writer; called from completions, never blocks. */
+    /**
+     * Queues a finished request for the writer; called from completions, never blocks. Once the
+     * writer has ended (only lost requests were left), a request that comes back is freed here.
+     */
     void replyReady(NbdRequest r) {
+        r.deviceSinceNanos = NbdRequest.NOT_WAITING;
+        Consumer<NbdRequest> late;
         ringLock.lock();
         try {
-            if (ringCount == ring.length) {
-                throw new IllegalStateException(name + ": reply ring full (" + ringCount + ") at " + r);
+            late = lateRelease;
+            if (late == null) {
+                if (ringCount == ring.length) {
+                    throw new IllegalStateException(name + ": reply ring full (" + ringCount + ") at " + r);
+                }
+                ring[(ringHead + ringCount) % ring.length] = r;
+                ringCount++;
             }
-            ring[(ringHead + ringCount) % ring.length] = r;
-            ringCount++;
         } finally {
             ringLock.unlock();
+        }
+        if (late != null) {
+            late.accept(r);
+            return;
         }
         Task reader = this.reader;
         if (reader != null && Task.currentOrNull() == reader && reader.plug().defer(writerKick)) {
@@ -278,6 +368,20 @@ final class RequestSlots {
     /** Wakes every task waiting for the writer's work (the writer alone waits there): the reader has ended, or handed it a batch. */
     void wakeWriter() {
         writerWait.wakeAll();
+    }
+
+    /**
+     * The writer ends: from now on a request that comes back (one lost to a fault or to the request
+     * timeout) is freed by {@code release}, on the task that completes it. The caller then pops
+     * and frees what was queued before this call.
+     */
+    void endReplies(Consumer<NbdRequest> release) {
+        ringLock.lock();
+        try {
+            lateRelease = release;
+        } finally {
+            ringLock.unlock();
+        }
     }
 
     /** Moves up to {@code batch.length} finished requests from the ring into {@code batch}; returns how many. */

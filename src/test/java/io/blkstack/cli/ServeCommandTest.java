@@ -168,11 +168,13 @@ class ServeCommandTest {
                   vol0: { device: vol0 }
                 """);
         Process first = start(List.of("serve", "--config", config.toString(), "--listen", "127.0.0.1:0",
-                "--max-connections", "3", "--handshake-timeout", "5s", "--idle-timeout", "off", "--reply-timeout", "45s"),
+                "--max-connections", "3", "--handshake-timeout", "5s", "--idle-timeout", "off", "--reply-timeout", "45s",
+                "--request-timeout", "90s"),
                 stderrFile());
         List<String> lines = new ArrayList<>();
         awaitReady(first, lines);
-        assertTrue(lines.contains("  at most 3 connections, handshake timeout 5s, idle timeout off, reply timeout 45s"), lines.toString());
+        assertTrue(lines.contains("  at most 3 connections, handshake timeout 5s, idle timeout off, reply timeout 45s,"
+                + " request timeout 90s"), lines.toString());
 
         Path secondErr = tmp.resolve("second-stderr.txt");
         Process second = start(List.of("serve", "--config", config.toString(), "--listen", "127.0.0.1:0"), secondErr);

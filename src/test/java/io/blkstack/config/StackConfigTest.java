@@ -163,22 +163,27 @@ class StackConfigTest {
     @Test
     void connectionLimitAndTimeoutsParseWithDefaults() throws ConfigException {
         StackConfig d = parse("devices:\n  m: { memory: 1MiB }\nexports:\n  x: { device: m }\n");
-        assertEquals(new StackConfig.Connections(1024, 10_000_000_000L, 0, 30_000_000_000L), d.connections());
+        assertEquals(new StackConfig.Connections(1024, 10_000_000_000L, 0, 30_000_000_000L, 120_000_000_000L),
+                d.connections());
         StackConfig c = parse("""
                 max-connections: 8
                 handshake-timeout: 250ms
                 idle-timeout: 600s
                 reply-timeout: 1500ms
+                request-timeout: 45s
                 devices:
                   m: { memory: 1MiB }
                 exports:
                   x: { device: m }
                 """);
-        assertEquals(new StackConfig.Connections(8, 250_000_000L, 600_000_000_000L, 1_500_000_000L), c.connections());
+        assertEquals(new StackConfig.Connections(8, 250_000_000L, 600_000_000_000L, 1_500_000_000L, 45_000_000_000L),
+                c.connections());
         StackConfig off = parse("idle-timeout: off\ndevices:\n  m: { memory: 1MiB }\nexports:\n  x: { device: m }\n");
         assertEquals(0, off.connections().idleTimeoutNanos());
         StackConfig replyOff = parse("reply-timeout: off\ndevices:\n  m: { memory: 1MiB }\nexports:\n  x: { device: m }\n");
         assertEquals(0, replyOff.connections().replyTimeoutNanos());
+        StackConfig requestOff = parse("request-timeout: off\ndevices:\n  m: { memory: 1MiB }\nexports:\n  x: { device: m }\n");
+        assertEquals(0, requestOff.connections().requestTimeoutNanos());
     }
 
     @Test
@@ -198,6 +203,9 @@ class StackConfigTest {
         assertPlace(parseError("reply-timeout: 0s\n" + rest), 1, "reply-timeout: '0s' is not a positive duration", "or off");
         assertPlace(parseError("reply-timeout: 2d\n" + rest), 1, "reply-timeout: '2d' is not a duration", "or off");
         assertPlace(parseError("reply-timeout: 100000s\n" + rest), 1, "reply-timeout: '100000s' is longer than a day");
+        assertPlace(parseError("memory: 16MiB\nrequest-timeout: 2m\n" + rest), 2,
+                "request-timeout: '2m' is not a duration: use a whole number with ns, us, ms or s", "or off");
+        assertPlace(parseError("request-timeout: 0s\n" + rest), 1, "request-timeout: '0s' is not a positive duration");
     }
 
     @Test

@@ -97,6 +97,7 @@ public final class NbdWorkload implements Consumer<Kernel> {
             }
             NbdServer.Options options = new NbdServer.Options(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0),
                     WorkloadSpec.TASKS_MAX, IN_FLIGHT_PER_CONNECTION, 0).withReplyTimeoutNanos(0).withIdleTimeoutNanos(0)
+                    .withRequestTimeoutNanos(0) // a stall is what the checker looks for: no timeout may hide it
                     .withLog(line -> kernel.tracer().event(Task.currentOrNull(), "nbd-log", line));
             NbdServer server = new NbdServer(kernel, List.of(export), options);
             try {
