@@ -126,12 +126,25 @@ final class ConnectionTimers {
      */
     private void requestTimerFired() {
         long now = kernel.scheduler().nanoTime();
-        NbdRequest overdue;
-        while ((overdue = connection.loseOverdue(now - requestTimeoutNanos)) != null) {
-            if (phase.compareAndSet(TRANSMISSION, REQUEST_TIMED_OUT)) {
-                timedOutRequest = connection.describeRequest(overdue);
+        long cutoff = now - requestTimeoutNanos;
+        NbdRequest first = connection.overdue(cutoff);
+        if (first != null) {
+            // Described before anything is lost: once a request is lost the connection may end at
+            // once, and its end logs this (a request that comes back meanwhile is named all the same).
+            String what = connection.describeRequest(first);
+            if (phase.get() == TRANSMISSION) {
+                timedOutRequest = what;
             }
-            connection.requestTimedOut(overdue);
+            boolean cut = phase.compareAndSet(TRANSMISSION, REQUEST_TIMED_OUT);
+            boolean lostAny = false;
+            NbdRequest overdue;
+            while ((overdue = connection.loseOverdue(cutoff)) != null) {
+                connection.requestTimedOut(overdue);
+                lostAny = true;
+            }
+            if (cut && !lostAny) {
+                connection.closeSocket(); // it came back just now, past its deadline all the same
+            }
         }
         long oldest = connection.oldestWaitingSince();
         long next = oldest == NbdRequest.NOT_WAITING ? requestTimeoutNanos : oldest + requestTimeoutNanos - now;

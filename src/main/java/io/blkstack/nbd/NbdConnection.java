@@ -299,19 +299,24 @@ final class NbdConnection {
         return slots.loseOverdue(cutoffNanos);
     }
 
+    /** A request that waits for its device since {@code cutoffNanos} or before, or null; loses nothing. */
+    NbdRequest overdue(long cutoffNanos) {
+        return slots.overdue(cutoffNanos);
+    }
+
     /** When the oldest request still waiting for its device began to wait, or {@link NbdRequest#NOT_WAITING}. */
     long oldestWaitingSince() {
         return slots.oldestWaitingSince();
     }
 
     /**
-     * The request timer lost {@code r} (its device kept it past the request timeout): the
-     * connection is marked broken and its transport closed, so the client sees the stream end, and
-     * a reader waiting for the window {@code r} was in goes on to find it lost. Never blocks.
+     * The request timer lost {@code r} (its device kept it past the request timeout) and marked the
+     * connection broken ({@link RequestSlots#loseOverdue}): its transport is closed, so the client
+     * sees the stream end, and a reader waiting for the window {@code r} was in goes on to find it
+     * lost. Never blocks.
      */
     void requestTimedOut(NbdRequest r) {
         kernel.counters().get("nbd.request-timeouts").incrementAndGet();
-        broken = true;
         closeSocket();
         slots.wakeAll();
         r.windowSent.complete();
@@ -328,6 +333,11 @@ final class NbdConnection {
             }
         }
         return where.isEmpty() ? r.toString() : r + " [its bios: " + where + "]";
+    }
+
+    /** Whether the reader still owns {@code r} after a window ({@link RequestSlots#ownsWindow}). */
+    boolean ownsWindow(NbdRequest r) {
+        return slots.ownsWindow(r);
     }
 
     /** Whether {@code r} was lost to a fault ({@link RequestSlots#lose}). */
@@ -402,7 +412,7 @@ final class NbdConnection {
      * request still in flight is lost or done. Other connections go on. Never blocks.
      */
     void fault(String where, RuntimeException e) {
-        kernel.reportFault(Task.current(), e);
+        kernel.reportFault(Task.currentOrNull(), e);
         server.log(name + " (" + peer + "): ended by a fault " + where + ": " + e);
         broken = true;
         closeSocket();

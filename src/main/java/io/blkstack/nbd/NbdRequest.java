@@ -90,7 +90,8 @@ final class NbdRequest implements ReadReference.Owner {
     final Completion windowSent;
     /** This slot's entry in the device's tracked requests, and the list it is in (null if none). */
     final TrackedRequests.TrackedRequest tracked;
-    TrackedRequests tracker;
+    /** Volatile: the request timer reads it when it loses the request ({@link RequestSlots#loseOverdue}). */
+    volatile TrackedRequests tracker;
 
     private final AtomicInteger errno = new AtomicInteger();
     /** When the request's header was read ({@link System#nanoTime}), for its export's latency. */
@@ -149,6 +150,16 @@ final class NbdRequest implements ReadReference.Owner {
         beginEvent();
     }
 
+    /** The reader waits for the client (a payload, the wire): the request timeout does not count it. */
+    void awaitingClient() {
+        deviceSinceNanos = NOT_WAITING;
+    }
+
+    /** The reader is done with the client: the request waits for the server and its device again, from now. */
+    void awaitingDevice() {
+        deviceSinceNanos = connection.requestStamp();
+    }
+
     /** Sets the window the next bios cover (device bytes) and how much of it is padding. */
     void window(long start, long end, int head, int tail, boolean last) {
         if (end <= start || head < 0 || tail < 0 || head + tail >= end - start) {
@@ -186,6 +197,12 @@ final class NbdRequest implements ReadReference.Owner {
             return false;
         }
         tracker = list;
+        if (connection.broken && connection.lost(this)) {
+            // Lost (to the request timeout) while it waited to register: the loss did not see it
+            // registered, so its range is marked here (read after tracker was set, and the loss
+            // reads tracker after it marked the request: one of the two sees the other).
+            list.lose(tracked);
+        }
         return true;
     }
 

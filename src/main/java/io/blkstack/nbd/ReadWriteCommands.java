@@ -89,7 +89,9 @@ final class ReadWriteCommands {
         boolean windowed = paddedEnd - start > window;
         boolean alone = windowed && !structured;
         if (alone) {
+            r.awaitingClient();
             connection.awaitInFlightAtMost(1); // every earlier reply sent: none can land in this one
+            r.awaitingDevice();
         }
         if (windowed) {
             windowedRequests.incrementAndGet();
@@ -165,13 +167,15 @@ final class ReadWriteCommands {
      * Waits until a window that is not the request's last is done (a READ's sent by the writer
      * and its pages freed; a WRITE's bios completed, and then freed here); then re-arms the
      * request for the next window. False if the request ended there: the writer finished it on a
-     * read error, or the transport broke (the request is then finished here, failed).
+     * read error, it was lost (to a fault or the request timeout, which broke the connection; if it
+     * came back meanwhile, the writer has freed it), or the transport broke (the request is then
+     * finished here, failed).
      */
     private boolean windowDone(NbdRequest r) {
         r.put();
         r.windowSent.await();
-        if (connection.lost(r)) {
-            return false; // the writer met a fault freeing this window: the request is not ours to touch
+        if (!connection.ownsWindow(r)) {
+            return false; // lost, or over and freed by the writer: the request is not ours to touch
         }
         if (r.command == CMD_READ && r.errno() != 0) {
             return false; // the writer sent the error and released the slot
@@ -239,7 +243,10 @@ final class ReadWriteCommands {
                 }
                 int skip = position == start ? head : 0;
                 int cut = position + n == paddedEnd ? tail : 0;
-                if (!fillWriteBio(bio, n, skip, cut)) {
+                r.awaitingClient(); // its payload's pace is the client's, not the device's
+                boolean filled = fillWriteBio(bio, n, skip, cut);
+                r.awaitingDevice();
+                if (!filled) {
                     // The client vanished mid-payload: this bio never goes down; earlier ones complete.
                     bios.free(bio);
                     return bios.abandon(r);

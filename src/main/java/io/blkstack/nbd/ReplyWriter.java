@@ -7,7 +7,9 @@ import io.blkstack.bio.BioIter;
 import io.blkstack.bio.BioStatus;
 import io.blkstack.bio.ReadReference;
 import io.blkstack.block.SegmentViews;
+import io.blkstack.block.TrackedRequests;
 import io.blkstack.kernel.Mutex;
+import io.blkstack.kernel.Task;
 import io.blkstack.mem.Page;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
@@ -309,7 +311,7 @@ final class ReplyWriter {
         for (int i = 0; i < n; i++) {
             NbdRequest r = batch[i];
             batch[i] = null;
-            budgetPages += release(r, pages);
+            budgetPages += release(r, pages, false);
         }
         bios.returnBudget(budgetPages);
     }
@@ -318,8 +320,10 @@ final class ReplyWriter {
      * Frees what {@code r} held (its reply sent or dropped) and, if the request is over, gives its
      * slot back and returns its budget pages (0 otherwise: a window, whose request goes on). A
      * window of a lost request ends the request. {@code scratch} holds {@link Bio#VECS_MAX} pages.
+     * A fault here loses the request and ends the connection ({@code late}: it has ended, so the
+     * fault is only reported).
      */
-    private int release(NbdRequest r, Page[] scratch) {
+    private int release(NbdRequest r, Page[] scratch, boolean late) {
         int budgetPages = 0;
         boolean window = !r.lastWindow;
         try {
@@ -328,7 +332,12 @@ final class ReplyWriter {
             r.release(scratch);
             if (!window || (r.command == CMD_READ && r.errno() != 0) || connection.lost(r)) {
                 // The request is over: its last window, a READ that failed in an earlier one, or a
-                // lost request's window that came back after all.
+                // lost request's window that came back after all (whose range it still tracks).
+                TrackedRequests tracker = r.tracker;
+                if (tracker != null) {
+                    r.tracker = null;
+                    tracker.end(r.tracked);
+                }
                 budgetPages = r.budgetPages;
                 r.budgetPages = 0;
                 r.finished(); // its reply is sent: the request's latency ends here
@@ -338,7 +347,11 @@ final class ReplyWriter {
             // A fault of this code or of an end-io above a held READ bio: this request is lost
             // (it keeps what it held), the connection ends, and the rest of the batch is freed.
             slots.lose(r);
-            connection.fault("while freeing a reply", e);
+            if (late) {
+                connection.kernel().reportFault(Task.currentOrNull(), e);
+            } else {
+                connection.fault("while freeing a reply", e);
+            }
         }
         if (window) {
             r.windowSent.complete(); // the reader goes on with the next window (or sees the end)
@@ -351,7 +364,7 @@ final class ReplyWriter {
      * on the task that completed it; rare, so it takes a scratch array of its own.
      */
     private void releaseLate(NbdRequest r) {
-        bios.returnBudget(release(r, new Page[Bio.VECS_MAX]));
+        bios.returnBudget(release(r, new Page[Bio.VECS_MAX], true));
     }
 
     /**

@@ -207,21 +207,20 @@ final class RequestSlots {
 
     /**
      * Loses one request that has waited for its device since {@code cutoffNanos} or before (see
-     * {@link NbdRequest#deviceSinceNanos}) and returns it; null if none has. The request timer's
-     * call: never blocks.
+     * {@link NbdRequest#deviceSinceNanos}) and returns it; null if none has. The connection is
+     * marked broken in the same lock hold, so that once the request comes back and its slot is
+     * given back, the reader cannot take that slot again ({@link #take} looks under this lock).
+     * The request timer's call: never blocks.
      */
     NbdRequest loseOverdue(long cutoffNanos) {
-        NbdRequest overdue = null;
+        NbdRequest overdue;
         slotLock.lock();
         try {
-            for (NbdRequest r : requests) {
-                long since = r == null ? NbdRequest.NOT_WAITING : r.deviceSinceNanos;
-                if (since != NbdRequest.NOT_WAITING && since <= cutoffNanos && r.taken && !r.lost) {
-                    r.lost = true;
-                    lost.incrementAndGet();
-                    overdue = r;
-                    break;
-                }
+            overdue = findOverdue(cutoffNanos);
+            if (overdue != null) {
+                overdue.lost = true;
+                lost.incrementAndGet();
+                connection.broken = true;
             }
         } finally {
             slotLock.unlock();
@@ -230,6 +229,27 @@ final class RequestSlots {
             lost(overdue);
         }
         return overdue;
+    }
+
+    /** A request that has waited for its device since {@code cutoffNanos} or before, or null; nothing changes. */
+    NbdRequest overdue(long cutoffNanos) {
+        slotLock.lock();
+        try {
+            return findOverdue(cutoffNanos);
+        } finally {
+            slotLock.unlock();
+        }
+    }
+
+    /** The first taken, unlost request waiting for its device since {@code cutoffNanos} or before; under the slots' lock. */
+    private NbdRequest findOverdue(long cutoffNanos) {
+        for (NbdRequest r : requests) {
+            long since = r == null ? NbdRequest.NOT_WAITING : r.deviceSinceNanos;
+            if (since != NbdRequest.NOT_WAITING && since <= cutoffNanos && r.taken && !r.lost) {
+                return r;
+            }
+        }
+        return null;
     }
 
     /** The earliest {@link NbdRequest#deviceSinceNanos} of the requests waiting for their device, or NOT_WAITING. */
@@ -264,6 +284,20 @@ final class RequestSlots {
             }
             r.deviceSinceNanos = NbdRequest.NOT_WAITING;
             return true;
+        } finally {
+            slotLock.unlock();
+        }
+    }
+
+    /**
+     * Whether the reader still owns {@code r} after a window: it is taken and not lost. False once
+     * it was lost, and once the writer gave its slot back (it ended the request: a READ that failed,
+     * or a lost window that came back); only the reader takes slots, so it cannot be taken again.
+     */
+    boolean ownsWindow(NbdRequest r) {
+        slotLock.lock();
+        try {
+            return r.taken && !r.lost;
         } finally {
             slotLock.unlock();
         }

@@ -220,7 +220,8 @@ class NbdRequestTimeoutTest {
      * Proves the cut reaches a request served window by window: a WRITE and a READ of two windows
      * each (64 KiB windows), whose first window the device keeps, end their clients' connections
      * (the reader waiting for the window to finish goes on, finds the request lost and stops); the
-     * windows are freed when the device completes them at last.
+     * windows are freed when the device completes them at last, and the WRITE's range with them (a
+     * read-modify-write over it would otherwise fail as one over a lost write).
      */
     @Test
     @Timeout(value = 60, threadMode = Timeout.ThreadMode.SEPARATE_THREAD)
@@ -237,6 +238,8 @@ class NbdRequestTimeoutTest {
         assertEquals(2, held.size());
         completeHeld();
         assertEquals(server.budget().totalPages(), server.budget().freePages(), "the late windows' budget came back");
+        assertEquals(0, server.exports().get(0).device().trackedRequests().count(),
+                "the late WRITE's range is still tracked: a read-modify-write over it would fail");
         closeAll();
     }
 }
