@@ -43,10 +43,14 @@ final class ConnectionTimers {
     private final String name;
     private final AtomicInteger phase = new AtomicInteger(HANDSHAKE);
     private final SpinLock timerLock;
-    /** The handshake or idle timer; guarded by {@link #timerLock}. */
-    private Timer timer;
-    /** The reply timer (only with a reply timeout); guarded by {@link #timerLock}. */
-    private Timer replyTimer;
+    /** Index in {@link #timers} of the handshake or idle timer, ... */
+    private static final int PHASE_TIMER = 0;
+    /** ... of the reply timer (only with a reply timeout), ... */
+    private static final int REPLY_TIMER = 1;
+    /** ... and of the request timer (only with a request timeout). */
+    private static final int REQUEST_TIMER = 2;
+    /** The pending timer of each kind, or null; guarded by {@link #timerLock}. */
+    private final Timer[] timers = new Timer[3];
     private boolean timersStopped;
     private final long idleTimeoutNanos;
     private volatile long lastActivityNanos;
@@ -57,8 +61,6 @@ final class ConnectionTimers {
     private final long requestTimeoutNanos;
     private final String requestTimerName;
     private final Runnable requestTimerCallback = this::requestTimerFired;
-    /** The request timer (only with a request timeout); guarded by {@link #timerLock}. */
-    private Timer requestTimer;
     /** What the request timeout cut for, for the log at the connection's end (set once, by the timer). */
     private volatile String timedOutRequest;
     /** Whether the writer is sending replies (between taking a batch and the end of its writes). */
@@ -87,7 +89,7 @@ final class ConnectionTimers {
     /** Arms the handshake timer: past it, a client still haggling is cut off. */
     void startHandshake() {
         long timeout = server.options().handshakeTimeoutNanos();
-        arm(timeout, name + " handshake timeout", () -> {
+        arm(PHASE_TIMER, timeout, name + " handshake timeout", () -> {
             if (phase.compareAndSet(HANDSHAKE, HANDSHAKE_TIMED_OUT)) {
                 connection.shutdownInput();
                 connection.shutdownOutput(); // a client that stopped reading must not hold a handshake write either
@@ -103,13 +105,13 @@ final class ConnectionTimers {
         if (!phase.compareAndSet(HANDSHAKE, TRANSMISSION)) {
             return false;
         }
-        stopTimer();
+        cancel(PHASE_TIMER);
         if (idleTimeoutNanos > 0) {
             lastActivityNanos = kernel.scheduler().nanoTime();
-            arm(idleTimeoutNanos, name + " idle timeout", this::idleTimerFired);
+            arm(PHASE_TIMER, idleTimeoutNanos, name + " idle timeout", this::idleTimerFired);
         }
         if (requestTimeoutNanos > 0) {
-            armRequestTimer(requestTimeoutNanos);
+            arm(REQUEST_TIMER, requestTimeoutNanos, requestTimerName, requestTimerCallback);
         }
         return true;
     }
@@ -148,19 +150,7 @@ final class ConnectionTimers {
         }
         long oldest = connection.oldestWaitingSince();
         long next = oldest == NbdRequest.NOT_WAITING ? requestTimeoutNanos : oldest + requestTimeoutNanos - now;
-        armRequestTimer(Math.max(next, RECHECK_NANOS_MIN));
-    }
-
-    /** Sets the request timer, unless the connection has ended. */
-    private void armRequestTimer(long delayNanos) {
-        timerLock.lock();
-        try {
-            if (!timersStopped) {
-                requestTimer = kernel.scheduler().addTimer(delayNanos, requestTimerName, requestTimerCallback);
-            }
-        } finally {
-            timerLock.unlock();
-        }
+        arm(REQUEST_TIMER, Math.max(next, RECHECK_NANOS_MIN), requestTimerName, requestTimerCallback);
     }
 
     /**
@@ -179,13 +169,13 @@ final class ConnectionTimers {
             return;
         }
         long next = quiet ? idleTimeoutNanos - idleNanos : idleTimeoutNanos;
-        arm(Math.max(next, RECHECK_NANOS_MIN), name + " idle timeout", this::idleTimerFired);
+        arm(PHASE_TIMER, Math.max(next, RECHECK_NANOS_MIN), name + " idle timeout", this::idleTimerFired);
     }
 
     /** Starts the reply timer, if the server has a reply timeout (the writer's first act). */
     void startReplyTimer() {
         if (replyTimeoutNanos > 0) {
-            armReplyTimer(replyTimeoutNanos);
+            arm(REPLY_TIMER, replyTimeoutNanos, replyTimerName, replyTimerCallback);
         }
     }
 
@@ -204,66 +194,34 @@ final class ConnectionTimers {
             }
             return;
         }
-        armReplyTimer(Math.max(replyTimeoutNanos - stalledNanos, RECHECK_NANOS_MIN));
+        arm(REPLY_TIMER, Math.max(replyTimeoutNanos - stalledNanos, RECHECK_NANOS_MIN), replyTimerName,
+                replyTimerCallback);
     }
 
-    /** Sets the reply timer, unless the connection has ended. */
-    private void armReplyTimer(long delayNanos) {
+    /** Sets the timer of kind {@code which} (replacing the pending one's slot), unless the connection has ended. */
+    private void arm(int which, long delayNanos, String what, Runnable callback) {
         timerLock.lock();
         try {
             if (!timersStopped) {
-                replyTimer = kernel.scheduler().addTimer(delayNanos, replyTimerName, replyTimerCallback);
+                timers[which] = kernel.scheduler().addTimer(delayNanos, what, callback);
             }
         } finally {
             timerLock.unlock();
         }
     }
 
-    /** Sets the connection's one handshake-or-idle timer, unless the connection has ended. */
-    private void arm(long delayNanos, String what, Runnable callback) {
-        timerLock.lock();
-        try {
-            if (!timersStopped) {
-                timer = kernel.scheduler().addTimer(delayNanos, what, callback);
-            }
-        } finally {
-            timerLock.unlock();
-        }
-    }
-
-    /** Cancels the pending handshake or idle timer, if any. */
-    private void stopTimer() {
+    /** Cancels the pending timer of kind {@code which}, if any. */
+    private void cancel(int which) {
         Timer t;
         timerLock.lock();
         try {
-            t = timer;
-            timer = null;
+            t = timers[which];
+            timers[which] = null;
         } finally {
             timerLock.unlock();
         }
         if (t != null) {
             t.cancel();
-        }
-    }
-
-    /** Cancels the pending reply and request timers, if any. */
-    private void stopReplyTimers() {
-        Timer reply;
-        Timer request;
-        timerLock.lock();
-        try {
-            reply = replyTimer;
-            replyTimer = null;
-            request = requestTimer;
-            requestTimer = null;
-        } finally {
-            timerLock.unlock();
-        }
-        if (reply != null) {
-            reply.cancel();
-        }
-        if (request != null) {
-            request.cancel();
         }
     }
 
@@ -275,8 +233,9 @@ final class ConnectionTimers {
         } finally {
             timerLock.unlock();
         }
-        stopTimer();
-        stopReplyTimers();
+        for (int which = 0; which < timers.length; which++) {
+            cancel(which);
+        }
     }
 
     /** Logs why the server cut this connection off in the handshake or for idleness, if a timer did. */

@@ -12,16 +12,11 @@ import io.blkstack.kernel.Policies;
 import java.io.IOException;
 import java.net.InetSocketAddress;
 import java.nio.charset.StandardCharsets;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Random;
-import java.util.concurrent.BlockingQueue;
-import java.util.concurrent.CopyOnWriteArrayList;
-import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.UnaryOperator;
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 
@@ -32,16 +27,9 @@ import org.junit.jupiter.api.Timeout;
  * disconnect silent clients with a logged reason. Every wait is on an observable event (a reply, a
  * socket reaching end of stream) under a bounded test timeout; nothing sleeps or measures time.
  */
-class NbdConnectionLimitsTest {
+class NbdConnectionLimitsTest extends ServerTestBase {
 
     private static final long MiB = 1L << 20;
-
-    private TestKernel tk;
-    private NbdServer server;
-    private final List<String> log = new CopyOnWriteArrayList<>();
-    /** The log lines again, for waiting on one that a server task writes after the event a test saw. */
-    private final BlockingQueue<String> logLines = new LinkedBlockingQueue<>();
-    private final List<NbdTestClient> clients = new ArrayList<>();
 
     /** Starts a kernel and a server over one 1 MiB memory export "a", options adjusted by {@code tune}. */
     private InetSocketAddress start(UnaryOperator<NbdServer.Options> tune, NbdServer.Acceptor acceptor)
@@ -49,10 +37,7 @@ class NbdConnectionLimitsTest {
         tk = new TestKernel("nbd-limits", 64 * MiB, Policies.defaults(), Faults.NONE);
         Export export = new Export("a", new MemoryDevice(tk.kernel, "dev-a", MiB, 0), false, "");
         NbdServer.Options options = tune.apply(NbdServer.Options.defaults(new InetSocketAddress("127.0.0.1", 0))
-                .withLog(line -> {
-                    log.add(line);
-                    logLines.add(line);
-                }));
+                .withLog(serverLog()));
         server = new NbdServer(tk.kernel, List.of(export), options);
         if (acceptor != null) {
             server.acceptWith(acceptor);
@@ -63,26 +48,7 @@ class NbdConnectionLimitsTest {
 
     /** A client kept open until the end of the test. */
     private NbdTestClient client(InetSocketAddress addr) throws IOException {
-        NbdTestClient c = new NbdTestClient(addr);
-        clients.add(c);
-        return c;
-    }
-
-    @AfterEach
-    void tearDown() throws IOException {
-        try {
-            for (NbdTestClient c : clients) {
-                c.close();
-            }
-            if (server != null) {
-                server.close();
-                assertEquals(0, server.connectionCount(), "connections left after close");
-            }
-        } finally {
-            if (tk != null) {
-                tk.close(); // throws if any page, bio or pool element was not returned
-            }
-        }
+        return keep(new NbdTestClient(addr));
     }
 
     /** Negotiates export "a" and proves the connection serves: a write read back. */
@@ -92,17 +58,6 @@ class NbdConnectionLimitsTest {
         new Random(seed).nextBytes(data);
         assertEquals(0, c.writeSync(8192, data, 0));
         assertArrayEquals(data, c.readSync(8192, data.length));
-    }
-
-    /** Waits (bounded) for the next log line containing {@code text}; returns it. */
-    private String awaitLogged(String text) throws InterruptedException {
-        while (true) {
-            String line = logLines.poll(30, TimeUnit.SECONDS);
-            assertNotNull(line, "no log line containing '" + text + "' within 30 s; log: " + log);
-            if (line.contains(text)) {
-                return line;
-            }
-        }
     }
 
     private boolean logged(String text) {

@@ -10,14 +10,9 @@ import io.blkstack.kernel.Policies;
 import java.io.IOException;
 import java.net.InetSocketAddress;
 import java.nio.ByteBuffer;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Random;
-import java.util.concurrent.BlockingQueue;
-import java.util.concurrent.CopyOnWriteArrayList;
-import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 
@@ -29,66 +24,23 @@ import org.junit.jupiter.api.Timeout;
  * slowly but steadily is not cut, and {@code off} never cuts. Waits are on events (a log line, end
  * of stream) under bounded test timeouts; only the steady reader's pace uses the clock.
  */
-class NbdReplyTimeoutTest {
+class NbdReplyTimeoutTest extends ServerTestBase {
 
     private static final long MiB = 1L << 20;
     /** The slow clients' socket receive buffer: small, so the server's writes block soon. */
     private static final int RECEIVE_BYTES = 64 * 1024;
-
-    private TestKernel tk;
-    private NbdServer server;
-    private final List<String> log = new CopyOnWriteArrayList<>();
-    private final BlockingQueue<String> logLines = new LinkedBlockingQueue<>();
-    private final List<NbdTestClient> clients = new ArrayList<>();
 
     /** A 16 MiB arena (about 12 MiB of payload budget), exports "slow" (64 MiB) and "good" (1 MiB). */
     private InetSocketAddress start(long replyTimeoutNanos) throws IOException {
         tk = new TestKernel("nbd-reply-timeout", 16 * MiB, Policies.defaults(), Faults.NONE);
         NbdServer.Options options = NbdServer.Options.defaults(new InetSocketAddress("127.0.0.1", 0))
                 .withReplyTimeoutNanos(replyTimeoutNanos)
-                .withLog(line -> {
-                    log.add(line);
-                    logLines.add(line);
-                });
+                .withLog(serverLog());
         server = new NbdServer(tk.kernel, List.of(
                 new Export("slow", new MemoryDevice(tk.kernel, "dev-slow", 64 * MiB, 0), false, ""),
                 new Export("good", new MemoryDevice(tk.kernel, "dev-good", MiB, 0), false, "")), options);
         server.start();
         return server.localAddress();
-    }
-
-    private NbdTestClient client(NbdTestClient c) {
-        clients.add(c);
-        return c;
-    }
-
-    @AfterEach
-    void tearDown() throws IOException {
-        try {
-            for (NbdTestClient c : clients) {
-                c.close();
-            }
-            if (server != null) {
-                server.close();
-                assertEquals(0, server.connectionCount(), "connections left after close");
-            }
-        } finally {
-            if (tk != null) {
-                tk.close(); // throws if any page, bio or pool element was not returned
-            }
-        }
-    }
-
-    /** Waits (bounded) for the next log line containing {@code text}; returns it. */
-    private String awaitLogged(String text) throws InterruptedException {
-        while (true) {
-            String line = logLines.poll(30, TimeUnit.SECONDS);
-            assertNotNull(line, "no log line containing '" + text + "' within 30 s; log: " + log + "; "
-                    + server.describeState());
-            if (line.contains(text)) {
-                return line;
-            }
-        }
     }
 
     /** A write read back on export "good". */
@@ -117,8 +69,8 @@ class NbdReplyTimeoutTest {
     @Timeout(90)
     void aClientThatNeverReadsIsCutAndItsBudgetReturns() throws Exception {
         InetSocketAddress addr = start(300_000_000L);
-        NbdTestClient slow = client(new NbdTestClient(addr, RECEIVE_BYTES)).greet();
-        NbdTestClient good = client(new NbdTestClient(addr)).greet();
+        NbdTestClient slow = keep(new NbdTestClient(addr, RECEIVE_BYTES)).greet();
+        NbdTestClient good = keep(new NbdTestClient(addr)).greet();
         slow.go("slow");
         good.go("good");
         sendReads(slow, 64);
@@ -147,7 +99,7 @@ class NbdReplyTimeoutTest {
         // 1 s, not less: the client's 10 ms pace may stretch on a loaded machine, and the claim
         // is about steady progress, not about how short a timeout can be.
         InetSocketAddress addr = start(1_000_000_000L);
-        NbdTestClient slow = client(new NbdTestClient(addr, 256 * 1024)).greet();
+        NbdTestClient slow = keep(new NbdTestClient(addr, 256 * 1024)).greet();
         slow.go("slow");
         int reads = 16;
         sendReads(slow, reads);
@@ -173,7 +125,7 @@ class NbdReplyTimeoutTest {
     @Timeout(90)
     void offNeverCuts() throws Exception {
         InetSocketAddress addr = start(0);
-        NbdTestClient slow = client(new NbdTestClient(addr, RECEIVE_BYTES)).greet();
+        NbdTestClient slow = keep(new NbdTestClient(addr, RECEIVE_BYTES)).greet();
         slow.go("slow");
         int reads = 16;
         sendReads(slow, reads);

@@ -13,13 +13,8 @@ import io.blkstack.kernel.Policies;
 import io.blkstack.kernel.TaskKind;
 import java.io.IOException;
 import java.net.InetSocketAddress;
-import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.CopyOnWriteArrayList;
-import java.util.concurrent.LinkedBlockingQueue;
-import java.util.concurrent.TimeUnit;
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 
@@ -32,17 +27,12 @@ import org.junit.jupiter.api.Timeout;
  * its connection ended. Waits are on events (end of stream, a log line, a drain) under bounded test
  * timeouts; nothing is timed.
  */
-class NbdRequestTimeoutTest {
+class NbdRequestTimeoutTest extends ServerTestBase {
 
     private static final long MiB = 1L << 20;
     /** The timeout the tests run with; short, since every test waits it out once. */
     private static final long TIMEOUT_NANOS = 200_000_000L;
 
-    private TestKernel tk;
-    private NbdServer server;
-    private final List<String> log = new CopyOnWriteArrayList<>();
-    private final BlockingQueue<String> logLines = new LinkedBlockingQueue<>();
-    private final List<NbdTestClient> clients = new ArrayList<>();
     /** The bios the stuck device holds (its block at 4 KiB), until a test completes them. */
     private final List<Bio> held = new CopyOnWriteArrayList<>();
 
@@ -72,10 +62,7 @@ class NbdRequestTimeoutTest {
         };
         NbdServer.Options options = NbdServer.Options.defaults(new InetSocketAddress("127.0.0.1", 0))
                 .withRequestTimeoutNanos(TIMEOUT_NANOS)
-                .withLog(line -> {
-                    log.add(line);
-                    logLines.add(line);
-                });
+                .withLog(serverLog());
         Export export = new Export("stuck", stuck, false, "").withMaximumPayload(maximumPayload);
         server = new NbdServer(tk.kernel, List.of(export), options);
         server.start();
@@ -83,57 +70,16 @@ class NbdRequestTimeoutTest {
     }
 
     private NbdTestClient client(InetSocketAddress addr) throws IOException {
-        NbdTestClient c = new NbdTestClient(addr).greet();
-        clients.add(c);
+        NbdTestClient c = keep(new NbdTestClient(addr)).greet();
         c.go("stuck");
         return c;
     }
 
-    /**
-     * Closes the clients, the server and the kernel on the test's own thread (the kernel is bound
-     * to it; a test in a thread of its own tears down there), checking that everything came back.
-     */
-    private void closeAll() throws IOException {
-        tearDown();
-        clients.clear();
-        server = null;
-        tk = null;
-    }
-
     /** A client of export "stuck" that did not ask for block sizes: its larger requests are served in windows. */
     private NbdTestClient windowedClient(InetSocketAddress addr) throws IOException {
-        NbdTestClient c = new NbdTestClient(addr).greet();
-        clients.add(c);
+        NbdTestClient c = keep(new NbdTestClient(addr)).greet();
         c.exportName("stuck");
         return c;
-    }
-
-    @AfterEach
-    void tearDown() throws IOException {
-        try {
-            for (NbdTestClient c : clients) {
-                c.close();
-            }
-            if (server != null) {
-                server.close();
-                assertEquals(0, server.connectionCount(), "connections left after close");
-            }
-        } finally {
-            if (tk != null) {
-                tk.close(); // throws if any page, bio or pool element was not returned
-            }
-        }
-    }
-
-    /** Waits (bounded) for the next log line containing {@code text}; returns it. */
-    private String awaitLogged(String text) throws InterruptedException {
-        while (true) {
-            String line = logLines.poll(30, TimeUnit.SECONDS);
-            assertNotNull(line, "no log line containing '" + text + "' within 30 s; log: " + log);
-            if (line.contains(text)) {
-                return line;
-            }
-        }
     }
 
     /**
@@ -189,7 +135,7 @@ class NbdRequestTimeoutTest {
         assertEquals(1, held.size());
         completeHeld();
         assertEquals(server.budget().totalPages(), server.budget().freePages(), "the late READ's budget came back");
-        closeAll();
+        tearDown(); // on the test's own thread, to which the kernel is bound
     }
 
     /**
@@ -213,7 +159,7 @@ class NbdRequestTimeoutTest {
         other.close();
         assertTrue(server.drain(30_000_000_000L, false), server.describeState());
         assertEquals(server.budget().totalPages(), server.budget().freePages(), "the late WRITE's budget came back");
-        closeAll();
+        tearDown(); // on the test's own thread, to which the kernel is bound
     }
 
     /**
@@ -240,6 +186,6 @@ class NbdRequestTimeoutTest {
         assertEquals(server.budget().totalPages(), server.budget().freePages(), "the late windows' budget came back");
         assertEquals(0, server.exports().get(0).device().trackedRequests().count(),
                 "the late WRITE's range is still tracked: a read-modify-write over it would fail");
-        closeAll();
+        tearDown(); // on the test's own thread, to which the kernel is bound
     }
 }
