@@ -165,13 +165,14 @@ final class ServeCommand implements Callable<Integer> {
     Long idleTimeoutNanos;
 
     @Option(names = "--reply-timeout", paramLabel = "DURATION|off", converter = DurationConverter.OrOff.class,
-            description = "Disconnect a client whose replies could not be sent (it does not read them) for this"
-                    + " long, or off (default: the configuration's reply-timeout, else 30s).")
+            description = "Disconnect a client whose replies could not be sent (it does not read them), or that"
+                    + " stopped sending a request's payload, for this long, or off (default: the configuration's"
+                    + " reply-timeout, else 30s).")
     Long replyTimeoutNanos;
 
     @Option(names = "--request-timeout", paramLabel = "DURATION|off", converter = DurationConverter.OrOff.class,
-            description = "Disconnect a client one of whose requests waited this long for its device (a device that"
-                    + " lost or stalls its I/O), so that it sees the connection end instead of waiting for ever, or off"
+            description = "Disconnect a client one of whose requests is not done this long after its header (a device"
+                    + " that lost or stalls its I/O), so that it sees the connection end instead of waiting for ever, or off"
                     + " (default: the configuration's request-timeout, else 120s).")
     Long requestTimeoutNanos;
 

@@ -34,6 +34,7 @@ final class ConnectionTimers {
     static final int IDLE_TIMED_OUT = 3;
     static final int REPLY_TIMED_OUT = 4;
     static final int REQUEST_TIMED_OUT = 5;
+    static final int PAYLOAD_TIMED_OUT = 6;
     /** The shortest re-arm of the idle and reply timers, so a clock at the deadline cannot make them spin. */
     private static final long RECHECK_NANOS_MIN = 1_000_000L;
 
@@ -63,6 +64,10 @@ final class ConnectionTimers {
     private final Runnable requestTimerCallback = this::requestTimerFired;
     /** What the request timeout cut for, for the log at the connection's end (set once, by the timer). */
     private volatile String timedOutRequest;
+    /** Whether the reader is receiving a request's payload (between its first and last byte). */
+    private volatile boolean readerReceiving;
+    /** When the reader last received payload bytes, or began to wait for them; written before {@link #readerReceiving}. */
+    private volatile long lastReceiveProgressNanos;
     /** Whether the writer is sending replies (between taking a batch and the end of its writes). */
     private volatile boolean writerSending;
     /** When the writer last moved a chunk of replies, or began sending; written before {@link #writerSending}. */
@@ -122,7 +127,7 @@ final class ConnectionTimers {
     }
 
     /**
-     * The request timer: loses every request that has waited for its device for the request
+     * The request timer: loses every request that has not been done within the request
      * timeout and cuts the connection for the first ({@link NbdConnection#requestTimedOut}); then
      * re-arms for the oldest deadline left (or a whole timeout if none waits). Never blocks.
      */
@@ -181,21 +186,24 @@ final class ConnectionTimers {
 
     /**
      * The reply timer: cuts the connection if the writer has been sending and moved no chunk for
-     * the reply timeout; otherwise re-arms for when that could first be true. Only flips the
+     * the reply timeout, or the reader has been receiving a request's payload and got no byte of it
+     * for as long (a client that stalls mid-payload holds that request's budget pages, and a few
+     * such clients would hold every other client's writes); otherwise re-arms for when that could
+     * first be true. Only flips the
      * phase and closes the transport, neither of which blocks (rule 2 of DESIGN.md section 1).
      */
     private void replyTimerFired() {
         long now = kernel.scheduler().nanoTime();
-        boolean sending = writerSending;
-        long stalledNanos = sending ? now - lastSendProgressNanos : 0;
-        if (sending && stalledNanos >= replyTimeoutNanos) {
-            if (phase.compareAndSet(TRANSMISSION, REPLY_TIMED_OUT)) {
+        long sendStalled = writerSending ? now - lastSendProgressNanos : 0;
+        long receiveStalled = readerReceiving ? now - lastReceiveProgressNanos : 0;
+        if (sendStalled >= replyTimeoutNanos || receiveStalled >= replyTimeoutNanos) {
+            if (phase.compareAndSet(TRANSMISSION, sendStalled >= replyTimeoutNanos ? REPLY_TIMED_OUT : PAYLOAD_TIMED_OUT)) {
                 connection.closeSocket();
             }
             return;
         }
-        arm(REPLY_TIMER, Math.max(replyTimeoutNanos - stalledNanos, RECHECK_NANOS_MIN), replyTimerName,
-                replyTimerCallback);
+        arm(REPLY_TIMER, Math.max(replyTimeoutNanos - Math.max(sendStalled, receiveStalled), RECHECK_NANOS_MIN),
+                replyTimerName, replyTimerCallback);
     }
 
     /** Sets the timer of kind {@code which} (replacing the pending one's slot), unless the connection has ended. */
@@ -259,8 +267,11 @@ final class ConnectionTimers {
         if (phase.get() == REPLY_TIMED_OUT) {
             server.log(name + " (" + peer + "): disconnected: replies not read for "
                     + NbdServer.formatNanos(replyTimeoutNanos) + " (reply timeout)");
+        } else if (phase.get() == PAYLOAD_TIMED_OUT) {
+            server.log(name + " (" + peer + "): disconnected: a request's payload stalled for "
+                    + NbdServer.formatNanos(replyTimeoutNanos) + " (reply timeout)");
         } else if (phase.get() == REQUEST_TIMED_OUT) {
-            server.log(name + " (" + peer + "): disconnected: " + timedOutRequest + " waited for its device for "
+            server.log(name + " (" + peer + "): disconnected: " + timedOutRequest + " not done within "
                     + NbdServer.formatNanos(requestTimeoutNanos) + " (request timeout)");
         }
     }
@@ -286,6 +297,21 @@ final class ConnectionTimers {
     /** The writer is done with a batch (sent, or failed). */
     void endSending() {
         writerSending = false;
+    }
+
+    /** The reader starts or stops receiving a request's payload: the reply timeout watches it meanwhile. */
+    void receiving(boolean value) {
+        if (value) {
+            noteReceiveProgress();
+        }
+        readerReceiving = value;
+    }
+
+    /** Notes that payload bytes arrived (only with a reply timeout: a clock read per read). */
+    void noteReceiveProgress() {
+        if (replyTimeoutNanos > 0) {
+            lastReceiveProgressNanos = kernel.scheduler().nanoTime();
+        }
     }
 
     /** Notes that the writer moved replies (only with a reply timeout: a clock read per chunk). */

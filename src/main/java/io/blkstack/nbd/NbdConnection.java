@@ -310,7 +310,7 @@ final class NbdConnection {
     }
 
     /**
-     * The request timer lost {@code r} (its device kept it past the request timeout) and marked the
+     * The request timer lost {@code r} (not done within the request timeout) and marked the
      * connection broken ({@link RequestSlots#loseOverdue}): its transport is closed, so the client
      * sees the stream end, and a reader waiting for the window {@code r} was in goes on to find it
      * lost. Never blocks.

@@ -106,7 +106,7 @@ final class NbdRequest implements ReadReference.Owner {
     /** {@link #deviceSinceNanos} of a request that is not waiting: no header yet, or its reply is queued. */
     static final long NOT_WAITING = Long.MIN_VALUE;
     /**
-     * When the request (or its current window) began to wait for its device, on the kernel's clock;
+     * When the request (or its current window) began, on the kernel's clock, for the request timeout;
      * {@link #NOT_WAITING} before its header and once its reply is queued. Only kept under a request
      * timeout ({@link ConnectionTimers}), which reads it from its timer.
      */
@@ -150,12 +150,15 @@ final class NbdRequest implements ReadReference.Owner {
         beginEvent();
     }
 
-    /** The reader waits for the client (a payload, the wire): the request timeout does not count it. */
+    /**
+     * The reader waits for the wire to be free before a long READ (holding no budget yet): the
+     * request timeout does not count it.
+     */
     void awaitingClient() {
         deviceSinceNanos = NOT_WAITING;
     }
 
-    /** The reader is done with the client: the request waits for the server and its device again, from now. */
+    /** The reader has the wire: the request timeout counts again, from now. */
     void awaitingDevice() {
         deviceSinceNanos = connection.requestStamp();
     }

@@ -243,10 +243,7 @@ final class ReadWriteCommands {
                 }
                 int skip = position == start ? head : 0;
                 int cut = position + n == paddedEnd ? tail : 0;
-                r.awaitingClient(); // its payload's pace is the client's, not the device's
-                boolean filled = fillWriteBio(bio, n, skip, cut);
-                r.awaitingDevice();
-                if (!filled) {
+                if (!fillWriteBio(bio, n, skip, cut)) {
                     // The client vanished mid-payload: this bio never goes down; earlier ones complete.
                     bios.free(bio);
                     return bios.abandon(r);

@@ -103,6 +103,15 @@ final class RequestInput {
      * input buffer again (so the next headers come in with the tail of this payload).
      */
     void readPayload(ByteBuffer[] buffers, int count, long bytes) throws IOException {
+        timers.receiving(true); // a client that stops sending mid-payload holds its pages: the reply timeout cuts it
+        try {
+            readPayloadBuffers(buffers, count, bytes);
+        } finally {
+            timers.receiving(false);
+        }
+    }
+
+    private void readPayloadBuffers(ByteBuffer[] buffers, int count, long bytes) throws IOException {
         long left = bytes;
         int idx = 0;
         while (idx < count) {
@@ -138,6 +147,7 @@ final class RequestInput {
             if (n < 0) {
                 throw new EOFException("peer closed in the middle of a payload");
             }
+            timers.noteReceiveProgress();
         }
     }
 

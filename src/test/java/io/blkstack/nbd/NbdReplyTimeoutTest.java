@@ -86,6 +86,35 @@ class NbdReplyTimeoutTest extends ServerTestBase {
     }
 
     /**
+     * Proves the cut for a client that stops sending mid-payload: three clients each send a WRITE
+     * header for the largest payload the server offers and 64 KiB of it, then stop; their windows
+     * hold the whole payload budget, so a fourth client's 4 KiB write waits for budget. With a 300
+     * ms reply timeout each stalled client is cut ("a request's payload stalled"), its budget
+     * returns and the waiting write completes. Before, they held the budget until the request
+     * timeout (2 minutes), and every other client's writes waited as long.
+     */
+    @Test
+    @Timeout(90)
+    void clientsThatStallMidPayloadAreCutAndTheOthersWritesGoOn() throws Exception {
+        InetSocketAddress addr = start(300_000_000L);
+        int maximum = server.exports().get(0).maximumPayload();
+        long budgetBytes = server.budget().totalPages() * 4096L;
+        int stallers = (int) (budgetBytes / maximum) + 1;
+        for (int i = 0; i < stallers; i++) {
+            NbdTestClient stalled = keep(new NbdTestClient(addr)).greet();
+            stalled.go("slow");
+            stalled.request(0, CMD_WRITE, 100 + i, i * (long) maximum, maximum, null);
+            stalled.write(ByteBuffer.allocate(64 * 1024)); // then nothing more
+        }
+        NbdTestClient good = keep(new NbdTestClient(addr)).greet();
+        good.go("good");
+        proveServes(good, 3);
+        String line = awaitLogged("payload stalled");
+        assertTrue(line.matches("nbd: nbd-\\d+ \\(/127\\.0\\.0\\.1:\\d+\\): disconnected: a request's payload"
+                + " stalled for 300ms \\(reply timeout\\)"), line);
+    }
+
+    /**
      * Proves a slow but steady reader is not cut: with a 1 s reply timeout and a 256 KiB
      * receive buffer, a client sends 16 READs of 1 MiB and reads the replies 64 KiB at a time,
      * 10 ms apart (about 2.6 s in all, well over two timeouts, during which the server's writer is mostly
