@@ -484,7 +484,8 @@ final class ServeCommand implements Callable<Integer> {
     }
 
     /**
-     * The shutdown sequence, every step bounded: drain until the deadline (or a second signal),
+     * The shutdown sequence, every step bounded: resume suspended devices (no resume can come once
+     * the control socket closed), drain until the deadline (or a second signal),
      * fail what still waits, give the replies a grace, cut what is left, flush every device.
      * Returns the exit code; sets {@link #abandoned} when devices still hold requests.
      */
@@ -492,6 +493,12 @@ final class ServeCommand implements Callable<Integer> {
         log.info("stopping: no new connections, draining {} connection(s) for at most {} (a second SIGINT or"
                 + " SIGTERM skips the drain)", server.connectionCount(), Durations.format(drainNanos));
         boolean failedAny = false;
+        List<String> resumed = stack.resumeSuspended();
+        if (!resumed.isEmpty()) {
+            // The control socket is closed: no resume can come, and the drain would wait for what they hold.
+            log.info("resumed suspended device(s) {} with their live tables, so that the requests they held can"
+                    + " finish", String.join(", ", resumed));
+        }
         if (!server.drain(drainNanos, true)) {
             log.warn("{} with {} connection(s) open: {}", stopSignals.get() > 1 ? "second signal: skipping the drain"
                     : "drain deadline of " + Durations.format(drainNanos) + " passed", server.connectionCount(),

@@ -366,6 +366,20 @@ public final class Stack implements AutoCloseable {
         return failed;
     }
 
+    /**
+     * Resumes every suspended mapped device with its live table ({@link MappedDevice#resumeLive}),
+     * bottom first, so that what they hold goes out; returns their names.
+     */
+    public List<String> resumeSuspended() {
+        List<String> resumed = new ArrayList<>();
+        for (MappedDevice device : mapped) {
+            if (device.resumeLive()) {
+                resumed.add(device.name());
+            }
+        }
+        return resumed;
+    }
+
     /** Closes mapped devices last built first, then bottom devices last first, then the flush set. */
     @Override
     public void close() {

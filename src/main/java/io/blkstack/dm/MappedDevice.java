@@ -478,7 +478,7 @@ public final class MappedDevice extends BlockDevice {
         }
     }
 
-    /** A suspend that timed out: the live table's targets run again and the held bios go out. */
+    /** A suspend that timed out, or one ended by {@link #resumeLive}: the live table's targets run again and the held bios go out. */
     private void undoSuspend(Table table) {
         for (Target t : table.targets()) {
             t.resume();
@@ -552,6 +552,30 @@ public final class MappedDevice extends BlockDevice {
         }
         if (old != null) {
             old.close();
+        }
+    }
+
+    /**
+     * Resumes a suspended device with its live table, dropping a loaded inactive one, so that the
+     * bios it holds go out: for an owner that stops and will send no resume ({@code serve}'s stop,
+     * after its control socket closed), whose drain would otherwise wait for them for ever. Returns
+     * whether the device was suspended.
+     */
+    public boolean resumeLive() {
+        requireControlContext("resume");
+        if (!suspended) {
+            return false;
+        }
+        clearInactiveTable();
+        control.lock();
+        try {
+            if (!suspended) {
+                return false;
+            }
+            undoSuspend(live);
+            return true;
+        } finally {
+            control.unlock();
         }
     }
 

@@ -214,6 +214,78 @@ class ServeDrainTest {
         assertTrue(err.contains("the devices are not closed"), err);
     }
 
+    /**
+     * Proves the stop of a server with a suspended device: a client's write arrives while {@code
+     * ctl suspend} holds the device; SIGTERM then resumes the device with its live table (no resume
+     * could come once the control socket closed), so the write succeeds, the drain ends at once and
+     * every device is flushed and closed. Before, the drain waited out its deadline, the final
+     * flush waited on the suspended device too, and serve exited leaving its devices open.
+     */
+    @Test
+    @Timeout(value = 120, threadMode = Timeout.ThreadMode.SEPARATE_THREAD) // a stuck stderr read cannot be interrupted
+    void aSuspendedDeviceIsResumedAtStopSoItsHeldWriteFinishes() throws Exception {
+        String yaml = """
+                memory: 16MiB
+                devices:
+                  m: { memory: 4MiB }
+                mapped:
+                  lin: "0 8192 linear m 0"
+                exports:
+                  lin: { device: lin }
+                """;
+        Path socket = tmp.resolve("ctl.sock");
+        int port = startServerOn(yaml, "--drain-timeout", "600s", "--control", socket.toString());
+        assertEquals(0, ctl(socket, "suspend", "lin").code(), "ctl suspend lin");
+        try (MiniNbdClient client = new MiniNbdClient(new InetSocketAddress("127.0.0.1", port), "lin")) {
+            Future<Integer> held = clientThread.submit(() -> client.write(0, pattern(1)));
+            awaitExportInFlight(socket, "lin");
+            signal("TERM");
+            assertEquals(0, held.get(STOP_SECONDS_MAX, TimeUnit.SECONDS), "the held write's reply");
+        } catch (IOException e) {
+            // DISC on a connection the server already closed
+        }
+        int code = awaitExit();
+        String err = String.join("\n", errLines);
+        assertEquals(ExitCodes.SUCCESS, code, err);
+        assertTrue(err.contains("resumed suspended device(s) lin with their live tables"), err);
+    }
+
+    /** A {@code ctl} command's exit code and standard output. */
+    private record CtlRun(int code, String out) {
+    }
+
+    private static CtlRun ctl(Path socket, String... args) {
+        CommandLine commandLine = Main.commandLine();
+        StringWriter out = new StringWriter();
+        commandLine.setOut(new PrintWriter(out, true));
+        commandLine.setErr(new PrintWriter(new StringWriter(), true));
+        List<String> all = new ArrayList<>(List.of("ctl", "--socket", socket.toString()));
+        all.addAll(List.of(args));
+        return new CtlRun(commandLine.execute(all.toArray(String[]::new)), out.toString());
+    }
+
+    /**
+     * Polls {@code ctl stats --export EXPORT} until a request of that export is in flight (its
+     * header read); fails after {@link #STOP_SECONDS_MAX}.
+     */
+    private static void awaitExportInFlight(Path socket, String export) throws InterruptedException {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(STOP_SECONDS_MAX);
+        String last = "";
+        while (System.nanoTime() < deadline) {
+            CtlRun run = ctl(socket, "stats", "--export", export);
+            last = run.out();
+            for (String line : last.split("\n")) {
+                String[] fields = line.trim().split("\\s+");
+                if (run.code() == 0 && fields.length >= 14 && fields[0].equals(export) && !fields[12].equals("INFLIGHT")
+                        && Long.parseLong(fields[12]) > 0) {
+                    return;
+                }
+            }
+            Thread.sleep(20); // the server is another process: its state can only be polled
+        }
+        fail("no request of export " + export + " was ever in flight; last stats: " + last);
+    }
+
     /** Writes every block of the pool (each must succeed), then sends a fifth write on the client thread. */
     private Future<Integer> fillAndSendOneMore(MiniNbdClient client) throws Exception {
         for (int b = 0; b < 4; b++) {
