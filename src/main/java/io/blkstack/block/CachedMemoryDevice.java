@@ -141,17 +141,20 @@ public final class CachedMemoryDevice extends LatencyDevice {
             return stable.get(chunk);
         }
 
-        /** Writes a piece into the cache (copying the chunk on first write), and to stable too if {@code fua}. */
+        /**
+         * Writes a piece into the cache (copying the chunk on first write), and to stable too if
+         * {@code fua}; always true (the checker's media are small, and have no heap limit).
+         */
         @Override
-        void write(long chunk, int chunkOffset, Page page, int pageOffset, int n, boolean fua) {
+        boolean write(long chunk, int chunkOffset, Page page, int pageOffset, int n, boolean fua) {
             lock.lock();
             try {
                 if (powerCut) {
-                    return;
+                    return true; // the power is out: the write is lost, as the model says
                 }
                 if (writeThrough) {
                     page.buffer().get(pageOffset, chunkIn(stable, chunk), chunkOffset, n);
-                    return;
+                    return true;
                 }
                 byte[] c = cache.get(chunk);
                 if (c == null || c == ZEROED) {
@@ -167,6 +170,7 @@ public final class CachedMemoryDevice extends LatencyDevice {
                     System.arraycopy(c, chunkOffset, s, chunkOffset, n);
                     putStable(chunk, s);
                 }
+                return true;
             } finally {
                 lock.unlock();
             }

@@ -32,8 +32,11 @@ abstract class ChunkStore {
     /** The chunk as it reads now, or null for zeros; the caller holds {@link #lock}. */
     abstract byte[] current(long chunk);
 
-    /** Copies {@code n} bytes of the page into the chunk at {@code chunkOffset}; {@code fua}: stable now. */
-    abstract void write(long chunk, int chunkOffset, Page page, int pageOffset, int n, boolean fua);
+    /**
+     * Copies {@code n} bytes of the page into the chunk at {@code chunkOffset}; {@code fua}: stable
+     * now. False, with nothing written, if a new chunk would not fit the store's limit.
+     */
+    abstract boolean write(long chunk, int chunkOffset, Page page, int pageOffset, int n, boolean fua);
 
     /** Makes {@code n} bytes of the chunk from {@code chunkOffset} read as zeros. */
     abstract void zero(long chunk, int chunkOffset, int n);
@@ -96,9 +99,10 @@ abstract class ChunkStore {
     /**
      * Walks the bio's segments (from its iterator, with locals only, so concurrent submitters
      * share nothing) and copies each one, chunk piece by chunk piece. A FUA write's pieces are
-     * written with {@code fua}.
+     * written with {@code fua}. False if a write stopped at a chunk that did not fit the store's
+     * limit (the pieces before it are written).
      */
-    final void copySegments(Bio bio, boolean fua) {
+    final boolean copySegments(Bio bio, boolean fua) {
         boolean write = bio.op() == BioOp.WRITE;
         BioVec[] vecs = bio.vecs();
         int idx = bio.iterIndex();
@@ -114,7 +118,9 @@ abstract class ChunkStore {
                 int chunkOffset = (int) (position & (CHUNK_SIZE - 1));
                 int n = Math.min(segmentLeft, CHUNK_SIZE - chunkOffset);
                 if (write) {
-                    write(chunk, chunkOffset, page, pageOffset, n, fua);
+                    if (!write(chunk, chunkOffset, page, pageOffset, n, fua)) {
+                        return false;
+                    }
                 } else {
                     read(chunk, chunkOffset, page, pageOffset, n);
                 }
@@ -126,6 +132,7 @@ abstract class ChunkStore {
             idx++;
             done = 0;
         }
+        return true;
     }
 
     /** Makes a byte range read as zeros, chunk piece by chunk piece. */

@@ -1,6 +1,8 @@
 package io.blkstack.block;
 
 import io.blkstack.bio.Bio;
+import io.blkstack.bio.BioStatus;
+import io.blkstack.kernel.HeapQuota;
 import io.blkstack.kernel.Kernel;
 import io.blkstack.kernel.SpinLock;
 import io.blkstack.mem.Page;
@@ -15,7 +17,11 @@ import java.util.HashMap;
  *
  * <p>The storage deliberately stays out of the kernel's page arena: the arena is the data path's
  * budget (bios, bounce and cache pages), and a memory device stands for a disk, not for memory the
- * block layer may use. It grows at most to its capacity.
+ * block layer may use. It grows at most to its capacity, and all memory devices of a kernel
+ * together at most to the kernel's {@link HeapQuota} (half the heap): a write that needs a new chunk
+ * past it fails with ENOSPC, as a full disk would, where it used to end in an
+ * {@link OutOfMemoryError} that took the whole server down. The device gives its chunks back to
+ * the quota when it closes.
  *
  * <p>With {@code latencyNanos == 0} a bio is served and completed in {@link #submitBio}, on the
  * submitting task. Otherwise it is served at submission and completed by a kernel timer after the
@@ -43,14 +49,18 @@ public final class MemoryDevice extends LatencyDevice {
      */
     public MemoryDevice(Kernel kernel, String name, long sizeBytes, long latencyNanos, int queueDepth) {
         super(kernel, "memory device", name, sizeBytes, QueueLimits.defaults(), latencyNanos, queueDepth);
-        this.chunks = new Chunks(new SpinLock("memory device " + name));
+        this.chunks = new Chunks(new SpinLock("memory device " + name), kernel.heapQuota());
     }
 
     /** Moves the bio's data to or from the chunks. */
     @Override
     void serve(Bio bio) {
         switch (bio.op()) {
-            case READ, WRITE -> chunks.copySegments(bio, false);
+            case READ, WRITE -> {
+                if (!chunks.copySegments(bio, false)) {
+                    bio.setStatus(BioStatus.NOSPC); // the heap quota is full: a full disk, not a crash
+                }
+            }
             case FLUSH -> {
             }
             case DISCARD, WRITE_ZEROES -> chunks.zeroRange(bio.sector() << Bio.SECTOR_SHIFT, bio.sizeBytes());
@@ -77,18 +87,33 @@ public final class MemoryDevice extends LatencyDevice {
         return chunks.size();
     }
 
+    /** Waits for the bios awaiting their timers, then gives every chunk back to the heap quota. */
+    @Override
+    public void close() {
+        try {
+            super.close();
+        } finally {
+            chunks.dropAll();
+        }
+    }
+
     @Override
     public String describeState() {
         return "memory device " + name() + ": " + capacitySectors() + " sectors, " + allocatedChunks()
                 + " chunks allocated, " + inFlight() + " awaiting completion";
     }
 
-    /** The chunk map, guarded by the store's lock taken per piece; an all-zero chunk is dropped as a hole. */
+    /**
+     * The chunk map, guarded by the store's lock taken per piece; an all-zero chunk is dropped as a
+     * hole. Each chunk in the map is charged to the heap quota.
+     */
     private static final class Chunks extends ChunkStore {
         private final HashMap<Long, byte[]> map = new HashMap<>();
+        private final HeapQuota quota;
 
-        Chunks(SpinLock lock) {
+        Chunks(SpinLock lock, HeapQuota quota) {
             super(lock);
+            this.quota = quota;
         }
 
         @Override
@@ -96,12 +121,30 @@ public final class MemoryDevice extends LatencyDevice {
             return map.get(chunk);
         }
 
-        /** Writes a piece; every write is stable when served, so {@code fua} changes nothing. */
+        /**
+         * Writes a piece; every write is stable when served, so {@code fua} changes nothing. False
+         * if its chunk is new and the heap quota has no room for it.
+         */
         @Override
-        void write(long chunk, int chunkOffset, Page page, int pageOffset, int n, boolean fua) {
+        boolean write(long chunk, int chunkOffset, Page page, int pageOffset, int n, boolean fua) {
             lock.lock();
             try {
+                if (!map.containsKey(chunk) && !quota.charge(CHUNK_SIZE)) {
+                    return false;
+                }
                 page.buffer().get(pageOffset, chunkIn(map, chunk), chunkOffset, n);
+                return true;
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        /** Drops every chunk, giving them back to the heap quota (the device closes). */
+        void dropAll() {
+            lock.lock();
+            try {
+                quota.release((long) map.size() * CHUNK_SIZE);
+                map.clear();
             } finally {
                 lock.unlock();
             }
@@ -113,18 +156,25 @@ public final class MemoryDevice extends LatencyDevice {
             lock.lock();
             try {
                 if (n == CHUNK_SIZE) {
-                    map.remove(chunk);
+                    drop(chunk);
                 } else {
                     byte[] data = map.get(chunk);
                     if (data != null) {
                         Arrays.fill(data, chunkOffset, chunkOffset + n, (byte) 0);
                         if (isAllZero(data)) {
-                            map.remove(chunk);
+                            drop(chunk);
                         }
                     }
                 }
             } finally {
                 lock.unlock();
+            }
+        }
+
+        /** Removes a chunk, if present, and gives it back to the heap quota; the caller holds the lock. */
+        private void drop(long chunk) {
+            if (map.remove(chunk) != null) {
+                quota.release(CHUNK_SIZE);
             }
         }
 

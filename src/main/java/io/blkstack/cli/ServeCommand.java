@@ -1,5 +1,7 @@
 package io.blkstack.cli;
 
+import io.blkstack.block.BlockDevice;
+import io.blkstack.block.MemoryDevice;
 import io.blkstack.config.ConfigException;
 import io.blkstack.config.ListenAddress;
 import io.blkstack.config.Stack;
@@ -396,6 +398,7 @@ final class ServeCommand implements Callable<Integer> {
         } catch (IOException e) {
             return fail(err, ExitCodes.RUNTIME, e.getMessage());
         }
+        warnIfMemoryDevicesPassTheHeap(kernel, stack);
         int code;
         try {
             code = serveStack(kernel, config, stack, listeners, memory, out, err);
@@ -408,6 +411,28 @@ final class ServeCommand implements Callable<Integer> {
             log.info("stopped; every device flushed and closed");
         }
         return code;
+    }
+
+    /**
+     * Warns when the memory devices could hold more than the heap lets them ({@link
+     * io.blkstack.kernel.HeapQuota}): writes past it fail with ENOSPC, which a user should hear of
+     * before a client does.
+     */
+    private void warnIfMemoryDevicesPassTheHeap(Kernel kernel, Stack stack) {
+        long total = 0;
+        List<String> names = new ArrayList<>();
+        for (BlockDevice d : stack.bottomDevices()) {
+            if (d instanceof MemoryDevice) {
+                total += d.capacityBytes();
+                names.add(d.name());
+            }
+        }
+        long limit = kernel.heapQuota().limitBytes();
+        if (total > limit) {
+            log.warn("memory device(s) {} hold up to {} on the Java heap, but may fill only {} of it (half the"
+                    + " heap): writes past that fail with ENOSPC; raise the heap (BLKSTACK_JAVA_OPTS=-Xmx...) or use"
+                    + " file devices", String.join(", ", names), Sizes.format(total), Sizes.format(limit));
+        }
     }
 
     /** Serves {@code stack} until asked to stop, then stops within the deadlines; returns the exit code. */

@@ -28,6 +28,8 @@ public final class Kernel implements AutoCloseable {
     private final Tracer tracer;
     private final boolean latencyHistograms;
     private final Counters counters = new Counters();
+    /** What memory devices may fill of the Java heap. */
+    private final HeapQuota heapQuota;
     private final AtomicLong taskIds = new AtomicLong();
     private final List<Component> components = new CopyOnWriteArrayList<>();
     private final List<String> misuses = new CopyOnWriteArrayList<>();
@@ -46,6 +48,7 @@ public final class Kernel implements AutoCloseable {
 
     private Kernel(Builder b) {
         this.name = b.name;
+        this.heapQuota = b.heapQuotaBytes >= 0 ? new HeapQuota(b.heapQuotaBytes) : HeapQuota.ofHeap();
         this.scheduler = b.scheduler != null ? b.scheduler : new RealScheduler();
         this.policies = b.policies;
         this.reserves = b.reserves;
@@ -106,6 +109,11 @@ public final class Kernel implements AutoCloseable {
 
     public Counters counters() {
         return counters;
+    }
+
+    /** The heap memory devices may fill with data ({@link HeapQuota}). */
+    public HeapQuota heapQuota() {
+        return heapQuota;
     }
 
     /** The page allocator: the whole data-path memory budget of this kernel. */
@@ -310,6 +318,7 @@ public final class Kernel implements AutoCloseable {
         private java.util.function.Function<Task, String> watchdogExplainer;
         private boolean start = true;
         private boolean latencyHistograms = true;
+        private long heapQuotaBytes = -1;
 
         public Builder name(String value) {
             this.name = value;
@@ -326,6 +335,12 @@ public final class Kernel implements AutoCloseable {
          * Whether the page arena may be an anonymous mapping (the default; zeroed lazily by the
          * operating system) or must be direct memory zeroed up front (the plain-JDK path).
          */
+        /** What memory devices may fill of the heap ({@link HeapQuota}); default half the heap. */
+        public Builder heapQuota(long bytes) {
+            this.heapQuotaBytes = bytes;
+            return this;
+        }
+
         public Builder mappedArena(boolean value) {
             this.mappedArena = value;
             return this;

@@ -32,7 +32,9 @@ class MemoryDeviceTest {
 
     @AfterEach
     void tearDown() {
-        tk.close();
+        if (tk != null) {
+            tk.close();
+        }
     }
 
     @Test
@@ -57,6 +59,36 @@ class MemoryDeviceTest {
             byte[] want = new byte[length];
             System.arraycopy(model, (int) position, want, 0, length);
             assertArrayEquals(want, got, "read at " + position + " length " + length);
+        }
+    }
+
+    /**
+     * Proves the heap quota: with room for two chunks, writes to two new chunks succeed, one to a
+     * third fails with ENOSPC (nothing written there), overwrites of the two still succeed, a
+     * DISCARD of one gives its room back for the third, and closing the device gives everything
+     * back. Before, a memory device larger than the heap grew until an OutOfMemoryError took the
+     * server down (found by an adversarial test: a 64 GiB memory device and an 8 GiB write).
+     */
+    @Test
+    void writesPastTheHeapQuotaFailWithNoSpaceAndDroppedChunksGiveRoomBack() {
+        Kernel small = Kernel.builder().name("quota-test").memory(8L << 20).heapQuota(2 * MemoryDevice.CHUNK_SIZE).build();
+        try (Kernel.Attachment self = small.attach("test")) {
+            BioSet bios = new BioSet(small, "test", 4, 4, null, false);
+            MemoryDevice dev = new MemoryDevice(small, "m", SIZE, 0);
+            byte[] data = filled(4096, (byte) 3);
+            assertEquals(BioStatus.OK, BioBytes.write(bios, dev, 0, data, 0, 0));
+            assertEquals(BioStatus.OK, BioBytes.write(bios, dev, 4096, data, 0, 0));
+            assertEquals(BioStatus.NOSPC, BioBytes.write(bios, dev, 8192, data, 0, 0));
+            assertArrayEquals(new byte[4096], BioBytes.readOk(bios, dev, 8192, 4096, 0), "the refused write wrote nothing");
+            assertEquals(BioStatus.OK, BioBytes.write(bios, dev, 512, filled(512, (byte) 4), 0, 0), "an overwrite");
+            assertEquals(BioStatus.OK, BioBytes.range(bios, dev, BioOp.DISCARD, 4096, 4096, 0));
+            assertEquals(BioStatus.OK, BioBytes.write(bios, dev, 8192, data, 0, 0), "room given back by the discard");
+            assertEquals(2 * MemoryDevice.CHUNK_SIZE, small.heapQuota().usedBytes());
+            dev.close();
+            assertEquals(0, small.heapQuota().usedBytes(), "the closed device's chunks");
+            bios.close();
+        } finally {
+            small.close();
         }
     }
 
