@@ -89,8 +89,10 @@ public final class LockedFile implements AutoCloseable {
     private static LockedFile open(Path path, boolean shared) throws IOException {
         Object key = keyOf(path);
         LockedFile claim = new LockedFile(path, key, shared, null, null);
-        if (HELD.putIfAbsent(key, claim) != null) {
-            throw new FileInUseException(path); // held in this process: opening it again would drop the lock
+        LockedFile holder = HELD.putIfAbsent(key, claim);
+        if (holder != null) {
+            // Held in this process (opening it again would drop the lock): say so, and by what name.
+            throw new FileInUseException(path, "in use in this process (already open as " + holder.path + ")");
         }
         RandomAccessFile file = null;
         try {
@@ -185,13 +187,18 @@ public final class LockedFile implements AutoCloseable {
         private final transient Path path;
 
         public FileInUseException(Path path) {
-            super(path + " is in use (locked by another process)");
+            this(path, "in use (locked by another process)");
+        }
+
+        /** {@code path} is {@code why} (such as "in use (locked by another process)"). */
+        FileInUseException(Path path, String why) {
+            super(path + " is " + why);
             this.path = path;
         }
 
         /** The same, with a prefix saying where the file was named (such as {@code stack.yaml:4: devices.a.file: }). */
         public FileInUseException(Path path, String where, FileInUseException cause) {
-            super(where + path + " is in use (locked by another process)", cause);
+            super(where + cause.getMessage(), cause);
             this.path = path;
         }
 

@@ -83,16 +83,18 @@ class FileDeviceTest {
 
     /**
      * Proves a file device owns its file: a second device on the same file in this process (or a
-     * shared-lock reader) fails with "FILE is in use (locked by another process)" before it changes
-     * anything; the refused opens do not drop the first device's OS lock (a separate process still
-     * finds the file locked); once the first device closes, the file opens again.
+     * shared-lock reader), under its name or another (a path through a subdirectory and back),
+     * fails with "FILE is in use in this process (already open as FIRST)" before it
+     * changes anything; the refused opens do not drop the first device's OS lock (a separate
+     * process finds the file "in use (locked by another process)"); once the first device closes,
+     * the file opens again.
      */
     @Test
     void secondDeviceOnALockedFileFailsAndTheFirstKeepsItsLock() throws Exception {
         start(Faults.NONE);
         Path path = dir.resolve("a.img");
         FileDevice first = FileDevice.open(kernel, "a", path, SIZE, FileDevice.Options.defaults().withCreate(true));
-        String inUse = path + " is in use (locked by another process)";
+        String inUse = path + " is in use in this process (already open as " + path + ")";
         LockedFile.FileInUseException e = assertThrows(LockedFile.FileInUseException.class,
                 () -> FileDevice.open(kernel, "b", path, 2 * SIZE, FileDevice.Options.defaults().withCreate(true)));
         assertEquals(inUse, e.getMessage());
@@ -101,9 +103,14 @@ class FileDeviceTest {
         e = assertThrows(LockedFile.FileInUseException.class,
                 () -> FileDevice.open(kernel, "c", path, SIZE, FileDevice.Options.defaults().withLockShared(true)));
         assertEquals(inUse, e.getMessage());
+        Files.createDirectories(dir.resolve("sub"));
+        Path other = dir.resolve("sub").resolve("..").resolve("a.img");
+        e = assertThrows(LockedFile.FileInUseException.class,
+                () -> FileDevice.open(kernel, "d", other, SIZE, FileDevice.Options.defaults()));
+        assertEquals(other + " is in use in this process (already open as " + path + ")", e.getMessage());
 
         String probe = lockProbe(path);
-        assertTrue(probe.contains(inUse), "another process could lock the file: " + probe);
+        assertTrue(probe.contains(path + " is in use (locked by another process)"), "another process could lock the file: " + probe);
 
         first.close();
         FileDevice again = FileDevice.open(kernel, "a2", path, SIZE, FileDevice.Options.defaults());
@@ -125,7 +132,7 @@ class FileDeviceTest {
         }
     }
 
-    /** Shared locks admit each other across processes, not a writer: a reader here, then a device fails. */
+    /** A shared lock keeps a writer out: a reader here, then a device fails (in this process, so it says so). */
     @Test
     void sharedLockKeepsAWriterOut() throws Exception {
         start(Faults.NONE);
@@ -135,7 +142,7 @@ class FileDeviceTest {
             assertTrue(reader.isShared());
             LockedFile.FileInUseException e = assertThrows(LockedFile.FileInUseException.class,
                     () -> FileDevice.open(kernel, "a", path, SIZE, FileDevice.Options.defaults()));
-            assertEquals(path + " is in use (locked by another process)", e.getMessage());
+            assertEquals(path + " is in use in this process (already open as " + path + ")", e.getMessage());
         }
         FileDevice.open(kernel, "a", path, SIZE, FileDevice.Options.defaults()).close();
     }
