@@ -211,6 +211,8 @@ final class NbdConnection {
             try (Task.NoioScope noio = self.noio(); Plug.Scope plugged = self.plug().start()) {
                 readRequests(input, handler, sendReady);
             }
+        } catch (java.net.ProtocolException e) {
+            server.log(name + " (" + peer + "): disconnected: " + e.getMessage());
         } catch (IOException e) {
             // The client went away or broke the protocol: this connection ends, nothing else.
         } catch (RuntimeException e) {

@@ -79,7 +79,7 @@ final class NbdHandshake {
      * A handshake that offers TLS as {@code tls} says.
      *
      * @param name the connection's name for log lines
-     * @param log where a failed TLS handshake is reported
+     * @param log where a failed TLS handshake, and a protocol violation that ends the session, are reported
      */
     NbdHandshake(NbdTransport channel, List<Export> exports, ServerTls tls, String name, Consumer<String> log) {
         this.channel = channel;
@@ -120,14 +120,16 @@ final class NbdHandshake {
                 return null;
             }
             header.flip();
-            if (header.getLong() != IHAVEOPT) {
-                return null;
+            long magic = header.getLong();
+            if (magic != IHAVEOPT) {
+                return disconnected("an option with magic 0x" + Long.toHexString(magic) + ", not IHAVEOPT");
             }
             int option = header.getInt();
             long length = header.getInt() & 0xffffffffL;
             if (length > OPTION_DATA_MAX) {
                 if (length > OPTION_SKIP_MAX || option == OPT_EXPORT_NAME) {
-                    return null;
+                    return disconnected("option " + option + " with " + length + " bytes of data (at most "
+                            + (option == OPT_EXPORT_NAME ? OPTION_DATA_MAX : OPTION_SKIP_MAX) + ")");
                 }
                 WireIo.skip(channel, scratch, length);
                 reply(option, tlsRequired(option) ? REP_ERR_TLS_REQD : isKnown(option) ? REP_ERR_TOO_BIG : REP_ERR_UNSUP,
@@ -161,6 +163,12 @@ final class NbdHandshake {
     }
 
     /** Sends the greeting and reads the client's flags; false if the session ended there. */
+    /** Logs a protocol violation that ends the session (the spec's hard disconnect); returns null. */
+    private Negotiated disconnected(String what) {
+        log.accept(name + ": disconnected in the handshake: " + what);
+        return null;
+    }
+
     private boolean greet() throws IOException {
         ByteBuffer hello = ByteBuffer.allocate(18);
         hello.putLong(NBDMAGIC).putLong(IHAVEOPT).putShort((short) (FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES)).flip();
@@ -171,7 +179,9 @@ final class NbdHandshake {
         }
         int flags = clientFlags.flip().getInt();
         if ((flags & ~(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES)) != 0) {
-            return false; // the spec: the server MUST drop the connection on unknown client flags
+            // the spec: the server MUST drop the connection on unknown client flags
+            disconnected("unknown client flags 0x" + Integer.toHexString(flags));
+            return false;
         }
         noZeroes = (flags & FLAG_C_NO_ZEROES) != 0;
         return true;

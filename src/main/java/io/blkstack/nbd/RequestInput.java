@@ -7,6 +7,7 @@ import static io.blkstack.nbd.NbdProtocol.REQUEST_MAGIC;
 import io.blkstack.kernel.Task;
 import java.io.EOFException;
 import java.io.IOException;
+import java.net.ProtocolException;
 import java.nio.ByteBuffer;
 
 /**
@@ -43,7 +44,11 @@ final class RequestInput {
         this.timers = timers;
     }
 
-    /** Reads a request header into the slot; false for end of stream, a wrong magic or DISC. */
+    /**
+     * Reads a request header into the slot; false for end of stream or DISC.
+     *
+     * @throws ProtocolException for a wrong magic (garbage: the connection ends)
+     */
     boolean readHeader(NbdRequest r) throws IOException {
         timers.awaitingRequest(true);
         boolean arrived;
@@ -57,8 +62,10 @@ final class RequestInput {
         }
         timers.noteActivity();
         ByteBuffer h = input;
-        if (h.getInt() != REQUEST_MAGIC) {
-            return false; // garbage: a hard disconnect of this connection only
+        int magic = h.getInt();
+        if (magic != REQUEST_MAGIC) {
+            // garbage: a hard disconnect of this connection only, said in the log
+            throw new ProtocolException("a request with magic 0x" + Integer.toHexString(magic) + ", not NBD_REQUEST_MAGIC");
         }
         int flags = h.getShort() & 0xffff;
         int command = h.getShort() & 0xffff;

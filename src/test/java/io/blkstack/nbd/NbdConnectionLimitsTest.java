@@ -11,6 +11,7 @@ import io.blkstack.kernel.Faults;
 import io.blkstack.kernel.Policies;
 import java.io.IOException;
 import java.net.InetSocketAddress;
+import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.util.List;
 import java.util.Random;
@@ -208,6 +209,36 @@ class NbdConnectionLimitsTest extends ServerTestBase {
         String line = awaitLogged("idle");
         assertTrue(line.matches("nbd: nbd-1 \\(/127\\.0\\.0\\.1:\\d+\\): disconnected: idle for 200ms \\(idle timeout\\)"),
                 line);
+    }
+
+    /**
+     * Proves a client that breaks the protocol is disconnected with the reason in the log: an
+     * option with a wrong magic, an option whose length is 0xffffffff, unknown client flags, and
+     * after the handshake a request with a wrong magic. Before, each was a silent reset.
+     */
+    @Test
+    @Timeout(60)
+    void protocolViolationsAreLoggedWithTheirReason() throws Exception {
+        InetSocketAddress addr = start(o -> o, null);
+        NbdTestClient badMagic = client(addr).greet();
+        badMagic.write(ByteBuffer.allocate(16).putLong(0x1234L).putInt(OPT_GO).putInt(0).flip());
+        assertTrue(badMagic.readsEof());
+        assertTrue(awaitLogged("disconnected in the handshake").endsWith(": an option with magic 0x1234, not IHAVEOPT"));
+        NbdTestClient huge = client(addr).greet();
+        huge.write(ByteBuffer.allocate(16).putLong(IHAVEOPT).putInt(OPT_GO).putInt(-1).flip());
+        assertTrue(huge.readsEof());
+        String line = awaitLogged("disconnected in the handshake");
+        assertTrue(line.contains(": option " + OPT_GO + " with 4294967295 bytes of data (at most "), line);
+        NbdTestClient flags = client(addr).greet(0x80);
+        assertTrue(flags.readsEof());
+        assertTrue(awaitLogged("disconnected in the handshake").endsWith(": unknown client flags 0x80"));
+        NbdTestClient garbage = client(addr).greet();
+        proveServes(garbage, 7);
+        garbage.write(ByteBuffer.allocate(28).putInt(0, 0x0bad0bad)); // a whole header's bytes, the magic wrong
+        assertTrue(garbage.readsEof());
+        line = awaitLogged("disconnected: a request");
+        assertTrue(line.matches("nbd: nbd-\\d+ \\(/127\\.0\\.0\\.1:\\d+\\): disconnected: a request with magic 0xbad0bad,"
+                + " not NBD_REQUEST_MAGIC"), line);
     }
 
     /** Options are checked with the bad value in the message. */
