@@ -972,7 +972,10 @@ public final class RemoteDevice extends BlockDevice {
                 || again.structuredReplies() != info.structuredReplies()) {
             wire.cut();
             wire.close();
-            lastErrorOf("the export changed: was " + info.describe() + ", now " + again.describe());
+            lastErrorOf("the export changed: was " + info.describe() + ", now " + again.describe()
+                    + (again.transmissionFlags() != info.transmissionFlags() ? String.format(
+                            " (transmission flags 0x%04x, now 0x%04x)", info.transmissionFlags(), again.transmissionFlags())
+                            : ""));
             return false;
         }
         boolean wasFailed;
@@ -989,6 +992,11 @@ public final class RemoteDevice extends BlockDevice {
             linksUp++;
             wasFailed = failed;
             failed = false;
+            if (allocation != null) {
+                // What the map says was said by the server before this connection: it may be
+                // another server now (same size and flags), or the export changed meanwhile.
+                allocation.invalidate(0, capacityBytes());
+            }
         } finally {
             lock.unlock();
         }
@@ -1224,11 +1232,14 @@ public final class RemoteDevice extends BlockDevice {
 
     /**
      * The run at {@code sector} from what BLOCK_STATUS replies said (see {@link AllocationMap});
-     * never asks the server itself: an unknown range answers "allocated" and queues a query.
+     * never asks the server itself: an unknown range answers "allocated" and queues a query. While
+     * no connection is up (or the device failed) every range answers "allocated", so that a READ
+     * goes to the device and waits for it or fails, rather than being answered with zeros from a
+     * map the next server may not share.
      */
     @Override
     public long allocatedExtent(long sector, long maxSectors) {
-        if (allocation == null) {
+        if (allocation == null || failed) {
             return super.allocatedExtent(sector, maxSectors);
         }
         if (sector < 0 || maxSectors <= 0 || sector >= capacitySectors()) {
@@ -1237,6 +1248,9 @@ public final class RemoteDevice extends BlockDevice {
         }
         lock.lock();
         try {
+            if (linksUp == 0) {
+                return super.allocatedExtent(sector, maxSectors);
+            }
             long run = allocation.extent(sector << Bio.SECTOR_SHIFT,
                     Math.min(maxSectors, capacitySectors() - sector) << Bio.SECTOR_SHIFT);
             long miss = allocation.takeMiss();

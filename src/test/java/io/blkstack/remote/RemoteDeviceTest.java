@@ -133,6 +133,46 @@ class RemoteDeviceTest {
         }
     }
 
+    /**
+     * Proves the hole map is only trusted while a connection is up to the server that described
+     * it: a region the server reported as a hole answers "hole"; once the server is gone and the
+     * device failed, every range answers "allocated" (so a READ goes to the device and fails with
+     * EIO, not zeros); and after a reconnect (to what may be another server) the map starts over,
+     * so the first answer is "allocated" again. Before, a failed device answered hole READs with
+     * zeros, and a replaced server's data read as zeros where the old one had holes (found by an
+     * adversarial test).
+     */
+    @Test
+    void theHoleMapIsForgottenWhenTheDeviceFailsAndWhenItReconnects() throws Exception {
+        assumeTrue(Nbdkit.installed(), "nbdkit is not installed");
+        try (Nbdkit server = new Nbdkit(tmp.resolve("h.sock"), "memory", "16M").start();
+                TestKernel tk = new TestKernel("remote", 16 * MiB, Policies.defaults(), Faults.NONE)) {
+            RemoteDevice dev = RemoteDevice.open(tk.kernel, "r9", options(server, 1, SECOND_NANOS / 2));
+            BioSet set = new BioSet(tk.kernel, "test", 4, 4, null, false);
+            try {
+                assertTrue(dev.knowsAllocation());
+                long sectors = 16 * MiB / 512;
+                long deadline = System.nanoTime() + 30 * SECOND_NANOS;
+                while (dev.allocatedExtent(0, sectors) != -sectors && System.nanoTime() < deadline) {
+                    Thread.sleep(2); // each call queues a BLOCK_STATUS query for what is still unknown
+                }
+                assertEquals(-sectors, dev.allocatedExtent(0, sectors), "the empty export is one hole: " + dev.describeState());
+                server.kill();
+                byte[] back = new byte[4096];
+                assertEquals(BioStatus.IOERR, RemoteIo.read(set, dev, 0, back), dev.describeState());
+                assertEquals(BioStatus.IOERR, RemoteIo.read(set, dev, 0, back), dev.describeState());
+                assertTrue(dev.isFailed(), dev.describeState());
+                assertEquals(sectors, dev.allocatedExtent(0, sectors), "a failed device answers no holes");
+                server.start();
+                assertTrue(dev.awaitConnected(30 * SECOND_NANOS), dev.describeState());
+                assertEquals(sectors, dev.allocatedExtent(0, sectors), "the reconnected device kept the old map");
+            } finally {
+                set.close();
+                dev.close();
+            }
+        }
+    }
+
     /** A server that delays every read past the timeout: the read fails with EIO and close still ends. */
     @Test
     void serverThatNeverAnswersFailsRequestsAndCloses() throws Exception {

@@ -27,6 +27,8 @@ import java.nio.ByteOrder;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.zip.CRC32C;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * {@code log-writes <dev> <log dev>} (dm-log-writes): passes all I/O to {@code dev} and records
@@ -129,6 +131,7 @@ public final class LogWritesTarget extends Target {
     private int queued;
 
     // Writer state (only the writer work touches these; the work never runs on two tasks at once).
+    private final Logger log = LoggerFactory.getLogger(LogWritesTarget.class);
     private volatile boolean loggingEnabled = true;
     private volatile long loggedEntries;
     private volatile long nextSector;
@@ -520,9 +523,19 @@ public final class LogWritesTarget extends Target {
         superDirty = false;
     }
 
+    /**
+     * Logging stops for good (later writes still reach the data device, unlogged); said once in the
+     * log, as dm-log-writes does, so a user who relies on the log for a replay hears of it then and
+     * not when a mark is refused. The writer work's call: it may log.
+     */
     private void stop(String why) {
+        boolean was = loggingEnabled;
         loggingEnabled = false;
         stopReason = why;
+        if (was) {
+            log.warn("log-writes onto {}: logging stopped ({}); later writes reach the data device but not the log,"
+                    + " the {} entries logged so far stay valid", logDeviceName, why, loggedEntries);
+        }
     }
 
     // ---- control path ----------------------------------------------------------------------------

@@ -219,8 +219,18 @@ class LogWritesTargetTest {
         }
     }
 
+    /**
+     * A full log stops logging, I/O goes on, the log stays valid, and the stop is logged once with
+     * its reason (before, a user learnt of it only when a mark was refused).
+     */
     @Test
     void aFullLogStopsLoggingButIoContinues() throws TableException, IOException {
+        ch.qos.logback.classic.Logger targetLog = (ch.qos.logback.classic.Logger) org.slf4j.LoggerFactory.getLogger(
+                LogWritesTarget.class);
+        ch.qos.logback.core.read.ListAppender<ch.qos.logback.classic.spi.ILoggingEvent> lines =
+                new ch.qos.logback.core.read.ListAppender<>();
+        lines.start();
+        targetLog.addAppender(lines);
         try (TestKernel tk = kernel("log-full"); TargetBench b = new TargetBench(tk.kernel)) {
             TargetBench.Bottom data = b.bottom("a", DATA_SECTORS);
             TargetBench.Bottom log = b.bottom("log", 24);
@@ -237,6 +247,14 @@ class LogWritesTargetTest {
             assertArrayEquals(chunk, java.util.Arrays.copyOfRange(data.data, 32 * 512, 40 * 512));
             // Two entries of 9 sectors fit after the super block in 24 sectors; the log stays valid.
             assertEquals(2, new LogReader(LogSource.of(log.data.clone())).entries().size());
+            List<String> stops = lines.list.stream().map(e -> e.getFormattedMessage())
+                    .filter(m -> m.contains("logging stopped")).toList();
+            assertEquals(1, stops.size(), lines.list.toString());
+            assertTrue(stops.get(0).equals("log-writes onto log: logging stopped (log device log is full at entry 2);"
+                    + " later writes reach the data device but not the log, the 2 entries logged so far stay valid"),
+                    stops.get(0));
+        } finally {
+            targetLog.detachAppender(lines);
         }
     }
 
