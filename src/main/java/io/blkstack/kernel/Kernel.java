@@ -331,16 +331,16 @@ public final class Kernel implements AutoCloseable {
             return this;
         }
 
-        /**
-         * Whether the page arena may be an anonymous mapping (the default; zeroed lazily by the
-         * operating system) or must be direct memory zeroed up front (the plain-JDK path).
-         */
         /** What memory devices may fill of the heap ({@link HeapQuota}); default half the heap. */
         public Builder heapQuota(long bytes) {
             this.heapQuotaBytes = bytes;
             return this;
         }
 
+        /**
+         * Whether the page arena may be an anonymous mapping (the default; zeroed lazily by the
+         * operating system) or must be direct memory zeroed up front (the plain-JDK path).
+         */
         public Builder mappedArena(boolean value) {
             this.mappedArena = value;
             return this;

@@ -162,13 +162,13 @@ final class NbdHandshake {
         }
     }
 
-    /** Sends the greeting and reads the client's flags; false if the session ended there. */
     /** Logs a protocol violation that ends the session (the spec's hard disconnect); returns null. */
     private Negotiated disconnected(String what) {
         log.accept(name + ": disconnected in the handshake: " + what);
         return null;
     }
 
+    /** Sends the greeting and reads the client's flags; false if the session ended there. */
     private boolean greet() throws IOException {
         ByteBuffer hello = ByteBuffer.allocate(18);
         hello.putLong(NBDMAGIC).putLong(IHAVEOPT).putShort((short) (FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES)).flip();

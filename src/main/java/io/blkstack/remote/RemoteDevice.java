@@ -1233,13 +1233,13 @@ public final class RemoteDevice extends BlockDevice {
     /**
      * The run at {@code sector} from what BLOCK_STATUS replies said (see {@link AllocationMap});
      * never asks the server itself: an unknown range answers "allocated" and queues a query. While
-     * no connection is up (or the device failed) every range answers "allocated", so that a READ
-     * goes to the device and waits for it or fails, rather than being answered with zeros from a
-     * map the next server may not share.
+     * no connection is up (as whenever the device has failed) every range answers "allocated", so
+     * that a READ goes to the device and waits for it or fails, rather than being answered with
+     * zeros from a map the next server may not share.
      */
     @Override
     public long allocatedExtent(long sector, long maxSectors) {
-        if (allocation == null || failed) {
+        if (allocation == null) {
             return super.allocatedExtent(sector, maxSectors);
         }
         if (sector < 0 || maxSectors <= 0 || sector >= capacitySectors()) {
