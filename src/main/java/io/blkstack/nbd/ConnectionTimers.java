@@ -16,8 +16,8 @@ import java.util.concurrent.atomic.AtomicInteger;
  * reader notes when it waits for a request ({@link #awaitingRequest}); the writer notes when it is
  * sending and after every chunk it moved ({@link #beginSending}, {@link #noteSendProgress}).
  *
- * <p>The request timer looks at the requests in flight, each stamped when it began to wait for its
- * device ({@link NbdRequest#deviceSinceNanos}: a clock read per request, only under a request
+ * <p>The request timer looks at the requests in flight, each stamped at its header or its current
+ * window ({@link NbdRequest#timedSinceNanos}: a clock read per request, only under a request
  * timeout), and re-arms for the oldest one's deadline; a request past it is lost and the connection
  * cut ({@link NbdConnection#requestTimedOut}). It goes on after the cut, so that every request that
  * stays past its deadline is lost too and the writer can end.
@@ -121,9 +121,9 @@ final class ConnectionTimers {
         return true;
     }
 
-    /** A request's {@link NbdRequest#deviceSinceNanos}: now under a request timeout, else NOT_WAITING (no clock read). */
+    /** A request's {@link NbdRequest#timedSinceNanos}: now under a request timeout, else UNTIMED (no clock read). */
     long requestStamp() {
-        return requestTimeoutNanos > 0 ? kernel.scheduler().nanoTime() : NbdRequest.NOT_WAITING;
+        return requestTimeoutNanos > 0 ? kernel.scheduler().nanoTime() : NbdRequest.UNTIMED;
     }
 
     /**
@@ -134,11 +134,12 @@ final class ConnectionTimers {
     private void requestTimerFired() {
         long now = kernel.scheduler().nanoTime();
         long cutoff = now - requestTimeoutNanos;
-        NbdRequest first = connection.overdue(cutoff);
-        if (first != null) {
+        NbdRequest oldest = connection.oldestTimed();
+        long since = oldest == null ? NbdRequest.UNTIMED : oldest.timedSinceNanos;
+        if (since != NbdRequest.UNTIMED && since <= cutoff) {
             // Described before anything is lost: once a request is lost the connection may end at
             // once, and its end logs this (a request that comes back meanwhile is named all the same).
-            String what = connection.describeRequest(first);
+            String what = connection.describeRequest(oldest);
             if (phase.get() == TRANSMISSION) {
                 timedOutRequest = what;
             }
@@ -152,9 +153,10 @@ final class ConnectionTimers {
             if (cut && !lostAny) {
                 connection.closeSocket(); // it came back just now, past its deadline all the same
             }
+            oldest = connection.oldestTimed();
+            since = oldest == null ? NbdRequest.UNTIMED : oldest.timedSinceNanos;
         }
-        long oldest = connection.oldestWaitingSince();
-        long next = oldest == NbdRequest.NOT_WAITING ? requestTimeoutNanos : oldest + requestTimeoutNanos - now;
+        long next = since == NbdRequest.UNTIMED ? requestTimeoutNanos : since + requestTimeoutNanos - now;
         arm(REQUEST_TIMER, Math.max(next, RECHECK_NANOS_MIN), requestTimerName, requestTimerCallback);
     }
 

@@ -286,7 +286,7 @@ final class NbdConnection {
         }
     }
 
-    /** A request's {@link NbdRequest#deviceSinceNanos} from now ({@link ConnectionTimers#requestStamp}). */
+    /** A request's {@link NbdRequest#timedSinceNanos} from now ({@link ConnectionTimers#requestStamp}). */
     long requestStamp() {
         return timers.requestStamp();
     }
@@ -296,19 +296,14 @@ final class NbdConnection {
         return slots.windowToReader(r);
     }
 
-    /** Loses one request that waits for its device since {@code cutoffNanos} or before; null if none. */
+    /** Loses the request the request timeout watches longest if it is past {@code cutoffNanos} ({@link RequestSlots#loseOverdue}). */
     NbdRequest loseOverdue(long cutoffNanos) {
         return slots.loseOverdue(cutoffNanos);
     }
 
-    /** A request that waits for its device since {@code cutoffNanos} or before, or null; loses nothing. */
-    NbdRequest overdue(long cutoffNanos) {
-        return slots.overdue(cutoffNanos);
-    }
-
-    /** When the oldest request still waiting for its device began to wait, or {@link NbdRequest#NOT_WAITING}. */
-    long oldestWaitingSince() {
-        return slots.oldestWaitingSince();
+    /** The request the request timeout watches longest, or null ({@link RequestSlots#oldestTimed}). */
+    NbdRequest oldestTimed() {
+        return slots.oldestTimed();
     }
 
     /**

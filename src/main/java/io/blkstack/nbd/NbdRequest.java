@@ -103,14 +103,17 @@ final class NbdRequest implements ReadReference.Owner {
     boolean taken;
     /** Whether it was lost to a fault while taken ({@link RequestSlots#lose}; guarded by the slots' lock). */
     boolean lost;
-    /** {@link #deviceSinceNanos} of a request that is not waiting: no header yet, or its reply is queued. */
-    static final long NOT_WAITING = Long.MIN_VALUE;
+    /**
+     * {@link #timedSinceNanos} of a request the request timeout does not watch: no header yet, its
+     * reply queued, or the reader waiting for the wire.
+     */
+    static final long UNTIMED = Long.MIN_VALUE;
     /**
      * When the request (or its current window) began, on the kernel's clock, for the request timeout;
-     * {@link #NOT_WAITING} before its header and once its reply is queued. Only kept under a request
+     * {@link #UNTIMED} before its header and once its reply is queued. Only kept under a request
      * timeout ({@link ConnectionTimers}), which reads it from its timer.
      */
-    volatile long deviceSinceNanos = NOT_WAITING;
+    volatile long timedSinceNanos = UNTIMED;
 
     NbdRequest(NbdConnection connection, int slot, int biosMax, int extentsMax) {
         this.connection = connection;
@@ -145,7 +148,7 @@ final class NbdRequest implements ReadReference.Owner {
         errno.set(0);
         remaining.set(1);
         startNanos = System.nanoTime();
-        deviceSinceNanos = connection.requestStamp();
+        timedSinceNanos = connection.requestStamp();
         connection.exportStats.start();
         beginEvent();
     }
@@ -154,13 +157,13 @@ final class NbdRequest implements ReadReference.Owner {
      * The reader waits for the wire to be free before a long READ (holding no budget yet): the
      * request timeout does not count it.
      */
-    void awaitingClient() {
-        deviceSinceNanos = NOT_WAITING;
+    void stopTimeoutClock() {
+        timedSinceNanos = UNTIMED;
     }
 
     /** The reader has the wire: the request timeout counts again, from now. */
-    void awaitingDevice() {
-        deviceSinceNanos = connection.requestStamp();
+    void startTimeoutClock() {
+        timedSinceNanos = connection.requestStamp();
     }
 
     /** Sets the window the next bios cover (device bytes) and how much of it is padding. */
@@ -185,7 +188,7 @@ final class NbdRequest implements ReadReference.Owner {
         }
         extentCount = 0;
         remaining.set(1);
-        deviceSinceNanos = connection.requestStamp();
+        timedSinceNanos = connection.requestStamp();
     }
 
     /**

@@ -89,9 +89,9 @@ final class ReadWriteCommands {
         boolean windowed = paddedEnd - start > window;
         boolean alone = windowed && !structured;
         if (alone) {
-            r.awaitingClient();
+            r.stopTimeoutClock();
             connection.awaitInFlightAtMost(1); // every earlier reply sent: none can land in this one
-            r.awaitingDevice();
+            r.startTimeoutClock();
         }
         if (windowed) {
             windowedRequests.incrementAndGet();

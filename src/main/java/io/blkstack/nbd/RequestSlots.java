@@ -27,7 +27,7 @@ import java.util.function.Consumer;
  * use is lost ({@link #settled}) instead of waiting for ever; the connection is already broken
  * ({@link NbdConnection#fault}), and a lost request that does come back later is freed as usual
  * (by whoever completes it, once the writer has ended: {@link #endReplies}). A request that waited
- * for its device past the request timeout is lost the same way ({@link #loseOverdue}). Once the
+ * past the request timeout is lost the same way ({@link #loseOverdue}). Once the
  * connection is broken, the reader's waits for a slot end too ({@link #take} returns null).
  */
 final class RequestSlots {
@@ -127,7 +127,7 @@ final class RequestSlots {
             r = requests[slot];
             if (r != null) {
                 r.taken = true;
-                r.deviceSinceNanos = NbdRequest.NOT_WAITING; // until its header is read
+                r.timedSinceNanos = NbdRequest.UNTIMED; // until its header is read
             }
         } finally {
             slotLock.unlock();
@@ -206,73 +206,57 @@ final class RequestSlots {
     }
 
     /**
-     * Loses one request that has waited for its device since {@code cutoffNanos} or before (see
-     * {@link NbdRequest#deviceSinceNanos}) and returns it; null if none has. The connection is
-     * marked broken in the same lock hold, so that once the request comes back and its slot is
-     * given back, the reader cannot take that slot again ({@link #take} looks under this lock).
-     * The request timer's call: never blocks.
+     * Loses the request the request timeout watches longest (see {@link NbdRequest#timedSinceNanos})
+     * if it has been watched since {@code cutoffNanos} or before, and returns it; null if not. The
+     * connection is marked broken in the same lock hold, so that once the request comes back and
+     * its slot is given back, the reader cannot take that slot again ({@link #take} looks under this
+     * lock). The request timer's call: never blocks.
      */
     NbdRequest loseOverdue(long cutoffNanos) {
         NbdRequest overdue;
         slotLock.lock();
         try {
-            overdue = findOverdue(cutoffNanos);
-            if (overdue != null) {
-                overdue.lost = true;
-                lost.incrementAndGet();
-                connection.broken = true;
+            overdue = oldestTimedLocked();
+            if (overdue == null || overdue.timedSinceNanos > cutoffNanos) {
+                return null;
             }
+            overdue.lost = true;
+            lost.incrementAndGet();
+            connection.broken = true;
         } finally {
             slotLock.unlock();
         }
-        if (overdue != null) {
-            lost(overdue);
-        }
+        lost(overdue);
         return overdue;
     }
 
-    /** A request that has waited for its device since {@code cutoffNanos} or before, or null; nothing changes. */
-    NbdRequest overdue(long cutoffNanos) {
+    /** The request the request timeout watches longest (taken, not lost, timed), or null. */
+    NbdRequest oldestTimed() {
         slotLock.lock();
         try {
-            return findOverdue(cutoffNanos);
+            return oldestTimedLocked();
         } finally {
             slotLock.unlock();
         }
     }
 
-    /** The first taken, unlost request waiting for its device since {@code cutoffNanos} or before; under the slots' lock. */
-    private NbdRequest findOverdue(long cutoffNanos) {
+    /** {@link #oldestTimed}, the caller holding the slots' lock. */
+    private NbdRequest oldestTimedLocked() {
+        NbdRequest oldest = null;
+        long oldestSince = NbdRequest.UNTIMED;
         for (NbdRequest r : requests) {
-            long since = r == null ? NbdRequest.NOT_WAITING : r.deviceSinceNanos;
-            if (since != NbdRequest.NOT_WAITING && since <= cutoffNanos && r.taken && !r.lost) {
-                return r;
+            long since = r == null ? NbdRequest.UNTIMED : r.timedSinceNanos;
+            if (since != NbdRequest.UNTIMED && r.taken && !r.lost && (oldest == null || since < oldestSince)) {
+                oldest = r;
+                oldestSince = since;
             }
-        }
-        return null;
-    }
-
-    /** The earliest {@link NbdRequest#deviceSinceNanos} of the requests waiting for their device, or NOT_WAITING. */
-    long oldestWaitingSince() {
-        long oldest = NbdRequest.NOT_WAITING;
-        slotLock.lock();
-        try {
-            for (NbdRequest r : requests) {
-                long since = r == null ? NbdRequest.NOT_WAITING : r.deviceSinceNanos;
-                if (since != NbdRequest.NOT_WAITING && r.taken && !r.lost
-                        && (oldest == NbdRequest.NOT_WAITING || since < oldest)) {
-                    oldest = since;
-                }
-            }
-        } finally {
-            slotLock.unlock();
         }
         return oldest;
     }
 
     /**
      * A WRITE window that is not the request's last has completed: true if the reader frees it and
-     * goes on (the request then no longer waits for its device), false if the request was lost
+     * goes on (the request timeout stops watching it until its next window), false if the request was lost
      * meanwhile, when the writer frees it instead. Decided under the slots' lock, so that the
      * request timer cannot lose a window the reader already owns. Never blocks.
      */
@@ -282,7 +266,7 @@ final class RequestSlots {
             if (r.lost) {
                 return false;
             }
-            r.deviceSinceNanos = NbdRequest.NOT_WAITING;
+            r.timedSinceNanos = NbdRequest.UNTIMED;
             return true;
         } finally {
             slotLock.unlock();
@@ -358,7 +342,7 @@ final class RequestSlots {
      * writer has ended (only lost requests were left), a request that comes back is freed here.
      */
     void replyReady(NbdRequest r) {
-        r.deviceSinceNanos = NbdRequest.NOT_WAITING;
+        r.timedSinceNanos = NbdRequest.UNTIMED;
         Consumer<NbdRequest> late;
         ringLock.lock();
         try {
